@@ -1,0 +1,1 @@
+"""Everything the WebSocket proxy deploys besides ``app.py``."""
