@@ -1,0 +1,85 @@
+"""Settings read once from the environment (CONTRACT.md §3).
+
+``Settings.from_env()`` is called lazily by the app's factories, never at
+import, so ``chalice package`` and test imports need no environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from chalicelib.errors import ConfigurationError
+from chalicelib.routes import DEFAULT_ROUTES, Route, routes_with_overrides
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise ConfigurationError(f"environment variable {name} is required")
+    return value
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from exc
+    if value < minimum:
+        raise ConfigurationError(f"{name} must be at least {minimum:g}, got {raw!r}")
+    return value
+
+
+def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+    value = _number(env, name, default, minimum=minimum)
+    if value != int(value):
+        raise ConfigurationError(f"{name} must be a whole number, got {env.get(name)!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    backend_url: str
+    connections_table: str
+    api_gateway_endpoint: str | None = None
+    connection_ttl_seconds: int = 86400
+    backend_timeout_seconds: float = 10.0
+    fanout_workers: int = 32
+    push_chunk_size: int = 500
+    allowed_origins: tuple[str, ...] = ()
+    deliver_function_name: str | None = None
+    push_function_name: str | None = None
+    routes: Mapping[str, Route] = field(default_factory=lambda: dict(DEFAULT_ROUTES))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        backend_url = _required(env, "BACKEND_URL").rstrip("/")
+        if not backend_url.startswith(("http://", "https://")):
+            raise ConfigurationError("BACKEND_URL must start with http:// or https://")
+        endpoint = env.get("API_GATEWAY_ENDPOINT", "").strip().rstrip("/") or None
+        if endpoint and not endpoint.startswith(("http://", "https://")):
+            raise ConfigurationError("API_GATEWAY_ENDPOINT must start with http:// or https://")
+        timeout = _number(env, "BACKEND_TIMEOUT_SECONDS", 10.0, minimum=0.1)
+        if timeout >= 29:
+            raise ConfigurationError(
+                "BACKEND_TIMEOUT_SECONDS must stay under API Gateway's 29 s integration limit"
+            )
+        origins = tuple(o.strip().rstrip("/") for o in env.get("ALLOWED_ORIGINS", "").split(",") if o.strip())
+        return cls(
+            backend_url=backend_url,
+            connections_table=_required(env, "CONNECTIONS_TABLE"),
+            api_gateway_endpoint=endpoint,
+            connection_ttl_seconds=_integer(env, "CONNECTION_TTL_SECONDS", 86400, minimum=60),
+            backend_timeout_seconds=timeout,
+            fanout_workers=_integer(env, "FANOUT_WORKERS", 32, minimum=1),
+            push_chunk_size=_integer(env, "PUSH_CHUNK_SIZE", 500, minimum=1),
+            allowed_origins=origins,
+            deliver_function_name=env.get("DELIVER_FUNCTION_NAME", "").strip() or None,
+            push_function_name=env.get("PUSH_FUNCTION_NAME", "").strip() or None,
+            routes=routes_with_overrides(env.get("BACKEND_ROUTES")),
+        )

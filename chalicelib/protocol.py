@@ -1,0 +1,201 @@
+"""The client side of CONTRACT.md §1: connect query, frames, error frames, size limits.
+
+Everything here is pure: no I/O, no clock, no AWS.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from chalicelib.errors import Forbidden, InvalidMessage, ProxyError, TooLarge, Unauthorized
+from chalicelib.routes import DEFAULT_TYPE, Route
+
+#: API Gateway's WebSocket message limit (128 KB), for frames both ways.
+MAX_MESSAGE_BYTES = 128 * 1024
+#: Longest token accepted; anything longer is rejected before the backend is called.
+MAX_TOKEN_CHARS = 8192
+BEARER_SUBPROTOCOL = "bearer"
+BOOKING_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+PONG = {"type": "pong"}
+
+
+@dataclass(frozen=True)
+class ConnectRequest:
+    """A validated ``$connect``: which type, which booking, which token."""
+
+    connection_type: str
+    route: Route
+    booking_id: str | None
+    token: str | None
+    #: True when the token came as the ``bearer`` subprotocol, which must be echoed.
+    bearer_subprotocol: bool
+
+
+def header(headers: Mapping[str, str] | None, name: str) -> str | None:
+    """A request header by case-insensitive name."""
+    if not headers:
+        return None
+    wanted = name.lower()
+    for key, value in headers.items():
+        if key.lower() == wanted:
+            return value
+    return None
+
+
+def _subprotocol_token(headers: Mapping[str, str] | None) -> tuple[bool, str | None]:
+    raw = header(headers, "Sec-WebSocket-Protocol")
+    if not raw:
+        return False, None
+    offered = [p.strip() for p in raw.split(",") if p.strip()]
+    if BEARER_SUBPROTOCOL not in offered:
+        return False, None
+    index = offered.index(BEARER_SUBPROTOCOL)
+    token = offered[index + 1] if index + 1 < len(offered) else None
+    return True, token
+
+
+def check_origin(headers: Mapping[str, str] | None, allowed: tuple[str, ...]) -> None:
+    """With an allow-list, the handshake's Origin must be on it (403 otherwise)."""
+    if not allowed:
+        return
+    origin = (header(headers, "Origin") or "").rstrip("/")
+    if origin not in allowed:
+        raise Forbidden("origin not allowed" if origin else "an Origin header is required")
+
+
+def parse_connect(
+    query: Mapping[str, str] | None,
+    headers: Mapping[str, str] | None,
+    routes: Mapping[str, Route],
+) -> ConnectRequest:
+    """Validate the handshake's query (CONTRACT.md §1): 400 or 401 on failure."""
+    query = query or {}
+    connection_type = (query.get("type") or DEFAULT_TYPE).strip()
+    route = routes.get(connection_type)
+    if route is None:
+        raise InvalidMessage(f"type must be one of {', '.join(sorted(routes))}", status=400)
+    booking_id = query.get("booking_id")
+    if route.needs_booking:
+        if not booking_id:
+            raise InvalidMessage(f"booking_id is required for type {connection_type}", status=400)
+        if not BOOKING_ID_PATTERN.fullmatch(booking_id):
+            raise InvalidMessage(
+                "booking_id must be 1-64 characters of letters, digits, '_' or '-'", status=400
+            )
+    else:
+        booking_id = None
+    bearer, sub_token = _subprotocol_token(headers)
+    token = query.get("token") or sub_token or None
+    if token is not None and len(token) > MAX_TOKEN_CHARS:
+        raise Unauthorized("token is too long")
+    if route.needs_token and not token:
+        raise Unauthorized(f"a token is required for type {connection_type}")
+    return ConnectRequest(connection_type, route, booking_id, token, bearer)
+
+
+def reference(frame: Any) -> Any:
+    """The client's ``id`` (or ``client_id``) to echo as ``ref``, if any."""
+    if isinstance(frame, dict):
+        for key in ("id", "client_id"):
+            value = frame.get(key)
+            if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+                return value
+    return None
+
+
+def parse_frame(body: str | None, *, is_base64: bool = False) -> dict[str, Any]:
+    """A client frame as a JSON object, or ``InvalidMessage`` / ``TooLarge``."""
+    if is_base64:
+        raise InvalidMessage("binary frames are not supported; send JSON text")
+    if body is None or not body.strip():
+        raise InvalidMessage("the frame is empty; send a JSON object")
+    if len(body) > MAX_MESSAGE_BYTES or len(body.encode("utf-8", "surrogatepass")) > MAX_MESSAGE_BYTES:
+        raise TooLarge(f"the frame is over {MAX_MESSAGE_BYTES // 1024} KB")
+    try:
+        frame = json.loads(body)
+    except (ValueError, RecursionError):
+        raise InvalidMessage("the frame is not valid JSON") from None
+    if not isinstance(frame, dict):
+        raise InvalidMessage("the frame must be a JSON object")
+    return frame
+
+
+def is_ping(frame: Mapping[str, Any]) -> bool:
+    return frame.get("type") == "ping"
+
+
+def error_frame(code: str, message: str, *, retryable: bool = False, ref: Any = None) -> dict[str, Any]:
+    """The one error frame shape of CONTRACT.md §1."""
+    frame: dict[str, Any] = {
+        "type": "error",
+        "code": code,
+        "message": message,
+        "retryable": retryable,
+    }
+    if ref is not None:
+        frame["ref"] = ref
+    return frame
+
+
+def error_frame_for(exc: ProxyError, ref: Any = None) -> dict[str, Any]:
+    return error_frame(exc.code, exc.message, retryable=exc.retryable, ref=ref)
+
+
+def encode(payload: Any) -> bytes:
+    """Compact UTF-8 JSON: what goes on the wire, serialized once per payload."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def frames_for(payload: Any, limit: int = MAX_MESSAGE_BYTES) -> list[bytes]:
+    """The frames that carry ``payload`` to a client, each at most ``limit`` bytes.
+
+    A payload that fits is one frame. A ``history`` payload over the limit is
+    split into ordered frames carrying ``part`` (1-based), ``parts`` and a
+    slice of ``messages``. Anything else over the limit raises ``TooLarge``.
+    """
+    data = encode(payload)
+    if len(data) <= limit:
+        return [data]
+    if not (
+        isinstance(payload, dict)
+        and payload.get("type") == "history"
+        and isinstance(payload.get("messages"), list)
+        and payload["messages"]
+    ):
+        kind = payload.get("type") if isinstance(payload, dict) else None
+        raise TooLarge(
+            f"a {kind or 'payload'} of {len(data)} bytes is over the {limit // 1024} KB message limit"
+        )
+    return _split_history(payload, limit)
+
+
+def _split_history(payload: dict[str, Any], limit: int) -> list[bytes]:
+    messages: list[Any] = payload["messages"]
+    sizes = [len(encode(m)) for m in messages]
+    widest = len(str(len(messages)))
+    # An upper bound of everything in a part but its messages: widest part numbers.
+    shell = {**payload, "messages": [], "part": 10**widest - 1, "parts": 10**widest - 1}
+    overhead = len(encode(shell))
+    groups: list[list[Any]] = []
+    current: list[Any] = []
+    used = overhead
+    for message, size in zip(messages, sizes, strict=True):
+        extra = size + (1 if current else 0)
+        if overhead + size > limit:
+            raise TooLarge(f"a history message of {size} bytes cannot fit in one {limit // 1024} KB frame")
+        if current and used + extra > limit:
+            groups.append(current)
+            current, used = [], overhead
+            extra = size
+        current.append(message)
+        used += extra
+    groups.append(current)
+    total = len(groups)
+    return [
+        encode({**payload, "messages": group, "part": index, "parts": total})
+        for index, group in enumerate(groups, start=1)
+    ]
