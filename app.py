@@ -18,7 +18,7 @@ from chalice.app import WebsocketEvent
 
 from chalicelib.container import Container
 
-app = Chalice(app_name="ws-proxy")
+app = Chalice(app_name="ws-proxy", configure_logs=False)
 app.experimental_feature_flags.update(["WEBSOCKETS"])
 
 logger = Logger(service="ws-proxy")
@@ -42,26 +42,26 @@ app.register_middleware(ConvertToMiddleware(metrics.log_metrics), "all")
 
 @app.on_ws_connect()
 def connect(event: WebsocketEvent) -> dict[str, Any]:
-    return container.proxy().connect(event.to_dict())
+    return container.run("connect", event.to_dict())
 
 
 @app.on_ws_message()
 def message(event: WebsocketEvent) -> dict[str, Any]:
-    return container.proxy().message(event.to_dict())
+    return container.run("message", event.to_dict())
 
 
 @app.on_ws_disconnect()
 def disconnect(event: WebsocketEvent) -> dict[str, Any]:
-    return container.proxy().disconnect(event.to_dict())
+    return container.run("disconnect", event.to_dict())
 
 
 @app.lambda_function(name="deliver")
 def deliver(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Posts a new connection's initial frames once its handshake is complete."""
-    return container.proxy().deliver(event)
+    return container.run("deliver", event)
 
 
 @app.lambda_function(name="push")
 def push(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Sends a backend payload to a booking, a user or the feed (CONTRACT.md §2)."""
-    return container.proxy().push(event, getattr(context, "function_name", None))
+    return container.run("push", event, getattr(context, "function_name", None))

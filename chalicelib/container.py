@@ -11,6 +11,7 @@ environment through boto3's own variables (``AWS_ENDPOINT_URL_DYNAMODB``,
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,17 @@ from chalicelib.config import Settings
 from chalicelib.gateway import ConnectionGateway, ManagementApi, new_pool, region_for
 from chalicelib.proxy import Proxy
 from chalicelib.registry import ConnectionRegistry
+
+logger = logging.getLogger(__name__)
+
+#: What each function answers when the proxy cannot even be built (bad configuration).
+_UNBUILT: dict[str, dict[str, Any]] = {
+    "connect": {"statusCode": 500, "body": "the proxy is misconfigured"},
+    "message": {"statusCode": 500},
+    "disconnect": {"statusCode": 200},
+    "deliver": {"error": {"code": "misconfigured", "message": "the proxy is misconfigured"}},
+    "push": {"error": {"code": "misconfigured", "message": "the proxy is misconfigured"}},
+}
 
 
 class LambdaInvoker:
@@ -75,6 +87,16 @@ class Container:
                     self._proxy = self._build()
                 proxy = self._proxy
         return proxy
+
+    def run(self, use_case: str, event: Any, *args: Any) -> dict[str, Any]:
+        """Run one of the proxy's use cases; a proxy that cannot be built still answers."""
+        try:
+            proxy = self.proxy()
+        except Exception as exc:
+            logger.error("the proxy could not be built", extra={"route": use_case, "error": str(exc)})
+            return dict(_UNBUILT[use_case])
+        result: dict[str, Any] = getattr(proxy, use_case)(event, *args)
+        return result
 
     def _build(self) -> Proxy:
         settings = Settings.from_env()

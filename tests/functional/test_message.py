@@ -1,0 +1,323 @@
+"""$default: frames answered by the proxy (CONTRACT.md §1) and backend outcomes (§2)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.conftest import Stack, chat_backend
+from tests.standins import Reply
+
+CHAT = {"type": "chat", "booking_id": "1", "token": "tok-a"}
+ERROR_KEYS = {"type", "code", "message", "retryable"}
+
+
+def join(stack: Stack, cid: str, query: dict[str, str] | None = None) -> None:
+    assert stack.connect(cid, query or CHAT)["statusCode"] == 200
+
+
+def last(stack: Stack, cid: str) -> dict:
+    frames = stack.mgmt.frames(cid)
+    assert frames, f"nothing was posted to {cid}"
+    return frames[-1]
+
+
+def assert_error(frame: dict, code: str, retryable: bool) -> None:
+    assert frame["type"] == "error"
+    assert set(frame) - {"ref"} == ERROR_KEYS
+    assert frame["code"] == code
+    assert frame["retryable"] is retryable
+    assert isinstance(frame["message"], str) and frame["message"]
+
+
+def test_ping_is_answered_by_the_proxy_without_lookup_or_backend(
+    stack: Stack, dynamodb_ops: list[str]
+) -> None:
+    stack.mgmt.open.add("P2=")
+    stack.send("P2=", {"type": "ping"})
+    assert stack.mgmt.frames("P2=") == [{"type": "pong"}]
+    assert stack.backend.requests == []
+    assert dynamodb_ops == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["not json", "[1, 2]", '"text"', "42", "null", "", "   ", None, '{"body": ', '{"a": NaN'],
+)
+def test_malformed_frames_answer_invalid_message(stack: Stack, body: str | None) -> None:
+    stack.mgmt.open.add("M1=")
+    assert stack.send("M1=", body) == {"statusCode": 200}
+    assert_error(last(stack, "M1="), "invalid_message", False)
+    assert stack.backend.requests == []
+
+
+def test_binary_frame_answers_invalid_message(stack: Stack) -> None:
+    stack.mgmt.open.add("M1=")
+    stack.send("M1=", "AAEC", is_base64=True)
+    assert_error(last(stack, "M1="), "invalid_message", False)
+
+
+def test_deeply_nested_json_answers_invalid_message_not_a_crash(stack: Stack) -> None:
+    stack.mgmt.open.add("M1=")
+    stack.send("M1=", "[" * 50_000 + "]" * 50_000)
+    assert_error(last(stack, "M1="), "invalid_message", False)
+
+
+def test_frame_over_128_kb_answers_too_large(stack: Stack) -> None:
+    chat_backend(stack.backend)
+    join(stack, "M1=")
+    stack.send("M1=", {"body": "x" * (128 * 1024)})
+    assert_error(last(stack, "M1="), "too_large", False)
+    assert "/api/chat/ws/1/message" not in stack.backend.paths()
+
+
+def test_unknown_connection_answers_unknown_connection(stack: Stack) -> None:
+    stack.mgmt.open.add("U1=")
+    stack.send("U1=", {"body": "hi", "id": "c-1"})
+    frame = last(stack, "U1=")
+    assert_error(frame, "unknown_connection", False)
+    assert frame["ref"] == "c-1"
+    assert stack.backend.requests == []
+
+
+def test_expired_item_counts_as_unknown(stack: Stack) -> None:
+    past = int(time.time()) - 10
+    stack.dynamodb.put_item(
+        TableName=stack.table,
+        Item={
+            "booking_id": {"S": "1"},
+            "connection_id": {"S": "E1="},
+            "connection_type": {"S": "chat"},
+            "token": {"S": "t"},
+            "created_at": {"N": str(past - 100)},
+            "ttl": {"N": str(past)},
+        },
+    )
+    stack.mgmt.open.add("E1=")
+    stack.send("E1=", {"body": "hi"})
+    assert_error(last(stack, "E1="), "unknown_connection", False)
+
+
+def test_message_is_forwarded_unchanged_with_connection_and_token(stack: Stack) -> None:
+    chat_backend(stack.backend)
+    join(stack, "M1=")
+    frame = {"type": "reaction", "emoji": "❤️", "message_id": 123}
+    stack.send("M1=", frame)
+    path, body = stack.backend.requests[-1]
+    assert path == "/api/chat/ws/1/message"
+    assert body == {"connection_id": "M1=", "message": frame, "token": "tok-a"}
+
+
+def test_feed_message_goes_to_the_feed_route_without_a_token(stack: Stack) -> None:
+    stack.backend.routes["/api/ws/items-feed/message"] = Reply(200, {"type": "ack"})
+    join(stack, "F1=", {"type": "feed"})
+    stack.send("F1=", {"subscribe": "cameras"})
+    assert stack.backend.requests[-1] == (
+        "/api/ws/items-feed/message",
+        {"connection_id": "F1=", "message": {"subscribe": "cameras"}},
+    )
+    assert stack.mgmt.frames("F1=") == [{"type": "ack"}]
+
+
+def test_answer_without_broadcast_goes_to_the_sender_only(stack: Stack) -> None:
+    chat_backend(stack.backend)
+    stack.backend.routes["/api/chat/ws/1/message"] = Reply(
+        200, {"type": "ack", "ok": True, "broadcast": "yes"}
+    )
+    join(stack, "A1=")
+    join(stack, "B1=")
+    stack.send("A1=", {"body": "hi"})
+    assert stack.mgmt.frames("A1=") == [{"type": "ack", "ok": True, "broadcast": "yes"}]
+    assert stack.mgmt.frames("B1=") == []
+
+
+def test_broadcast_reaches_every_connection_of_the_channel_and_type_only(stack: Stack) -> None:
+    chat_backend(stack.backend)
+    chat_backend(stack.backend, "2")
+    stack.backend.routes["/api/ws/bookings/1/connect"] = Reply(200, {})
+    join(stack, "A1=")
+    join(stack, "B1=")
+    join(stack, "X2=", {"booking_id": "2", "token": "t"})
+    join(stack, "K1=", {"type": "booking", "booking_id": "1", "token": "t"})
+    stack.send("A1=", {"body": "Hello"})
+    expected = {"type": "message", "message": {"body": "Hello"}, "thread": {"id": 7}, "broadcast": True}
+    assert stack.mgmt.frames("A1=") == [expected]
+    assert stack.mgmt.frames("B1=") == [expected]
+    assert stack.mgmt.frames("X2=") == []
+    assert stack.mgmt.frames("K1=") == []
+
+
+def test_gone_connection_is_removed_and_the_rest_still_delivered(stack: Stack) -> None:
+    chat_backend(stack.backend)
+    for cid in ("A1=", "B1=", "C1=", "D1="):
+        join(stack, cid)
+    stack.mgmt.open.discard("C1=")  # vanished without $disconnect
+    stack.send("A1=", {"body": "still here?"})
+    assert stack.live_ids() == {"A1=", "B1=", "D1="}
+    for cid in ("A1=", "B1=", "D1="):
+        assert last(stack, cid)["message"] == {"body": "still here?"}
+
+
+def test_throttled_post_is_retried_until_delivered(stack: Stack) -> None:
+    chat_backend(stack.backend)
+    join(stack, "A1=")
+    join(stack, "B1=")
+    stack.mgmt.throttle["B1="] = 2
+    stack.send("A1=", {"body": "again"})
+    assert last(stack, "B1=")["message"] == {"body": "again"}
+    assert stack.mgmt.posts_to("B1=") == 3
+    assert stack.live_ids() == {"A1=", "B1="}
+
+
+def test_fan_out_posts_in_parallel(stack: Stack) -> None:
+    chat_backend(stack.backend)
+    ids = [f"P{i}=" for i in range(16)]
+    for cid in ids:
+        join(stack, cid)
+    stack.mgmt.delay = 0.05
+    stack.send("P0=", {"body": "to all"})
+    assert all(last(stack, cid)["message"] == {"body": "to all"} for cid in ids)
+    assert stack.mgmt.max_in_flight > 1
+    assert stack.mgmt.signed == len(ids)  # every post is SigV4-signed
+
+
+def test_reply_refused_as_too_large_by_api_gateway_becomes_an_error_frame(stack: Stack) -> None:
+    chat_backend(stack.backend)
+    join(stack, "A1=")
+    stack.backend.routes["/api/chat/ws/1/message"] = Reply(200, {"type": "ack", "pad": "x" * 200})
+    stack.mgmt.max_post_bytes = 150
+    stack.send("A1=", {"body": "hi"})
+    assert_error(last(stack, "A1="), "too_large", False)
+
+
+def test_backend_payload_over_128_kb_becomes_a_too_large_error_frame(stack: Stack) -> None:
+    chat_backend(stack.backend)
+    join(stack, "A1=")
+    join(stack, "B1=")
+    stack.backend.routes["/api/chat/ws/1/message"] = Reply(
+        200, {"type": "message", "message": {"body": "x" * (130 * 1024)}, "broadcast": True}
+    )
+    stack.send("A1=", {"body": "hi", "client_id": "k9"})
+    frame = last(stack, "A1=")
+    assert_error(frame, "too_large", False)
+    assert frame["ref"] == "k9"
+    assert stack.mgmt.frames("B1=") == []
+
+
+def test_history_answer_over_128_kb_is_split_into_ordered_parts(stack: Stack) -> None:
+    chat_backend(stack.backend)
+    join(stack, "A1=")
+    messages = [{"id": i, "body": "y" * 1000} for i in range(300)]
+    stack.backend.routes["/api/chat/ws/1/message"] = Reply(
+        200, {"type": "history", "thread": {"id": 7}, "messages": messages}
+    )
+    stack.send("A1=", {"type": "load_more"})
+    parts = stack.mgmt.frames("A1=")
+    assert len(parts) > 2
+    assert [p["part"] for p in parts] == list(range(1, len(parts) + 1))
+    assert {p["parts"] for p in parts} == {len(parts)}
+    assert [m for p in parts for m in p["messages"]] == messages
+    assert all(len(b) <= 128 * 1024 for b in stack.mgmt.received["A1="])
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "retryable"),
+    [
+        (401, "unauthorized", False),
+        (403, "forbidden", False),
+        (404, "backend_error", False),
+        (400, "backend_error", False),
+        (422, "backend_error", False),
+        (500, "backend_unavailable", True),
+        (502, "backend_unavailable", True),
+    ],
+)
+def test_backend_failure_becomes_an_error_frame_for_the_sender(
+    stack: Stack, status: int, code: str, retryable: bool
+) -> None:
+    chat_backend(stack.backend)
+    join(stack, "A1=")
+    join(stack, "B1=")
+    stack.backend.routes["/api/chat/ws/1/message"] = Reply(status, {"detail": "no"})
+    stack.send("A1=", {"body": "hi", "id": 17})
+    frame = last(stack, "A1=")
+    assert_error(frame, code, retryable)
+    assert frame["ref"] == 17
+    assert stack.mgmt.frames("B1=") == []
+    assert stack.live_ids() == {"A1=", "B1="}
+
+
+def test_backend_timeout_is_retryable(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    chat_backend(stack.backend)
+    join(stack, "A1=")
+    monkeypatch.setenv("BACKEND_TIMEOUT_SECONDS", "0.3")
+    from app import container
+
+    container.reset()
+    stack.backend.routes["/api/chat/ws/1/message"] = Reply(200, {"type": "late"}, delay=1.5)
+    stack.send("A1=", {"body": "hi"})
+    assert_error(last(stack, "A1="), "backend_unavailable", True)
+
+
+def test_backend_down_is_retryable(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app import container
+    from tests.conftest import free_port
+
+    chat_backend(stack.backend)
+    join(stack, "A1=")
+    monkeypatch.setenv("BACKEND_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    container.reset()
+    stack.send("A1=", {"body": "hi"})
+    assert_error(last(stack, "A1="), "backend_unavailable", True)
+
+
+def test_backend_invalid_json_is_a_backend_error(stack: Stack) -> None:
+    chat_backend(stack.backend)
+    join(stack, "A1=")
+    stack.backend.routes["/api/chat/ws/1/message"] = Reply(200, b"<html>oops</html>")
+    stack.send("A1=", {"body": "hi"})
+    assert_error(last(stack, "A1="), "backend_error", False)
+
+
+def test_no_scan_is_ever_issued(stack: Stack, dynamodb_ops: list[str]) -> None:
+    chat_backend(stack.backend)
+    for cid in ("A1=", "B1=", "C1="):
+        join(stack, cid)
+    stack.run_deliveries()
+    stack.mgmt.open.discard("C1=")
+    stack.send("A1=", {"body": "hi"})
+    stack.send("B1=", {"type": "ping"})
+    stack.disconnect("B1=")
+    assert dynamodb_ops, "the hook saw no DynamoDB calls at all"
+    assert "Scan" not in dynamodb_ops
+    assert set(dynamodb_ops) <= {"PutItem", "Query", "DeleteItem"}
+
+
+def test_lookup_is_one_query_on_the_connection_index(stack: Stack, dynamodb_ops: list[str]) -> None:
+    chat_backend(stack.backend)
+    stack.backend.routes["/api/chat/ws/1/message"] = Reply(200, {"type": "ack"})
+    join(stack, "A1=")
+    dynamodb_ops.clear()
+    stack.send("A1=", {"body": "hi"})
+    assert dynamodb_ops == ["Query"]
+
+
+def test_unhandled_failure_still_answers_with_an_error_frame(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chat_backend(stack.backend)
+    join(stack, "A1=")
+    from app import container
+
+    proxy = container.proxy()
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("unexpected")
+
+    monkeypatch.setattr(proxy.registry, "find", broken)
+    assert stack.send("A1=", json.dumps({"body": "hi", "id": "r1"})) == {"statusCode": 200}
+    frame = last(stack, "A1=")
+    assert_error(frame, "backend_unavailable", True)
+    assert frame["ref"] == "r1"

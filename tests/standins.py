@@ -1,0 +1,219 @@
+"""Loopback HTTP servers that answer like the proxy's real neighbours.
+
+- ``BackendStandIn``: the FastAPI backend (CONTRACT.md §2), scripted per path.
+- ``ManagementApiStandIn``: API Gateway's ``@connections`` API, with its rules:
+  410 for unknown, closed or not-yet-established connections, 413 above
+  128 KB, scripted 429 bursts, per-post latency, and a record of concurrency.
+- ``LambdaStandIn``: the Lambda ``Invoke`` API; records asynchronous invocations.
+
+Each is a threaded HTTP/1.1 server (keep-alive, deep accept queue) on a free
+port of 127.0.0.1, started and stopped by the fixture that owns it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote
+
+MAX_POST_BYTES = 128 * 1024
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+    allow_reuse_address = True
+
+
+class StandIn:
+    """Base: a server thread and a request handler that calls ``self.handle``."""
+
+    def __init__(self) -> None:
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                status, payload, headers = owner.handle(self.command, self.path, dict(self.headers), body)
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_DELETE = _serve
+
+        self._server = _Server(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
+
+    def start(self) -> StandIn:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any, dict]:
+        raise NotImplementedError
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: Any = field(default_factory=dict)
+    delay: float = 0.0
+
+
+class BackendStandIn(StandIn):
+    """Answers per path: a ``Reply`` or a callable(request_json) -> ``Reply``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.routes: dict[str, Reply | Callable[[Any], Reply]] = {}
+        self.requests: list[tuple[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any, dict]:
+        try:
+            parsed = json.loads(body) if body else None
+        except ValueError:
+            parsed = body
+        with self._lock:
+            self.requests.append((path, parsed))
+        route = self.routes.get(path)
+        if route is None:
+            return 404, {"detail": "Not Found"}, {}
+        reply = route(parsed) if callable(route) else route
+        if reply.delay:
+            time.sleep(reply.delay)
+        return reply.status, reply.body, {}
+
+    def paths(self) -> list[str]:
+        return [p for p, _ in self.requests]
+
+
+class ManagementApiStandIn(StandIn):
+    """API Gateway's ``@connections`` API for one stage."""
+
+    def __init__(self, stage: str = "development") -> None:
+        super().__init__()
+        self.stage = stage
+        self.endpoint = f"{self.url}/{stage}"
+        self.open: set[str] = set()
+        self.received: dict[str, list[bytes]] = defaultdict(list)
+        #: connection id → how many more posts answer 410 before it counts as open
+        self.pending: dict[str, int] = {}
+        #: connection id → how many more posts answer 429
+        self.throttle: dict[str, int] = {}
+        self.fail: set[str] = set()
+        self.delay = 0.0
+        self.max_post_bytes = MAX_POST_BYTES
+        self.calls: list[tuple[str, str, int]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.signed = 0
+        self._lock = threading.Lock()
+
+    def connection_id(self, path: str) -> str | None:
+        prefix = f"/{self.stage}/@connections/"
+        if not path.startswith(prefix):
+            return None
+        return unquote(path[len(prefix) :])
+
+    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any, dict]:
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            if headers.get("Authorization", "").startswith("AWS4-HMAC-SHA256 Credential="):
+                self.signed += 1
+        try:
+            if self.delay:
+                time.sleep(self.delay)
+            status = self._status(method, path, body)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+        return status, ({} if status == 200 else {"message": str(status)}), {}
+
+    def _status(self, method: str, path: str, body: bytes) -> int:
+        cid = self.connection_id(path)
+        with self._lock:
+            if cid is None:
+                status = 404
+            elif self.pending.get(cid, 0) > 0:
+                self.pending[cid] -= 1
+                if self.pending[cid] == 0:
+                    self.open.add(cid)
+                status = 410
+            elif self.throttle.get(cid, 0) > 0:
+                self.throttle[cid] -= 1
+                status = 429
+            elif cid in self.fail:
+                status = 500
+            elif cid not in self.open:
+                status = 410
+            elif method == "DELETE":
+                self.open.discard(cid)
+                status = 204
+            elif method != "POST":
+                status = 200
+            elif len(body) > self.max_post_bytes:
+                status = 413
+            else:
+                self.received[cid].append(body)
+                status = 200
+            self.calls.append((method, cid or path, status))
+        return status
+
+    def frames(self, cid: str) -> list[Any]:
+        return [json.loads(b) for b in self.received.get(cid, [])]
+
+    def posts_to(self, cid: str) -> int:
+        return sum(1 for method, c, _ in self.calls if method == "POST" and c == cid)
+
+
+class LambdaStandIn(StandIn):
+    """The Lambda ``Invoke`` API: records invocations and answers like Lambda."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.invocations: list[tuple[str, str, Any]] = []
+        self.fail = False
+        self._lock = threading.Lock()
+
+    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any, dict]:
+        parts = path.split("/")
+        if method != "POST" or len(parts) < 5 or parts[2] != "functions":
+            return 404, {"Message": "not found"}, {}
+        if self.fail:
+            return 500, {"Message": "ServiceException"}, {"x-amzn-ErrorType": "ServiceException"}
+        name = unquote(parts[3])
+        kind = headers.get("X-Amz-Invocation-Type", "RequestResponse")
+        with self._lock:
+            self.invocations.append((name, kind, json.loads(body)))
+        return (202 if kind == "Event" else 200), b"", {}
+
+    def take(self, name_suffix: str) -> list[Any]:
+        """The payloads of invocations of functions ending in ``name_suffix``, removed."""
+        with self._lock:
+            taken = [p for n, _, p in self.invocations if n.endswith(name_suffix)]
+            self.invocations = [i for i in self.invocations if not i[0].endswith(name_suffix)]
+        return taken
