@@ -34,5 +34,10 @@ test: venv system-deps lint
 run: venv
 	$(PY) -m local_gateway
 
+# Benchmarks against the replaced proxy's way (on demand, never part of `make test`);
+# writes bench/RESULTS.md, bench/results.json and bench/fanout.png.
+bench: venv
+	$(PY) -m bench
+
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,156 @@
+"""Lookup cost: DynamoDB items read to find a ``$default``'s connection.
+
+The table holds one target connection and 100, 10,000 or 100,000 others
+(moto in-process, ``mock_aws``; items written with ``BatchWriteItem``). Ours is
+``ConnectionRegistry.find``: one Query on the ``connection_id-index`` GSI. The
+baseline is what the replaced proxy did: a Scan with a FilterExpression on
+``connection_id``, following ``LastEvaluatedKey``.
+
+Items are counted from the responses (``ScannedCount``, through a botocore
+``after-call`` hook), never timed: moto answers a GSI Query by walking the
+whole table, so its timings say nothing about DynamoDB's.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from bench.servers import use_dummy_aws_env
+
+TABLE = "bench-connections"
+OTHERS = (100, 10_000, 100_000)
+#: A JWT-sized token, so items (and therefore Scan pages) have a realistic size.
+TOKEN = "eyJhbGciOiJIUzI1NiJ9." + "x" * 280
+TARGET = "TARGETconnQ="
+
+
+class ReadCounter:
+    """Sums ``ScannedCount`` and counts calls of Query/Scan from the parsed responses."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.scanned = 0
+
+    def reset(self) -> None:
+        self.calls = self.scanned = 0
+
+    def __call__(self, parsed: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        if parsed is not None and "ScannedCount" in parsed:
+            self.calls += 1
+            self.scanned += int(parsed["ScannedCount"])
+
+
+def _item(i: int, now: int) -> dict[str, Any]:
+    return {
+        "booking_id": {"S": f"b{i // 4:07d}"},  # four connections per booking
+        "connection_id": {"S": f"c{i:011d}Q="},
+        "connection_type": {"S": "chat"},
+        "user_id": {"S": f"user_{i}"},
+        "token": {"S": TOKEN},
+        "created_at": {"N": str(now)},
+        "ttl": {"N": str(now + 86400)},
+    }
+
+
+def _fill(client: Any, start: int, stop: int, now: int) -> None:
+    for first in range(start, stop, 25):
+        batch = [{"PutRequest": {"Item": _item(i, now)}} for i in range(first, min(first + 25, stop))]
+        request: dict[str, Any] = {TABLE: batch}
+        for _ in range(10):  # bounded: moto does not throttle, DynamoDB might
+            unprocessed = client.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
+            if not unprocessed:
+                break
+            request = unprocessed
+        else:
+            raise RuntimeError("BatchWriteItem kept leaving items unprocessed")
+
+
+def scan_for(client: Any, connection_id: str, max_pages: int = 10_000) -> dict[str, Any] | None:
+    """The replaced proxy's lookup: Scan with a filter, every page."""
+    kwargs: dict[str, Any] = {
+        "TableName": TABLE,
+        "FilterExpression": "connection_id = :c",
+        "ExpressionAttributeValues": {":c": {"S": connection_id}},
+    }
+    found = None
+    for _ in range(max_pages):
+        response = client.scan(**kwargs)
+        if response.get("Items") and found is None:
+            found = response["Items"][0]
+        key = response.get("LastEvaluatedKey")
+        if not key:
+            return found
+        kwargs["ExclusiveStartKey"] = key
+    raise RuntimeError("Scan did not finish within its page bound")
+
+
+def run(others: Sequence[int] = OTHERS, time_budget_s: float = 150.0) -> dict[str, Any]:
+    use_dummy_aws_env()
+    import boto3
+    from moto import mock_aws
+
+    from chalicelib.registry import Connection, ConnectionRegistry
+    from chalicelib.schema import create_table_request
+
+    started = time.monotonic()
+    rows: list[dict[str, Any]] = []
+    skipped: list[int] = []
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        client.create_table(**create_table_request(TABLE))
+        counter = ReadCounter()
+        client.meta.events.register("after-call.dynamodb.Query", counter)
+        client.meta.events.register("after-call.dynamodb.Scan", counter)
+        registry = ConnectionRegistry(client, TABLE, lookup_retry_delays=())
+        now = int(time.time())
+        registry.put(Connection(TARGET, "b-target", "chat", "user_t", TOKEN, now, now + 86400))
+        filled = 0
+        for n in others:
+            if time.monotonic() - started > time_budget_s:
+                skipped.append(n)
+                continue
+            fill_started = time.monotonic()
+            _fill(client, filled, n, now)
+            filled = n
+            fill_s = time.monotonic() - fill_started
+
+            counter.reset()
+            found = registry.find(TARGET)
+            if found is None or found.connection_id != TARGET:
+                raise RuntimeError("ConnectionRegistry.find missed the target connection")
+            ours = {"items": counter.scanned, "calls": counter.calls}
+
+            counter.reset()
+            item = scan_for(client, TARGET)
+            if item is None:
+                raise RuntimeError("the Scan baseline missed the target connection")
+            baseline = {"items": counter.scanned, "calls": counter.calls}
+            rows.append(
+                {
+                    "others": n,
+                    "table_items": n + 1,
+                    "ours": ours,
+                    "baseline": baseline,
+                    "ratio": baseline["items"] / max(ours["items"], 1),
+                    "fill_s": round(fill_s, 1),
+                }
+            )
+    return {
+        "rows": rows,
+        "skipped": skipped,
+        "item_bytes_approx": len(json.dumps(_item(0, 0))),
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def main() -> None:
+    print(json.dumps(run()))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""Per-message overhead: ``app.message`` time minus backend and Management API time.
+
+The whole ``$default`` handler runs as Lambda would run it (Chalice's
+``WebsocketEventSourceHandler``, Powertools' logger and metrics middleware,
+the container's lazily built dependencies), against:
+
+- a backend stand-in and a Management API stand-in (``bench.standin``, one
+  process, both answering at once: stage ``instant``), keep-alive;
+- moto's DynamoDB in its own process (``ThreadedMotoServer``), reached through
+  ``AWS_ENDPOINT_URL_DYNAMODB``, holding a channel of ``CHANNEL`` connections.
+
+Each message is a chat frame the backend answers with ``broadcast: true``, so
+a message is: one GSI Query, one backend POST, one channel Query, a fan-out to
+the channel. Time spent inside ``BackendClient.post`` and the gateway's
+``post``/``fan_out`` is measured by wrapping them and subtracted; the time
+inside DynamoDB calls (botocore + moto over loopback) is reported beside it.
+
+Run in its own interpreter (``python -m bench.overhead``): the handler logs to
+stdout, as in Lambda, and that goes to /dev/null here; the result is the JSON
+line written to the original stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bench.servers import moto_server, standin, use_dummy_aws_env
+
+MESSAGES = 1000
+WARMUP = 20
+CHANNEL = 4  # a booking's chat: the sender and three others
+TABLE = "bench-overhead-connections"
+TOKEN = "eyJhbGciOiJIUzI1NiJ9." + "x" * 280
+
+
+class LambdaContext:
+    function_name = "ws-proxy-dev-message"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:ws-proxy-dev-message"
+    log_group_name = "/aws/lambda/ws-proxy-dev-message"
+    log_stream_name = "bench"
+
+    def __init__(self, request_id: str) -> None:
+        self.aws_request_id = request_id
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 28_000
+
+
+def event(connection_id: str, body: str, i: int) -> dict[str, Any]:
+    return {
+        "requestContext": {
+            "routeKey": "$default",
+            "eventType": "MESSAGE",
+            "messageId": f"m{i}",
+            "connectionId": connection_id,
+            "domainName": "abc123.execute-api.us-east-1.amazonaws.com",
+            "stage": "development",
+            "apiId": "abc123",
+            "requestId": f"r{i}",
+            "requestTimeEpoch": int(time.time() * 1000),
+        },
+        "body": body,
+        "isBase64Encoded": False,
+    }
+
+
+class Timer:
+    """Accumulates wall time (and the calling thread's CPU) inside wrapped calls, per kind."""
+
+    def __init__(self) -> None:
+        self.spent: dict[str, float] = {}
+
+    def reset(self) -> None:
+        self.spent = {}
+
+    def wrap(self, kind: str, func: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            cpu = time.thread_time()
+            started = time.perf_counter()
+            try:
+                return func(*args, **kwargs)
+            finally:
+                spent = self.spent
+                spent[kind] = spent.get(kind, 0.0) + time.perf_counter() - started
+                spent[kind + "_cpu"] = spent.get(kind + "_cpu", 0.0) + time.thread_time() - cpu
+
+        return timed
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def run(messages: int = MESSAGES) -> dict[str, Any]:
+    use_dummy_aws_env()
+    with standin(delay=0.0) as stand, moto_server() as moto:
+        os.environ.update(
+            {
+                "BACKEND_URL": stand.base,
+                "API_GATEWAY_ENDPOINT": f"{stand.base}/instant",
+                "CONNECTIONS_TABLE": TABLE,
+                "AWS_ENDPOINT_URL_DYNAMODB": moto.base,
+                "POWERTOOLS_SERVICE_NAME": "ws-proxy",
+                "POWERTOOLS_METRICS_NAMESPACE": "WebSocketProxy",
+            }
+        )
+        import boto3
+
+        from chalicelib.registry import Connection
+        from chalicelib.schema import create_table_request
+
+        boto3.client("dynamodb").create_table(**create_table_request(TABLE))
+
+        import app as app_module
+
+        proxy = app_module.container.proxy()
+        now = int(time.time())
+        ids = [f"conn{i:08d}Q=" for i in range(CHANNEL)]
+        for i, connection_id in enumerate(ids):
+            proxy.registry.put(Connection(connection_id, "b-1001", "chat", f"u{i}", TOKEN, now, now + 86400))
+
+        timer = Timer()
+        proxy.backend.post = timer.wrap("backend", proxy.backend.post)  # type: ignore[method-assign]
+        gateway = proxy.gateway_for(proxy.endpoint_for({}))
+        gateway.post = timer.wrap("management_api", gateway.post)  # type: ignore[method-assign]
+        gateway.fan_out = timer.wrap("management_api", gateway.fan_out)  # type: ignore[method-assign]
+        proxy.registry._call = timer.wrap("dynamodb", proxy.registry._call)  # type: ignore[method-assign]
+
+        rows: list[dict[str, float]] = []
+        backend_calls = stand.stats()["backend"]
+        posts = stand.stats()["posts"]
+        for i in range(WARMUP + messages):
+            body = json.dumps({"body": f"Hello #{i}", "client_id": f"k{i}"})
+            timer.reset()
+            cpu = time.process_time()
+            started = time.perf_counter()
+            answer = app_module.message(event(ids[i % CHANNEL], body, i), LambdaContext(f"req-{i}"))
+            total = time.perf_counter() - started
+            cpu = time.process_time() - cpu
+            if answer.get("statusCode") != 200:
+                raise RuntimeError(f"handler answered {answer}")
+            if i >= WARMUP:
+                spent = timer.spent
+                rows.append(
+                    {
+                        "total": total,
+                        "backend": spent.get("backend", 0.0),
+                        "management_api": spent.get("management_api", 0.0),
+                        "dynamodb": spent.get("dynamodb", 0.0),
+                        "dynamodb_client_cpu": spent.get("dynamodb_cpu", 0.0),
+                        "cpu": cpu,
+                    }
+                )
+        backend_calls = stand.stats()["backend"] - backend_calls
+        posts = stand.stats()["posts"] - posts
+        expected = WARMUP + messages
+        if backend_calls != expected or posts != expected * CHANNEL:
+            raise RuntimeError(f"{backend_calls} backend calls and {posts} posts for {expected} messages")
+
+    def summary(values: list[float]) -> dict[str, float]:
+        ms = [v * 1000 for v in values]
+        return {"median_ms": statistics.median(ms), "p99_ms": _percentile(ms, 0.99)}
+
+    overhead = [r["total"] - r["backend"] - r["management_api"] for r in rows]
+    # What is left when DynamoDB's own time (moto's server, loopback) is also taken
+    # out, but botocore's work in this process (its CPU inside those calls) kept.
+    own = [o - r["dynamodb"] + r["dynamodb_client_cpu"] for o, r in zip(overhead, rows, strict=True)]
+    return {
+        "messages": messages,
+        "warmup": WARMUP,
+        "channel": CHANNEL,
+        "handler": summary([r["total"] for r in rows]),
+        "backend": summary([r["backend"] for r in rows]),
+        "management_api": summary([r["management_api"] for r in rows]),
+        "dynamodb": summary([r["dynamodb"] for r in rows]),
+        "overhead": summary(overhead),
+        "dynamodb_client_cpu": summary([r["dynamodb_client_cpu"] for r in rows]),
+        "overhead_without_dynamodb_server": summary(own),
+        "cpu_per_message": summary([r["cpu"] for r in rows]),
+    }
+
+
+def main() -> None:
+    result_out = os.fdopen(os.dup(1), "w")
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)  # the handler's logs and metrics, as Lambda writes them
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+    result = run()
+    result_out.write(json.dumps(result) + "\n")
+    result_out.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""Starting and stopping the benchmarks' servers, each in its own process."""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+#: Dummy credentials: the benches talk to 127.0.0.1 only and must never find real ones.
+DUMMY_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+def use_dummy_aws_env() -> None:
+    """Point this process's AWS SDK at dummy credentials and no profile files."""
+    os.environ.update(DUMMY_AWS_ENV)
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"):
+        os.environ.pop(name, None)
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[str]
+    port: int
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stats(self) -> dict[str, Any]:
+        with urllib.request.urlopen(self.base + "/_stats", timeout=5) as response:
+            data: dict[str, Any] = json.loads(response.read())
+            return data
+
+    def cpu_seconds(self) -> float:
+        """CPU time of the server process so far (from /proc, any server)."""
+        with open(f"/proc/{self.process.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def _wait_ready(process: subprocess.Popen[str], marker: str, timeout: float) -> str:
+    """The first stdout line starting with ``marker``, within ``timeout`` seconds."""
+    assert process.stdout is not None
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
+                continue
+            line = process.stdout.readline()
+            if not line:
+                raise RuntimeError(f"server exited before it was ready (code {process.poll()})")
+            if line.startswith(marker):
+                return line
+    finally:
+        selector.close()
+    raise RuntimeError(f"server not ready within {timeout:.0f} s")
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        if process.stdin is not None:
+            try:
+                process.stdin.close()
+            except OSError:
+                pass
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+    if process.stdout is not None:
+        process.stdout.close()
+
+
+@contextmanager
+def standin(delay: float = 0.02) -> Iterator[Server]:
+    """The aiohttp Management API + backend stand-in (``bench.standin``), in its own process."""
+    process = subprocess.Popen(
+        [PY, "-m", "bench.standin", "--delay", str(delay)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = _wait_ready(process, "READY ", timeout=30)
+        server = Server(process, int(line.split()[1]))
+        yield server
+    finally:
+        _stop(process)
+
+
+@contextmanager
+def moto_server() -> Iterator[Server]:
+    """moto's DynamoDB emulation over HTTP, in its own process, on an ephemeral port."""
+    code = (
+        "import logging, sys\n"
+        "logging.getLogger('werkzeug').setLevel(logging.ERROR)\n"
+        "from moto.server import ThreadedMotoServer\n"
+        "s = ThreadedMotoServer(ip_address='127.0.0.1', port=0, verbose=False)\n"
+        "s.start()\n"
+        "print('READY', s.get_host_and_port()[1], flush=True)\n"
+        "sys.stdin.read()\n"
+        "s.stop()\n"
+    )
+    env = {**os.environ, **DUMMY_AWS_ENV}
+    process = subprocess.Popen(
+        [PY, "-c", code], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        line = _wait_ready(process, "READY ", timeout=60)
+        yield Server(process, int(line.split()[1]))
+    finally:
+        _stop(process)
+
+
+def run_json(args: Sequence[str], *, env: dict[str, str] | None = None, timeout: float = 300) -> Any:
+    """Run ``python -m <args>`` in a fresh interpreter; its last stdout line is JSON."""
+    completed = subprocess.run(
+        [PY, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({completed.returncode}): {completed.stderr[-2000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
