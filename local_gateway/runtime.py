@@ -1,0 +1,208 @@
+"""Runs the app's handlers in-process the way Lambda would, one worker thread per call.
+
+``AppRuntime`` imports ``app`` (the unmodified Chalice app), maps Lambda
+function names to its handlers, hands each call a Lambda-shaped context, and
+logs one readable line per invocation: route, connection, outcome and
+duration. The outcome comes from the app's own structured log record for the
+call (``chalicelib.proxy`` logs one per use case), read in the calling thread;
+only whitelisted fields are shown, never a token or a message body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from local_gateway.events import LambdaContext
+
+logger = logging.getLogger("local_gateway")
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+#: The deployed names are ``ws-proxy-{stage}-{name}``; the local stack's stage is ``local``.
+FUNCTION_PREFIX = "ws-proxy-local"
+#: Lambda timeouts from .chalice/config.json: the WebSocket handlers, deliver, push.
+TIMEOUTS = {"$connect": 28.0, "$default": 28.0, "$disconnect": 28.0, "deliver": 30.0, "push": 300.0}
+_WEBSOCKET_HANDLERS = {"$connect": "connect", "$default": "message", "$disconnect": "disconnect"}
+_FUNCTIONS = ("deliver", "push")
+#: The app's summary log records (one per use case) and the fields shown from them.
+_SUMMARIES = {"connect", "message", "disconnect", "deliver", "push", "push chunk"}
+_SHOWN = ("outcome", "type", "channel", "frames", "delivered", "gone", "failed", "queued", "connections")
+
+
+@dataclass
+class Invocation:
+    """What one handler call returned, or how it failed, and what the app logged about it."""
+
+    route: str
+    result: Any = None
+    error: BaseException | None = None
+    duration_ms: float = 0.0
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+
+class _SummaryCapture(logging.Handler):
+    """Keeps, per thread, the fields of the app's summary record for the running call."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.INFO)
+        self.local = threading.local()
+
+    def start(self) -> None:
+        self.local.summary = {}
+
+    def take(self) -> dict[str, Any]:
+        summary: dict[str, Any] = getattr(self.local, "summary", None) or {}
+        self.local.summary = None
+        return summary
+
+    def emit(self, record: logging.LogRecord) -> None:
+        summary = getattr(self.local, "summary", None)
+        if summary is None or record.msg not in _SUMMARIES:
+            return
+        for key in _SHOWN:
+            value = record.__dict__.get(key)
+            if value is not None:
+                summary[key] = value
+
+
+def function_key(name: str) -> str | None:
+    """``deliver`` or ``push`` for a Lambda function name or ARN, else None.
+
+    Accepts ``ws-proxy-{stage}-deliver``, a bare ``deliver``, an ARN ending in
+    either, and a ``:qualifier`` suffix.
+    """
+    if ":function:" in name:
+        name = name.split(":function:", 1)[1]
+    name = name.split(":", 1)[0]
+    for key in _FUNCTIONS:
+        if name.endswith(key):
+            return key
+    return None
+
+
+def load_app() -> ModuleType:
+    """Import the project's ``app`` module (the Chalice app), from the project root."""
+    root = str(PROJECT_ROOT)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    return importlib.import_module("app")
+
+
+class AppRuntime:
+    """The app's handlers, called in worker threads with Lambda-shaped contexts."""
+
+    def __init__(
+        self,
+        app_module: ModuleType,
+        *,
+        region: str,
+        verbose: bool = False,
+        workers: int = 64,
+    ) -> None:
+        self.app = app_module
+        self.region = region
+        # WebSocket routes and Lambda invocations get separate pools: a deferred delivery
+        # waiting for a handshake must never hold up the $connect it is waiting for.
+        self._routes = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lambda-ws")
+        self._functions = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lambda-fn")
+        self._capture = _SummaryCapture()
+        logging.getLogger("chalicelib").addHandler(self._capture)
+        if not verbose:
+            quiet_app_logs()
+
+    def close(self) -> None:
+        logging.getLogger("chalicelib").removeHandler(self._capture)
+        self._routes.shutdown(wait=True, cancel_futures=True)
+        self._functions.shutdown(wait=True, cancel_futures=True)
+
+    def function_name(self, route_or_key: str) -> str:
+        if route_or_key in _WEBSOCKET_HANDLERS:
+            return f"{FUNCTION_PREFIX}-websocket_{_WEBSOCKET_HANDLERS[route_or_key]}"
+        return f"{FUNCTION_PREFIX}-{route_or_key}"
+
+    def _call(self, route: str, handler: Callable[..., Any], event: Any, function_name: str) -> Invocation:
+        invocation = Invocation(route)
+        context = LambdaContext(function_name, timeout_seconds=TIMEOUTS.get(route, 30.0), region=self.region)
+        self._capture.start()
+        started = time.perf_counter()
+        try:
+            invocation.result = handler(event, context)
+        except Exception as exc:  # what Lambda reports as an unhandled function error
+            invocation.error = exc
+            logger.error("%s raised %s", function_name, type(exc).__name__, exc_info=exc)
+        finally:
+            invocation.duration_ms = round((time.perf_counter() - started) * 1000, 1)
+            invocation.summary = self._capture.take()
+        return invocation
+
+    async def websocket(self, route: str, event: Mapping[str, Any]) -> Invocation:
+        """Run the handler of ``$connect`` / ``$default`` / ``$disconnect`` in a worker thread."""
+        handler = getattr(self.app, _WEBSOCKET_HANDLERS[route])
+        loop = asyncio.get_running_loop()
+        invocation = await loop.run_in_executor(
+            self._routes, self._call, route, handler, dict(event), self.function_name(route)
+        )
+        connection_id = event["requestContext"]["connectionId"]
+        status = None
+        if route == "$connect" and isinstance(invocation.result, dict):
+            status = invocation.result.get("statusCode", 200)
+        extra = ""
+        if route == "$disconnect":
+            ctx = event["requestContext"]
+            extra = f"close={ctx['disconnectStatusCode']}"
+        log_line(route, connection_id, status, invocation, extra)
+        return invocation
+
+    async def invoke(self, key: str, function_name: str, event: Any) -> Invocation:
+        """Run ``deliver`` or ``push`` in a worker thread, as a Lambda invocation would."""
+        handler = getattr(self.app, key)
+        loop = asyncio.get_running_loop()
+        invocation = await loop.run_in_executor(
+            self._functions, self._call, key, handler, event, function_name
+        )
+        connection_id = event.get("connection_id") if isinstance(event, dict) else None
+        log_line(key, str(connection_id or "-"), None, invocation, "")
+        return invocation
+
+
+def quiet_app_logs() -> None:
+    """Keep the app's JSON log lines to warnings and errors; the readable lines say the rest.
+
+    The app's handlers write to the ``ws-proxy`` logger (Chalice's and
+    Powertools') and the ``chalicelib`` loggers share those handlers; only the
+    handlers' levels change, so the records still reach the summary capture.
+    """
+    for name in ("ws-proxy", "chalicelib"):
+        for handler in logging.getLogger(name).handlers:
+            if not isinstance(handler, _SummaryCapture):
+                handler.setLevel(logging.WARNING)
+
+
+def log_line(route: str, connection_id: str, status: int | None, invocation: Invocation, extra: str) -> None:
+    summary = dict(invocation.summary)
+    outcome = "error" if invocation.failed else str(summary.pop("outcome", "ok"))
+    details = " ".join(f"{k}={v}" for k, v in summary.items())
+    parts = [f"{route:<12}", f"{connection_id:<16}"]
+    if status is not None:
+        parts.append(str(status))
+    parts.append(outcome)
+    if extra:
+        parts.append(extra)
+    if details:
+        parts.append(details)
+    parts.append(f"{invocation.duration_ms:.1f} ms")
+    logger.info(" ".join(parts))
