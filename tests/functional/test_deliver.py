@@ -1,0 +1,107 @@
+"""The deferred delivery: initial payloads arrive in order, after the handshake."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib import protocol
+from chalicelib.proxy import pack_frames
+from tests.conftest import Stack, chat_backend
+
+CHAT = {"type": "chat", "booking_id": "1", "token": "tok"}
+
+
+def test_history_then_receipt_arrive_after_the_handshake_completes(stack: Stack) -> None:
+    chat_backend(stack.backend)
+    assert stack.connect("D1=", CHAT, establish=False)["statusCode"] == 200
+    stack.mgmt.pending["D1="] = 3  # API Gateway still completing the handshake: 410 three times
+    (result,) = stack.run_deliveries()
+    assert result == {"delivered": 2, "frames": 2, "outcome": "delivered"}
+    frames = stack.mgmt.frames("D1=")
+    assert [f["type"] for f in frames] == ["history", "receipt"]
+    assert frames[0] == {"type": "history", "thread": {"id": 7}, "messages": [{"id": 1, "body": "hi"}]}
+    assert stack.mgmt.posts_to("D1=") == 5
+
+
+def test_connect_answer_without_payloads_schedules_nothing(stack: Stack) -> None:
+    chat_backend(stack.backend, user_id="u1")
+    stack.connect("D1=", CHAT)
+    assert stack.lambdas.invocations == []
+
+
+def test_large_history_is_delivered_as_ordered_parts_each_within_the_limit(stack: Stack) -> None:
+    messages = [{"id": i, "body": "é" * 700} for i in range(600)]
+    chat_backend(
+        stack.backend,
+        initial={"type": "history", "messages": messages},
+        receipt={"type": "receipt", "last_read": 599},
+    )
+    stack.connect("D1=", CHAT)
+    stack.run_deliveries()
+    frames = stack.mgmt.frames("D1=")
+    parts, receipt = frames[:-1], frames[-1]
+    assert len(parts) >= 6
+    assert [p["part"] for p in parts] == list(range(1, len(parts) + 1))
+    assert all(p["parts"] == len(parts) for p in parts)
+    assert [m for p in parts for m in p["messages"]] == messages
+    assert receipt == {"type": "receipt", "last_read": 599}
+    assert all(len(b) <= protocol.MAX_MESSAGE_BYTES for b in stack.mgmt.received["D1="])
+
+
+def test_oversize_payload_that_cannot_be_split_becomes_an_error_frame(stack: Stack) -> None:
+    chat_backend(
+        stack.backend, initial={"type": "thread", "blob": "z" * (200 * 1024)}, receipt={"type": "receipt"}
+    )
+    stack.connect("D1=", CHAT)
+    stack.run_deliveries()
+    first, second = stack.mgmt.frames("D1=")
+    assert first["type"] == "error" and first["code"] == "too_large"
+    assert second == {"type": "receipt"}
+
+
+def test_connection_that_never_opens_is_given_up_and_its_item_removed(stack: Stack) -> None:
+    from app import container
+
+    chat_backend(stack.backend)
+    stack.connect("D1=", CHAT, establish=False)  # the client left before the handshake ended
+    proxy = container.proxy()
+    proxy._deliver_retry_seconds = 0.3
+    (payload,) = stack.lambdas.take("-deliver")
+    result = proxy.deliver(payload)
+    assert result["outcome"] == "gone" and result["delivered"] == 0
+    assert stack.items() == []
+
+
+def test_failed_post_stops_the_sequence_and_tells_the_client(stack: Stack) -> None:
+    chat_backend(stack.backend)
+    stack.connect("D1=", CHAT)
+    stack.mgmt.fail.add("D1=")
+    (result,) = stack.run_deliveries()
+    assert result["outcome"] == "failed" and result["delivered"] == 0
+    assert stack.mgmt.frames("D1=") == []  # 500 for everything: nothing could be sent
+
+
+def test_malformed_delivery_events_answer_an_error(stack: Stack) -> None:
+    bad: list[Any] = [
+        {},
+        {"connection_id": "x"},
+        {"connection_id": "x", "channel": "1", "endpoint": "e", "frames": "not-base64!"},
+        [],
+    ]
+    for event in bad:
+        result = stack.invoke("deliver", event)
+        assert result["error"]["code"] == "invalid_event"
+    assert stack.mgmt.calls == []
+
+
+def test_delivery_event_round_trips_unicode_frames(stack: Stack) -> None:
+    stack.mgmt.open.add("D9=")
+    frames = [protocol.encode({"type": "history", "messages": [{"body": "❤️ 😀"}]})]
+    event = {
+        "connection_id": "D9=",
+        "channel": "1",
+        "endpoint": stack.mgmt.endpoint,
+        "frames": pack_frames(frames),
+    }
+    assert stack.invoke("deliver", event)["delivered"] == 1
+    assert stack.mgmt.frames("D9=") == [{"type": "history", "messages": [{"body": "❤️ 😀"}]}]

@@ -1,0 +1,92 @@
+"""Settings.from_env and the route table (CONTRACT.md §2-3)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chalicelib.config import Settings
+from chalicelib.errors import ConfigurationError
+from chalicelib.routes import DEFAULT_ROUTES, routes_with_overrides
+
+BASE = {"BACKEND_URL": "https://api.example.com/", "CONNECTIONS_TABLE": "t"}
+
+
+def test_defaults_follow_the_contract() -> None:
+    s = Settings.from_env(BASE)
+    assert s.backend_url == "https://api.example.com"
+    assert (s.connection_ttl_seconds, s.backend_timeout_seconds, s.fanout_workers, s.push_chunk_size) == (
+        86400,
+        10.0,
+        32,
+        500,
+    )
+    assert s.api_gateway_endpoint is None and s.allowed_origins == ()
+
+
+def test_values_are_read_and_normalised() -> None:
+    s = Settings.from_env(
+        {
+            **BASE,
+            "API_GATEWAY_ENDPOINT": "https://x.example/dev/",
+            "FANOUT_WORKERS": "8",
+            "ALLOWED_ORIGINS": " https://a.example/ ,,https://b.example",
+            "BACKEND_TIMEOUT_SECONDS": "2.5",
+        }
+    )
+    assert s.api_gateway_endpoint == "https://x.example/dev"
+    assert s.allowed_origins == ("https://a.example", "https://b.example")
+    assert s.fanout_workers == 8 and s.backend_timeout_seconds == 2.5
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"CONNECTIONS_TABLE": "t"}, "BACKEND_URL is required"),
+        ({"BACKEND_URL": "https://x"}, "CONNECTIONS_TABLE is required"),
+        ({**BASE, "BACKEND_URL": "ftp://x"}, "BACKEND_URL must start"),
+        ({**BASE, "FANOUT_WORKERS": "many"}, "FANOUT_WORKERS must be a number"),
+        ({**BASE, "FANOUT_WORKERS": "0"}, "at least 1"),
+        ({**BASE, "PUSH_CHUNK_SIZE": "2.5"}, "whole number"),
+        ({**BASE, "BACKEND_TIMEOUT_SECONDS": "30"}, "29 s"),
+        ({**BASE, "CONNECTION_TTL_SECONDS": "5"}, "at least 60"),
+        ({**BASE, "API_GATEWAY_ENDPOINT": "wss://x/dev"}, "API_GATEWAY_ENDPOINT must start"),
+        ({**BASE, "BACKEND_ROUTES": "{"}, "not valid JSON"),
+        ({**BASE, "BACKEND_ROUTES": "[]"}, "JSON object"),
+        ({**BASE, "BACKEND_ROUTES": '{"video": {}}'}, "unknown connection type"),
+        ({**BASE, "BACKEND_ROUTES": '{"chat": {"verb": "x"}}'}, "keys among"),
+        ({**BASE, "BACKEND_ROUTES": '{"chat": {"message": "/x/{room}"}}'}, "unknown placeholder"),
+        ({**BASE, "BACKEND_ROUTES": '{"chat": {"message": ""}}'}, "non-empty"),
+    ],
+)
+def test_bad_configuration_is_explained(env: dict[str, str], words: str) -> None:
+    with pytest.raises(ConfigurationError, match=words):
+        Settings.from_env(env)
+
+
+def test_route_table_matches_the_contract() -> None:
+    chat, booking, note, feed = (DEFAULT_ROUTES[t] for t in ("chat", "booking", "notification", "feed"))
+    assert chat.connect_path("7") == "/api/chat/ws/7/connect"
+    assert chat.message_path("7") == "/api/chat/ws/7/message"
+    assert booking.connect_path("7") == "/api/ws/bookings/7/connect"
+    assert booking.message_path("7") == "/api/ws/bookings/7/message"
+    assert note.connect_path(None) == "/api/notifications/ws/connect"
+    assert note.message_path(None) == "/api/notifications/ws/message"
+    assert note.channel_for(None, "42") == "user_42"
+    assert feed.connect_path(None) is None
+    assert feed.message_path(None) == "/api/ws/items-feed/message"
+    assert feed.channel_for(None, None) == "feed"
+    assert chat.channel_for("7", "u") == booking.channel_for("7", None) == "7"
+
+
+def test_routes_can_be_overridden_by_configuration() -> None:
+    table = routes_with_overrides(
+        json.dumps(
+            {"chat": {"message": "/v2/chat/{booking_id}/send"}, "feed": {"connect": "/v2/feed/connect"}}
+        )
+    )
+    assert table["chat"].message_path("3") == "/v2/chat/3/send"
+    assert table["chat"].connect_path("3") == "/api/chat/ws/3/connect"
+    assert table["feed"].connect_path(None) == "/v2/feed/connect"
+    assert routes_with_overrides(None) == DEFAULT_ROUTES
