@@ -1,0 +1,1 @@
+"""The Terraform export and deploy helpers (never deployed; see infra/build.py)."""

@@ -1,0 +1,54 @@
+"""Create the connections table for a chalice stage, idempotently (``make table STAGE=dev``).
+
+    python -m infra.table --stage dev [--table NAME]
+
+The table name defaults to the stage's ``CONNECTIONS_TABLE`` in
+.chalice/config.json, the name its functions use. The schema is
+``chalicelib.schema.create_table_request`` (the one definition the Terraform
+export and the local stack use too); ``ensure_table`` leaves an existing table
+as it is and enables TTL on it if it is not yet. Region and credentials come
+from the environment, as for any boto3 client (AWS_PROFILE, AWS_DEFAULT_REGION).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from chalicelib.schema import ensure_table
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def stage_table_name(stage: str, config_path: Path = ROOT / ".chalice" / "config.json") -> str:
+    """The ``CONNECTIONS_TABLE`` the stage's functions are configured with."""
+    config = json.loads(config_path.read_text())
+    stages = config.get("stages", {})
+    if stage not in stages:
+        raise SystemExit(f"no stage {stage!r} in {config_path} (stages: {', '.join(sorted(stages))})")
+    variables = {**config.get("environment_variables", {}), **stages[stage].get("environment_variables", {})}
+    name = variables.get("CONNECTIONS_TABLE")
+    if not name:
+        raise SystemExit(f"stage {stage!r} sets no CONNECTIONS_TABLE in {config_path}")
+    return str(name)
+
+
+def main(argv: list[str] | None = None, client: Any = None) -> int:
+    parser = argparse.ArgumentParser(description="Create the connections table (idempotent).")
+    parser.add_argument("--stage", default="dev")
+    parser.add_argument("--table", help="table name (default: the stage's CONNECTIONS_TABLE)")
+    args = parser.parse_args(argv)
+    name = args.table or stage_table_name(args.stage)
+    if client is None:
+        import boto3
+
+        client = boto3.client("dynamodb")
+    created = ensure_table(client, name)
+    print(f"table {name}: {'created' if created else 'already exists'}; TTL on 'ttl' enabled")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
