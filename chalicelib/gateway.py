@@ -176,13 +176,6 @@ class ManagementApi:
                 continue
             return self._failed(connection_id, reason)
 
-    def delete(self, connection_id: str) -> int:
-        """Close a connection from the server side (DELETE @connections/{id})."""
-        try:
-            return self._send(self.signer(b""), "DELETE", self.url(connection_id), b"")
-        except urllib3.exceptions.HTTPError:
-            return 0
-
     @staticmethod
     def _failed(connection_id: str, reason: str) -> PostOutcome:
         logger.warning("post failed", extra={"connection_id": connection_id, "reason": reason})

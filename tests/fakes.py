@@ -1,0 +1,128 @@
+"""In-memory fakes with the real interfaces, for use-case tests without I/O.
+
+``FakeRegistry`` passes the same contract tests as ``ConnectionRegistry`` on
+moto (tests/unit/test_registry.py), so tests that use it mean the same thing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from chalicelib.errors import ProxyError
+from chalicelib.gateway import FanOutResult, PostOutcome
+from chalicelib.registry import ChannelPage, Connection
+
+
+class FakeRegistry:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.items: dict[tuple[str, str], Connection] = {}
+        self._clock = clock
+        self.lookups = 0
+
+    def put(self, conn: Connection) -> None:
+        self.items[(conn.channel, conn.connection_id)] = conn
+
+    def delete(self, channel: str, connection_id: str) -> None:
+        self.items.pop((channel, connection_id), None)
+
+    def find(self, connection_id: str, *, retry: bool = True) -> Connection | None:
+        self.lookups += 1
+        now = int(self._clock())
+        for conn in self.items.values():
+            if conn.connection_id == connection_id and conn.ttl > now:
+                return conn
+        return None
+
+    def channel_page(
+        self,
+        channel: str,
+        connection_type: str | None,
+        *,
+        start_key: dict[str, Any] | None = None,
+        limit: int | None = None,
+    ) -> ChannelPage:
+        now = int(self._clock())
+        keys = sorted(cid for ch, cid in self.items if ch == channel)
+        if start_key:
+            keys = [k for k in keys if k > start_key["connection_id"]["S"]]
+        evaluated = keys[:limit] if limit else keys
+        ids = [
+            k
+            for k in evaluated
+            if self.items[(channel, k)].ttl > now
+            and (connection_type is None or self.items[(channel, k)].connection_type == connection_type)
+        ]
+        more = bool(limit) and len(keys) > len(evaluated)
+        next_key = {"booking_id": {"S": channel}, "connection_id": {"S": evaluated[-1]}} if more else None
+        return ChannelPage(ids, next_key)
+
+    def channel_ids(self, channel: str, connection_type: str | None) -> Iterator[str]:
+        yield from self.channel_page(channel, connection_type).connection_ids
+
+
+@dataclass
+class FakeBackend:
+    """Answers per path with a dict, or raises the ``ProxyError`` it was given."""
+
+    answers: dict[str, Any] = field(default_factory=dict)
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append((path, body))
+        answer = self.answers.get(path, ProxyError("no route", status=404))
+        if isinstance(answer, ProxyError):
+            raise answer
+        result: dict[str, Any] = answer(body) if callable(answer) else answer
+        return result
+
+
+@dataclass
+class FakeGateway:
+    """Connections that are open receive; others answer GONE (or a scripted outcome)."""
+
+    endpoint: str = "https://example.execute-api.us-east-1.amazonaws.com/development"
+    open: set[str] = field(default_factory=set)
+    scripted: dict[str, list[PostOutcome]] = field(default_factory=dict)
+    received: dict[str, list[bytes]] = field(default_factory=dict)
+
+    def post(self, connection_id: str, data: bytes) -> PostOutcome:
+        script = self.scripted.get(connection_id)
+        if script:
+            outcome = script.pop(0)
+        else:
+            outcome = PostOutcome.DELIVERED if connection_id in self.open else PostOutcome.GONE
+        if outcome is PostOutcome.DELIVERED:
+            self.received.setdefault(connection_id, []).append(data)
+        return outcome
+
+    def fan_out(
+        self, connection_ids: Any, data: bytes, *, on_gone: Callable[[str], None] | None = None
+    ) -> FanOutResult:
+        result = FanOutResult()
+        for cid in connection_ids:
+            outcome = self.post(cid, data)
+            if outcome is PostOutcome.DELIVERED:
+                result.delivered += 1
+            elif outcome is PostOutcome.GONE:
+                result.gone.append(cid)
+                if on_gone:
+                    on_gone(cid)
+            elif outcome is PostOutcome.TOO_LARGE:
+                result.too_large.append(cid)
+            else:
+                result.failed.append(cid)
+        return result
+
+
+@dataclass
+class FakeInvoker:
+    calls: list[tuple[str, Mapping[str, Any]]] = field(default_factory=list)
+    fail: bool = False
+
+    def invoke_async(self, function_name: str, payload: Mapping[str, Any]) -> None:
+        if self.fail:
+            raise RuntimeError("TooManyRequestsException")
+        self.calls.append((function_name, payload))

@@ -1,0 +1,152 @@
+"""The registry's contract, run against moto and against the in-memory fake alike."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+
+from chalicelib.errors import BackendUnavailable
+from chalicelib.registry import Connection, ConnectionRegistry
+from chalicelib.schema import ensure_table
+from tests.fakes import FakeRegistry
+
+NOW = 1_800_000_000
+
+
+def clock() -> float:
+    return float(NOW)
+
+
+def conn(cid: str, channel: str = "1", ctype: str = "chat", ttl: int = NOW + 60, **kw: Any) -> Connection:
+    return Connection(cid, channel, ctype, ttl=ttl, created_at=NOW - 1, **kw)
+
+
+@pytest.fixture(params=["moto", "fake"])
+def registry(request: pytest.FixtureRequest) -> Iterator[Any]:
+    if request.param == "fake":
+        yield FakeRegistry(clock=clock)
+        return
+    endpoint = request.getfixturevalue("moto_endpoint")
+    client = boto3.client(
+        "dynamodb",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    table = f"registry-{uuid.uuid4().hex[:8]}"
+    ensure_table(client, table)
+    yield ConnectionRegistry(client, table, clock=clock, lookup_retry_delays=())
+    client.delete_table(TableName=table)
+
+
+def test_put_then_find_returns_every_attribute(registry: Any) -> None:
+    registry.put(conn("A=", user_id="u1", token="secret"))
+    found = registry.find("A=")
+    assert found == conn("A=", user_id="u1", token="secret")
+
+
+def test_find_misses_unknown_and_expired(registry: Any) -> None:
+    registry.put(conn("OLD=", ttl=NOW - 1))
+    assert registry.find("NOPE=") is None
+    assert registry.find("OLD=") is None
+
+
+def test_delete_removes_only_that_item(registry: Any) -> None:
+    registry.put(conn("A="))
+    registry.put(conn("B="))
+    registry.delete("1", "A=")
+    registry.delete("1", "never-there=")
+    assert registry.find("A=") is None and registry.find("B=") is not None
+
+
+def test_channel_ids_filter_by_channel_type_and_ttl(registry: Any) -> None:
+    registry.put(conn("A="))
+    registry.put(conn("B=", ctype="booking"))
+    registry.put(conn("C=", ttl=NOW))
+    registry.put(conn("D=", channel="2"))
+    assert sorted(registry.channel_ids("1", "chat")) == ["A="]
+    assert sorted(registry.channel_ids("1", None)) == ["A=", "B="]
+    assert list(registry.channel_ids("3", None)) == []
+
+
+def test_channel_pages_cover_every_connection_exactly_once(registry: Any) -> None:
+    ids = [f"P{i:02d}=" for i in range(23)]
+    for cid in ids:
+        registry.put(conn(cid, ctype="chat" if int(cid[1:3]) % 3 else "feed"))
+    seen: list[str] = []
+    key = None
+    pages = 0
+    while True:
+        page = registry.channel_page("1", "chat", start_key=key, limit=5)
+        seen += page.connection_ids
+        pages += 1
+        key = page.next_key
+        if not key:
+            break
+        assert pages < 20
+    assert sorted(seen) == sorted(c for c in ids if int(c[1:3]) % 3)
+    assert pages >= 5
+
+
+def test_moto_registry_retries_a_miss_then_gives_up(moto_endpoint: str) -> None:
+    client = boto3.client(
+        "dynamodb",
+        endpoint_url=moto_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    table = f"registry-{uuid.uuid4().hex[:8]}"
+    ensure_table(client, table)
+    sleeps: list[float] = []
+    registry = ConnectionRegistry(client, table, sleep=sleeps.append, lookup_retry_delays=(0.01, 0.02))
+    assert registry.find("missing=") is None
+    assert sleeps == [0.01, 0.02]
+    sleeps.clear()
+    assert registry.find("missing=", retry=False) is None
+    assert sleeps == []
+    client.delete_table(TableName=table)
+
+
+def test_aws_failures_become_backend_unavailable(moto_endpoint: str) -> None:
+    client = boto3.client(
+        "dynamodb",
+        endpoint_url=moto_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    registry = ConnectionRegistry(client, "no-such-table", lookup_retry_delays=())
+    with pytest.raises(BackendUnavailable) as info:
+        registry.put(conn("A="))
+    assert info.value.retryable is True
+
+
+def test_ensure_table_is_idempotent_and_enables_ttl(moto_endpoint: str) -> None:
+    client = boto3.client(
+        "dynamodb",
+        endpoint_url=moto_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    table = f"schema-{uuid.uuid4().hex[:8]}"
+    assert ensure_table(client, table) is True
+    assert ensure_table(client, table) is False
+    description = client.describe_table(TableName=table)["Table"]
+    (index,) = description["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == "connection_id-index"
+    assert index["KeySchema"] == [{"AttributeName": "connection_id", "KeyType": "HASH"}]
+    assert index["Projection"] == {"ProjectionType": "ALL"}
+    ttl = client.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
+    assert ttl["AttributeName"] == "ttl" and ttl["TimeToLiveStatus"] == "ENABLED"
+    client.delete_table(TableName=table)
+
+
+def test_connection_repr_never_shows_the_token() -> None:
+    assert "secret" not in repr(conn("A=", token="secret"))
