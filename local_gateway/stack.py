@@ -48,7 +48,8 @@ class StackOptions:
 
 
 def bind(host: str, port: int, what: str, flag: str) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only for proto 6.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -96,6 +97,34 @@ class _Backend:
         self.server.should_exit = True
         self._thread.join(timeout=10)
         self._sock.close()
+
+
+def _moto_server(host: str, port: int) -> Any:
+    """moto's threaded server, answering without Nagle's delay.
+
+    Werkzeug writes a response's headers and body separately; with Nagle's
+    algorithm on, the body waits for the client's delayed ACK (about 40 ms on
+    Linux) on every DynamoDB call.
+    """
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from moto.server import ThreadedMotoServer
+    from werkzeug.serving import make_server
+
+    class NoDelayHandler(MotoRequestHandler):
+        disable_nagle_algorithm = True
+
+    class Server(ThreadedMotoServer):
+        def _server_entry(self) -> None:
+            app = DomainDispatcherApplication(create_backend_app)
+            self._server = make_server(self._ip_address, self._port, app, True, request_handler=NoDelayHandler)
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    return Server(ip_address=host, port=port, verbose=False)
 
 
 class LocalStack:
@@ -194,10 +223,8 @@ class LocalStack:
         o = self.options
         # moto's server thread hangs on a busy port instead of failing: check it first.
         bind(o.host, o.dynamodb_port, "embedded DynamoDB", "--dynamodb-port").close()
-        from moto.server import ThreadedMotoServer
-
         logging.getLogger("werkzeug").setLevel(logging.INFO if o.verbose else logging.WARNING)
-        self._moto = ThreadedMotoServer(ip_address=o.host, port=o.dynamodb_port, verbose=False)
+        self._moto = _moto_server(o.host, o.dynamodb_port)
         self._moto.start()
         host, port = self._moto.get_host_and_port()
         return f"http://{host}:{port}"
