@@ -211,9 +211,10 @@ def wire_region_free_arns(doc: dict[str, Any]) -> None:
     """
     resources = doc["resource"]
     for integration in resources.get("aws_apigatewayv2_integration", {}).values():
-        match = re.search(r"aws_lambda_function\.([A-Za-z0-9_-]+)\.function_name", integration["integration_uri"])
+        uri = integration["integration_uri"]
+        match = re.search(r"aws_lambda_function\.([A-Za-z0-9_-]+)\.function_name", uri)
         if not match:
-            raise BuildError(f"unexpected integration_uri {integration['integration_uri']!r}")
+            raise BuildError(f"unexpected integration_uri {uri!r}")
         integration["integration_uri"] = f"${{aws_lambda_function.{match.group(1)}.invoke_arn}}"
     for permission in resources.get("aws_lambda_permission", {}).values():
         if permission.get("principal") == "apigateway.amazonaws.com":
@@ -225,7 +226,8 @@ def wire_region_free_arns(doc: dict[str, Any]) -> None:
 
 def drop_unused_data_sources(doc: dict[str, Any], additions: list[dict[str, Any]]) -> None:
     """Drop Chalice's data sources that nothing references any more (no needless API calls)."""
-    used = {match.groups() for text in map(json.dumps, [doc, *additions]) for match in _REFERENCE.finditer(text)}
+    texts = [json.dumps(part) for part in (doc, *additions)]
+    used = {match.groups() for text in texts for match in _REFERENCE.finditer(text)}
     data = doc.get("data", {})
     for kind in list(data):
         for name in list(data[kind]):
@@ -262,7 +264,7 @@ def require_tracing(doc: dict[str, Any]) -> None:
     """X-Ray comes from ``"xray": true`` in .chalice/config.json; fail if it is lost."""
     for name, function in doc["resource"]["aws_lambda_function"].items():
         if function.get("tracing_config", {}).get("mode") != "Active":
-            raise BuildError(f"function {name!r} has no active X-Ray tracing: set xray in .chalice/config.json")
+            raise BuildError(f"function {name!r} lacks active X-Ray tracing (xray in .chalice/config.json)")
 
 
 def wire_iam(doc: dict[str, Any]) -> None:

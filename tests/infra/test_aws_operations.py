@@ -1,0 +1,129 @@
+"""infra/aws_operations.json keeps up with the AWS calls in the deployed code.
+
+A static scan of ``app.py`` and ``chalicelib/``:
+
+- boto3 clients: every ``boto3.client("<service>")`` names a service the list
+  knows; every attribute call or string literal that is the snake_case name of
+  one of those services' API operations (botocore's model: ``put_item``,
+  ``query``, ``invoke``...) must be in the list, or listed as not made at
+  runtime. String literals count because the registry dispatches by name
+  (``self._call("put_item", ...)``).
+- signed HTTP: in a module that signs requests with botocore's ``SigV4Auth``,
+  every HTTP method literal (``"POST"``, ``"DELETE"``) must be in the list as an
+  ``execute-api`` call, and the module must address ``@connections``.
+- the other way round: every call the list names is still found in the code.
+
+What it cannot see: which object a method is called on (a method that happens
+to share an operation's name counts, which errs on the safe side); whether a
+call is reachable from a handler; names computed at runtime; AWS calls made
+inside third-party packages (Powertools writes metrics and logs to stdout, which
+the Lambda runtime ships; it makes no AWS call here); clients built with
+``boto3.resource`` or a ``Session`` (the scan fails on those rather than
+guessing). The IAM side of the list is checked in test_iam.py.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import botocore.session
+from botocore import xform_name
+
+ROOT = Path(__file__).resolve().parents[2]
+LIST = json.loads((ROOT / "infra" / "aws_operations.json").read_text())
+LISTED = {op["call"] for op in LIST["operations"] if op["call"] != "runtime"}
+NOT_AT_RUNTIME = {k for k in LIST["not_at_runtime"] if k != "//"}
+COLLISIONS = {k for k in LIST["name_collisions"] if k != "//"}
+HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"}
+
+
+def deployed_sources() -> dict[str, ast.Module]:
+    paths = [ROOT / "app.py", *sorted((ROOT / "chalicelib").glob("**/*.py"))]
+    return {str(p.relative_to(ROOT)): ast.parse(p.read_text(), filename=str(p)) for p in paths}
+
+
+def boto3_services(tree: ast.Module) -> set[str]:
+    services: set[str] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+            continue
+        owner = node.func.value
+        if isinstance(owner, ast.Name) and owner.id == "boto3":
+            assert node.func.attr == "client", f"boto3.{node.func.attr}: the scan only understands clients"
+            first = node.args[0] if node.args else None
+            assert isinstance(first, ast.Constant) and isinstance(first.value, str), ast.dump(node)
+            services.add(first.value)
+        if node.func.attr == "client" and not (isinstance(owner, ast.Name) and owner.id == "boto3"):
+            assert not (isinstance(owner, ast.Name) and owner.id.lower().endswith("session")), ast.dump(node)
+    return services
+
+
+def names_used(tree: ast.Module) -> set[str]:
+    """Attribute calls (``x.put_item(...)``) and string literals (``"put_item"``)."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            found.add(node.func.attr)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            found.add(node.value)
+    return found
+
+
+def operations(service: str) -> set[str]:
+    model = botocore.session.get_session().get_service_model(service)
+    return {xform_name(name) for name in model.operation_names}
+
+
+def scan() -> set[str]:
+    sources = deployed_sources()
+    services = set().union(*(boto3_services(tree) for tree in sources.values()))
+    calls: set[str] = set()
+    for service in services:
+        ops = operations(service)
+        for tree in sources.values():
+            calls |= {f"{service}.{name}" for name in names_used(tree) & ops}
+    for path, tree in sources.items():
+        text = ast.unparse(tree)
+        if "SigV4Auth" not in text:
+            continue
+        assert "@connections" in text, f"{path} signs requests to something other than @connections"
+        calls |= {f"execute-api.{m}" for m in names_used(tree) & HTTP_METHODS}
+    return calls
+
+
+def test_every_aws_call_in_the_deployed_code_is_listed() -> None:
+    found = scan()
+    assert found, "the scan found no AWS call at all: it is broken"
+    assert found - LISTED - NOT_AT_RUNTIME - COLLISIONS == set()
+
+
+def test_every_listed_call_is_still_in_the_code() -> None:
+    assert LISTED | NOT_AT_RUNTIME | COLLISIONS == scan()
+
+
+def test_the_clients_are_the_services_the_list_knows() -> None:
+    services = set().union(*(boto3_services(tree) for tree in deployed_sources().values()))
+    listed = {call.split(".")[0] for call in LISTED} - {"execute-api"}
+    assert services == listed == {"dynamodb", "lambda"}
+
+
+def test_the_scan_sees_dispatch_by_name_and_signed_methods() -> None:
+    tree = ast.parse(
+        "import boto3\n"
+        "c = boto3.client('dynamodb')\n"
+        "def f(self):\n"
+        "    self._call('batch_write_item')\n"
+        "    c.scan(TableName='t')\n"
+    )
+    assert {"batch_write_item", "scan"} <= names_used(tree) & operations("dynamodb")
+    assert boto3_services(tree) == {"dynamodb"}
+
+
+def test_every_listed_operation_names_an_iam_action_and_a_resource_kind() -> None:
+    for op in LIST["operations"]:
+        service, _, action = op["action"].partition(":")
+        assert service and action and op["resource"] and op["where"], op
+        if op["call"] not in ("runtime",):
+            assert op["call"].split(".")[0] == service, op
