@@ -120,7 +120,9 @@ def _moto_server(host: str, port: int) -> Any:
     class Server(ThreadedMotoServer):
         def _server_entry(self) -> None:
             app = DomainDispatcherApplication(create_backend_app)
-            self._server = make_server(self._ip_address, self._port, app, True, request_handler=NoDelayHandler)
+            self._server = make_server(
+                self._ip_address, self._port, app, True, request_handler=NoDelayHandler
+            )
             self._server_ready_event.set()
             self._server.serve_forever()
 
