@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed
 STAGE  ?= dev
 export AWS_DEFAULT_REGION ?= us-east-1
 
-.PHONY: venv system-deps lint test run package table bench reliability clean
+.PHONY: venv checkov-venv system-deps lint test run package table checkov bench reliability clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -14,6 +14,18 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# checkov in its own virtualenv: its dependency pins clash with chalice's and moto's.
+CHECKOV_VENV  ?= .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+
+$(CHECKOV_STAMP): infra/requirements-checkov.txt
+	test -x $(CHECKOV_VENV)/bin/python || python3 -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install -q --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install -q -r infra/requirements-checkov.txt
+	touch $(CHECKOV_STAMP)
+
+checkov-venv: $(CHECKOV_STAMP)
 
 # Debian packages the tests need (the browser test drives Debian's chromium).
 system-deps:
@@ -28,11 +40,25 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy chalicelib app.py
 
-test: venv system-deps lint
+test: venv checkov-venv system-deps lint
 	$(PY) -m pytest -q
 
 run: venv
 	$(PY) -m local_gateway
+
+# The Terraform export for chalice stage $(STAGE): build/terraform/ (README, "Deploy").
+package: venv
+	$(PY) -m infra.build --stage $(STAGE) --out build/terraform
+
+# checkov over the export, as make test runs it, with its findings printed.
+checkov: package checkov-venv
+	$(CHECKOV_VENV)/bin/checkov -d build/terraform --config-file .checkov.yaml --compact --quiet
+
+# The connections table for `chalice deploy --stage $(STAGE)`, created once (idempotent).
+# Region and credentials are boto3's (AWS_PROFILE, AWS_REGION): the us-east-1 default
+# above is for chalice package only, so it is dropped here unless you set it yourself.
+table: venv
+	$(if $(filter file,$(origin AWS_DEFAULT_REGION)),env -u AWS_DEFAULT_REGION) $(PY) -m infra.table --stage $(STAGE)
 
 # Benchmarks against the replaced proxy's way (on demand, never part of `make test`);
 # writes bench/RESULTS.md, bench/results.json and bench/fanout.png.

@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None, client: Any = None) -> int:
 
         client = boto3.client("dynamodb")
     created = ensure_table(client, name)
-    print(f"table {name}: {'created' if created else 'already exists'}; TTL on 'ttl' enabled")
+    region = client.meta.region_name
+    print(f"table {name} in {region}: {'created' if created else 'already exists'}; TTL on 'ttl' enabled")
     return 0
 
 
