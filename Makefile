@@ -38,13 +38,14 @@ system-deps:
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy chalicelib app.py
+	$(VENV)/bin/mypy chalicelib app.py local_gateway
 
 test: venv checkov-venv system-deps lint
 	$(PY) -m pytest -q
 
+# The local stack in the foreground (README, "Local stack"); flags: make run ARGS="--port 4001 -v".
 run: venv
-	$(PY) -m local_gateway
+	$(PY) -m local_gateway $(ARGS)
 
 # The Terraform export for chalice stage $(STAGE): build/terraform/ (README, "Deploy").
 package: venv

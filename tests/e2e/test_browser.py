@@ -1,0 +1,137 @@
+"""The demo page in Debian's chromium (playwright): two pages chat through the proxy."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.support import ARTIFACTS, ROOT, StackProcess, new_booking, post_json
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+TIMEOUT_MS = 10_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail(
+                f"{CHROMIUM} is missing: CI must install Debian's chromium (apt-get install chromium)"
+            )
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium) — the browser test needs it")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def join(page: Any, stack: StackProcess, user: str, booking: str) -> None:
+    page.goto(f"{stack.gateway}/")
+    page.fill("#user", user)
+    page.fill("#booking", booking)
+    page.click("#connect")
+    page.wait_for_selector("#state.open", timeout=TIMEOUT_MS)
+    # The history (the host's welcome) has arrived.
+    page.wait_for_selector("#messages .message", timeout=TIMEOUT_MS)
+
+
+def test_two_pages_of_the_demo_chat_through_the_proxy(local_stack: StackProcess, browser: Any) -> None:
+    booking = new_booking()
+    context = browser.new_context(viewport={"width": 900, "height": 640})
+    try:
+        alice, bob = context.new_page(), context.new_page()
+        errors: list[str] = []
+        for page in (alice, bob):
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+        join(alice, local_stack, "alice", booking)
+        join(bob, local_stack, "bob", booking)
+
+        alice.fill("#message", "Hello from Alice's tab")
+        alice.click("#send")
+        bob_sees = bob.locator("#messages .message", has_text="Hello from Alice's tab")
+        bob_sees.wait_for(timeout=TIMEOUT_MS)
+        assert bob_sees.locator(".author").inner_text() == "alice"
+
+        bob.fill("#message", "Hi Alice, see you at 3")
+        bob.press("#message", "Enter")
+        alice.locator("#messages .message", has_text="see you at 3").wait_for(timeout=TIMEOUT_MS)
+
+        # A reaction in Alice's tab shows in Bob's.
+        alice.locator("#messages .message", has_text="see you at 3").locator("button", has_text="❤️").click()
+        bob.locator("#messages .message", has_text="see you at 3").locator("button", has_text="❤️ 1").wait_for(
+            timeout=TIMEOUT_MS
+        )
+
+        # The backend's status change reaches both pages' booking sockets.
+        status, answer = post_json(
+            f"{local_stack.backend}/dev/bookings/{booking}/status", {"status": "confirmed"}
+        )
+        assert status == 200, answer
+        for page in (alice, bob):
+            page.wait_for_function(
+                "document.getElementById('booking-status').textContent === 'confirmed'", timeout=TIMEOUT_MS
+            )
+        assert alice.locator("#error").is_hidden()
+        assert bob.locator("#error").is_hidden()
+        assert not errors
+
+        ARTIFACTS.mkdir(exist_ok=True)
+        shots = [ARTIFACTS / "demo-alice.png", ARTIFACTS / "demo-bob.png"]
+        alice.screenshot(path=str(shots[0]))
+        bob.screenshot(path=str(shots[1]))
+        side_by_side(shots, ARTIFACTS / "demo.png")
+        if os.environ.get("UPDATE_DEMO_SCREENSHOT"):
+            shutil.copyfile(ARTIFACTS / "demo.png", ROOT / "docs" / "demo.png")
+    finally:
+        context.close()
+
+
+def test_the_demo_page_shows_errors_plainly(local_stack: StackProcess, browser: Any) -> None:
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{local_stack.gateway}/")
+        page.fill("#user", "alice")
+        page.fill("#booking", new_booking())
+        page.click("#connect")
+        page.wait_for_selector("#state.open", timeout=TIMEOUT_MS)
+        # The backend refuses a reaction to a message that does not exist: the page says so.
+        page.evaluate("send({type: 'reaction', emoji: '👍', message_id: 999999999})")
+        error = page.locator("#error")
+        error.wait_for(state="visible", timeout=TIMEOUT_MS)
+        assert "backend_error" in error.inner_text()
+        assert "999999999" in error.inner_text()
+    finally:
+        context.close()
+
+
+def side_by_side(images: list[Path], target: Path) -> None:
+    from PIL import Image
+
+    opened = [Image.open(p) for p in images]
+    gap = 16
+    width = sum(i.width for i in opened) + gap * (len(opened) - 1)
+    height = max(i.height for i in opened)
+    canvas = Image.new("RGB", (width, height), (200, 204, 212))
+    x = 0
+    for image in opened:
+        canvas.paste(image, (x, 0))
+        x += image.width + gap
+    canvas.save(target)
