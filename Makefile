@@ -68,3 +68,7 @@ bench: venv
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache
+
+# The full reliability suite: 10,000 fuzz cases per property, faults and load (loopback only).
+reliability: venv
+	RELIABILITY_EXAMPLES=$${RELIABILITY_EXAMPLES:-10000} RELIABILITY_FULL=1 $(PY) -m pytest -q tests/reliability

@@ -13,6 +13,7 @@ port of 127.0.0.1, started and stopped by the fixture that owns it.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections import defaultdict
@@ -39,6 +40,12 @@ class StandIn:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                # headers and body go out in two writes: without this, Nagle's algorithm
+                # and delayed ACKs stall every keep-alive response by ~40 ms
+                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
             def log_message(self, *args: Any) -> None:
                 pass
