@@ -38,7 +38,7 @@ system-deps:
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy chalicelib app.py local_gateway
+	$(VENV)/bin/mypy chalicelib app.py local_gateway infra
 
 test: venv checkov-venv system-deps lint
 	$(PY) -m pytest -q

@@ -297,8 +297,12 @@ def wire_stage(doc: dict[str, Any]) -> None:
         "detailed_metrics_enabled": False,
     }
     stage["tags"] = "${var.tags}"
-    # API Gateway refuses stage logging until the account's CloudWatch role is set.
-    stage["depends_on"] = ["aws_api_gateway_account.cloudwatch"]
+    # API Gateway refuses stage logging until the account's CloudWatch role is set, and
+    # creates the execution log group itself (without retention) unless it exists.
+    stage["depends_on"] = [
+        "aws_api_gateway_account.cloudwatch",
+        "aws_cloudwatch_log_group.websocket_execution",
+    ]
 
 
 # -- the whole build -----------------------------------------------------------

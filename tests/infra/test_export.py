@@ -259,8 +259,14 @@ def test_the_stage_logs_access_without_query_strings_and_throttles_the_default_r
     assert routes["throttling_rate_limit"] == "${var.websocket_throttling_rate_limit}"
     assert routes["throttling_burst_limit"] == "${var.websocket_throttling_burst_limit}"
     assert routes["data_trace_enabled"] is False  # it would log whole frames, tokens included
-    group = tf.resources("aws_cloudwatch_log_group")["websocket_access"]
-    assert group["retention_in_days"] == "${var.log_retention_days}"
+    groups = tf.resources("aws_cloudwatch_log_group")
+    assert groups["websocket_access"]["retention_in_days"] == "${var.log_retention_days}"
+    # API Gateway's own execution log group exists (with retention) before logging is on.
+    assert groups["websocket_execution"]["name"] == (
+        "API-Gateway-Execution-Logs_${aws_apigatewayv2_api.websocket_api.id}/${var.websocket_stage_name}"
+    )
+    assert "aws_cloudwatch_log_group.websocket_execution" in stage["depends_on"]
+    assert routes["logging_level"] == "ERROR"
 
 
 def test_integrations_and_permissions_are_built_from_resource_attributes(tf: Config) -> None:
