@@ -357,14 +357,16 @@ class LocalGateway:
         conn = self._live(request)
         if conn is None:
             return _aws_error(410, "GoneException", None)
-        identity: dict[str, Any] = {"SourceIp": conn.info.identity.source_ip}
-        if conn.info.identity.user_agent:
-            identity["UserAgent"] = conn.info.identity.user_agent
+        # The wire names (botocore maps them to ConnectedAt, Identity.SourceIp, ...).
+        identity = {
+            "sourceIp": conn.info.identity.source_ip,
+            "userAgent": conn.info.identity.user_agent or "",
+        }
         return web.json_response(
             {
-                "ConnectedAt": _iso(conn.info.connected_at / 1000),
-                "Identity": identity,
-                "LastActiveAt": _iso(conn.last_active_at),
+                "connectedAt": _iso(conn.info.connected_at / 1000),
+                "identity": identity,
+                "lastActiveAt": _iso(conn.last_active_at),
             }
         )
 

@@ -10,6 +10,7 @@ import sys
 import time
 
 import aiohttp
+import boto3
 import pytest
 
 from tests.e2e.support import (
@@ -45,8 +46,8 @@ def test_the_management_api_posts_reads_and_refuses_as_api_gateway(local_stack: 
             async with session.get(url) as response:
                 assert response.status == 200
                 info = await response.json()
-            assert info["Identity"]["SourceIp"] == "127.0.0.1"
-            assert info["ConnectedAt"].endswith("Z")
+            assert info["identity"]["sourceIp"] == "127.0.0.1"
+            assert info["connectedAt"].endswith("Z")
             # Above 128 KB: 413, and the socket stays usable.
             assert await call(session, "POST", url, b"x" * (128 * 1024 + 1)) == 413
             assert await call(session, "POST", url, b'"' + b"x" * (128 * 1024 - 2) + b'"') == 200
@@ -196,3 +197,38 @@ def test_tokens_never_reach_the_logs(local_stack: StackProcess) -> None:
     leaked = [t for t in ISSUED_TOKENS if t in output or t.split(".")[1] in output]
     assert not leaked, "a token appears in the stack's output"
     assert json.dumps("my token is not here")[1:-1] not in output  # nor message bodies
+
+
+def test_boto3_speaks_to_the_emulated_apis_as_to_aws(local_stack: StackProcess) -> None:
+    """The SDK's own clients: errors parse to their AWS exception types."""
+    credentials = {"region_name": "us-east-1", "aws_access_key_id": "x", "aws_secret_access_key": "y"}
+    lam = boto3.client("lambda", endpoint_url=local_stack.gateway, **credentials)
+    answer = lam.invoke(FunctionName="ws-proxy-local-push", Payload=json.dumps({"channel": "nope"}))
+    assert answer["StatusCode"] == 200
+    assert json.loads(answer["Payload"].read())["error"]["code"] == "invalid_event"
+    queued = lam.invoke(FunctionName="ws-proxy-local-push", InvocationType="Event", Payload=b"{}")
+    assert queued["StatusCode"] == 202
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.invoke(FunctionName="ws-proxy-local-websocket_connect", Payload=b"{}")
+
+    management = boto3.client("apigatewaymanagementapi", endpoint_url=local_stack.management, **credentials)
+
+    async def scenario() -> None:
+        async with aiohttp.ClientSession() as session:
+            sock, connection_id = await join_chat(session, local_stack, "alice", new_booking())
+            await asyncio.to_thread(
+                management.post_to_connection, ConnectionId=connection_id, Data=b'{"n": 1}'
+            )
+            assert await sock.recv() == {"n": 1}
+            info = await asyncio.to_thread(management.get_connection, ConnectionId=connection_id)
+            assert info["Identity"]["SourceIp"] == "127.0.0.1"
+            assert info["ConnectedAt"] <= info["LastActiveAt"]
+            with pytest.raises(management.exceptions.PayloadTooLargeException):
+                await asyncio.to_thread(
+                    management.post_to_connection, ConnectionId=connection_id, Data=b"x" * 200_000
+                )
+            await sock.close()
+            with pytest.raises(management.exceptions.GoneException):
+                await asyncio.to_thread(management.post_to_connection, ConnectionId=connection_id, Data=b"{}")
+
+    run(scenario)
