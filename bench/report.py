@@ -145,14 +145,26 @@ def plot_fanout(res: dict[str, Any], path: Path) -> None:
     runs = list(res["sizes"].values())
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     styles = {"ours": ("C0", "o", "-"), "threads": ("C1", "s", "-"), "sequential": ("C3", "^", "-")}
+    labels = {
+        "ours": "ours (signed posts, urllib3 pool, 32 threads)",
+        "threads": "boto3 client, 32 threads",
+        "sequential": "boto3 client, sequential (replaced proxy)",
+    }
     for i, key in enumerate(("ours", "threads", "sequential")):
         xs = sizes
         ys = [r[i]["wall_s"] for r in runs]
         color, marker, line = styles[key]
-        ax.plot(xs, ys, color=color, marker=marker, linestyle=line, label=runs[0][i]["client"])
+        ax.plot(xs, ys, color=color, marker=marker, linestyle=line, label=labels[key])
         for x, r in zip(xs, runs, strict=True):
             if r[i]["extrapolated"]:
-                ax.annotate("extrapolated", (x, r[i]["wall_s"]), textcoords="offset points", xytext=(-70, 4))
+                ax.plot([x], [r[i]["wall_s"]], marker=marker, color="white", markeredgecolor=color, ms=9)
+                ax.annotate(
+                    f"extrapolated from {r[i]['measured']} posts",
+                    (x, r[i]["wall_s"]),
+                    textcoords="offset points",
+                    xytext=(-150, -4),
+                    fontsize=8,
+                )
     latency = [fanout_floors(res, n, r[0]["cpu_ms_per_post"])[0] for n, r in zip(sizes, runs, strict=True)]
     cpu = [fanout_floors(res, n, r[0]["cpu_ms_per_post"])[1] for n, r in zip(sizes, runs, strict=True)]
     ax.plot(
@@ -236,7 +248,12 @@ def overhead_targets(res: dict[str, Any]) -> list[Target]:
             f"{median:.2f} ms median, p99 {res['overhead']['p99_ms']:.2f} ms "
             f"(of which DynamoDB calls {res['dynamodb']['median_ms']:.2f} ms; "
             f"{own:.2f} ms without moto's server time)",
-        )
+        ),
+        Target(
+            "  the same, without moto's server time (botocore's CPU kept)",
+            own <= 5.0,
+            f"{own:.2f} ms median, p99 {res['overhead_without_dynamodb_server']['p99_ms']:.2f} ms",
+        ),
     ]
 
 
@@ -244,27 +261,38 @@ def overhead_targets(res: dict[str, Any]) -> list[Target]:
 
 
 def coldstart_lines(res: dict[str, Any]) -> list[str]:
-    return [
-        f"Cold start: median of {res['runs']} fresh interpreters each, alternating",
-        f"  import app                 {res['import_ms']['app']:7.1f} ms "
-        f"(spread {res['import_ms_spread']['app'][0]:.0f}-{res['import_ms_spread']['app'][1]:.0f}); "
-        f"whole process {res['process_ms']['app']:.0f} ms",
-        f"  dependencies only          {res['import_ms']['dependencies']:7.1f} ms "
-        f"(spread {res['import_ms_spread']['dependencies'][0]:.0f}-"
-        f"{res['import_ms_spread']['dependencies'][1]:.0f}); "
-        f"whole process {res['process_ms']['dependencies']:.0f} ms",
-        f"  ratio {res['ratio']:.3f}x (whole process {res['process_ratio']:.3f}x); "
-        f"dependencies = `{res['dependencies_stmt']}`",
+    lines = [
+        f"Cold start: median of {res['runs']} fresh interpreters each, alternating; "
+        f"dependencies = `{res['dependencies_stmt']}`"
     ]
+    titles = {
+        "cached": "byte-code cached for all (judged)",
+        "source": "app + chalicelib compiled from source (PYTHONDONTWRITEBYTECODE=1)",
+    }
+    for mode, title in titles.items():
+        m = res[mode]
+        spread = m["import_ms_spread"]
+        lines += [
+            f"  {title}:",
+            f"    import app          {m['import_ms']['app']:7.1f} ms (spread {spread['app'][0]:.0f}-"
+            f"{spread['app'][1]:.0f}); whole process {m['process_ms']['app']:.0f} ms",
+            f"    dependencies only   {m['import_ms']['dependencies']:7.1f} ms (spread "
+            f"{spread['dependencies'][0]:.0f}-{spread['dependencies'][1]:.0f}); "
+            f"whole process {m['process_ms']['dependencies']:.0f} ms",
+            f"    ratio {m['ratio']:.3f}x (whole process {m['process_ratio']:.3f}x)",
+        ]
+    return lines
 
 
 def coldstart_targets(res: dict[str, Any]) -> list[Target]:
+    cached, source = res["cached"], res["source"]
     return [
         Target(
             "cold start <= 1.15x of its dependencies",
-            res["ratio"] <= 1.15,
-            f"{res['ratio']:.3f}x ({res['import_ms']['app']:.0f} ms "
-            f"vs {res['import_ms']['dependencies']:.0f} ms)",
+            cached["ratio"] <= 1.15,
+            f"{cached['ratio']:.3f}x ({cached['import_ms']['app']:.0f} ms "
+            f"vs {cached['import_ms']['dependencies']:.0f} ms, byte-code cached); "
+            f"{source['ratio']:.3f}x when app and chalicelib compile from source",
         )
     ]
 
