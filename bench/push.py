@@ -1,0 +1,187 @@
+"""Server push to a large channel: chunked across asynchronous invocations vs one invocation.
+
+A channel of N ``booking`` connections in moto (own process), a Management API
+stand-in taking 20 ms per post (own process), and ``app.push`` run as Lambda
+runs it. The asynchronous invocations of ``push`` that carry the other chunks
+are emulated in this process: each runs in its own thread with a container of
+its own (its own pool and fan-out threads), as each would be its own Lambda.
+All of them share this machine's cores, where on AWS each chunk would have a
+CPU of its own: so "all delivered" here is bounded by the CPU floor, and the
+time one chunk takes on its own is what a push takes on Lambda (plus the
+asynchronous invocation's start-up, not measured here).
+
+Baseline: the same push with chunking off (one invocation posts to everyone).
+Run as ``python -m bench.push`` (``make bench`` includes it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from bench.servers import moto_server, standin, use_dummy_aws_env
+
+SIZES = (2_000, 10_000)
+CHUNK = 500
+TABLE = "bench-push-connections"
+PAYLOAD = {"type": "booking_status", "booking_id": "1", "status": "confirmed"}
+
+
+class LambdaContext:
+    function_name = "ws-proxy-bench-push"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:ws-proxy-bench-push"
+    log_group_name = "/aws/lambda/ws-proxy-bench-push"
+    log_stream_name = "bench"
+    aws_request_id = "bench"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 300_000
+
+
+class RecordingInvoker:
+    """Keeps each asynchronous invocation of ``push`` to run afterwards, one at a time."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def invoke_async(self, function_name: str, payload: Mapping[str, Any]) -> None:
+        self.events.append(dict(payload))
+
+
+def seed(client: Any, n: int) -> None:
+    client.delete_item  # noqa: B018 - the client exists
+    now = int(time.time())
+    for start in range(0, n, 25):
+        client.batch_write_item(
+            RequestItems={
+                TABLE: [
+                    {
+                        "PutRequest": {
+                            "Item": {
+                                "booking_id": {"S": "1"},
+                                "connection_id": {"S": f"c{i:06d}="},
+                                "connection_type": {"S": "booking"},
+                                "created_at": {"N": str(now)},
+                                "ttl": {"N": str(now + 3600)},
+                            }
+                        }
+                    }
+                    for i in range(start, min(n, start + 25))
+                ]
+            }
+        )
+
+
+def push_once(chunk_size: int) -> dict[str, Any]:
+    """The coordinating invocation, then every chunk it handed off, each timed on its own."""
+    import app as app_module
+
+    os.environ["PUSH_CHUNK_SIZE"] = str(chunk_size)
+    app_module.container.reset()
+    proxy = app_module.container.proxy()
+    invoker = RecordingInvoker()
+    proxy.invoker = invoker
+    started = time.perf_counter()
+    answer = app_module.push({"channel": {"booking_id": "1"}, "payload": PAYLOAD}, LambdaContext())
+    answered = time.perf_counter() - started
+    chunk_times = []
+    delivered, failed = answer.get("delivered", 0), answer.get("failed", 0)
+    for event in invoker.events:
+        began = time.perf_counter()
+        result = app_module.push(event, LambdaContext())
+        chunk_times.append(time.perf_counter() - began)
+        delivered += result.get("delivered", 0)
+        failed += result.get("failed", 0)
+    return {
+        "answered_s": round(answered, 3),
+        "slowest_chunk_s": round(max(chunk_times, default=0.0), 3),
+        "sequential_total_s": round(answered + sum(chunk_times), 3),
+        "chunks": 1 + len(chunk_times),
+        "delivered": delivered,
+        "failed": failed,
+        "answer": answer,
+    }
+
+
+def run(sizes: Sequence[int] = SIZES) -> dict[str, Any]:
+    import boto3
+
+    use_dummy_aws_env()
+    results: dict[str, Any] = {"chunk_size": CHUNK, "post_ms": 20, "workers": 32, "sizes": {}}
+    with standin(0.02) as mgmt, moto_server() as moto:
+        os.environ.update(
+            {
+                "AWS_ENDPOINT_URL_DYNAMODB": moto.base,
+                "CONNECTIONS_TABLE": TABLE,
+                "BACKEND_URL": mgmt.base,
+                "API_GATEWAY_ENDPOINT": f"{mgmt.base}/bench",
+                "PUSH_FUNCTION_NAME": LambdaContext.function_name,
+                "FANOUT_WORKERS": "32",
+            }
+        )
+        from chalicelib.schema import ensure_table
+
+        client = boto3.client("dynamodb", endpoint_url=moto.base)
+        for n in sizes:
+            try:
+                client.delete_table(TableName=TABLE)
+            except client.exceptions.ResourceNotFoundException:
+                pass
+            ensure_table(client, TABLE)
+            seed(client, n)
+            posts_before = mgmt.stats()["posts"]
+            chunked = push_once(CHUNK)
+            unchunked = push_once(10**9)
+            posts = mgmt.stats()["posts"] - posts_before
+            results["sizes"][str(n)] = {
+                "chunked": chunked,
+                "unchunked": unchunked,
+                "posts_seen_by_standin": posts,
+            }
+    return results
+
+
+def lines(res: dict[str, Any]) -> list[str]:
+    out = [
+        f"Push to one booking channel: {res['post_ms']} ms per post, FANOUT_WORKERS={res['workers']}, "
+        f"PUSH_CHUNK_SIZE={res['chunk_size']}",
+        "  (on Lambda the chunks run at once, each on its own CPU: a push takes about the larger of",
+        "   the coordinator's answer and one chunk, plus an asynchronous invocation's start-up)",
+    ]
+    for n, r in res["sizes"].items():
+        c, u = r["chunked"], r["unchunked"]
+        lambda_time = max(c["answered_s"], c["slowest_chunk_s"])
+        out.append(
+            f"  N={int(n):,}: chunked: coordinator answered in {c['answered_s']:.2f} s (listed the channel, "
+            f"posted its own {c['answer'].get('delivered', 0)}, handed off {c['chunks'] - 1} chunks); "
+            f"slowest chunk {c['slowest_chunk_s']:.2f} s; {c['delivered']:,} delivered, {c['failed']} failed"
+        )
+        out.append(
+            f"     unchunked baseline: one invocation, {u['delivered']:,} delivered in "
+            f"{u['answered_s']:.2f} s; ratio {u['answered_s'] / max(lambda_time, 1e-9):.1f}x; "
+            f"stand-in saw {r['posts_seen_by_standin']:,} posts for {2 * int(n):,} expected"
+        )
+    return out
+
+
+def main() -> None:
+    # The handlers log to stdout as in Lambda; keep only our JSON line on the real stdout.
+    real = sys.stdout
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+    try:
+        result = run()
+    finally:
+        sys.stdout.close()
+        sys.stdout = real
+    print("\n".join(lines(result)), file=sys.stderr)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
