@@ -152,7 +152,20 @@ def write_results(
         if name == "fanout":
             out += ["![fan-out time against channel size](fanout.png)", ""]
     out += ["## How each figure is made", "", *NOTES, ""]
-    path.write_text("\n".join(out))
+    kept = _kept_sections(path)
+    path.write_text("\n".join(out) + (("\n" + kept) if kept else ""))
+
+
+#: Sections of RESULTS.md that other runs write (``make reliability``); a bench run keeps them.
+KEPT_HEADINGS = ("## Reliability",)
+
+
+def _kept_sections(path: Path) -> str:
+    if not path.exists():
+        return ""
+    text = path.read_text()
+    starts = [text.find(h) for h in KEPT_HEADINGS if text.find(h) >= 0]
+    return text[min(starts) :] if starts else ""
 
 
 NOTES = [
