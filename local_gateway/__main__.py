@@ -86,6 +86,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[StackOptions, Path | None
         help="also print the app's own JSON logs and metrics, Management API calls and backend requests",
     )
     parser.add_argument(
+        "--fault-injection",
+        action="store_true",
+        help="test facility: serve /_local/faults, which makes the Management API answer 429, 410 or 5xx "
+        "for chosen posts (README, Local stack)",
+    )
+    parser.add_argument(
         "--ready-file",
         type=Path,
         default=None,
@@ -111,6 +117,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[StackOptions, Path | None
         idle_timeout=args.idle_timeout,
         max_lifetime=args.max_lifetime,
         verbose=args.verbose,
+        fault_injection=args.fault_injection,
     )
     return options, args.ready_file
 
@@ -130,6 +137,7 @@ def banner(stack: LocalStack) -> str:
             f"  dynamodb     {dynamodb}   table {e['table']}",
             f"  management   {e['management_api']}/@connections/{{connection_id}}",
             f"  lambda       {e['gateway']}/2015-03-31/functions/{{name}}/invocations",
+            *([f"  faults       {e['faults']}   (fault injection, for tests)"] if "faults" in e else []),
             f"  try          websocat '{e['websocket']}?type=chat&booking_id=1&token=TOKEN'",
             f'               (TOKEN: curl -s -XPOST {e["backend"]}/dev/token -d \'{{"user_id":"alice"}}\' '
             "-H 'content-type: application/json')",

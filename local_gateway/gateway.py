@@ -10,6 +10,9 @@
 - ``POST /2015-03-31/functions/{name}/invocations``: Lambda's Invoke API for the
   app's ``deliver`` and ``push`` functions (``Event`` → 202, run in a worker
   thread; ``RequestResponse`` → 200 with the result).
+- ``GET|PUT|DELETE /_local/faults``: only with ``fault_injection`` on, a test
+  facility that makes ``POST @connections`` answer 429, 410 or 5xx by rule
+  (``local_gateway.faults``).
 - ``GET /`` without an upgrade: the demo page; ``/demo/api/dev/...`` forwards
   the page's development calls to the backend (same origin, no CORS).
 """
@@ -38,6 +41,7 @@ from local_gateway.events import (
     new_connection_id,
     new_request_id,
 )
+from local_gateway.faults import ERROR_TYPES, ManagementFaults, RuleError
 from local_gateway.runtime import AppRuntime, function_key
 
 logger = logging.getLogger("local_gateway")
@@ -72,6 +76,8 @@ class GatewayOptions:
     max_lifetime: float = 7200.0
     #: API Gateway's integration timeout: a $connect slower than this fails the handshake (504).
     integration_timeout: float = 29.0
+    #: Serve ``/_local/faults`` and apply its rules to posts (a test facility; off by default).
+    fault_injection: bool = False
 
 
 @dataclass
@@ -124,6 +130,7 @@ class LocalGateway:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._session: aiohttp.ClientSession | None = None
         self._closing = False
+        self.faults = ManagementFaults() if options.fault_injection else None
 
     # -- application -------------------------------------------------------
 
@@ -137,6 +144,10 @@ class LocalGateway:
         r.add_get("/demo/config", self.demo_config)
         r.add_route("*", "/demo/api/{path:.+}", self.demo_backend)
         r.add_post("/2015-03-31/functions/{name}/invocations", self.invoke)
+        if self.faults is not None:
+            r.add_get("/_local/faults", self.faults_show)
+            r.add_put("/_local/faults", self.faults_replace)
+            r.add_delete("/_local/faults", self.faults_clear)
         for prefix in ("", "/{stage}"):
             r.add_post(prefix + "/@connections/{connection_id}", self.post_to_connection)
             r.add_get(prefix + "/@connections/{connection_id}", self.get_connection)
@@ -334,6 +345,10 @@ class LocalGateway:
         if len(data) > MAX_MESSAGE_BYTES:
             logger.info("%-12s %-16s 413 (%d bytes)", "@connections", connection_id, len(data))
             return _aws_error(413, "PayloadTooLargeException", "Request entity too large")
+        injected = self.faults.status_for(connection_id) if self.faults is not None else None
+        if injected is not None:
+            logger.debug("%-12s %-16s %d (injected)", "@connections", connection_id, injected)
+            return _aws_error(injected, ERROR_TYPES[injected], None if injected == 410 else "Injected fault")
         conn = self._live(request)
         if conn is None or conn.ws is None:
             logger.debug("%-12s %-16s 410", "@connections", connection_id)
@@ -379,6 +394,27 @@ class LocalGateway:
         logger.info("%-12s %-16s DELETE: closing", "@connections", conn.info.connection_id)
         await self._server_close(conn, WSCloseCode.OK, "Connection Closed Normally")
         return web.Response(status=204)
+
+    # -- fault injection (a test facility) -------------------------------------
+
+    async def faults_show(self, request: web.Request) -> web.Response:
+        assert self.faults is not None
+        return web.json_response(self.faults.describe())
+
+    async def faults_replace(self, request: web.Request) -> web.Response:
+        assert self.faults is not None
+        try:
+            self.faults.replace(await request.json())
+        except (ValueError, RuleError) as exc:
+            return web.json_response({"message": str(exc)}, status=400)
+        logger.info("%-12s %s", "faults", json.dumps(self.faults.describe()["rules"]))
+        return web.json_response(self.faults.describe())
+
+    async def faults_clear(self, request: web.Request) -> web.Response:
+        assert self.faults is not None
+        self.faults.clear()
+        logger.info("%-12s cleared", "faults")
+        return web.json_response(self.faults.describe())
 
     # -- the Lambda Invoke API ---------------------------------------------------
 

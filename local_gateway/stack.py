@@ -45,6 +45,8 @@ class StackOptions:
     idle_timeout: float = 600.0
     max_lifetime: float = 7200.0
     verbose: bool = False
+    #: Serve the Management API's fault-injection routes (``local_gateway.faults``); tests only.
+    fault_injection: bool = False
 
 
 def bind(host: str, port: int, what: str, flag: str) -> socket.socket:
@@ -147,6 +149,7 @@ class LocalStack:
         return self.gateway_url.replace("http://", "ws://", 1) + f"/{self.options.stage}"
 
     def endpoints(self) -> dict[str, str]:
+        extra = {"faults": f"{self.gateway_url}/_local/faults"} if self.options.fault_injection else {}
         return {
             "gateway": self.gateway_url,
             "websocket": self.ws_url,
@@ -155,6 +158,7 @@ class LocalStack:
             "dynamodb": self.dynamodb_endpoint,
             "table": self.options.table,
             "stage": self.options.stage,
+            **extra,
         }
 
     async def start(self) -> None:
@@ -190,7 +194,12 @@ class LocalStack:
         self._runtime = AppRuntime(load_app(), region=region, verbose=o.verbose)
         self.gateway = LocalGateway(
             self._runtime,
-            GatewayOptions(stage=o.stage, idle_timeout=o.idle_timeout, max_lifetime=o.max_lifetime),
+            GatewayOptions(
+                stage=o.stage,
+                idle_timeout=o.idle_timeout,
+                max_lifetime=o.max_lifetime,
+                fault_injection=o.fault_injection,
+            ),
             api_id=self.api_id,
             backend_url=self.backend_url,
         )
