@@ -1,0 +1,590 @@
+"""Faults through the local stack, with real sockets: one test per scenario.
+
+The stack runs as a child process (``python -m local_gateway --fault-injection``)
+with its backend and DynamoDB replaced by loopback servers these tests control:
+``FaultBackend`` (each message frame picks the backend's answer; ``down()``
+refuses connections) and ``DynamoFaultProxy`` in front of an embedded moto
+(throttling answers). The Management API's 429 and 410 come from the gateway's
+``/_local/faults`` rules.
+
+Invariants checked in every scenario:
+- no crash: the stack process runs, answers a new socket's ping, and its output
+  shows no escaped exception, ``internal_error`` or "Internal server error";
+- a sender whose message could not be processed gets an error frame with the
+  CONTRACT §1 code and its ``id`` as ``ref``;
+- every live connection of the channel gets every broadcast exactly once
+  (counted per message id, after a ping round trip on each socket);
+- every dead connection's item is gone from the table.
+
+The backend keeps the proxy's default 10 s timeout: a 3 s backend is slow, not
+down, so the sender (and everyone) gets the message late, exactly once; an
+answer slower than the timeout (``RELIABILITY_FULL=1`` only: it takes 10 s)
+is explained with ``backend_unavailable``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import boto3
+import pytest
+
+from local_gateway.stack import _moto_server
+from tests.conftest import free_port
+from tests.e2e.support import Socket, StackProcess, open_socket, run
+from tests.reliability.support import (
+    SLOW_SECONDS,
+    DynamoFaultProxy,
+    FaultBackend,
+    Tracker,
+    drop,
+    pump,
+    stack_alive,
+    wait_for,
+)
+
+pytestmark = pytest.mark.e2e
+FULL = os.environ.get("RELIABILITY_FULL") == "1"
+TABLE = "ws-proxy-reliability-connections"
+
+
+@dataclass
+class Faults:
+    stack: StackProcess
+    backend: FaultBackend
+    dynamodb: DynamoFaultProxy
+    moto_url: str
+
+    def management(self, *rules: dict[str, Any]) -> dict[str, Any]:
+        """Replace the gateway's Management API fault rules (none: clear them)."""
+        method = "PUT" if rules else "DELETE"
+        data = json.dumps({"rules": list(rules)}).encode() if rules else None
+        request = urllib.request.Request(
+            self.stack.endpoints["faults"],
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer: dict[str, Any] = json.load(response)
+        return answer
+
+    def fault_state(self) -> dict[str, Any]:
+        with urllib.request.urlopen(self.stack.endpoints["faults"], timeout=10) as response:
+            answer: dict[str, Any] = json.load(response)
+        return answer
+
+    def items(self, booking: str) -> set[str]:
+        """Connection ids in the channel's partition, read from moto directly (not throttled)."""
+        client = boto3.client(
+            "dynamodb",
+            endpoint_url=self.moto_url,
+            region_name="us-east-1",
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
+        page = client.query(
+            TableName=TABLE,
+            KeyConditionExpression="booking_id = :b",
+            ExpressionAttributeValues={":b": {"S": booking}},
+            ConsistentRead=True,
+        )
+        return {item["connection_id"]["S"] for item in page.get("Items", [])}
+
+    def put_stale_item(self, booking: str, connection_id: str) -> None:
+        """An item whose $disconnect never ran (best-effort in AWS)."""
+        client = boto3.client(
+            "dynamodb",
+            endpoint_url=self.moto_url,
+            region_name="us-east-1",
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
+        now = int(time.time())
+        client.put_item(
+            TableName=TABLE,
+            Item={
+                "booking_id": {"S": booking},
+                "connection_id": {"S": connection_id},
+                "connection_type": {"S": "chat"},
+                "token": {"S": "ghost"},
+                "created_at": {"N": str(now)},
+                "ttl": {"N": str(now + 3600)},
+            },
+        )
+
+
+@pytest.fixture(scope="module")
+def faults() -> Iterator[Faults]:
+    moto = _moto_server("127.0.0.1", free_port())
+    moto.start()
+    host, port = moto.get_host_and_port()
+    moto_url = f"http://{host}:{port}"
+    backend = FaultBackend()
+    dynamodb = DynamoFaultProxy(moto_url)
+    stack = None
+    try:
+        stack = StackProcess(
+            "reliability-faults",
+            "--backend-url",
+            backend.url,
+            "--dynamodb-endpoint",
+            dynamodb.url,
+            "--table",
+            TABLE,
+            "--fault-injection",
+        )
+        yield Faults(stack, backend, dynamodb, moto_url)
+    finally:
+        if stack is not None:
+            status = stack.stop()
+            assert status == 0, f"the stack did not stop cleanly ({status}):\n{stack.output[-3000:]}"
+        dynamodb.stop()
+        backend.stop()
+        moto.stop()
+
+
+@pytest.fixture
+def env(faults: Faults) -> Iterator[Faults]:
+    """Each scenario starts without faults and leaves none behind."""
+    faults.management()
+    faults.dynamodb.clear()
+    faults.backend.up() if faults.backend._runner is None else None  # noqa: SLF001
+    yield faults
+    faults.management()
+    faults.dynamodb.clear()
+    if faults.backend._runner is None:  # noqa: SLF001
+        faults.backend.up()
+
+
+@dataclass
+class Member:
+    name: str
+    sock: Socket
+    connection_id: str
+
+
+class Scene:
+    """One booking's sockets, their frames counted by message id, and the invariants."""
+
+    def __init__(self, env: Faults, session: aiohttp.ClientSession) -> None:
+        self.env = env
+        self.stack = env.stack
+        self.session = session
+        self.booking = "rel-" + uuid.uuid4().hex[:10]
+        self.tracker = Tracker()
+        self.stop = asyncio.Event()
+        self.members: dict[str, Member] = {}
+        self.tasks: list[asyncio.Task[None]] = []
+        self.since = len(self.stack.output)
+
+    async def join(self, *names: str) -> list[Member]:
+        joined = []
+        for name in names:
+            url = self.stack.ws_url(type="chat", booking_id=self.booking, token=name)
+            sock = await open_socket(self.session, url)
+            receipt = await sock.recv(10)
+            assert receipt["type"] == "receipt", receipt
+            member = Member(name, sock, str(receipt["connection_id"]))
+            self.members[name] = member
+            self.tracker.add(name)
+            self.tasks.append(asyncio.create_task(pump(name, sock, self.tracker, self.stop)))
+            joined.append(member)
+        return joined
+
+    async def send(self, name: str, fault: str | None = None) -> str:
+        message_id = uuid.uuid4().hex[:12]
+        frame: dict[str, Any] = {"id": message_id, "t": time.perf_counter()}
+        if fault is not None:
+            frame["fault"] = fault
+        await self.members[name].sock.send(frame)
+        return message_id
+
+    async def delivered(self, ids: list[str], to: list[str], timeout: float = 20.0) -> None:
+        await wait_for(
+            lambda: all(self.tracker.counts[n][i] >= 1 for n in to for i in ids),
+            timeout,
+            f"every broadcast {ids} reaching {to}",
+        )
+
+    async def error_for(self, name: str, message_id: str, timeout: float = 20.0) -> dict[str, Any]:
+        def found() -> dict[str, Any] | None:
+            return next((e for e in self.tracker.errors[name] if e.get("ref") == message_id), None)
+
+        await wait_for(lambda: found() is not None, timeout, f"{name} told why {message_id} failed")
+        frame = found()
+        assert frame is not None
+        return frame
+
+    async def settle(self, names: list[str]) -> None:
+        """A ping round trip on each socket: whatever the proxy queued before it has arrived."""
+        before = {n: self.tracker.others[n].count({"type": "pong"}) for n in names}
+        for n in names:
+            await self.members[n].sock.send({"type": "ping"})
+        await wait_for(
+            lambda: all(self.tracker.others[n].count({"type": "pong"}) > before[n] for n in names),
+            15,
+            f"pongs for {names}",
+        )
+
+    def exactly_once(self, ids: list[str], live: list[str], absent: list[str] = ()) -> None:  # type: ignore[assignment]
+        for n in live:
+            for i in ids:
+                assert self.tracker.counts[n][i] == 1, f"{n} got {i} {self.tracker.counts[n][i]} times"
+        for n in absent:
+            for i in ids:
+                assert self.tracker.counts[n][i] == 0, f"{n} got {i} {self.tracker.counts[n][i]} times"
+
+    def no_errors(self, names: list[str]) -> None:
+        for n in names:
+            assert not self.tracker.errors[n], f"{n} got error frames {self.tracker.errors[n]}"
+
+    async def items_are(self, expected: set[str], timeout: float = 15.0) -> None:
+        await wait_for(
+            lambda: self.env.items(self.booking) == expected,
+            timeout,
+            f"channel items == {sorted(expected)} (now {sorted(self.env.items(self.booking))})",
+        )
+
+    async def finish(self) -> None:
+        """Close the sockets; the items go; no crash, and a new socket still gets its pong."""
+        for m in self.members.values():
+            if not m.sock.ws.closed:
+                await m.sock.close()
+        self.stop.set()
+        await asyncio.gather(*self.tasks)
+        await self.items_are(set())
+        probe = await open_socket(
+            self.session, self.stack.ws_url(type="chat", booking_id=self.booking, token="p")
+        )
+        assert (await probe.recv(10))["type"] == "receipt"
+        await probe.send({"type": "ping"})
+        assert await probe.recv(10) == {"type": "pong"}
+        await probe.close()
+        await self.items_are(set())
+        stack_alive(self.stack, self.since)
+
+
+def scenario(env: Faults, body: Any, timeout: float = 60.0) -> None:
+    async def go() -> None:
+        async with aiohttp.ClientSession() as session:
+            scene = Scene(env, session)
+            try:
+                await body(scene)
+            finally:
+                scene.stop.set()
+            await scene.finish()
+
+    run(go, timeout)
+
+
+def assert_error(frame: dict[str, Any], code: str, retryable: bool) -> None:
+    assert frame["type"] == "error"
+    assert frame["code"] == code, frame
+    assert frame["retryable"] is retryable, frame
+    assert isinstance(frame["message"], str) and frame["message"]
+
+
+# -- the backend -------------------------------------------------------------------
+
+
+def test_backend_500_sender_gets_backend_unavailable_and_no_one_a_broadcast(env: Faults) -> None:
+    async def body(s: Scene) -> None:
+        await s.join("a", "b", "c")
+        bad = await s.send("a", fault="500")
+        assert_error(await s.error_for("a", bad), "backend_unavailable", retryable=True)
+        good = await s.send("b")
+        await s.delivered([good], ["a", "b", "c"])
+        await s.settle(["a", "b", "c"])
+        s.exactly_once([good], ["a", "b", "c"])
+        s.exactly_once([bad], [], absent=["a", "b", "c"])
+        s.no_errors(["b", "c"])
+        assert env.backend.messages[bad] == 1  # the proxy never retries a message
+
+    scenario(env, body)
+
+
+def test_backend_invalid_json_sender_gets_backend_error(env: Faults) -> None:
+    async def body(s: Scene) -> None:
+        await s.join("a", "b")
+        bad = await s.send("a", fault="invalid_json")
+        assert_error(await s.error_for("a", bad), "backend_error", retryable=False)
+        good = await s.send("a")
+        await s.delivered([good], ["a", "b"])
+        await s.settle(["a", "b"])
+        s.exactly_once([good], ["a", "b"])
+        s.exactly_once([bad], [], absent=["a", "b"])
+        s.no_errors(["b"])
+
+    scenario(env, body)
+
+
+def test_backend_3s_slow_message_arrives_late_exactly_once_without_holding_up_others(
+    env: Faults, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def body(s: Scene) -> None:
+        await s.join("a", "b", "c")
+        sent = time.perf_counter()
+        slow = await s.send("a", fault="slow")
+        quick = await s.send("b")  # sent after the slow one, answered meanwhile
+        await s.delivered([quick], ["a", "b", "c"], timeout=SLOW_SECONDS + 10)
+        await s.delivered([slow], ["a", "b", "c"], timeout=SLOW_SECONDS + 15)
+        await s.settle(["a", "b", "c"])
+        s.exactly_once([slow, quick], ["a", "b", "c"])
+        s.no_errors(["a", "b", "c"])
+        late = s.tracker.arrivals["a"][slow] - sent
+        assert s.tracker.arrivals["a"][quick] < s.tracker.arrivals["a"][slow]
+        with capsys.disabled():
+            print(f"\n  slow backend ({SLOW_SECONDS:.0f} s): the sender got its broadcast after {late:.2f} s")
+
+    scenario(env, body)
+
+
+@pytest.mark.skipif(not FULL, reason="takes the proxy's 10 s backend timeout; RELIABILITY_FULL=1")
+def test_backend_slower_than_the_timeout_sender_gets_backend_unavailable(env: Faults) -> None:
+    async def body(s: Scene) -> None:
+        await s.join("a", "b")
+        bad = await s.send("a", fault="timeout")
+        assert_error(await s.error_for("a", bad, timeout=25), "backend_unavailable", retryable=True)
+        await s.settle(["a", "b"])
+        s.exactly_once([bad], [], absent=["a", "b"])
+        s.no_errors(["b"])
+
+    scenario(env, body)
+
+
+def test_backend_down_refused_senders_told_handshakes_fail_502_then_recovers(env: Faults) -> None:
+    async def body(s: Scene) -> None:
+        await s.join("a", "b")
+        env.backend.down()
+        bad = await s.send("a")
+        assert_error(await s.error_for("a", bad), "backend_unavailable", retryable=True)
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await open_socket(s.session, s.stack.ws_url(type="chat", booking_id=s.booking, token="late"))
+        assert refused.value.status == 502
+        await s.items_are({s.members["a"].connection_id, s.members["b"].connection_id})
+        env.backend.up()
+        await s.join("c")
+        good = await s.send("b")
+        await s.delivered([good], ["a", "b", "c"])
+        await s.settle(["a", "b", "c"])
+        s.exactly_once([good], ["a", "b", "c"])
+        s.exactly_once([bad], [], absent=["a", "b", "c"])
+        s.no_errors(["b", "c"])
+
+    scenario(env, body)
+
+
+# -- the Management API -------------------------------------------------------------
+
+
+def test_management_api_429_burst_is_retried_everyone_gets_it_once(env: Faults) -> None:
+    async def body(s: Scene) -> None:
+        members = await s.join("a", "b", "c", "d")
+        ids = [m.connection_id for m in members]
+        env.management({"status": 429, "count": 3, "per_connection": True, "connections": ids})
+        first = await s.send("a")
+        await s.delivered([first], ["a", "b", "c", "d"])
+        assert env.fault_state()["rules"][0]["answered"] == 3 * len(ids)
+        # A burst shared by everyone: the next 10 posts, whoever they go to.
+        env.management({"status": 429, "count": 10})
+        second = await s.send("c")
+        await s.delivered([second], ["a", "b", "c", "d"])
+        assert env.fault_state()["rules"][0]["answered"] == 10
+        env.management()
+        await s.settle(["a", "b", "c", "d"])
+        s.exactly_once([first, second], ["a", "b", "c", "d"])
+        s.no_errors(["a", "b", "c", "d"])
+        await s.items_are(set(ids))
+
+    scenario(env, body)
+
+
+def test_management_api_429_beyond_the_retries_others_still_get_it_once(env: Faults) -> None:
+    async def body(s: Scene) -> None:
+        a, b, c = await s.join("a", "b", "c")
+        env.management({"status": 429, "connections": [c.connection_id]})
+        lost = await s.send("a")
+        await s.delivered([lost], ["a", "b"])
+        await wait_for(
+            lambda: s.stack.output.find(f"$default     {a.connection_id}", s.since) >= 0,
+            15,
+            "the throttled fan-out finished",
+        )
+        env.management()
+        # c is live: its item stays, and the next broadcast reaches it.
+        await s.items_are({a.connection_id, b.connection_id, c.connection_id})
+        after = await s.send("b")
+        await s.delivered([after], ["a", "b", "c"])
+        await s.settle(["a", "b", "c"])
+        s.exactly_once([lost, after], ["a", "b"])
+        s.exactly_once([after], ["c"])
+        s.exactly_once([lost], [], absent=["c"])
+        s.no_errors(["a", "b", "c"])
+
+    scenario(env, body)
+
+
+def test_management_api_410_removes_the_gone_connections_items_others_get_it_once(env: Faults) -> None:
+    async def body(s: Scene) -> None:
+        a, b, c, d = await s.join("a", "b", "c", "d")
+        env.management({"status": 410, "connections": [c.connection_id, d.connection_id]})
+        message = await s.send("a")
+        await s.delivered([message], ["a", "b"])
+        await s.items_are({a.connection_id, b.connection_id})
+        await s.settle(["a", "b"])
+        s.exactly_once([message], ["a", "b"], absent=["c", "d"])
+        env.management()
+        # c is unregistered now: its next message is explained, not lost silently.
+        orphan = await s.send("c")
+        assert_error(await s.error_for("c", orphan), "unknown_connection", retryable=False)
+        await s.settle(["a", "b"])
+        s.exactly_once([orphan], [], absent=["a", "b", "d"])
+        s.no_errors(["a", "b"])
+
+    scenario(env, body)
+
+
+def test_stale_item_of_a_missed_disconnect_is_removed_by_the_next_broadcast(env: Faults) -> None:
+    async def body(s: Scene) -> None:
+        a, b = await s.join("a", "b")
+        ghost = "GHOSTCONNECT0=" + uuid.uuid4().hex[:4]
+        env.put_stale_item(s.booking, ghost)
+        await s.items_are({a.connection_id, b.connection_id, ghost})
+        message = await s.send("b")
+        await s.delivered([message], ["a", "b"])
+        await s.items_are({a.connection_id, b.connection_id})
+        await s.settle(["a", "b"])
+        s.exactly_once([message], ["a", "b"])
+        s.no_errors(["a", "b"])
+
+    scenario(env, body)
+
+
+# -- DynamoDB throttling -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "error_type",
+    [
+        "ProvisionedThroughputExceededException",
+        pytest.param(
+            "ThrottlingException",
+            marks=pytest.mark.skipif(not FULL, reason="botocore's backoff takes seconds; RELIABILITY_FULL=1"),
+        ),
+    ],
+)
+def test_dynamodb_throttling_burst_is_absorbed_by_botocore_retries(env: Faults, error_type: str) -> None:
+    async def body(s: Scene) -> None:
+        await s.join("a", "b")
+        before = sum(env.dynamodb.throttled.values())
+        env.dynamodb.throttle(burst=3, error_type=error_type)
+        await s.join("c")  # $connect's PutItem
+        env.dynamodb.throttle(burst=3, error_type=error_type)
+        message = await s.send("a")  # $default's Query on the index, then the channel's
+        await s.delivered([message], ["a", "b", "c"])
+        await s.settle(["a", "b", "c"])
+        assert sum(env.dynamodb.throttled.values()) - before == 6
+        s.exactly_once([message], ["a", "b", "c"])
+        s.no_errors(["a", "b", "c"])
+        env.dynamodb.throttle(burst=3, error_type=error_type)
+        await s.members["c"].sock.close()  # $disconnect's Query and DeleteItem
+        await s.items_are({s.members["a"].connection_id, s.members["b"].connection_id})
+
+    scenario(env, body)
+
+
+def test_dynamodb_throttling_a_fraction_each_message_delivered_once_or_explained(
+    env: Faults, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def body(s: Scene) -> None:
+        names = ["a", "b", "c"]
+        await s.join(*names)
+        before = sum(env.dynamodb.throttled.values())
+        env.dynamodb.throttle(fraction=0.3)
+        sent = [(names[i % 3], await s.send(names[i % 3])) for i in range(12)]
+
+        def settled(sender: str, message_id: str) -> bool:
+            everyone = all(s.tracker.counts[n][message_id] >= 1 for n in names)
+            told = any(e.get("ref") == message_id for e in s.tracker.errors[sender])
+            return everyone or told
+
+        await wait_for(lambda: all(settled(*m) for m in sent), 45, "every message delivered or explained")
+        env.dynamodb.clear()
+        await s.settle(names)
+        explained = 0
+        for sender, message_id in sent:
+            errors = [e for e in s.tracker.errors[sender] if e.get("ref") == message_id]
+            if errors:
+                explained += 1
+                assert len(errors) == 1
+                assert_error(errors[0], "backend_unavailable", retryable=True)
+                s.exactly_once([message_id], [], absent=names)
+            else:
+                s.exactly_once([message_id], names)
+        throttled = sum(env.dynamodb.throttled.values()) - before
+        assert throttled > 0
+        with capsys.disabled():
+            print(
+                f"\n  DynamoDB 30% throttled: {throttled} answers throttled, "
+                f"{len(sent) - explained}/{len(sent)} messages delivered to all, {explained} explained"
+            )
+
+    scenario(env, body, timeout=90)
+
+
+def test_dynamodb_throttling_sustained_sender_told_handshake_502_no_item(env: Faults) -> None:
+    async def body(s: Scene) -> None:
+        a, b = await s.join("a", "b")
+        env.dynamodb.throttle(everything=True)
+        bad = await s.send("a")
+        # A handshake at the same time (botocore backs off for seconds before giving up on each).
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await open_socket(s.session, s.stack.ws_url(type="chat", booking_id=s.booking, token="late"))
+        assert refused.value.status == 502
+        assert_error(await s.error_for("a", bad, timeout=30), "backend_unavailable", retryable=True)
+        env.dynamodb.clear()
+        await s.items_are({a.connection_id, b.connection_id})  # the refused handshake left no item
+        good = await s.send("b")
+        await s.delivered([good], ["a", "b"])
+        await s.settle(["a", "b"])
+        s.exactly_once([good], ["a", "b"])
+        s.exactly_once([bad], [], absent=["a", "b"])
+        s.no_errors(["b"])
+
+    scenario(env, body, timeout=90)
+
+
+# -- clients that vanish ------------------------------------------------------------
+
+
+def test_clients_dropping_without_a_close_frame_items_removed_others_get_it_once(env: Faults) -> None:
+    async def body(s: Scene) -> None:
+        a, b, c, d, e = await s.join("a", "b", "c", "d", "e")
+        drop(c.sock, "rst")
+        drop(d.sock, "fin")
+        for gone in (c, d):
+            s.stack.wait_for_log(rf"\$disconnect\s+{gone.connection_id}\s+removed close=1006", 15)
+        await s.items_are({a.connection_id, b.connection_id, e.connection_id})
+        first = [await s.send("a") for _ in range(3)]
+        # e vanishes while broadcasts are in flight.
+        racing = [await s.send("b") for _ in range(5)]
+        drop(e.sock, "rst")
+        await s.delivered(first + racing, ["a", "b"])
+        await s.items_are({a.connection_id, b.connection_id})
+        await s.settle(["a", "b"])
+        s.exactly_once(first + racing, ["a", "b"])
+        for n in ("c", "d", "e"):
+            assert all(count <= 1 for count in s.tracker.counts[n].values()), s.tracker.counts[n]
+        s.no_errors(["a", "b"])
+
+    scenario(env, body)
