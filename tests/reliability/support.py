@@ -82,6 +82,10 @@ class _Server:
         self.up()
 
     @property
+    def listening(self) -> bool:
+        return self._runner is not None
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
@@ -250,9 +254,9 @@ def drop(sock: Socket, how: str = "rst") -> None:
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     raw.shutdown(socket.SHUT_RDWR)
     if how == "rst":
-        transport = sock.ws._response.connection.transport  # noqa: SLF001 (no public abort)
-        if transport is not None:
-            transport.abort()
+        connection = sock.ws._response.connection  # no public way to abort the transport
+        if connection is not None and connection.transport is not None:
+            connection.transport.abort()
 
 
 class Tracker:

@@ -30,7 +30,7 @@ import os
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,11 +158,12 @@ def env(faults: Faults) -> Iterator[Faults]:
     """Each scenario starts without faults and leaves none behind."""
     faults.management()
     faults.dynamodb.clear()
-    faults.backend.up() if faults.backend._runner is None else None  # noqa: SLF001
+    if not faults.backend.listening:
+        faults.backend.up()
     yield faults
     faults.management()
     faults.dynamodb.clear()
-    if faults.backend._runner is None:  # noqa: SLF001
+    if not faults.backend.listening:
         faults.backend.up()
 
 
@@ -236,7 +237,7 @@ class Scene:
             f"pongs for {names}",
         )
 
-    def exactly_once(self, ids: list[str], live: list[str], absent: list[str] = ()) -> None:  # type: ignore[assignment]
+    def exactly_once(self, ids: list[str], live: list[str], absent: Sequence[str] = ()) -> None:
         for n in live:
             for i in ids:
                 assert self.tracker.counts[n][i] == 1, f"{n} got {i} {self.tracker.counts[n][i]} times"
