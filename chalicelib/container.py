@@ -56,11 +56,17 @@ class LambdaInvoker:
             raise RuntimeError(f"asynchronous invoke answered {status}")
 
 
-def aws_config(workers: int) -> Config:
+def aws_config(workers: int, *, retry_mode: str = "standard") -> Config:
+    """Client settings: short timeouts, bounded retries, a pool as wide as the fan-out.
+
+    DynamoDB uses botocore's ``legacy`` mode, which applies DynamoDB's own backoff
+    (50, 100, 200, 400 ms): ``standard`` mode waits up to 1, 2, 4 s between attempts,
+    which would hold a chat message for seconds during a short throttling burst.
+    """
     return Config(
         connect_timeout=2,
         read_timeout=5,
-        retries={"mode": "standard", "max_attempts": 4},
+        retries={"mode": retry_mode, "total_max_attempts": 5},
         max_pool_connections=max(10, workers),
     )
 
@@ -100,10 +106,10 @@ class Container:
 
     def _build(self) -> Proxy:
         settings = Settings.from_env()
-        config = aws_config(settings.fanout_workers)
-        registry = ConnectionRegistry(boto3.client("dynamodb", config=config), settings.connections_table)
+        dynamodb = boto3.client("dynamodb", config=aws_config(settings.fanout_workers, retry_mode="legacy"))
+        registry = ConnectionRegistry(dynamodb, settings.connections_table)
         backend = BackendClient(settings.backend_url, new_session(), settings.backend_timeout_seconds)
-        invoker = LambdaInvoker(boto3.client("lambda", config=config))
+        invoker = LambdaInvoker(boto3.client("lambda", config=aws_config(settings.fanout_workers)))
         pool = new_pool(settings.fanout_workers)
         executor = ThreadPoolExecutor(max_workers=settings.fanout_workers, thread_name_prefix="fanout")
         credentials = botocore.session.get_session().get_credentials()

@@ -20,6 +20,7 @@ from chalicelib import protocol
 from chalicelib.config import Settings
 from chalicelib.errors import (
     BackendError,
+    BackendUnavailable,
     ConfigurationError,
     DeliveryFailed,
     InvalidMessage,
@@ -37,6 +38,9 @@ DELIVER_RETRY_SECONDS = 5.0
 #: Lambda's asynchronous invocation payload limit, with room for the envelope.
 ASYNC_PAYLOAD_LIMIT = 240 * 1024
 _USER_ID_MAX = 128
+#: A post that still fails after the gateway's own retries gets this many more tries,
+#: each from a later asynchronous invocation of ``push``; then the client is told.
+LATER_ATTEMPTS = 1
 
 
 class Invoker(Protocol):
@@ -296,7 +300,7 @@ class Proxy:
             ref = protocol.reference(frame)
             if protocol.is_ping(frame):
                 log["outcome"] = "pong"
-                self._reply(gateway, connection_id, None, [protocol.encode(protocol.PONG)])
+                self._reply(gateway, connection_id, protocol.PONG)
             else:
                 self._message(gateway, connection_id, frame, log)
             self._metric("Messages", 1)
@@ -304,21 +308,14 @@ class Proxy:
             log["outcome"] = exc.code
             if exc.code in ("backend_unavailable", "backend_error"):
                 self._metric("BackendErrors", 1)
-            self._reply(gateway, connection_id, None, [protocol.encode(protocol.error_frame_for(exc, ref))])
+            self._reply(gateway, connection_id, protocol.error_frame_for(exc, ref))
         except ConfigurationError as exc:
             logger.error("configuration error", extra={**log, "error": str(exc)})
             log["outcome"] = "misconfigured"
             self._reply(
                 gateway,
                 connection_id,
-                None,
-                [
-                    protocol.encode(
-                        protocol.error_frame(
-                            "backend_unavailable", "the proxy is misconfigured", retryable=False, ref=ref
-                        )
-                    )
-                ],
+                protocol.error_frame("backend_unavailable", "the proxy is misconfigured", ref=ref),
             )
         except Exception:
             logger.exception("message failed", extra=log)
@@ -326,17 +323,12 @@ class Proxy:
             self._reply(
                 gateway,
                 connection_id,
-                None,
-                [
-                    protocol.encode(
-                        protocol.error_frame(
-                            "backend_unavailable",
-                            "the message could not be processed; try again",
-                            retryable=True,
-                            ref=ref,
-                        )
-                    )
-                ],
+                protocol.error_frame(
+                    "backend_unavailable",
+                    "the message could not be processed; try again",
+                    retryable=True,
+                    ref=ref,
+                ),
             )
         log["duration_ms"] = _ms(started)
         logger.info("message", extra=log)
@@ -358,39 +350,32 @@ class Proxy:
         booking_id = conn.channel if route.needs_booking else None
         answer = self.backend.post(route.message_path(booking_id), body)
         frames = protocol.frames_for(answer)
-        if answer.get("broadcast") is True:
-            result = self._broadcast(gateway, conn, frames)
-            log.update(
-                outcome="broadcast",
-                delivered=result.delivered,
-                gone=len(result.gone),
-                failed=len(result.failed),
-            )
-            if connection_id in result.too_large:
-                raise TooLarge("the reply is over the message limit")
-        else:
-            log["outcome"] = "replied"
-            self._reply(gateway, connection_id, conn.channel, frames)
-
-    def _reply(
-        self, gateway: ConnectionGateway, connection_id: str, channel: str | None, frames: list[bytes]
-    ) -> None:
-        """Frames to the sender only; a closed sender's item is removed."""
-        for data in frames:
-            outcome = gateway.post(connection_id, data)
-            if outcome is PostOutcome.GONE:
-                if channel is not None:
-                    self._remove(channel)(connection_id)
-                return
-            if outcome is PostOutcome.TOO_LARGE:
-                gateway.post(
-                    connection_id,
-                    protocol.encode(protocol.error_frame("too_large", "the reply is over the message limit")),
+        broadcast = answer.get("broadcast") is True
+        try:
+            if broadcast:
+                result = self._broadcast(gateway, conn, frames)
+            else:
+                result = self._fan_out_chunked(
+                    gateway, conn.channel, [connection_id], frames, self.settings.push_function_name
                 )
-                return
-            if outcome is PostOutcome.FAILED:
-                self._metric("DeliveryFailures", 1)
-                return
+        except BackendUnavailable as exc:
+            # The backend has accepted the message: resending it would store it twice.
+            raise DeliveryFailed(
+                "the message was accepted but could not be delivered to everyone; do not resend it"
+            ) from exc
+        log.update(
+            outcome="broadcast" if broadcast else "replied",
+            delivered=result.delivered,
+            gone=len(result.gone),
+            failed=len(result.failed),
+        )
+        if connection_id in result.too_large:
+            raise TooLarge("the reply is over the message limit")
+
+    def _reply(self, gateway: ConnectionGateway, connection_id: str, frame: dict[str, Any]) -> None:
+        """One of the proxy's own frames (pong, error) to the sender, best effort."""
+        if gateway.post(connection_id, protocol.encode(frame)) is PostOutcome.FAILED:
+            self._metric("DeliveryFailures", 1)
 
     def _broadcast(self, gateway: ConnectionGateway, sender: Connection, frames: list[bytes]) -> FanOutResult:
         ids = list(self.registry.channel_ids(sender.channel, sender.connection_type))
@@ -417,7 +402,8 @@ class Proxy:
                 queued += len(chunk)
             else:  # cannot hand it off: deliver it here rather than lose it
                 chunks[0] = chunks[0] + chunk
-        result = self._fan_out(gateway, channel, chunks[0], frames)
+        result, failed_from = self._fan_out(gateway, channel, chunks[0], frames)
+        retried = self._settle_failures(gateway, channel, failed_from, frames, chunk_function, attempt=0)
         logger.info(
             "fan-out",
             extra={
@@ -427,6 +413,7 @@ class Proxy:
                 "gone": len(result.gone),
                 "failed": len(result.failed),
                 "queued": queued,
+                "retried_later": retried,
                 "chunks": len(chunks),
                 "duration_ms": result.duration_ms,
             },
@@ -434,43 +421,96 @@ class Proxy:
         return result
 
     def _queue_chunk(
-        self, function: str, endpoint: str, channel: str, chunk: list[str], frames: list[bytes]
+        self,
+        function: str,
+        endpoint: str,
+        channel: str,
+        chunk: list[str],
+        frames: list[bytes],
+        attempt: int = 0,
     ) -> bool:
-        event = {
-            "chunk": {
-                "channel": channel,
-                "endpoint": endpoint,
-                "connection_ids": chunk,
-                "frames": pack_frames(frames),
-            }
+        body: dict[str, Any] = {
+            "channel": channel,
+            "endpoint": endpoint,
+            "connection_ids": chunk,
+            "frames": pack_frames(frames),
         }
+        if attempt:
+            body["attempt"] = attempt
+        event = {"chunk": body}
         try:
             self.invoker.invoke_async(function, event)
             return True
         except Exception as exc:
             logger.warning(
-                "chunk hand-off failed; delivering inline",
-                extra={"channel": channel, "error": type(exc).__name__},
+                "chunk hand-off failed",
+                extra={"channel": channel, "attempt": attempt, "error": type(exc).__name__},
             )
             return False
 
     def _fan_out(
         self, gateway: ConnectionGateway, channel: str, ids: list[str], frames: list[bytes]
-    ) -> FanOutResult:
+    ) -> tuple[FanOutResult, dict[str, int]]:
+        """Every frame, in order, to every id; a connection that fails a frame gets no later one.
+
+        Also answers, for each connection that failed, the index of the frame it failed at.
+        """
         total = FanOutResult()
+        failed_from: dict[str, int] = {}
         started = time.perf_counter()
         remaining = ids
-        for data in frames:
+        for index, data in enumerate(frames):
             result = gateway.fan_out(remaining, data, on_gone=self._remove(channel))
             total.merge(FanOutResult(0, result.gone, result.too_large, result.failed))
             total.delivered = result.delivered  # per connection, not per frame
+            failed_from.update((cid, index) for cid in result.failed)
             dead = set(result.gone) | set(result.failed) | set(result.too_large)
             remaining = [i for i in remaining if i not in dead]
         total.duration_ms = _ms(started)
         self._metric("FanOutSize", len(ids))
-        if total.failed:
-            self._metric("DeliveryFailures", len(total.failed))
-        return total
+        return total, failed_from
+
+    def _settle_failures(
+        self,
+        gateway: ConnectionGateway,
+        channel: str,
+        failed_from: dict[str, int],
+        frames: list[bytes],
+        chunk_function: str | None,
+        attempt: int,
+    ) -> int:
+        """Posts that failed after the gateway's retries are tried again later, or the client is told.
+
+        A later attempt is an asynchronous invocation of ``push`` carrying the frames the
+        connection has not received yet. Past ``LATER_ATTEMPTS`` (or without a function to
+        hand off to) the connection gets a ``delivery_failed`` frame, best effort: nothing
+        is dropped without a word. Answers how many connections were handed to a later attempt.
+        """
+        if not failed_from:
+            return 0
+        groups: dict[int, list[str]] = {}
+        for cid, index in failed_from.items():
+            groups.setdefault(index, []).append(cid)
+        unsettled: list[str] = []
+        for index, ids in groups.items():
+            if not (
+                attempt < LATER_ATTEMPTS
+                and chunk_function
+                and self._queue_chunk(
+                    chunk_function, gateway.endpoint, channel, ids, frames[index:], attempt + 1
+                )
+            ):
+                unsettled += ids
+        if unsettled:
+            self._metric("DeliveryFailures", len(unsettled))
+            logger.warning("delivery failed", extra={"channel": channel, "connections": len(unsettled)})
+            note = protocol.error_frame(
+                "delivery_failed",
+                "a message could not be delivered to this connection; reload to catch up",
+                retryable=True,
+            )
+            gateway.fan_out(unsettled, protocol.encode(note), on_gone=self._remove(channel))
+        return len(failed_from) - len(unsettled)
 
     # -- $disconnect -------------------------------------------------------
 
@@ -501,7 +541,7 @@ class Proxy:
         started = time.perf_counter()
         try:
             if isinstance(event, dict) and "chunk" in event:
-                return self._push_chunk(event["chunk"])
+                return self._push_chunk(event["chunk"], self.settings.push_function_name or own_function_name)
             if not self.settings.api_gateway_endpoint:
                 raise ConfigurationError("API_GATEWAY_ENDPOINT is required for push")
             target = parse_push(event, self.settings)
@@ -545,24 +585,35 @@ class Proxy:
             logger.exception("push failed", extra={"route": "push"})
             return {"error": {"code": "internal_error", "message": "the push could not be processed"}}
 
-    def _push_chunk(self, chunk: Any) -> dict[str, Any]:
+    def _push_chunk(self, chunk: Any, function: str | None) -> dict[str, Any]:
         try:
             channel = str(chunk["channel"])
             endpoint = str(chunk["endpoint"])
             ids = [str(i) for i in chunk["connection_ids"]]
             frames = unpack_frames(str(chunk["frames"]))
-        except (KeyError, TypeError, ValueError, zlib.error):
+            attempt = chunk.get("attempt", 0)
+            if (
+                not isinstance(attempt, int)
+                or isinstance(attempt, bool)
+                or not 0 <= attempt <= LATER_ATTEMPTS
+            ):
+                raise ValueError("attempt out of range")
+        except (KeyError, TypeError, ValueError, AttributeError, zlib.error):
             raise InvalidMessage("not a push chunk event") from None
-        result = self._fan_out(self.gateway_for(endpoint), channel, ids, frames)
+        gateway = self.gateway_for(endpoint)
+        result, failed_from = self._fan_out(gateway, channel, ids, frames)
+        retried = self._settle_failures(gateway, channel, failed_from, frames, function, attempt)
         logger.info(
             "push chunk",
             extra={
                 "route": "push",
                 "channel": channel,
                 "connections": len(ids),
+                "attempt": attempt,
                 "delivered": result.delivered,
                 "gone": len(result.gone),
                 "failed": len(result.failed),
+                "retried_later": retried,
                 "duration_ms": result.duration_ms,
             },
         )

@@ -36,7 +36,19 @@ _WEBSOCKET_HANDLERS = {"$connect": "connect", "$default": "message", "$disconnec
 _FUNCTIONS = ("deliver", "push")
 #: The app's summary log records (one per use case) and the fields shown from them.
 _SUMMARIES = {"connect", "message", "disconnect", "deliver", "push", "push chunk"}
-_SHOWN = ("outcome", "type", "channel", "frames", "delivered", "gone", "failed", "queued", "connections")
+_SHOWN = (
+    "outcome",
+    "type",
+    "channel",
+    "frames",
+    "delivered",
+    "gone",
+    "failed",
+    "queued",
+    "retried_later",
+    "attempt",
+    "connections",
+)
 
 
 @dataclass

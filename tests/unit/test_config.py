@@ -90,3 +90,24 @@ def test_routes_can_be_overridden_by_configuration() -> None:
     assert table["chat"].connect_path("3") == "/api/chat/ws/3/connect"
     assert table["feed"].connect_path(None) == "/v2/feed/connect"
     assert routes_with_overrides(None) == DEFAULT_ROUTES
+
+
+def test_the_registry_client_retries_with_dynamodbs_own_short_backoff(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from botocore import retryhandler
+
+    from chalicelib.container import Container
+
+    for key, value in {
+        **BASE,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "y",
+    }.items():
+        monkeypatch.setenv(key, value)
+    client = Container().proxy().registry._client
+    handlers = client.meta.events._emitter._handlers.prefix_search("needs-retry.dynamodb.Query")
+    (retry,) = [h for h in handlers if isinstance(h, retryhandler.RetryHandler)]
+    assert [round(retry._action(attempts=n), 3) for n in (1, 2, 3, 4)] == [0.05, 0.1, 0.2, 0.4]
+    assert retry._checker._max_attempts == 5

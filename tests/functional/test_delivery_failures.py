@@ -1,0 +1,124 @@
+"""Nothing is dropped without a word: failed posts get a later attempt, then an error frame.
+
+Also: once the backend has accepted a message, a failure to deliver it is not
+"retryable" (resending would store it twice).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from chalicelib.errors import BackendUnavailable
+from tests.conftest import Stack, chat_backend
+
+CHAT = {"type": "chat", "booking_id": "1", "token": "t"}
+THROTTLE_ATTEMPTS = 6  # chalicelib.gateway.RetryPolicy's default
+
+
+def join(stack: Stack, *cids: str) -> None:
+    for cid in cids:
+        assert stack.connect(cid, CHAT)["statusCode"] == 200
+
+
+def messages(stack: Stack, cid: str) -> list[dict]:
+    return [f for f in stack.mgmt.frames(cid) if f.get("type") == "message"]
+
+
+def errors(stack: Stack, cid: str) -> list[dict]:
+    return [f for f in stack.mgmt.frames(cid) if f.get("type") == "error"]
+
+
+def test_peer_throttled_past_the_retries_gets_the_message_from_a_later_attempt(stack: Stack) -> None:
+    chat_backend(stack.backend)
+    join(stack, "A1=", "B1=")
+    stack.mgmt.throttle["B1="] = THROTTLE_ATTEMPTS
+    stack.send("A1=", {"body": "hold on"})
+    assert messages(stack, "B1=") == []
+    (later,) = stack.lambdas.take("ws-proxy-test-push")
+    assert later["chunk"]["connection_ids"] == ["B1="] and later["chunk"]["attempt"] == 1
+    assert stack.invoke("push", later)["delivered"] == 1
+    assert [m["message"] for m in messages(stack, "B1=")] == [{"body": "hold on"}]
+    assert len(messages(stack, "A1=")) == 1
+    assert errors(stack, "B1=") == []
+
+
+def test_peer_failing_the_later_attempt_too_is_told(stack: Stack) -> None:
+    chat_backend(stack.backend)
+    join(stack, "A1=", "B1=")
+    stack.mgmt.throttle["B1="] = 2 * THROTTLE_ATTEMPTS
+    stack.send("A1=", {"body": "lost?"})
+    (later,) = stack.lambdas.take("ws-proxy-test-push")
+    stack.invoke("push", later)
+    assert stack.lambdas.take("-push") == []  # no third attempt
+    assert messages(stack, "B1=") == []
+    (note,) = errors(stack, "B1=")
+    assert note["code"] == "delivery_failed" and note["retryable"] is True
+    assert stack.live_ids() == {"A1=", "B1="}  # throttled is not gone
+
+
+def test_without_a_push_function_the_peer_is_told_at_once(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app import container
+
+    monkeypatch.delenv("PUSH_FUNCTION_NAME")
+    container.reset()
+    chat_backend(stack.backend)
+    join(stack, "A1=", "B1=")
+    stack.mgmt.throttle["B1="] = THROTTLE_ATTEMPTS
+    stack.send("A1=", {"body": "x"})
+    assert stack.lambdas.take("push") == []
+    (note,) = errors(stack, "B1=")
+    assert note["code"] == "delivery_failed"
+
+
+def test_later_attempt_resumes_a_split_payload_at_the_part_that_failed(stack: Stack) -> None:
+    from tests.standins import Reply
+
+    chat_backend(stack.backend)
+    join(stack, "A1=", "B1=")
+    history = {
+        "type": "history",
+        "messages": [{"i": i, "b": "x" * 1000} for i in range(300)],
+        "broadcast": True,
+    }
+    stack.backend.routes["/api/chat/ws/1/message"] = Reply(200, history)
+    parts_total = None
+
+    # B's first part goes through, then its second part is throttled past the retries
+    original = stack.mgmt._status
+
+    def throttle_second_part(method: str, path: str, body: bytes) -> int:
+        if stack.mgmt.connection_id(path) == "B1=" and len(stack.mgmt.received["B1="]) == 1:
+            if stack.mgmt.throttle.get("B1=", 0) == 0 and not hasattr(throttle_second_part, "done"):
+                stack.mgmt.throttle["B1="] = THROTTLE_ATTEMPTS
+                throttle_second_part.done = True  # type: ignore[attr-defined]
+        return original(method, path, body)
+
+    stack.mgmt._status = throttle_second_part  # type: ignore[method-assign]
+    stack.send("A1=", {"type": "load_more"})
+    parts_total = stack.mgmt.frames("A1=")[0]["parts"]
+    assert len(stack.mgmt.received["B1="]) == 1
+    (later,) = stack.lambdas.take("ws-proxy-test-push")
+    stack.invoke("push", later)
+    parts = stack.mgmt.frames("B1=")
+    assert [p["part"] for p in parts] == list(range(1, parts_total + 1))  # each part once, in order
+
+
+def test_failure_after_the_backend_accepted_is_not_retryable(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app import container
+
+    chat_backend(stack.backend)
+    join(stack, "A1=", "B1=")
+    proxy = container.proxy()
+
+    def registry_down(*args: object, **kwargs: object) -> None:
+        raise BackendUnavailable("the connection registry is unavailable; try again")
+
+    monkeypatch.setattr(proxy.registry, "channel_ids", registry_down)
+    stack.send("A1=", {"body": "saved", "id": "m-7"})
+    (frame,) = errors(stack, "A1=")
+    assert frame["code"] == "delivery_failed" and frame["retryable"] is False and frame["ref"] == "m-7"
+    assert stack.backend.paths().count("/api/chat/ws/1/message") == 1
