@@ -9,7 +9,9 @@ passed. AWS failures surface as ``BackendUnavailable`` (retryable).
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +25,11 @@ logger = logging.getLogger(__name__)
 
 #: Pauses between GSI lookups that miss (the index is eventually consistent).
 DEFAULT_LOOKUP_RETRY_DELAYS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4)
+#: Found connections kept per container: a connection's item never changes while it
+#: lives and ids are never reused, so a warm container skips the GSI Query for a
+#: connection that already sent a message. Bounded in size and age.
+DEFAULT_CACHE_SIZE = 10_000
+DEFAULT_CACHE_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -95,12 +102,44 @@ class ConnectionRegistry:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         lookup_retry_delays: Sequence[float] = DEFAULT_LOOKUP_RETRY_DELAYS,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        cache_seconds: float = DEFAULT_CACHE_SECONDS,
     ) -> None:
         self._client = client
         self._table = table_name
         self._clock = clock
         self._sleep = sleep
         self._delays = tuple(lookup_retry_delays)
+        self._cache: OrderedDict[str, tuple[float, Connection]] = OrderedDict()
+        self._cache_size = cache_size
+        self._cache_seconds = cache_seconds
+        self._cache_lock = threading.Lock()
+
+    def _cached(self, connection_id: str) -> Connection | None:
+        now = self._clock()
+        with self._cache_lock:
+            entry = self._cache.get(connection_id)
+            if entry is None:
+                return None
+            stored, conn = entry
+            if now - stored > self._cache_seconds or conn.ttl <= now:
+                del self._cache[connection_id]
+                return None
+            self._cache.move_to_end(connection_id)
+            return conn
+
+    def _remember(self, conn: Connection) -> None:
+        if self._cache_size <= 0:
+            return
+        with self._cache_lock:
+            self._cache[conn.connection_id] = (self._clock(), conn)
+            self._cache.move_to_end(conn.connection_id)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+
+    def _forget(self, connection_id: str) -> None:
+        with self._cache_lock:
+            self._cache.pop(connection_id, None)
 
     def _call(self, operation: str, **kwargs: Any) -> Any:
         try:
@@ -114,19 +153,31 @@ class ConnectionRegistry:
         self._call("put_item", Item=_to_item(conn))
 
     def delete(self, channel: str, connection_id: str) -> None:
+        self._forget(connection_id)
         self._call(
             "delete_item",
             Key={PARTITION_KEY: {"S": channel}, SORT_KEY: {"S": connection_id}},
         )
 
-    def find(self, connection_id: str, *, retry: bool = True) -> Connection | None:
-        """The live connection with this id: one GSI Query, retried briefly on a miss."""
+    def find(self, connection_id: str, *, retry: bool = True, cached: bool = True) -> Connection | None:
+        """The live connection with this id: one GSI Query, retried briefly on a miss.
+
+        A connection found before in this container is answered from the cache
+        (``cached=False`` always asks DynamoDB).
+        """
+        if cached:
+            hit = self._cached(connection_id)
+            if hit is not None:
+                return hit
         delays = self._delays if retry else ()
         attempt = 0
         while True:
             found = self._query_index(connection_id)
-            if found is not None or attempt >= len(delays):
+            if found is not None:
+                self._remember(found)
                 return found
+            if attempt >= len(delays):
+                return None
             self._sleep(delays[attempt])
             attempt += 1
 

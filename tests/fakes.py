@@ -28,7 +28,7 @@ class FakeRegistry:
     def delete(self, channel: str, connection_id: str) -> None:
         self.items.pop((channel, connection_id), None)
 
-    def find(self, connection_id: str, *, retry: bool = True) -> Connection | None:
+    def find(self, connection_id: str, *, retry: bool = True, cached: bool = True) -> Connection | None:
         self.lookups += 1
         now = int(self._clock())
         for conn in self.items.values():

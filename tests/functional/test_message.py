@@ -304,6 +304,22 @@ def test_lookup_is_one_query_on_the_connection_index(stack: Stack, dynamodb_ops:
     assert dynamodb_ops == ["Query"]
 
 
+def test_a_warm_container_looks_a_connection_up_once(stack: Stack, dynamodb_ops: list[str]) -> None:
+    chat_backend(stack.backend)
+    stack.backend.routes["/api/chat/ws/1/message"] = Reply(200, {"type": "ack"})
+    join(stack, "A1=")
+    dynamodb_ops.clear()
+    for _ in range(3):
+        stack.send("A1=", {"body": "hi"})
+    assert dynamodb_ops == ["Query"]
+    assert [path for path, _ in stack.backend.requests].count("/api/chat/ws/1/message") == 3
+    stack.disconnect("A1=")
+    assert stack.items() == []
+    stack.mgmt.open.add("A1=")  # let the answer to a stray frame be seen
+    stack.send("A1=", {"body": "after"})  # the disconnect evicted it: DynamoDB is asked again
+    assert last(stack, "A1=")["code"] == "unknown_connection"
+
+
 def test_unhandled_failure_still_answers_with_an_error_frame(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -150,3 +150,49 @@ def test_ensure_table_is_idempotent_and_enables_ttl(moto_endpoint: str) -> None:
 
 def test_connection_repr_never_shows_the_token() -> None:
     assert "secret" not in repr(conn("A=", token="secret"))
+
+
+class CountingClient:
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.queries = 0
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "query":
+            self.queries += 1
+        return getattr(self._client, name)
+
+
+def test_found_connections_are_cached_until_deleted_expired_or_aged(moto_endpoint: str) -> None:
+    client = boto3.client(
+        "dynamodb",
+        endpoint_url=moto_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    table = f"cache-{uuid.uuid4().hex[:8]}"
+    ensure_table(client, table)
+    counting = CountingClient(client)
+    now = [float(NOW)]
+    registry = ConnectionRegistry(
+        counting, table, clock=lambda: now[0], lookup_retry_delays=(), cache_size=2, cache_seconds=60
+    )
+    for cid in ("A=", "B=", "C="):
+        registry.put(conn(cid, ttl=NOW + 3600))
+    assert registry.find("A=") == registry.find("A=") and counting.queries == 1
+    assert registry.find("A=", cached=False) is not None and counting.queries == 2
+    registry.delete("1", "A=")
+    assert registry.find("A=") is None and counting.queries == 3
+    registry.find("B=")
+    registry.find("C=")
+    registry.find("B=")
+    assert counting.queries == 5  # B cached
+    registry.put(conn("D=", ttl=NOW + 3600))
+    registry.find("D=")  # evicts C, the least recently used (size 2)
+    registry.find("C=")
+    assert counting.queries == 7
+    now[0] += 61  # older than cache_seconds: asked again
+    registry.find("C=")
+    assert counting.queries == 8
+    client.delete_table(TableName=table)
