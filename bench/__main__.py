@@ -192,7 +192,9 @@ NOTES = [
     "- **Lookup cost**: moto in-process (`mock_aws`), table from `chalicelib.schema`, items of about "
     "500 bytes (a JWT-sized token) written with `BatchWriteItem`; items read = sum of `ScannedCount` "
     "over every Query/Scan response (a botocore `after-call` hook). Ours: `ConnectionRegistry.find` "
-    "(no retries). Baseline: Scan with `FilterExpression` on `connection_id`, following "
+    "(no retries, `cached=False`: the first lookup of a connection in a container; the line "
+    "below the table shows the next one, answered by the registry's cache). "
+    "Baseline: Scan with `FilterExpression` on `connection_id`, following "
     "`LastEvaluatedKey` (1 MB pages). Not timed: moto walks the whole table for a GSI Query.",
     "- **Per-message overhead**: `app.message(event, context)` (Chalice's handler with the Powertools "
     "middleware), dependencies built by the container from the environment: `BACKEND_URL` and "
@@ -200,9 +202,11 @@ NOTES = [
     "at a moto server in its own process. Handler logs go to /dev/null. Time inside "
     "`BackendClient.post`, the gateway's `post`/`fan_out` and the registry's DynamoDB calls is "
     "measured by wrapping them; overhead = handler - backend - Management API, as the issue defines "
-    "it, so it still holds the two DynamoDB round trips (GSI Query + channel Query) to moto's "
-    "server; the line below it also takes out moto's server time (DynamoDB wall time minus "
-    "botocore's CPU in this process).",
+    "it, so it still holds the DynamoDB round trips to moto's server: the channel Query, plus the "
+    "GSI Query for a connection's first message in a container (the 20 warm-up messages cover the "
+    "4 senders' first ones, so the measured messages are a warm container's: one Query each); the "
+    "line below it also takes out moto's server time (DynamoDB wall time minus botocore's CPU in "
+    "this process).",
     "- **Cold start**: `python -c` with `import app` against "
     "`import boto3, requests, urllib3, chalice; from aws_lambda_powertools import Logger, Metrics`, "
     "each timing its own import with `perf_counter`; 11 alternating runs after one warm-up each; "

@@ -197,6 +197,12 @@ def lookup_lines(res: dict[str, Any]) -> list[str]:
             f"{row['baseline']['items']:>10,} in {row['baseline']['calls']:>2} calls    "
             f"{row['ratio']:>8,.0f}x"
         )
+    warm = sorted({row["warm"]["items"] for row in res["rows"] if "warm" in row})
+    if warm:
+        lines.append(
+            "the same connection's next message in a warm container (registry cache): "
+            f"{'/'.join(map(str, warm))} item(s)"
+        )
     if res["skipped"]:
         lines.append(f"not measured (time budget): {res['skipped']}")
     return lines
