@@ -18,6 +18,9 @@ from chalicelib.routes import DEFAULT_TYPE, Route
 MAX_MESSAGE_BYTES = 128 * 1024
 #: Longest token accepted; anything longer is rejected before the backend is called.
 MAX_TOKEN_CHARS = 8192
+#: Deepest nesting of a client frame. A frame nested near Python's recursion limit
+#: parses, then fails to encode again for the backend; no chat frame needs more.
+MAX_FRAME_DEPTH = 64
 BEARER_SUBPROTOCOL = "bearer"
 BOOKING_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 PONG = {"type": "pong"}
@@ -121,7 +124,21 @@ def parse_frame(body: str | None, *, is_base64: bool = False) -> dict[str, Any]:
         raise InvalidMessage("the frame is not valid JSON") from None
     if not isinstance(frame, dict):
         raise InvalidMessage("the frame must be a JSON object")
+    if _depth_exceeds(frame, MAX_FRAME_DEPTH):
+        raise InvalidMessage(f"the frame is nested more than {MAX_FRAME_DEPTH} levels deep")
     return frame
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests containers more than ``limit`` levels (no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        current, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = current.values() if isinstance(current, dict) else current
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 def is_ping(frame: Mapping[str, Any]) -> bool:

@@ -193,6 +193,7 @@ def test_fuzzed_default_bodies_are_answered_with_valid_frames(
     harness: Harness, body: str | None, is_base64: bool
 ) -> None:
     harness.mgmt.received.clear()
+    harness.internal_errors.clear()
     response = harness.invoke("message", events.message_event(SENDER, body, is_base64=is_base64))
     assert response == {"statusCode": 200}
     assert harness.internal_errors == []
@@ -235,6 +236,7 @@ def test_fuzzed_connects_answer_contract_statuses_and_items_only_on_200(
     harness.backend.routes["/api/notifications/ws/connect"] = Reply(
         backend_status, {"user_id": "u1"} if backend_status == 200 else {}
     )
+    harness.internal_errors.clear()
     cid = "FZ" + uuid.uuid4().hex[:12] + "="
     event = events.connect_event(cid, query, extra_headers)
     response = harness.invoke("connect", event)

@@ -89,6 +89,20 @@ def test_parse_frame_limits_are_in_utf8_bytes() -> None:
         protocol.parse_frame('{"b":"' + "é" * (LIMIT // 2) + '"}')
 
 
+def test_frames_nested_deeper_than_the_limit_are_invalid() -> None:
+    limit = protocol.MAX_FRAME_DEPTH
+    assert protocol.parse_frame('{"a":' * (limit - 1) + "1" + "}" * (limit - 1))
+    assert protocol.parse_frame('{"a":[' * (limit // 2) + "1" + "]}" * (limit // 2))
+    for depth in (limit + 1, 500):
+        with pytest.raises(InvalidMessage, match="nested"):
+            protocol.parse_frame('{"a":' * depth + "1" + "}" * depth)
+    for depth in range(900, 1000, 10):  # near the recursion limit: parses or not, never a crash later
+        with pytest.raises(InvalidMessage):
+            protocol.parse_frame('{"a":' * depth + "1" + "}" * depth)
+    with pytest.raises(InvalidMessage, match="nested"):
+        protocol.parse_frame('{"a":' + "[" * limit + "]" * limit + "}")
+
+
 def test_lone_surrogates_do_not_crash_the_size_check() -> None:
     with pytest.raises(InvalidMessage):
         protocol.parse_frame("\ud800")
