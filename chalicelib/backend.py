@@ -22,6 +22,7 @@ from typing import Any
 
 import requests
 
+from chalicelib import protocol
 from chalicelib.errors import BackendError, BackendUnavailable, Forbidden, Unauthorized
 
 logger = logging.getLogger(__name__)
@@ -71,8 +72,8 @@ class BackendClient:
     @staticmethod
     def _detail(response: requests.Response) -> str | None:
         try:
-            body = response.json()
-        except ValueError:
+            body = protocol.loads(response.content)
+        except (ValueError, RecursionError):
             return None
         if isinstance(body, dict):
             detail = body.get("detail") or body.get("message")
@@ -96,9 +97,9 @@ class BackendClient:
         if status != 200:
             raise BackendError(f"the chat service answered an unexpected status {status}")
         try:
-            body = response.json()
-        except ValueError:
+            body = protocol.loads(response.content)
+        except (ValueError, RecursionError):
             raise BackendError("the chat service answered with invalid JSON") from None
-        if not isinstance(body, dict):
+        if not isinstance(body, dict) or protocol.depth_exceeds(body, protocol.MAX_ANSWER_DEPTH):
             raise BackendError("the chat service answered with something other than an object")
         return body

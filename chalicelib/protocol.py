@@ -21,6 +21,8 @@ MAX_TOKEN_CHARS = 8192
 #: Deepest nesting of a client frame. A frame nested near Python's recursion limit
 #: parses, then fails to encode again for the backend; no chat frame needs more.
 MAX_FRAME_DEPTH = 64
+#: Deepest nesting accepted in a backend answer before it is called invalid.
+MAX_ANSWER_DEPTH = 256
 BEARER_SUBPROTOCOL = "bearer"
 BOOKING_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 PONG = {"type": "pong"}
@@ -110,6 +112,22 @@ def reference(frame: Any) -> Any:
     return None
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+def loads(text: str | bytes) -> Any:
+    """Strict JSON: no NaN or Infinity, no number that overflows (browsers reject them)."""
+    return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+
+
 def parse_frame(body: str | None, *, is_base64: bool = False) -> dict[str, Any]:
     """A client frame as a JSON object, or ``InvalidMessage`` / ``TooLarge``."""
     if is_base64:
@@ -119,17 +137,17 @@ def parse_frame(body: str | None, *, is_base64: bool = False) -> dict[str, Any]:
     if len(body) > MAX_MESSAGE_BYTES or len(body.encode("utf-8", "surrogatepass")) > MAX_MESSAGE_BYTES:
         raise TooLarge(f"the frame is over {MAX_MESSAGE_BYTES // 1024} KB")
     try:
-        frame = json.loads(body)
+        frame = loads(body)
     except (ValueError, RecursionError):
         raise InvalidMessage("the frame is not valid JSON") from None
     if not isinstance(frame, dict):
         raise InvalidMessage("the frame must be a JSON object")
-    if _depth_exceeds(frame, MAX_FRAME_DEPTH):
+    if depth_exceeds(frame, MAX_FRAME_DEPTH):
         raise InvalidMessage(f"the frame is nested more than {MAX_FRAME_DEPTH} levels deep")
     return frame
 
 
-def _depth_exceeds(value: Any, limit: int) -> bool:
+def depth_exceeds(value: Any, limit: int) -> bool:
     """Whether ``value`` nests containers more than ``limit`` levels (no recursion)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
@@ -163,8 +181,11 @@ def error_frame_for(exc: ProxyError, ref: Any = None) -> dict[str, Any]:
 
 
 def encode(payload: Any) -> bytes:
-    """Compact UTF-8 JSON: what goes on the wire, serialized once per payload."""
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """Compact UTF-8 JSON: what goes on the wire, serialized once per payload.
+
+    Raises ``ValueError`` for NaN or Infinity, which no browser would parse.
+    """
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
 def frames_for(payload: Any, limit: int = MAX_MESSAGE_BYTES) -> list[bytes]:

@@ -669,7 +669,10 @@ def parse_push(event: Any, settings: Settings) -> PushTarget:
     payload = event["payload"]
     if not isinstance(payload, dict):
         raise InvalidMessage("payload must be a JSON object")
-    data = protocol.encode(payload)
+    try:
+        data = protocol.encode(payload)
+    except ValueError:
+        raise InvalidMessage("payload must be valid JSON (no NaN or Infinity)") from None
     if len(data) > protocol.MAX_MESSAGE_BYTES:
         raise TooLarge(
             f"the payload is {len(data)} bytes, over the {protocol.MAX_MESSAGE_BYTES // 1024} KB limit"

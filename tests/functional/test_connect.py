@@ -190,7 +190,10 @@ def test_backend_refusing_connections_rejects_502(stack: Stack, monkeypatch: pyt
     assert stack.items() == []
 
 
-@pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b'"text"'])
+@pytest.mark.parametrize(
+    "body",
+    [b"not json", b"[1, 2]", b'"text"', b'{"initial": {"n": NaN}}', b'{"a":' * 300 + b"1" + b"}" * 300],
+)
 def test_backend_answering_garbage_rejects_502(stack: Stack, body: bytes) -> None:
     stack.backend.routes["/api/chat/ws/1/connect"] = Reply(200, body)
     assert stack.connect("C1=", CHAT)["statusCode"] == 502

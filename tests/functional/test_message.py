@@ -44,7 +44,21 @@ def test_ping_is_answered_by_the_proxy_without_lookup_or_backend(
 
 @pytest.mark.parametrize(
     "body",
-    ["not json", "[1, 2]", '"text"', "42", "null", "", "   ", None, '{"body": ', '{"a": NaN'],
+    [
+        "not json",
+        "[1, 2]",
+        '"text"',
+        "42",
+        "null",
+        "",
+        "   ",
+        None,
+        '{"body": ',
+        '{"a": NaN',
+        '{"a": NaN}',
+        '{"n": 1e999}',
+        '{"a":' * 500 + "1" + "}" * 500,
+    ],
 )
 def test_malformed_frames_answer_invalid_message(stack: Stack, body: str | None) -> None:
     stack.mgmt.open.add("M1=")

@@ -117,6 +117,7 @@ def test_expired_items_are_skipped(stack: Stack) -> None:
         ({"channel": {"booking_id": "1"}, "payload": STATUS, "extra": 1}, "invalid_event"),
         ({"channel": {"booking_id": "1"}, "payload": {"blob": "x" * (128 * 1024)}}, "too_large"),
         ({"chunk": {"channel": "1"}}, "invalid_event"),
+        ({"channel": {"booking_id": "1"}, "payload": {"n": float("nan")}}, "invalid_event"),
     ],
 )
 def test_invalid_events_are_rejected_and_nothing_is_sent(stack: Stack, event: Any, code: str) -> None:

@@ -157,3 +157,15 @@ def test_large_history_uses_few_frames() -> None:
     frames = protocol.frames_for({"type": "history", "messages": messages})
     total = sum(len(f) for f in frames)
     assert len(frames) == -(-total // LIMIT) or len(frames) == -(-total // LIMIT) + 1
+
+
+@pytest.mark.parametrize("text", ['{"a": NaN}', '{"a": Infinity}', '{"a": -Infinity}', '{"a": 1e999}'])
+def test_non_finite_numbers_are_not_json(text: str) -> None:
+    with pytest.raises(InvalidMessage, match="not valid JSON"):
+        protocol.parse_frame(text)
+
+
+def test_encode_refuses_what_a_browser_could_not_parse() -> None:
+    with pytest.raises(ValueError):
+        protocol.encode({"a": float("nan")})
+    assert protocol.encode({"a": 1.5, "b": "é"}) == '{"a":1.5,"b":"é"}'.encode()
