@@ -38,6 +38,48 @@ def moto_endpoint() -> Iterator[str]:
     server.stop()
 
 
+def moto_client(endpoint: str) -> Any:
+    """A DynamoDB client for the moto server, with dummy credentials."""
+    return boto3.client(
+        "dynamodb",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def app_env(
+    backend: BackendStandIn, mgmt: ManagementApiStandIn, lambdas: LambdaStandIn, moto: str, table: str
+) -> dict[str, str]:
+    """The app's environment with every neighbour a loopback stand-in (names as CONTRACT §3)."""
+    return {
+        "BACKEND_URL": backend.url,
+        "CONNECTIONS_TABLE": table,
+        "API_GATEWAY_ENDPOINT": mgmt.endpoint,
+        "AWS_ENDPOINT_URL_DYNAMODB": moto,
+        "AWS_ENDPOINT_URL_LAMBDA": lambdas.url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "DELIVER_FUNCTION_NAME": "ws-proxy-test-deliver",
+        "PUSH_FUNCTION_NAME": "ws-proxy-test-push",
+        "BACKEND_TIMEOUT_SECONDS": "2",
+    }
+
+
+#: Variables a developer's shell might set that would change what the tests mean.
+UNSET_ENV = (
+    "AWS_PROFILE",
+    "ALLOWED_ORIGINS",
+    "PUSH_CHUNK_SIZE",
+    "BACKEND_ROUTES",
+    "CONNECTION_TTL_SECONDS",
+    "AWS_SESSION_TOKEN",
+)
+
+
 @dataclass
 class Stack:
     """The app with every neighbour on loopback; helpers drive it like API Gateway."""
@@ -111,33 +153,12 @@ def stack(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack
     mgmt = ManagementApiStandIn(events.STAGE).start()
     lambdas = LambdaStandIn().start()
     table = f"connections-{uuid.uuid4().hex[:10]}"
-    env = {
-        "BACKEND_URL": backend.url,
-        "CONNECTIONS_TABLE": table,
-        "API_GATEWAY_ENDPOINT": mgmt.endpoint,
-        "AWS_ENDPOINT_URL_DYNAMODB": moto_endpoint,
-        "AWS_ENDPOINT_URL_LAMBDA": lambdas.url,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "DELIVER_FUNCTION_NAME": "ws-proxy-test-deliver",
-        "PUSH_FUNCTION_NAME": "ws-proxy-test-push",
-        "BACKEND_TIMEOUT_SECONDS": "2",
-        "FANOUT_WORKERS": "8",
-    }
-    for key in (
-        "AWS_PROFILE",
-        "ALLOWED_ORIGINS",
-        "PUSH_CHUNK_SIZE",
-        "BACKEND_ROUTES",
-        "CONNECTION_TTL_SECONDS",
-        "AWS_SESSION_TOKEN",
-    ):
+    env = {**app_env(backend, mgmt, lambdas, moto_endpoint, table), "FANOUT_WORKERS": "8"}
+    for key in UNSET_ENV:
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    dynamodb = boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-east-1")
+    dynamodb = moto_client(moto_endpoint)
     ensure_table(dynamodb, table)
     app_module.container.reset()
     try:

@@ -18,7 +18,6 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 from chalice.test import Client
 from hypothesis import HealthCheck, given, settings
@@ -27,6 +26,7 @@ from hypothesis import strategies as st
 import app as app_module
 from chalicelib.schema import ensure_table
 from tests import events
+from tests.conftest import UNSET_ENV, app_env, moto_client
 from tests.standins import BackendStandIn, LambdaStandIn, ManagementApiStandIn, Reply
 
 EXAMPLES = int(os.environ.get("RELIABILITY_EXAMPLES", "150"))
@@ -83,29 +83,11 @@ def harness(moto_endpoint: str) -> Iterator[Harness]:
     mgmt = ManagementApiStandIn(events.STAGE).start()
     lambdas = LambdaStandIn().start()
     table = f"fuzz-{uuid.uuid4().hex[:8]}"
-    env = {
-        "BACKEND_URL": backend.url,
-        "CONNECTIONS_TABLE": table,
-        "API_GATEWAY_ENDPOINT": mgmt.endpoint,
-        "AWS_ENDPOINT_URL_DYNAMODB": moto_endpoint,
-        "AWS_ENDPOINT_URL_LAMBDA": lambdas.url,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-        "DELIVER_FUNCTION_NAME": "ws-proxy-fuzz-deliver",
-        "PUSH_FUNCTION_NAME": "ws-proxy-fuzz-push",
-        "BACKEND_TIMEOUT_SECONDS": "2",
-    }
-    dynamodb = boto3.client(
-        "dynamodb",
-        endpoint_url=moto_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    env = app_env(backend, mgmt, lambdas, moto_endpoint, table)
+    dynamodb = moto_client(moto_endpoint)
     ensure_table(dynamodb, table)
     with pytest.MonkeyPatch.context() as mp:
-        for key in ("ALLOWED_ORIGINS", "PUSH_CHUNK_SIZE", "BACKEND_ROUTES"):
+        for key in UNSET_ENV:
             mp.delenv(key, raising=False)
         for key, value in env.items():
             mp.setenv(key, value)

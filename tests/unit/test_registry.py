@@ -6,12 +6,12 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 
 from chalicelib.errors import BackendUnavailable
 from chalicelib.registry import Connection, ConnectionRegistry
 from chalicelib.schema import ensure_table
+from tests.conftest import moto_client
 from tests.fakes import FakeRegistry
 
 NOW = 1_800_000_000
@@ -31,13 +31,7 @@ def registry(request: pytest.FixtureRequest) -> Iterator[Any]:
         yield FakeRegistry(clock=clock)
         return
     endpoint = request.getfixturevalue("moto_endpoint")
-    client = boto3.client(
-        "dynamodb",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    client = moto_client(endpoint)
     table = f"registry-{uuid.uuid4().hex[:8]}"
     ensure_table(client, table)
     yield ConnectionRegistry(client, table, clock=clock, lookup_retry_delays=())
@@ -94,13 +88,7 @@ def test_channel_pages_cover_every_connection_exactly_once(registry: Any) -> Non
 
 
 def test_moto_registry_retries_a_miss_then_gives_up(moto_endpoint: str) -> None:
-    client = boto3.client(
-        "dynamodb",
-        endpoint_url=moto_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    client = moto_client(moto_endpoint)
     table = f"registry-{uuid.uuid4().hex[:8]}"
     ensure_table(client, table)
     sleeps: list[float] = []
@@ -114,13 +102,7 @@ def test_moto_registry_retries_a_miss_then_gives_up(moto_endpoint: str) -> None:
 
 
 def test_aws_failures_become_backend_unavailable(moto_endpoint: str) -> None:
-    client = boto3.client(
-        "dynamodb",
-        endpoint_url=moto_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    client = moto_client(moto_endpoint)
     registry = ConnectionRegistry(client, "no-such-table", lookup_retry_delays=())
     with pytest.raises(BackendUnavailable) as info:
         registry.put(conn("A="))
@@ -128,13 +110,7 @@ def test_aws_failures_become_backend_unavailable(moto_endpoint: str) -> None:
 
 
 def test_ensure_table_is_idempotent_and_enables_ttl(moto_endpoint: str) -> None:
-    client = boto3.client(
-        "dynamodb",
-        endpoint_url=moto_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    client = moto_client(moto_endpoint)
     table = f"schema-{uuid.uuid4().hex[:8]}"
     assert ensure_table(client, table) is True
     assert ensure_table(client, table) is False
@@ -164,13 +140,7 @@ class CountingClient:
 
 
 def test_found_connections_are_cached_until_deleted_expired_or_aged(moto_endpoint: str) -> None:
-    client = boto3.client(
-        "dynamodb",
-        endpoint_url=moto_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    client = moto_client(moto_endpoint)
     table = f"cache-{uuid.uuid4().hex[:8]}"
     ensure_table(client, table)
     counting = CountingClient(client)
