@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import cProfile
-import datetime
-import hashlib
-import hmac
 import os
 import pstats
 import time
@@ -26,10 +23,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
-from urllib.parse import quote, urlsplit
 
 import boto3
 import botocore.session
+from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 
@@ -187,16 +184,18 @@ def standin_capacity(server: Server, posts: int = 4000, concurrency: int = 256) 
 def cpu_breakdown(server: Server, posts: int = 2000) -> dict[str, Any]:
     """Client CPU per post, split into its parts, against the stage that answers at once.
 
-    Single-threaded, no profiler: (a) building an ``AWSRequest`` and signing it
-    with SigV4, (b) the same post unsigned through the urllib3 pool, (c) ours
-    whole (``ManagementApi.post``), (d) a boto3 ``post_to_connection``. Then a
-    cProfile run of (c) names the functions that cost the most.
+    Single-threaded, no profiler: signing with botocore (``AWSRequest`` +
+    ``SigV4Auth``) and with ours (``Signer.headers``), the same post unsigned
+    through the urllib3 pool, ours whole (``ManagementApi.post``), and a boto3
+    ``post_to_connection``. Then a cProfile run of ours names the functions that
+    cost the most.
     """
     endpoint = f"{server.base}/instant"
     gateway, executor = ours(endpoint)
     executor.shutdown()
     api = gateway.api
     signer = api.signer(PAYLOAD)
+    botocore_signer = SigV4Auth(api._credentials(), "execute-api", "us-east-1")
     ids = connection_ids(posts, "p")
     urls = [api.url(i) for i in ids]
     pool = new_pool(WORKERS)
@@ -210,36 +209,29 @@ def cpu_breakdown(server: Server, posts: int = 2000) -> dict[str, Any]:
             action(i)
         return (time.process_time() - cpu) * 1000 / posts
 
-    def sign(i: int) -> None:
+    def sign_botocore(i: int) -> None:
         request = AWSRequest(method="POST", url=urls[i], data=PAYLOAD)
         request.headers["Content-Type"] = "application/json"
-        signer.add_auth(request)
+        botocore_signer.add_auth(request)
+
+    paths = [api.path(i) for i in ids]
+
+    def sign_ours(i: int) -> None:
+        signer.headers(paths[i])
 
     headers = {"Content-Type": "application/json"}
 
     def unsigned(i: int) -> None:
         pool.urlopen("POST", urls[i], body=PAYLOAD, headers=headers, retries=False, redirect=False)
 
-    sketch = SketchSigner(endpoint, api._credentials(), "us-east-1", PAYLOAD)
-    _check_sketch(sketch, api, PAYLOAD)
-    host_pool = pool.connection_from_url(endpoint)
-
-    def sketch_post(i: int) -> None:
-        path = sketch.path(ids[i])
-        response = host_pool.urlopen(
-            "POST", path, body=PAYLOAD, headers=sketch.headers(path), retries=False, redirect=False
-        )
-        if response.status != 200:
-            raise RuntimeError(f"stand-in answered {response.status}")
-
     parts = {
-        "sign (AWSRequest + SigV4Auth.add_auth)": per_post(sign),
+        "sign, botocore (AWSRequest + SigV4Auth.add_auth)": per_post(sign_botocore),
+        "sign, ours (Signer.headers)": per_post(sign_ours),
         "post unsigned (urllib3 pool)": per_post(unsigned),
         "ours whole (ManagementApi.post)": per_post(lambda i: api.post(ids[i], PAYLOAD, signer)),
         "boto3 post_to_connection": per_post(
             lambda i: client.post_to_connection(ConnectionId=ids[i], Data=PAYLOAD)
         ),
-        "proposal sketch: own SigV4 + per-host pool": per_post(sketch_post),
     }
     profiler = cProfile.Profile(time.process_time)  # CPU, not time spent waiting on sockets
     profiler.enable()
@@ -260,69 +252,6 @@ def cpu_breakdown(server: Server, posts: int = 2000) -> dict[str, Any]:
         "profile_top_cumulative": [(name, cum * 1000 / posts) for cum, _t, name in rows[:25]],
         "profile_top_self": [(name, t * 1000 / posts) for _c, t, name in by_tottime[:15]],
     }
-
-
-class SketchSigner:
-    """A proposal, measured here only: SigV4 for ``POST @connections/{id}`` by string formatting.
-
-    The signing key is derived once per day (not per post) and the request goes
-    to the host's ``HTTPConnectionPool`` by path (no URL parsing per post). Its
-    ``Authorization`` header is checked against botocore's before it is timed.
-    """
-
-    def __init__(self, endpoint: str, credentials: Any, region: str, data: bytes) -> None:
-        parts = urlsplit(endpoint)
-        self.host = parts.netloc
-        self.base_path = parts.path.rstrip("/")
-        self.credentials = credentials
-        self.region = region
-        self.payload_hash = hashlib.sha256(data).hexdigest()
-        self._keys: dict[str, bytes] = {}
-
-    def _key(self, date: str) -> bytes:
-        key = self._keys.get(date)
-        if key is None:
-            key = hmac.new(
-                ("AWS4" + self.credentials.secret_key).encode(), date.encode(), hashlib.sha256
-            ).digest()
-            for part in (self.region, "execute-api", "aws4_request"):
-                key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-            self._keys = {date: key}
-        return key
-
-    def path(self, connection_id: str) -> str:
-        return f"{self.base_path}/@connections/{quote(connection_id, safe='~')}"
-
-    def headers(self, path: str, amz_date: str | None = None) -> dict[str, str]:
-        amz_date = amz_date or datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-        date = amz_date[:8]
-        token = self.credentials.token
-        signed = "content-type;host;x-amz-date" + (";x-amz-security-token" if token else "")
-        canonical = (
-            f"POST\n{quote(path, safe='/~')}\n\ncontent-type:application/json\nhost:{self.host}\n"
-            f"x-amz-date:{amz_date}\n" + (f"x-amz-security-token:{token}\n" if token else "")
-        ) + f"\n{signed}\n{self.payload_hash}"
-        scope = f"{date}/{self.region}/execute-api/aws4_request"
-        to_sign = f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-        signature = hmac.new(self._key(date), to_sign.encode(), hashlib.sha256).hexdigest()
-        headers = {
-            "Content-Type": "application/json",
-            "X-Amz-Date": amz_date,
-            "Authorization": f"AWS4-HMAC-SHA256 Credential={self.credentials.access_key}/{scope}, "
-            f"SignedHeaders={signed}, Signature={signature}",
-        }
-        if token:
-            headers["X-Amz-Security-Token"] = token
-        return headers
-
-
-def _check_sketch(sketch: SketchSigner, api: ManagementApi, data: bytes) -> None:
-    request = AWSRequest(method="POST", url=api.url("Ab_cD-ef=="), data=data)
-    request.headers["Content-Type"] = "application/json"
-    api.signer(data).add_auth(request)
-    mine = sketch.headers(sketch.path("Ab_cD-ef=="), request.headers["X-Amz-Date"])
-    if mine["Authorization"] != request.headers["Authorization"]:
-        raise RuntimeError("the SigV4 sketch does not sign as botocore does")
 
 
 def _short(path: str) -> str:
