@@ -35,11 +35,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import boto3
 import pytest
 
 from local_gateway.stack import _moto_server
-from tests.conftest import free_port
+from tests.conftest import free_port, moto_client
 from tests.e2e.support import Socket, StackProcess, open_socket, run
 from tests.reliability.support import (
     SLOW_SECONDS,
@@ -64,6 +63,10 @@ class Faults:
     dynamodb: DynamoFaultProxy
     moto_url: str
 
+    def __post_init__(self) -> None:
+        # read moto directly, past the throttling proxy; one client for the whole module
+        self.moto = moto_client(self.moto_url)
+
     def management(self, *rules: dict[str, Any]) -> dict[str, Any]:
         """Replace the gateway's Management API fault rules (none: clear them)."""
         method = "PUT" if rules else "DELETE"
@@ -85,13 +88,7 @@ class Faults:
 
     def items(self, booking: str) -> set[str]:
         """Connection ids in the channel's partition, read from moto directly (not throttled)."""
-        client = boto3.client(
-            "dynamodb",
-            endpoint_url=self.moto_url,
-            region_name="us-east-1",
-            aws_access_key_id="local",
-            aws_secret_access_key="local",
-        )
+        client = self.moto
         page = client.query(
             TableName=TABLE,
             KeyConditionExpression="booking_id = :b",
@@ -102,13 +99,7 @@ class Faults:
 
     def put_stale_item(self, booking: str, connection_id: str) -> None:
         """An item whose $disconnect never ran (best-effort in AWS)."""
-        client = boto3.client(
-            "dynamodb",
-            endpoint_url=self.moto_url,
-            region_name="us-east-1",
-            aws_access_key_id="local",
-            aws_secret_access_key="local",
-        )
+        client = self.moto
         now = int(time.time())
         client.put_item(
             TableName=TABLE,
