@@ -15,7 +15,15 @@ from typing import Any
 
 from chalicelib import protocol
 from chalicelib.config import Settings
-from chalicelib.errors import BackendError, ConfigurationError, DeliveryFailed, ProxyError, TooLarge
+from chalicelib.deadline import Deadline
+from chalicelib.errors import (
+    BackendError,
+    ConfigurationError,
+    DeliveryFailed,
+    InvalidMessage,
+    ProxyError,
+    TooLarge,
+)
 from chalicelib.internal_events import ASYNC_PAYLOAD_LIMIT, DeliveryEvent, pack_frames
 from chalicelib.ports import Backend, Invoker, Metric, Registry
 from chalicelib.registry import Connection
@@ -23,7 +31,8 @@ from chalicelib.summary import HandlerRun
 
 logger = logging.getLogger(__name__)
 
-USER_ID_MAX = 128
+#: Longest Management API endpoint stored with a connection.
+ENDPOINT_MAX = 512
 
 
 def _connection_id(event: Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
@@ -49,7 +58,7 @@ class ConnectCase:
         self._clock = clock
         self._metric = metric
 
-    def handle(self, event: Mapping[str, Any]) -> dict[str, Any]:
+    def handle(self, event: Mapping[str, Any], deadline: Deadline) -> dict[str, Any]:
         ctx, connection_id = _connection_id(event)
 
         def fallback(outcome: str) -> dict[str, Any]:
@@ -65,7 +74,7 @@ class ConnectCase:
             connection_id=connection_id,
         ) as run:
             try:
-                run.result = self._connect(event, ctx, connection_id, run.log)
+                run.result = self._connect(event, ctx, connection_id, deadline, run.log)
                 run.log["outcome"] = "accepted"
                 self._metric("ConnectionsOpened", 1)
             except ProxyError as exc:
@@ -79,7 +88,12 @@ class ConnectCase:
         return response
 
     def _connect(
-        self, event: Mapping[str, Any], ctx: Mapping[str, Any], connection_id: str, log: dict[str, Any]
+        self,
+        event: Mapping[str, Any],
+        ctx: Mapping[str, Any],
+        connection_id: str,
+        deadline: Deadline,
+        log: dict[str, Any],
     ) -> dict[str, Any]:
         headers = event.get("headers") or {}
         protocol.check_origin(headers, self._settings.allowed_origins)
@@ -88,16 +102,21 @@ class ConnectCase:
         answer: dict[str, Any] = {}
         path = request.route.connect_path(request.booking_id)
         if path is not None:
-            answer = self._backend.post(path, {"connection_id": connection_id, "token": request.token})
+            answer = self._backend.post(
+                path, {"connection_id": connection_id, "token": request.token}, deadline=deadline
+            )
         user_id = answer.get("user_id")
         if isinstance(user_id, bool) or not isinstance(user_id, (str, int, type(None))):
             raise BackendError("the chat service answered an invalid user_id")
         user = None if user_id is None or user_id == "" else str(user_id)
-        if user is not None and len(user) > USER_ID_MAX:
+        if user is not None and len(user) > protocol.USER_ID_MAX:
             raise BackendError("the chat service answered an invalid user_id")
-        if "{user_id}" in request.route.channel and user is None:
+        if request.route.channel_kind == "user" and user is None:
             raise BackendError("the chat service did not say which user connected")
         channel = request.route.channel_for(request.booking_id, user)
+        endpoint = self._settings.endpoint_for(ctx)
+        if len(endpoint) > ENDPOINT_MAX:
+            raise InvalidMessage("the request's domain name is too long", status=400)
         log["channel"] = channel
         frames: list[bytes] = []
         for key in ("initial", "receipt"):
@@ -114,14 +133,17 @@ class ConnectCase:
             channel=channel,
             connection_type=request.connection_type,
             user_id=user,
-            token=request.token,
+            # Only a token the backend has verified is stored (and forwarded with messages).
+            token=request.token if path is not None else None,
             created_at=now,
             ttl=now + self._settings.connection_ttl_seconds,
+            booking_id=request.booking_id,
+            endpoint=endpoint,
         )
         self._registry.put(conn)
         if frames:
             try:
-                self._schedule_delivery(conn, self._settings.endpoint_for(ctx), frames)
+                self._schedule_delivery(conn, frames)
             except Exception:
                 self._registry.delete(channel, connection_id)
                 raise
@@ -130,7 +152,7 @@ class ConnectCase:
             response["headers"] = {"Sec-WebSocket-Protocol": protocol.BEARER_SUBPROTOCOL}
         return response
 
-    def _schedule_delivery(self, conn: Connection, endpoint: str, frames: list[bytes]) -> None:
+    def _schedule_delivery(self, conn: Connection, frames: list[bytes]) -> None:
         name = self._settings.deliver_function_name
         if not name:
             raise ConfigurationError("DELIVER_FUNCTION_NAME is required to deliver initial payloads")
@@ -140,7 +162,7 @@ class ConnectCase:
                 "too_large", "the initial payload is too large to deliver; reload in smaller pages"
             )
             frames = [protocol.encode(note)]
-        event = DeliveryEvent(conn.connection_id, conn.channel, endpoint, frames)
+        event = DeliveryEvent(conn.connection_id, conn.channel, frames)
         try:
             self._invoker.invoke_async(name, event.to_payload())
         except Exception as exc:

@@ -24,9 +24,10 @@ import boto3
 import botocore.session
 from botocore.config import Config
 
-from chalicelib.backend import BackendClient, new_session
+from chalicelib.backend import BackendClient
 from chalicelib.config import Settings
 from chalicelib.connect import ConnectCase, DisconnectCase
+from chalicelib.deadline import Deadline
 from chalicelib.deliver import DELIVER_RETRY_SECONDS, DeliverCase
 from chalicelib.fanout import FanOut, FanOutChunkCase
 from chalicelib.gateway import ConnectionGateway, ManagementApi, new_pool, region_for
@@ -41,6 +42,11 @@ logger = logging.getLogger(__name__)
 #: the bound keeps a container's memory fixed whatever its events name.
 GATEWAY_CACHE_SIZE = 4
 _MISCONFIGURED = {"error": {"code": "misconfigured", "message": "the proxy is misconfigured"}}
+
+
+def _function_name(context: Any) -> str | None:
+    name = getattr(context, "function_name", None)
+    return name if isinstance(name, str) else None
 
 
 class LambdaInvoker:
@@ -99,6 +105,7 @@ class UseCases:
     disconnect: DisconnectCase
     deliver: DeliverCase
     push: PushCase
+    fanout: FanOutChunkCase
 
 
 class GatewayCache:
@@ -163,27 +170,39 @@ class Container:
             logger.error("the proxy could not be built", extra={"route": route, "error": str(exc)})
             return None
 
-    def connect(self, event: Mapping[str, Any]) -> dict[str, Any]:
+    def connect(self, event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
         cases = self._built("$connect")
         if cases is None:
             return {"statusCode": 500, "body": "the proxy is misconfigured"}
-        return cases.connect.handle(event)
+        return cases.connect.handle(event, Deadline.from_context(context))
 
-    def message(self, event: Mapping[str, Any]) -> dict[str, Any]:
+    def message(self, event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
         cases = self._built("$default")
-        return {"statusCode": 500} if cases is None else cases.message.handle(event)
+        if cases is None:
+            return {"statusCode": 500}
+        return cases.message.handle(event, Deadline.from_context(context), _function_name(context))
 
-    def disconnect(self, event: Mapping[str, Any]) -> dict[str, Any]:
+    def disconnect(self, event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
         cases = self._built("$disconnect")
         return {"statusCode": 200} if cases is None else cases.disconnect.handle(event)
 
-    def deliver(self, event: Any) -> dict[str, Any]:
+    def deliver(self, event: Any, context: Any = None) -> dict[str, Any]:
         cases = self._built("deliver")
-        return _MISCONFIGURED if cases is None else cases.deliver.handle(event)
+        return (
+            _MISCONFIGURED if cases is None else cases.deliver.handle(event, Deadline.from_context(context))
+        )
 
-    def push(self, event: Any, own_function_name: str | None = None) -> dict[str, Any]:
+    def push(self, event: Any, context: Any = None) -> dict[str, Any]:
         cases = self._built("push")
-        return _MISCONFIGURED if cases is None else cases.push.handle(event, own_function_name)
+        if cases is None:
+            return _MISCONFIGURED
+        return cases.push.handle(event, Deadline.from_context(context), _function_name(context))
+
+    def fanout(self, event: Any, context: Any = None) -> dict[str, Any]:
+        cases = self._built("fanout")
+        if cases is None:
+            return _MISCONFIGURED
+        return cases.fanout.handle(event, Deadline.from_context(context), _function_name(context))
 
     def _build(self) -> UseCases:
         settings = Settings.from_env()
@@ -195,7 +214,7 @@ class Container:
             sleep=self._tuning.sleep,
             lookup_retry_delays=self._tuning.lookup_retry_delays,
         )
-        backend = BackendClient(settings.backend_url, new_session(), settings.backend_timeout_seconds)
+        backend = BackendClient(settings.backend_url, settings.backend_timeout_seconds)
         invoker = self._invoker or LambdaInvoker(
             boto3.client("lambda", config=aws_config(settings.fanout_workers))
         )
@@ -238,10 +257,9 @@ def wire(
         registry,
         invoker,
         chunk_size=settings.push_chunk_size,
-        chunk_function=settings.push_function_name,
+        chunk_function=settings.fanout_function_name,
         metric=metric,
     )
-    chunks = FanOutChunkCase(fan_out, gateway_for)
     return UseCases(
         settings=settings,
         registry=registry,
@@ -252,11 +270,13 @@ def wire(
         message=MessageCase(settings, registry, backend, gateway_for, fan_out, metric=metric),
         disconnect=DisconnectCase(registry, metric=metric),
         deliver=DeliverCase(
+            settings,
             registry,
             gateway_for,
             sleep=tuning.sleep,
             retry_seconds=tuning.deliver_retry_seconds,
             metric=metric,
         ),
-        push=PushCase(settings, registry, gateway_for, fan_out, chunks),
+        push=PushCase(settings, registry, gateway_for, fan_out),
+        fanout=FanOutChunkCase(settings, registry, fan_out, gateway_for),
     )

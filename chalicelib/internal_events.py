@@ -1,8 +1,11 @@
 """The events the app sends itself: typed, with their encoding in one place.
 
 ``DeliveryEvent`` goes from ``$connect`` to ``deliver`` (the initial frames);
-``FanOutChunk`` goes from a fan-out to ``push`` (a later chunk of a large channel,
-or a later attempt for connections whose posts failed). Frames travel compressed
+``FanOutChunk`` goes from a fan-out to ``fanout`` (a later chunk of a large
+channel, the connections a fan-out had no time left for, or a later attempt for
+connections whose posts failed). Neither carries a Management API endpoint: the
+function that runs it takes the configured one, or the one stored with each
+connection, so no event can make the app post anywhere else. Frames travel compressed
 (zlib + base64) so that large histories fit Lambda's asynchronous payload limit.
 ``from_payload`` raises ``ValueError`` for anything that is not such an event.
 """
@@ -50,14 +53,12 @@ class DeliveryEvent:
 
     connection_id: str
     channel: str
-    endpoint: str
     frames: list[bytes]
 
     def to_payload(self) -> dict[str, Any]:
         return {
             "connection_id": self.connection_id,
             "channel": self.channel,
-            "endpoint": self.endpoint,
             "frames": pack_frames(self.frames),
         }
 
@@ -68,7 +69,6 @@ class DeliveryEvent:
         return cls(
             connection_id=_field(payload, "connection_id", str),
             channel=_field(payload, "channel", str),
-            endpoint=_field(payload, "endpoint", str),
             frames=unpack_frames(_field(payload, "frames", str)),
         )
 
@@ -78,7 +78,6 @@ class FanOutChunk:
     """Part of a fan-out handed to a later invocation: these connections, these frames."""
 
     channel: str
-    endpoint: str
     connection_ids: list[str]
     frames: list[bytes]
     #: 0 for a chunk of a large channel; n for the n-th later attempt after failures.
@@ -87,7 +86,6 @@ class FanOutChunk:
     def to_payload(self) -> dict[str, Any]:
         body: dict[str, Any] = {
             "channel": self.channel,
-            "endpoint": self.endpoint,
             "connection_ids": list(self.connection_ids),
             "frames": pack_frames(self.frames),
         }
@@ -108,7 +106,6 @@ class FanOutChunk:
             raise ValueError("attempt out of range")
         return cls(
             channel=_field(body, "channel", str),
-            endpoint=_field(body, "endpoint", str),
             connection_ids=ids,
             frames=unpack_frames(_field(body, "frames", str)),
             attempt=attempt,

@@ -7,9 +7,10 @@ holds in-memory ones with the same shape.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
+from chalicelib.deadline import Deadline
 from chalicelib.gateway import FanOutResult, PostOutcome
 from chalicelib.registry import Connection
 
@@ -25,11 +26,19 @@ class Registry(Protocol):
 
     def channel_ids(self, channel: str, connection_type: str | None) -> Iterator[str]: ...
 
+    def get(self, channel: str, connection_id: str) -> Connection | None: ...
+
+    def endpoints(self, channel: str, connection_ids: Sequence[str]) -> dict[str, str | None]: ...
+
+    def update_token(self, conn: Connection, token: str) -> Connection: ...
+
 
 class Backend(Protocol):
     """The chat backend's HTTP API: the 200 answer as a dict, or a ``ProxyError``."""
 
-    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]: ...
+    def post(
+        self, path: str, body: dict[str, Any], *, deadline: Deadline | None = None
+    ) -> dict[str, Any]: ...
 
 
 class Gateway(Protocol):
@@ -38,7 +47,7 @@ class Gateway(Protocol):
     @property
     def endpoint(self) -> str: ...
 
-    def post(self, connection_id: str, data: bytes) -> PostOutcome: ...
+    def post(self, connection_id: str, data: bytes, *, deadline: float | None = None) -> PostOutcome: ...
 
     def fan_out(
         self,
@@ -46,6 +55,7 @@ class Gateway(Protocol):
         data: bytes,
         *,
         on_gone: Callable[[str], None] | None = None,
+        deadline: float | None = None,
     ) -> FanOutResult: ...
 
 

@@ -95,13 +95,8 @@ def test_malformed_delivery_events_answer_an_error(stack: Stack) -> None:
 
 
 def test_delivery_event_round_trips_unicode_frames(stack: Stack) -> None:
-    stack.mgmt.open.add("D9=")
+    stack.seed("D9=")
     frames = [protocol.encode({"type": "history", "messages": [{"body": "❤️ 😀"}]})]
-    event = {
-        "connection_id": "D9=",
-        "channel": "1",
-        "endpoint": stack.mgmt.endpoint,
-        "frames": pack_frames(frames),
-    }
+    event = {"connection_id": "D9=", "channel": "booking#1", "frames": pack_frames(frames)}
     assert stack.invoke("deliver", event)["delivered"] == 1
     assert stack.mgmt.frames("D9=") == [{"type": "history", "messages": [{"body": "❤️ 😀"}]}]
