@@ -141,6 +141,10 @@ class AppRuntime:
         self._routes.shutdown(wait=True, cancel_futures=True)
         self._functions.shutdown(wait=True, cancel_futures=True)
 
+    def function_key(self, name: str) -> str | None:
+        """The app's function a Lambda function name or ARN invokes, else None."""
+        return function_key(name)
+
     def function_name(self, route_or_key: str) -> str:
         if route_or_key in _WEBSOCKET_HANDLERS:
             return f"{FUNCTION_PREFIX}-websocket_{_WEBSOCKET_HANDLERS[route_or_key]}"

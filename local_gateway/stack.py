@@ -20,8 +20,8 @@ from typing import Any
 from aiohttp import web
 
 from local_gateway.events import new_api_id
-from local_gateway.gateway import GatewayOptions, LocalGateway
 from local_gateway.runtime import FUNCTION_PREFIX, AppRuntime, load_app
+from local_gateway.server import GatewayOptions, LocalGateway
 
 logger = logging.getLogger("local_gateway")
 
