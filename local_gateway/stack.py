@@ -186,7 +186,7 @@ class LocalStack:
         os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = self.dynamodb_endpoint
         self._create_table(region)
         if backend_sock is not None:
-            from local_gateway.backend import BackendSettings, create_app
+            from local_gateway.reference_backend import BackendSettings, create_app
 
             settings = BackendSettings(lambda_endpoint=self.gateway_url, region=region)
             self._backend = _Backend(backend_sock, create_app(settings), o.verbose)

@@ -131,10 +131,14 @@ def run(coro_fn: Callable[[], Awaitable[T]], timeout: float = 30.0) -> T:
     return asyncio.run(bounded())
 
 
-def token(stack: StackProcess, user: str) -> str:
+def token(stack: StackProcess, user: str, ttl_seconds: int | None = None) -> str:
+    """A development token from the reference backend (``ttl_seconds``: its lifetime; 0 is expired)."""
+    body: dict[str, Any] = {"user_id": user}
+    if ttl_seconds is not None:
+        body["ttl_seconds"] = ttl_seconds
     request = urllib.request.Request(
         f"{stack.backend}/dev/token",
-        data=json.dumps({"user_id": user}).encode(),
+        data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=10) as response:
