@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from local_gateway.events import new_request_id
+from local_gateway.aws_shapes import new_request_id
 
 
 def aws_error(status: int, error_type: str, message: str | None) -> web.Response:

@@ -13,7 +13,7 @@ import json
 from aiohttp import web
 
 from local_gateway.aws_http import aws_error
-from local_gateway.events import new_request_id
+from local_gateway.aws_shapes import new_request_id
 from local_gateway.runtime import AppRuntime
 from local_gateway.tasks import BackgroundTasks
 

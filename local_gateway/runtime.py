@@ -23,7 +23,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from local_gateway.events import LambdaContext
+from local_gateway.aws_shapes import LambdaContext
 
 logger = logging.getLogger("local_gateway")
 

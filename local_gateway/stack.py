@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from local_gateway.events import new_api_id
+from local_gateway.aws_shapes import new_api_id
 from local_gateway.runtime import FUNCTION_PREFIX, AppRuntime, load_app
 from local_gateway.server import GatewayOptions, LocalGateway
 
@@ -101,7 +101,7 @@ class _Backend:
         self._sock.close()
 
 
-def _moto_server(host: str, port: int) -> Any:
+def moto_server(host: str, port: int) -> Any:
     """moto's threaded server, answering without Nagle's delay.
 
     Werkzeug writes a response's headers and body separately; with Nagle's
@@ -119,7 +119,7 @@ def _moto_server(host: str, port: int) -> Any:
     class NoDelayHandler(MotoRequestHandler):
         disable_nagle_algorithm = True
 
-    class Server(ThreadedMotoServer):
+    class NoDelayMotoServer(ThreadedMotoServer):
         def _server_entry(self) -> None:
             app = DomainDispatcherApplication(create_backend_app)
             self._server = make_server(
@@ -128,7 +128,7 @@ def _moto_server(host: str, port: int) -> Any:
             self._server_ready_event.set()
             self._server.serve_forever()
 
-    return Server(ip_address=host, port=port, verbose=False)
+    return NoDelayMotoServer(ip_address=host, port=port, verbose=False)
 
 
 class LocalStack:
@@ -235,7 +235,7 @@ class LocalStack:
         # moto's server thread hangs on a busy port instead of failing: check it first.
         bind(o.host, o.dynamodb_port, "embedded DynamoDB", "--dynamodb-port").close()
         logging.getLogger("werkzeug").setLevel(logging.INFO if o.verbose else logging.WARNING)
-        self._moto = _moto_server(o.host, o.dynamodb_port)
+        self._moto = moto_server(o.host, o.dynamodb_port)
         self._moto.start()
         host, port = self._moto.get_host_and_port()
         return f"http://{host}:{port}"

@@ -26,7 +26,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.typedefs import Handler
 
 from local_gateway.aws_http import aws_error
-from local_gateway.events import (
+from local_gateway.aws_shapes import (
     Identity,
     SocketInfo,
     connect_event,
