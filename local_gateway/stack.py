@@ -225,6 +225,7 @@ class LocalStack:
         env["AWS_ENDPOINT_URL_LAMBDA"] = self.gateway_url
         env["DELIVER_FUNCTION_NAME"] = f"{FUNCTION_PREFIX}-deliver"
         env["PUSH_FUNCTION_NAME"] = f"{FUNCTION_PREFIX}-push"
+        env["FANOUT_FUNCTION_NAME"] = f"{FUNCTION_PREFIX}-fanout"
         env.setdefault("POWERTOOLS_SERVICE_NAME", "ws-proxy")
         if not o.verbose:
             env["POWERTOOLS_METRICS_DISABLED"] = "true"
