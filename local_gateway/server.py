@@ -30,6 +30,8 @@ class GatewayOptions:
     max_lifetime: float = 7200.0
     #: Serve ``/_local/faults`` and apply its rules to posts (a test facility; off by default).
     fault_injection: bool = False
+    #: Frames of one socket handled at once (back-pressure past it, ``WebSocketApiOptions``).
+    max_frames_in_flight: int = 16
 
 
 class LocalGateway:
@@ -45,7 +47,10 @@ class LocalGateway:
         self.websocket_api = WebSocketApi(
             runtime,
             WebSocketApiOptions(
-                stage=options.stage, idle_timeout=options.idle_timeout, max_lifetime=options.max_lifetime
+                stage=options.stage,
+                idle_timeout=options.idle_timeout,
+                max_lifetime=options.max_lifetime,
+                max_frames_in_flight=options.max_frames_in_flight,
             ),
             api_id=api_id,
             tasks=self.tasks,

@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from local_gateway import exposure
 from local_gateway.aws_shapes import new_api_id
 from local_gateway.runtime import FUNCTION_PREFIX, AppRuntime, load_app
 from local_gateway.server import GatewayOptions, LocalGateway
@@ -47,6 +48,10 @@ class StackOptions:
     verbose: bool = False
     #: Serve the Management API's fault-injection routes (``local_gateway.faults``); tests only.
     fault_injection: bool = False
+    #: Allow a ``host`` beyond loopback (``local_gateway.exposure``): everything here is unauthenticated.
+    expose_insecure_local_stack: bool = False
+    #: Frames of one socket being handled at once; past it the gateway stops reading that socket.
+    max_frames_in_flight: int = 16
 
 
 def bind(host: str, port: int, what: str, flag: str) -> socket.socket:
@@ -170,6 +175,10 @@ class LocalStack:
 
     async def _start(self) -> None:
         o = self.options
+        if not exposure.is_loopback(o.host):
+            if not o.expose_insecure_local_stack:
+                raise StartupError(exposure.refusal(o.host))
+            logger.warning("%s", exposure.warning(o.host))
         gateway_sock = bind(o.host, o.port, "gateway", "--port")
         self.gateway_url = f"http://{o.host}:{port_of(gateway_sock)}"
         backend_sock = None
@@ -199,6 +208,7 @@ class LocalStack:
                 idle_timeout=o.idle_timeout,
                 max_lifetime=o.max_lifetime,
                 fault_injection=o.fault_injection,
+                max_frames_in_flight=o.max_frames_in_flight,
             ),
             api_id=self.api_id,
             backend_url=self.backend_url,

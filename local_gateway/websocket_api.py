@@ -67,6 +67,10 @@ class WebSocketApiOptions:
     max_lifetime: float = 7200.0
     #: API Gateway's integration timeout: a $connect slower than this fails the handshake (504).
     integration_timeout: float = 29.0
+    #: Frames of one socket handled at once. With that many in flight the gateway stops reading
+    #: the socket until one finishes: the rest wait in the kernel's buffers and the client's
+    #: sends slow down (TCP flow control), instead of queueing in memory without bound.
+    max_frames_in_flight: int = 16
 
 
 @dataclass
@@ -83,6 +87,9 @@ class ClientSocket:
     server_close: tuple[int, str] | None = None
     closing: asyncio.Task[Any] | None = None
     disconnected: bool = False
+    #: Frames read from this socket whose $default has not finished, and the most there were at once.
+    in_flight: int = 0
+    max_in_flight: int = 0
 
     def touch(self) -> None:
         self.last_active = time.monotonic()
@@ -216,13 +223,24 @@ class WebSocketApi:
         return ws
 
     async def _receive(self, sock: ClientSocket, ws: web.WebSocketResponse) -> int:
-        """Read frames until the socket closes; the close code $disconnect reports."""
+        """Read frames until the socket closes; the close code $disconnect reports.
+
+        Back-pressure: with ``max_frames_in_flight`` frames of this socket in
+        flight, the next read waits for one of them to finish.
+        """
+        slots = asyncio.Semaphore(self.options.max_frames_in_flight)
         while True:
+            await slots.acquire()
             msg = await ws.receive()
             if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
                 sock.touch()
-                self.tasks.spawn(self._message(sock, msg.data))
-            elif msg.type is WSMsgType.CLOSE:
+                sock.in_flight += 1
+                sock.max_in_flight = max(sock.max_in_flight, sock.in_flight)
+                task = self.tasks.spawn(self._message(sock, msg.data))
+                task.add_done_callback(lambda _: self._finished(sock, slots))
+                continue
+            slots.release()
+            if msg.type is WSMsgType.CLOSE:
                 sock.state = SocketState.CLOSED  # before answering the close: no post succeeds from here on
                 code = int(msg.data or 0) or 1005
                 await ws.close(code=code if code != 1005 else WSCloseCode.OK)
@@ -234,6 +252,11 @@ class WebSocketApi:
                 return 1006
             else:  # CLOSING / CLOSED: closed by the server, or the peer vanished
                 return sock.server_close[0] if sock.server_close else 1006
+
+    @staticmethod
+    def _finished(sock: ClientSocket, slots: asyncio.Semaphore) -> None:
+        sock.in_flight -= 1
+        slots.release()
 
     async def _message(self, sock: ClientSocket, data: str | bytes) -> None:
         event = message_event(sock.info, data)

@@ -122,6 +122,20 @@ class StackProcess:
         return int(self.proc.returncode)
 
 
+def gateway_only(name: str, local_stack: StackProcess, backend_url: str, *args: str) -> StackProcess:
+    """A further gateway with its own backend, sharing the session stack's DynamoDB (its own table)."""
+    return StackProcess(
+        name,
+        "--backend-url",
+        backend_url,
+        "--dynamodb-endpoint",
+        local_stack.endpoints["dynamodb"],
+        "--table",
+        f"ws-proxy-e2e-{name}",
+        *args,
+    )
+
+
 def run(coro_fn: Callable[[], Awaitable[T]], timeout: float = 30.0) -> T:
     """Run one async scenario, bounded."""
 
