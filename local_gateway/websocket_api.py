@@ -87,9 +87,10 @@ class ClientSocket:
     server_close: tuple[int, str] | None = None
     closing: asyncio.Task[Any] | None = None
     disconnected: bool = False
-    #: Frames read from this socket whose $default has not finished, and the most there were at once.
+    #: Frames read from this socket whose $default has not finished.
     in_flight: int = 0
-    max_in_flight: int = 0
+    #: Whether reading has waited for ``max_frames_in_flight`` (logged once per socket).
+    throttled: bool = False
 
     def touch(self) -> None:
         self.last_active = time.monotonic()
@@ -235,7 +236,14 @@ class WebSocketApi:
             if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
                 sock.touch()
                 sock.in_flight += 1
-                sock.max_in_flight = max(sock.max_in_flight, sock.in_flight)
+                if sock.in_flight >= self.options.max_frames_in_flight and not sock.throttled:
+                    sock.throttled = True
+                    logger.info(
+                        "%-12s %-16s %d frames in flight: reading paused until one finishes",
+                        "back-pressure",
+                        sock.info.connection_id,
+                        sock.in_flight,
+                    )
                 task = self.tasks.spawn(self._message(sock, msg.data))
                 task.add_done_callback(lambda _: self._finished(sock, slots))
                 continue

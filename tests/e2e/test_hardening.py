@@ -244,6 +244,7 @@ def test_a_flooding_socket_has_a_bounded_number_of_frames_in_flight(
             await bystander.send({"n": "hello"})
             assert (await bystander.recv(timeout=5)) == {"type": "ack", "n": "hello"}
             assert flood_backend.most["flooder"] == FRAMES_IN_FLIGHT
+            stack.wait_for_log(rf"back-pressure +\S+ {FRAMES_IN_FLIGHT} frames in flight: reading paused")
             flood_backend.release.set()
             answered = [(await flooder.recv(timeout=10))["n"] for _ in range(frames)]
             assert sorted(answered) == list(range(frames))  # back-pressure, not loss
