@@ -55,6 +55,12 @@ class Settings:
     push_function_name: str | None = None
     routes: Mapping[str, Route] = field(default_factory=lambda: dict(DEFAULT_ROUTES))
 
+    def endpoint_for(self, request_context: Mapping[str, object]) -> str:
+        """``API_GATEWAY_ENDPOINT``, else ``https://{domainName}/{stage}`` of the event."""
+        if self.api_gateway_endpoint:
+            return self.api_gateway_endpoint
+        return f"https://{request_context['domainName']}/{request_context['stage']}"
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env

@@ -16,6 +16,7 @@ from chalice.test import Client
 from moto.server import ThreadedMotoServer
 
 import app as app_module
+from chalicelib.container import Tuning
 from chalicelib.schema import ensure_table
 from tests import events
 from tests.standins import BackendStandIn, LambdaStandIn, ManagementApiStandIn
@@ -147,6 +148,10 @@ def chat_backend(backend: BackendStandIn, booking: str = "1", **connect_answer: 
     )
 
 
+#: Index lookup retries without real pauses (a miss on moto is final).
+FAST_LOOKUP_RETRIES = (0.001, 0.001, 0.001, 0.001)
+
+
 @pytest.fixture
 def stack(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     backend = BackendStandIn().start()
@@ -160,12 +165,13 @@ def stack(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack
         monkeypatch.setenv(key, value)
     dynamodb = moto_client(moto_endpoint)
     ensure_table(dynamodb, table)
-    app_module.container.reset()
+    # The index is strongly consistent on moto: a miss is final, so its retries need no real pauses.
+    app_module.container.reset(Tuning(lookup_retry_delays=FAST_LOOKUP_RETRIES))
     try:
         # stage "test" has no environment of its own in .chalice/config.json
         yield Stack(Client(app_module.app, stage_name="test"), backend, mgmt, lambdas, dynamodb, table)
     finally:
-        app_module.container.reset()
+        app_module.container.reset(Tuning())
         for server in (backend, mgmt, lambdas):
             server.stop()
         dynamodb.delete_table(TableName=table)

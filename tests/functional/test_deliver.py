@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from chalicelib import protocol
-from chalicelib.proxy import pack_frames
+from chalicelib.container import Tuning
+from chalicelib.internal_events import pack_frames
 from tests.conftest import Stack, chat_backend
 
 CHAT = {"type": "chat", "booking_id": "1", "token": "tok"}
@@ -64,10 +65,9 @@ def test_connection_that_never_opens_is_given_up_and_its_item_removed(stack: Sta
 
     chat_backend(stack.backend)
     stack.connect("D1=", CHAT, establish=False)  # the client left before the handshake ended
-    proxy = container.proxy()
-    proxy._deliver_retry_seconds = 0.3
+    container.reset(Tuning(deliver_retry_seconds=0.3))
     (payload,) = stack.lambdas.take("-deliver")
-    result = proxy.deliver(payload)
+    result = stack.invoke("deliver", payload)
     assert result["outcome"] == "gone" and result["delivered"] == 0
     assert stack.items() == []
 

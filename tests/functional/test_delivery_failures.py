@@ -112,12 +112,12 @@ def test_failure_after_the_backend_accepted_is_not_retryable(
 
     chat_backend(stack.backend)
     join(stack, "A1=", "B1=")
-    proxy = container.proxy()
+    registry = container.use_cases().registry
 
     def registry_down(*args: object, **kwargs: object) -> None:
         raise BackendUnavailable("the connection registry is unavailable; try again")
 
-    monkeypatch.setattr(proxy.registry, "channel_ids", registry_down)
+    monkeypatch.setattr(registry, "channel_ids", registry_down)
     stack.send("A1=", {"body": "saved", "id": "m-7"})
     (frame,) = errors(stack, "A1=")
     assert frame["code"] == "delivery_failed" and frame["retryable"] is False and frame["ref"] == "m-7"

@@ -341,12 +341,12 @@ def test_unhandled_failure_still_answers_with_an_error_frame(
     join(stack, "A1=")
     from app import container
 
-    proxy = container.proxy()
+    registry = container.use_cases().registry
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("unexpected")
 
-    monkeypatch.setattr(proxy.registry, "find", broken)
+    monkeypatch.setattr(registry, "find", broken)
     assert stack.send("A1=", json.dumps({"body": "hi", "id": "r1"})) == {"statusCode": 200}
     frame = last(stack, "A1=")
     assert_error(frame, "backend_unavailable", True)

@@ -106,7 +106,7 @@ def test_the_registry_client_retries_with_dynamodbs_own_short_backoff(
         "AWS_SECRET_ACCESS_KEY": "y",
     }.items():
         monkeypatch.setenv(key, value)
-    client = Container().proxy().registry._client
+    client = Container().use_cases().registry._client  # type: ignore[attr-defined]
     handlers = client.meta.events._emitter._handlers.prefix_search("needs-retry.dynamodb.Query")
     (retry,) = [h for h in handlers if isinstance(h, retryhandler.RetryHandler)]
     assert [round(retry._action(attempts=n), 3) for n in (1, 2, 3, 4)] == [0.05, 0.1, 0.2, 0.4]

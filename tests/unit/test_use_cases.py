@@ -7,8 +7,9 @@ from typing import Any
 
 from chalicelib import protocol
 from chalicelib.config import Settings
+from chalicelib.container import Tuning, UseCases, wire
 from chalicelib.gateway import PostOutcome
-from chalicelib.proxy import Proxy, unpack_frames
+from chalicelib.internal_events import pack_frames, unpack_frames
 from chalicelib.registry import Connection
 from tests import events
 from tests.fakes import FakeBackend, FakeGateway, FakeInvoker, FakeRegistry
@@ -18,7 +19,7 @@ NOW = 1_800_000_000
 
 def make(
     **settings: Any,
-) -> tuple[Proxy, FakeRegistry, FakeBackend, dict[str, FakeGateway], FakeInvoker, list[float]]:
+) -> tuple[UseCases, FakeRegistry, FakeBackend, dict[str, FakeGateway], FakeInvoker, list[float]]:
     registry = FakeRegistry(clock=lambda: NOW)
     backend = FakeBackend()
     gateways: dict[str, FakeGateway] = {}
@@ -28,21 +29,22 @@ def make(
     def gateway_for(endpoint: str) -> FakeGateway:
         return gateways.setdefault(endpoint, FakeGateway(endpoint=endpoint))
 
-    config = Settings(
-        backend_url="https://api.example.com",
-        connections_table="t",
-        deliver_function_name="deliver-fn",
-        push_function_name="push-fn",
+    values: dict[str, Any] = {
+        "backend_url": "https://api.example.com",
+        "connections_table": "t",
+        "deliver_function_name": "deliver-fn",
+        "push_function_name": "push-fn",
         **settings,
-    )
-    proxy = Proxy(
+    }
+    config = Settings(**values)
+    proxy = wire(
         config,
         registry,
         backend,
+        invoker,
         gateway_for,
-        invoker,  # type: ignore[arg-type]
-        clock=lambda: NOW,
-        sleep=sleeps.append,
+        metric=lambda name, value: None,
+        tuning=Tuning(clock=lambda: NOW, sleep=sleeps.append),
     )
     return proxy, registry, backend, gateways, invoker, sleeps
 
@@ -54,14 +56,14 @@ def add(registry: FakeRegistry, cid: str, channel: str = "1", ctype: str = "chat
 def test_endpoint_defaults_to_the_events_domain_and_stage() -> None:
     proxy, registry, backend, gateways, invoker, _ = make()
     backend.answers["/api/chat/ws/1/connect"] = {"initial": {"type": "history", "messages": []}}
-    proxy.connect(events.connect_event("A=", {"booking_id": "1", "token": "t"}))
+    proxy.connect.handle(events.connect_event("A=", {"booking_id": "1", "token": "t"}))
     ((_, payload),) = invoker.calls
     assert payload["endpoint"] == f"https://{events.DOMAIN}/{events.STAGE}"
 
 
 def test_endpoint_override_wins_for_custom_domains() -> None:
     proxy, *_ = make(api_gateway_endpoint="https://chat.example.com/v1")
-    assert proxy.endpoint_for({"domainName": "x", "stage": "y"}) == "https://chat.example.com/v1"
+    assert proxy.settings.endpoint_for({"domainName": "x", "stage": "y"}) == "https://chat.example.com/v1"
 
 
 def test_deliver_waits_out_410_with_growing_pauses_and_keeps_order() -> None:
@@ -70,9 +72,7 @@ def test_deliver_waits_out_410_with_growing_pauses_and_keeps_order() -> None:
     gateways[gateway.endpoint] = gateway
     gateway.scripted["A="] = [PostOutcome.GONE] * 4
     frames = [protocol.encode({"n": i}) for i in range(3)]
-    from chalicelib.proxy import pack_frames
-
-    result = proxy.deliver(
+    result = proxy.deliver.handle(
         {"connection_id": "A=", "channel": "1", "endpoint": gateway.endpoint, "frames": pack_frames(frames)}
     )
     assert result == {"delivered": 3, "frames": 3, "outcome": "delivered"}
@@ -84,7 +84,7 @@ def test_sender_gone_during_its_reply_is_removed() -> None:
     proxy, registry, backend, gateways, _, _ = make()
     add(registry, "A=")
     backend.answers["/api/chat/ws/1/message"] = {"type": "ack"}
-    proxy.message(events.message_event("A=", {"body": "x"}))
+    proxy.message.handle(events.message_event("A=", {"body": "x"}))
     assert registry.items == {}
 
 
@@ -100,7 +100,7 @@ def test_a_connection_that_fails_a_frame_gets_no_later_frames() -> None:
     gateway.scripted["B="] = [PostOutcome.FAILED]
     history = {"type": "history", "messages": [{"b": "x" * 1000} for _ in range(300)], "broadcast": True}
     backend.answers["/api/chat/ws/1/message"] = history
-    proxy.message(events.message_event("A=", {"body": "load"}))
+    proxy.message.handle(events.message_event("A=", {"body": "load"}))
     assert len(gateway.received["A="]) >= 3
     assert "B=" not in gateway.received
     assert set(registry.items) == {("1", "A="), ("1", "B=")}  # a failure is not a disconnect
@@ -115,7 +115,7 @@ def test_broadcast_chunks_carry_the_endpoint_channel_ids_and_frames() -> None:
     )
     gateways[gateway.endpoint] = gateway
     backend.answers["/api/chat/ws/1/message"] = {"type": "message", "broadcast": True}
-    proxy.message(events.message_event("E=", {"body": "x"}))
+    proxy.message.handle(events.message_event("E=", {"body": "x"}))
     assert set(gateway.received) == {"E=", "A="}  # the sender is in the first chunk
     names = [name for name, _ in invoker.calls]
     assert names == ["push-fn", "push-fn"]
@@ -126,11 +126,14 @@ def test_broadcast_chunks_carry_the_endpoint_channel_ids_and_frames() -> None:
 
 
 def test_push_without_configured_name_chunks_through_its_own_function_name() -> None:
-    proxy, registry, _, _, invoker, _ = make(push_chunk_size=1, api_gateway_endpoint="https://e/dev")
-    proxy.settings = Settings(**{**proxy.settings.__dict__, "push_function_name": None})
+    proxy, registry, _, _, invoker, _ = make(
+        push_chunk_size=1, api_gateway_endpoint="https://e/dev", push_function_name=None
+    )
     for cid in ("A=", "B="):
         add(registry, cid, ctype="booking")
-    result = proxy.push({"channel": {"booking_id": "1"}, "payload": {"type": "x"}}, "ws-proxy-prod-push")
+    result = proxy.push.handle(
+        {"channel": {"booking_id": "1"}, "payload": {"type": "x"}}, "ws-proxy-prod-push"
+    )
     assert result["queued"] == 1
     assert [name for name, _ in invoker.calls] == ["ws-proxy-prod-push"]
 
@@ -140,6 +143,6 @@ def test_connect_rejected_by_backend_never_writes_an_item() -> None:
 
     proxy, registry, backend, _, invoker, _ = make()
     backend.answers["/api/chat/ws/1/connect"] = Unauthorized("expired")
-    response = proxy.connect(events.connect_event("A=", {"booking_id": "1", "token": "t"}))
+    response = proxy.connect.handle(events.connect_event("A=", {"booking_id": "1", "token": "t"}))
     assert response == {"statusCode": 401, "body": "expired"}
     assert registry.items == {} and invoker.calls == []
