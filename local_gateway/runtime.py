@@ -89,16 +89,8 @@ def lambda_timeouts(
 
 
 def is_summary(record: logging.LogRecord) -> bool:
-    """Whether ``record`` is a handler's summary record (DESIGN: ``summary=True``, never the text)."""
-    if getattr(record, "summary", False) is True:
-        return True
-    # TRANSITIONAL, remove once every chalicelib summary record carries summary=True: the
-    # message texts the app's summary records had before the attribute existed.
-    return getattr(record, "summary", None) is None and record.msg in _LEGACY_SUMMARY_MESSAGES
-
-
-#: TRANSITIONAL (see ``is_summary``): remove with the fallback.
-_LEGACY_SUMMARY_MESSAGES = frozenset({"connect", "message", "disconnect", "deliver", "push", "push chunk"})
+    """Whether ``record`` is a handler's summary record: marked ``summary=True``, whatever its text."""
+    return getattr(record, "summary", False) is True
 
 
 class _SummaryCapture(logging.Handler):
