@@ -37,7 +37,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from local_gateway.stack import _moto_server
+from local_gateway.stack import moto_server
 from tests.conftest import free_port, moto_client
 from tests.e2e.support import Socket, StackProcess, open_socket, run
 from tests.reliability.support import (
@@ -116,7 +116,7 @@ class Faults:
 
 @pytest.fixture(scope="module")
 def faults() -> Iterator[Faults]:
-    moto = _moto_server("127.0.0.1", free_port())
+    moto = moto_server("127.0.0.1", free_port())
     moto.start()
     host, port = moto.get_host_and_port()
     moto_url = f"http://{host}:{port}"
