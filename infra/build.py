@@ -259,7 +259,7 @@ def wire_environment(doc: dict[str, Any]) -> None:
 
 
 def wire_dead_letter_queues(doc: dict[str, Any]) -> None:
-    """Failed asynchronous invocations of deliver, push and fanout go to the encrypted DLQ (infra/dlq.tf.json)."""
+    """Failed asynchronous invocations of deliver, push and fanout go to the encrypted DLQ (dlq.tf.json)."""
     functions = doc["resource"]["aws_lambda_function"]
     for name in ASYNC_FUNCTIONS:
         if name not in functions:
