@@ -99,16 +99,19 @@ class MessageCase:
             run.result = {"statusCode": 200}
             try:
                 frame = protocol.parse_frame(event.get("body"), is_base64=bool(event.get("isBase64Encoded")))
-                ref = protocol.reference(frame)
+                ref = protocol.reference(
+                    frame
+                )  # error frames echo ``id`` or, from older clients, ``client_id``
+                request = protocol.request_id(frame)  # answers echo ``id`` only
                 kind = frame.get("type")
                 if kind == "ping":
                     run.log["outcome"] = "pong"
-                    self._reply(gateway, connection_id, with_ref(protocol.PONG, ref))
+                    self._reply(gateway, connection_id, with_ref(protocol.PONG, request))
                 elif kind == "auth":
-                    self._authenticate(gateway, connection_id, frame, ref, deadline, run.log)
+                    self._authenticate(gateway, connection_id, frame, request, deadline, run.log)
                 else:
                     fan_out = self._fan_out.for_function(own_function_name)
-                    self._forward(gateway, fan_out, connection_id, frame, ref, deadline, run.log)
+                    self._forward(gateway, fan_out, connection_id, frame, request, deadline, run.log)
                 self._metric("Messages", 1)
             except ProxyError as exc:
                 run.log["outcome"] = exc.code
@@ -177,7 +180,7 @@ class MessageCase:
             body["token"] = conn.token
         answer = self._backend.post(route.message_path(conn.booking_id), body, deadline=deadline)
         broadcast = answer.get("broadcast") is True
-        own = protocol.frames_for(with_ref(answer, ref))
+        own = protocol.frames_with_ref(answer, ref)
         try:
             if not broadcast:
                 result = mine = fan_out.deliver(

@@ -102,6 +102,15 @@ def parse_connect(
     return ConnectRequest(connection_type, route, booking_id, token, bearer)
 
 
+def request_id(frame: Any) -> Any:
+    """The client's ``id``, which the one frame answering this request echoes as ``ref``."""
+    if isinstance(frame, dict):
+        value = frame.get("id")
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return value
+    return None
+
+
 def reference(frame: Any) -> Any:
     """The client's ``id`` (or ``client_id``) to echo as ``ref``, if any."""
     if isinstance(frame, dict):
@@ -209,6 +218,17 @@ def frames_for(payload: Any, limit: int = MAX_MESSAGE_BYTES) -> list[bytes]:
             f"a {kind or 'payload'} of {len(data)} bytes is over the {limit // 1024} KB message limit"
         )
     return _split_history(payload, limit)
+
+
+def frames_with_ref(payload: Any, ref: Any) -> list[bytes]:
+    """``frames_for(payload)`` with ``ref`` on the last frame only (a split reply answers once)."""
+    if ref is None:
+        return frames_for(payload)
+    room = len(encode({"ref": ref}))
+    frames = frames_for(payload, MAX_MESSAGE_BYTES - room)
+    last = loads(frames[-1])
+    last["ref"] = ref
+    return [*frames[:-1], encode(last)]
 
 
 def _split_history(payload: dict[str, Any], limit: int) -> list[bytes]:
