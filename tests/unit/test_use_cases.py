@@ -53,7 +53,9 @@ def make(
     return proxy, registry, backend, gateways, invoker, sleeps
 
 
-LONG = Deadline.after(60)
+def long() -> Deadline:
+    """Plenty of time: a minute from now."""
+    return Deadline.after(60)
 
 
 def add(registry: FakeRegistry, cid: str, booking: str = "1", ctype: str = "chat") -> None:
@@ -75,7 +77,7 @@ def add(registry: FakeRegistry, cid: str, booking: str = "1", ctype: str = "chat
 def test_connect_stores_the_events_endpoint_and_schedules_delivery_without_it() -> None:
     proxy, registry, backend, gateways, invoker, _ = make()
     backend.answers["/api/chat/ws/1/connect"] = {"initial": {"type": "history", "messages": []}}
-    proxy.connect.handle(events.connect_event("A=", {"booking_id": "1", "token": "t"}), LONG)
+    proxy.connect.handle(events.connect_event("A=", {"booking_id": "1", "token": "t"}), long())
     ((_, payload),) = invoker.calls
     assert "endpoint" not in payload
     (conn,) = registry.items.values()
@@ -95,7 +97,7 @@ def test_deliver_waits_out_410_with_growing_pauses_and_keeps_order() -> None:
     gateway.scripted["A="] = [PostOutcome.GONE] * 4
     frames = [protocol.encode({"n": i}) for i in range(3)]
     result = proxy.deliver.handle(
-        {"connection_id": "A=", "channel": "booking#1", "frames": pack_frames(frames)}, LONG
+        {"connection_id": "A=", "channel": "booking#1", "frames": pack_frames(frames)}, long()
     )
     assert result == {"delivered": 3, "frames": 3, "outcome": "delivered"}
     assert [json.loads(f) for f in gateway.received["A="]] == [{"n": 0}, {"n": 1}, {"n": 2}]
@@ -125,7 +127,7 @@ def test_deliver_stops_waiting_once_the_connection_has_disconnected() -> None:
         tuning=Tuning(clock=lambda: NOW, sleep=disconnect_during_pause),
     )
     result = proxy.deliver.handle(
-        {"connection_id": "A=", "channel": "booking#1", "frames": pack_frames(frames)}, LONG
+        {"connection_id": "A=", "channel": "booking#1", "frames": pack_frames(frames)}, long()
     )
     assert result["outcome"] == "gone" and sleeps == [0.05]
 
@@ -139,14 +141,14 @@ def test_deliver_posts_only_through_the_configured_or_stored_endpoint() -> None:
         "frames": pack_frames([b"{}"]),
         "endpoint": "https://attacker.example.net/x",
     }
-    proxy.deliver.handle(event, LONG)
+    proxy.deliver.handle(event, long())
     assert set(gateways) == {ENDPOINT}
 
 
 def test_deliver_for_a_connection_not_in_the_table_posts_nothing() -> None:
     proxy, registry, _, gateways, _, _ = make()
     event = {"connection_id": "V=", "channel": "booking#1", "frames": pack_frames([b"{}"])}
-    assert proxy.deliver.handle(event, LONG)["outcome"] == "gone"
+    assert proxy.deliver.handle(event, long())["outcome"] == "gone"
     assert gateways == {}
 
 
@@ -154,7 +156,7 @@ def test_sender_gone_during_its_reply_is_removed() -> None:
     proxy, registry, backend, gateways, _, _ = make()
     add(registry, "A=")
     backend.answers["/api/chat/ws/1/message"] = {"type": "ack"}
-    proxy.message.handle(events.message_event("A=", {"body": "x"}), LONG)
+    proxy.message.handle(events.message_event("A=", {"body": "x"}), long())
     assert registry.items == {}
 
 
@@ -167,7 +169,7 @@ def test_a_connection_that_fails_a_frame_gets_no_later_frames() -> None:
     gateway.scripted["B="] = [PostOutcome.FAILED]
     history = {"type": "history", "messages": [{"b": "x" * 1000} for _ in range(300)], "broadcast": True}
     backend.answers["/api/chat/ws/1/message"] = history
-    proxy.message.handle(events.message_event("A=", {"body": "load"}), LONG)
+    proxy.message.handle(events.message_event("A=", {"body": "load"}), long())
     assert len(gateway.received["A="]) >= 3
     assert "B=" not in gateway.received
     assert set(registry.items) == {("booking#1", "A="), ("booking#1", "B=")}  # a failure is not a disconnect
@@ -180,7 +182,7 @@ def test_broadcast_chunks_carry_the_channel_ids_and_frames_but_no_endpoint() -> 
     gateway = FakeGateway(endpoint=ENDPOINT, open={"A=", "B=", "C=", "D=", "E="})
     gateways[gateway.endpoint] = gateway
     backend.answers["/api/chat/ws/1/message"] = {"type": "message", "broadcast": True}
-    proxy.message.handle(events.message_event("E=", {"body": "x"}), LONG)
+    proxy.message.handle(events.message_event("E=", {"body": "x"}), long())
     assert set(gateway.received) == {"E=", "A="}  # the sender is in the first chunk
     names = [name for name, _ in invoker.calls]
     assert names == ["fanout-fn", "fanout-fn"]
@@ -197,7 +199,7 @@ def test_push_without_configured_name_chunks_through_its_sibling_fanout_function
     for cid in ("A=", "B="):
         add(registry, cid, ctype="booking")
     event = {"channel": {"booking_id": "1"}, "payload": {"type": "x"}}
-    result = proxy.push.handle(event, LONG, "ws-proxy-prod-push")
+    result = proxy.push.handle(event, long(), "ws-proxy-prod-push")
     assert result["queued"] == 1
     assert [name for name, _ in invoker.calls] == ["ws-proxy-prod-fanout"]
 
@@ -207,6 +209,6 @@ def test_connect_rejected_by_backend_never_writes_an_item() -> None:
 
     proxy, registry, backend, _, invoker, _ = make()
     backend.answers["/api/chat/ws/1/connect"] = Unauthorized("expired")
-    response = proxy.connect.handle(events.connect_event("A=", {"booking_id": "1", "token": "t"}), LONG)
+    response = proxy.connect.handle(events.connect_event("A=", {"booking_id": "1", "token": "t"}), long())
     assert response == {"statusCode": 401, "body": "expired"}
     assert registry.items == {} and invoker.calls == []
