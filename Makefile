@@ -1,19 +1,27 @@
-# One entry point for everything: `make run` (local stack) and `make test`.
+# One entry point for everything: `make run` (local stack) and `make test`; `make help` lists the targets.
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 STAGE  ?= dev
 export AWS_DEFAULT_REGION ?= us-east-1
 
-.PHONY: venv checkov-venv system-deps lint test run package table checkov bench reliability clean
+.DEFAULT_GOAL := help
+.PHONY: help venv checkov-venv lock system-deps lint test run package table checkov bench reliability clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+# Installs come only from the locks (exact versions, every file's sha256): requirements.txt
+# is what ships in the Lambda, requirements-dev.txt the rest; both are made by `make lock`
+# from requirements*.in. The lock pins pip itself (chalice 1.34 requires pip<26.3).
+PIP_INSTALL := -m pip install -q --require-hashes
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade 'pip<26.3'  # chalice 1.34 requires pip<26.3
-	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) $(PIP_INSTALL) -r requirements-dev.txt
 	touch $(STAMP)
 
-venv: $(STAMP)
+venv: $(STAMP) ## Create .venv and install requirements-dev.txt (the dev lock)
 
 # checkov in its own virtualenv: its dependency pins clash with chalice's and moto's.
 CHECKOV_VENV  ?= .venv-checkov
@@ -21,54 +29,65 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
 $(CHECKOV_STAMP): infra/requirements-checkov.txt
 	test -x $(CHECKOV_VENV)/bin/python || python3 -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/python -m pip install -q --upgrade pip
-	$(CHECKOV_VENV)/bin/python -m pip install -q -r infra/requirements-checkov.txt
+	$(CHECKOV_VENV)/bin/python $(PIP_INSTALL) -r infra/requirements-checkov.txt
 	touch $(CHECKOV_STAMP)
 
-checkov-venv: $(CHECKOV_STAMP)
+checkov-venv: $(CHECKOV_STAMP) ## Create .venv-checkov from infra/requirements-checkov.txt
+
+# Re-resolve the locks from requirements*.in (PyPI, Python 3.11): existing pins are kept
+# unless an .in file asks otherwise; `make lock LOCK_ARGS=--upgrade` (or
+# `--upgrade-package NAME`) moves them. The Lambda lock is resolved for the Lambda's
+# platform; the dev lock takes what ships at exactly the Lambda lock's versions.
+UV_COMPILE := $(VENV)/bin/uv pip compile -q --generate-hashes --python-version 3.11 \
+	--custom-compile-command "make lock" $(LOCK_ARGS)
+
+lock: venv ## Re-resolve requirements*.txt from requirements*.in (LOCK_ARGS=--upgrade to move pins)
+	$(UV_COMPILE) --python-platform x86_64-manylinux_2_17 requirements.in -o requirements.txt
+	$(UV_COMPILE) --universal requirements-dev.in -o requirements-dev.txt
+	$(UV_COMPILE) --universal infra/requirements-checkov.in -o infra/requirements-checkov.txt
 
 # Debian packages the tests need (the browser test drives Debian's chromium).
-system-deps:
+system-deps: ## Install Debian's chromium for the browser test (as root), if missing
 	@if [ ! -x /usr/bin/chromium ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "note: /usr/bin/chromium is missing (apt-get install chromium); the browser test will skip"; fi; \
 	fi
 
-lint: venv
+lint: venv ## ruff check, ruff format --check, mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy chalicelib app.py local_gateway infra
 
-test: venv checkov-venv system-deps lint
+test: venv checkov-venv system-deps lint ## lint, type checks and every test
 	$(PY) -m pytest -q
 
 # The local stack in the foreground (README, "Local stack"); flags: make run ARGS="--port 4001 -v".
-run: venv
+run: venv ## The local stack in the foreground (ARGS="--port 4001 -v")
 	$(PY) -m local_gateway $(ARGS)
 
 # The Terraform export for chalice stage $(STAGE): build/terraform/ (README, "Deploy").
-package: venv
+package: venv ## The Terraform export for STAGE (default dev) into build/terraform/
 	$(PY) -m infra.build --stage $(STAGE) --out build/terraform
 
 # checkov over the export, as make test runs it, with its findings printed.
-checkov: package checkov-venv
+checkov: package checkov-venv ## checkov over the export, findings printed
 	$(CHECKOV_VENV)/bin/checkov -d build/terraform --config-file .checkov.yaml --compact --quiet
 
 # The connections table for `chalice deploy --stage $(STAGE)`, created once (idempotent).
 # Region and credentials are boto3's (AWS_PROFILE, AWS_REGION): the us-east-1 default
 # above is for chalice package only, so it is dropped here unless you set it yourself.
-table: venv
+table: venv ## Create the connections table for chalice deploy --stage STAGE (idempotent)
 	$(if $(filter file,$(origin AWS_DEFAULT_REGION)),env -u AWS_DEFAULT_REGION) $(PY) -m infra.table --stage $(STAGE)
 
 # Benchmarks against the replaced proxy's way (on demand, never part of `make test`);
 # writes bench/RESULTS.md, bench/results.json and bench/fanout.png.
-bench: venv
+bench: venv ## Benchmarks (about 2 minutes; writes bench/RESULTS.md)
 	$(PY) -m bench
 
-clean:
+clean: ## Remove build/ and tool caches
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache
 
 # The full reliability suite: 10,000 fuzz cases per property, faults and load (loopback only).
-reliability: venv
+reliability: venv ## The full reliability suite (fuzz, faults, load)
 	RELIABILITY_EXAMPLES=$${RELIABILITY_EXAMPLES:-10000} RELIABILITY_FULL=1 $(PY) -m pytest -q tests/reliability
