@@ -1,4 +1,4 @@
-"""Settings read once from the environment (CONTRACT.md §3).
+"""Settings read once from the environment (docs/operations.md, "Settings").
 
 ``Settings.from_env()`` is called lazily by the app's factories, never at
 import, so ``chalice package`` and test imports need no environment.

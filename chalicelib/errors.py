@@ -1,4 +1,4 @@
-"""The proxy's exceptions, one place, each mapped to a CONTRACT.md §1 error code.
+"""The proxy's exceptions, one place, each mapped to an error code of docs/protocol.md.
 
 ``ProxyError`` is the base: every subclass carries ``code`` (the client-facing
 machine code), ``retryable`` and, on ``$connect``, the handshake ``status``.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 
 class ConfigurationError(Exception):
-    """An environment variable is missing or malformed (CONTRACT.md §3)."""
+    """An environment variable is missing or malformed (docs/operations.md)."""
 
 
 class ProxyError(Exception):

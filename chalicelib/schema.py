@@ -1,6 +1,6 @@
 """The connections table: one definition for the code, the local stack and Terraform.
 
-CONTRACT.md §3 fixes the names. ``create_table_request`` is the boto3
+docs/operations.md describes every attribute. ``create_table_request`` is the boto3
 ``CreateTable`` request; the Terraform export and ``make table`` derive their
 table from it, and the embedded local DynamoDB is created from it too.
 """
