@@ -107,7 +107,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[StackOptions, Path | None
         "--fault-injection",
         action="store_true",
         help="test facility: serve /_local/faults, which makes the Management API answer 429, 410 or 5xx "
-        "for chosen posts (README, Local stack)",
+        "for chosen posts, or hang first (docs/local-stack.md)",
+    )
+    parser.add_argument(
+        "--lambda-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="test facility: every function's timeout (its context's remaining time) instead of "
+        ".chalice/config.json's, to try the handlers' deadlines (1-900)",
     )
     parser.add_argument(
         "--ready-file",
@@ -121,6 +129,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[StackOptions, Path | None
             parser.error(f"--{name.replace('_', '-')} must be between 0 and 65535")
     if not 1 <= args.max_frames_in_flight <= 1024:
         parser.error("--max-frames-in-flight must be between 1 and 1024")
+    if args.lambda_timeout is not None and not 1 <= args.lambda_timeout <= 900:
+        parser.error("--lambda-timeout must be between 1 and 900 seconds")
     if args.idle_timeout <= 0 or args.max_lifetime <= 0:
         parser.error("--idle-timeout and --max-lifetime must be positive")
     if not args.stage or "/" in args.stage or args.stage.startswith("@"):
@@ -140,6 +150,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[StackOptions, Path | None
         max_lifetime=args.max_lifetime,
         verbose=args.verbose,
         fault_injection=args.fault_injection,
+        lambda_timeout=args.lambda_timeout,
         expose_insecure_local_stack=args.expose_insecure_local_stack,
         max_frames_in_flight=args.max_frames_in_flight,
     )

@@ -11,11 +11,14 @@ answers before anything else:
   posts each status answered.
 
 A rule: ``{"status": 429, "count": 3, "per_connection": true, "connections": ["id", ...],
-"fraction": 1.0, "seed": 0}``. ``status`` is 429 (``LimitExceededException``),
+"fraction": 1.0, "seed": 0, "delay": 0}``. ``status`` is 429 (``LimitExceededException``),
 410 (``GoneException``) or a 5xx; ``connections`` limits it to those ids (all
 when absent); ``count`` is how many matching posts it answers, in total or per
 connection (unlimited when absent); ``fraction`` answers that share of matching
-posts (a seeded random draw). The first rule that matches a post answers it.
+posts (a seeded random draw); ``delay`` (seconds, up to 120) holds the answer
+that long first, as a Management API that hangs (the caller's timeout usually
+ends the post before the answer comes). The first rule that matches a post
+answers it.
 """
 
 from __future__ import annotations
@@ -42,6 +45,10 @@ ERROR_TYPES = {
 }
 
 
+#: The longest a rule may hold a post.
+MAX_DELAY = 120.0
+
+
 class RuleError(ValueError):
     """A rule the facility cannot apply; the message says which field."""
 
@@ -54,6 +61,7 @@ class FaultRule:
     per_connection: bool = False
     fraction: float = 1.0
     seed: int = 0
+    delay: float = 0.0
     _used: Counter[str] = field(default_factory=Counter)
     _random: random.Random = field(default_factory=random.Random)
 
@@ -64,7 +72,7 @@ class FaultRule:
     def parse(cls, raw: Any) -> FaultRule:
         if not isinstance(raw, dict):
             raise RuleError("a rule must be a JSON object")
-        unknown = set(raw) - {"status", "connections", "count", "per_connection", "fraction", "seed"}
+        unknown = set(raw) - {"status", "connections", "count", "per_connection", "fraction", "seed", "delay"}
         if unknown:
             raise RuleError(f"unknown field(s) {sorted(unknown)}")
         status = raw.get("status")
@@ -84,6 +92,9 @@ class FaultRule:
         seed = raw.get("seed", 0)
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise RuleError("seed must be a whole number")
+        delay = raw.get("delay", 0)
+        if not isinstance(delay, (int, float)) or isinstance(delay, bool) or not 0 <= delay <= MAX_DELAY:
+            raise RuleError(f"delay must be between 0 and {MAX_DELAY:g} seconds")
         return cls(
             status=int(status),
             connections=frozenset(connections) if connections is not None else None,
@@ -91,6 +102,7 @@ class FaultRule:
             per_connection=bool(raw.get("per_connection", False)),
             fraction=float(fraction),
             seed=seed,
+            delay=float(delay),
         )
 
     def take(self, connection_id: str) -> bool:
@@ -112,6 +124,7 @@ class FaultRule:
             "count": self.count,
             "per_connection": self.per_connection,
             "fraction": self.fraction,
+            "delay": self.delay,
             "answered": sum(self._used.values()),
         }
 
@@ -131,12 +144,12 @@ class ManagementFaults:
     def clear(self) -> None:
         self.rules = []
 
-    def status_for(self, connection_id: str) -> int | None:
-        """The status to answer this post with, or None to serve it normally."""
+    def rule_for(self, connection_id: str) -> FaultRule | None:
+        """The rule that answers this post, or None to serve it normally."""
         for rule in self.rules:
             if rule.take(connection_id):
                 self.answered[rule.status] += 1
-                return rule.status
+                return rule
         return None
 
     def describe(self) -> dict[str, Any]:

@@ -151,12 +151,13 @@ class AppRuntime:
         region: str,
         verbose: bool = False,
         workers: int = 64,
+        timeout: float | None = None,
     ) -> None:
         self.app = app_module
         self.region = region
         #: The invoked functions this app defines (``fanout`` only once the app has it).
         self.functions = tuple(f for f in INVOKED_FUNCTIONS if callable(getattr(app_module, f, None)))
-        self.timeouts = lambda_timeouts()
+        self.timeouts = {"": timeout} if timeout is not None else lambda_timeouts()
         # WebSocket routes and Lambda invocations get separate pools: a deferred delivery
         # waiting for a handshake must never hold up the $connect it is waiting for.
         self._routes = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lambda-ws")

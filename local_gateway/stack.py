@@ -48,6 +48,8 @@ class StackOptions:
     verbose: bool = False
     #: Serve the Management API's fault-injection routes (``local_gateway.faults``); tests only.
     fault_injection: bool = False
+    #: Every function's timeout in seconds (a test facility); None: .chalice/config.json's.
+    lambda_timeout: float | None = None
     #: Allow a ``host`` beyond loopback (``local_gateway.exposure``): everything here is unauthenticated.
     expose_insecure_local_stack: bool = False
     #: Frames of one socket being handled at once; past it the gateway stops reading that socket.
@@ -200,7 +202,7 @@ class LocalStack:
             settings = BackendSettings(lambda_endpoint=self.gateway_url, region=region)
             self._backend = _Backend(backend_sock, create_app(settings), o.verbose)
             self._backend.start()
-        self._runtime = AppRuntime(load_app(), region=region, verbose=o.verbose)
+        self._runtime = AppRuntime(load_app(), region=region, verbose=o.verbose, timeout=o.lambda_timeout)
         self.gateway = LocalGateway(
             self._runtime,
             GatewayOptions(

@@ -326,8 +326,11 @@ class WebSocketApi:
         if len(data) > MAX_MESSAGE_BYTES:
             logger.info("%-12s %-16s 413 (%d bytes)", "@connections", connection_id, len(data))
             return aws_error(413, "PayloadTooLargeException", "Request entity too large")
-        injected = self.faults.status_for(connection_id) if self.faults is not None else None
-        if injected is not None:
+        rule = self.faults.rule_for(connection_id) if self.faults is not None else None
+        if rule is not None:
+            if rule.delay:
+                await asyncio.sleep(rule.delay)  # a Management API that hangs
+            injected = rule.status
             logger.debug("%-12s %-16s %d (injected)", "@connections", connection_id, injected)
             return aws_error(injected, ERROR_TYPES[injected], None if injected == 410 else "Injected fault")
         sock = self._live(request)

@@ -43,6 +43,9 @@ CRASH = re.compile(r"Traceback|internal_error|\braised\b|Internal server error")
 #: How long the backend's "slow" answer takes, and the "timeout" one (over the proxy's 10 s).
 SLOW_SECONDS = 3.0
 TIMEOUT_SECONDS = 11.0
+#: A trickled answer: this many bytes, one every TRICKLE_PAUSE seconds (40 s in all).
+TRICKLE_BYTES = 200
+TRICKLE_PAUSE = 0.2
 
 
 class LoopThread:
@@ -118,6 +121,7 @@ class FaultBackend(_Server):
 
     def __init__(self) -> None:
         self.messages: Counter[str] = Counter()  # message id → times the backend saw it
+        self.cut_off = 0  # trickled answers the proxy stopped reading
         super().__init__("fault-backend", self._app)
 
     def _app(self) -> web.Application:
@@ -146,6 +150,17 @@ class FaultBackend(_Server):
             return web.Response(
                 status=200, text='{"type": "message", "broadcast": tr', content_type="text/plain"
             )
+        if fault == "trickle":  # a byte at a time, for far longer than any timeout
+            response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+            response.content_length = TRICKLE_BYTES
+            await response.prepare(request)
+            try:
+                for _ in range(TRICKLE_BYTES):
+                    await response.write(b" ")
+                    await asyncio.sleep(TRICKLE_PAUSE)
+            except (ConnectionError, RuntimeError):
+                self.cut_off += 1  # the proxy hung up: its deadline held
+            return response
         if fault == "slow":
             await asyncio.sleep(SLOW_SECONDS)
         if fault == "timeout":
