@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed
 STAGE  ?= dev
 export AWS_DEFAULT_REGION ?= us-east-1
 
-.PHONY: venv checkov-venv system-deps lint test run package table checkov bench reliability clean
+.PHONY: venv checkov-venv system-deps lint test run package table checkov validate bench reliability clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -54,6 +54,11 @@ package: venv
 # checkov over the export, as make test runs it, with its findings printed.
 checkov: package checkov-venv
 	$(CHECKOV_VENV)/bin/checkov -d build/terraform --config-file .checkov.yaml --compact --quiet
+
+# The export through the real AWS provider: terraform init (from a local provider mirror,
+# found or TF_PROVIDER_MIRROR=DIR), validate, then apply and destroy against a moto server.
+validate: package
+	$(PY) -m infra.validate --export build/terraform
 
 # The connections table for `chalice deploy --stage $(STAGE)`, created once (idempotent).
 # Region and credentials are boto3's (AWS_PROFILE, AWS_REGION): the us-east-1 default
