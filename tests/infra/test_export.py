@@ -87,12 +87,25 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 # -- versions and what current providers reject ------------------------------------
 
 
-def test_versions_tf_requires_terraform_1_5_and_aws_provider_5(export_dir: Path) -> None:
+#: Lambda runtime -> the first AWS provider release that accepts it (the provider's CHANGELOG).
+#: A runtime missing here fails the test below: look its release up and raise versions.tf's bound.
+FIRST_PROVIDER_FOR_RUNTIME = {"python3.11": "5.11.0"}
+
+
+def test_versions_tf_requires_terraform_1_5_and_an_aws_provider_that_takes_the_runtime(
+    export_dir: Path, tf: Config
+) -> None:
     text = (export_dir / "versions.tf").read_text()
     assert hcl_top_level_blocks(text) == ["terraform"]
     assert re.search(r'required_version\s*=\s*">=\s*1\.5"', text)
     assert re.search(r'source\s*=\s*"hashicorp/aws"', text)
-    assert re.search(r'version\s*=\s*">=\s*5\.0"', text)
+    bound = re.search(r'\bversion\s*=\s*">=\s*([0-9.]+)"', text)
+    assert bound, text
+    runtimes = {f["runtime"] for f in functions(tf).values()}
+    needed = max(
+        (FIRST_PROVIDER_FOR_RUNTIME[r] for r in runtimes), key=lambda v: tuple(map(int, v.split(".")))
+    )
+    assert bound.group(1) == needed
     assert not re.search(r"^\s*null\s*=", text, re.MULTILINE)  # the null provider is gone
 
 
