@@ -9,10 +9,12 @@ Steps:
 2. The files under ``infra/`` are copied beside it as they are: variables,
    IAM, logs, the dead-letter queue, outputs, and ``versions.tf`` (HCL, see
    below).
-3. Two files are generated: ``connections_table.tf.json`` from
+3. Three files are generated: ``connections_table.tf.json`` from
    ``chalicelib.schema.create_table_request`` (the one table definition the
-   code and the local stack use too), and ``functions.tf.json``, locals that
-   list Chalice's functions so logs and outputs cover every one of them.
+   code and the local stack use too), ``functions.tf.json``, locals that
+   list Chalice's functions so logs and outputs cover every one of them, and
+   ``monitoring.tf.json`` (infra/monitoring.py): CloudWatch alarms and a
+   dashboard for every function, the table, the queue and the stage.
 4. ``chalice.tf.json`` is edited, and only where a reference must be wired
    in or where Chalice emits something current Terraform rejects. Every edit
    is one function below, named for what it does. Settings that checkov must
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from chalicelib.schema import TTL_ATTRIBUTE, create_table_request
+from infra.monitoring import monitoring_file
 
 ROOT = Path(__file__).resolve().parent.parent
 INFRA = Path(__file__).resolve().parent
@@ -327,6 +330,9 @@ def complete(out: Path, stage: str) -> None:
     generated = {
         "connections_table.tf.json": table_file(app_name, stage),
         "functions.tf.json": functions_file(sorted(doc["resource"]["aws_lambda_function"])),
+        "monitoring.tf.json": monitoring_file(
+            app_name, stage, sorted(doc["resource"]["aws_lambda_function"])
+        ),
     }
     for name, content in generated.items():
         _write(out / name, content)

@@ -134,7 +134,7 @@ def test_every_type_of_the_export_has_an_endpoint_and_an_unknown_type_stops_the_
     export_dir: Path,
 ) -> None:
     services = validate.endpoints_for(validate._types(export_dir))
-    assert {"apigatewayv2", "dynamodb", "iam", "lambda", "logs", "sqs", "sts"} <= set(services)
+    assert {"apigatewayv2", "cloudwatch", "dynamodb", "iam", "lambda", "logs", "sqs", "sts"} <= set(services)
     with pytest.raises(ValidationError, match="aws_kinesis_stream"):
         validate.endpoints_for({"aws_lambda_function", "aws_kinesis_stream"})
 
