@@ -57,7 +57,10 @@ STATIC_FILES = (
 )
 
 #: Functions that are invoked asynchronously (InvocationType=Event): they get a dead-letter queue.
-ASYNC_FUNCTIONS = ("deliver", "push")
+#: ``fanout`` (large fan-outs and later attempts) gets one as soon as app.py defines it.
+ASYNC_FUNCTIONS = ("deliver", "push", "fanout")
+#: Of those, the ones the export cannot be without.
+REQUIRED_ASYNC_FUNCTIONS = ("deliver", "push")
 
 STAGE_RESOURCE = "websocket_api_stage"
 API_RESOURCE = "websocket_api"
@@ -253,12 +256,24 @@ def wire_environment(doc: dict[str, Any]) -> None:
 
 
 def wire_dead_letter_queues(doc: dict[str, Any]) -> None:
-    """Failed asynchronous invocations of deliver and push go to the encrypted DLQ (infra/dlq.tf.json)."""
+    """Failed asynchronous invocations go to the encrypted DLQ (infra/dlq.tf.json).
+
+    Each asynchronously invoked function gets ``dead_letter_config`` and a role policy
+    allowing ``sqs:SendMessage`` on that queue (Lambda sends with the function's role).
+    """
     functions = doc["resource"]["aws_lambda_function"]
+    role_policies = doc["resource"].setdefault("aws_iam_role_policy", {})
     for name in ASYNC_FUNCTIONS:
         if name not in functions:
-            raise BuildError(f"Chalice generated no function {name!r}")
+            if name in REQUIRED_ASYNC_FUNCTIONS:
+                raise BuildError(f"Chalice generated no function {name!r}")
+            continue
         functions[name]["dead_letter_config"] = {"target_arn": "${aws_sqs_queue.async_dlq.arn}"}
+        role_policies[f"{name}_dlq"] = {
+            "name": f"{name}_dead_letter_queue",
+            "role": f"${{aws_iam_role.{name}_role.id}}",
+            "policy": "${data.aws_iam_policy_document.async_dlq_send.json}",
+        }
         # Lambda checks at create time that the role may send to the queue.
         functions[name]["depends_on"] = [f"aws_iam_role_policy.{name}_dlq"]
 
@@ -276,8 +291,9 @@ def wire_iam(doc: dict[str, Any]) -> None:
     .chalice/policy-<stage>.json must use wildcards for what ``chalice deploy`` cannot
     know (account, region, API id); here every resource is a reference instead.
     """
-    for policy in doc["resource"]["aws_iam_role_policy"].values():
-        policy["policy"] = "${data.aws_iam_policy_document.websocket_proxy.json}"
+    policies = doc["resource"]["aws_iam_role_policy"]
+    for name in doc["resource"]["aws_lambda_function"]:
+        policies[f"{name}_role"]["policy"] = "${data.aws_iam_policy_document.websocket_proxy.json}"
 
 
 def wire_stage(doc: dict[str, Any]) -> None:
