@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed
 STAGE  ?= dev
 export AWS_DEFAULT_REGION ?= us-east-1
 
-.PHONY: venv checkov-venv system-deps lint test run package table checkov validate bench reliability clean
+.PHONY: venv checkov-venv system-deps lint test run package table checkov validate redrive bench reliability clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -59,6 +59,11 @@ checkov: package checkov-venv
 # found or TF_PROVIDER_MIRROR=DIR), validate, then apply and destroy against a moto server.
 validate: package
 	$(PY) -m infra.validate --export build/terraform
+
+# Failed deliver/push/fanout events from the dead-letter queue back to their functions
+# (infra/redrive.py): make redrive QUEUE_URL=https://sqs... ARGS="--dry-run" (then without it).
+redrive: venv
+	$(PY) -m infra.redrive $(if $(QUEUE_URL),--queue-url $(QUEUE_URL)) $(ARGS)
 
 # The connections table for `chalice deploy --stage $(STAGE)`, created once (idempotent).
 # Region and credentials are boto3's (AWS_PROFILE, AWS_REGION): the us-east-1 default
