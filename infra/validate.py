@@ -91,6 +91,8 @@ SERVICES = {
     "aws_caller_identity": "sts",
 }
 
+#: Seconds any one terraform command may take (apply waits on moto; a hang must not stall CI).
+TIMEOUT = 900
 FAKE_CREDENTIALS = {"access_key": "testing", "secret_key": "testing"}
 REGION = "us-east-1"
 INSTALL_TERRAFORM = (
@@ -407,7 +409,12 @@ class Runner:
 
     def terraform(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         command = [str(self.tools.terraform), *args]
-        result = subprocess.run(command, cwd=self.workdir, env=self.env, capture_output=True, text=True)
+        try:
+            result = subprocess.run(
+                command, cwd=self.workdir, env=self.env, capture_output=True, text=True, timeout=TIMEOUT
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise ValidationError(f"terraform {args[0]} took over {TIMEOUT} s") from exc
         (self.workdir / f"{args[0]}.out").write_text(result.stdout + result.stderr)
         if self.echo:
             print(f"$ terraform {' '.join(args)}  -> exit {result.returncode}", flush=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ def tools_or_skip() -> validate.Tools:
         raise AssertionError("unreachable") from exc
 
 
-def skip_or_fail(exc: Missing, environ: os._Environ[str] | dict[str, str]) -> None:
+def skip_or_fail(exc: Missing, environ: Mapping[str, str]) -> None:
     if environ.get("REQUIRE_TERRAFORM") == "1":
         pytest.fail(f"REQUIRE_TERRAFORM=1 but {exc}")
     pytest.skip(str(exc))
