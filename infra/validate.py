@@ -100,8 +100,9 @@ INSTALL_TERRAFORM = (
     "or set TERRAFORM to its path"
 )
 INSTALL_MIRROR = (
-    "put the AWS provider in a filesystem mirror (`terraform providers mirror DIR` on a machine "
-    "with network access, in a directory that declares hashicorp/aws) and set TF_PROVIDER_MIRROR=DIR"
+    "put the AWS provider in a filesystem mirror (on a machine with network access, run "
+    "`terraform providers mirror DIR` in a configuration that requires hashicorp/aws) and set "
+    "TF_PROVIDER_MIRROR=DIR"
 )
 
 
