@@ -6,7 +6,7 @@ STAGE  ?= dev
 export AWS_DEFAULT_REGION ?= us-east-1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv checkov-venv lock system-deps lint test run package table checkov bench reliability clean
+.PHONY: help venv checkov-venv lock system-deps lint test run package table checkov validate redrive bench reliability clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -73,6 +73,16 @@ package: venv ## The Terraform export for STAGE (default dev) into build/terrafo
 # checkov over the export, as make test runs it, with its findings printed.
 checkov: package checkov-venv ## checkov over the export, findings printed
 	$(CHECKOV_VENV)/bin/checkov -d build/terraform --config-file .checkov.yaml --compact --quiet
+
+# The export through the real AWS provider: terraform init (from a local provider mirror,
+# found or TF_PROVIDER_MIRROR=DIR), validate, then apply and destroy against a moto server.
+validate: package ## The export through terraform init/validate, then apply and destroy on moto
+	$(PY) -m infra.validate --export build/terraform
+
+# Failed deliver/push/fanout events from the dead-letter queue back to their functions
+# (infra/redrive.py): make redrive QUEUE_URL=https://sqs... ARGS="--dry-run" (then without it).
+redrive: venv ## Re-invoke failed events from the dead-letter queue (QUEUE_URL=..., ARGS=--dry-run)
+	$(PY) -m infra.redrive $(if $(QUEUE_URL),--queue-url $(QUEUE_URL)) $(ARGS)
 
 # The connections table for `chalice deploy --stage $(STAGE)`, created once (idempotent).
 # Region and credentials are boto3's (AWS_PROFILE, AWS_REGION): the us-east-1 default

@@ -7,12 +7,15 @@ Steps:
 1. ``chalice package --stage <stage> --pkg-format terraform <out>`` writes
    ``chalice.tf.json`` and ``deployment.zip``.
 2. The files under ``infra/`` are copied beside it as they are: variables,
-   IAM, logs, the dead-letter queue, outputs, and ``versions.tf`` (HCL, see
-   below).
-3. Two files are generated: ``connections_table.tf.json`` from
+   logs, the dead-letter queue, outputs, and ``versions.tf`` (HCL, see below).
+3. Four files are generated: ``connections_table.tf.json`` from
    ``chalicelib.schema.create_table_request`` (the one table definition the
-   code and the local stack use too), and ``functions.tf.json``, locals that
-   list Chalice's functions so logs and outputs cover every one of them.
+   code and the local stack use too), ``functions.tf.json``, locals that
+   list Chalice's functions so logs and outputs cover every one of them, and
+   ``monitoring.tf.json`` (infra/monitoring.py): CloudWatch alarms and a
+   dashboard for every function, the table, the queue and the stage, and
+   ``iam.tf.json`` (infra/iam.py): one policy document per function, from
+   infra/aws_operations.json.
 4. ``chalice.tf.json`` is edited, and only where a reference must be wired
    in or where Chalice emits something current Terraform rejects. Every edit
    is one function below, named for what it does. Settings that checkov must
@@ -38,6 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from chalicelib.schema import TTL_ATTRIBUTE, create_table_request
+from infra.iam import iam_file
+from infra.monitoring import monitoring_file
 
 ROOT = Path(__file__).resolve().parent.parent
 INFRA = Path(__file__).resolve().parent
@@ -47,14 +52,16 @@ CHALICE_FILE = "chalice.tf.json"
 STATIC_FILES = (
     "versions.tf",
     "variables.tf.json",
-    "iam.tf.json",
     "logs.tf.json",
     "dlq.tf.json",
     "outputs.tf.json",
 )
 
 #: Functions that are invoked asynchronously (InvocationType=Event): they get a dead-letter queue.
+#: ``fanout`` (large fan-outs and later attempts) gets one as soon as app.py defines it.
 ASYNC_FUNCTIONS = ("deliver", "push", "fanout")
+#: Of those, the ones the export cannot be without.
+REQUIRED_ASYNC_FUNCTIONS = ("deliver", "push")
 
 STAGE_RESOURCE = "websocket_api_stage"
 API_RESOURCE = "websocket_api"
@@ -259,12 +266,24 @@ def wire_environment(doc: dict[str, Any]) -> None:
 
 
 def wire_dead_letter_queues(doc: dict[str, Any]) -> None:
-    """Failed asynchronous invocations of deliver, push and fanout go to the encrypted DLQ (dlq.tf.json)."""
+    """Failed asynchronous invocations go to the encrypted DLQ (dlq.tf.json).
+
+    Each asynchronously invoked function gets ``dead_letter_config`` and a role policy
+    allowing ``sqs:SendMessage`` on that queue (Lambda sends with the function's role).
+    """
     functions = doc["resource"]["aws_lambda_function"]
+    role_policies = doc["resource"].setdefault("aws_iam_role_policy", {})
     for name in ASYNC_FUNCTIONS:
         if name not in functions:
-            raise BuildError(f"Chalice generated no function {name!r}")
+            if name in REQUIRED_ASYNC_FUNCTIONS:
+                raise BuildError(f"Chalice generated no function {name!r}")
+            continue
         functions[name]["dead_letter_config"] = {"target_arn": "${aws_sqs_queue.async_dlq.arn}"}
+        role_policies[f"{name}_dlq"] = {
+            "name": f"{name}_dead_letter_queue",
+            "role": f"${{aws_iam_role.{name}_role.id}}",
+            "policy": "${data.aws_iam_policy_document.async_dlq_send.json}",
+        }
         # Lambda checks at create time that the role may send to the queue.
         functions[name]["depends_on"] = [f"aws_iam_role_policy.{name}_dlq"]
 
@@ -277,13 +296,15 @@ def require_tracing(doc: dict[str, Any]) -> None:
 
 
 def wire_iam(doc: dict[str, Any]) -> None:
-    """Replace each role's policy (the chalice-deploy policy file) with infra/iam.tf.json's.
+    """Replace each role's policy (its chalice-deploy policy file) with its own document in iam.tf.json.
 
-    .chalice/policy-<stage>.json must use wildcards for what ``chalice deploy`` cannot
-    know (account, region, API id); here every resource is a reference instead.
+    .chalice/policy-<stage>-<function>.json must use wildcards for what ``chalice deploy``
+    cannot know (account, region, API id); here every resource is a reference instead.
+    Both come from infra/aws_operations.json (infra/iam.py).
     """
-    for policy in doc["resource"]["aws_iam_role_policy"].values():
-        policy["policy"] = "${data.aws_iam_policy_document.websocket_proxy.json}"
+    policies = doc["resource"]["aws_iam_role_policy"]
+    for name in doc["resource"]["aws_lambda_function"]:
+        policies[f"{name}_role"]["policy"] = f"${{data.aws_iam_policy_document.{name}.json}}"
 
 
 def wire_stage(doc: dict[str, Any]) -> None:
@@ -333,9 +354,12 @@ def complete(out: Path, stage: str) -> None:
 
     for name in STATIC_FILES:
         shutil.copyfile(INFRA / name, out / name)
+    functions = sorted(doc["resource"]["aws_lambda_function"])
     generated = {
         "connections_table.tf.json": table_file(app_name, stage),
-        "functions.tf.json": functions_file(sorted(doc["resource"]["aws_lambda_function"])),
+        "functions.tf.json": functions_file(functions),
+        "monitoring.tf.json": monitoring_file(app_name, stage, functions),
+        "iam.tf.json": iam_file(functions),
     }
     for name, content in generated.items():
         _write(out / name, content)

@@ -111,3 +111,36 @@ def test_every_skip_is_a_known_check_with_a_reason() -> None:
     for check in skips:
         index = lines.index(f"  - {check}")
         assert lines[index - 1].strip().startswith("#"), f"{check} has no reason above it"
+
+
+def _reason(check: str) -> str:
+    lines = CONFIG.read_text().splitlines()
+    index = lines.index(f"  - {check}")
+    reason: list[str] = []
+    while lines[index - 1].strip().startswith("#"):
+        index -= 1
+        reason.insert(0, lines[index].strip().lstrip("# "))
+    return " ".join(reason)
+
+
+def test_the_authorizer_skip_names_the_types_that_do_and_do_not_call_the_backend_on_connect() -> None:
+    from chalicelib.routes import DEFAULT_ROUTES
+
+    reason = _reason("CKV_AWS_309")
+    with_route = sorted(name for name, route in DEFAULT_ROUTES.items() if route.connect is not None)
+    without = sorted(name for name, route in DEFAULT_ROUTES.items() if route.connect is None)
+    assert with_route == ["booking", "chat", "notification"]
+    assert "(chat, booking and notification by default), $connect calls it" in reason
+    assert without == ["feed"] and "(feed by default) never call the backend" in reason
+
+
+def test_the_dead_letter_queue_skip_is_true_of_the_export(tf: Any) -> None:
+    from infra import build
+
+    reason = _reason("CKV_AWS_116")
+    functions = tf.resources("aws_lambda_function")
+    without_dlq = {n for n, f in functions.items() if "dead_letter_config" not in f}
+    routes = {i["integration_uri"] for i in tf.resources("aws_apigatewayv2_integration").values()}
+    assert {f"${{aws_lambda_function.{n}.invoke_arn}}" for n in without_dlq} == routes
+    assert len(without_dlq) == 3 and "three WebSocket handlers" in reason
+    assert all(name in reason for name in build.ASYNC_FUNCTIONS)

@@ -87,12 +87,25 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 # -- versions and what current providers reject ------------------------------------
 
 
-def test_versions_tf_requires_terraform_1_5_and_aws_provider_5(export_dir: Path) -> None:
+#: Lambda runtime -> the first AWS provider release that accepts it (the provider's CHANGELOG).
+#: A runtime missing here fails the test below: look its release up and raise versions.tf's bound.
+FIRST_PROVIDER_FOR_RUNTIME = {"python3.11": "5.11.0"}
+
+
+def test_versions_tf_requires_terraform_1_5_and_an_aws_provider_that_takes_the_runtime(
+    export_dir: Path, tf: Config
+) -> None:
     text = (export_dir / "versions.tf").read_text()
     assert hcl_top_level_blocks(text) == ["terraform"]
     assert re.search(r'required_version\s*=\s*">=\s*1\.5"', text)
     assert re.search(r'source\s*=\s*"hashicorp/aws"', text)
-    assert re.search(r'version\s*=\s*">=\s*5\.0"', text)
+    bound = re.search(r'\bversion\s*=\s*">=\s*([0-9.]+)"', text)
+    assert bound, text
+    runtimes = {f["runtime"] for f in functions(tf).values()}
+    needed = max(
+        (FIRST_PROVIDER_FOR_RUNTIME[r] for r in runtimes), key=lambda v: tuple(map(int, v.split(".")))
+    )
+    assert bound.group(1) == needed
     assert not re.search(r"^\s*null\s*=", text, re.MULTILINE)  # the null provider is gone
 
 
@@ -229,7 +242,11 @@ def test_asynchronously_invoked_functions_have_an_encrypted_dead_letter_queue(tf
     queue = tf.resources("aws_sqs_queue")["async_dlq"]
     assert queue["sqs_managed_sse_enabled"] is True or queue.get("kms_master_key_id")
     role_policies = tf.resources("aws_iam_role_policy")
-    for name in build.ASYNC_FUNCTIONS:
+    present = [n for n in build.ASYNC_FUNCTIONS if n in functions(tf)]
+    assert set(build.REQUIRED_ASYNC_FUNCTIONS) <= set(present)
+    without = {n for n, f in functions(tf).items() if "dead_letter_config" in f} - set(present)
+    assert without == set()
+    for name in present:
         function = functions(tf)[name]
         assert function["dead_letter_config"] == {"target_arn": "${aws_sqs_queue.async_dlq.arn}"}, name
         sender = role_policies[f"{name}_dlq"]
@@ -279,3 +296,16 @@ def test_integrations_and_permissions_are_built_from_resource_attributes(tf: Con
         assert integration["integration_uri"] == f"${{aws_lambda_function.{function}.invoke_arn}}"
     for permission in tf.resources("aws_lambda_permission").values():
         assert permission["source_arn"] == "${aws_apigatewayv2_api.websocket_api.execution_arn}/*"
+
+
+def test_fanout_gets_the_dead_letter_queue_once_it_exists_and_deliver_and_push_are_required() -> None:
+    def doc(*names: str) -> dict[str, Any]:
+        return {"resource": {"aws_lambda_function": {n: {} for n in names}}}
+
+    with_fanout = doc("deliver", "push", "fanout", "websocket_connect")
+    build.wire_dead_letter_queues(with_fanout)
+    functions_ = with_fanout["resource"]["aws_lambda_function"]
+    assert {n for n, f in functions_.items() if "dead_letter_config" in f} == {"deliver", "push", "fanout"}
+    assert set(with_fanout["resource"]["aws_iam_role_policy"]) == {"deliver_dlq", "push_dlq", "fanout_dlq"}
+    with pytest.raises(build.BuildError, match="deliver"):
+        build.wire_dead_letter_queues(doc("push"))

@@ -26,6 +26,9 @@ _TOKEN = re.compile(
 )
 
 
+_FOR = re.compile(r"\bfor\s+([A-Za-z_]\w*)(?:\s*,\s*([A-Za-z_]\w*))?\s+in\b")
+
+
 def interpolations(text: str) -> list[str]:
     """The contents of every top-level ``${...}`` in a template string."""
     found: list[str] = []
@@ -99,7 +102,12 @@ def _code_only(expression: str) -> str:
 def references(expression: str) -> set[Ref]:
     """The references in one interpolation's content (``aws_x.y.attr``, ``var.z``, ...)."""
     refs: set[Ref] = set()
-    for first, second, third in _TOKEN.findall(_code_only(expression)):
+    code = _code_only(expression)
+    # The names a ``for`` expression binds (``[for a in xs : a.arn]``) are local to it.
+    bound = {name for pair in _FOR.findall(code) for name in pair if name}
+    for first, second, third in _TOKEN.findall(code):
+        if first in bound:
+            continue
         if first == "var":
             refs.add(Ref("var", "", second))
         elif first == "local":
