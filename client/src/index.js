@@ -793,7 +793,7 @@ export class ChatSocket {
 
   _scheduleRefresh(link) {
     this._cancel("refresh");
-    if (!this._canRefresh() || !link.token) return;
+    if (!this._canRefresh() || !link.token || this._o.proactiveRefresh === false) return;
     const exp = jwtExpiry(link.token);
     if (exp === undefined) return;
     const now = this._clock.now();
