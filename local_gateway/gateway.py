@@ -52,6 +52,8 @@ MAX_MESSAGE_BYTES = 128 * 1024
 MAX_EVENT_PAYLOAD = 256 * 1024
 MAX_SYNC_PAYLOAD = 6 * 1024 * 1024
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+#: The client module (client/src), which the demo page imports from /client/.
+CLIENT_DIR = Path(__file__).resolve().parent.parent / "client" / "src"
 
 #: disconnectReason texts for the close codes the gateway reports.
 _REASONS = {
@@ -107,6 +109,10 @@ def _aws_error(status: int, error_type: str, message: str | None) -> web.Respons
     )
 
 
+async def _favicon(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "favicon.ico")
+
+
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -141,6 +147,8 @@ class LocalGateway:
         r = app.router
         r.add_get("/", self.handle_socket)
         r.add_static("/static/", STATIC_DIR)
+        r.add_static("/client/", CLIENT_DIR)
+        r.add_get("/favicon.ico", _favicon)
         r.add_get("/demo/config", self.demo_config)
         r.add_route("*", "/demo/api/{path:.+}", self.demo_backend)
         r.add_post("/2015-03-31/functions/{name}/invocations", self.invoke)
