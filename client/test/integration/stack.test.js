@@ -1,7 +1,7 @@
 // The client against the local stack over real sockets (the ws package as Node's WebSocket).
 // Each test starts its own stack (python -m local_gateway) and stops it.
 import assert from "node:assert/strict";
-import { after, before, describe, it } from "node:test";
+import { after, afterEach, before, describe, it } from "node:test";
 
 import { WebSocket } from "ws";
 
@@ -22,6 +22,9 @@ function countingWebSocket() {
   return { Counted, opened };
 }
 
+/** Every client a test made: closed after each test, whatever happened (a live one keeps node running). */
+const live = new Set();
+
 /** A ChatSocket that records what it emits: message bodies (history and messages), states, errors. */
 function client(stack, user, booking, options = {}) {
   const { Counted, opened } = countingWebSocket();
@@ -33,6 +36,7 @@ function client(stack, user, booking, options = {}) {
     WebSocket: Counted,
     ...options,
   });
+  live.add(socket);
   const seen = { bodies: [], frames: [], states: [], errors: [], opened };
   socket.on("message", (frame) => {
     seen.frames.push(frame);
@@ -49,6 +53,11 @@ function count(list, value) {
 }
 
 describe("against the local stack", { skip }, () => {
+  afterEach(() => {
+    for (const socket of live) socket.close();
+    live.clear();
+  });
+
   describe("one stack", () => {
     let stack;
     before(async () => {
@@ -90,6 +99,7 @@ describe("against the local stack", { skip }, () => {
       const forged = shortToken("mallory", 3600, "not-the-secret");
       const { Counted, opened } = countingWebSocket();
       const socket = new ChatSocket({ url: stack.ws, bookingId: newBooking(), token: async () => forged, WebSocket: Counted });
+      live.add(socket);
       await assert.rejects(socket.connect(), (err) => err.code === "refused" && err.status === 401);
       await sleep(1500);
       assert.equal(opened.length, 1);
