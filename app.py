@@ -1,7 +1,7 @@
 """Chalice wiring only: the WebSocket routes, the deferred delivery and push.
 
-Every handler hands its event to ``chalicelib.proxy.Proxy``; dependencies are
-built lazily once per container (``chalicelib.container``).
+Every handler hands its event to its use case through ``chalicelib.container``,
+which builds the dependencies lazily, once per container.
 """
 
 from __future__ import annotations
@@ -42,26 +42,32 @@ app.register_middleware(ConvertToMiddleware(metrics.log_metrics), "all")
 
 @app.on_ws_connect()
 def connect(event: WebsocketEvent) -> dict[str, Any]:
-    return container.run("connect", event.to_dict())
+    return container.connect(event.to_dict(), event.context)
 
 
 @app.on_ws_message()
 def message(event: WebsocketEvent) -> dict[str, Any]:
-    return container.run("message", event.to_dict())
+    return container.message(event.to_dict(), event.context)
 
 
 @app.on_ws_disconnect()
 def disconnect(event: WebsocketEvent) -> dict[str, Any]:
-    return container.run("disconnect", event.to_dict())
+    return container.disconnect(event.to_dict(), event.context)
 
 
 @app.lambda_function(name="deliver")
 def deliver(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Posts a new connection's initial frames once its handshake is complete."""
-    return container.run("deliver", event)
+    return container.deliver(event, context)
 
 
 @app.lambda_function(name="push")
 def push(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Sends a backend payload to a booking, a user or the feed (CONTRACT.md §2)."""
-    return container.run("push", event, getattr(context, "function_name", None))
+    """Sends a backend payload to a booking, a user or the feed."""
+    return container.push(event, context)
+
+
+@app.lambda_function(name="fanout")
+def fanout(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Internal: posts one chunk of a large fan-out, or a later attempt (never the backend's to call)."""
+    return container.fanout(event, context)

@@ -122,7 +122,7 @@ def run(messages: int = MESSAGES) -> dict[str, Any]:
 
         import app as app_module
 
-        proxy = app_module.container.proxy()
+        proxy = app_module.container.use_cases()
         now = int(time.time())
         ids = [f"conn{i:08d}Q=" for i in range(CHANNEL)]
         for i, connection_id in enumerate(ids):
@@ -130,7 +130,7 @@ def run(messages: int = MESSAGES) -> dict[str, Any]:
 
         timer = Timer()
         proxy.backend.post = timer.wrap("backend", proxy.backend.post)  # type: ignore[method-assign]
-        gateway = proxy.gateway_for(proxy.endpoint_for({}))
+        gateway = proxy.gateway_for(proxy.settings.endpoint_for({}))
         gateway.post = timer.wrap("management_api", gateway.post)  # type: ignore[method-assign]
         gateway.fan_out = timer.wrap("management_api", gateway.fan_out)  # type: ignore[method-assign]
         proxy.registry._call = timer.wrap("dynamodb", proxy.registry._call)  # type: ignore[method-assign]

@@ -84,9 +84,8 @@ def push_once(chunk_size: int) -> dict[str, Any]:
 
     os.environ["PUSH_CHUNK_SIZE"] = str(chunk_size)
     app_module.container.reset()
-    proxy = app_module.container.proxy()
     invoker = RecordingInvoker()
-    proxy.invoker = invoker
+    app_module.container.reset(invoker=invoker)
     started = time.perf_counter()
     answer = app_module.push({"channel": {"booking_id": "1"}, "payload": PAYLOAD}, LambdaContext())
     answered = time.perf_counter() - started

@@ -1,12 +1,14 @@
-"""BackendClient: the proxy's calls to the FastAPI backend (CONTRACT.md §2).
+"""BackendClient: the proxy's calls to the FastAPI backend (docs/backend.md).
 
-One ``requests.Session`` per container (connection reuse), a timeout well
-under API Gateway's 29 s, JSON in and out. The outcome is a dict (the
-backend's 200 answer) or one of the ``ProxyError`` subclasses:
+One kept-alive connection pool per container (``deadline_http.HttpClient``),
+JSON in and out, each call bounded by one overall deadline: the smaller of
+``BACKEND_TIMEOUT_SECONDS`` and the time the Lambda has left (less a reserve),
+however slowly the backend answers. The outcome is a dict (the backend's 200
+answer) or one of the ``ProxyError`` subclasses:
 
 - 401 → ``Unauthorized``; 403 → ``Forbidden``; other 4xx → ``BackendError``
   carrying the backend's status (404 included);
-- 5xx → ``BackendUnavailable`` (502); timeout → ``BackendUnavailable`` (504);
+- 5xx → ``BackendUnavailable`` (502); past the deadline → ``BackendUnavailable`` (504);
   refused or broken connection → ``BackendUnavailable`` (502);
 - a 200 whose body is not a JSON object → ``BackendError`` (502).
 
@@ -16,48 +18,43 @@ token is sent in the body and never logged.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
 
-import requests
-
 from chalicelib import protocol
+from chalicelib.deadline import Deadline
+from chalicelib.deadline_http import ConnectionFailed, DeadlineExceeded, HttpClient, HttpResponse
 from chalicelib.errors import BackendError, BackendUnavailable, Forbidden, Unauthorized
 
 logger = logging.getLogger(__name__)
 
-
-def new_session(pool_size: int = 10) -> requests.Session:
-    session = requests.Session()
-    adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    session.headers.update({"Accept": "application/json", "User-Agent": "ws-proxy"})
-    return session
+#: Sent with every call.
+HEADERS = {"Accept": "application/json", "User-Agent": "ws-proxy"}
 
 
 class BackendClient:
-    def __init__(self, base_url: str, session: requests.Session, timeout: float) -> None:
-        self._base = base_url.rstrip("/")
-        self._session = session
-        # connect timeout bounded separately so a black-holed backend fails fast
-        self._timeout = (min(3.05, timeout), timeout)
+    def __init__(self, base_url: str, timeout: float, *, http: HttpClient | None = None) -> None:
+        self._http = http or HttpClient(base_url, headers=HEADERS)
+        self._timeout = timeout
 
-    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    def post(self, path: str, body: dict[str, Any], *, deadline: Deadline | None = None) -> dict[str, Any]:
         """POST ``body`` as JSON to ``path``; the 200 answer, or a ``ProxyError``."""
         started = time.perf_counter()
         status: int | str = "error"
+        limit = Deadline.after(self._timeout) if deadline is None else deadline.within(self._timeout)
         try:
+            data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
             try:
-                response = self._session.post(self._base + path, json=body, timeout=self._timeout)
-            except requests.Timeout as exc:
+                response = self._http.post(path, data, limit)
+            except DeadlineExceeded as exc:
                 status = "timeout"
                 raise BackendUnavailable("the chat service timed out; try again", status=504) from exc
-            except requests.RequestException as exc:
+            except ConnectionFailed as exc:
                 status = "unreachable"
                 raise BackendUnavailable("the chat service is unreachable; try again") from exc
-            status = response.status_code
+            status = response.status
             return self._answer(response)
         finally:
             logger.info(
@@ -70,7 +67,7 @@ class BackendClient:
             )
 
     @staticmethod
-    def _detail(response: requests.Response) -> str | None:
+    def _detail(response: HttpResponse) -> str | None:
         try:
             body = protocol.loads(response.content)
         except (ValueError, RecursionError):
@@ -81,8 +78,8 @@ class BackendClient:
                 return detail
         return None
 
-    def _answer(self, response: requests.Response) -> dict[str, Any]:
-        status = response.status_code
+    def _answer(self, response: HttpResponse) -> dict[str, Any]:
+        status = response.status
         if status == 401:
             raise Unauthorized(self._detail(response) or "the token was not accepted")
         if status == 403:

@@ -53,7 +53,14 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()
     deliver_function_name: str | None = None
     push_function_name: str | None = None
+    fanout_function_name: str | None = None
     routes: Mapping[str, Route] = field(default_factory=lambda: dict(DEFAULT_ROUTES))
+
+    def endpoint_for(self, request_context: Mapping[str, object]) -> str:
+        """``API_GATEWAY_ENDPOINT``, else ``https://{domainName}/{stage}`` of the event."""
+        if self.api_gateway_endpoint:
+            return self.api_gateway_endpoint
+        return f"https://{request_context['domainName']}/{request_context['stage']}"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -81,5 +88,6 @@ class Settings:
             allowed_origins=origins,
             deliver_function_name=env.get("DELIVER_FUNCTION_NAME", "").strip() or None,
             push_function_name=env.get("PUSH_FUNCTION_NAME", "").strip() or None,
+            fanout_function_name=env.get("FANOUT_FUNCTION_NAME", "").strip() or None,
             routes=routes_with_overrides(env.get("BACKEND_ROUTES")),
         )

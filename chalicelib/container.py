@@ -13,30 +13,40 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
 import botocore.session
 from botocore.config import Config
 
-from chalicelib.backend import BackendClient, new_session
+from chalicelib.backend import BackendClient
 from chalicelib.config import Settings
+from chalicelib.connect import ConnectCase, DisconnectCase
+from chalicelib.deadline import Deadline
+from chalicelib.deliver import DELIVER_RETRY_SECONDS, DeliverCase
+from chalicelib.fanout import FanOut, FanOutChunkCase
 from chalicelib.gateway import ConnectionGateway, ManagementApi, new_pool, region_for
-from chalicelib.proxy import Proxy
-from chalicelib.registry import ConnectionRegistry
+from chalicelib.message import MessageCase
+from chalicelib.ports import Backend, GatewayFor, Invoker, Metric, Registry
+from chalicelib.push import PushCase
+from chalicelib.registry import DEFAULT_LOOKUP_RETRY_DELAYS, ConnectionRegistry
 
 logger = logging.getLogger(__name__)
 
-#: What each function answers when the proxy cannot even be built (bad configuration).
-_UNBUILT: dict[str, dict[str, Any]] = {
-    "connect": {"statusCode": 500, "body": "the proxy is misconfigured"},
-    "message": {"statusCode": 500},
-    "disconnect": {"statusCode": 200},
-    "deliver": {"error": {"code": "misconfigured", "message": "the proxy is misconfigured"}},
-    "push": {"error": {"code": "misconfigured", "message": "the proxy is misconfigured"}},
-}
+#: Management API endpoints kept per container. One is the norm (this API's stage);
+#: the bound keeps a container's memory fixed whatever its events name.
+GATEWAY_CACHE_SIZE = 4
+_MISCONFIGURED = {"error": {"code": "misconfigured", "message": "the proxy is misconfigured"}}
+
+
+def _function_name(context: Any) -> str | None:
+    name = getattr(context, "function_name", None)
+    return name if isinstance(name, str) else None
 
 
 class LambdaInvoker:
@@ -71,45 +81,143 @@ def aws_config(workers: int, *, retry_mode: str = "standard") -> Config:
     )
 
 
-class Container:
-    """The per-container cache of dependencies; ``reset()`` drops them (tests)."""
+@dataclass(frozen=True)
+class Tuning:
+    """Timings that are not configuration: fixed in Lambda, shortened by tests."""
 
-    def __init__(self, metric: Callable[[str, float], None] = lambda name, value: None) -> None:
+    deliver_retry_seconds: float = DELIVER_RETRY_SECONDS
+    lookup_retry_delays: tuple[float, ...] = DEFAULT_LOOKUP_RETRY_DELAYS
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
+
+
+@dataclass(frozen=True)
+class UseCases:
+    """Every use case, wired to one set of dependencies (one per container)."""
+
+    settings: Settings
+    registry: Registry
+    backend: Backend
+    invoker: Invoker
+    gateway_for: GatewayFor
+    connect: ConnectCase
+    message: MessageCase
+    disconnect: DisconnectCase
+    deliver: DeliverCase
+    push: PushCase
+    fanout: FanOutChunkCase
+
+
+class GatewayCache:
+    """One ``ConnectionGateway`` per Management API endpoint, the least recently used evicted."""
+
+    def __init__(self, build: Callable[[str], ConnectionGateway], size: int = GATEWAY_CACHE_SIZE) -> None:
+        self._build = build
+        self._size = size
+        self._gateways: OrderedDict[str, ConnectionGateway] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, endpoint: str) -> ConnectionGateway:
+        with self._lock:
+            gateway = self._gateways.get(endpoint)
+            if gateway is None:
+                gateway = self._build(endpoint)
+                self._gateways[endpoint] = gateway
+                while len(self._gateways) > self._size:
+                    self._gateways.popitem(last=False)
+            self._gateways.move_to_end(endpoint)
+            return gateway
+
+    def __len__(self) -> int:
+        return len(self._gateways)
+
+
+class Container:
+    """The per-container cache of use cases; ``reset()`` drops them (tests).
+
+    Each method runs one function's use case. When the use cases cannot even be
+    built (bad configuration), the function still answers, as the route expects.
+    """
+
+    def __init__(self, metric: Metric = lambda name, value: None, tuning: Tuning = Tuning()) -> None:
         self._lock = threading.Lock()
         self._metric = metric
-        self._proxy: Proxy | None = None
-        self._gateways: dict[str, ConnectionGateway] = {}
+        self._tuning = tuning
+        self._invoker: Invoker | None = None
+        self._cases: UseCases | None = None
 
-    def reset(self) -> None:
+    def reset(self, tuning: Tuning | None = None, *, invoker: Invoker | None = None) -> None:
+        """Drop the use cases (rebuilt on next use), with other timings or invoker if given."""
         with self._lock:
-            self._proxy = None
-            self._gateways = {}
+            self._cases = None
+            if tuning is not None:
+                self._tuning = tuning
+            self._invoker = invoker
 
-    def proxy(self) -> Proxy:
-        proxy = self._proxy
-        if proxy is None:
+    def use_cases(self) -> UseCases:
+        cases = self._cases
+        if cases is None:
             with self._lock:
-                if self._proxy is None:
-                    self._proxy = self._build()
-                proxy = self._proxy
-        return proxy
+                if self._cases is None:
+                    self._cases = self._build()
+                cases = self._cases
+        return cases
 
-    def run(self, use_case: str, event: Any, *args: Any) -> dict[str, Any]:
-        """Run one of the proxy's use cases; a proxy that cannot be built still answers."""
+    def _built(self, route: str) -> UseCases | None:
         try:
-            proxy = self.proxy()
+            return self.use_cases()
         except Exception as exc:
-            logger.error("the proxy could not be built", extra={"route": use_case, "error": str(exc)})
-            return dict(_UNBUILT[use_case])
-        result: dict[str, Any] = getattr(proxy, use_case)(event, *args)
-        return result
+            logger.error("the proxy could not be built", extra={"route": route, "error": str(exc)})
+            return None
 
-    def _build(self) -> Proxy:
+    def connect(self, event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
+        cases = self._built("$connect")
+        if cases is None:
+            return {"statusCode": 500, "body": "the proxy is misconfigured"}
+        return cases.connect.handle(event, Deadline.from_context(context))
+
+    def message(self, event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
+        cases = self._built("$default")
+        if cases is None:
+            return {"statusCode": 500}
+        return cases.message.handle(event, Deadline.from_context(context), _function_name(context))
+
+    def disconnect(self, event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
+        cases = self._built("$disconnect")
+        return {"statusCode": 200} if cases is None else cases.disconnect.handle(event)
+
+    def deliver(self, event: Any, context: Any = None) -> dict[str, Any]:
+        cases = self._built("deliver")
+        return (
+            _MISCONFIGURED if cases is None else cases.deliver.handle(event, Deadline.from_context(context))
+        )
+
+    def push(self, event: Any, context: Any = None) -> dict[str, Any]:
+        cases = self._built("push")
+        if cases is None:
+            return _MISCONFIGURED
+        return cases.push.handle(event, Deadline.from_context(context), _function_name(context))
+
+    def fanout(self, event: Any, context: Any = None) -> dict[str, Any]:
+        cases = self._built("fanout")
+        if cases is None:
+            return _MISCONFIGURED
+        return cases.fanout.handle(event, Deadline.from_context(context), _function_name(context))
+
+    def _build(self) -> UseCases:
         settings = Settings.from_env()
         dynamodb = boto3.client("dynamodb", config=aws_config(settings.fanout_workers, retry_mode="legacy"))
-        registry = ConnectionRegistry(dynamodb, settings.connections_table)
-        backend = BackendClient(settings.backend_url, new_session(), settings.backend_timeout_seconds)
-        invoker = LambdaInvoker(boto3.client("lambda", config=aws_config(settings.fanout_workers)))
+        registry = ConnectionRegistry(
+            dynamodb,
+            settings.connections_table,
+            clock=self._tuning.clock,
+            sleep=self._tuning.sleep,
+            lookup_retry_delays=self._tuning.lookup_retry_delays,
+        )
+        backend = BackendClient(settings.backend_url, settings.backend_timeout_seconds)
+        invoker = self._invoker or LambdaInvoker(
+            boto3.client("lambda", config=aws_config(settings.fanout_workers))
+        )
         pool = new_pool(settings.fanout_workers)
         executor = ThreadPoolExecutor(max_workers=settings.fanout_workers, thread_name_prefix="fanout")
         credentials = botocore.session.get_session().get_credentials()
@@ -119,12 +227,56 @@ class Container:
                 raise RuntimeError("no AWS credentials to sign Management API calls")
             return credentials.get_frozen_credentials()
 
-        def gateway_for(endpoint: str) -> ConnectionGateway:
-            gateway = self._gateways.get(endpoint)
-            if gateway is None:
-                api = ManagementApi(endpoint, pool=pool, credentials=frozen, region=region_for(endpoint))
-                gateway = ConnectionGateway(api, executor, settings.fanout_workers)
-                self._gateways[endpoint] = gateway
-            return gateway
+        def build_gateway(endpoint: str) -> ConnectionGateway:
+            api = ManagementApi(endpoint, pool=pool, credentials=frozen, region=region_for(endpoint))
+            return ConnectionGateway(api, executor, settings.fanout_workers)
 
-        return Proxy(settings, registry, backend, gateway_for, invoker, metric=self._metric)
+        return wire(
+            settings,
+            registry,
+            backend,
+            invoker,
+            GatewayCache(build_gateway),
+            metric=self._metric,
+            tuning=self._tuning,
+        )
+
+
+def wire(
+    settings: Settings,
+    registry: Registry,
+    backend: Backend,
+    invoker: Invoker,
+    gateway_for: GatewayFor,
+    *,
+    metric: Metric,
+    tuning: Tuning = Tuning(),
+) -> UseCases:
+    """The use cases on these dependencies (the container's, or a test's fakes)."""
+    fan_out = FanOut(
+        registry,
+        invoker,
+        chunk_size=settings.push_chunk_size,
+        chunk_function=settings.fanout_function_name,
+        metric=metric,
+    )
+    return UseCases(
+        settings=settings,
+        registry=registry,
+        backend=backend,
+        invoker=invoker,
+        gateway_for=gateway_for,
+        connect=ConnectCase(settings, registry, backend, invoker, clock=tuning.clock, metric=metric),
+        message=MessageCase(settings, registry, backend, gateway_for, fan_out, metric=metric),
+        disconnect=DisconnectCase(registry, metric=metric),
+        deliver=DeliverCase(
+            settings,
+            registry,
+            gateway_for,
+            sleep=tuning.sleep,
+            retry_seconds=tuning.deliver_retry_seconds,
+            metric=metric,
+        ),
+        push=PushCase(settings, registry, gateway_for, fan_out),
+        fanout=FanOutChunkCase(settings, registry, fan_out, gateway_for),
+    )

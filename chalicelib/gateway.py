@@ -48,6 +48,15 @@ class PostOutcome(enum.Enum):
     GONE = "gone"
     TOO_LARGE = "too_large"
     FAILED = "failed"
+    #: Not attempted: too little time was left before the deadline.
+    UNSENT = "unsent"
+
+
+#: Socket timeouts of a post (both capped to the time left before a deadline).
+CONNECT_TIMEOUT = 2.0
+READ_TIMEOUT = 5.0
+#: A post is not started with less time than this left before its deadline.
+MIN_POST_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,8 @@ class FanOutResult:
     too_large: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     duration_ms: float = 0.0
+    #: Never attempted: the deadline was too close (not part of ``attempted``).
+    unsent: list[str] = field(default_factory=list)
 
     @property
     def attempted(self) -> int:
@@ -81,6 +92,7 @@ class FanOutResult:
         self.gone += other.gone
         self.too_large += other.too_large
         self.failed += other.failed
+        self.unsent += other.unsent
 
 
 def region_for(endpoint: str, env: Any = os.environ) -> str:
@@ -197,7 +209,12 @@ class ManagementApi:
     def signer(self, data: bytes) -> Signer:
         return Signer(self._credentials(), self._region, self._host, hashlib.sha256(data).hexdigest())
 
-    def _send(self, signer: Signer, path: str, data: bytes) -> int:
+    def _send(self, signer: Signer, path: str, data: bytes, time_left: float | None) -> int:
+        timeout: Any = urllib3.util.Timeout.DEFAULT_TIMEOUT
+        if time_left is not None:
+            timeout = urllib3.Timeout(
+                connect=min(time_left, CONNECT_TIMEOUT), read=min(time_left, READ_TIMEOUT)
+            )
         response = self._host_pool.urlopen(
             "POST",
             path,
@@ -206,17 +223,35 @@ class ManagementApi:
             retries=False,
             redirect=False,
             preload_content=True,
+            timeout=timeout,
         )
         return int(response.status)
 
-    def post(self, connection_id: str, data: bytes, signer: Signer | None = None) -> PostOutcome:
-        """Post one frame to one connection, retrying throttles and transient faults."""
+    def post(
+        self,
+        connection_id: str,
+        data: bytes,
+        signer: Signer | None = None,
+        *,
+        deadline: float | None = None,
+    ) -> PostOutcome:
+        """Post one frame to one connection, retrying throttles and transient faults.
+
+        With a ``deadline`` (a ``time.monotonic()`` instant) no attempt starts with
+        less than ``MIN_POST_SECONDS`` left, and none runs past it: ``UNSENT`` when
+        the first attempt could not start, ``FAILED`` when a retry could not.
+        """
         signer = signer or self.signer(data)
         path = self.path(connection_id)
         throttled = transient = 0
         while True:
+            time_left = None if deadline is None else deadline - time.monotonic()
+            if time_left is not None and time_left < MIN_POST_SECONDS:
+                if throttled or transient:
+                    return self._failed(connection_id, "deadline")
+                return PostOutcome.UNSENT
             try:
-                status = self._send(signer, path, data)
+                status = self._send(signer, path, data, time_left)
             except urllib3.exceptions.HTTPError as exc:
                 status, reason = 0, type(exc).__name__
             else:
@@ -231,15 +266,20 @@ class ManagementApi:
                 throttled += 1
                 if throttled >= self._retry.throttle_attempts:
                     return self._failed(connection_id, reason)
-                self._sleep(self._retry.delay(throttled))
+                self._pause(self._retry.delay(throttled), deadline)
                 continue
             if status == 0 or status >= 500:
                 transient += 1
                 if transient >= self._retry.transient_attempts:
                     return self._failed(connection_id, reason)
-                self._sleep(self._retry.delay(transient))
+                self._pause(self._retry.delay(transient), deadline)
                 continue
             return self._failed(connection_id, reason)
+
+    def _pause(self, seconds: float, deadline: float | None) -> None:
+        if deadline is not None:
+            seconds = min(seconds, max(0.0, deadline - time.monotonic()))
+        self._sleep(seconds)
 
     @staticmethod
     def _failed(connection_id: str, reason: str) -> PostOutcome:
@@ -259,8 +299,8 @@ class ConnectionGateway:
     def endpoint(self) -> str:
         return self.api.endpoint
 
-    def post(self, connection_id: str, data: bytes) -> PostOutcome:
-        return self.api.post(connection_id, data)
+    def post(self, connection_id: str, data: bytes, *, deadline: float | None = None) -> PostOutcome:
+        return self.api.post(connection_id, data, deadline=deadline)
 
     def fan_out(
         self,
@@ -268,6 +308,7 @@ class ConnectionGateway:
         data: bytes,
         *,
         on_gone: Callable[[str], None] | None = None,
+        deadline: float | None = None,
     ) -> FanOutResult:
         """Post ``data`` to every id, at most ``workers`` at once.
 
@@ -279,7 +320,7 @@ class ConnectionGateway:
         result = FanOutResult()
 
         def one(connection_id: str) -> tuple[str, PostOutcome]:
-            outcome = self.api.post(connection_id, data, signer)
+            outcome = self.api.post(connection_id, data, signer, deadline=deadline)
             if outcome is PostOutcome.GONE and on_gone is not None:
                 try:
                     on_gone(connection_id)
@@ -301,13 +342,17 @@ class ConnectionGateway:
                 result.gone.append(connection_id)
             elif outcome is PostOutcome.TOO_LARGE:
                 result.too_large.append(connection_id)
+            elif outcome is PostOutcome.UNSENT:
+                result.unsent.append(connection_id)
             else:
                 result.failed.append(connection_id)
         result.duration_ms = round((time.perf_counter() - started) * 1000, 1)
         return result
 
 
-def new_pool(workers: int, *, connect_timeout: float = 2.0, read_timeout: float = 5.0) -> urllib3.PoolManager:
+def new_pool(
+    workers: int, *, connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT
+) -> urllib3.PoolManager:
     """One keep-alive pool per container, as wide as the fan-out."""
     return urllib3.PoolManager(
         num_pools=8,

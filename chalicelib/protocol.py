@@ -102,6 +102,15 @@ def parse_connect(
     return ConnectRequest(connection_type, route, booking_id, token, bearer)
 
 
+def request_id(frame: Any) -> Any:
+    """The client's ``id``, which the one frame answering this request echoes as ``ref``."""
+    if isinstance(frame, dict):
+        value = frame.get("id")
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return value
+    return None
+
+
 def reference(frame: Any) -> Any:
     """The client's ``id`` (or ``client_id``) to echo as ``ref``, if any."""
     if isinstance(frame, dict):
@@ -211,6 +220,17 @@ def frames_for(payload: Any, limit: int = MAX_MESSAGE_BYTES) -> list[bytes]:
     return _split_history(payload, limit)
 
 
+def frames_with_ref(payload: Any, ref: Any) -> list[bytes]:
+    """``frames_for(payload)`` with ``ref`` on the last frame only (a split reply answers once)."""
+    if ref is None:
+        return frames_for(payload)
+    room = len(encode({"ref": ref}))
+    frames = frames_for(payload, MAX_MESSAGE_BYTES - room)
+    last = loads(frames[-1])
+    last["ref"] = ref
+    return [*frames[:-1], encode(last)]
+
+
 def _split_history(payload: dict[str, Any], limit: int) -> list[bytes]:
     messages: list[Any] = payload["messages"]
     sizes = [len(encode(m)) for m in messages]
@@ -237,3 +257,76 @@ def _split_history(payload: dict[str, Any], limit: int) -> list[bytes]:
         encode({**payload, "messages": group, "part": index, "parts": total})
         for index, group in enumerate(groups, start=1)
     ]
+
+
+# -- server push (the backend's events to the push function) -------------------
+
+#: Longest user id accepted from the backend (connect answers and push targets).
+USER_ID_MAX = 128
+
+
+@dataclass(frozen=True)
+class PushTarget:
+    """A validated push: which channel, which connection type, the frames, who not to send to."""
+
+    channel_kind: str
+    channel_value: str | None
+    connection_type: str | None
+    frames: list[bytes]
+    exclude: frozenset[str]
+
+
+def _push_channel(spec: Any) -> tuple[str, str | None]:
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise InvalidMessage('channel must be one of {"booking_id": ...}, {"user_id": ...}, {"feed": true}')
+    ((kind, value),) = spec.items()
+    if kind == "booking_id":
+        if (
+            not isinstance(value, (str, int))
+            or isinstance(value, bool)
+            or not BOOKING_ID_PATTERN.fullmatch(str(value))
+        ):
+            raise InvalidMessage("channel.booking_id must be 1-64 characters of letters, digits, '_' or '-'")
+        return kind, str(value)
+    if kind == "user_id":
+        if (
+            not isinstance(value, (str, int))
+            or isinstance(value, bool)
+            or not str(value)
+            or len(str(value)) > USER_ID_MAX
+        ):
+            raise InvalidMessage("channel.user_id must be a non-empty string or number")
+        return kind, str(value)
+    if kind == "feed":
+        if value is not True:
+            raise InvalidMessage("channel.feed must be true")
+        return kind, None
+    raise InvalidMessage(f"unknown channel kind {kind!r}")
+
+
+def parse_push(event: Any, connection_types: Mapping[str, Route]) -> PushTarget:
+    """Validate a push event; ``InvalidMessage`` or ``TooLarge`` says what is wrong."""
+    if not isinstance(event, dict):
+        raise InvalidMessage("the push event must be a JSON object")
+    unknown = set(event) - {"channel", "connection_type", "payload", "exclude"}
+    if unknown:
+        raise InvalidMessage(f"unknown field(s) {sorted(unknown)}")
+    kind, value = _push_channel(event.get("channel"))
+    connection_type = event.get("connection_type")
+    if connection_type is not None and connection_type not in connection_types:
+        raise InvalidMessage(f"connection_type must be one of {', '.join(sorted(connection_types))}")
+    exclude = event.get("exclude", [])
+    if not isinstance(exclude, list) or not all(isinstance(i, str) for i in exclude):
+        raise InvalidMessage("exclude must be a list of connection ids")
+    if "payload" not in event:
+        raise InvalidMessage("payload is required")
+    payload = event["payload"]
+    if not isinstance(payload, dict):
+        raise InvalidMessage("payload must be a JSON object")
+    try:
+        data = encode(payload)
+    except ValueError:
+        raise InvalidMessage("payload must be valid JSON (no NaN or Infinity)") from None
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise TooLarge(f"the payload is {len(data)} bytes, over the {MAX_MESSAGE_BYTES // 1024} KB limit")
+    return PushTarget(kind, value, connection_type, [data], frozenset(exclude))

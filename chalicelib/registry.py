@@ -1,9 +1,16 @@
-"""ConnectionRegistry: the connections table (CONTRACT.md §3).
+"""ConnectionRegistry: the connections table (``chalicelib/schema.py``).
 
 Uses the low-level DynamoDB client (thread-safe, shared by fan-out threads).
 A ``$default`` or ``$disconnect`` finds its connection with one Query on the
 ``connection_id-index`` GSI, never a Scan. Reads skip items whose ``ttl`` has
 passed. AWS failures surface as ``BackendUnavailable`` (retryable).
+
+An item: ``booking_id`` (the partition key; it holds the channel key, e.g.
+``booking#42``, see ``routes.channel_key``), ``connection_id`` (sort key),
+``connection_type``, ``booking`` (the booking id, for chat and booking),
+``user_id`` (what the backend answered on connect), ``token`` (only a token the
+backend verified), ``endpoint`` (the Management API endpoint of the API that
+accepted the connection), ``created_at`` and ``ttl``.
 """
 
 from __future__ import annotations
@@ -13,12 +20,13 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.errors import BackendUnavailable
+from chalicelib.errors import BackendUnavailable, UnknownConnection
+from chalicelib.routes import is_channel_key
 from chalicelib.schema import CONNECTION_INDEX, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
 
 logger = logging.getLogger(__name__)
@@ -32,6 +40,10 @@ DEFAULT_CACHE_SIZE = 10_000
 DEFAULT_CACHE_SECONDS = 300.0
 
 
+#: DynamoDB's BatchGetItem limit.
+BATCH_GET_KEYS = 100
+
+
 @dataclass(frozen=True)
 class Connection:
     connection_id: str
@@ -41,12 +53,19 @@ class Connection:
     token: str | None = None
     created_at: int = 0
     ttl: int = 0
+    booking_id: str | None = None
+    endpoint: str | None = None
 
     def __repr__(self) -> str:  # never show the token, even in a traceback or log
         return (
             f"Connection(connection_id={self.connection_id!r}, channel={self.channel!r}, "
             f"connection_type={self.connection_type!r}, user_id={self.user_id!r})"
         )
+
+    @property
+    def legacy(self) -> bool:
+        """Written before channel keys had a kind: such a connection must reconnect."""
+        return not is_channel_key(self.channel)
 
 
 @dataclass(frozen=True)
@@ -68,6 +87,10 @@ def _to_item(conn: Connection) -> dict[str, Any]:
         item["user_id"] = {"S": conn.user_id}
     if conn.token is not None:
         item["token"] = {"S": conn.token}
+    if conn.booking_id is not None:
+        item["booking"] = {"S": conn.booking_id}
+    if conn.endpoint is not None:
+        item["endpoint"] = {"S": conn.endpoint}
     return item
 
 
@@ -88,7 +111,14 @@ def _from_item(item: dict[str, Any]) -> Connection:
         token=s("token"),
         created_at=n("created_at"),
         ttl=n(TTL_ATTRIBUTE),
+        booking_id=s("booking"),
+        endpoint=s("endpoint"),
     )
+
+
+def item_for(conn: Connection) -> dict[str, Any]:
+    """The item ``put`` writes for ``conn`` (tests and benchmarks seed tables with it)."""
+    return _to_item(conn)
 
 
 class ConnectionRegistry:
@@ -141,9 +171,11 @@ class ConnectionRegistry:
         with self._cache_lock:
             self._cache.pop(connection_id, None)
 
-    def _call(self, operation: str, **kwargs: Any) -> Any:
+    def _call(self, operation: str, *, table_argument: bool = True, **kwargs: Any) -> Any:
+        if table_argument:
+            kwargs["TableName"] = self._table
         try:
-            return getattr(self._client, operation)(TableName=self._table, **kwargs)
+            return getattr(self._client, operation)(**kwargs)
         except (ClientError, BotoCoreError) as exc:
             code = exc.response["Error"]["Code"] if isinstance(exc, ClientError) else type(exc).__name__
             logger.error("dynamodb call failed", extra={"operation": operation, "error": code})
@@ -154,10 +186,84 @@ class ConnectionRegistry:
 
     def delete(self, channel: str, connection_id: str) -> None:
         self._forget(connection_id)
-        self._call(
-            "delete_item",
-            Key={PARTITION_KEY: {"S": channel}, SORT_KEY: {"S": connection_id}},
-        )
+        self._call("delete_item", Key=self._key(channel, connection_id))
+
+    def _key(self, channel: str, connection_id: str) -> dict[str, Any]:
+        return {PARTITION_KEY: {"S": channel}, SORT_KEY: {"S": connection_id}}
+
+    def get(self, channel: str, connection_id: str) -> Connection | None:
+        """The live item of this connection in this channel (a consistent read), or None."""
+        response = self._call("get_item", Key=self._key(channel, connection_id), ConsistentRead=True)
+        item = response.get("Item")
+        if not item:
+            return None
+        conn = _from_item(item)
+        return conn if conn.ttl > int(self._clock()) else None
+
+    def endpoints(self, channel: str, connection_ids: Sequence[str]) -> dict[str, str | None]:
+        """For each live connection of ``channel`` among ``connection_ids``: its stored endpoint.
+
+        Ids that are not (or no longer) in the channel are absent from the answer.
+        """
+        found: dict[str, str | None] = {}
+        now = int(self._clock())
+        wanted = list(dict.fromkeys(connection_ids))
+        for start in range(0, len(wanted), BATCH_GET_KEYS):
+            keys: list[dict[str, Any]] = [
+                self._key(channel, cid) for cid in wanted[start : start + BATCH_GET_KEYS]
+            ]
+            attempts = 0
+            while keys:
+                response = self._call(
+                    "batch_get_item",
+                    RequestItems={
+                        self._table: {
+                            "Keys": keys,
+                            "ProjectionExpression": "#id, #e, #t",
+                            "ExpressionAttributeNames": {
+                                "#id": SORT_KEY,
+                                "#e": "endpoint",
+                                "#t": TTL_ATTRIBUTE,
+                            },
+                        }
+                    },
+                    table_argument=False,
+                )
+                for item in response.get("Responses", {}).get(self._table, []):
+                    conn = _from_item(item)
+                    if conn.ttl > now:
+                        found[conn.connection_id] = conn.endpoint
+                keys = response.get("UnprocessedKeys", {}).get(self._table, {}).get("Keys", [])
+                attempts += 1
+                if keys and attempts >= len(self._delays) + 1:
+                    raise BackendUnavailable("the connection registry is throttling; try again")
+                if keys:
+                    self._sleep(self._delays[attempts - 1])
+        return found
+
+    def update_token(self, conn: Connection, token: str) -> Connection:
+        """Replace the stored token of a live connection; the updated connection."""
+        try:
+            self._call(
+                "update_item",
+                Key=self._key(conn.channel, conn.connection_id),
+                UpdateExpression="SET #tok = :tok",
+                ConditionExpression="attribute_exists(#id)",
+                ExpressionAttributeNames={"#tok": "token", "#id": SORT_KEY},
+                ExpressionAttributeValues={":tok": {"S": token}},
+            )
+        except BackendUnavailable as exc:
+            cause = exc.__cause__
+            if (
+                isinstance(cause, ClientError)
+                and cause.response["Error"]["Code"] == "ConditionalCheckFailedException"
+            ):
+                self._forget(conn.connection_id)
+                raise UnknownConnection("this connection is not registered; reconnect") from None
+            raise
+        updated = replace(conn, token=token)
+        self._remember(updated)
+        return updated
 
     def find(self, connection_id: str, *, retry: bool = True, cached: bool = True) -> Connection | None:
         """The live connection with this id: one GSI Query, retried briefly on a miss.

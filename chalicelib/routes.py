@@ -1,29 +1,64 @@
-"""The per-type route table (CONTRACT.md §2), in one place.
+"""The per-type route table and the channel keys, in one place.
 
 Each connection type has a connect path (``None``: accepted without calling the
-backend), a message path, and a channel template naming the DynamoDB partition.
-Templates use ``{booking_id}`` and ``{user_id}``. The table can be overridden
-through ``BACKEND_ROUTES`` (a JSON object of type → partial route), read by
-``config.Settings``.
+backend), a message path, and a channel kind. Paths are templates that may use
+``{booking_id}`` (types that have a booking); they can be overridden through
+``BACKEND_ROUTES`` (a JSON object of type -> ``connect`` / ``message``), which is
+validated when the settings are read, so a bad template fails at start-up with
+its name, never on a request.
+
+Channels are not configurable. A connection's channel key, stored in the
+table's partition key, is ``{kind}#{id}``: ``booking#{booking_id}`` for chat
+and booking connections, ``user#{user_id}`` for notification connections and
+``feed#`` for the feed. Booking ids cannot contain ``#`` and the kind comes
+first, so no id a client or the backend chooses can name another kind's
+channel.
 """
 
 from __future__ import annotations
 
 import json
-import re
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Literal
 
 from chalicelib.errors import ConfigurationError
+
+ChannelKind = Literal["booking", "user", "feed"]
+#: The separator between a channel key's kind and its id.
+KIND_SEPARATOR = "#"
+
+
+def channel_key(kind: ChannelKind, value: str | None = None) -> str:
+    """The stored channel key: ``booking#1``, ``user#alice``, ``feed#``."""
+    if kind == "feed":
+        return f"feed{KIND_SEPARATOR}"
+    if not value:
+        raise ValueError(f"a {kind} channel needs an id")
+    return f"{kind}{KIND_SEPARATOR}{value}"
+
+
+def is_channel_key(channel: str) -> bool:
+    """Whether ``channel`` has a kind (items written before kinds existed have none)."""
+    kind, separator, _ = channel.partition(KIND_SEPARATOR)
+    return bool(separator) and kind in ("booking", "user", "feed")
 
 
 @dataclass(frozen=True)
 class Route:
     connect: str | None
     message: str
-    channel: str
-    needs_booking: bool
-    needs_token: bool
+    channel_kind: ChannelKind
+
+    @property
+    def needs_booking(self) -> bool:
+        return self.channel_kind == "booking"
+
+    @property
+    def needs_token(self) -> bool:
+        """A type without a connect route cannot verify a token, so it takes none."""
+        return self.connect is not None
 
     def connect_path(self, booking_id: str | None) -> str | None:
         if self.connect is None:
@@ -34,53 +69,65 @@ class Route:
         return self.message.format(booking_id=booking_id or "")
 
     def channel_for(self, booking_id: str | None, user_id: str | None) -> str:
-        return self.channel.format(booking_id=booking_id or "", user_id=user_id or "")
+        if self.channel_kind == "booking":
+            return channel_key("booking", booking_id)
+        if self.channel_kind == "user":
+            return channel_key("user", user_id)
+        return channel_key("feed")
 
 
 DEFAULT_ROUTES: dict[str, Route] = {
     "chat": Route(
         connect="/api/chat/ws/{booking_id}/connect",
         message="/api/chat/ws/{booking_id}/message",
-        channel="{booking_id}",
-        needs_booking=True,
-        needs_token=True,
+        channel_kind="booking",
     ),
     "booking": Route(
         connect="/api/ws/bookings/{booking_id}/connect",
         message="/api/ws/bookings/{booking_id}/message",
-        channel="{booking_id}",
-        needs_booking=True,
-        needs_token=True,
+        channel_kind="booking",
     ),
     "notification": Route(
         connect="/api/notifications/ws/connect",
         message="/api/notifications/ws/message",
-        channel="user_{user_id}",
-        needs_booking=False,
-        needs_token=True,
+        channel_kind="user",
     ),
     "feed": Route(
         connect=None,
         message="/api/ws/items-feed/message",
-        channel="feed",
-        needs_booking=False,
-        needs_token=False,
+        channel_kind="feed",
     ),
 }
-
 DEFAULT_TYPE = "chat"
-_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-_ALLOWED_FIELDS = {"connect", "message", "channel"}
+_ALLOWED_FIELDS = {"connect", "message"}
 
 
-def _check_template(type_name: str, field: str, value: object, allowed: set[str]) -> None:
+def check_path_template(type_name: str, field: str, value: object, *, has_booking: bool) -> str:
+    """A backend path template, or ``ConfigurationError`` naming what is wrong with it."""
+    where = f"BACKEND_ROUTES: {type_name}.{field}"
     if not isinstance(value, str) or not value:
-        raise ConfigurationError(f"BACKEND_ROUTES: {type_name}.{field} must be a non-empty string")
-    unknown = set(_PLACEHOLDER.findall(value)) - allowed
+        raise ConfigurationError(f"{where} must be a non-empty string")
+    if not value.startswith("/") or any(c in value for c in "?# \t\r\n"):
+        raise ConfigurationError(f"{where} must be a path starting with '/' (no query, fragment or spaces)")
+    allowed = {"booking_id"} if has_booking else set()
+    try:
+        parsed = [
+            (name, spec, conv) for _, name, spec, conv in string.Formatter().parse(value) if name is not None
+        ]
+    except ValueError as exc:  # a stray '{' or '}'
+        raise ConfigurationError(
+            f"{where} is not a valid template ({exc}); write a literal brace twice"
+        ) from exc
+    fields = [name for name, _, _ in parsed]
+    unknown = set(fields) - allowed
     if unknown:
         raise ConfigurationError(
-            f"BACKEND_ROUTES: {type_name}.{field} uses unknown placeholder(s) {sorted(unknown)}"
+            f"{where} uses unknown placeholder(s) {sorted(unknown)}"
+            + ("" if has_booking else f"; type {type_name} has no booking_id")
         )
+    if any(spec or conv for _, spec, conv in parsed):
+        raise ConfigurationError(f"{where}: placeholders take no format spec or conversion")
+    return value
 
 
 def routes_with_overrides(raw: str | None) -> Mapping[str, Route]:
@@ -99,14 +146,20 @@ def routes_with_overrides(raw: str | None) -> Mapping[str, Route]:
             raise ConfigurationError(
                 f"BACKEND_ROUTES: unknown connection type {type_name!r} (known: {', '.join(sorted(table))})"
             )
-        if not isinstance(fields, dict) or not set(fields) <= _ALLOWED_FIELDS:
+        if not isinstance(fields, dict):
+            raise ConfigurationError(f"BACKEND_ROUTES: {type_name} must be an object")
+        if "channel" in fields:
+            raise ConfigurationError(
+                f"BACKEND_ROUTES: {type_name}.channel cannot be set: channels are fixed by connection type"
+            )
+        if not set(fields) <= _ALLOWED_FIELDS:
             raise ConfigurationError(
                 f"BACKEND_ROUTES: {type_name} must be an object with keys among {sorted(_ALLOWED_FIELDS)}"
             )
+        route = table[type_name]
         for field, value in fields.items():
             if field == "connect" and value is None:
                 continue
-            allowed = {"user_id", "booking_id"} if field == "channel" else {"booking_id"}
-            _check_template(type_name, field, value, allowed)
-        table[type_name] = replace(table[type_name], **fields)
+            check_path_template(type_name, field, value, has_booking=route.needs_booking)
+        table[type_name] = replace(route, **fields)
     return table

@@ -54,7 +54,7 @@ STATIC_FILES = (
 )
 
 #: Functions that are invoked asynchronously (InvocationType=Event): they get a dead-letter queue.
-ASYNC_FUNCTIONS = ("deliver", "push")
+ASYNC_FUNCTIONS = ("deliver", "push", "fanout")
 
 STAGE_RESOURCE = "websocket_api_stage"
 API_RESOURCE = "websocket_api"
@@ -71,24 +71,33 @@ COMMON_ENVIRONMENT = {
     "ALLOWED_ORIGINS": '${join(",", var.allowed_origins)}',
 }
 
-#: What only some functions need. ``push`` gets no PUSH_FUNCTION_NAME: its own name would
+ENDPOINT_REFERENCE = (
+    '${replace(aws_apigatewayv2_api.websocket_api.api_endpoint, "wss://", "https://")}'
+    "/${var.websocket_stage_name}"
+)
+#: What only some functions need. ``fanout`` gets no FANOUT_FUNCTION_NAME: its own name would
 #: be a reference to itself (a Terraform cycle); the code falls back to the Lambda context's
 #: function_name. API_GATEWAY_ENDPOINT is built from the API and the stage *name*, not from
 #: the stage resource: the stage depends on the routes, the routes on the message handler,
 #: and the message handler on ``push`` (another cycle).
 FUNCTION_ENVIRONMENT = {
     "websocket_connect": {"DELIVER_FUNCTION_NAME": "${aws_lambda_function.deliver.function_name}"},
-    "websocket_message": {"PUSH_FUNCTION_NAME": "${aws_lambda_function.push.function_name}"},
+    "websocket_message": {"FANOUT_FUNCTION_NAME": "${aws_lambda_function.fanout.function_name}"},
     "push": {
-        "API_GATEWAY_ENDPOINT": (
-            '${replace(aws_apigatewayv2_api.websocket_api.api_endpoint, "wss://", "https://")}'
-            "/${var.websocket_stage_name}"
-        )
+        "FANOUT_FUNCTION_NAME": "${aws_lambda_function.fanout.function_name}",
+        "API_GATEWAY_ENDPOINT": ENDPOINT_REFERENCE,
     },
+    "deliver": {"API_GATEWAY_ENDPOINT": ENDPOINT_REFERENCE},
+    "fanout": {"API_GATEWAY_ENDPOINT": ENDPOINT_REFERENCE},
 }
 
 #: Chalice's literal copies of the names above; dropped where a function does not use them.
-LITERAL_ONLY_VARIABLES = ("DELIVER_FUNCTION_NAME", "PUSH_FUNCTION_NAME", "API_GATEWAY_ENDPOINT")
+LITERAL_ONLY_VARIABLES = (
+    "DELIVER_FUNCTION_NAME",
+    "PUSH_FUNCTION_NAME",
+    "FANOUT_FUNCTION_NAME",
+    "API_GATEWAY_ENDPOINT",
+)
 
 _REFERENCE = re.compile(r"\bdata\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)")
 
@@ -250,7 +259,7 @@ def wire_environment(doc: dict[str, Any]) -> None:
 
 
 def wire_dead_letter_queues(doc: dict[str, Any]) -> None:
-    """Failed asynchronous invocations of deliver and push go to the encrypted DLQ (infra/dlq.tf.json)."""
+    """Failed asynchronous invocations of deliver, push and fanout go to the encrypted DLQ (dlq.tf.json)."""
     functions = doc["resource"]["aws_lambda_function"]
     for name in ASYNC_FUNCTIONS:
         if name not in functions:

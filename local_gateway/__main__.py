@@ -16,6 +16,7 @@ import signal
 import sys
 from pathlib import Path
 
+from local_gateway import exposure
 from local_gateway.stack import DEFAULT_TABLE, LocalStack, StackOptions, StartupError
 
 logger = logging.getLogger("local_gateway")
@@ -37,7 +38,17 @@ def parse_args(argv: list[str] | None = None) -> tuple[StackOptions, Path | None
         default=3001,
         help="port of the gateway: WebSocket, Management and Lambda Invoke APIs, demo page (0: any free)",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address every server listens on")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help=f"address every server listens on; only loopback addresses unless {exposure.EXPOSE_FLAG}",
+    )
+    parser.add_argument(
+        exposure.EXPOSE_FLAG,
+        action="store_true",
+        help="allow a --host beyond loopback, exposing the dev token endpoint, the unauthenticated "
+        "Management API, Lambda Invoke and the table to whoever reaches it (warns loudly)",
+    )
     parser.add_argument(
         "--stage",
         default="development",
@@ -80,6 +91,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[StackOptions, Path | None
         help="seconds after which the gateway closes any socket (1001), as API Gateway",
     )
     parser.add_argument(
+        "--max-frames-in-flight",
+        type=int,
+        default=16,
+        help="frames of one socket handled at once; past it the gateway stops reading that socket "
+        "until one finishes (back-pressure), so a flooding client cannot grow memory without bound",
+    )
+    parser.add_argument(
         "-v",
         "--verbose",
         action="store_true",
@@ -101,10 +119,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[StackOptions, Path | None
     for name in ("port", "backend_port", "dynamodb_port"):
         if not 0 <= getattr(args, name) <= 65535:
             parser.error(f"--{name.replace('_', '-')} must be between 0 and 65535")
+    if not 1 <= args.max_frames_in_flight <= 1024:
+        parser.error("--max-frames-in-flight must be between 1 and 1024")
     if args.idle_timeout <= 0 or args.max_lifetime <= 0:
         parser.error("--idle-timeout and --max-lifetime must be positive")
     if not args.stage or "/" in args.stage or args.stage.startswith("@"):
         parser.error("--stage must be one path segment")
+    if not args.expose_insecure_local_stack and not exposure.is_loopback(args.host):
+        parser.error(exposure.refusal(args.host))
     options = StackOptions(
         host=args.host,
         port=args.port,
@@ -118,6 +140,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[StackOptions, Path | None
         max_lifetime=args.max_lifetime,
         verbose=args.verbose,
         fault_injection=args.fault_injection,
+        expose_insecure_local_stack=args.expose_insecure_local_stack,
+        max_frames_in_flight=args.max_frames_in_flight,
     )
     return options, args.ready_file
 
@@ -142,6 +166,7 @@ def banner(stack: LocalStack) -> str:
             f'               (TOKEN: curl -s -XPOST {e["backend"]}/dev/token -d \'{{"user_id":"alice"}}\' '
             "-H 'content-type: application/json')",
             "Ctrl-C stops everything.",
+            *([exposure.warning(stack.options.host)] if not exposure.is_loopback(stack.options.host) else []),
         ]
     )
 

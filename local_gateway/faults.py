@@ -1,6 +1,6 @@
 """Fault injection for the local Management API: a test facility, off unless asked for.
 
-With ``--fault-injection`` (``GatewayOptions.fault_injection``) the gateway
+With ``--fault-injection`` (``StackOptions.fault_injection``) the gateway
 serves ``/_local/faults`` and answers ``POST @connections/{id}`` from these
 rules before it looks at the connection, the way API Gateway's throttling
 answers before anything else:
@@ -20,10 +20,16 @@ posts (a seeded random draw). The first rule that matches a post answers it.
 
 from __future__ import annotations
 
+import json
+import logging
 import random
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+
+from aiohttp import web
+
+logger = logging.getLogger("local_gateway")
 
 #: The error type API Gateway names in ``x-amzn-ErrorType`` for each injectable status.
 ERROR_TYPES = {
@@ -138,3 +144,31 @@ class ManagementFaults:
             "rules": [r.describe() for r in self.rules],
             "answered": {str(k): v for k, v in sorted(self.answered.items())},
         }
+
+
+class FaultRulesApi:
+    """``GET|PUT|DELETE /_local/faults``: show, replace or clear the rules."""
+
+    def __init__(self, faults: ManagementFaults) -> None:
+        self.faults = faults
+
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_get("/_local/faults", self.show)
+        router.add_put("/_local/faults", self.replace)
+        router.add_delete("/_local/faults", self.clear)
+
+    async def show(self, request: web.Request) -> web.Response:
+        return web.json_response(self.faults.describe())
+
+    async def replace(self, request: web.Request) -> web.Response:
+        try:
+            self.faults.replace(await request.json())
+        except (ValueError, RuleError) as exc:
+            return web.json_response({"message": str(exc)}, status=400)
+        logger.info("%-12s %s", "faults", json.dumps(self.faults.describe()["rules"]))
+        return web.json_response(self.faults.describe())
+
+    async def clear(self, request: web.Request) -> web.Response:
+        self.faults.clear()
+        logger.info("%-12s cleared", "faults")
+        return web.json_response(self.faults.describe())

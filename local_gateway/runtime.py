@@ -3,15 +3,18 @@
 ``AppRuntime`` imports ``app`` (the unmodified Chalice app), maps Lambda
 function names to its handlers, hands each call a Lambda-shaped context, and
 logs one readable line per invocation: route, connection, outcome and
-duration. The outcome comes from the app's own structured log record for the
-call (``chalicelib.proxy`` logs one per use case), read in the calling thread;
-only whitelisted fields are shown, never a token or a message body.
+duration. The outcome comes from the app's own summary record for the call:
+each handler invocation logs exactly one record through a ``chalicelib``
+logger with the attribute ``summary=True`` (docs/architecture.md), read in the
+calling thread; only whitelisted fields are shown, never a token or a message
+body.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import logging
 import sys
 import threading
@@ -23,19 +26,18 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from local_gateway.events import LambdaContext
+from local_gateway.aws_shapes import LambdaContext
 
 logger = logging.getLogger("local_gateway")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 #: The deployed names are ``ws-proxy-{stage}-{name}``; the local stack's stage is ``local``.
 FUNCTION_PREFIX = "ws-proxy-local"
-#: Lambda timeouts from .chalice/config.json: the WebSocket handlers, deliver, push.
-TIMEOUTS = {"$connect": 28.0, "$default": 28.0, "$disconnect": 28.0, "deliver": 30.0, "push": 300.0}
 _WEBSOCKET_HANDLERS = {"$connect": "connect", "$default": "message", "$disconnect": "disconnect"}
-_FUNCTIONS = ("deliver", "push")
-#: The app's summary log records (one per use case) and the fields shown from them.
-_SUMMARIES = {"connect", "message", "disconnect", "deliver", "push", "push chunk"}
+#: The app's functions that are invoked through the Lambda Invoke API rather than routed;
+#: a name ending in one of these invokes it, when the app defines it.
+INVOKED_FUNCTIONS = ("deliver", "push", "fanout")
+#: The fields shown from a summary record.
 _SHOWN = (
     "outcome",
     "type",
@@ -66,6 +68,31 @@ class Invocation:
         return self.error is not None
 
 
+def lambda_timeouts(
+    config_path: Path = PROJECT_ROOT / ".chalice" / "config.json", stage: str = "dev"
+) -> dict[str, float]:
+    """Each function's timeout in seconds, by Chalice function name, as the stage deploys it.
+
+    The app-wide ``lambda_timeout`` applies to every function (the key ``""``);
+    the stage's and each function's own settings override it.
+    """
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError):
+        return {"": 28.0}
+    stage_config = config.get("stages", {}).get(stage, {})
+    timeouts = {"": float(stage_config.get("lambda_timeout", config.get("lambda_timeout", 28)))}
+    for name, function in stage_config.get("lambda_functions", {}).items():
+        if "lambda_timeout" in function:
+            timeouts[name] = float(function["lambda_timeout"])
+    return timeouts
+
+
+def is_summary(record: logging.LogRecord) -> bool:
+    """Whether ``record`` is a handler's summary record: marked ``summary=True``, whatever its text."""
+    return getattr(record, "summary", False) is True
+
+
 class _SummaryCapture(logging.Handler):
     """Keeps, per thread, the fields of the app's summary record for the running call."""
 
@@ -83,7 +110,7 @@ class _SummaryCapture(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         summary = getattr(self.local, "summary", None)
-        if summary is None or record.msg not in _SUMMARIES:
+        if summary is None or not is_summary(record):
             return
         for key in _SHOWN:
             value = record.__dict__.get(key)
@@ -91,8 +118,8 @@ class _SummaryCapture(logging.Handler):
                 summary[key] = value
 
 
-def function_key(name: str) -> str | None:
-    """``deliver`` or ``push`` for a Lambda function name or ARN, else None.
+def function_key(name: str, functions: tuple[str, ...] = INVOKED_FUNCTIONS) -> str | None:
+    """The one of ``functions`` a Lambda function name or ARN names, else None.
 
     Accepts ``ws-proxy-{stage}-deliver``, a bare ``deliver``, an ARN ending in
     either, and a ``:qualifier`` suffix.
@@ -100,7 +127,7 @@ def function_key(name: str) -> str | None:
     if ":function:" in name:
         name = name.split(":function:", 1)[1]
     name = name.split(":", 1)[0]
-    for key in _FUNCTIONS:
+    for key in functions:
         if name.endswith(key):
             return key
     return None
@@ -127,6 +154,9 @@ class AppRuntime:
     ) -> None:
         self.app = app_module
         self.region = region
+        #: The invoked functions this app defines (``fanout`` only once the app has it).
+        self.functions = tuple(f for f in INVOKED_FUNCTIONS if callable(getattr(app_module, f, None)))
+        self.timeouts = lambda_timeouts()
         # WebSocket routes and Lambda invocations get separate pools: a deferred delivery
         # waiting for a handshake must never hold up the $connect it is waiting for.
         self._routes = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lambda-ws")
@@ -141,6 +171,10 @@ class AppRuntime:
         self._routes.shutdown(wait=True, cancel_futures=True)
         self._functions.shutdown(wait=True, cancel_futures=True)
 
+    def function_key(self, name: str) -> str | None:
+        """The app's function a Lambda function name or ARN invokes, else None (Lambda's 404)."""
+        return function_key(name, self.functions)
+
     def function_name(self, route_or_key: str) -> str:
         if route_or_key in _WEBSOCKET_HANDLERS:
             return f"{FUNCTION_PREFIX}-websocket_{_WEBSOCKET_HANDLERS[route_or_key]}"
@@ -148,7 +182,9 @@ class AppRuntime:
 
     def _call(self, route: str, handler: Callable[..., Any], event: Any, function_name: str) -> Invocation:
         invocation = Invocation(route)
-        context = LambdaContext(function_name, timeout_seconds=TIMEOUTS.get(route, 30.0), region=self.region)
+        chalice_name = f"websocket_{_WEBSOCKET_HANDLERS[route]}" if route in _WEBSOCKET_HANDLERS else route
+        timeout = self.timeouts.get(chalice_name, self.timeouts[""])
+        context = LambdaContext(function_name, timeout_seconds=timeout, region=self.region)
         self._capture.start()
         started = time.perf_counter()
         try:
@@ -180,7 +216,7 @@ class AppRuntime:
         return invocation
 
     async def invoke(self, key: str, function_name: str, event: Any) -> Invocation:
-        """Run ``deliver`` or ``push`` in a worker thread, as a Lambda invocation would."""
+        """Run ``deliver``, ``push`` or ``fanout`` in a worker thread, as a Lambda invocation would."""
         handler = getattr(self.app, key)
         loop = asyncio.get_running_loop()
         invocation = await loop.run_in_executor(

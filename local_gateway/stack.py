@@ -19,9 +19,10 @@ from typing import Any
 
 from aiohttp import web
 
-from local_gateway.events import new_api_id
-from local_gateway.gateway import GatewayOptions, LocalGateway
+from local_gateway import exposure
+from local_gateway.aws_shapes import new_api_id
 from local_gateway.runtime import FUNCTION_PREFIX, AppRuntime, load_app
+from local_gateway.server import GatewayOptions, LocalGateway
 
 logger = logging.getLogger("local_gateway")
 
@@ -47,6 +48,10 @@ class StackOptions:
     verbose: bool = False
     #: Serve the Management API's fault-injection routes (``local_gateway.faults``); tests only.
     fault_injection: bool = False
+    #: Allow a ``host`` beyond loopback (``local_gateway.exposure``): everything here is unauthenticated.
+    expose_insecure_local_stack: bool = False
+    #: Frames of one socket being handled at once; past it the gateway stops reading that socket.
+    max_frames_in_flight: int = 16
 
 
 def bind(host: str, port: int, what: str, flag: str) -> socket.socket:
@@ -101,7 +106,7 @@ class _Backend:
         self._sock.close()
 
 
-def _moto_server(host: str, port: int) -> Any:
+def moto_server(host: str, port: int) -> Any:
     """moto's threaded server, answering without Nagle's delay.
 
     Werkzeug writes a response's headers and body separately; with Nagle's
@@ -119,7 +124,7 @@ def _moto_server(host: str, port: int) -> Any:
     class NoDelayHandler(MotoRequestHandler):
         disable_nagle_algorithm = True
 
-    class Server(ThreadedMotoServer):
+    class NoDelayMotoServer(ThreadedMotoServer):
         def _server_entry(self) -> None:
             app = DomainDispatcherApplication(create_backend_app)
             self._server = make_server(
@@ -128,7 +133,7 @@ def _moto_server(host: str, port: int) -> Any:
             self._server_ready_event.set()
             self._server.serve_forever()
 
-    return Server(ip_address=host, port=port, verbose=False)
+    return NoDelayMotoServer(ip_address=host, port=port, verbose=False)
 
 
 class LocalStack:
@@ -170,6 +175,10 @@ class LocalStack:
 
     async def _start(self) -> None:
         o = self.options
+        if not exposure.is_loopback(o.host):
+            if not o.expose_insecure_local_stack:
+                raise StartupError(exposure.refusal(o.host))
+            logger.warning("%s", exposure.warning(o.host))
         gateway_sock = bind(o.host, o.port, "gateway", "--port")
         self.gateway_url = f"http://{o.host}:{port_of(gateway_sock)}"
         backend_sock = None
@@ -186,7 +195,7 @@ class LocalStack:
         os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = self.dynamodb_endpoint
         self._create_table(region)
         if backend_sock is not None:
-            from local_gateway.backend import BackendSettings, create_app
+            from local_gateway.reference_backend import BackendSettings, create_app
 
             settings = BackendSettings(lambda_endpoint=self.gateway_url, region=region)
             self._backend = _Backend(backend_sock, create_app(settings), o.verbose)
@@ -199,6 +208,7 @@ class LocalStack:
                 idle_timeout=o.idle_timeout,
                 max_lifetime=o.max_lifetime,
                 fault_injection=o.fault_injection,
+                max_frames_in_flight=o.max_frames_in_flight,
             ),
             api_id=self.api_id,
             backend_url=self.backend_url,
@@ -225,6 +235,7 @@ class LocalStack:
         env["AWS_ENDPOINT_URL_LAMBDA"] = self.gateway_url
         env["DELIVER_FUNCTION_NAME"] = f"{FUNCTION_PREFIX}-deliver"
         env["PUSH_FUNCTION_NAME"] = f"{FUNCTION_PREFIX}-push"
+        env["FANOUT_FUNCTION_NAME"] = f"{FUNCTION_PREFIX}-fanout"
         env.setdefault("POWERTOOLS_SERVICE_NAME", "ws-proxy")
         if not o.verbose:
             env["POWERTOOLS_METRICS_DISABLED"] = "true"
@@ -235,7 +246,7 @@ class LocalStack:
         # moto's server thread hangs on a busy port instead of failing: check it first.
         bind(o.host, o.dynamodb_port, "embedded DynamoDB", "--dynamodb-port").close()
         logging.getLogger("werkzeug").setLevel(logging.INFO if o.verbose else logging.WARNING)
-        self._moto = _moto_server(o.host, o.dynamodb_port)
+        self._moto = moto_server(o.host, o.dynamodb_port)
         self._moto.start()
         host, port = self._moto.get_host_and_port()
         return f"http://{host}:{port}"

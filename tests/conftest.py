@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +17,9 @@ from chalice.test import Client
 from moto.server import ThreadedMotoServer
 
 import app as app_module
+from chalicelib.container import Tuning
+from chalicelib.registry import Connection, item_for
+from chalicelib.routes import DEFAULT_ROUTES
 from chalicelib.schema import ensure_table
 from tests import events
 from tests.standins import BackendStandIn, LambdaStandIn, ManagementApiStandIn
@@ -52,7 +56,7 @@ def moto_client(endpoint: str) -> Any:
 def app_env(
     backend: BackendStandIn, mgmt: ManagementApiStandIn, lambdas: LambdaStandIn, moto: str, table: str
 ) -> dict[str, str]:
-    """The app's environment with every neighbour a loopback stand-in (names as CONTRACT §3)."""
+    """The app's environment with every neighbour a loopback stand-in (names as in docs/operations.md)."""
     return {
         "BACKEND_URL": backend.url,
         "CONNECTIONS_TABLE": table,
@@ -65,6 +69,7 @@ def app_env(
         "AWS_DEFAULT_REGION": "us-east-1",
         "DELIVER_FUNCTION_NAME": "ws-proxy-test-deliver",
         "PUSH_FUNCTION_NAME": "ws-proxy-test-push",
+        "FANOUT_FUNCTION_NAME": "ws-proxy-test-fanout",
         "BACKEND_TIMEOUT_SECONDS": "2",
     }
 
@@ -111,12 +116,59 @@ class Stack:
         self.mgmt.open.discard(cid)
         return self.invoke("disconnect", events.disconnect_event(cid))
 
-    def invoke(self, name: str, event: Any) -> Any:
-        return self.client.lambda_.invoke(name, event).payload
+    def invoke(self, name: str, event: Any, *, time_left_ms: float = 28_000) -> Any:
+        """Run the function's handler as Lambda does, with ``time_left_ms`` before its deadline.
+
+        (Chalice's test client would hand every handler Lambda's default 3 s.)
+        """
+        handler = app_module.app.handler_map[name]
+        return handler(event, events.LambdaContext(name, time_left_ms=time_left_ms))
 
     def run_deliveries(self) -> list[Any]:
         """Run every deferred delivery the connect handler scheduled, in order."""
         return [self.invoke("deliver", payload) for payload in self.lambdas.take("-deliver")]
+
+    def seed(
+        self,
+        cids: str | list[str],
+        *,
+        booking: str | None = "1",
+        connection_type: str = "chat",
+        user_id: str | None = None,
+        token: str | None = "tok",
+        ttl_seconds: int = 3600,
+        open_: bool = True,
+        channel: str | None = None,
+    ) -> None:
+        """Items for live connections exactly as ``$connect`` writes them (the registry's mapping)."""
+        route = DEFAULT_ROUTES[connection_type]
+        now = int(time.time())
+        key = channel or route.channel_for(booking, user_id)
+        ids = [cids] if isinstance(cids, str) else cids
+        requests = [
+            {
+                "PutRequest": {
+                    "Item": item_for(
+                        Connection(
+                            connection_id=cid,
+                            channel=key,
+                            connection_type=connection_type,
+                            user_id=user_id,
+                            token=token if route.needs_token else None,
+                            created_at=now,
+                            ttl=now + ttl_seconds,
+                            booking_id=booking if route.needs_booking else None,
+                            endpoint=self.mgmt.endpoint,
+                        )
+                    )
+                }
+            }
+            for cid in ids
+        ]
+        for start in range(0, len(requests), 25):
+            self.dynamodb.batch_write_item(RequestItems={self.table: requests[start : start + 25]})
+        if open_:
+            self.mgmt.open.update(ids)
 
     def items(self) -> list[dict[str, Any]]:
         # The tests may Scan; the proxy never does.
@@ -147,6 +199,10 @@ def chat_backend(backend: BackendStandIn, booking: str = "1", **connect_answer: 
     )
 
 
+#: Index lookup retries without real pauses (a miss on moto is final).
+FAST_LOOKUP_RETRIES = (0.001, 0.001, 0.001, 0.001)
+
+
 @pytest.fixture
 def stack(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     backend = BackendStandIn().start()
@@ -160,12 +216,13 @@ def stack(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack
         monkeypatch.setenv(key, value)
     dynamodb = moto_client(moto_endpoint)
     ensure_table(dynamodb, table)
-    app_module.container.reset()
+    # The index is strongly consistent on moto: a miss is final, so its retries need no real pauses.
+    app_module.container.reset(Tuning(lookup_retry_delays=FAST_LOOKUP_RETRIES))
     try:
         # stage "test" has no environment of its own in .chalice/config.json
         yield Stack(Client(app_module.app, stage_name="test"), backend, mgmt, lambdas, dynamodb, table)
     finally:
-        app_module.container.reset()
+        app_module.container.reset(Tuning())
         for server in (backend, mgmt, lambdas):
             server.stop()
         dynamodb.delete_table(TableName=table)

@@ -90,3 +90,19 @@ def disconnect_event(connection_id: str, status: int = 1001) -> dict[str, Any]:
         ),
         "isBase64Encoded": False,
     }
+
+
+class LambdaContext:
+    """What Lambda hands a handler: its name, memory, and the time it has left."""
+
+    def __init__(self, function_name: str = "handler", *, time_left_ms: float = 28_000) -> None:
+        self.function_name = function_name
+        self.memory_limit_in_mb = 512
+        self.invoked_function_arn = f"arn:aws:lambda:us-east-1:123456789012:function:{function_name}"
+        self.aws_request_id = f"req-{next(_counter)}"
+        self.log_group_name = f"/aws/lambda/{function_name}"
+        self.log_stream_name = "stream"
+        self._ends = time.monotonic() + time_left_ms / 1000
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._ends - time.monotonic()) * 1000))

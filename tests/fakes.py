@@ -7,11 +7,12 @@ moto (tests/unit/test_registry.py), so tests that use it mean the same thing.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from chalicelib.errors import ProxyError
+from chalicelib.deadline import Deadline
+from chalicelib.errors import ProxyError, UnknownConnection
 from chalicelib.gateway import FanOutResult, PostOutcome
 from chalicelib.registry import ChannelPage, Connection
 
@@ -62,6 +63,21 @@ class FakeRegistry:
     def channel_ids(self, channel: str, connection_type: str | None) -> Iterator[str]:
         yield from self.channel_page(channel, connection_type).connection_ids
 
+    def get(self, channel: str, connection_id: str) -> Connection | None:
+        conn = self.items.get((channel, connection_id))
+        return conn if conn is not None and conn.ttl > int(self._clock()) else None
+
+    def endpoints(self, channel: str, connection_ids: Sequence[str]) -> dict[str, str | None]:
+        found = (self.get(channel, cid) for cid in connection_ids)
+        return {conn.connection_id: conn.endpoint for conn in found if conn is not None}
+
+    def update_token(self, conn: Connection, token: str) -> Connection:
+        if (conn.channel, conn.connection_id) not in self.items:
+            raise UnknownConnection("this connection is not registered; reconnect")
+        updated = replace(conn, token=token)
+        self.items[(conn.channel, conn.connection_id)] = updated
+        return updated
+
 
 @dataclass
 class FakeBackend:
@@ -70,7 +86,7 @@ class FakeBackend:
     answers: dict[str, Any] = field(default_factory=dict)
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
-    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    def post(self, path: str, body: dict[str, Any], *, deadline: Deadline | None = None) -> dict[str, Any]:
         self.calls.append((path, body))
         answer = self.answers.get(path, ProxyError("no route", status=404))
         if isinstance(answer, ProxyError):
@@ -88,7 +104,7 @@ class FakeGateway:
     scripted: dict[str, list[PostOutcome]] = field(default_factory=dict)
     received: dict[str, list[bytes]] = field(default_factory=dict)
 
-    def post(self, connection_id: str, data: bytes) -> PostOutcome:
+    def post(self, connection_id: str, data: bytes, *, deadline: float | None = None) -> PostOutcome:
         script = self.scripted.get(connection_id)
         if script:
             outcome = script.pop(0)
@@ -99,7 +115,12 @@ class FakeGateway:
         return outcome
 
     def fan_out(
-        self, connection_ids: Any, data: bytes, *, on_gone: Callable[[str], None] | None = None
+        self,
+        connection_ids: Any,
+        data: bytes,
+        *,
+        on_gone: Callable[[str], None] | None = None,
+        deadline: float | None = None,
     ) -> FanOutResult:
         result = FanOutResult()
         for cid in connection_ids:
@@ -112,6 +133,8 @@ class FakeGateway:
                     on_gone(cid)
             elif outcome is PostOutcome.TOO_LARGE:
                 result.too_large.append(cid)
+            elif outcome is PostOutcome.UNSENT:
+                result.unsent.append(cid)
             else:
                 result.failed.append(cid)
         return result

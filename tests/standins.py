@@ -61,7 +61,18 @@ class StandIn:
                 for key, value in (headers or {}).items():
                     self.send_header(key, value)
                 self.end_headers()
-                self.wfile.write(data)
+                pause = owner.pace()
+                if not pause:
+                    self.wfile.write(data)
+                    return
+                try:  # a byte at a time, as a backend that trickles its answer
+                    for i in range(len(data)):
+                        self.wfile.write(data[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(pause)
+                except OSError:
+                    owner.cut_off.append(self.path)  # the client hung up before the answer was out
+                    self.close_connection = True
 
             do_GET = do_POST = do_DELETE = _serve
 
@@ -69,6 +80,20 @@ class StandIn:
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
+        #: Paths whose answer the client stopped reading (it hung up) before the end.
+        self.cut_off: list[str] = []
+        self._pace = threading.local()
+
+    def wait_cut_off(self, path: str, timeout: float = 5.0) -> None:
+        """Wait until the client has hung up on the answer to ``path`` (fails after ``timeout``)."""
+        ends = time.monotonic() + timeout
+        while path not in self.cut_off:
+            assert time.monotonic() < ends, f"the client kept reading the answer to {path}"
+            time.sleep(0.02)
+
+    def pace(self) -> float:
+        """Seconds between the bytes of the answer being written (0: all at once)."""
+        return float(getattr(self._pace, "seconds", 0.0))
 
     def start(self) -> StandIn:
         self._thread.start()
@@ -87,6 +112,8 @@ class Reply:
     status: int = 200
     body: Any = field(default_factory=dict)
     delay: float = 0.0
+    #: Seconds between the bytes of the body (a backend that trickles its answer).
+    trickle: float = 0.0
 
 
 class BackendStandIn(StandIn):
@@ -111,6 +138,7 @@ class BackendStandIn(StandIn):
         reply = route(parsed) if callable(route) else route
         if reply.delay:
             time.sleep(reply.delay)
+        self._pace.seconds = reply.trickle
         return reply.status, reply.body, {}
 
     def paths(self) -> list[str]:
@@ -131,6 +159,9 @@ class ManagementApiStandIn(StandIn):
         #: connection id → how many more posts answer 429
         self.throttle: dict[str, int] = {}
         self.fail: set[str] = set()
+        #: Connections whose posts are never answered (until the stand-in stops).
+        self.hang: set[str] = set()
+        self._stopping = threading.Event()
         self.delay = 0.0
         self.max_post_bytes = MAX_POST_BYTES
         self.calls: list[tuple[str, str, int]] = []
@@ -154,6 +185,11 @@ class ManagementApiStandIn(StandIn):
         try:
             if self.delay:
                 time.sleep(self.delay)
+            if self.connection_id(path) in self.hang:
+                with self._lock:
+                    self.calls.append((method, self.connection_id(path) or path, 0))
+                self._stopping.wait(60)
+                return 504, {"message": "never answered"}, {}
             status = self._status(method, path, body)
         finally:
             with self._lock:
@@ -189,6 +225,10 @@ class ManagementApiStandIn(StandIn):
                 status = 200
             self.calls.append((method, cid or path, status))
         return status
+
+    def stop(self) -> None:
+        self._stopping.set()
+        super().stop()
 
     def frames(self, cid: str) -> list[Any]:
         return [json.loads(b) for b in self.received.get(cid, [])]

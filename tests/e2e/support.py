@@ -122,6 +122,20 @@ class StackProcess:
         return int(self.proc.returncode)
 
 
+def gateway_only(name: str, local_stack: StackProcess, backend_url: str, *args: str) -> StackProcess:
+    """A further gateway with its own backend, sharing the session stack's DynamoDB (its own table)."""
+    return StackProcess(
+        name,
+        "--backend-url",
+        backend_url,
+        "--dynamodb-endpoint",
+        local_stack.endpoints["dynamodb"],
+        "--table",
+        f"ws-proxy-e2e-{name}",
+        *args,
+    )
+
+
 def run(coro_fn: Callable[[], Awaitable[T]], timeout: float = 30.0) -> T:
     """Run one async scenario, bounded."""
 
@@ -131,10 +145,14 @@ def run(coro_fn: Callable[[], Awaitable[T]], timeout: float = 30.0) -> T:
     return asyncio.run(bounded())
 
 
-def token(stack: StackProcess, user: str) -> str:
+def token(stack: StackProcess, user: str, ttl_seconds: int | None = None) -> str:
+    """A development token from the reference backend (``ttl_seconds``: its lifetime; 0 is expired)."""
+    body: dict[str, Any] = {"user_id": user}
+    if ttl_seconds is not None:
+        body["ttl_seconds"] = ttl_seconds
     request = urllib.request.Request(
         f"{stack.backend}/dev/token",
-        data=json.dumps({"user_id": user}).encode(),
+        data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=10) as response:

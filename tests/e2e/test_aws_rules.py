@@ -140,7 +140,8 @@ def test_the_table_holds_exactly_the_live_connections(local_stack: StackProcess)
             # Earlier tests' sockets are all closed: the table converges to these two.
             wait_until(lambda: live_ids() == {alice_id, carol_id}, what="table == live sockets")
             items = {i["connection_id"]["S"]: i for i in table_items(local_stack)}
-            assert items[alice_id]["booking_id"]["S"] == booking
+            assert items[alice_id]["booking_id"]["S"] == f"booking#{booking}"  # the channel key
+            assert items[alice_id]["booking"]["S"] == booking
             assert items[alice_id]["connection_type"]["S"] == "chat"
             assert items[alice_id]["user_id"]["S"] == "alice"
             assert int(items[alice_id]["ttl"]["N"]) > time.time()

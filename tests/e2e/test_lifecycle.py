@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.e2e.support import StackProcess, open_socket, run, table_items, token, wait_until
+from tests.e2e.support import StackProcess, gateway_only, open_socket, run, table_items, token, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -69,19 +69,6 @@ def held_backend() -> Iterator[HeldBackend]:
     backend = HeldBackend()
     yield backend
     backend.close()
-
-
-def gateway_only(name: str, local_stack: StackProcess, backend_url: str, *args: str) -> StackProcess:
-    return StackProcess(
-        name,
-        "--backend-url",
-        backend_url,
-        "--dynamodb-endpoint",
-        local_stack.endpoints["dynamodb"],
-        "--table",
-        f"ws-proxy-e2e-{name}",
-        *args,
-    )
 
 
 def test_the_management_api_answers_410_until_the_handshake_completes(

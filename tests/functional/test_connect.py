@@ -1,4 +1,4 @@
-"""$connect: CONTRACT.md §1 (query, token, origin) and §2 (backend answer → handshake)."""
+"""$connect: the query, token and origin (docs/protocol.md), the backend's answer -> handshake."""
 
 from __future__ import annotations
 
@@ -21,11 +21,13 @@ def test_accepted_chat_connection_is_registered_with_contract_attributes(stack: 
         ("/api/chat/ws/1/connect", {"connection_id": "C1=", "token": "tok-abc"})
     ]
     (item,) = stack.items()
-    assert item["booking_id"] == {"S": "1"}
+    assert item["booking_id"] == {"S": "booking#1"}  # the partition key holds the channel key
+    assert item["booking"] == {"S": "1"}
     assert item["connection_id"] == {"S": "C1="}
     assert item["connection_type"] == {"S": "chat"}
     assert item["user_id"] == {"S": "42"}
     assert item["token"] == {"S": "tok-abc"}
+    assert item["endpoint"] == {"S": stack.mgmt.endpoint}
     created = int(item["created_at"]["N"])
     assert before <= created <= int(time.time())
     assert int(item["ttl"]["N"]) == created + 86400
@@ -38,7 +40,8 @@ def test_connect_posts_nothing_itself_and_schedules_the_deferred_delivery(stack:
     ((name, kind, payload),) = stack.lambdas.invocations
     assert name == "ws-proxy-test-deliver"
     assert kind == "Event"
-    assert payload["connection_id"] == "C1=" and payload["channel"] == "1"
+    assert payload["connection_id"] == "C1=" and payload["channel"] == "booking#1"
+    assert "endpoint" not in payload  # deliver takes it from the configuration or the item
     assert "tok-abc" not in str(payload)
 
 
@@ -87,13 +90,30 @@ def test_feed_needs_no_token_and_no_backend_call(stack: Stack) -> None:
     assert stack.connect("F1=", {"type": "feed"}) == {"statusCode": 200}
     assert stack.backend.requests == []
     (item,) = stack.items()
-    assert item["booking_id"] == {"S": "feed"} and item["connection_type"] == {"S": "feed"}
+    assert item["booking_id"] == {"S": "feed#"} and item["connection_type"] == {"S": "feed"}
     assert "token" not in item
     assert stack.lambdas.invocations == []  # nothing to deliver
 
 
-def test_feed_keeps_an_optional_token(stack: Stack) -> None:
-    assert stack.connect("F1=", {"type": "feed", "token": "opt"})["statusCode"] == 200
+def test_feed_never_stores_or_forwards_a_token_nobody_verified(stack: Stack) -> None:
+    """No backend route checks a feed token, so none is stored (an 8 KB one once was)."""
+    assert stack.connect("F1=", {"type": "feed", "token": "x" * 8000})["statusCode"] == 200
+    (item,) = stack.items()
+    assert "token" not in item
+    assert sum(len(str(v)) for v in item.values()) < 600  # what an unauthenticated connect writes
+    stack.backend.routes["/api/ws/items-feed/message"] = Reply(200, {"type": "ok"})
+    stack.send("F1=", {"body": "hi"})
+    assert "token" not in stack.backend.requests[-1][1]
+
+
+def test_feed_with_a_connect_route_verifies_and_keeps_its_token(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BACKEND_ROUTES", '{"feed": {"connect": "/api/ws/items-feed/connect"}}')
+    stack.backend.routes["/api/ws/items-feed/connect"] = Reply(200, {})
+    assert stack.connect("F1=", {"type": "feed"})["statusCode"] == 401  # now a token is required
+    assert stack.connect("F2=", {"type": "feed", "token": "opt"})["statusCode"] == 200
+    assert stack.backend.paths() == ["/api/ws/items-feed/connect"]
     assert stack.items()[0]["token"] == {"S": "opt"}
 
 
@@ -109,7 +129,8 @@ def test_notification_channel_is_the_user_from_the_connect_answer(stack: Stack) 
     assert stack.connect("N1=", {"type": "notification", "token": "t"})["statusCode"] == 200
     assert stack.backend.paths() == ["/api/notifications/ws/connect"]
     item = stack.items()[0]
-    assert item["booking_id"] == {"S": "user_u7"} and item["user_id"] == {"S": "u7"}
+    assert item["booking_id"] == {"S": "user#u7"} and item["user_id"] == {"S": "u7"}
+    assert "booking" not in item
 
 
 def test_notification_without_user_id_in_the_answer_is_rejected(stack: Stack) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from chalicelib import protocol
-from chalicelib.proxy import pack_frames
+from chalicelib.container import Tuning
+from chalicelib.internal_events import pack_frames
 from tests.conftest import Stack, chat_backend
 
 CHAT = {"type": "chat", "booking_id": "1", "token": "tok"}
@@ -64,10 +65,9 @@ def test_connection_that_never_opens_is_given_up_and_its_item_removed(stack: Sta
 
     chat_backend(stack.backend)
     stack.connect("D1=", CHAT, establish=False)  # the client left before the handshake ended
-    proxy = container.proxy()
-    proxy._deliver_retry_seconds = 0.3
+    container.reset(Tuning(deliver_retry_seconds=0.3))
     (payload,) = stack.lambdas.take("-deliver")
-    result = proxy.deliver(payload)
+    result = stack.invoke("deliver", payload)
     assert result["outcome"] == "gone" and result["delivered"] == 0
     assert stack.items() == []
 
@@ -95,13 +95,8 @@ def test_malformed_delivery_events_answer_an_error(stack: Stack) -> None:
 
 
 def test_delivery_event_round_trips_unicode_frames(stack: Stack) -> None:
-    stack.mgmt.open.add("D9=")
+    stack.seed("D9=")
     frames = [protocol.encode({"type": "history", "messages": [{"body": "❤️ 😀"}]})]
-    event = {
-        "connection_id": "D9=",
-        "channel": "1",
-        "endpoint": stack.mgmt.endpoint,
-        "frames": pack_frames(frames),
-    }
+    event = {"connection_id": "D9=", "channel": "booking#1", "frames": pack_frames(frames)}
     assert stack.invoke("deliver", event)["delivered"] == 1
     assert stack.mgmt.frames("D9=") == [{"type": "history", "messages": [{"body": "❤️ 😀"}]}]

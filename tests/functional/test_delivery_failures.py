@@ -9,10 +9,11 @@ from __future__ import annotations
 import pytest
 
 from chalicelib.errors import BackendUnavailable
+from chalicelib.gateway import RetryPolicy
 from tests.conftest import Stack, chat_backend
 
 CHAT = {"type": "chat", "booking_id": "1", "token": "t"}
-THROTTLE_ATTEMPTS = 6  # chalicelib.gateway.RetryPolicy's default
+THROTTLE_ATTEMPTS = RetryPolicy().throttle_attempts
 
 
 def join(stack: Stack, *cids: str) -> None:
@@ -34,9 +35,9 @@ def test_peer_throttled_past_the_retries_gets_the_message_from_a_later_attempt(s
     stack.mgmt.throttle["B1="] = THROTTLE_ATTEMPTS
     stack.send("A1=", {"body": "hold on"})
     assert messages(stack, "B1=") == []
-    (later,) = stack.lambdas.take("ws-proxy-test-push")
+    (later,) = stack.lambdas.take("ws-proxy-test-fanout")
     assert later["chunk"]["connection_ids"] == ["B1="] and later["chunk"]["attempt"] == 1
-    assert stack.invoke("push", later)["delivered"] == 1
+    assert stack.invoke("fanout", later)["delivered"] == 1
     assert [m["message"] for m in messages(stack, "B1=")] == [{"body": "hold on"}]
     assert len(messages(stack, "A1=")) == 1
     assert errors(stack, "B1=") == []
@@ -47,27 +48,27 @@ def test_peer_failing_the_later_attempt_too_is_told(stack: Stack) -> None:
     join(stack, "A1=", "B1=")
     stack.mgmt.throttle["B1="] = 2 * THROTTLE_ATTEMPTS
     stack.send("A1=", {"body": "lost?"})
-    (later,) = stack.lambdas.take("ws-proxy-test-push")
-    stack.invoke("push", later)
-    assert stack.lambdas.take("-push") == []  # no third attempt
+    (later,) = stack.lambdas.take("ws-proxy-test-fanout")
+    stack.invoke("fanout", later)
+    assert stack.lambdas.take("-fanout") == []  # no third attempt
     assert messages(stack, "B1=") == []
     (note,) = errors(stack, "B1=")
     assert note["code"] == "delivery_failed" and note["retryable"] is True
     assert stack.live_ids() == {"A1=", "B1="}  # throttled is not gone
 
 
-def test_without_a_push_function_the_peer_is_told_at_once(
+def test_without_a_fanout_function_the_peer_is_told_at_once(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from app import container
 
-    monkeypatch.delenv("PUSH_FUNCTION_NAME")
+    monkeypatch.delenv("FANOUT_FUNCTION_NAME")
     container.reset()
     chat_backend(stack.backend)
     join(stack, "A1=", "B1=")
     stack.mgmt.throttle["B1="] = THROTTLE_ATTEMPTS
     stack.send("A1=", {"body": "x"})
-    assert stack.lambdas.take("push") == []
+    assert stack.lambdas.take("fanout") == []
     (note,) = errors(stack, "B1=")
     assert note["code"] == "delivery_failed"
 
@@ -99,8 +100,10 @@ def test_later_attempt_resumes_a_split_payload_at_the_part_that_failed(stack: St
     stack.send("A1=", {"type": "load_more"})
     parts_total = stack.mgmt.frames("A1=")[0]["parts"]
     assert len(stack.mgmt.received["B1="]) == 1
-    (later,) = stack.lambdas.take("ws-proxy-test-push")
-    stack.invoke("push", later)
+    taken = stack.lambdas.take("ws-proxy-test-fanout")
+    print("DBG", [(t["chunk"]["connection_ids"], t["chunk"].get("attempt")) for t in taken])
+    (later,) = taken
+    stack.invoke("fanout", later)
     parts = stack.mgmt.frames("B1=")
     assert [p["part"] for p in parts] == list(range(1, parts_total + 1))  # each part once, in order
 
@@ -112,12 +115,12 @@ def test_failure_after_the_backend_accepted_is_not_retryable(
 
     chat_backend(stack.backend)
     join(stack, "A1=", "B1=")
-    proxy = container.proxy()
+    registry = container.use_cases().registry
 
     def registry_down(*args: object, **kwargs: object) -> None:
         raise BackendUnavailable("the connection registry is unavailable; try again")
 
-    monkeypatch.setattr(proxy.registry, "channel_ids", registry_down)
+    monkeypatch.setattr(registry, "channel_ids", registry_down)
     stack.send("A1=", {"body": "saved", "id": "m-7"})
     (frame,) = errors(stack, "A1=")
     assert frame["code"] == "delivery_failed" and frame["retryable"] is False and frame["ref"] == "m-7"

@@ -63,13 +63,13 @@ def test_log_lines_are_json_with_route_connection_outcome_and_duration(
     out, _ = capfd.readouterr()
     lines = (log_stream.getvalue() + out).splitlines()
     records = [json.loads(line) for line in lines if line.startswith("{")]
-    routes = {r.get("route"): r for r in records if r.get("message") in ("connect", "message")}
+    routes = {r.get("route"): r for r in records if r.get("summary") is True}
     assert set(routes) == {"$connect", "$default"}
     for record in routes.values():
         assert record["connection_id"] == "A1="
         assert record["service"] == "ws-proxy"
         assert "outcome" in record and isinstance(record["duration_ms"], float)
-    assert routes["$default"]["channel"] == "1"
+    assert routes["$default"]["channel"] == "booking#1"
     fanout = [r for r in records if r.get("message") == "fan-out"]
     assert fanout and fanout[0]["delivered"] == 1
     metrics = [r for r in records if "_aws" in r]

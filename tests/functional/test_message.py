@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -97,19 +96,7 @@ def test_unknown_connection_answers_unknown_connection(stack: Stack) -> None:
 
 
 def test_expired_item_counts_as_unknown(stack: Stack) -> None:
-    past = int(time.time()) - 10
-    stack.dynamodb.put_item(
-        TableName=stack.table,
-        Item={
-            "booking_id": {"S": "1"},
-            "connection_id": {"S": "E1="},
-            "connection_type": {"S": "chat"},
-            "token": {"S": "t"},
-            "created_at": {"N": str(past - 100)},
-            "ttl": {"N": str(past)},
-        },
-    )
-    stack.mgmt.open.add("E1=")
+    stack.seed("E1=", ttl_seconds=-10)
     stack.send("E1=", {"body": "hi"})
     assert_error(last(stack, "E1="), "unknown_connection", False)
 
@@ -306,7 +293,7 @@ def test_no_scan_is_ever_issued(stack: Stack, dynamodb_ops: list[str]) -> None:
     stack.disconnect("B1=")
     assert dynamodb_ops, "the hook saw no DynamoDB calls at all"
     assert "Scan" not in dynamodb_ops
-    assert set(dynamodb_ops) <= {"PutItem", "Query", "DeleteItem"}
+    assert set(dynamodb_ops) <= {"PutItem", "Query", "DeleteItem", "GetItem"}
 
 
 def test_lookup_is_one_query_on_the_connection_index(stack: Stack, dynamodb_ops: list[str]) -> None:
@@ -341,12 +328,12 @@ def test_unhandled_failure_still_answers_with_an_error_frame(
     join(stack, "A1=")
     from app import container
 
-    proxy = container.proxy()
+    registry = container.use_cases().registry
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("unexpected")
 
-    monkeypatch.setattr(proxy.registry, "find", broken)
+    monkeypatch.setattr(registry, "find", broken)
     assert stack.send("A1=", json.dumps({"body": "hi", "id": "r1"})) == {"statusCode": 200}
     frame = last(stack, "A1=")
     assert_error(frame, "backend_unavailable", True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -13,20 +12,8 @@ from tests.standins import Reply
 STATUS = {"type": "booking_status", "booking_id": "1", "status": "confirmed"}
 
 
-def add(
-    stack: Stack, channel: str, cid: str, ctype: str, *, open_: bool = True, ttl: int | None = None
-) -> None:
-    now = int(time.time())
-    item = {
-        "booking_id": {"S": channel},
-        "connection_id": {"S": cid},
-        "connection_type": {"S": ctype},
-        "created_at": {"N": str(now)},
-        "ttl": {"N": str(ttl if ttl is not None else now + 3600)},
-    }
-    stack.dynamodb.put_item(TableName=stack.table, Item=item)
-    if open_:
-        stack.mgmt.open.add(cid)
+def add(stack: Stack, booking: str, cid: str, ctype: str, *, open_: bool = True, ttl: int = 3600) -> None:
+    stack.seed(cid, booking=booking, connection_type=ctype, open_=open_, ttl_seconds=ttl)
 
 
 def push(stack: Stack, event: Any) -> dict[str, Any]:
@@ -56,7 +43,7 @@ def test_push_to_a_user_reaches_every_connection_of_that_user(stack: Stack) -> N
     stack.backend.routes["/api/notifications/ws/connect"] = Reply(200, {"user_id": 42})
     for cid in ("N1=", "N2=", "N3="):
         assert stack.connect(cid, {"type": "notification", "token": "t"})["statusCode"] == 200
-    add(stack, "user_43", "O1=", "notification")
+    stack.seed("O1=", booking=None, connection_type="notification", user_id="43")
     note = {"type": "notification", "text": "new offer"}
     assert push(stack, {"channel": {"user_id": 42}, "payload": note})["delivered"] == 3
     assert all(stack.mgmt.frames(c) == [note] for c in ("N1=", "N2=", "N3="))
@@ -89,7 +76,7 @@ def test_gone_connections_are_removed(stack: Stack) -> None:
 
 def test_expired_items_are_skipped(stack: Stack) -> None:
     add(stack, "1", "B1=", "booking")
-    add(stack, "1", "X1=", "booking", ttl=int(time.time()) - 5)
+    add(stack, "1", "X1=", "booking", ttl=-5)
     assert push(stack, {"channel": {"booking_id": "1"}, "payload": STATUS})["delivered"] == 1
     assert stack.mgmt.posts_to("X1=") == 0
 
@@ -141,29 +128,9 @@ def test_push_without_a_management_endpoint_is_a_configuration_error(
     assert result["error"]["code"] == "misconfigured"
 
 
-def seed(stack: Stack, channel: str, count: int, ctype: str = "booking") -> list[str]:
-    now = int(time.time())
+def seed(stack: Stack, booking: str, count: int, ctype: str = "booking") -> list[str]:
     ids = [f"K{i:04d}=" for i in range(count)]
-    for start in range(0, count, 25):
-        stack.dynamodb.batch_write_item(
-            RequestItems={
-                stack.table: [
-                    {
-                        "PutRequest": {
-                            "Item": {
-                                "booking_id": {"S": channel},
-                                "connection_id": {"S": cid},
-                                "connection_type": {"S": ctype},
-                                "created_at": {"N": str(now)},
-                                "ttl": {"N": str(now + 3600)},
-                            }
-                        }
-                    }
-                    for cid in ids[start : start + 25]
-                ]
-            }
-        )
-    stack.mgmt.open.update(ids)
+    stack.seed(ids, booking=booking, connection_type=ctype)
     return ids
 
 
@@ -177,10 +144,10 @@ def test_large_channel_is_chunked_across_async_invocations_and_each_connection_g
     ids = seed(stack, "1", 230)
     result = push(stack, {"channel": {"booking_id": "1"}, "payload": STATUS})
     assert result == {"delivered": 50, "gone": 0, "failed": 0, "queued": 180}
-    queued = stack.lambdas.take("-push")
+    queued = stack.lambdas.take("-fanout")
     assert len(queued) == 4  # plus the first chunk, run by the invocation itself: five in all
     assert [kind for _, kind, _ in stack.lambdas.invocations] == []
-    chunk_results = [push(stack, event) for event in queued]
+    chunk_results = [stack.invoke("fanout", event) for event in queued]
     assert sum(r["delivered"] for r in chunk_results) == 180
     assert all(stack.mgmt.frames(cid) == [STATUS] for cid in ids)
     assert sum(stack.mgmt.posts_to(cid) for cid in ids) == 230
@@ -208,25 +175,14 @@ def test_broadcast_in_a_large_channel_answers_the_sender_in_the_first_chunk(
     monkeypatch.setenv("PUSH_CHUNK_SIZE", "20")
     container.reset()
     ids = seed(stack, "1", 60, ctype="chat")
-    stack.dynamodb.put_item(
-        TableName=stack.table,
-        Item={
-            "booking_id": {"S": "1"},
-            "connection_id": {"S": "ZZZZ="},
-            "connection_type": {"S": "chat"},
-            "token": {"S": "t"},
-            "created_at": {"N": str(int(time.time()))},
-            "ttl": {"N": str(int(time.time()) + 60)},
-        },
-    )
-    stack.mgmt.open.add("ZZZZ=")  # sorts last in the channel, yet must be served first
+    stack.seed("ZZZZ=", ttl_seconds=60)  # sorts last in the channel, yet must be served first
     stack.backend.routes["/api/chat/ws/1/message"] = lambda req: Reply(
         200, {"type": "message", "message": req["message"], "broadcast": True}
     )
     stack.send("ZZZZ=", {"body": "to everyone"})
     assert stack.mgmt.frames("ZZZZ=")[0]["message"] == {"body": "to everyone"}
-    queued = stack.lambdas.take("ws-proxy-test-push")
+    queued = stack.lambdas.take("ws-proxy-test-fanout")
     assert len(queued) == 3
     for event in queued:
-        push(stack, event)
+        stack.invoke("fanout", event)
     assert all(len(stack.mgmt.frames(cid)) == 1 for cid in [*ids, "ZZZZ="])

@@ -13,7 +13,7 @@ from chalicelib.schema import CONNECTION_INDEX, PARTITION_KEY, SORT_KEY, TTL_ATT
 from infra import build
 from tests.infra.tf import Config, find_cycle, hcl_top_level_blocks, interpolations, references
 
-FUNCTIONS = {"websocket_connect", "websocket_message", "websocket_disconnect", "deliver", "push"}
+FUNCTIONS = {"websocket_connect", "websocket_message", "websocket_disconnect", "deliver", "push", "fanout"}
 REQUIRED_OUTPUTS = {
     "websocket_api_endpoint",
     "websocket_api_id",
@@ -189,20 +189,24 @@ def test_function_names_are_wired_where_the_code_invokes_them(tf: Config) -> Non
         env(tf, "websocket_connect")["DELIVER_FUNCTION_NAME"]
         == "${aws_lambda_function.deliver.function_name}"
     )
-    assert env(tf, "websocket_message")["PUSH_FUNCTION_NAME"] == "${aws_lambda_function.push.function_name}"
-    # push falls back to its own context.function_name: a self-reference would be a cycle.
-    assert "PUSH_FUNCTION_NAME" not in env(tf, "push")
+    fanout = "${aws_lambda_function.fanout.function_name}"
+    assert env(tf, "websocket_message")["FANOUT_FUNCTION_NAME"] == fanout
+    assert env(tf, "push")["FANOUT_FUNCTION_NAME"] == fanout
+    # fanout derives its own name from its context.function_name: a self-reference would be a cycle.
+    assert "FANOUT_FUNCTION_NAME" not in env(tf, "fanout")
+    assert not any("PUSH_FUNCTION_NAME" in env(tf, n) for n in FUNCTIONS)  # the app never invokes push
     for name in FUNCTIONS:
         assert f"aws_lambda_function.{name}." not in json.dumps(functions(tf)[name]), name
 
 
-def test_only_push_gets_the_management_api_endpoint_built_by_reference(tf: Config) -> None:
+def test_functions_without_an_api_gateway_event_get_the_endpoint_built_by_reference(tf: Config) -> None:
     with_endpoint = {n for n in FUNCTIONS if "API_GATEWAY_ENDPOINT" in env(tf, n)}
-    assert with_endpoint == {"push"}
-    assert env(tf, "push")["API_GATEWAY_ENDPOINT"] == (
-        '${replace(aws_apigatewayv2_api.websocket_api.api_endpoint, "wss://", "https://")}'
-        "/${var.websocket_stage_name}"
-    )
+    assert with_endpoint == {"push", "deliver", "fanout"}
+    for name in with_endpoint:
+        assert env(tf, name)["API_GATEWAY_ENDPOINT"] == (
+            '${replace(aws_apigatewayv2_api.websocket_api.api_endpoint, "wss://", "https://")}'
+            "/${var.websocket_stage_name}"
+        )
 
 
 def test_no_literal_from_the_chalice_deploy_stage_leaks_into_the_export(tf: Config) -> None:

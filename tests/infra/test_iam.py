@@ -48,7 +48,11 @@ def samples(app: str, stage: str, api_stage: str, table: str) -> dict[str, tuple
             [f"{fn}:{app}-{stage}-deliver"],
             [f"{fn}:{app}-{stage}-websocket_message", f"{fn}:x"],
         ),
-        "function:push": ([f"{fn}:{app}-{stage}-push"], [f"{fn}:{app}-{stage}-websocket_connect", f"{fn}:x"]),
+        "function:fanout": (
+            [f"{fn}:{app}-{stage}-fanout"],
+            # the backend's push is public: the app itself never needs to invoke it
+            [f"{fn}:{app}-{stage}-push", f"{fn}:{app}-{stage}-websocket_connect", f"{fn}:x"],
+        ),
         "function-logs": (
             [
                 f"{logs}:/aws/lambda/{app}-{stage}-{name}:{stream}"
@@ -133,7 +137,7 @@ def test_chalice_deploy_uses_the_policy_file_not_a_generated_one(
     assert settings.get("xray") is True  # the policy's X-Ray statement is for this
     variables = settings["environment_variables"]
     assert variables["DELIVER_FUNCTION_NAME"] == f"{chalice_config['app_name']}-{stage}-deliver"
-    assert variables["PUSH_FUNCTION_NAME"] == f"{chalice_config['app_name']}-{stage}-push"
+    assert variables["FANOUT_FUNCTION_NAME"] == f"{chalice_config['app_name']}-{stage}-fanout"
     assert settings["api_gateway_stage"] == "development"
 
 

@@ -37,7 +37,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from local_gateway.stack import _moto_server
+from chalicelib.registry import Connection, item_for
+from chalicelib.routes import channel_key
+from local_gateway.stack import moto_server
 from tests.conftest import free_port, moto_client
 from tests.e2e.support import Socket, StackProcess, open_socket, run
 from tests.reliability.support import (
@@ -92,7 +94,7 @@ class Faults:
         page = client.query(
             TableName=TABLE,
             KeyConditionExpression="booking_id = :b",
-            ExpressionAttributeValues={":b": {"S": booking}},
+            ExpressionAttributeValues={":b": {"S": channel_key("booking", booking)}},
             ConsistentRead=True,
         )
         return {item["connection_id"]["S"] for item in page.get("Items", [])}
@@ -101,22 +103,22 @@ class Faults:
         """An item whose $disconnect never ran (best-effort in AWS)."""
         client = self.moto
         now = int(time.time())
-        client.put_item(
-            TableName=TABLE,
-            Item={
-                "booking_id": {"S": booking},
-                "connection_id": {"S": connection_id},
-                "connection_type": {"S": "chat"},
-                "token": {"S": "ghost"},
-                "created_at": {"N": str(now)},
-                "ttl": {"N": str(now + 3600)},
-            },
+        ghost = Connection(
+            connection_id,
+            channel_key("booking", booking),
+            "chat",
+            token="ghost",
+            created_at=now,
+            ttl=now + 3600,
+            booking_id=booking,
+            endpoint=self.stack.management,
         )
+        client.put_item(TableName=TABLE, Item=item_for(ghost))
 
 
 @pytest.fixture(scope="module")
 def faults() -> Iterator[Faults]:
-    moto = _moto_server("127.0.0.1", free_port())
+    moto = moto_server("127.0.0.1", free_port())
     moto.start()
     host, port = moto.get_host_and_port()
     moto_url = f"http://{host}:{port}"

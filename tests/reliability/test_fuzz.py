@@ -24,6 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import app as app_module
+from chalicelib.registry import Connection, item_for
+from chalicelib.routes import channel_key
 from chalicelib.schema import ensure_table
 from tests import events
 from tests.conftest import UNSET_ENV, app_env, moto_client
@@ -59,7 +61,7 @@ class Harness:
         self.internal_errors: list[str] = []
 
     def invoke(self, name: str, event: Any) -> Any:
-        return self.client.lambda_.invoke(name, event).payload
+        return app_module.app.handler_map[name](event, events.LambdaContext(name))
 
 
 class _InternalErrors(logging.Handler):
@@ -96,17 +98,17 @@ def harness(moto_endpoint: str) -> Iterator[Harness]:
         handler = _InternalErrors(h.internal_errors)
         logging.getLogger("chalicelib").addHandler(handler)
         for cid in (SENDER, PEER):
-            dynamodb.put_item(
-                TableName=table,
-                Item={
-                    "booking_id": {"S": "1"},
-                    "connection_id": {"S": cid},
-                    "connection_type": {"S": "chat"},
-                    "token": {"S": "tok"},
-                    "created_at": {"N": "1"},
-                    "ttl": {"N": "99999999999"},
-                },
+            conn = Connection(
+                cid,
+                channel_key("booking", "1"),
+                "chat",
+                token="tok",
+                created_at=1,
+                ttl=99_999_999_999,
+                booking_id="1",
+                endpoint=mgmt.endpoint,
             )
+            dynamodb.put_item(TableName=table, Item=item_for(conn))
             mgmt.open.add(cid)
         backend.routes["/api/chat/ws/1/message"] = echo
         try:
@@ -130,6 +132,8 @@ def check_frame(raw: bytes, sent: Any) -> None:
         assert isinstance(frame["message"], str) and frame["message"]
         assert isinstance(frame["retryable"], bool)
         return
+    if isinstance(frame, dict) and "ref" in frame:  # the answer to a request: its id, exactly
+        assert isinstance(sent, dict) and frame.pop("ref") == sent.get("id")
     if frame == {"type": "pong"}:
         return
     # otherwise it must be exactly the backend's echo of what was sent

@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from chalicelib.routes import channel_key
 from tests.e2e.support import ARTIFACTS, Socket, StackProcess, open_socket, run, table_items, token
 from tests.reliability import summary
 from tests.reliability.support import stack_alive
@@ -200,7 +201,8 @@ def test_load_every_broadcast_reaches_every_socket_of_its_booking_exactly_once(
     # Every socket closed: every item is gone ($disconnect), and the stack never crashed.
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        left = [i for i in table_items(stack) if i["booking_id"]["S"] in bookings]
+        keys = {channel_key("booking", b) for b in bookings}
+        left = [i for i in table_items(stack) if i["booking_id"]["S"] in keys]
         if not left:
             break
         time.sleep(0.1)

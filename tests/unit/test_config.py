@@ -8,7 +8,7 @@ import pytest
 
 from chalicelib.config import Settings
 from chalicelib.errors import ConfigurationError
-from chalicelib.routes import DEFAULT_ROUTES, routes_with_overrides
+from chalicelib.routes import DEFAULT_ROUTES, is_channel_key, routes_with_overrides
 
 BASE = {"BACKEND_URL": "https://api.example.com/", "CONNECTIONS_TABLE": "t"}
 
@@ -58,6 +58,21 @@ def test_values_are_read_and_normalised() -> None:
         ({**BASE, "BACKEND_ROUTES": '{"chat": {"verb": "x"}}'}, "keys among"),
         ({**BASE, "BACKEND_ROUTES": '{"chat": {"message": "/x/{room}"}}'}, "unknown placeholder"),
         ({**BASE, "BACKEND_ROUTES": '{"chat": {"message": ""}}'}, "non-empty"),
+        # a stray brace passed validation once, then failed every request
+        (
+            {**BASE, "BACKEND_ROUTES": '{"chat": {"message": "/x/{booking_id}}/send"}}'},
+            "not a valid template",
+        ),
+        ({**BASE, "BACKEND_ROUTES": '{"chat": {"message": "/x/{booking_id"}}'}, "not a valid template"),
+        ({**BASE, "BACKEND_ROUTES": '{"chat": {"message": "/x/{}"}}'}, "unknown placeholder"),
+        ({**BASE, "BACKEND_ROUTES": '{"chat": {"message": "/x/{booking_id!r}"}}'}, "no format spec"),
+        ({**BASE, "BACKEND_ROUTES": '{"chat": {"message": "/x/{booking_id:>9}"}}'}, "no format spec"),
+        ({**BASE, "BACKEND_ROUTES": '{"chat": {"message": "/x/{booking_id.real}"}}'}, "unknown placeholder"),
+        ({**BASE, "BACKEND_ROUTES": '{"notification": {"message": "/n/{booking_id}"}}'}, "has no booking_id"),
+        ({**BASE, "BACKEND_ROUTES": '{"chat": {"message": "x/{booking_id}"}}'}, "starting with '/'"),
+        ({**BASE, "BACKEND_ROUTES": '{"chat": {"message": "/x?b={booking_id}"}}'}, "no query"),
+        # channels are fixed by type: a template could make two kinds share one
+        ({**BASE, "BACKEND_ROUTES": '{"chat": {"channel": "chat-{booking_id}"}}'}, "channels are fixed"),
     ],
 )
 def test_bad_configuration_is_explained(env: dict[str, str], words: str) -> None:
@@ -73,11 +88,23 @@ def test_route_table_matches_the_contract() -> None:
     assert booking.message_path("7") == "/api/ws/bookings/7/message"
     assert note.connect_path(None) == "/api/notifications/ws/connect"
     assert note.message_path(None) == "/api/notifications/ws/message"
-    assert note.channel_for(None, "42") == "user_42"
+    assert note.channel_for(None, "42") == "user#42"
     assert feed.connect_path(None) is None
     assert feed.message_path(None) == "/api/ws/items-feed/message"
-    assert feed.channel_for(None, None) == "feed"
-    assert chat.channel_for("7", "u") == booking.channel_for("7", None) == "7"
+    assert feed.channel_for(None, None) == "feed#"
+    assert chat.channel_for("7", "u") == booking.channel_for("7", None) == "booking#7"
+    assert not feed.needs_token and chat.needs_token and note.needs_token
+
+
+def test_no_id_names_another_kinds_channel() -> None:
+    """Booking ids like ``user_alice`` or ``feed`` once landed in a user's or the feed's channel."""
+    chat, note, feed = (DEFAULT_ROUTES[t] for t in ("chat", "notification", "feed"))
+    bookings = {chat.channel_for(b, None) for b in ("user_alice", "feed", "user#alice", "feed#")}
+    users = {note.channel_for(None, u) for u in ("alice", "feed", "booking#1", "1")}
+    assert len(bookings) == 4 and len(users) == 4
+    assert not bookings & users and feed.channel_for(None, None) not in bookings | users
+    assert all(is_channel_key(c) for c in bookings | users)
+    assert not is_channel_key("1") and not is_channel_key("user_alice") and not is_channel_key("feed")
 
 
 def test_routes_can_be_overridden_by_configuration() -> None:
@@ -87,6 +114,7 @@ def test_routes_can_be_overridden_by_configuration() -> None:
         )
     )
     assert table["chat"].message_path("3") == "/v2/chat/3/send"
+    assert table["chat"].channel_for("3", None) == "booking#3"  # the booking id, never the channel
     assert table["chat"].connect_path("3") == "/api/chat/ws/3/connect"
     assert table["feed"].connect_path(None) == "/v2/feed/connect"
     assert routes_with_overrides(None) == DEFAULT_ROUTES
@@ -106,7 +134,7 @@ def test_the_registry_client_retries_with_dynamodbs_own_short_backoff(
         "AWS_SECRET_ACCESS_KEY": "y",
     }.items():
         monkeypatch.setenv(key, value)
-    client = Container().proxy().registry._client
+    client = Container().use_cases().registry._client  # type: ignore[attr-defined]
     handlers = client.meta.events._emitter._handlers.prefix_search("needs-retry.dynamodb.Query")
     (retry,) = [h for h in handlers if isinstance(h, retryhandler.RetryHandler)]
     assert [round(retry._action(attempts=n), 3) for n in (1, 2, 3, 4)] == [0.05, 0.1, 0.2, 0.4]

@@ -14,7 +14,6 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from email.utils import formatdate
 from typing import Any
 
 ACCOUNT_ID = "123456789012"
@@ -38,10 +37,6 @@ def new_api_id() -> str:
 def request_time(epoch_ms: int) -> str:
     """API Gateway's ``requestTime``: ``25/Nov/2025:18:44:01 +0000``."""
     return time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(epoch_ms / 1000))
-
-
-def http_date(epoch_ms: int) -> str:
-    return formatdate(epoch_ms / 1000, usegmt=True)
 
 
 def now_ms() -> int:

@@ -1,0 +1,202 @@
+"""``$connect`` and ``$disconnect``: a connection's item is written and removed here.
+
+``$connect`` validates the query, asks the type's backend connect route, writes
+the item only when the backend accepts, and hands the initial frames to
+``deliver`` (API Gateway refuses posts until the handshake has completed).
+``$disconnect`` removes the item; TTL removes whatever a missed one leaves.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from chalicelib import protocol
+from chalicelib.config import Settings
+from chalicelib.deadline import Deadline
+from chalicelib.errors import (
+    BackendError,
+    ConfigurationError,
+    DeliveryFailed,
+    InvalidMessage,
+    ProxyError,
+    TooLarge,
+)
+from chalicelib.internal_events import ASYNC_PAYLOAD_LIMIT, DeliveryEvent, pack_frames
+from chalicelib.ports import Backend, Invoker, Metric, Registry
+from chalicelib.registry import Connection
+from chalicelib.summary import HandlerRun
+
+logger = logging.getLogger(__name__)
+
+#: Longest Management API endpoint stored with a connection.
+ENDPOINT_MAX = 512
+
+
+def _connection_id(event: Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
+    ctx = event.get("requestContext") or {}
+    return ctx, str(ctx.get("connectionId", ""))
+
+
+class ConnectCase:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        backend: Backend,
+        invoker: Invoker,
+        *,
+        clock: Callable[[], float] = time.time,
+        metric: Metric,
+    ) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._backend = backend
+        self._invoker = invoker
+        self._clock = clock
+        self._metric = metric
+
+    def handle(self, event: Mapping[str, Any], deadline: Deadline) -> dict[str, Any]:
+        ctx, connection_id = _connection_id(event)
+
+        def fallback(outcome: str) -> dict[str, Any]:
+            if outcome == "misconfigured":
+                return {"statusCode": 500, "body": "the proxy is misconfigured"}
+            return {"statusCode": 500, "body": "internal error"}
+
+        with HandlerRun(
+            "$connect",
+            fallback,
+            last_resort={"statusCode": 500},
+            message="connect",
+            connection_id=connection_id,
+        ) as run:
+            try:
+                run.result = self._connect(event, ctx, connection_id, deadline, run.log)
+                run.log["outcome"] = "accepted"
+                self._metric("ConnectionsOpened", 1)
+            except ProxyError as exc:
+                run.log["outcome"] = exc.code
+                run.result = {"statusCode": exc.status, "body": exc.message}
+                self._metric("ConnectionsRejected", 1)
+                if exc.code in ("backend_unavailable", "backend_error"):
+                    self._metric("BackendErrors", 1)
+        response = run.answer()
+        run.log["status"] = response["statusCode"]
+        return response
+
+    def _connect(
+        self,
+        event: Mapping[str, Any],
+        ctx: Mapping[str, Any],
+        connection_id: str,
+        deadline: Deadline,
+        log: dict[str, Any],
+    ) -> dict[str, Any]:
+        headers = event.get("headers") or {}
+        protocol.check_origin(headers, self._settings.allowed_origins)
+        request = protocol.parse_connect(event.get("queryStringParameters"), headers, self._settings.routes)
+        log["type"] = request.connection_type
+        answer: dict[str, Any] = {}
+        path = request.route.connect_path(request.booking_id)
+        if path is not None:
+            answer = self._backend.post(
+                path, {"connection_id": connection_id, "token": request.token}, deadline=deadline
+            )
+        user_id = answer.get("user_id")
+        if isinstance(user_id, bool) or not isinstance(user_id, (str, int, type(None))):
+            raise BackendError("the chat service answered an invalid user_id")
+        user = None if user_id is None or user_id == "" else str(user_id)
+        if user is not None and len(user) > protocol.USER_ID_MAX:
+            raise BackendError("the chat service answered an invalid user_id")
+        if request.route.channel_kind == "user" and user is None:
+            raise BackendError("the chat service did not say which user connected")
+        channel = request.route.channel_for(request.booking_id, user)
+        endpoint = self._settings.endpoint_for(ctx)
+        if len(endpoint) > ENDPOINT_MAX:
+            raise InvalidMessage("the request's domain name is too long", status=400)
+        log["channel"] = channel
+        frames: list[bytes] = []
+        for key in ("initial", "receipt"):
+            payload = answer.get(key)
+            if payload is None:
+                continue
+            try:
+                frames.extend(protocol.frames_for(payload))
+            except TooLarge as exc:
+                frames.append(protocol.encode(protocol.error_frame_for(exc)))
+        now = int(self._clock())
+        conn = Connection(
+            connection_id=connection_id,
+            channel=channel,
+            connection_type=request.connection_type,
+            user_id=user,
+            # Only a token the backend has verified is stored (and forwarded with messages).
+            token=request.token if path is not None else None,
+            created_at=now,
+            ttl=now + self._settings.connection_ttl_seconds,
+            booking_id=request.booking_id,
+            endpoint=endpoint,
+        )
+        self._registry.put(conn)
+        if frames:
+            try:
+                self._schedule_delivery(conn, frames)
+            except Exception:
+                self._registry.delete(channel, connection_id)
+                raise
+        response: dict[str, Any] = {"statusCode": 200}
+        if request.bearer_subprotocol:
+            response["headers"] = {"Sec-WebSocket-Protocol": protocol.BEARER_SUBPROTOCOL}
+        return response
+
+    def _schedule_delivery(self, conn: Connection, frames: list[bytes]) -> None:
+        name = self._settings.deliver_function_name
+        if not name:
+            raise ConfigurationError("DELIVER_FUNCTION_NAME is required to deliver initial payloads")
+        if len(pack_frames(frames)) > ASYNC_PAYLOAD_LIMIT:
+            # Too large even compressed: say so to the client instead of dropping it.
+            note = protocol.error_frame(
+                "too_large", "the initial payload is too large to deliver; reload in smaller pages"
+            )
+            frames = [protocol.encode(note)]
+        event = DeliveryEvent(conn.connection_id, conn.channel, frames)
+        try:
+            self._invoker.invoke_async(name, event.to_payload())
+        except Exception as exc:
+            logger.error(
+                "deferred delivery could not be scheduled",
+                extra={"connection_id": conn.connection_id, "error": type(exc).__name__},
+            )
+            raise DeliveryFailed("the chat history could not be scheduled; reconnect") from exc
+
+
+class DisconnectCase:
+    def __init__(self, registry: Registry, *, metric: Metric) -> None:
+        self._registry = registry
+        self._metric = metric
+
+    def handle(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        _, connection_id = _connection_id(event)
+        with HandlerRun(
+            "$disconnect",
+            lambda outcome: {"statusCode": 200},
+            last_resort={"statusCode": 200},
+            message="disconnect",
+            connection_id=connection_id,
+        ) as run:
+            run.result = {"statusCode": 200}
+            try:
+                conn = self._registry.find(connection_id)
+                if conn is None:
+                    run.log["outcome"] = "unknown"
+                else:
+                    self._registry.delete(conn.channel, connection_id)
+                    run.log.update(outcome="removed", channel=conn.channel)
+                    self._metric("ConnectionsClosed", 1)
+            except ProxyError as exc:  # best effort: TTL removes what we could not
+                run.log["outcome"] = "error"
+                logger.error("disconnect cleanup failed", extra={**run.log, "error": exc.code})
+        return run.answer()

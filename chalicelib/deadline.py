@@ -1,0 +1,62 @@
+"""Deadlines: every handler finishes before Lambda stops it.
+
+A ``Deadline`` is a ``time.monotonic()`` instant. A handler's comes from its
+Lambda context (``get_remaining_time_in_millis``) less ``RESERVE_SECONDS``, the
+time kept back to answer the client or hand unfinished work to a later
+invocation. Work that takes time (a backend call, a post, a pause between
+retries) asks ``remaining()`` first and never runs past it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+#: Time kept back from the Lambda deadline to answer or hand off what is left.
+RESERVE_SECONDS = 1.5
+#: With no Lambda context (scripts, benchmarks): as long as the longest function may run.
+UNBOUNDED_SECONDS = 900.0
+
+
+@dataclass(frozen=True)
+class Deadline:
+    at: float
+    clock: Callable[[], float] = time.monotonic
+
+    @classmethod
+    def after(cls, seconds: float, clock: Callable[[], float] = time.monotonic) -> Deadline:
+        return cls(clock() + seconds, clock)
+
+    @classmethod
+    def from_context(
+        cls,
+        context: Any,
+        *,
+        reserve: float = RESERVE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> Deadline:
+        """The context's remaining time less ``reserve`` (never negative)."""
+        remaining = getattr(context, "get_remaining_time_in_millis", None)
+        if not callable(remaining):
+            return cls.after(UNBOUNDED_SECONDS, clock)
+        try:
+            seconds = float(remaining()) / 1000
+        except (TypeError, ValueError):
+            return cls.after(UNBOUNDED_SECONDS, clock)
+        return cls.after(max(0.0, seconds - reserve), clock)
+
+    def remaining(self) -> float:
+        return max(0.0, self.at - self.clock())
+
+    def expired(self) -> bool:
+        return self.clock() >= self.at
+
+    def earlier(self, seconds: float) -> Deadline:
+        """A deadline ``seconds`` before this one."""
+        return Deadline(self.at - seconds, self.clock)
+
+    def within(self, seconds: float) -> Deadline:
+        """This deadline, or ``seconds`` from now if that comes first."""
+        return Deadline(min(self.at, self.clock() + seconds), self.clock)

@@ -1,0 +1,112 @@
+"""The events the app sends itself: typed, with their encoding in one place.
+
+``DeliveryEvent`` goes from ``$connect`` to ``deliver`` (the initial frames);
+``FanOutChunk`` goes from a fan-out to ``fanout`` (a later chunk of a large
+channel, the connections a fan-out had no time left for, or a later attempt for
+connections whose posts failed). Neither carries a Management API endpoint: the
+function that runs it takes the configured one, or the one stored with each
+connection, so no event can make the app post anywhere else. Frames travel compressed
+(zlib + base64) so that large histories fit Lambda's asynchronous payload limit.
+``from_payload`` raises ``ValueError`` for anything that is not such an event.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+#: Lambda's asynchronous invocation payload limit, with room for the envelope.
+ASYNC_PAYLOAD_LIMIT = 240 * 1024
+
+
+def pack_frames(frames: list[bytes]) -> str:
+    """Frames for an asynchronous invocation: compressed, so large histories fit."""
+    raw = json.dumps([f.decode("utf-8") for f in frames], ensure_ascii=False).encode("utf-8")
+    return base64.b64encode(zlib.compress(raw, 6)).decode("ascii")
+
+
+def unpack_frames(packed: str) -> list[bytes]:
+    try:
+        frames = json.loads(zlib.decompress(base64.b64decode(packed, validate=True)))
+    except (binascii.Error, zlib.error) as exc:
+        raise ValueError("frames are not packed frames") from exc
+    if not isinstance(frames, list) or not all(isinstance(f, str) for f in frames):
+        raise ValueError("frames must be a list of strings")
+    return [f.encode("utf-8") for f in frames]
+
+
+def _field(payload: Mapping[str, Any], name: str, kind: type) -> Any:
+    value = payload.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ValueError(f"{name} must be a {kind.__name__}")
+    return value
+
+
+@dataclass(frozen=True)
+class DeliveryEvent:
+    """A new connection's initial frames, posted once its handshake is complete."""
+
+    connection_id: str
+    channel: str
+    frames: list[bytes]
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "connection_id": self.connection_id,
+            "channel": self.channel,
+            "frames": pack_frames(self.frames),
+        }
+
+    @classmethod
+    def from_payload(cls, payload: Any) -> DeliveryEvent:
+        if not isinstance(payload, Mapping):
+            raise ValueError("a delivery event is an object")
+        return cls(
+            connection_id=_field(payload, "connection_id", str),
+            channel=_field(payload, "channel", str),
+            frames=unpack_frames(_field(payload, "frames", str)),
+        )
+
+
+@dataclass(frozen=True)
+class FanOutChunk:
+    """Part of a fan-out handed to a later invocation: these connections, these frames."""
+
+    channel: str
+    connection_ids: list[str]
+    frames: list[bytes]
+    #: 0 for a chunk of a large channel; n for the n-th later attempt after failures.
+    attempt: int = 0
+
+    def to_payload(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "channel": self.channel,
+            "connection_ids": list(self.connection_ids),
+            "frames": pack_frames(self.frames),
+        }
+        if self.attempt:
+            body["attempt"] = self.attempt
+        return {"chunk": body}
+
+    @classmethod
+    def from_payload(cls, payload: Any, *, max_attempt: int) -> FanOutChunk:
+        if not isinstance(payload, Mapping) or not isinstance(payload.get("chunk"), Mapping):
+            raise ValueError("a fan-out chunk is an object with a chunk")
+        body = payload["chunk"]
+        ids = _field(body, "connection_ids", list)
+        if not all(isinstance(i, str) for i in ids):
+            raise ValueError("connection_ids must be strings")
+        attempt = body.get("attempt", 0)
+        if not isinstance(attempt, int) or isinstance(attempt, bool) or not 0 <= attempt <= max_attempt:
+            raise ValueError("attempt out of range")
+        return cls(
+            channel=_field(body, "channel", str),
+            connection_ids=ids,
+            frames=unpack_frames(_field(body, "frames", str)),
+            attempt=attempt,
+        )

@@ -1,0 +1,218 @@
+"""``$default``: a client frame, answered by the proxy or forwarded to the backend.
+
+The proxy answers three kinds of frame itself: bad frames (an error frame),
+``{"type": "ping"}`` (``pong``) and ``{"type": "auth", "token"}`` (the token is
+checked by the type's backend connect route and replaces the stored one). Any
+other frame goes, with the connection's stored token, to the type's backend
+message route; the answer goes back to the sender, or with ``broadcast: true``
+to every connection of the channel with the same type.
+
+A frame with an ``id`` gets exactly one frame back carrying ``"ref": id``: the
+reply, the sender's own copy of a broadcast, the pong, ``authenticated``, or
+an error frame. Other recipients' copies carry no ``ref``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from chalicelib import protocol
+from chalicelib.config import Settings
+from chalicelib.deadline import Deadline
+from chalicelib.errors import (
+    BackendError,
+    BackendUnavailable,
+    DeliveryFailed,
+    Forbidden,
+    InvalidMessage,
+    ProxyError,
+    TooLarge,
+    Unauthorized,
+    UnknownConnection,
+)
+from chalicelib.fanout import FanOut
+from chalicelib.gateway import FanOutResult, PostOutcome
+from chalicelib.ports import Backend, Gateway, GatewayFor, Metric, Registry
+from chalicelib.registry import Connection
+from chalicelib.routes import Route
+from chalicelib.summary import HandlerRun
+
+logger = logging.getLogger(__name__)
+
+_FALLBACK_MESSAGES = {
+    "misconfigured": ("the proxy is misconfigured", False),
+    "internal_error": ("the message could not be processed; try again", True),
+}
+
+
+def with_ref(payload: dict[str, Any], ref: Any) -> dict[str, Any]:
+    return payload if ref is None else {**payload, "ref": ref}
+
+
+class MessageCase:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        backend: Backend,
+        gateway_for: GatewayFor,
+        fan_out: FanOut,
+        *,
+        metric: Metric,
+    ) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._backend = backend
+        self._gateway_for = gateway_for
+        self._fan_out = fan_out
+        self._metric = metric
+
+    def handle(
+        self, event: Mapping[str, Any], deadline: Deadline, own_function_name: str | None = None
+    ) -> dict[str, Any]:
+        ctx = event.get("requestContext") or {}
+        connection_id = str(ctx.get("connectionId", ""))
+        ref: Any = None
+        gateway: Gateway | None = None
+
+        def fallback(outcome: str) -> dict[str, Any]:
+            message, retryable = _FALLBACK_MESSAGES.get(outcome, _FALLBACK_MESSAGES["internal_error"])
+            if gateway is None:
+                return {"statusCode": 500}
+            self._reply(
+                gateway,
+                connection_id,
+                protocol.error_frame("backend_unavailable", message, retryable=retryable, ref=ref),
+            )
+            return {"statusCode": 200}
+
+        with HandlerRun(
+            "$default",
+            fallback,
+            last_resort={"statusCode": 200},
+            message="message",
+            connection_id=connection_id,
+        ) as run:
+            gateway = self._gateway_for(self._settings.endpoint_for(ctx))
+            run.result = {"statusCode": 200}
+            try:
+                frame = protocol.parse_frame(event.get("body"), is_base64=bool(event.get("isBase64Encoded")))
+                ref = protocol.reference(
+                    frame
+                )  # error frames echo ``id`` or, from older clients, ``client_id``
+                request = protocol.request_id(frame)  # answers echo ``id`` only
+                kind = frame.get("type")
+                if kind == "ping":
+                    run.log["outcome"] = "pong"
+                    self._reply(gateway, connection_id, with_ref(protocol.PONG, request))
+                elif kind == "auth":
+                    self._authenticate(gateway, connection_id, frame, request, deadline, run.log)
+                else:
+                    fan_out = self._fan_out.for_function(own_function_name)
+                    self._forward(gateway, fan_out, connection_id, frame, request, deadline, run.log)
+                self._metric("Messages", 1)
+            except ProxyError as exc:
+                run.log["outcome"] = exc.code
+                if exc.code in ("backend_unavailable", "backend_error"):
+                    self._metric("BackendErrors", 1)
+                self._reply(gateway, connection_id, protocol.error_frame_for(exc, ref))
+        return run.answer()
+
+    def _sender(self, connection_id: str) -> tuple[Connection, Route]:
+        conn = self._registry.find(connection_id)
+        if conn is None:
+            raise UnknownConnection("this connection is not registered; reconnect")
+        route = self._settings.routes.get(conn.connection_type)
+        if route is None:
+            raise UnknownConnection("this connection's type is no longer served; reconnect")
+        if conn.legacy or (route.needs_booking and not conn.booking_id):
+            # Written by an earlier version (channel without a kind): its channel cannot be trusted.
+            self._registry.delete(conn.channel, conn.connection_id)
+            raise UnknownConnection("this connection was opened by an earlier version; reconnect")
+        return conn, route
+
+    def _authenticate(
+        self,
+        gateway: Gateway,
+        connection_id: str,
+        frame: dict[str, Any],
+        ref: Any,
+        deadline: Deadline,
+        log: dict[str, Any],
+    ) -> None:
+        token = frame.get("token")
+        if not isinstance(token, str) or not token:
+            raise InvalidMessage("auth needs a token: a non-empty string")
+        if len(token) > protocol.MAX_TOKEN_CHARS:
+            raise Unauthorized("token is too long")
+        conn, route = self._sender(connection_id)
+        log.update(channel=conn.channel, type=conn.connection_type)
+        path = route.connect_path(conn.booking_id)
+        if path is None:
+            raise InvalidMessage(f"{conn.connection_type} connections take no token")
+        answer = self._backend.post(path, {"connection_id": connection_id, "token": token}, deadline=deadline)
+        user_id = answer.get("user_id")
+        if isinstance(user_id, bool) or not isinstance(user_id, (str, int, type(None))):
+            raise BackendError("the chat service answered an invalid user_id")
+        user = None if user_id is None or user_id == "" else str(user_id)
+        if user != conn.user_id:
+            raise Forbidden("the token belongs to another user; reconnect with it instead")
+        self._registry.update_token(conn, token)
+        log["outcome"] = "authenticated"
+        self._reply(gateway, connection_id, with_ref({"type": "authenticated"}, ref))
+
+    def _forward(
+        self,
+        gateway: Gateway,
+        fan_out: FanOut,
+        connection_id: str,
+        frame: dict[str, Any],
+        ref: Any,
+        deadline: Deadline,
+        log: dict[str, Any],
+    ) -> None:
+        conn, route = self._sender(connection_id)
+        log.update(channel=conn.channel, type=conn.connection_type)
+        body: dict[str, Any] = {"connection_id": connection_id, "message": frame}
+        if conn.token is not None:
+            body["token"] = conn.token
+        answer = self._backend.post(route.message_path(conn.booking_id), body, deadline=deadline)
+        broadcast = answer.get("broadcast") is True
+        own = protocol.frames_with_ref(answer, ref)
+        try:
+            if not broadcast:
+                result = mine = fan_out.deliver(
+                    gateway, conn.channel, [connection_id], own, deadline, attempt=0
+                )
+            elif ref is None:  # every copy is the same: the sender is first in the first chunk
+                members = self._registry.channel_ids(conn.channel, conn.connection_type)
+                ids = [connection_id, *(i for i in members if i != connection_id)]
+                result = mine = fan_out.to_channel(gateway, conn.channel, ids, own, deadline)
+            else:  # the sender's copy carries the ref: it goes first, then everyone else's
+                mine = fan_out.deliver(gateway, conn.channel, [connection_id], own, deadline, attempt=0)
+                members = self._registry.channel_ids(conn.channel, conn.connection_type)
+                others = [i for i in members if i != connection_id]
+                result = fan_out.to_channel(
+                    gateway, conn.channel, others, protocol.frames_for(answer), deadline
+                )
+                result.merge(FanOutResult(mine.delivered, mine.gone, mine.too_large, mine.failed))
+        except BackendUnavailable as exc:
+            # The backend has accepted the message: resending it would store it twice.
+            raise DeliveryFailed(
+                "the message was accepted but could not be delivered to everyone; do not resend it"
+            ) from exc
+        log.update(
+            outcome="broadcast" if broadcast else "replied",
+            delivered=result.delivered,
+            gone=len(result.gone),
+            failed=len(result.failed),
+        )
+        if connection_id in mine.too_large:
+            raise TooLarge("the reply is over the message limit")
+
+    def _reply(self, gateway: Gateway, connection_id: str, frame: dict[str, Any]) -> None:
+        """One of the proxy's own frames (pong, authenticated, error) to the sender, best effort."""
+        if gateway.post(connection_id, protocol.encode(frame)) is PostOutcome.FAILED:
+            self._metric("DeliveryFailures", 1)

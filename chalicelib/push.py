@@ -1,0 +1,83 @@
+"""``push``: the backend sends a payload to a booking, a user or the feed.
+
+The backend invokes this function with the AWS SDK. The event is validated
+(``protocol.parse_push``), the channel's live connections are read, and the
+payload is fanned out, large channels in chunks handed to the internal
+``fanout`` function (which the backend is not allowed to invoke). The answer counts what
+happened; a bad event answers ``{"error": {...}}`` (HTTP 200 for the invoke).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from chalicelib import protocol
+from chalicelib.config import Settings
+from chalicelib.deadline import Deadline
+from chalicelib.errors import ConfigurationError, InvalidMessage, ProxyError
+from chalicelib.fanout import FanOut
+from chalicelib.ports import GatewayFor, Registry
+from chalicelib.summary import HandlerRun
+
+logger = logging.getLogger(__name__)
+
+_ROUTE_OF_KIND = {"booking_id": "booking", "user_id": "notification", "feed": "feed"}
+
+
+class PushCase:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        gateway_for: GatewayFor,
+        fan_out: FanOut,
+    ) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._gateway_for = gateway_for
+        self._fan_out = fan_out
+
+    def handle(self, event: Any, deadline: Deadline, own_function_name: str | None = None) -> dict[str, Any]:
+        def fallback(outcome: str) -> dict[str, Any]:
+            message = "the proxy is misconfigured" if outcome == "misconfigured" else None
+            return {"error": {"code": outcome, "message": message or "the push could not be processed"}}
+
+        with HandlerRun(
+            "push", fallback, last_resort={"error": {"code": "internal_error"}}, message="push"
+        ) as run:
+            try:
+                run.result = self._push(event, deadline, own_function_name, run.log)
+            except ProxyError as exc:
+                run.log["outcome"] = exc.code
+                code = "invalid_event" if isinstance(exc, InvalidMessage) else exc.code
+                run.result = {"error": {"code": code, "message": exc.message}}
+        return run.answer()
+
+    def _push(
+        self, event: Any, deadline: Deadline, own_function_name: str | None, log: dict[str, Any]
+    ) -> dict[str, Any]:
+        endpoint = self._settings.api_gateway_endpoint
+        if not endpoint:
+            raise ConfigurationError("API_GATEWAY_ENDPOINT is required for push")
+        target = protocol.parse_push(event, self._settings.routes)
+        route = self._settings.routes[_ROUTE_OF_KIND[target.channel_kind]]
+        value = target.channel_value
+        if target.channel_kind == "booking_id":
+            channel = route.channel_for(value, None)
+        else:
+            channel = route.channel_for(None, value)
+        gateway = self._gateway_for(endpoint)
+        ids = [
+            i for i in self._registry.channel_ids(channel, target.connection_type) if i not in target.exclude
+        ]
+        fan_out = self._fan_out.for_function(own_function_name)
+        result = fan_out.to_channel(gateway, channel, ids, target.frames, deadline)
+        answer = {
+            "delivered": result.delivered,
+            "gone": len(result.gone),
+            "failed": len(result.failed) + len(result.too_large),
+            "queued": len(ids) - result.attempted,  # handed to the fanout function
+        }
+        log.update(outcome="pushed", channel=channel, connections=len(ids), **answer)
+        return answer

@@ -1,0 +1,88 @@
+"""One summary log line per handler invocation, and no exception out of a handler.
+
+Every use case runs its work inside ``HandlerRun``: it times the call, collects
+the fields of the summary (route, connection id, outcome, counts), turns a
+``ConfigurationError`` or any unexpected exception into the use case's fallback
+answer, and logs exactly one record carrying ``summary=True`` (the local
+gateway's terminal shows these). Tokens and message bodies are never fields.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from chalicelib.errors import ConfigurationError
+
+logger = logging.getLogger(__name__)
+
+#: What a Lambda handler answers.
+Answer = dict[str, Any]
+
+
+def elapsed_ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
+
+
+class HandlerRun:
+    """``with HandlerRun(route, fallback, ...) as run:`` then set ``run.result`` and ``run.log``.
+
+    ``fallback(outcome)`` answers when the work raised (``"misconfigured"`` or
+    ``"internal_error"``); if it fails too, that is logged and ``last_resort``
+    is the answer.
+    """
+
+    def __init__(
+        self,
+        route: str,
+        fallback: Callable[[str], Answer],
+        *,
+        last_resort: Answer,
+        message: str,
+        connection_id: str | None = None,
+    ) -> None:
+        self.route = route
+        self.message = message
+        self.log: dict[str, Any] = {"route": route}
+        if connection_id is not None:
+            self.log["connection_id"] = connection_id
+        self._fallback = fallback
+        self._last_resort = last_resort
+        self.result: Answer | None = None
+        self._started = 0.0
+
+    def __enter__(self) -> HandlerRun:
+        self._started = time.perf_counter()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        if exc is not None and not isinstance(exc, Exception):
+            return False  # KeyboardInterrupt, SystemExit: not ours to swallow
+        if isinstance(exc, ConfigurationError):
+            logger.error("configuration error", extra={**self.log, "error": str(exc)})
+            self._fail("misconfigured")
+        elif exc is not None:
+            logger.exception(f"{self.message} failed", extra=self.log)
+            self._fail("internal_error")
+        self.log["duration_ms"] = elapsed_ms(self._started)
+        logger.info(self.message, extra={**self.log, "summary": True})
+        return True
+
+    def _fail(self, outcome: str) -> None:
+        self.log["outcome"] = outcome
+        try:
+            self.result = self._fallback(outcome)
+        except Exception:
+            logger.exception("the fallback answer failed too", extra=self.log)
+
+    def answer(self) -> Answer:
+        """The result (set by the work, or by the fallback)."""
+        return self._last_resort if self.result is None else self.result

@@ -1,0 +1,212 @@
+"""The use cases on in-memory fakes: no network, no AWS."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from chalicelib import protocol
+from chalicelib.config import Settings
+from chalicelib.container import Tuning, UseCases, wire
+from chalicelib.deadline import Deadline
+from chalicelib.gateway import PostOutcome
+from chalicelib.internal_events import pack_frames, unpack_frames
+from chalicelib.registry import Connection
+from chalicelib.routes import DEFAULT_ROUTES
+from tests import events
+from tests.fakes import FakeBackend, FakeGateway, FakeInvoker, FakeRegistry
+
+NOW = 1_800_000_000
+ENDPOINT = f"https://{events.DOMAIN}/{events.STAGE}"
+
+
+def make(
+    **settings: Any,
+) -> tuple[UseCases, FakeRegistry, FakeBackend, dict[str, FakeGateway], FakeInvoker, list[float]]:
+    registry = FakeRegistry(clock=lambda: NOW)
+    backend = FakeBackend()
+    gateways: dict[str, FakeGateway] = {}
+    invoker = FakeInvoker()
+    sleeps: list[float] = []
+
+    def gateway_for(endpoint: str) -> FakeGateway:
+        return gateways.setdefault(endpoint, FakeGateway(endpoint=endpoint))
+
+    values: dict[str, Any] = {
+        "backend_url": "https://api.example.com",
+        "connections_table": "t",
+        "deliver_function_name": "deliver-fn",
+        "push_function_name": "push-fn",
+        "fanout_function_name": "fanout-fn",
+        **settings,
+    }
+    config = Settings(**values)
+    proxy = wire(
+        config,
+        registry,
+        backend,
+        invoker,
+        gateway_for,
+        metric=lambda name, value: None,
+        tuning=Tuning(clock=lambda: NOW, sleep=sleeps.append),
+    )
+    return proxy, registry, backend, gateways, invoker, sleeps
+
+
+LONG = Deadline.after(60)
+
+
+def add(registry: FakeRegistry, cid: str, booking: str = "1", ctype: str = "chat") -> None:
+    route = DEFAULT_ROUTES[ctype]
+    registry.put(
+        Connection(
+            cid,
+            route.channel_for(booking, None),
+            ctype,
+            token="t",
+            created_at=NOW,
+            ttl=NOW + 60,
+            booking_id=booking,
+            endpoint=ENDPOINT,
+        )
+    )
+
+
+def test_connect_stores_the_events_endpoint_and_schedules_delivery_without_it() -> None:
+    proxy, registry, backend, gateways, invoker, _ = make()
+    backend.answers["/api/chat/ws/1/connect"] = {"initial": {"type": "history", "messages": []}}
+    proxy.connect.handle(events.connect_event("A=", {"booking_id": "1", "token": "t"}), LONG)
+    ((_, payload),) = invoker.calls
+    assert "endpoint" not in payload
+    (conn,) = registry.items.values()
+    assert conn.endpoint == ENDPOINT and conn.booking_id == "1" and conn.channel == "booking#1"
+
+
+def test_endpoint_override_wins_for_custom_domains() -> None:
+    proxy, *_ = make(api_gateway_endpoint="https://chat.example.com/v1")
+    assert proxy.settings.endpoint_for({"domainName": "x", "stage": "y"}) == "https://chat.example.com/v1"
+
+
+def test_deliver_waits_out_410_with_growing_pauses_and_keeps_order() -> None:
+    proxy, registry, _, gateways, _, sleeps = make()
+    add(registry, "A=")
+    gateway = FakeGateway(endpoint=ENDPOINT, open={"A="})
+    gateways[ENDPOINT] = gateway
+    gateway.scripted["A="] = [PostOutcome.GONE] * 4
+    frames = [protocol.encode({"n": i}) for i in range(3)]
+    result = proxy.deliver.handle(
+        {"connection_id": "A=", "channel": "booking#1", "frames": pack_frames(frames)}, LONG
+    )
+    assert result == {"delivered": 3, "frames": 3, "outcome": "delivered"}
+    assert [json.loads(f) for f in gateway.received["A="]] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert sleeps == [0.05, 0.1, 0.2, 0.4]
+
+
+def test_deliver_stops_waiting_once_the_connection_has_disconnected() -> None:
+    proxy, registry, _, gateways, _, sleeps = make()
+    add(registry, "A=")
+    gateway = FakeGateway(endpoint=ENDPOINT)  # never opens: 410 for ever
+    gateways[ENDPOINT] = gateway
+    frames = [protocol.encode({"n": 1})]
+    # its $disconnect runs during the first pause
+    proxy_sleep = sleeps.append
+
+    def disconnect_during_pause(seconds: float) -> None:
+        proxy_sleep(seconds)
+        registry.delete("booking#1", "A=")
+
+    proxy = wire(
+        proxy.settings,
+        registry,
+        FakeBackend(),
+        FakeInvoker(),
+        lambda endpoint: gateway,
+        metric=lambda name, value: None,
+        tuning=Tuning(clock=lambda: NOW, sleep=disconnect_during_pause),
+    )
+    result = proxy.deliver.handle(
+        {"connection_id": "A=", "channel": "booking#1", "frames": pack_frames(frames)}, LONG
+    )
+    assert result["outcome"] == "gone" and sleeps == [0.05]
+
+
+def test_deliver_posts_only_through_the_configured_or_stored_endpoint() -> None:
+    proxy, registry, _, gateways, _, _ = make()
+    add(registry, "A=")
+    event = {
+        "connection_id": "A=",
+        "channel": "booking#1",
+        "frames": pack_frames([b"{}"]),
+        "endpoint": "https://attacker.example.net/x",
+    }
+    proxy.deliver.handle(event, LONG)
+    assert set(gateways) == {ENDPOINT}
+
+
+def test_deliver_for_a_connection_not_in_the_table_posts_nothing() -> None:
+    proxy, registry, _, gateways, _, _ = make()
+    event = {"connection_id": "V=", "channel": "booking#1", "frames": pack_frames([b"{}"])}
+    assert proxy.deliver.handle(event, LONG)["outcome"] == "gone"
+    assert gateways == {}
+
+
+def test_sender_gone_during_its_reply_is_removed() -> None:
+    proxy, registry, backend, gateways, _, _ = make()
+    add(registry, "A=")
+    backend.answers["/api/chat/ws/1/message"] = {"type": "ack"}
+    proxy.message.handle(events.message_event("A=", {"body": "x"}), LONG)
+    assert registry.items == {}
+
+
+def test_a_connection_that_fails_a_frame_gets_no_later_frames() -> None:
+    proxy, registry, backend, gateways, _, _ = make()
+    for cid in ("A=", "B="):
+        add(registry, cid)
+    gateway = gateways.setdefault(ENDPOINT, FakeGateway(endpoint=ENDPOINT))
+    gateway.open.update({"A=", "B="})
+    gateway.scripted["B="] = [PostOutcome.FAILED]
+    history = {"type": "history", "messages": [{"b": "x" * 1000} for _ in range(300)], "broadcast": True}
+    backend.answers["/api/chat/ws/1/message"] = history
+    proxy.message.handle(events.message_event("A=", {"body": "load"}), LONG)
+    assert len(gateway.received["A="]) >= 3
+    assert "B=" not in gateway.received
+    assert set(registry.items) == {("booking#1", "A="), ("booking#1", "B=")}  # a failure is not a disconnect
+
+
+def test_broadcast_chunks_carry_the_channel_ids_and_frames_but_no_endpoint() -> None:
+    proxy, registry, backend, gateways, invoker, _ = make(push_chunk_size=2)
+    for cid in ("A=", "B=", "C=", "D=", "E="):
+        add(registry, cid)
+    gateway = FakeGateway(endpoint=ENDPOINT, open={"A=", "B=", "C=", "D=", "E="})
+    gateways[gateway.endpoint] = gateway
+    backend.answers["/api/chat/ws/1/message"] = {"type": "message", "broadcast": True}
+    proxy.message.handle(events.message_event("E=", {"body": "x"}), LONG)
+    assert set(gateway.received) == {"E=", "A="}  # the sender is in the first chunk
+    names = [name for name, _ in invoker.calls]
+    assert names == ["fanout-fn", "fanout-fn"]
+    chunks = [payload["chunk"] for _, payload in invoker.calls]
+    assert [c["connection_ids"] for c in chunks] == [["B=", "C="], ["D="]]
+    assert all(c["channel"] == "booking#1" and "endpoint" not in c for c in chunks)
+    assert unpack_frames(chunks[0]["frames"]) == [b'{"type":"message","broadcast":true}']
+
+
+def test_push_without_configured_name_chunks_through_its_sibling_fanout_function() -> None:
+    proxy, registry, _, _, invoker, _ = make(
+        push_chunk_size=1, api_gateway_endpoint="https://e/dev", fanout_function_name=None
+    )
+    for cid in ("A=", "B="):
+        add(registry, cid, ctype="booking")
+    event = {"channel": {"booking_id": "1"}, "payload": {"type": "x"}}
+    result = proxy.push.handle(event, LONG, "ws-proxy-prod-push")
+    assert result["queued"] == 1
+    assert [name for name, _ in invoker.calls] == ["ws-proxy-prod-fanout"]
+
+
+def test_connect_rejected_by_backend_never_writes_an_item() -> None:
+    from chalicelib.errors import Unauthorized
+
+    proxy, registry, backend, _, invoker, _ = make()
+    backend.answers["/api/chat/ws/1/connect"] = Unauthorized("expired")
+    response = proxy.connect.handle(events.connect_event("A=", {"booking_id": "1", "token": "t"}), LONG)
+    assert response == {"statusCode": 401, "body": "expired"}
+    assert registry.items == {} and invoker.calls == []
