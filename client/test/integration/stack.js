@@ -9,8 +9,6 @@ import { fileURLToPath } from "node:url";
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
 const PYTHON = process.env.WS_PROXY_PYTHON || join(ROOT, ".venv/bin/python");
-/** The reference backend's development secret (local_gateway/backend.py): it signs local tokens only. */
-const DEV_SECRET = "ws-proxy-local-development-secret";
 
 export function pythonAvailable() {
   return existsSync(PYTHON);
@@ -84,20 +82,20 @@ export class Stack {
     return this.child.exitCode;
   }
 
-  /** A development token from the reference backend (12 hours). */
-  async token(user) {
+  /** A development token from the reference backend (12 hours, or ttlSeconds). */
+  async token(user, ttlSeconds) {
     const response = await fetch(`${this.endpoints.backend}/dev/token`, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ user_id: user }),
+      body: JSON.stringify(ttlSeconds === undefined ? { user_id: user } : { user_id: user, ttl_seconds: ttlSeconds }),
     });
     if (!response.ok) throw new Error(`/dev/token answered ${response.status}`);
     return (await response.json()).token;
   }
 }
 
-/** A development JWT expiring `seconds` from now, signed like the reference backend's own. */
-export function shortToken(user, seconds, secret = DEV_SECRET) {
+/** A JWT for `user` signed with `secret`: with any secret but the backend's, a forged token. */
+export function forgedToken(user, seconds, secret) {
   const enc = (obj) => Buffer.from(JSON.stringify(obj)).toString("base64url");
   const now = Math.floor(Date.now() / 1000);
   const body = `${enc({ alg: "HS256", typ: "JWT" })}.${enc({ sub: user, iat: now, exp: now + seconds })}`;
