@@ -924,6 +924,8 @@ export class ChatSocket {
     const whole = { ...h.frame, messages: h.messages };
     delete whole.part;
     delete whole.parts;
+    delete whole.ref;
+    if (frame.ref !== undefined) whole.ref = frame.ref; // the proxy puts a ref on the last part only
     this._emitHistory(whole);
   }
 
@@ -938,6 +940,9 @@ export class ChatSocket {
     }
     if (this._emittedHistory) frame.resumed = true;
     this._emittedHistory = true;
+    const request = frame.ref !== undefined && frame.ref !== null ? this._pending.get(frame.ref) : undefined;
+    if (request) this._settle(request, undefined, frame);
+    if (request && request.internal) return;
     this._emit("message", frame);
   }
 

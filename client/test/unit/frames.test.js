@@ -175,6 +175,19 @@ describe("history parts", () => {
     assert.equal(history.resumed, undefined);
   });
 
+  it("resolves a request answered by a history in parts (the ref is on the last part)", async () => {
+    const env = setup();
+    const ws = await connected(env);
+    const reply = env.socket.request({ type: "history" });
+    const { id } = ws.frames()[0];
+    ws.deliver(part(1, 2, [1]));
+    ws.deliver(part(2, 2, [2], { ref: id }));
+    const frame = await reply;
+    assert.equal(frame.ref, id);
+    assert.deepEqual(frame.messages.map((m) => m.id), [1, 2]);
+    assert.equal(env.messages.length, 1);
+  });
+
   it("passes a history in one frame through", async () => {
     const env = setup();
     const ws = await connected(env);
