@@ -6,7 +6,7 @@ STAGE  ?= dev
 export AWS_DEFAULT_REGION ?= us-east-1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv checkov-venv lock system-deps lint test run package table checkov validate redrive bench reliability clean
+.PHONY: help venv checkov-venv lock system-deps lint test client-test run package table checkov validate redrive bench reliability clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -53,14 +53,33 @@ system-deps: ## Install Debian's chromium for the browser test (as root), if mis
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "note: /usr/bin/chromium is missing (apt-get install chromium); the browser test will skip"; fi; \
 	fi
+	@if ! command -v node >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; \
+	  else echo "error: node is missing (apt-get install nodejs npm): the client's tests need it"; exit 1; fi; \
+	fi
 
 lint: venv ## ruff check, ruff format --check, mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy chalicelib app.py local_gateway infra
 
-test: venv checkov-venv system-deps lint ## lint, type checks and every test
+test: venv checkov-venv system-deps lint client-test ## lint, type checks and every test (the client's too)
 	$(PY) -m pytest -q
+
+# The client module (client/): its devDependencies (ws, typescript) from package-lock.json,
+# the declarations type-checked, then node's test runner: unit tests on a fake clock, and
+# integration tests against the local stack (python -m local_gateway) over real sockets.
+CLIENT_STAMP := client/node_modules/.installed
+
+$(CLIENT_STAMP): client/package.json client/package-lock.json
+	cd client && npm ci --no-audit --no-fund --loglevel=error
+	touch $(CLIENT_STAMP)
+
+client-test: venv system-deps $(CLIENT_STAMP) ## The client module: tsc, node unit and integration tests
+	cd client && node_modules/.bin/tsc -p tsconfig.json
+	cd client && node --test test/unit/*.test.js
+	cd client && node --test test/integration/*.test.js
 
 # The local stack in the foreground (README, "Local stack"); flags: make run ARGS="--port 4001 -v".
 run: venv ## The local stack in the foreground (ARGS="--port 4001 -v")

@@ -18,6 +18,8 @@ import aiohttp
 from aiohttp import web
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+#: The client module (client/src), which the demo page imports from /client/.
+CLIENT_DIR = Path(__file__).resolve().parent.parent / "client" / "src"
 FORWARD_PREFIX = "/demo/api/"
 _ID = r"[A-Za-z0-9_-]{1,64}"
 #: The backend's development routes the page may call (all POST); nothing else is forwarded.
@@ -65,6 +67,8 @@ class DemoSite:
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         router.add_static("/static/", STATIC_DIR)
+        router.add_static("/client/", CLIENT_DIR)
+        router.add_get("/favicon.ico", self.favicon)
         router.add_get("/demo/config", self.config)
         router.add_route("*", "/demo/api/{path:.+}", self.forward)
 
@@ -75,6 +79,9 @@ class DemoSite:
 
     async def page(self, request: web.Request) -> web.StreamResponse:
         return web.FileResponse(STATIC_DIR / "index.html")
+
+    async def favicon(self, request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC_DIR / "favicon.ico")
 
     async def config(self, request: web.Request) -> web.Response:
         return web.json_response({"stage": self.stage, "backend_url": self.backend_url})

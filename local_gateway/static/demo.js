@@ -1,6 +1,8 @@
-// The demo client: the browser's own WebSocket, exactly as CONTRACT.md §1 describes.
-// Two sockets per page: `chat` (history, messages, reactions) and `booking` (status pushes).
-"use strict";
+// The demo client, built on the client module (client/src, served at /client/): two
+// ChatSockets per page, `chat` (history, messages, reactions) and `booking` (status pushes).
+// The module keeps them connected (keepalive, reconnect, token refresh); the page shows its
+// state, e.g. "reconnecting in 3 s…". See docs/protocol.md.
+import { ChatSocket } from "/client/index.js";
 
 const $ = (id) => document.getElementById(id);
 const REACTIONS = ["❤️", "👍", "😂"];
@@ -10,9 +12,9 @@ const state = {
   booking: null,
   chat: null,
   watcher: null,
-  closingOnPurpose: false,
-  messages: new Map(), // message id -> { data, el }
-  historyParts: [],
+  messages: new Map(), // message key (id and creation time) -> { data, el }
+  byId: new Map(), // message id -> the latest entry with that id (reactions name the id)
+  countdown: null,
 };
 
 function showError(text) {
@@ -26,16 +28,43 @@ function clearError() {
   $("error").textContent = "";
 }
 
-function setState(name, label) {
+function clearUnread() {
+  $("unread").hidden = true;
+  $("unread").textContent = "";
+}
+
+function setControls(connected) {
+  $("message").disabled = !connected;
+  $("send").disabled = !connected;
+  document.querySelectorAll(".actions button").forEach((b) => { b.disabled = !connected; });
+}
+
+/** The badge: the chat socket's state, with a countdown while it waits to reconnect. */
+function showState(name, detail = {}) {
   const badge = $("state");
+  clearInterval(state.countdown);
+  state.countdown = null;
   badge.className = `state ${name}`;
-  badge.textContent = label || name;
-  const open = name === "open";
-  $("message").disabled = !open;
-  $("send").disabled = !open;
-  $("disconnect").disabled = name === "closed";
-  $("connect").disabled = name !== "closed";
-  document.querySelectorAll(".actions button").forEach((b) => { b.disabled = !open; });
+  const active = name !== "closed";
+  $("disconnect").disabled = !active;
+  $("connect").disabled = active;
+  // Frames typed while reconnecting are queued by the module and sent on reconnect.
+  setControls(name === "open" || name === "reconnecting");
+  if (name === "open") {
+    badge.textContent = `connected as ${state.user}`;
+  } else if (name === "closed") {
+    badge.textContent = "disconnected";
+  } else if (detail.phase === "waiting" && detail.retryAt) {
+    const verb = name === "reconnecting" ? "reconnecting" : "connecting";
+    const tick = () => {
+      const seconds = Math.max(0, Math.ceil((detail.retryAt - Date.now()) / 1000));
+      badge.textContent = `${verb} in ${seconds} s…`;
+    };
+    tick();
+    state.countdown = setInterval(tick, 250);
+  } else {
+    badge.textContent = name === "reconnecting" ? "reconnecting…" : "connecting…";
+  }
 }
 
 function logFrame(direction, kind, frame) {
@@ -66,30 +95,6 @@ async function backend(path, body) {
   return answer;
 }
 
-function socketUrl(type, booking, token, transport) {
-  const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const query = new URLSearchParams({ type, booking_id: booking });
-  if (transport === "query") query.set("token", token);
-  return `${scheme}://${location.host}/${state.stage}?${query}`;
-}
-
-function openSocket(type, booking, token, transport, onFrame) {
-  const url = socketUrl(type, booking, token, transport);
-  const ws = transport === "bearer" ? new WebSocket(url, ["bearer", token]) : new WebSocket(url);
-  ws.addEventListener("message", (event) => {
-    let frame;
-    try {
-      frame = JSON.parse(event.data);
-    } catch {
-      showError("the proxy sent a frame that is not JSON");
-      return;
-    }
-    logFrame("←", type, frame);
-    onFrame(frame);
-  });
-  return ws;
-}
-
 function errorText(frame) {
   if (frame.type === "error") {
     return `${frame.code}: ${frame.message}${frame.retryable ? " (try again)" : ""}`;
@@ -97,16 +102,26 @@ function errorText(frame) {
   return frame.message || JSON.stringify(frame); // API Gateway's own {"message": "Internal server error"}
 }
 
+/** Errors the badge already shows (a failed attempt that will be retried) stay out of the banner. */
+function onError(kind, frame) {
+  logFrame("←", kind, frame);
+  if (frame.source === "client" && frame.retryable) return;
+  showError(errorText(frame));
+}
+
 // -- chat -------------------------------------------------------------------
 
 function renderMessage(message) {
-  let entry = state.messages.get(message.id);
+  // A backend that restarts may reuse ids (the reference backend does): the key adds the time.
+  const key = `${message.id}|${message.created_at || ""}`;
+  let entry = state.messages.get(key);
   if (!entry) {
     const el = document.createElement("li");
     entry = { data: message, el };
-    state.messages.set(message.id, entry);
+    state.messages.set(key, entry);
     $("messages").append(el);
   }
+  state.byId.set(message.id, entry);
   entry.data = message;
   const el = entry.el;
   el.className = "message" + (message.user_id === state.user ? " mine" : "");
@@ -148,53 +163,61 @@ function scrollToEnd() {
 }
 
 function onChatFrame(frame) {
+  logFrame("←", "chat", frame);
   switch (frame.type) {
-    case "history": {
-      // A history over 128 KB arrives in ordered parts: {"part": i, "parts": n}.
-      state.historyParts.push(...(frame.messages || []));
-      if (frame.parts && frame.part < frame.parts) return;
+    case "history":
+      // The module re-joins a history sent in parts, and after a reconnect passes only
+      // the messages this page has not shown yet.
       if (frame.thread) $("thread-title").textContent = `Chat · ${frame.thread.title || frame.thread.id}`;
-      state.historyParts.forEach(renderMessage);
-      state.historyParts = [];
+      (frame.messages || []).forEach(renderMessage);
       scrollToEnd();
       return;
-    }
     case "receipt":
-      if (frame.unread) $("thread-title").textContent += ` · ${frame.unread} new`;
+      if (frame.unread) {
+        $("unread").textContent = `· ${frame.unread} new`;
+        $("unread").hidden = false;
+      } else {
+        clearUnread();
+      }
       return;
     case "message":
       renderMessage(frame.message);
       scrollToEnd();
       return;
     case "reaction": {
-      const entry = state.messages.get(frame.message_id);
+      const entry = state.byId.get(frame.message_id);
       if (entry) renderMessage({ ...entry.data, reactions: frame.reactions });
       return;
     }
-    case "pong":
-      return;
     default:
-      if (frame.type === "error" || frame.message) showError(errorText(frame));
+      if (frame.message && typeof frame.message === "string") showError(errorText(frame));
   }
 }
 
 function send(frame) {
-  if (!state.chat || state.chat.readyState !== WebSocket.OPEN) {
+  if (!state.chat) {
     showError("not connected");
     return;
   }
-  logFrame("→", "chat", frame);
-  state.chat.send(JSON.stringify(frame));
+  try {
+    state.chat.send(frame);
+    logFrame("→", "chat", frame);
+  } catch (err) {
+    showError(err.message); // closed, or too many frames waiting for the connection
+  }
 }
 
 // -- booking ----------------------------------------------------------------
 
 function onBookingFrame(frame) {
+  logFrame("←", "booking", frame);
   if (frame.type === "booking") {
+    // Shown once the proxy has accepted the booking (never a refused id).
+    $("booking-id").textContent = frame.booking.booking_id;
     $("booking-status").textContent = frame.booking.status;
   } else if (frame.type === "booking_status") {
     $("booking-status").textContent = frame.status;
-  } else if (frame.type === "error" || frame.message) {
+  } else if (frame.message && typeof frame.message === "string") {
     showError(errorText(frame));
   }
 }
@@ -210,56 +233,69 @@ async function changeStatus(status) {
 
 // -- connecting ---------------------------------------------------------------
 
+function socketUrl() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  return `${scheme}://${location.host}/${state.stage}`;
+}
+
+function resetPanels() {
+  state.messages.clear();
+  state.byId.clear();
+  $("messages").replaceChildren();
+  $("thread-title").textContent = "Chat";
+  clearUnread();
+  $("booking-id").textContent = "–";
+  $("booking-status").textContent = "–";
+}
+
 async function connect(event) {
   event.preventDefault();
   clearError();
   const user = $("user").value.trim();
   const booking = $("booking").value.trim();
   const transport = $("transport").value;
-  setState("connecting");
-  let token;
-  try {
-    token = (await backend("token", { user_id: user })).token;
-  } catch (err) {
-    showError(`no token for "${user}": ${err.message}`);
-    setState("closed", "disconnected");
-    return;
-  }
   state.user = user;
   state.booking = booking;
-  state.closingOnPurpose = false;
-  state.messages.clear();
-  state.historyParts = [];
-  $("messages").replaceChildren();
-  $("booking-id").textContent = booking;
-  $("booking-status").textContent = "–";
-
-  const chat = openSocket("chat", booking, token, transport, onChatFrame);
-  let opened = false;
-  chat.addEventListener("open", () => {
-    opened = true;
-    setState("open", `connected as ${user}`);
-    $("message").focus();
-  });
-  chat.addEventListener("close", (event) => {
-    if (!opened) {
-      // The browser hides a refused handshake's HTTP status; the gateway's log shows it.
-      showError("the connection was refused (a bad token is 401, a bad booking id 400: see the gateway's log)");
-    } else if (!state.closingOnPurpose) {
-      showError(`the connection closed (${event.code}${event.reason ? ": " + event.reason : ""})`);
-    }
-    if (state.watcher) state.watcher.close();
-    state.chat = null;
-    setState("closed", "disconnected");
-  });
+  resetPanels();
+  // Called for every (re)connect and every refresh: a fresh development token each time.
+  const token = async () => (await backend("token", { user_id: user })).token;
+  const common = { url: socketUrl(), bookingId: booking, token, transport, reconnectMaxDelayMs: 10_000 };
+  const chat = new ChatSocket({ ...common, type: "chat" });
+  const watcher = new ChatSocket({ ...common, type: "booking" });
   state.chat = chat;
-  state.watcher = openSocket("booking", booking, token, transport, onBookingFrame);
+  state.watcher = watcher;
+  chat.on("state", (name, detail) => {
+    if (state.chat !== chat) return;
+    showState(name, detail);
+    if (name === "open") $("message").focus();
+  });
+  chat.on("message", onChatFrame);
+  chat.on("error", (frame) => onError("chat", frame));
+  watcher.on("message", onBookingFrame);
+  watcher.on("error", (frame) => onError("booking", frame));
+  watcher.connect().catch(() => {}); // its errors arrive as error events
+  try {
+    await chat.connect();
+  } catch (err) {
+    if (state.chat !== chat) return; // disconnected meanwhile
+    showError(
+      err.status
+        ? `the connection was refused (HTTP ${err.status})`
+        : `the connection failed: ${err.message}`,
+    );
+    disconnect({ keepError: true });
+  }
 }
 
-function disconnect() {
-  state.closingOnPurpose = true;
-  if (state.chat) state.chat.close(1000, "bye");
-  if (state.watcher) state.watcher.close(1000, "bye");
+function disconnect({ keepError = false } = {}) {
+  if (!keepError) clearError();
+  const { chat, watcher } = state;
+  state.chat = null;
+  state.watcher = null;
+  if (chat) chat.close(1000, "bye");
+  if (watcher) watcher.close(1000, "bye");
+  resetPanels();
+  showState("closed");
 }
 
 function submitMessage(event) {
@@ -270,6 +306,7 @@ function submitMessage(event) {
   const clientId = window.crypto && crypto.randomUUID ? crypto.randomUUID() : String(Date.now());
   send({ body, client_id: clientId });
   input.value = "";
+  clearUnread();
 }
 
 async function start() {
@@ -283,12 +320,19 @@ async function start() {
   if (params.get("user")) $("user").value = params.get("user");
   if (params.get("booking")) $("booking").value = params.get("booking");
   $("join").addEventListener("submit", connect);
-  $("disconnect").addEventListener("click", disconnect);
+  $("disconnect").addEventListener("click", () => disconnect());
   $("compose").addEventListener("submit", submitMessage);
+  // "· N new" is read once the reader is in the chat.
+  $("message").addEventListener("focus", clearUnread);
+  $("message").addEventListener("input", clearUnread);
+  $("messages").addEventListener("click", clearUnread);
   document.querySelectorAll(".actions button").forEach((button) => {
     button.addEventListener("click", () => changeStatus(button.dataset.status));
   });
-  setState("closed", "disconnected");
+  showState("closed");
 }
+
+// For the browser test and the curious: the page's sockets and its send().
+window.demo = { send, get chat() { return state.chat; }, get watcher() { return state.watcher; } };
 
 start();

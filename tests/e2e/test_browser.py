@@ -1,12 +1,15 @@
-"""The demo page in Debian's chromium (playwright): two pages chat through the proxy."""
+"""The demo page in Debian's chromium (playwright): two pages chat through the proxy, the form's
+checks, the page's polish, and the client module reconnecting the page after the stack restarts."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -24,6 +27,8 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 TIMEOUT_MS = 10_000
+#: The flags that put a restarted stack on the ports of the first, and the endpoints that tell them.
+PORT_FLAGS = {"--port": "gateway", "--backend-port": "backend", "--dynamodb-port": "dynamodb"}
 
 
 @pytest.fixture(scope="module")
@@ -113,13 +118,120 @@ def test_the_demo_page_shows_errors_plainly(local_stack: StackProcess, browser: 
         page.click("#connect")
         page.wait_for_selector("#state.open", timeout=TIMEOUT_MS)
         # The backend refuses a reaction to a message that does not exist: the page says so.
-        page.evaluate("send({type: 'reaction', emoji: '👍', message_id: 999999999})")
+        page.evaluate("demo.send({type: 'reaction', emoji: '👍', message_id: 999999999})")
         error = page.locator("#error")
         error.wait_for(state="visible", timeout=TIMEOUT_MS)
         assert "backend_error" in error.inner_text()
         assert "999999999" in error.inner_text()
+        # Disconnect clears the banner and the booking panel.
+        page.click("#disconnect")
+        page.wait_for_selector("#state.closed", timeout=TIMEOUT_MS)
+        assert error.is_hidden()
+        assert page.inner_text("#booking-id") == "–"
     finally:
         context.close()
+
+
+def test_the_form_catches_a_bad_booking_id_and_the_pattern_is_valid(
+    local_stack: StackProcess, browser: Any
+) -> None:
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        console: list[str] = []
+        page.on("console", lambda message: console.append(message.text))
+        requests: list[str] = []
+        page.on("request", lambda request: requests.append(request.url))
+        page.goto(f"{local_stack.gateway}/")
+        page.fill("#user", "alice")
+        page.fill("#booking", "no spaces!")
+        page.click("#connect")
+        assert page.evaluate("document.getElementById('booking').validity.patternMismatch") is True
+        assert page.locator("#booking:invalid").count() == 1
+        assert page.inner_text("#state") == "disconnected"
+        assert not [url for url in requests if "/demo/api/" in url], "the form stopped the connect"
+        # The pattern compiles under the v flag: ids with '-' and '_' pass, and nothing is logged.
+        page.fill("#booking", "a-b_C9")
+        assert page.evaluate("document.getElementById('booking').validity.valid") is True
+        page.fill("#booking", "x" * 65)
+        assert page.evaluate("document.getElementById('booking').validity.valid") is False
+        assert not [text for text in console if "pattern" in text.lower()], console
+    finally:
+        context.close()
+
+
+def test_n_new_is_shown_once_and_clears(local_stack: StackProcess, browser: Any) -> None:
+    booking = new_booking()
+    context = browser.new_context()
+    try:
+        alice, bob = context.new_page(), context.new_page()
+        join(alice, local_stack, "alice", booking)
+        alice.click("#disconnect")
+        join(bob, local_stack, "bob", booking)
+        for text in ("one", "two"):
+            bob.fill("#message", text)
+            bob.click("#send")
+            bob.locator("#messages .message", has_text=text).wait_for(timeout=TIMEOUT_MS)
+        join(alice, local_stack, "alice", booking)
+        alice.wait_for_function(
+            "document.getElementById('unread').textContent === '· 2 new'", timeout=TIMEOUT_MS
+        )
+        assert "new" not in alice.inner_text("#thread-title")
+        alice.fill("#message", "read them")
+        assert alice.locator("#unread").is_hidden()
+    finally:
+        context.close()
+
+
+def test_the_favicon_is_served(local_stack: StackProcess) -> None:
+    with urllib.request.urlopen(f"{local_stack.gateway}/favicon.ico", timeout=10) as response:
+        assert response.status == 200
+        data = response.read()
+    assert data[:4] == b"\x00\x00\x01\x00", "an ICO file"
+
+
+def test_the_page_reconnects_by_itself_after_the_stack_restarts(browser: Any) -> None:
+    stack = StackProcess("browser-restart")
+    ports = {flag: str(urlsplit(stack.endpoints[key]).port) for flag, key in PORT_FLAGS.items()}
+    booking = new_booking()
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        join(page, stack, "alice", booking)
+        page.fill("#message", "before the restart")
+        page.click("#send")
+        page.locator("#messages .message", has_text="before the restart").wait_for(timeout=TIMEOUT_MS)
+
+        assert stack.stop() == 0
+        page.wait_for_selector("#state.reconnecting", timeout=TIMEOUT_MS)
+        page.wait_for_function(
+            "/^reconnecting (in \\d+ s…|…)$/.test(document.getElementById('state').textContent)",
+            timeout=TIMEOUT_MS,
+        )
+        # Typed during the outage: the module queues it.
+        page.fill("#message", "typed during the outage")
+        page.click("#send")
+        assert page.evaluate("demo.chat.queued") == 1
+        assert page.locator("#error").is_hidden(), page.inner_text("#error")
+
+        stack = StackProcess("browser-restart-2", *[a for pair in ports.items() for a in pair])
+        page.wait_for_selector("#state.open", timeout=30_000)
+        assert page.inner_text("#state") == "connected as alice"
+        outage = page.locator("#messages .message", has_text="typed during the outage")
+        outage.wait_for(timeout=TIMEOUT_MS)
+        page.locator("#messages .message", has_text="before the restart").wait_for(timeout=TIMEOUT_MS)
+        # The chat goes on, and the outage message is shown once.
+        page.fill("#message", "after the restart")
+        page.click("#send")
+        page.locator("#messages .message", has_text="after the restart").wait_for(timeout=TIMEOUT_MS)
+        assert outage.count() == 1
+        assert page.evaluate("demo.chat.queued") == 0
+        assert not errors
+    finally:
+        context.close()
+        stack.stop()
 
 
 def side_by_side(images: list[Path], target: Path) -> None:

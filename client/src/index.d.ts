@@ -1,0 +1,153 @@
+// Type declarations of @ws-proxy/client (written by hand; checked by `npm run typecheck`).
+
+export type ConnectionType = "chat" | "booking" | "notification" | "feed";
+export type SocketState = "connecting" | "open" | "reconnecting" | "closed";
+
+/** A frame: a JSON object. */
+export type Frame = { [key: string]: unknown };
+
+/** The proxy's error frame; the client's own errors have the same shape with `source: "client"`. */
+export interface ErrorFrame extends Frame {
+  type: "error";
+  code: string;
+  message: string;
+  retryable: boolean;
+  ref?: string | number;
+  /** Only on the client's own errors. */
+  source?: "client";
+  /** The HTTP status of a refused handshake, when known. */
+  status?: number;
+}
+
+/** What a "state" listener receives besides the state. */
+export interface StateDetail {
+  /** reconnecting/connecting: the attempt number since the last stable connection. */
+  attempt?: number;
+  /** reconnecting/connecting: how long until the next attempt ("waiting"), 0 when it is under way. */
+  delayMs?: number;
+  /** reconnecting/connecting: when the next attempt starts (the clock's milliseconds). */
+  retryAt?: number;
+  /** "waiting" for the backoff delay, or "connecting" (the attempt is under way). */
+  phase?: "waiting" | "connecting";
+  /** Why the state changed, in words. */
+  reason?: string;
+  /** closed: the error code that ended the socket ("refused", "closed", ...). */
+  code?: string;
+  /** closed: the HTTP status of a refused handshake, when known. */
+  status?: number;
+  /** open: how the socket was opened. */
+  purpose?: "connect" | "reconnect" | "switch";
+}
+
+/** The timers the client uses; inject a fake one in tests. */
+export interface Clock {
+  now(): number;
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+/** Any WebSocket constructor with the browser's interface (the ws package's WebSocket fits). */
+export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  addEventListener(type: string, listener: (event: any) => void): void;
+};
+
+export interface ChatSocketOptions {
+  /** The stage URL: ws://127.0.0.1:3001/development or wss://{api}.execute-api.{region}.amazonaws.com/{stage}. */
+  url: string;
+  /** Default "chat". */
+  type?: ConnectionType;
+  /** Required for chat and booking: 1-64 of [A-Za-z0-9_-]. */
+  bookingId?: string;
+  /** The token, or a function called for every (re)connect and every refresh. Optional for feed. */
+  token?: string | (() => string | Promise<string>);
+  /** "query" (?token=, default) or "bearer" (the Sec-WebSocket-Protocol: bearer, token). */
+  transport?: "query" | "bearer";
+  /** The WebSocket constructor; default globalThis.WebSocket (Node 20 has none: pass the ws package's). */
+  WebSocket?: WebSocketConstructor;
+  /** Ping after this long without a frame sent. Default 240000 (4 min; API Gateway's idle limit is 10). */
+  pingIntervalMs?: number;
+  /** No frame within this long after a keepalive ping: the socket is dead. Default 30000. */
+  pongTimeoutMs?: number;
+  /** API Gateway's connection lifetime. Default 7200000 (2 h). */
+  maxLifetimeMs?: number;
+  /** Open the next socket this long before the lifetime ends. Default 300000. */
+  switchOverBeforeMs?: number;
+  /** After a switch-over, the old socket stays this long at most for answers to requests sent on it. Default 5000. */
+  switchOverDrainMs?: number;
+  /** A handshake must complete within this long. Default 15000. */
+  connectTimeoutMs?: number;
+  /** Backoff: attempt n waits random(0, min(max, base * 2^n)). Defaults 500 and 30000. */
+  reconnectBaseDelayMs?: number;
+  reconnectMaxDelayMs?: number;
+  /** A connection open this long resets the backoff. Default 10000. */
+  stableAfterMs?: number;
+  /** Consecutive failed attempts before the socket gives up ("closed", code connect_failed). Default Infinity. */
+  maxAttempts?: number;
+  /** Frames held while not connected. Default 100. */
+  queueLimit?: number;
+  /** Default timeout of request(). Default 10000. */
+  requestTimeoutMs?: number;
+  /** Refresh a JWT ahead of its exp (true, default), or only after an unauthorized answer (false). */
+  proactiveRefresh?: boolean;
+  /** Refresh a JWT this long before its exp. Default 60000. */
+  refreshBeforeExpiryMs?: number;
+  /** At most one refresh per this long. Default 30000. */
+  minRefreshIntervalMs?: number;
+  /** Message keys remembered to drop repeats. Default 10000. */
+  dedupeLimit?: number;
+  /** A message's identity; default its id and created_at. Return undefined for "never a repeat". */
+  messageKey?: (message: any) => string | undefined;
+  /** Timers (tests). */
+  clock?: Clock;
+  /** A number in [0, 1) (tests). */
+  random?: () => number;
+}
+
+export interface RequestOptions {
+  /** Default: the socket's requestTimeoutMs. */
+  timeoutMs?: number;
+}
+
+export declare const MAX_FRAME_BYTES: number;
+export declare const DEFAULTS: Readonly<Required<Omit<ChatSocketOptions, "url" | "bookingId" | "token" | "WebSocket" | "messageKey" | "clock" | "random">>>;
+
+/** The `exp` of a JWT in milliseconds since the epoch; undefined when not a JWT with a numeric exp. */
+export declare function jwtExpiry(token: string): number | undefined;
+
+export declare class ChatSocketError extends Error {
+  constructor(code: string, message: string, extra?: { frame?: ErrorFrame; status?: number; retryable?: boolean; cause?: unknown });
+  readonly name: "ChatSocketError";
+  /** A proxy error code (the frame's), or the client's: closed, queue_full, too_large, invalid_frame, timeout,
+   * connection_lost, refused, token_expired, token_unavailable, connect_failed, invalid_url. */
+  code: string;
+  /** The proxy's error frame, when the proxy answered one. */
+  frame?: ErrorFrame;
+  /** The HTTP status of a refused handshake, when known. */
+  status?: number;
+  retryable: boolean;
+  toFrame(): ErrorFrame;
+}
+
+export declare class ChatSocket {
+  constructor(options: ChatSocketOptions);
+  readonly state: SocketState;
+  /** Frames waiting for a connection. */
+  readonly queued: number;
+  on(event: "message", listener: (frame: Frame) => void): () => void;
+  on(event: "state", listener: (state: SocketState, detail: StateDetail) => void): () => void;
+  on(event: "error", listener: (frame: ErrorFrame) => void): () => void;
+  off(event: "message" | "state" | "error", listener: (...args: any[]) => void): void;
+  /** Resolves when open; rejects (ChatSocketError) on a refusal a new token does not fix, close(), or maxAttempts. */
+  connect(): Promise<void>;
+  /** Sends now, or queues while not connected; throws ChatSocketError (closed, queue_full, too_large, invalid_frame). */
+  send(frame: Frame): void;
+  /** Adds an id (unless given); resolves with the frame whose ref is that id; rejects with ChatSocketError. */
+  request<T extends Frame = Frame>(frame: Frame, options?: RequestOptions): Promise<T>;
+  /** Fetches a token and sends auth; true when the proxy took a new token. */
+  refreshToken(): Promise<boolean>;
+  /** For good: no reconnect after this. */
+  close(code?: number, reason?: string): void;
+}

@@ -1,0 +1,120 @@
+// The local stack (python -m local_gateway) as a child process on loopback ports, for the
+// integration tests; development tokens; bounded waits.
+import { spawn } from "node:child_process";
+import { createHmac, randomUUID } from "node:crypto";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
+const PYTHON = process.env.WS_PROXY_PYTHON || join(ROOT, ".venv/bin/python");
+
+export function pythonAvailable() {
+  return existsSync(PYTHON);
+}
+
+export class Stack {
+  /**
+   * Start `python -m local_gateway` with `args`; on free ports unless `ports` gives them
+   * ({gateway, backend, dynamodb}: a restart on the same ports).
+   */
+  static async start({ args = [], ports } = {}) {
+    const dir = mkdtempSync(join(tmpdir(), "ws-proxy-client-"));
+    const ready = join(dir, "ready.json");
+    const command = [
+      "-m", "local_gateway", "--ready-file", ready,
+      "--port", String(ports?.gateway ?? 0),
+      "--backend-port", String(ports?.backend ?? 0),
+      "--dynamodb-port", String(ports?.dynamodb ?? 0),
+      ...args,
+    ];
+    const child = spawn(PYTHON, command, {
+      cwd: ROOT,
+      env: { ...process.env, PYTHONUNBUFFERED: "1" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const stack = new Stack(child, dir);
+    const deadline = Date.now() + 60_000;
+    while (!(existsSync(ready) && readFileSync(ready, "utf8"))) {
+      if (child.exitCode !== null || Date.now() > deadline) {
+        await stack.stop();
+        throw new Error(`the stack did not start:\n${stack.output}`);
+      }
+      await sleep(50);
+    }
+    stack.endpoints = JSON.parse(readFileSync(ready, "utf8"));
+    return stack;
+  }
+
+  constructor(child, dir) {
+    this.child = child;
+    this.dir = dir;
+    this.output = "";
+    this.endpoints = {};
+    child.stdout.on("data", (chunk) => (this.output += chunk));
+    child.stderr.on("data", (chunk) => (this.output += chunk));
+    this.exited = new Promise((resolveExit) => child.on("exit", (code) => resolveExit(code)));
+  }
+
+  get ws() {
+    return this.endpoints.websocket;
+  }
+
+  get ports() {
+    const port = (url) => Number(new URL(url).port);
+    return {
+      gateway: port(this.endpoints.gateway),
+      backend: port(this.endpoints.backend),
+      dynamodb: port(this.endpoints.dynamodb),
+    };
+  }
+
+  /** Ctrl-C, as a user stops it: every socket is closed (1001), then the servers. */
+  async stop() {
+    if (this.child.exitCode === null) {
+      this.child.kill("SIGINT");
+      const timer = setTimeout(() => this.child.kill("SIGKILL"), 20_000);
+      await this.exited;
+      clearTimeout(timer);
+    }
+    rmSync(this.dir, { recursive: true, force: true });
+    return this.child.exitCode;
+  }
+
+  /** A development token from the reference backend (12 hours, or ttlSeconds). */
+  async token(user, ttlSeconds) {
+    const response = await fetch(`${this.endpoints.backend}/dev/token`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(ttlSeconds === undefined ? { user_id: user } : { user_id: user, ttl_seconds: ttlSeconds }),
+    });
+    if (!response.ok) throw new Error(`/dev/token answered ${response.status}`);
+    return (await response.json()).token;
+  }
+}
+
+/** A JWT for `user` signed with `secret`: with any secret but the backend's, a forged token. */
+export function forgedToken(user, seconds, secret) {
+  const enc = (obj) => Buffer.from(JSON.stringify(obj)).toString("base64url");
+  const now = Math.floor(Date.now() / 1000);
+  const body = `${enc({ alg: "HS256", typ: "JWT" })}.${enc({ sub: user, iat: now, exp: now + seconds })}`;
+  return `${body}.${createHmac("sha256", secret).update(body).digest("base64url")}`;
+}
+
+export function newBooking() {
+  return `client-${randomUUID().slice(0, 10)}`;
+}
+
+export function sleep(ms) {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Wait until `condition()` is true, polling; fails after `timeoutMs` saying `what`. */
+export async function until(condition, what, timeoutMs = 15_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`not within ${timeoutMs} ms: ${what}`);
+    await sleep(20);
+  }
+}
