@@ -29,7 +29,7 @@ from chalicelib.config import Settings
 from chalicelib.connect import ConnectCase, DisconnectCase
 from chalicelib.deadline import Deadline
 from chalicelib.deliver import DELIVER_RETRY_SECONDS, DeliverCase
-from chalicelib.fanout import FanOut, FanOutChunkCase
+from chalicelib.fanout import HANDSHAKE_GRACE_SECONDS, FanOut, FanOutChunkCase
 from chalicelib.gateway import ConnectionGateway, ManagementApi, new_pool, region_for
 from chalicelib.message import MessageCase
 from chalicelib.ports import Backend, GatewayFor, Invoker, Metric, Registry
@@ -87,6 +87,7 @@ class Tuning:
 
     deliver_retry_seconds: float = DELIVER_RETRY_SECONDS
     lookup_retry_delays: tuple[float, ...] = DEFAULT_LOOKUP_RETRY_DELAYS
+    handshake_grace_seconds: float = HANDSHAKE_GRACE_SECONDS
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
 
@@ -259,6 +260,8 @@ def wire(
         chunk_size=settings.push_chunk_size,
         chunk_function=settings.fanout_function_name,
         metric=metric,
+        clock=tuning.clock,
+        handshake_grace=tuning.handshake_grace_seconds,
     )
     return UseCases(
         settings=settings,

@@ -32,6 +32,9 @@ from chalicelib.summary import HandlerRun, elapsed_ms
 
 logger = logging.getLogger(__name__)
 
+#: A connection created this recently that answers 410 may still be in its handshake (its
+#: item is written just before $connect returns): it keeps its item and gets a later attempt.
+HANDSHAKE_GRACE_SECONDS = 5.0
 #: A post that still fails after the gateway's own retries gets this many more tries,
 #: each from a later asynchronous invocation; then the client is told.
 LATER_ATTEMPTS = 1
@@ -67,12 +70,16 @@ class FanOut:
         chunk_size: int,
         chunk_function: str | None,
         metric: Metric,
+        clock: Callable[[], float] = time.time,
+        handshake_grace: float = HANDSHAKE_GRACE_SECONDS,
     ) -> None:
         self._registry = registry
         self._invoker = invoker
         self._chunk_size = chunk_size
         self._chunk_function = chunk_function
         self._metric = metric
+        self._clock = clock
+        self._handshake_grace = handshake_grace
 
     def for_function(self, own_name: str | None) -> FanOut:
         """The same fan-out; when no ``fanout`` function is configured, its name derived from ``own_name``."""
@@ -87,14 +94,24 @@ class FanOut:
             chunk_size=self._chunk_size,
             chunk_function=derived,
             metric=self._metric,
+            clock=self._clock,
+            handshake_grace=self._handshake_grace,
         )
 
-    def remover(self, channel: str) -> Callable[[str], None]:
-        """What to do with a connection the Management API called gone (410)."""
+    def remover(self, channel: str, young: set[str] | None = None) -> Callable[[str], None]:
+        """What to do with a connection the Management API called gone (410).
+
+        Its item goes. With ``young``, a connection created in the last
+        ``handshake_grace`` seconds keeps its item and is added to ``young`` instead:
+        API Gateway answers 410 until a handshake completes, so it is tried again later.
+        """
 
         def remove(connection_id: str) -> None:
-            self._registry.delete(channel, connection_id)
-            self._metric("StaleRemoved", 1)
+            before = None if young is None else int(self._clock() - self._handshake_grace)
+            if self._registry.delete(channel, connection_id, created_before=before):
+                self._metric("StaleRemoved", 1)
+            elif young is not None:
+                young.add(connection_id)
 
         return remove
 
@@ -138,7 +155,15 @@ class FanOut:
         attempt: int,
     ) -> FanOutResult:
         """Post here, then settle: failures to a later attempt, what had no time to a later chunk."""
-        result, failed_from, unsent_from = self._post_all(gateway, channel, ids, frames, deadline)
+        # the last attempt takes a 410 as final, however young the connection
+        result, failed_from, unsent_from = self._post_all(
+            gateway,
+            channel,
+            ids,
+            frames,
+            deadline,
+            grace=attempt < LATER_ATTEMPTS and self._handshake_grace > 0,
+        )
         self._settle(gateway, channel, failed_from, frames, attempt, deadline)
         self._continue(gateway, channel, unsent_from, frames, attempt, deadline)
         return result
@@ -157,7 +182,14 @@ class FanOut:
             return False
 
     def _post_all(
-        self, gateway: Gateway, channel: str, ids: list[str], frames: list[bytes], deadline: Deadline
+        self,
+        gateway: Gateway,
+        channel: str,
+        ids: list[str],
+        frames: list[bytes],
+        deadline: Deadline,
+        *,
+        grace: bool,
     ) -> tuple[FanOutResult, dict[str, int], dict[str, int]]:
         """Every frame, in order, to every id; a connection that fails a frame gets no later one.
 
@@ -172,7 +204,12 @@ class FanOut:
         for index, data in enumerate(frames):
             if not remaining:
                 break
-            result = gateway.fan_out(remaining, data, on_gone=self.remover(channel), deadline=deadline.at)
+            young: set[str] = set()  # 410 while maybe still in the handshake: tried again later
+            remove = self.remover(channel, young if grace else None)
+            result = gateway.fan_out(remaining, data, on_gone=remove, deadline=deadline.at)
+            if young:
+                result.gone = [i for i in result.gone if i not in young]
+                result.failed = [*result.failed, *young]
             total.merge(FanOutResult(0, result.gone, result.too_large, result.failed))
             total.delivered = result.delivered  # per connection, not per frame
             failed_from.update((cid, index) for cid in result.failed)

@@ -184,9 +184,33 @@ class ConnectionRegistry:
     def put(self, conn: Connection) -> None:
         self._call("put_item", Item=_to_item(conn))
 
-    def delete(self, channel: str, connection_id: str) -> None:
+    def delete(self, channel: str, connection_id: str, *, created_before: int | None = None) -> bool:
+        """Remove the item; with ``created_before``, only an item created before that time.
+
+        False when the condition kept the item (a connection so new that it may still be in
+        its handshake, for which the Management API answers 410 too).
+        """
         self._forget(connection_id)
-        self._call("delete_item", Key=self._key(channel, connection_id))
+        if created_before is None:
+            self._call("delete_item", Key=self._key(channel, connection_id))
+            return True
+        try:
+            self._call(
+                "delete_item",
+                Key=self._key(channel, connection_id),
+                ConditionExpression="attribute_not_exists(#c) OR #c < :before",
+                ExpressionAttributeNames={"#c": "created_at"},
+                ExpressionAttributeValues={":before": {"N": str(created_before)}},
+            )
+        except BackendUnavailable as exc:
+            cause = exc.__cause__
+            if (
+                isinstance(cause, ClientError)
+                and cause.response["Error"]["Code"] == "ConditionalCheckFailedException"
+            ):
+                return False
+            raise
+        return True
 
     def _key(self, channel: str, connection_id: str) -> dict[str, Any]:
         return {PARTITION_KEY: {"S": channel}, SORT_KEY: {"S": connection_id}}

@@ -201,6 +201,7 @@ def chat_backend(backend: BackendStandIn, booking: str = "1", **connect_answer: 
 
 #: Index lookup retries without real pauses (a miss on moto is final).
 FAST_LOOKUP_RETRIES = (0.001, 0.001, 0.001, 0.001)
+TEST_TUNING = Tuning(lookup_retry_delays=FAST_LOOKUP_RETRIES, handshake_grace_seconds=0)
 
 
 @pytest.fixture
@@ -217,7 +218,9 @@ def stack(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack
     dynamodb = moto_client(moto_endpoint)
     ensure_table(dynamodb, table)
     # The index is strongly consistent on moto: a miss is final, so its retries need no real pauses.
-    app_module.container.reset(Tuning(lookup_retry_delays=FAST_LOOKUP_RETRIES))
+    # Connections here are "open" as soon as the stand-in says so: no handshake grace
+    # (test_hardening.py tries the grace on its own).
+    app_module.container.reset(TEST_TUNING)
     try:
         # stage "test" has no environment of its own in .chalice/config.json
         yield Stack(Client(app_module.app, stage_name="test"), backend, mgmt, lambdas, dynamodb, table)

@@ -26,8 +26,12 @@ class FakeRegistry:
     def put(self, conn: Connection) -> None:
         self.items[(conn.channel, conn.connection_id)] = conn
 
-    def delete(self, channel: str, connection_id: str) -> None:
+    def delete(self, channel: str, connection_id: str, *, created_before: int | None = None) -> bool:
+        conn = self.items.get((channel, connection_id))
+        if conn is not None and created_before is not None and conn.created_at >= created_before:
+            return False
         self.items.pop((channel, connection_id), None)
+        return True
 
     def find(self, connection_id: str, *, retry: bool = True, cached: bool = True) -> Connection | None:
         self.lookups += 1

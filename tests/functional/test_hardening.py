@@ -6,6 +6,7 @@ backend, the Management API and the Lambda Invoke API as loopback stand-ins.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -267,3 +268,40 @@ def test_a_bad_route_template_answers_misconfigured_and_calls_nothing(
     response = stack.connect("A1=", {"booking_id": "1", "token": "t"})
     assert response == {"statusCode": 500, "body": "the proxy is misconfigured"}
     assert stack.backend.requests == [] and stack.items() == []
+
+
+# -- a connection in its handshake is not taken for gone ------------------------------------------
+
+
+def test_a_broadcast_during_a_handshake_keeps_the_new_connection_and_reaches_it_later(
+    stack: Stack,
+) -> None:
+    from app import container
+    from tests.conftest import TEST_TUNING
+
+    container.reset(dataclasses.replace(TEST_TUNING, handshake_grace_seconds=30))
+    chat_backend(stack.backend)
+    assert stack.connect("A1=", {"booking_id": "1", "token": "t"})["statusCode"] == 200
+    stack.connect("NEW=", {"booking_id": "1", "token": "t"}, establish=False)  # 410 until it completes
+    stack.lambdas.take("-deliver")
+    stack.send("A1=", {"body": "during the handshake"})
+    assert stack.live_ids() == {"A1=", "NEW="}  # not removed: it may be in its handshake
+    (later,) = stack.lambdas.take("-fanout")
+    assert later["chunk"]["connection_ids"] == ["NEW="]
+    stack.mgmt.open.add("NEW=")  # the handshake completes
+    stack.invoke("fanout", later)
+    assert [f["message"] for f in stack.mgmt.frames("NEW=")] == [{"body": "during the handshake"}]
+
+
+def test_a_young_connection_still_gone_at_the_later_attempt_is_removed(stack: Stack) -> None:
+    from app import container
+    from tests.conftest import TEST_TUNING
+
+    container.reset(dataclasses.replace(TEST_TUNING, handshake_grace_seconds=30))
+    chat_backend(stack.backend)
+    assert stack.connect("A1=", {"booking_id": "1", "token": "t"})["statusCode"] == 200
+    stack.connect("LEFT=", {"booking_id": "1", "token": "t"}, establish=False)  # and never opens
+    stack.send("A1=", {"body": "x"})
+    (later,) = stack.lambdas.take("-fanout")
+    stack.invoke("fanout", later)
+    assert stack.live_ids() == {"A1="}

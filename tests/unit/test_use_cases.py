@@ -66,7 +66,7 @@ def add(registry: FakeRegistry, cid: str, booking: str = "1", ctype: str = "chat
             route.channel_for(booking, None),
             ctype,
             token="t",
-            created_at=NOW,
+            created_at=NOW - 60,  # past its handshake
             ttl=NOW + 60,
             booking_id=booking,
             endpoint=ENDPOINT,
