@@ -79,8 +79,7 @@ class DeliverCase:
                 delivered += 1
                 continue
             if result is PostOutcome.GONE:
-                self._registry.delete(event.channel, event.connection_id)
-                self._metric("StaleRemoved", 1)
+                self._remove_gone(event)
             else:
                 gateway.post(
                     event.connection_id,
@@ -95,3 +94,15 @@ class DeliverCase:
                 self._metric("DeliveryFailures", 1)
             return delivered, result.value
         return delivered, "delivered"
+
+    def _remove_gone(self, event: DeliveryEvent) -> None:
+        """The gone connection's item goes; if DynamoDB fails, that is logged and TTL removes it."""
+        try:
+            self._registry.delete(event.channel, event.connection_id)
+        except Exception as exc:
+            logger.warning(
+                "stale connection cleanup failed",
+                extra={"connection_id": event.connection_id, "error": type(exc).__name__},
+            )
+            return
+        self._metric("StaleRemoved", 1)
