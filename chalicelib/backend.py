@@ -12,6 +12,11 @@ answer) or one of the ``ProxyError`` subclasses:
   refused or broken connection → ``BackendUnavailable`` (502);
 - a 200 whose body is not a JSON object → ``BackendError`` (502).
 
+Answers are returned as parsed: a lone surrogate in them (``"\\udc80"``) is
+replaced by U+FFFD when a frame is encoded (``protocol.encode``), never refused,
+so one bad stored message cannot lock a booking's history. An error ``detail``
+shown to the client has it replaced here.
+
 Requests are never retried here: a message must not be posted twice. The
 token is sent in the body and never logged.
 """
@@ -75,7 +80,7 @@ class BackendClient:
         if isinstance(body, dict):
             detail = body.get("detail") or body.get("message")
             if isinstance(detail, str) and len(detail) <= 200:
-                return detail
+                return protocol.as_text(detail)  # shown to the client: never a lone surrogate
         return None
 
     def _answer(self, response: HttpResponse) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from chalicelib.gateway import ConnectionGateway, ManagementApi, new_pool, regio
 from chalicelib.message import MessageCase
 from chalicelib.ports import Backend, GatewayFor, Invoker, Metric, Registry
 from chalicelib.push import PushCase
+from chalicelib.redaction import redact_library_logs
 from chalicelib.registry import DEFAULT_LOOKUP_RETRY_DELAYS, ConnectionRegistry
 
 logger = logging.getLogger(__name__)
@@ -141,6 +142,7 @@ class Container:
     """
 
     def __init__(self, metric: Metric = lambda name, value: None, tuning: Tuning = Tuning()) -> None:
+        redact_library_logs()  # before any AWS client exists: no token in any log, at any level
         self._lock = threading.Lock()
         self._metric = metric
         self._tuning = tuning

@@ -8,6 +8,8 @@ wrong, not the request, and is answered 500 on connect.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ConfigurationError(Exception):
     """An environment variable is missing or malformed (docs/operations.md)."""
@@ -20,9 +22,11 @@ class ProxyError(Exception):
     status = 502
     retryable = False
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, ref: Any = None) -> None:
         super().__init__(message)
         self.message = message
+        #: The request's ``id`` when the error knows it (echoed as ``ref``); None otherwise.
+        self.ref = ref
         if status is not None:
             self.status = status
 

@@ -261,6 +261,9 @@ class ManagementApi:
             if status == 410:
                 return PostOutcome.GONE
             if status == 413:
+                logger.warning(
+                    "post refused as too large", extra={"connection_id": connection_id, "bytes": len(data)}
+                )
                 return PostOutcome.TOO_LARGE
             if status == 429:
                 throttled += 1

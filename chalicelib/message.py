@@ -214,5 +214,9 @@ class MessageCase:
 
     def _reply(self, gateway: Gateway, connection_id: str, frame: dict[str, Any]) -> None:
         """One of the proxy's own frames (pong, authenticated, error) to the sender, best effort."""
-        if gateway.post(connection_id, protocol.encode(frame)) is PostOutcome.FAILED:
+        outcome = gateway.post(connection_id, protocol.encode(frame))
+        if outcome in (PostOutcome.FAILED, PostOutcome.TOO_LARGE):
+            logger.warning(
+                "proxy frame refused", extra={"connection_id": connection_id, "error": outcome.value}
+            )
             self._metric("DeliveryFailures", 1)

@@ -1,11 +1,37 @@
 """The client side of CONTRACT.md §1: connect query, frames, error frames, size limits.
 
 Everything here is pure: no I/O, no clock, no AWS.
+
+Untrusted text. JSON's ``\\ud800``-``\\udfff`` escapes parse into lone surrogates:
+strings that cannot be encoded as UTF-8, so no frame may carry one. Each source is
+handled where it enters:
+
+- a client frame holding one anywhere (key or value) is refused as
+  ``invalid_message`` (``parse_frame``): its sender is the one who can fix it, and
+  forwarding it would hand the backend text it might store and serve to everyone;
+- a connect token holding one is refused with 401 (``parse_connect``);
+- a push payload or target holding one is refused (``parse_push``): the backend
+  invoked the function and reads the error in the answer;
+- the backend's answers (replies, broadcasts, histories, error details) have each
+  lone surrogate replaced by U+FFFD when they are encoded (``encode``), as any
+  UTF-8 decoder does with ill-formed input: refusing a stored history would let
+  one participant's bad message lock a booking's chat for everyone.
+
+So every frame ``encode`` produces is valid UTF-8 JSON, whatever it was given.
+
+Echoed ids. ``ref`` echoes a client frame's ``id`` (or, for older clients, its
+``client_id``) when it is a string of at most ``MAX_REF_CHARS`` characters or a
+number that survives a browser's ``JSON.parse``: an integer within
+±``MAX_SAFE_INTEGER``, or a finite fraction. A frame whose string or number ``id``
+is outside that is refused as ``invalid_message`` saying why (without ``ref``: it
+could not be echoed); ids of other types are not ids and are never echoed. So an
+error frame is always far below the 128 KB limit.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,9 +49,43 @@ MAX_TOKEN_CHARS = 8192
 MAX_FRAME_DEPTH = 64
 #: Deepest nesting accepted in a backend answer before it is called invalid.
 MAX_ANSWER_DEPTH = 256
+#: Longest string ``id`` echoed as ``ref``.
+MAX_REF_CHARS = 128
+#: Largest integer a browser holds exactly (``Number.MAX_SAFE_INTEGER``).
+MAX_SAFE_INTEGER = 2**53 - 1
 BEARER_SUBPROTOCOL = "bearer"
 BOOKING_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 PONG = {"type": "pong"}
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+#: A JSON escape of a surrogate (paired or not): only then can parsed text hold a lone one.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+REPLACEMENT_CHARACTER = "\ufffd"
+
+
+def is_text(value: str) -> bool:
+    """Whether ``value`` encodes as UTF-8 (holds no lone surrogate)."""
+    return _LONE_SURROGATE.search(value) is None
+
+
+def as_text(value: str) -> str:
+    """``value`` with each lone surrogate replaced by U+FFFD."""
+    return _LONE_SURROGATE.sub(REPLACEMENT_CHARACTER, value)
+
+
+def has_lone_surrogate(value: Any) -> bool:
+    """Whether any string in ``value``, keys included, holds a lone surrogate (no recursion)."""
+    stack = [value]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, str):
+            if _LONE_SURROGATE.search(current):
+                return True
+        elif isinstance(current, dict):
+            stack.extend(current)
+            stack.extend(current.values())
+        elif isinstance(current, list):
+            stack.extend(current)
+    return False
 
 
 @dataclass(frozen=True)
@@ -97,26 +157,53 @@ def parse_connect(
     token = query.get("token") or sub_token or None
     if token is not None and len(token) > MAX_TOKEN_CHARS:
         raise Unauthorized("token is too long")
+    if token is not None and not is_text(token):
+        raise Unauthorized("token is not valid text (it holds a lone surrogate)")
     if route.needs_token and not token:
         raise Unauthorized(f"a token is required for type {connection_type}")
     return ConnectRequest(connection_type, route, booking_id, token, bearer)
+
+
+def _id_problem(value: Any) -> str | None:
+    """Why a string or number id cannot be echoed as ``ref``; None when it can (or is no id)."""
+    if isinstance(value, str):
+        if len(value) > MAX_REF_CHARS:
+            return (
+                f"id is {len(value)} characters long; ids of up to {MAX_REF_CHARS} characters "
+                "are echoed as ref, longer ones are refused"
+            )
+        if not is_text(value):
+            return "id is not valid text (it holds a lone surrogate) and cannot be echoed as ref"
+    elif isinstance(value, float) and not math.isfinite(value):
+        return "id is not a finite number"
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            return (
+                "id is an integer beyond ±(2^53-1), which a browser cannot hold exactly, so it "
+                "cannot be echoed as ref; send it as a string"
+            )
+    return None
+
+
+def _echoable(value: Any) -> bool:
+    return isinstance(value, (str, int, float)) and not isinstance(value, bool) and _id_problem(value) is None
 
 
 def request_id(frame: Any) -> Any:
     """The client's ``id``, which the one frame answering this request echoes as ``ref``."""
     if isinstance(frame, dict):
         value = frame.get("id")
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        if _echoable(value):
             return value
     return None
 
 
 def reference(frame: Any) -> Any:
-    """The client's ``id`` (or ``client_id``) to echo as ``ref``, if any."""
+    """The client's ``id`` (or ``client_id``) to echo as ``ref``: only what can be echoed."""
     if isinstance(frame, dict):
         for key in ("id", "client_id"):
             value = frame.get(key)
-            if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            if _echoable(value):
                 return value
     return None
 
@@ -153,6 +240,14 @@ def parse_frame(body: str | None, *, is_base64: bool = False) -> dict[str, Any]:
         raise InvalidMessage("the frame must be a JSON object")
     if depth_exceeds(frame, MAX_FRAME_DEPTH):
         raise InvalidMessage(f"the frame is nested more than {MAX_FRAME_DEPTH} levels deep")
+    if not is_text(body) or (_SURROGATE_ESCAPE.search(body) and has_lone_surrogate(frame)):
+        raise InvalidMessage(
+            "the frame holds a lone surrogate (\\ud800-\\udfff), which is not text; send valid Unicode",
+            ref=reference(frame),
+        )
+    problem = _id_problem(frame.get("id"))
+    if problem is not None:
+        raise InvalidMessage(problem)
     return frame
 
 
@@ -186,15 +281,25 @@ def error_frame(code: str, message: str, *, retryable: bool = False, ref: Any = 
 
 
 def error_frame_for(exc: ProxyError, ref: Any = None) -> dict[str, Any]:
-    return error_frame(exc.code, exc.message, retryable=exc.retryable, ref=ref)
+    """The error frame for ``exc``, echoing ``ref`` (or the request id the error knows)."""
+    return error_frame(exc.code, exc.message, retryable=exc.retryable, ref=exc.ref if ref is None else ref)
+
+
+def _dumps(payload: Any) -> str:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def encode(payload: Any) -> bytes:
     """Compact UTF-8 JSON: what goes on the wire, serialized once per payload.
 
+    Always valid UTF-8: a lone surrogate anywhere (key or value) becomes U+FFFD.
     Raises ``ValueError`` for NaN or Infinity, which no browser would parse.
     """
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    text = _dumps(payload)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # only lone surrogates cannot be encoded
+        return as_text(text).encode("utf-8")
 
 
 def frames_for(payload: Any, limit: int = MAX_MESSAGE_BYTES) -> list[bytes]:
@@ -296,6 +401,8 @@ def _push_channel(spec: Any) -> tuple[str, str | None]:
             or len(str(value)) > USER_ID_MAX
         ):
             raise InvalidMessage("channel.user_id must be a non-empty string or number")
+        if not is_text(str(value)):
+            raise InvalidMessage("channel.user_id is not valid text (it holds a lone surrogate)")
         return kind, str(value)
     if kind == "feed":
         if value is not True:
@@ -324,7 +431,11 @@ def parse_push(event: Any, connection_types: Mapping[str, Route]) -> PushTarget:
     if not isinstance(payload, dict):
         raise InvalidMessage("payload must be a JSON object")
     try:
-        data = encode(payload)
+        data = _dumps(payload).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidMessage(
+            "payload holds a lone surrogate (\\ud800-\\udfff), which is not text; send valid Unicode"
+        ) from None
     except ValueError:
         raise InvalidMessage("payload must be valid JSON (no NaN or Infinity)") from None
     if len(data) > MAX_MESSAGE_BYTES:

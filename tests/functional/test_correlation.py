@@ -69,7 +69,9 @@ def test_auth_replaces_the_stored_token_and_later_messages_carry_it(
     stack: Stack, caplog: pytest.LogCaptureFixture
 ) -> None:
     join(stack, "A1=")
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG)
+    for name in ("botocore", "urllib3", "chalicelib"):
+        caplog.set_level(logging.DEBUG, logger=name)
     stack.send("A1=", {"type": "auth", "token": "new-token-5f1c", "id": "a1"})
     assert stack.mgmt.frames("A1=") == [{"type": "authenticated", "ref": "a1"}]
     assert stack.backend.requests[-1] == (

@@ -1,9 +1,14 @@
-"""Fuzz: arbitrary $default bodies and $connect queries and headers never break the proxy.
+"""Fuzz: arbitrary client frames, connects, backend answers, histories and pushes never break the proxy.
 
-Properties, for every generated case:
+Generated text includes what cannot be encoded: lone surrogates (``"\\ud800"`` escapes,
+and raw in the event's text), invalid UTF-8 and CESU-8 bytes from the backend, huge
+numbers, deep nesting, ids too long to echo. Properties, for every generated case:
 - the handler answers (no exception escapes, and none is caught as an internal error);
 - $connect answers a status from the contract, and writes an item exactly when it answers 200;
-- every frame the proxy sends is JSON and is either the backend's payload or a CONTRACT §1 error frame.
+- every frame the proxy sends is strict UTF-8 JSON and is either the backend's payload
+  (its lone surrogates replaced by U+FFFD) or a CONTRACT §1 error frame of at most 2 KB
+  whose ``ref`` is the sender's own id;
+- a client frame or push payload holding a lone surrogate is refused and reaches no one.
 
 `make test` runs a quick subset; `make reliability` runs 10,000 cases per property
 (``RELIABILITY_EXAMPLES`` overrides).
@@ -14,13 +19,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from chalice.test import Client
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import app as app_module
@@ -45,20 +51,65 @@ CODES = {
 CONNECT_STATUSES = {200, 400, 401, 403, 404, 502, 504}
 SENDER = "FUZZSENDER0001="
 PEER = "FUZZPEER000001="
+#: A booking-type connection of booking 1, made through $connect (the push target).
+LISTENER = "FUZZLISTENER01="
+MESSAGE_PATH = "/api/chat/ws/1/message"
+#: Error frames are small whatever the client sent: the echoed ref is bounded.
+ERROR_FRAME_BOUND = 2048
+_LONE = re.compile("[\ud800-\udfff]")
+
+
+def has_lone_surrogate(value: Any) -> bool:
+    stack = [value]  # no recursion: generated frames nest thousands deep
+    while stack:
+        current = stack.pop()
+        if isinstance(current, str) and _LONE.search(current):
+            return True
+        if isinstance(current, list):
+            stack.extend(current)
+        elif isinstance(current, dict):
+            stack.extend([*current, *current.values()])
+    return False
+
+
+def scrubbed(value: Any) -> Any:
+    """What the proxy must deliver for a backend value: lone surrogates become U+FFFD."""
+    if isinstance(value, str):
+        return _LONE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [scrubbed(v) for v in value]
+    if isinstance(value, dict):
+        return {scrubbed(k): scrubbed(v) for k, v in value.items()}
+    return value
+
+
+def strict_json(raw: bytes) -> Any:
+    """A posted frame: strict UTF-8 (no lone surrogate, no invalid byte), then JSON."""
+    return json.loads(raw.decode("utf-8"))
 
 
 class Harness:
     def __init__(
-        self, client: Client, backend: BackendStandIn, mgmt: ManagementApiStandIn, dynamodb: Any, table: str
+        self,
+        client: Client,
+        backend: BackendStandIn,
+        mgmt: ManagementApiStandIn,
+        lambdas: LambdaStandIn,
+        dynamodb: Any,
+        table: str,
     ) -> None:
-        self.client, self.backend, self.mgmt, self.dynamodb, self.table = (
+        self.client, self.backend, self.mgmt, self.lambdas, self.dynamodb, self.table = (
             client,
             backend,
             mgmt,
+            lambdas,
             dynamodb,
             table,
         )
         self.internal_errors: list[str] = []
+
+    def posted(self) -> dict[str, list[bytes]]:
+        return {cid: list(frames) for cid, frames in self.mgmt.received.items() if frames}
 
     def invoke(self, name: str, event: Any) -> Any:
         return app_module.app.handler_map[name](event, events.LambdaContext(name))
@@ -94,7 +145,7 @@ def harness(moto_endpoint: str) -> Iterator[Harness]:
         for key, value in env.items():
             mp.setenv(key, value)
         app_module.container.reset()
-        h = Harness(Client(app_module.app, stage_name="test"), backend, mgmt, dynamodb, table)
+        h = Harness(Client(app_module.app, stage_name="test"), backend, mgmt, lambdas, dynamodb, table)
         handler = _InternalErrors(h.internal_errors)
         logging.getLogger("chalicelib").addHandler(handler)
         for cid in (SENDER, PEER):
@@ -110,7 +161,13 @@ def harness(moto_endpoint: str) -> Iterator[Harness]:
             )
             dynamodb.put_item(TableName=table, Item=item_for(conn))
             mgmt.open.add(cid)
-        backend.routes["/api/chat/ws/1/message"] = echo
+        backend.routes[MESSAGE_PATH] = echo
+        backend.routes["/api/ws/bookings/1/connect"] = Reply(200, {"user_id": "u1"})
+        connected = h.invoke(
+            "connect", events.connect_event(LISTENER, {"type": "booking", "booking_id": "1", "token": "t"})
+        )
+        assert connected["statusCode"] == 200
+        mgmt.open.add(LISTENER)
         try:
             yield h
         finally:
@@ -121,16 +178,33 @@ def harness(moto_endpoint: str) -> Iterator[Harness]:
             dynamodb.delete_table(TableName=table)
 
 
-def check_frame(raw: bytes, sent: Any) -> None:
-    frame = json.loads(raw)
-    if (
+def is_error_frame(frame: Any) -> bool:
+    return (
         isinstance(frame, dict)
         and frame.get("type") == "error"
         and set(frame) <= {"type", "code", "message", "retryable", "ref"}
-    ):
-        assert frame["code"] in CODES
-        assert isinstance(frame["message"], str) and frame["message"]
-        assert isinstance(frame["retryable"], bool)
+    )
+
+
+def check_error(raw: bytes, sent: Any = None) -> dict[str, Any]:
+    frame = strict_json(raw)
+    assert is_error_frame(frame), frame
+    assert frame["code"] in CODES
+    assert isinstance(frame["message"], str) and frame["message"]
+    assert isinstance(frame["retryable"], bool)
+    assert len(raw) <= ERROR_FRAME_BOUND
+    if "ref" in frame:  # only ever the sender's own id, and only one that can be echoed
+        assert isinstance(sent, dict)
+        assert frame["ref"] in (sent.get("id"), sent.get("client_id"))
+        assert not isinstance(frame["ref"], str) or len(frame["ref"]) <= 128
+        assert not isinstance(frame["ref"], int) or abs(frame["ref"]) < 2**53
+    return frame
+
+
+def check_frame(raw: bytes, sent: Any) -> None:
+    frame = strict_json(raw)
+    if is_error_frame(frame):
+        check_error(raw, sent)
         return
     if isinstance(frame, dict) and "ref" in frame:  # the answer to a request: its id, exactly
         assert isinstance(sent, dict) and frame.pop("ref") == sent.get("id")
@@ -147,6 +221,29 @@ json_value = st.recursive(
         st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
     ),
     max_leaves=20,
+)
+#: Text that cannot be encoded as UTF-8: lone surrogates (and halves of pairs) among any characters.
+unencodable_text = st.lists(
+    st.one_of(st.characters(), st.characters(categories=["Cs"]), st.sampled_from(["\ud83d", "\ude00", "é"])),
+    max_size=30,
+).map("".join)
+any_text = st.one_of(st.text(max_size=40), unencodable_text)
+unencodable_value = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | any_text,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(any_text, children, max_size=4),
+    max_leaves=20,
+)
+unencodable_objects = st.dictionaries(any_text, unencodable_value, max_size=5)
+#: ids a client might send: echoable, too long, not integers a browser holds, not text.
+ids = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.text(max_size=10),
+    st.text(min_size=120, max_size=140),
+    unencodable_text,
+    st.integers(),
+    st.integers(min_value=2**52, max_value=2**80),
+    st.floats(allow_nan=False, allow_infinity=False),
 )
 
 
@@ -170,6 +267,16 @@ bodies = st.one_of(
     st.integers(min_value=1, max_value=3000).map(deep),
     st.integers(min_value=120 * 1024, max_value=140 * 1024).map(lambda n: json.dumps({"body": "x" * n})),
     st.sampled_from(["[" * 100_000, '{"a":' * 5000, "\ud800", "\x00", "{}", "[]", '{"type": "ping"}']),
+    # lone surrogates: as JSON escapes, and raw in the event's text
+    unencodable_objects.map(json.dumps),
+    unencodable_objects.map(lambda o: json.dumps(o, ensure_ascii=False)),
+    st.builds(
+        lambda i, key, body: json.dumps({key: i, "body": body}),
+        ids,
+        st.sampled_from(["id", "client_id"]),
+        any_text,
+    ),
+    st.builds(lambda n: json.dumps({"id": "i" * n, "body": "x" * (131_000 - n)}), st.integers(100, 131_000)),
 )
 
 
@@ -191,6 +298,10 @@ def test_fuzzed_default_bodies_are_answered_with_valid_frames(
         sent = None
     for raw in posted:
         check_frame(raw, sent)
+    if isinstance(sent, dict) and has_lone_surrogate(sent):  # refused, and reaches no one else
+        (only,) = harness.mgmt.received[SENDER]
+        assert check_error(only, sent)["code"] == "invalid_message"
+        assert not harness.mgmt.received.get(PEER)
 
 
 query_values = st.one_of(
@@ -244,3 +355,172 @@ def test_fuzzed_connects_answer_contract_statuses_and_items_only_on_200(
             TableName=harness.table,
             Key={"booking_id": item["booking_id"], "connection_id": item["connection_id"]},
         )
+
+
+# -- the backend's answers: lone surrogates replaced, never a crash -------------------------
+
+#: Raw answers and what the sender must get: that object, or (None) an error frame.
+_RAW_ANSWERS: list[tuple[bytes, dict[str, Any] | None]] = [
+    # CESU-8, a surrogate's own bytes: decoded as one, then replaced
+    (
+        b'{"type":"message","body":"\xed\xa0\x80","broadcast":true}',
+        {"type": "message", "body": "\ufffd", "broadcast": True},
+    ),
+    (
+        b'{"type":"message","body":"\\udc80\\ud800\\ud83d\\ude00"}',
+        {"type": "message", "body": "\ufffd\ufffd\U0001f600"},
+    ),
+    (b'{"type":"message","body":"\xff\xfe"}', None),  # not UTF-8
+    (b'{"type":"message","n":' + b"9" * 5000 + b"}", None),  # more digits than Python parses
+    (b'{"a":' * 300 + b"1" + b"}" * 300, None),
+    (b'{"type":"message","x":Infinity}', None),  # not JSON a browser parses
+    (b'{"type":"message","x":1e999}', None),
+    (b"[]", None),
+    (b"null", None),
+    (b"", None),
+    (b"\x00", None),
+]
+backend_answers = st.one_of(
+    st.builds(
+        lambda body, broadcast: Reply(200, {**body, "type": "message", "broadcast": broadcast}),
+        unencodable_objects,
+        st.booleans(),
+    ),
+    st.builds(
+        lambda status, detail: Reply(status, {"detail": detail}),
+        st.sampled_from([400, 401, 403, 404, 409, 422, 500, 503]),
+        any_text,
+    ),
+    st.sampled_from(_RAW_ANSWERS).map(lambda pair: Reply(200, pair[0])),
+)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(reply=backend_answers)
+def test_fuzzed_backend_answers_reach_clients_as_utf8_json(harness: Harness, reply: Reply) -> None:
+    harness.mgmt.received.clear()
+    harness.internal_errors.clear()
+    harness.backend.routes[MESSAGE_PATH] = reply
+    try:
+        response = harness.invoke("message", events.message_event(SENDER, json.dumps({"body": "hi"})))
+    finally:
+        harness.backend.routes[MESSAGE_PATH] = echo
+    assert response == {"statusCode": 200}
+    assert harness.internal_errors == []
+    to_sender = harness.mgmt.received.get(SENDER, [])
+    to_peer = harness.mgmt.received.get(PEER, [])
+    assert to_sender, "the sender got no answer at all"
+    frames = [strict_json(raw) for raw in [*to_sender, *to_peer]]
+    expected: dict[str, Any] | None = None
+    if reply.status == 200 and isinstance(reply.body, dict):
+        expected = scrubbed(json.loads(json.dumps(reply.body)))  # as it crossed the wire: pairs joined
+    elif reply.status == 200:
+        expected = dict(_RAW_ANSWERS)[reply.body]
+    if expected is not None:
+        assert [strict_json(raw) for raw in to_sender] == [expected]
+        assert [strict_json(raw) for raw in to_peer] == (
+            [expected] if expected.get("broadcast") is True else []
+        )
+    else:
+        assert len(to_sender) == 1 and not to_peer
+        check_error(to_sender[0])
+    assert all(isinstance(f, dict) for f in frames)
+
+
+# -- histories: a bad stored message never locks a booking ------------------------------------
+
+history_messages = st.builds(
+    lambda i, body, extra: {**extra, "id": i, "body": body},
+    st.integers(0, 10**6),
+    any_text,
+    st.dictionaries(any_text, any_text, max_size=2),
+)
+histories = st.builds(
+    lambda messages, pad, receipt: (
+        {"type": "history", "messages": [{**m, "pad": "x" * pad} for m in messages]},
+        receipt,
+    ),
+    st.lists(history_messages, min_size=1, max_size=8),
+    st.sampled_from([0] * 7 + [30_000]),  # sometimes over 128 KB in all: delivered in parts
+    st.one_of(
+        st.none(), st.dictionaries(any_text, any_text, max_size=3).map(lambda r: {**r, "type": "receipt"})
+    ),
+)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(history=histories)
+def test_fuzzed_histories_are_delivered_as_utf8_json(
+    harness: Harness, history: tuple[dict[str, Any], dict[str, Any] | None]
+) -> None:
+    initial, receipt = history
+    answer: dict[str, Any] = {"initial": initial}
+    if receipt is not None:
+        answer["receipt"] = receipt
+    harness.backend.routes["/api/chat/ws/7/connect"] = Reply(200, answer)
+    harness.internal_errors.clear()
+    cid = "FH" + uuid.uuid4().hex[:12] + "="
+    query = {"type": "chat", "booking_id": "7", "token": "t"}
+    assert harness.invoke("connect", events.connect_event(cid, query)) == {"statusCode": 200}
+    harness.mgmt.open.add(cid)
+    try:
+        (delivery,) = harness.lambdas.take("-deliver")
+        result = harness.invoke("deliver", delivery)
+        assert result["outcome"] == "delivered", result
+        frames = [strict_json(raw) for raw in harness.mgmt.received.pop(cid, [])]
+        assert all(len(raw) <= 128 * 1024 for raw in harness.mgmt.received.get(cid, []))
+        if receipt is not None:
+            assert frames.pop() == scrubbed(json.loads(json.dumps(receipt)))
+        expected = scrubbed(json.loads(json.dumps(initial)))
+        event("history: one frame" if len(frames) == 1 else "history: in parts")
+        if len(frames) == 1:
+            assert frames == [expected]
+        else:
+            assert [f["part"] for f in frames] == list(range(1, len(frames) + 1))
+            assert [m for f in frames for m in f["messages"]] == expected["messages"]
+        assert harness.internal_errors == []
+    finally:
+        harness.mgmt.open.discard(cid)
+        assert harness.invoke("disconnect", events.disconnect_event(cid)) == {"statusCode": 200}
+
+
+# -- pushes: a payload holding a lone surrogate is refused, and reaches no one ----------------
+
+push_events = st.fixed_dictionaries(
+    {
+        "channel": st.one_of(
+            st.just({"booking_id": "1"}),
+            st.builds(lambda u: {"user_id": u}, st.one_of(unencodable_text, st.just("u1"))),
+        ),
+        "payload": st.one_of(unencodable_objects, unencodable_value),
+    },
+    optional={"exclude": st.lists(st.one_of(any_text, st.just(LISTENER)), max_size=3)},
+).map(lambda e: {**e, "connection_type": "booking"})
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(event=push_events)
+def test_fuzzed_pushes_reach_clients_as_utf8_json_or_are_refused(
+    harness: Harness, event: dict[str, Any]
+) -> None:
+    harness.mgmt.received.clear()
+    harness.internal_errors.clear()
+    result = harness.invoke("push", event)
+    assert harness.internal_errors == []
+    json.dumps(result, ensure_ascii=False).encode("utf-8")  # the answer itself is text
+    posted = harness.posted()
+    if has_lone_surrogate(event["payload"]) or has_lone_surrogate(event["channel"]):
+        assert result["error"]["code"] == "invalid_event"
+        assert posted == {}
+        return
+    if not isinstance(event["payload"], dict) or event["channel"].get("user_id") == "":
+        assert result["error"]["code"] == "invalid_event"
+        return
+    assert "error" not in result, result
+    for cid, frames in posted.items():
+        assert [strict_json(raw) for raw in frames] == [event["payload"]], cid
+    recipients = (
+        {LISTENER} - set(event.get("exclude", [])) if event["channel"] == {"booking_id": "1"} else set()
+    )
+    assert set(posted) == recipients
+    assert result["delivered"] == len(recipients)

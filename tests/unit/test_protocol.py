@@ -64,6 +64,14 @@ def test_origin_check() -> None:
         ({"id": {"x": 1}}, None),
         ({"id": None, "client_id": "c"}, "c"),
         ([], None),
+        ({"id": "x" * 128}, "x" * 128),
+        ({"id": "x" * 129}, None),
+        ({"id": "\ud800", "client_id": "c"}, "c"),
+        ({"id": 2**53 - 1}, 2**53 - 1),
+        ({"id": -(2**53)}, None),
+        ({"id": 0.25}, 0.25),
+        ({"id": float("nan")}, None),
+        ({"client_id": "y" * 129}, None),
     ],
 )
 def test_reference_echoes_id_or_client_id(frame: object, ref: object) -> None:
@@ -169,3 +177,111 @@ def test_encode_refuses_what_a_browser_could_not_parse() -> None:
     with pytest.raises(ValueError):
         protocol.encode({"a": float("nan")})
     assert protocol.encode({"a": 1.5, "b": "é"}) == '{"a":1.5,"b":"é"}'.encode()
+
+
+# -- untrusted text and echoed ids -----------------------------------------------------
+
+
+def test_encode_replaces_lone_surrogates_in_keys_and_values() -> None:
+    data = protocol.encode({"a\ud800": ["\udc80", "ok 😀"], "ref": "\udfff"})
+    assert json.loads(data.decode("utf-8")) == {"a\ufffd": ["\ufffd", "ok 😀"], "ref": "\ufffd"}
+
+
+def test_an_error_frame_with_any_ref_encodes() -> None:
+    frame = protocol.error_frame("invalid_message", "bad \ud800", ref="\udc00")
+    assert json.loads(protocol.encode(frame)) == {**frame, "message": "bad \ufffd", "ref": "\ufffd"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    ['{"b":"\\ud800"}', '{"\\uDBFF":1}', '{"b":[{"c":"x\\udc00"}]}', '{"b":"\ud800"}', '{"b":"\\ud83d"}'],
+)
+def test_frames_holding_a_lone_surrogate_are_invalid(body: str) -> None:
+    with pytest.raises(InvalidMessage, match="lone surrogate"):
+        protocol.parse_frame(body)
+
+
+def test_a_refused_frame_keeps_an_id_that_can_be_echoed() -> None:
+    with pytest.raises(InvalidMessage) as raised:
+        protocol.parse_frame('{"id": "r-1", "b": "\\udc80"}')
+    assert protocol.error_frame_for(raised.value)["ref"] == "r-1"
+    assert protocol.error_frame_for(raised.value, "other")["ref"] == "other"
+    with pytest.raises(InvalidMessage) as raised:
+        protocol.parse_frame('{"id": "\\udc80"}')
+    assert "ref" not in protocol.error_frame_for(raised.value)
+
+
+def test_surrogate_pairs_and_escaped_backslashes_are_text() -> None:
+    assert protocol.parse_frame('{"b":"\\ud83d\\ude00"}') == {"b": "😀"}
+    assert protocol.parse_frame('{"b":"\\\\ud800"}') == {"b": "\\ud800"}
+
+
+@pytest.mark.parametrize(
+    ("frame", "reason"),
+    [({"id": "x" * 129}, "129 characters"), ({"id": 2**53}, r"2\^53"), ({"id": -(10**40)}, r"2\^53")],
+)
+def test_string_or_number_ids_that_cannot_be_echoed_are_refused(
+    frame: dict[str, object], reason: str
+) -> None:
+    with pytest.raises(InvalidMessage, match=reason) as raised:
+        protocol.parse_frame(json.dumps(frame))
+    assert raised.value.ref is None
+
+
+def test_ids_of_other_types_are_not_ids() -> None:
+    for frame in ({"id": True}, {"id": {"x": 1}}, {"id": None}, {"id": [1]}):
+        assert protocol.parse_frame(json.dumps(frame)) == frame
+
+
+#: Ids as JSON text: any value, or strings of lone and paired surrogate escapes.
+_json_ids = st.one_of(
+    st.one_of(
+        st.text(max_size=300),
+        st.integers(min_value=-(2**70), max_value=2**70),
+        st.floats(allow_nan=False, allow_infinity=False),
+    ).map(json.dumps),
+    st.from_regex(r"(\\u[dD][89a-fA-F][0-9a-f]{2}|[a-z]){0,200}", fullmatch=True).map(lambda t: f'"{t}"'),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ident=_json_ids, key=st.sampled_from(["id", "client_id"]))
+def test_every_error_frame_is_small_utf8_json_whatever_the_id(ident: str, key: str) -> None:
+    body = f'{{"{key}":{ident}}}'
+    try:
+        frame = protocol.parse_frame(body)
+        error = protocol.error_frame("backend_error", "refused", ref=protocol.reference(frame))
+    except InvalidMessage as exc:
+        error = protocol.error_frame_for(exc)
+    data = protocol.encode(error)
+    assert len(data) <= 1024
+    assert json.loads(data.decode("utf-8"))["type"] == "error"
+
+
+def test_connect_tokens_holding_a_lone_surrogate_are_unauthorized() -> None:
+    with pytest.raises(Unauthorized, match="lone surrogate"):
+        protocol.parse_connect({"booking_id": "1", "token": "a\ud800"}, {}, DEFAULT_ROUTES)
+    with pytest.raises(Unauthorized, match="lone surrogate"):
+        protocol.parse_connect(
+            {"booking_id": "1"}, {"Sec-WebSocket-Protocol": "bearer, \udc80"}, DEFAULT_ROUTES
+        )
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"channel": {"feed": True}, "payload": {"t": "\ud800"}},
+        {"channel": {"feed": True}, "payload": {"\udc80": 1}},
+        {"channel": {"user_id": "\udc80"}, "payload": {}},
+    ],
+)
+def test_push_holding_a_lone_surrogate_is_invalid(event: dict[str, object]) -> None:
+    with pytest.raises(InvalidMessage, match="lone surrogate"):
+        protocol.parse_push(event, DEFAULT_ROUTES)
+
+
+def test_text_helpers() -> None:
+    assert protocol.is_text("ok 😀") and not protocol.is_text("a\ud800")
+    assert protocol.as_text("a\ud800b\udfff") == "a\ufffdb\ufffd"
+    assert protocol.has_lone_surrogate([{"k": ["x", {"\udc00": 1}]}])
+    assert not protocol.has_lone_surrogate([{"k": ["x", {"y": 1.5, "z": None}]}])
