@@ -81,11 +81,11 @@ client-test: venv system-deps $(CLIENT_STAMP) ## The client module: tsc, node un
 	cd client && node --test test/unit/*.test.js
 	cd client && node --test test/integration/*.test.js
 
-# The local stack in the foreground (README, "Local stack"); flags: make run ARGS="--port 4001 -v".
+# The local stack in the foreground (docs/local-stack.md); flags: make run ARGS="--port 4001 -v".
 run: venv ## The local stack in the foreground (ARGS="--port 4001 -v")
 	$(PY) -m local_gateway $(ARGS)
 
-# The Terraform export for chalice stage $(STAGE): build/terraform/ (README, "Deploy").
+# The Terraform export for chalice stage $(STAGE): build/terraform/ (docs/operations.md).
 package: venv ## The Terraform export for STAGE (default dev) into build/terraform/
 	$(PY) -m infra.build --stage $(STAGE) --out build/terraform
 

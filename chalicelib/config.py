@@ -52,7 +52,6 @@ class Settings:
     push_chunk_size: int = 500
     allowed_origins: tuple[str, ...] = ()
     deliver_function_name: str | None = None
-    push_function_name: str | None = None
     fanout_function_name: str | None = None
     routes: Mapping[str, Route] = field(default_factory=lambda: dict(DEFAULT_ROUTES))
 
@@ -87,7 +86,6 @@ class Settings:
             push_chunk_size=_integer(env, "PUSH_CHUNK_SIZE", 500, minimum=1),
             allowed_origins=origins,
             deliver_function_name=env.get("DELIVER_FUNCTION_NAME", "").strip() or None,
-            push_function_name=env.get("PUSH_FUNCTION_NAME", "").strip() or None,
             fanout_function_name=env.get("FANOUT_FUNCTION_NAME", "").strip() or None,
             routes=routes_with_overrides(env.get("BACKEND_ROUTES")),
         )

@@ -1,4 +1,4 @@
-"""The client side of CONTRACT.md §1: connect query, frames, error frames, size limits.
+"""The client side of the protocol (docs/protocol.md): connect query, frames, error frames, size limits.
 
 Everything here is pure: no I/O, no clock, no AWS.
 
@@ -137,7 +137,7 @@ def parse_connect(
     headers: Mapping[str, str] | None,
     routes: Mapping[str, Route],
 ) -> ConnectRequest:
-    """Validate the handshake's query (CONTRACT.md §1): 400 or 401 on failure."""
+    """Validate the handshake's query (docs/protocol.md, "Connecting"): 400 or 401 on failure."""
     query = query or {}
     connection_type = (query.get("type") or DEFAULT_TYPE).strip()
     route = routes.get(connection_type)
@@ -268,7 +268,7 @@ def is_ping(frame: Mapping[str, Any]) -> bool:
 
 
 def error_frame(code: str, message: str, *, retryable: bool = False, ref: Any = None) -> dict[str, Any]:
-    """The one error frame shape of CONTRACT.md §1."""
+    """The one error frame shape (docs/protocol.md, "Errors")."""
     frame: dict[str, Any] = {
         "type": "error",
         "code": code,

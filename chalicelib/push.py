@@ -49,8 +49,8 @@ class PushCase:
             try:
                 run.result = self._push(event, deadline, own_function_name, run.log)
             except ProxyError as exc:
-                run.log["outcome"] = exc.code
                 code = "invalid_event" if isinstance(exc, InvalidMessage) else exc.code
+                run.log["outcome"] = code
                 run.result = {"error": {"code": code, "message": exc.message}}
         return run.answer()
 

@@ -66,7 +66,7 @@ REQUIRED_ASYNC_FUNCTIONS = ("deliver", "push")
 STAGE_RESOURCE = "websocket_api_stage"
 API_RESOURCE = "websocket_api"
 
-#: Every function's environment, by reference (CONTRACT.md §3). Replaces the literal values
+#: Every function's environment, by reference (docs/operations.md, "Settings"). Replaces the literal values
 #: .chalice/config.json holds for ``chalice deploy``.
 COMMON_ENVIRONMENT = {
     "BACKEND_URL": "${var.websocket_backend_url}",

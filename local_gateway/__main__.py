@@ -57,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[StackOptions, Path | None
     parser.add_argument(
         "--backend-url",
         default=None,
-        help="use this backend (CONTRACT.md §2) instead of starting the reference backend",
+        help="use this backend (docs/backend.md) instead of starting the reference backend",
     )
     parser.add_argument(
         "--backend-port",
@@ -173,9 +173,7 @@ def banner(stack: LocalStack) -> str:
             f"  management   {e['management_api']}/@connections/{{connection_id}}",
             f"  lambda       {e['gateway']}/2015-03-31/functions/{{name}}/invocations",
             *([f"  faults       {e['faults']}   (fault injection, for tests)"] if "faults" in e else []),
-            f"  try          websocat '{e['websocket']}?type=chat&booking_id=1&token=TOKEN'",
-            f'               (TOKEN: curl -s -XPOST {e["backend"]}/dev/token -d \'{{"user_id":"alice"}}\' '
-            "-H 'content-type: application/json')",
+            '  try          the demo page, or the session in README.md ("A raw session")',
             "Ctrl-C stops everything.",
             *([exposure.warning(stack.options.host)] if not exposure.is_loopback(stack.options.host) else []),
         ]

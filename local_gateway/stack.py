@@ -220,7 +220,7 @@ class LocalStack:
         await web.SockSite(self._runner, gateway_sock, shutdown_timeout=5.0).start()
 
     def _set_environment(self) -> str:
-        """The app's configuration (CONTRACT.md §3), set in this process before it is imported."""
+        """The app's configuration (docs/operations.md, "Settings"), set before it is imported."""
         o = self.options
         env = os.environ
         region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
@@ -236,7 +236,6 @@ class LocalStack:
         env["API_GATEWAY_ENDPOINT"] = f"{self.gateway_url}/{o.stage}"
         env["AWS_ENDPOINT_URL_LAMBDA"] = self.gateway_url
         env["DELIVER_FUNCTION_NAME"] = f"{FUNCTION_PREFIX}-deliver"
-        env["PUSH_FUNCTION_NAME"] = f"{FUNCTION_PREFIX}-push"
         env["FANOUT_FUNCTION_NAME"] = f"{FUNCTION_PREFIX}-fanout"
         env.setdefault("POWERTOOLS_SERVICE_NAME", "ws-proxy")
         if not o.verbose:

@@ -68,7 +68,6 @@ def app_env(
         "AWS_REGION": "us-east-1",
         "AWS_DEFAULT_REGION": "us-east-1",
         "DELIVER_FUNCTION_NAME": "ws-proxy-test-deliver",
-        "PUSH_FUNCTION_NAME": "ws-proxy-test-push",
         "FANOUT_FUNCTION_NAME": "ws-proxy-test-fanout",
         "BACKEND_TIMEOUT_SECONDS": "2",
     }

@@ -1,4 +1,4 @@
-"""The reference backend: CONTRACT §2 for all four connection types, in memory.
+"""The reference backend: what docs/backend.md asks of a backend, for all four connection types, in memory.
 
 For development and tests only, never a product. Tokens are HS256 JWTs signed
 with a development secret (``POST /dev/token``). Its OpenAPI page (``/docs``)
@@ -34,7 +34,8 @@ from local_gateway.reference_backend.settings import BackendSettings
 __all__ = ["BackendSettings", "create_app"]
 
 DESCRIPTION = (
-    "What the WebSocket proxy calls (CONTRACT.md §2). Connect: 200 accepts the connection, "
+    "What the WebSocket proxy calls (docs/backend.md in the ws-proxy repository). "
+    "Connect: 200 accepts the connection, "
     "401/403 reject it with the same status, other 4xx with that status, 5xx as 502. "
     "Message: the 200 answer is sent to the sender, or with `broadcast: true` to every "
     "connection of the channel; 401/403 and other 4xx become error frames. Tokens are "

@@ -14,7 +14,7 @@ router = APIRouter(prefix="/api/notifications/ws", tags=["notification"])
 
 @router.post("/connect", response_model=ConnectAnswer, response_model_exclude_none=True)
 def notifications_connect(request: ConnectBody, store: Store, tokens: Tokens) -> ConnectAnswer:
-    """Answers ``user_id`` (the proxy's channel is ``user_{user_id}``) and the unread notifications."""
+    """Answers ``user_id`` (the proxy's channel is ``user#{user_id}``) and the unread notifications."""
     user = tokens.user(request.token)
     with store.lock:
         items = list(store.notifications.get(user, []))

@@ -36,7 +36,6 @@ def make(
         "backend_url": "https://api.example.com",
         "connections_table": "t",
         "deliver_function_name": "deliver-fn",
-        "push_function_name": "push-fn",
         "fanout_function_name": "fanout-fn",
         **settings,
     }
