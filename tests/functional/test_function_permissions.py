@@ -1,0 +1,170 @@
+"""Each function makes exactly the AWS calls its own IAM policy grants (infra/aws_operations.json).
+
+The static scan in tests/infra sees every call in the code; this runs every path of
+every handler against the stand-ins and records, per function, what it really
+called: DynamoDB operations (table or index), Management API posts and Lambda
+invocations. What a function calls must be granted to it, and what it is granted it
+must call somewhere, so no function holds a permission it never uses.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+import app as app_module
+from chalicelib.internal_events import pack_frames
+from tests import events
+from tests.conftest import Stack, chat_backend
+from tests.standins import Reply
+
+ROOT = Path(__file__).resolve().parents[2]
+OPERATIONS = json.loads((ROOT / "infra" / "aws_operations.json").read_text())["operations"]
+FUNCTIONS = ("websocket_connect", "websocket_message", "websocket_disconnect", "deliver", "push", "fanout")
+HANDLERS = {
+    "websocket_connect": "connect",
+    "websocket_message": "message",
+    "websocket_disconnect": "disconnect",
+}
+
+
+def granted() -> dict[str, set[tuple[str, str]]]:
+    """(action, resource kind) each function is granted, runtime-only ones left out."""
+    grants: dict[str, set[tuple[str, str]]] = defaultdict(set)
+    for op in OPERATIONS:
+        if op["call"] == "runtime":
+            continue
+        for function in op["functions"]:
+            grants[function].add((op["action"], op["resource"]))
+    return grants
+
+
+class Recorder:
+    """What each function called, attributed to the function running at the time."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.current = ""
+        self.calls: dict[str, set[tuple[str, str]]] = defaultdict(set)
+
+    def dynamodb(self, model: Any, params: dict[str, Any], **kwargs: Any) -> None:
+        resource = "index" if params.get("IndexName") else "table"
+        self.calls[self.current].add((f"dynamodb:{model.name}", resource))
+
+    def run(self, function: str, event: Any) -> Any:
+        """Invoke ``function``'s handler; its posts and invocations are counted as its own."""
+        self.current = function
+        posts = len(self.stack.mgmt.calls)
+        invoked = len(self.stack.lambdas.invocations)
+        try:
+            return self.stack.invoke(HANDLERS.get(function, function), event)
+        finally:
+            if any(m == "POST" for m, _, _ in self.stack.mgmt.calls[posts:]):
+                self.calls[function].add(("execute-api:ManageConnections", "connections:POST"))
+            for name, _, _ in self.stack.lambdas.invocations[invoked:]:
+                target = name.rsplit("-", 1)[-1]
+                self.calls[function].add(("lambda:InvokeFunction", f"function:{target}"))
+            self.current = ""
+
+    def take(self, suffix: str) -> list[Any]:
+        return self.stack.lambdas.take(suffix)
+
+
+@pytest.fixture
+def recorder(stack: Stack) -> Iterator[Recorder]:
+    recorder = Recorder(stack)
+    session = boto3.DEFAULT_SESSION or boto3.setup_default_session() or boto3.DEFAULT_SESSION
+    assert session is not None
+    session.events.register("before-parameter-build.dynamodb", recorder.dynamodb)
+    app_module.container.reset()  # clients built from now on carry the hook
+    yield recorder
+    session.events.unregister("before-parameter-build.dynamodb", recorder.dynamodb)
+
+
+def connect(recorder: Recorder, cid: str, query: dict[str, str]) -> None:
+    response = recorder.run("websocket_connect", events.connect_event(cid, query))
+    assert response["statusCode"] == 200, response
+    recorder.stack.mgmt.open.add(cid)
+
+
+def every_path(recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    stack = recorder.stack
+    chat = {"type": "chat", "booking_id": "1", "token": "t"}
+    chat_backend(stack.backend)
+    # $connect: accepted (schedules deliver); a hand-off that fails rolls the item back
+    for cid in ("A1=", "B1=", "C1="):
+        connect(recorder, cid, chat)
+    stack.lambdas.fail = True
+    recorder.run("websocket_connect", events.connect_event("X1=", chat))
+    stack.lambdas.fail = False
+    # deliver: delivered; and a connection gone before its history
+    for payload in recorder.take("-deliver"):
+        recorder.run("deliver", payload)
+    recorder.run(
+        "deliver", {"connection_id": "GONE=", "channel": "booking#1", "frames": pack_frames([b"{}"])}
+    )
+    stack.seed("STALE=", open_=False)
+    recorder.run(
+        "deliver", {"connection_id": "STALE=", "channel": "booking#1", "frames": pack_frames([b"{}"])}
+    )
+    # $default: ping, broadcast in chunks (a stale member removed), auth, a legacy item
+    recorder.run("websocket_message", events.message_event("A1=", {"type": "ping"}))
+    monkeypatch.setenv("PUSH_CHUNK_SIZE", "2")
+    app_module.container.reset()
+    stack.seed("GHOST=", open_=False)
+    recorder.run("websocket_message", events.message_event("A1=", {"body": "hello"}))
+    stack.backend.routes["/api/chat/ws/1/connect"] = Reply(200, {})  # the same (no) user: accepted
+    recorder.run("websocket_message", events.message_event("A1=", {"type": "auth", "token": "t2"}))
+    stack.seed("OLD=", channel="1")
+    recorder.run("websocket_message", events.message_event("OLD=", {"body": "x"}))
+    # fanout: the chunks, with the endpoint configured and without it (read from the items)
+    chunks = recorder.take("-fanout")
+    assert chunks, "the broadcast handed nothing off"
+    recorder.run("fanout", chunks[0])
+    monkeypatch.delenv("API_GATEWAY_ENDPOINT")
+    app_module.container.reset()
+    stack.mgmt.throttle["C1="] = 100  # fails past the retries: a later attempt, from fanout itself
+    for chunk in chunks[1:] or chunks:
+        recorder.run("fanout", chunk)
+    monkeypatch.setenv("API_GATEWAY_ENDPOINT", stack.mgmt.endpoint)
+    stack.mgmt.throttle.clear()
+    app_module.container.reset()
+    # push: a booking in chunks, with a stale member
+    stack.seed(["P1=", "P2=", "P3="], connection_type="booking")
+    stack.seed("A0=", connection_type="booking", open_=False)  # sorts first: in the chunk push posts itself
+    recorder.run("push", {"channel": {"booking_id": "1"}, "payload": {"type": "status"}})
+    # $disconnect
+    recorder.run("websocket_disconnect", events.disconnect_event("B1="))
+
+
+def test_each_function_calls_exactly_what_its_policy_grants(
+    recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    every_path(recorder, monkeypatch)
+    grants = granted()
+    assert set(recorder.calls) - {""} <= set(FUNCTIONS), recorder.calls.keys()
+    assert "" not in recorder.calls, f"a call outside any handler: {recorder.calls['']}"
+    for function in FUNCTIONS:
+        made = recorder.calls[function]
+        assert made <= grants[function], f"{function} calls what it is not granted: {made - grants[function]}"
+        assert grants[function] <= made, (
+            f"{function} is granted what it never calls: {grants[function] - made}"
+        )
+
+
+def test_the_recorder_notices_a_call_outside_a_functions_grant(
+    recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disconnect that posted to a connection would be caught (it may not)."""
+    recorder.stack.mgmt.open.add("Z1=")
+    recorder.current = "websocket_disconnect"
+    recorder.stack.seed("Z1=")
+    recorder.run("websocket_disconnect", events.disconnect_event("Z1="))
+    recorder.calls["websocket_disconnect"].add(("execute-api:ManageConnections", "connections:POST"))
+    assert not recorder.calls["websocket_disconnect"] <= granted()["websocket_disconnect"]
