@@ -13,8 +13,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
-from chalice import Chalice, ConvertToMiddleware
-from chalice.app import WebsocketEvent
+from chalice.app import Chalice, ConvertToMiddleware, WebsocketEvent
 
 from chalicelib.container import Container
 
