@@ -52,13 +52,6 @@ class Server:
             data: dict[str, Any] = json.loads(response.read())
             return data
 
-    def cpu_seconds(self) -> float:
-        """CPU time of the server process so far (from /proc, any server)."""
-        with open(f"/proc/{self.process.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks
-
 
 def _wait_ready(process: subprocess.Popen[str], marker: str, timeout: float) -> str:
     """The first stdout line starting with ``marker``, within ``timeout`` seconds."""
@@ -142,10 +135,17 @@ def moto_server() -> Iterator[Server]:
         _stop(process)
 
 
-def run_json(args: Sequence[str], *, env: dict[str, str] | None = None, timeout: float = 300) -> Any:
-    """Run ``python -m <args>`` in a fresh interpreter; its last stdout line is JSON."""
+def run_json(
+    args: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+    preexec_fn: Any = None,
+) -> Any:
+    """Run ``python <args>`` in a fresh interpreter; its last stdout line is JSON."""
     completed = subprocess.run(
         [PY, *args],
+        preexec_fn=preexec_fn,
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -156,3 +156,37 @@ def run_json(args: Sequence[str], *, env: dict[str, str] | None = None, timeout:
     if completed.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed ({completed.returncode}): {completed.stderr[-2000:]}")
     return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def connection_item(channel: str, connection_id: str, connection_type: str, now: int) -> dict[str, Any]:
+    """A connections-table item as ``chalicelib.registry`` writes it (no token: not read here)."""
+    from chalicelib.schema import PARTITION_KEY, SORT_KEY
+
+    return {
+        PARTITION_KEY: {"S": channel},
+        SORT_KEY: {"S": connection_id},
+        "connection_type": {"S": connection_type},
+        "user_id": {"S": f"user_{connection_id}"},
+        "created_at": {"N": str(now)},
+        "ttl": {"N": str(now + 86400)},
+    }
+
+
+def seed_channel(
+    client: Any, table: str, channel: str, ids: Sequence[str], connection_type: str = "chat"
+) -> None:
+    """Write one channel's connections with ``BatchWriteItem`` (bounded re-tries of leftovers)."""
+    now = int(time.time())
+    for start in range(0, len(ids), 25):
+        request: dict[str, Any] = {
+            table: [
+                {"PutRequest": {"Item": connection_item(channel, cid, connection_type, now)}}
+                for cid in ids[start : start + 25]
+            ]
+        }
+        for _ in range(10):
+            request = client.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
+            if not request:
+                break
+        else:
+            raise RuntimeError("BatchWriteItem kept leaving items unprocessed")

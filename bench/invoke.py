@@ -1,0 +1,114 @@
+"""``python -m bench.invoke '<json>'``: ``$default`` broadcasts through ``app.message``, timed.
+
+A helper of ``bench.handler`` and ``bench.projection`` (not a part): it runs in
+a process of its own, so that this process holds only the handler (and can be
+put under a CPU cap), while the stand-in and moto run elsewhere. The JSON
+argument names ``standin`` and ``moto`` (base URLs), ``table``, ``sizes``,
+``repeats`` and ``workers``; each size N is a channel ``b-N`` of N chat
+connections already in the table, and one message from its first connection
+is a broadcast to all N. Prints one JSON line: per size, each invocation's
+wall and CPU seconds (``time.process_time``: every thread of this process).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from bench.servers import use_dummy_aws_env
+
+WARM_CHANNEL = "b-warm"
+
+
+class LambdaContext:
+    function_name = "ws-proxy-bench-websocket_message"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 1769
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:ws-proxy-bench-websocket_message"
+    log_group_name = "/aws/lambda/ws-proxy-bench-websocket_message"
+    log_stream_name = "bench"
+
+    def __init__(self, request_id: str) -> None:
+        self.aws_request_id = request_id
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 28_000
+
+
+def ids_for(channel: str, n: int) -> list[str]:
+    """API Gateway-like connection ids of one channel."""
+    return [f"{channel}-{i:08d}Q=" for i in range(n)]
+
+
+def message_event(connection_id: str, i: int) -> dict[str, Any]:
+    return {
+        "requestContext": {
+            "routeKey": "$default",
+            "eventType": "MESSAGE",
+            "messageId": f"m{i}",
+            "connectionId": connection_id,
+            "domainName": "abc123.execute-api.us-east-1.amazonaws.com",
+            "stage": "development",
+            "apiId": "abc123",
+            "requestId": f"r{i}",
+            "requestTimeEpoch": int(time.time() * 1000),
+        },
+        "body": json.dumps({"body": f"Hello #{i}", "client_id": f"k{i}"}),
+        "isBase64Encoded": False,
+    }
+
+
+def invoke_all(spec: dict[str, Any]) -> dict[str, Any]:
+    use_dummy_aws_env()
+    os.environ.update(
+        {
+            "BACKEND_URL": spec["standin"],
+            "API_GATEWAY_ENDPOINT": f"{spec['standin']}/development",
+            "CONNECTIONS_TABLE": spec["table"],
+            "AWS_ENDPOINT_URL_DYNAMODB": spec["moto"],
+            "FANOUT_WORKERS": str(spec["workers"]),
+            "PUSH_CHUNK_SIZE": "1000000",  # one invocation posts to all, as the Node sample does
+            "POWERTOOLS_SERVICE_NAME": "ws-proxy",
+        }
+    )
+    import app as app_module
+
+    count = 0
+
+    def message(channel: str) -> None:
+        nonlocal count
+        count += 1
+        answer = app_module.message(message_event(ids_for(channel, 1)[0], count), LambdaContext(f"r{count}"))
+        if answer.get("statusCode") != 200:
+            raise RuntimeError(f"handler answered {answer}")
+
+    message(WARM_CHANNEL)  # a warm container: clients built, connections open
+    message(WARM_CHANNEL)
+    results: dict[str, list[dict[str, float]]] = {}
+    for n in spec["sizes"]:
+        runs = []
+        for _ in range(spec["repeats"]):
+            cpu = time.process_time()
+            started = time.perf_counter()
+            message(f"b-{n}")
+            runs.append({"wall_s": time.perf_counter() - started, "cpu_s": time.process_time() - cpu})
+        results[str(n)] = runs
+    return {"runs": results, "messages": count}
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    real = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)  # the handler's logs and metrics, as Lambda writes them
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+    result = invoke_all(spec)
+    with os.fdopen(real, "w") as out:
+        out.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()
