@@ -167,12 +167,14 @@ def lines(res: dict[str, Any]) -> list[str]:
         node = row.get("node")
         if node:
             out.append(
-                f"{int(n):>6}  {o['wall_s']:>11.3f} {node['wall_s']:>11.3f} {o['wall_s'] / node['wall_s']:>8.2f}x   "
+                f"{int(n):>6}  {o['wall_s']:>11.3f} {node['wall_s']:>11.3f} "
+                f"{o['wall_s'] / node['wall_s']:>8.2f}x   "
                 f"{o['cpu_ms_per_post']:>16.3f} {node['cpu_ms_per_post']:>16.3f}"
             )
         else:
             out.append(
-                f"{int(n):>6}  {o['wall_s']:>11.3f} {'-':>11} {'':>9}   {o['cpu_ms_per_post']:>16.3f} {'-':>16}"
+                f"{int(n):>6}  {o['wall_s']:>11.3f} {'-':>11} {'':>9}   "
+                f"{o['cpu_ms_per_post']:>16.3f} {'-':>16}"
                 f"   (ours only, median of {o['runs']})"
             )
     out.append(f"stand-in saw {res['posts_seen']:,} posts for {res['posts_expected']:,} expected")

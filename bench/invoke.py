@@ -1,5 +1,8 @@
 """``python -m bench.invoke '<json>'``: ``$default`` broadcasts through ``app.message``, timed.
 
+With ``sweep`` in the argument instead: the gateway alone, ``posts`` posts to
+``endpoint`` with each number of posts in flight (``bench.projection``).
+
 A helper of ``bench.handler`` and ``bench.projection`` (not a part): it runs in
 a process of its own, so that this process holds only the handler (and can be
 put under a CPU cap), while the stand-in and moto run elsewhere. The JSON
@@ -99,13 +102,51 @@ def invoke_all(spec: dict[str, Any]) -> dict[str, Any]:
     return {"runs": results, "messages": count}
 
 
+def sweep(spec: dict[str, Any]) -> dict[str, Any]:
+    """The gateway alone: ``posts`` posts with each number of posts in flight in ``sweep``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from botocore.credentials import ReadOnlyCredentials
+
+    from bench.fanout import PAYLOAD, connection_ids
+    from chalicelib.gateway import ConnectionGateway, ManagementApi, new_pool
+
+    use_dummy_aws_env()
+    posts = int(spec["posts"])
+    out = {}
+    for workers in spec["sweep"]:
+        api = ManagementApi(
+            spec["endpoint"],
+            pool=new_pool(workers),
+            region="us-east-1",
+            credentials=lambda: ReadOnlyCredentials("AKIDEXAMPLE", "secret", "token"),
+        )
+        gateway = ConnectionGateway(api, ThreadPoolExecutor(2), workers)
+        gateway.fan_out(connection_ids(workers, "warm"), PAYLOAD)
+        runs = []
+        for _ in range(int(spec.get("repeats", 3))):
+            cpu, started = time.process_time(), time.perf_counter()
+            delivered = gateway.fan_out(connection_ids(posts), PAYLOAD).delivered
+            if delivered != posts:
+                raise RuntimeError(f"{delivered} of {posts} delivered")
+            runs.append((time.perf_counter() - started, (time.process_time() - cpu) * 1000 / posts))
+        runs.sort()
+        out[str(workers)] = {
+            "wall_s": runs[len(runs) // 2][0],
+            "cpu_s": runs[len(runs) // 2][1] * posts / 1000,
+            "cpu_ms_per_post": runs[len(runs) // 2][1],
+        }
+        api.pool.close()
+    return out
+
+
 def main() -> None:
     spec = json.loads(sys.argv[1])
     real = os.dup(1)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)  # the handler's logs and metrics, as Lambda writes them
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115
-    result = invoke_all(spec)
+    result = sweep(spec) if "sweep" in spec else invoke_all(spec)
     with os.fdopen(real, "w") as out:
         out.write(json.dumps(result) + "\n")
 
