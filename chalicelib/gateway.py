@@ -43,6 +43,7 @@ import logging
 import os
 import random
 import re
+import select
 import ssl
 import threading
 import time
@@ -271,6 +272,26 @@ class _HttpConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+    def reusable(self) -> bool:
+        """Open, and nothing arrived while idle (a close from the server not yet seen by the loop).
+
+        After a Lambda container thaws, the loop may run a post before it has read the
+        FIN of a connection the server closed meanwhile: a zero-timeout poll of the
+        socket catches that, as urllib3's ``is_connection_dropped`` does, so the post
+        goes out on a new connection instead of failing on the old one.
+        """
+        transport = self.transport
+        if self.closed or transport is None or transport.is_closing():
+            return False
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return False
+        try:
+            readable, _, _ = select.select([sock.fileno()], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
+
     # parsing
     def _parse(self) -> None:
         buf = self._buffer
@@ -400,7 +421,14 @@ class HttpPool:
     connections with it). Calls from other threads go through ``run``.
     """
 
-    def __init__(self, maxsize: int, *, connect_timeout: float = 2.0, read_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        maxsize: int,
+        *,
+        connect_timeout: float = 2.0,
+        read_timeout: float = 5.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.maxsize = max(maxsize, 1)
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
@@ -408,7 +436,9 @@ class HttpPool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl = ssl_context
+        #: Connections opened so far (each a TCP and, for https, a TLS handshake).
+        self.opened = 0
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -449,13 +479,10 @@ class HttpPool:
         connection: _HttpConnection | None = None
         while idle:
             candidate = idle.pop()
-            if (
-                not candidate.closed
-                and candidate.transport is not None
-                and not candidate.transport.is_closing()
-            ):
+            if candidate.reusable():
                 connection = candidate
                 break
+            candidate.close()
         if connection is None:
             scheme, host, port = origin
             try:
@@ -470,7 +497,8 @@ class HttpPool:
                     min(self.connect_timeout, timeout),
                 )
             except (TimeoutError, OSError, ssl.SSLError) as exc:
-                raise HttpError(f"connect: {type(exc).__name__}") from None
+                raise HttpError(f"connect: {type(exc).__name__}: {exc}") from None
+            self.opened += 1
         assert connection is not None
         left = min(self.read_timeout, timeout - (loop.time() - started))
         waiter = connection.request(head, body)
@@ -726,6 +754,14 @@ def _cleanup(on_gone: Callable[[str], None], connection_id: str) -> None:
         logger.exception("stale connection cleanup failed", extra={"connection_id": connection_id})
 
 
-def new_pool(workers: int, *, connect_timeout: float = 2.0, read_timeout: float = 5.0) -> HttpPool:
-    """One keep-alive pool per container, as wide as the fan-out."""
-    return HttpPool(workers, connect_timeout=connect_timeout, read_timeout=read_timeout)
+def new_pool(
+    workers: int,
+    *,
+    connect_timeout: float = 2.0,
+    read_timeout: float = 5.0,
+    ssl_context: ssl.SSLContext | None = None,
+) -> HttpPool:
+    """One keep-alive pool per container, as wide as the fan-out (``ssl_context``: certifi's CAs)."""
+    return HttpPool(
+        workers, connect_timeout=connect_timeout, read_timeout=read_timeout, ssl_context=ssl_context
+    )

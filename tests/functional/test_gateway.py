@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from botocore.credentials import ReadOnlyCredentials
@@ -271,14 +275,30 @@ def test_fan_out_and_post_when_the_deadline_leaves_time_deliver(mgmt: Management
 
 
 class ScriptedServer:
-    """Answers every request on a connection with one canned byte string, then maybe closes."""
+    """Answers every request on a connection with one canned byte string, then maybe closes.
 
-    def __init__(self, answer: bytes, *, close: bool = False) -> None:
-        self.answer, self.close_after = answer, close
+    ``close_delay``: close that long after answering, without saying so in the answer
+    (an idle keep-alive connection the server drops). ``tls``: (certfile, keyfile).
+    """
+
+    def __init__(
+        self,
+        answer: bytes,
+        *,
+        close: bool = False,
+        close_delay: float = 0.0,
+        tls: tuple[str, str] | None = None,
+    ) -> None:
+        self.answer, self.close_after, self.close_delay = answer, close or close_delay > 0, close_delay
+        self.context: ssl.SSLContext | None = None
+        if tls is not None:
+            self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.context.load_cert_chain(*tls)
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
-        self.endpoint = f"http://127.0.0.1:{self.sock.getsockname()[1]}/development"
+        scheme = "https" if tls else "http"
+        self.endpoint = f"{scheme}://127.0.0.1:{self.sock.getsockname()[1]}/development"
         self.connections = 0
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -292,6 +312,12 @@ class ScriptedServer:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
+        if self.context is not None:
+            try:
+                conn = self.context.wrap_socket(conn, server_side=True)
+            except (OSError, ssl.SSLError):  # the client refused our certificate
+                conn.close()
+                return
         with conn:
             buffer = b""
             while True:
@@ -317,6 +343,7 @@ class ScriptedServer:
                 buffer = rest[length:]
                 conn.sendall(self.answer)
                 if self.close_after:
+                    time.sleep(self.close_delay)
                     return
 
 
@@ -375,3 +402,82 @@ def test_an_answer_that_ends_at_close_is_read_to_the_end_and_not_reused() -> Non
     assert connections == 2
     outcomes, connections = scripted_post(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", close=True)
     assert outcomes == [PostOutcome.DELIVERED, PostOutcome.DELIVERED] and connections == 2
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+
+
+def test_an_idle_connection_the_server_dropped_is_not_used_for_the_next_post() -> None:
+    """As after a Lambda container thaws: the close is on the socket, unread by the loop."""
+    server = ScriptedServer(OK, close_delay=0.2)
+    sleeps: list[float] = []
+    gateway = make_gateway(server.endpoint, sleeps=sleeps, workers=1)
+    try:
+        assert gateway.post("A=", b"{}") is PostOutcome.DELIVERED
+        pool = gateway.api.pool
+        # Hold the loop while the server closes the idle connection; the next post is
+        # queued behind the hold, so it runs before the loop reads the close.
+        pool.loop.call_soon_threadsafe(time.sleep, 0.5)
+        assert gateway.post("A=", b"{}") is PostOutcome.DELIVERED
+        assert sleeps == []  # no failed attempt, no retry: a new connection at once
+        assert server.connections == 2 and pool.opened == 2
+    finally:
+        server.sock.close()
+
+
+def _self_signed(tmp_path: Path) -> tuple[str, str]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    keyfile.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return str(certfile), str(keyfile)
+
+
+def test_posts_over_tls_verify_the_server_certificate(tmp_path: Path) -> None:
+    certfile, keyfile = _self_signed(tmp_path)
+    server = ScriptedServer(OK, tls=(certfile, keyfile))
+    try:
+        trusting = ConnectionGateway(
+            ManagementApi(
+                server.endpoint,
+                pool=new_pool(2, ssl_context=ssl.create_default_context(cafile=certfile)),
+                credentials=lambda: ReadOnlyCredentials("AKIDEXAMPLE", "secret", None),
+                region="eu-west-1",
+            ),
+            None,
+            2,
+        )
+        assert trusting.fan_out(["A=", "B="], b"{}").delivered == 2
+        assert trusting.post("C=", b"{}") is PostOutcome.DELIVERED
+        assert trusting.api.pool.opened <= 2  # keep-alive over TLS too
+        # The default context (certifi's CAs) does not trust a self-signed certificate.
+        refusing = make_gateway(server.endpoint, workers=1)
+        assert refusing.post("A=", b"{}") is PostOutcome.FAILED
+        assert refusing.api.pool.opened == 0
+    finally:
+        server.sock.close()
