@@ -249,7 +249,47 @@ def cpu_breakdown(server: Server, posts: int = 2000) -> dict[str, Any]:
         ),
     }
     executor.shutdown()
-    return {"posts": posts, "cpu_ms_per_post": parts}
+    return {"posts": posts, "cpu_ms_per_post": parts, "tls": tls_cost(posts)}
+
+
+def tls_cost(posts: int) -> dict[str, float]:
+    """Ours over HTTPS: a cold pool's first fan-out (one TLS handshake per connection), then warm."""
+    import ssl
+    import tempfile
+
+    from bench.servers import self_signed_certificate
+
+    with tempfile.TemporaryDirectory(prefix="bench-tls-") as directory:
+        certfile, keyfile = self_signed_certificate(directory)
+        with standin(0.0, tls=(certfile, keyfile)) as server:
+            pool = new_pool(WORKERS, ssl_context=ssl.create_default_context(cafile=certfile))
+            credentials = botocore.session.get_session().get_credentials()
+            api = ManagementApi(
+                f"{server.base}/instant",
+                pool=pool,
+                credentials=credentials.get_frozen_credentials,
+                region="us-east-1",
+            )
+            gateway = ConnectionGateway(api, None, WORKERS)
+            gateway.fan_out(connection_ids(8, "w"), PAYLOAD)  # the loop thread, not a TLS connection yet
+            opened = pool.opened
+            cold_ids = connection_ids(WORKERS * 4, "cold")
+            cpu = time.process_time()
+            gateway.fan_out(cold_ids, PAYLOAD)
+            cold = time.process_time() - cpu
+            handshakes = pool.opened - opened
+            ids = connection_ids(posts, "tls")
+            cpu = time.process_time()
+            delivered = gateway.fan_out(ids, PAYLOAD).delivered
+            warm = (time.process_time() - cpu) * 1000 / posts
+            if delivered != posts:
+                raise RuntimeError(f"TLS: {delivered} of {posts} delivered")
+            pool.close()
+    return {
+        "warm_ms_per_post": warm,
+        "handshakes": handshakes,
+        "handshake_ms": (cold * 1000 - len(cold_ids) * warm) / max(handshakes, 1),
+    }
 
 
 def run(sizes: Sequence[int] = SIZES, sample: int = SEQUENTIAL_SAMPLE) -> dict[str, Any]:
@@ -333,6 +373,13 @@ def lines(res: dict[str, Any]) -> list[str]:
     out.append(f"CPU per post by design, stand-in answering at once ({b['posts']} posts each):")
     for name, ms in b["cpu_ms_per_post"].items():
         out.append(f"  {name:<50} {ms:.3f} ms")
+    tls = b["tls"]
+    label = f"ours over TLS, {res['workers']} in flight, warm"
+    out.append(
+        f"  {label:<50} "
+        f"{tls['warm_ms_per_post']:.3f} ms; a cold pool's TLS handshakes: {tls['handshakes']} at "
+        f"about {tls['handshake_ms']:.2f} ms of client CPU each"
+    )
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import selectors
+import ssl
 import subprocess
 import sys
 import time
@@ -42,13 +43,15 @@ def use_dummy_aws_env() -> None:
 class Server:
     process: subprocess.Popen[str]
     port: int
+    scheme: str = "http"
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(self.base + "/_stats", timeout=5) as response:
+        context = ssl._create_unverified_context() if self.scheme == "https" else None  # noqa: S323
+        with urllib.request.urlopen(self.base + "/_stats", timeout=5, context=context) as response:
             data: dict[str, Any] = json.loads(response.read())
             return data
 
@@ -94,10 +97,10 @@ def _stop(process: subprocess.Popen[str]) -> None:
 
 
 @contextmanager
-def standin(delay: float = 0.02) -> Iterator[Server]:
-    """The aiohttp Management API + backend stand-in (``bench.standin``), in its own process."""
+def standin(delay: float = 0.02, tls: tuple[str, str] | None = None) -> Iterator[Server]:
+    """The Management API + backend stand-in (``bench.standin``), in its own process."""
     process = subprocess.Popen(
-        [PY, "-m", "bench.standin", "--delay", str(delay)],
+        [PY, "-m", "bench.standin", "--delay", str(delay), *(("--tls", *tls) if tls else ())],
         cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -105,7 +108,7 @@ def standin(delay: float = 0.02) -> Iterator[Server]:
     )
     try:
         line = _wait_ready(process, "READY ", timeout=30)
-        server = Server(process, int(line.split()[1]))
+        server = Server(process, int(line.split()[1]), "https" if tls else "http")
         yield server
     finally:
         _stop(process)
@@ -190,3 +193,39 @@ def seed_channel(
                 break
         else:
             raise RuntimeError("BatchWriteItem kept leaving items unprocessed")
+
+
+def self_signed_certificate(directory: str) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key, PEM files in ``directory`` (for TLS stand-ins)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    certfile, keyfile = Path(directory, "cert.pem"), Path(directory, "key.pem")
+    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    keyfile.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return str(certfile), str(keyfile)

@@ -11,6 +11,8 @@ port (printed as ``READY <port>`` on stdout):
 - ``GET /_stats``: posts answered so far and this process's CPU seconds, so the
   bench can check that the stand-in is never the bottleneck.
 
+``--tls CERTFILE KEYFILE`` serves the same over HTTPS.
+
 A bare asyncio HTTP/1.1 server (keep-alive, backlog 4096): at a few tens of
 microseconds of CPU per post it stays far below any client measured here, which
 an aiohttp server (about 0.25 ms per post) did not at 128 posts in flight.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import ssl
 import sys
 import time
 
@@ -109,10 +112,14 @@ class StandInProtocol(asyncio.Protocol):
             transport.write(_OK)
 
 
-async def serve(delay: float, port: int) -> None:
+async def serve(delay: float, port: int, tls: list[str] | None = None) -> None:
     loop = asyncio.get_running_loop()
+    context = None
+    if tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
     server = await loop.create_server(
-        lambda: StandInProtocol(delay), "127.0.0.1", port, backlog=BACKLOG, reuse_address=True
+        lambda: StandInProtocol(delay), "127.0.0.1", port, backlog=BACKLOG, reuse_address=True, ssl=context
     )
     bound = server.sockets[0].getsockname()[1]
     sys.stdout.write(f"READY {bound}\n")
@@ -128,8 +135,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--delay", type=float, default=0.02, help="seconds per Management API post")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--tls", nargs=2, metavar=("CERTFILE", "KEYFILE"), help="serve HTTPS")
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.delay, args.port))
+    asyncio.run(serve(args.delay, args.port, args.tls))
 
 
 if __name__ == "__main__":
