@@ -1,7 +1,8 @@
 """``python -m bench.invoke '<json>'``: ``$default`` broadcasts through ``app.message``, timed.
 
 With ``sweep`` in the argument instead: the gateway alone, ``posts`` posts to
-``endpoint`` with each number of posts in flight (``bench.projection``).
+``endpoint`` with each number of posts in flight (``bench.projection``); with
+``overhead``: ``bench.overhead.measure`` (run from a baseline tree too).
 
 A helper of ``bench.handler`` and ``bench.projection`` (not a part): it runs in
 a process of its own, so that this process holds only the handler (and can be
@@ -146,7 +147,14 @@ def main() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)  # the handler's logs and metrics, as Lambda writes them
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115
-    result = sweep(spec) if "sweep" in spec else invoke_all(spec)
+    if "overhead" in spec:
+        from bench.overhead import measure
+
+        result = measure(int(spec["overhead"]))
+    elif "sweep" in spec:
+        result = sweep(spec)
+    else:
+        result = invoke_all(spec)
     with os.fdopen(real, "w") as out:
         out.write(json.dumps(result) + "\n")
 

@@ -24,8 +24,10 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from bench.part import Target, part_main
@@ -99,7 +101,8 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def run(messages: int = MESSAGES) -> dict[str, Any]:
+def measure(messages: int = MESSAGES) -> dict[str, Any]:
+    """The handler in this process (``bench.invoke`` runs it, in this tree or the baseline's)."""
     use_dummy_aws_env()
     with standin(delay=0.0) as stand, moto_server() as moto:
         os.environ.update(
@@ -188,11 +191,25 @@ def run(messages: int = MESSAGES) -> dict[str, Any]:
     }
 
 
-def lines(res: dict[str, Any]) -> list[str]:
-    def row(name: str, key: str) -> str:
-        return f"  {name:<54} {res[key]['median_ms']:>7.2f} {res[key]['p99_ms']:>7.2f}"
+def run(messages: int = MESSAGES) -> dict[str, Any]:
+    """This code, then the baseline's (``bench.coldstart.baseline_ref``), each in a process of its own."""
+    from bench.coldstart import baseline_ref, extract
+    from bench.servers import ROOT, run_json
 
-    return [
+    spec = json.dumps({"overhead": messages})
+    this = run_json(["-m", "bench.invoke", spec], timeout=600)
+    with tempfile.TemporaryDirectory(prefix="bench-base-") as base:
+        commit = extract(baseline_ref(), Path(base))
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        baseline = run_json(["-m", "bench.invoke", spec], timeout=600, env=env, cwd=base)
+    return {**this, "baseline": {"commit": commit, **baseline}}
+
+
+def lines(res: dict[str, Any]) -> list[str]:
+    def row(name: str, key: str, of: dict[str, Any] = res) -> str:
+        return f"  {name:<54} {of[key]['median_ms']:>7.2f} {of[key]['p99_ms']:>7.2f}"
+
+    out = [
         f"Per-message overhead: {res['messages']:,} $default messages through app.message "
         f"(after {res['warmup']} warm-up), each a broadcast to a channel of {res['channel']}",
         f"  {'ms per message':<54} {'median':>7} {'p99':>7}",
@@ -205,11 +222,23 @@ def lines(res: dict[str, Any]) -> list[str]:
         row("overhead without moto's server time", "overhead_without_dynamodb_server"),
         row("process CPU per message (all threads)", "cpu_per_message"),
     ]
+    base = res.get("baseline")
+    if base:
+        out += [
+            f"the same against {base['commit']} (the baseline code, run right after, servers of its own):",
+            row("overhead", "overhead", base),
+            row("overhead without moto's server time", "overhead_without_dynamodb_server", base),
+            row("process CPU per message (all threads)", "cpu_per_message", base),
+        ]
+    return out
 
 
 def targets(res: dict[str, Any]) -> list[Target]:
     median = res["overhead"]["median_ms"]
     own = res["overhead_without_dynamodb_server"]["median_ms"]
+    baseline_own = (
+        res["baseline"]["overhead_without_dynamodb_server"]["median_ms"] if "baseline" in res else 0.0
+    )
     return [
         Target(
             "per-message overhead median <= 5 ms",
@@ -223,11 +252,24 @@ def targets(res: dict[str, Any]) -> list[Target]:
             own <= 5.0,
             f"{own:.2f} ms median, p99 {res['overhead_without_dynamodb_server']['p99_ms']:.2f} ms",
         ),
+        *(
+            [
+                Target(
+                    f"  no regression against {res['baseline']['commit']}: within +10% without moto's time",
+                    own <= 1.1 * baseline_own,
+                    f"{own:.2f} ms vs {baseline_own:.2f} ms median, the same run",
+                )
+            ]
+            if "baseline" in res
+            else []
+        ),
     ]
 
 
 NOTE = (
-    "- **Per-message overhead**: `app.message(event, context)` (Chalice's handler with the Powertools "
+    "- **Per-message overhead**: measured for this code and then, the same way, for the baseline's "
+    "`app.py` and `chalicelib` (see Cold start) run from a `git archive` of it. "
+    "`app.message(event, context)` (Chalice's handler with the Powertools "
     "middleware), dependencies built by the container from the environment: `BACKEND_URL` and "
     "`API_GATEWAY_ENDPOINT` point at the stand-in (answering at once), `AWS_ENDPOINT_URL_DYNAMODB` "
     "at a moto server in its own process. Handler logs go to /dev/null. Time inside "

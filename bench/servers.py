@@ -144,12 +144,13 @@ def run_json(
     env: dict[str, str] | None = None,
     timeout: float = 300,
     preexec_fn: Any = None,
+    cwd: str | Path = ROOT,
 ) -> Any:
     """Run ``python <args>`` in a fresh interpreter; its last stdout line is JSON."""
     completed = subprocess.run(
         [PY, *args],
         preexec_fn=preexec_fn,
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,

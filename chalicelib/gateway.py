@@ -57,6 +57,8 @@ from botocore.credentials import ReadOnlyCredentials
 
 logger = logging.getLogger(__name__)
 
+#: The one Management API call made here: ``POST @connections/{id}`` (execute-api:ManageConnections).
+METHOD = "POST"
 _REGION_IN_HOST = re.compile(r"\.execute-api\.([a-z0-9-]+)\.amazonaws\.com")
 
 
@@ -174,7 +176,7 @@ class Signer:
             amz_date = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
         date = amz_date[:8]
         canonical = (
-            f"POST\n{quote(path, safe='/~')}\n\ncontent-type:application/json\nhost:{self._host}\n"
+            f"{METHOD}\n{quote(path, safe='/~')}\n\ncontent-type:application/json\nhost:{self._host}\n"
             f"x-amz-date:{amz_date}\n{self._token_line}\n{self._signed}\n{self._payload_hash}"
         )
         scope = f"{date}/{self._region}/execute-api/aws4_request"
@@ -588,9 +590,8 @@ class ManagementApi:
 
     def _head(self, signer: RequestSigner, path: str, length: int) -> bytes:
         lines = "".join(f"{name}: {value}\r\n" for name, value in signer.headers(path).items())
-        return (
-            f"POST {path} HTTP/1.1\r\nHost: {self._host}\r\n{lines}Content-Length: {length}\r\n\r\n".encode()
-        )
+        head = f"{METHOD} {path} HTTP/1.1\r\nHost: {self._host}\r\n{lines}Content-Length: {length}\r\n\r\n"
+        return head.encode()
 
     def _left(self, deadline: float | None) -> float:
         return float("inf") if deadline is None else deadline - self._clock()
@@ -699,6 +700,8 @@ class ConnectionGateway:
         """
         started = time.perf_counter()
         ids = list(connection_ids)
+        if not ids:
+            return FanOutResult()
         signer = self.api.signer(data)
         outcomes: list[PostOutcome] = self.api.pool.run(self._fan_out(ids, data, signer, on_gone, deadline))
         result = FanOutResult()
