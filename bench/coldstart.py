@@ -5,8 +5,11 @@ Each sample is a fresh ``python -c`` process that imports ``app`` and runs one
 answers with ``broadcast: true`` to a channel of 4 in moto (own process), so
 the first message builds every client (DynamoDB, backend session, Management
 API pool and its event loop) and opens every connection, as on a new Lambda
-container. Timed from the parent: process start to exit (``whole``), and inside
-the child: from its first line to the answer (``import + first message``).
+container. Judged by the child's CPU time when the answer comes
+(``time.process_time``: every thread, from the interpreter's start), which a
+shared machine's load disturbs far less than wall time; wall time is shown too,
+inside the child (its first line to the answer) and from the parent (process
+start to exit).
 
 The baseline is the same files (``app.py``, ``chalicelib/``) at another commit,
 extracted with ``git archive`` into a temporary directory: by default the point
@@ -35,7 +38,7 @@ from bench.invoke import ids_for
 from bench.part import Target, part_main
 from bench.servers import DUMMY_AWS_ENV, PY, ROOT, moto_server, seed_channel, standin, use_dummy_aws_env
 
-RUNS = 7
+RUNS = 11
 TABLE = "bench-coldstart-connections"
 CHANNEL = "b-cold"
 LIMIT = 1.10
@@ -67,7 +70,9 @@ class Context:
         return 28000
 answer = app.message(event, Context())
 elapsed = time.perf_counter() - _t
-sys.stderr.write("RESULT " + json.dumps({"seconds": elapsed, "status": answer.get("statusCode")}) + "\\n")
+cpu = time.process_time()  # this process's CPU since the interpreter started, every thread
+result = {"seconds": elapsed, "cpu": cpu, "status": answer.get("statusCode")}
+sys.stderr.write("RESULT " + json.dumps(result) + "\\n")
 """
 
 
@@ -96,8 +101,8 @@ def extract(ref: str, into: Path) -> str:
     ).stdout.strip()
 
 
-def sample(cwd: Path, env: dict[str, str]) -> tuple[float, float]:
-    """(import + first message, whole process) in seconds, for one fresh interpreter."""
+def sample(cwd: Path, env: dict[str, str]) -> tuple[float, float, float]:
+    """(import + first message, CPU from start to the answer, whole process) in seconds."""
     started = time.perf_counter()
     completed = subprocess.run(
         [PY, "-c", _PROGRAM, ids_for(CHANNEL, 1)[0]],
@@ -115,25 +120,33 @@ def sample(cwd: Path, env: dict[str, str]) -> tuple[float, float]:
     result = json.loads(results[-1][len("RESULT ") :])
     if result["status"] != 200:
         raise RuntimeError(f"the first $default answered {result}")
-    return float(result["seconds"]), whole
+    return float(result["seconds"]), float(result["cpu"]), whole
 
 
 def measure(trees: dict[str, Path], env: dict[str, str], runs: int) -> dict[str, Any]:
     for tree in trees.values():
         sample(tree, env)
     inside: dict[str, list[float]] = {name: [] for name in trees}
+    cpu: dict[str, list[float]] = {name: [] for name in trees}
     whole: dict[str, list[float]] = {name: [] for name in trees}
     for _ in range(runs):
         for name, tree in trees.items():
-            first, process = sample(tree, env)
+            first, used, process = sample(tree, env)
             inside[name].append(first * 1000)
+            cpu[name].append(used * 1000)
             whole[name].append(process * 1000)
+
+    def median(values: dict[str, list[float]]) -> dict[str, float]:
+        return {k: statistics.median(v) for k, v in values.items()}
+
     return {
-        "first_ms": {k: statistics.median(v) for k, v in inside.items()},
+        "first_ms": median(inside),
         "first_spread": {k: [min(v), max(v)] for k, v in inside.items()},
-        "whole_ms": {k: statistics.median(v) for k, v in whole.items()},
-        "ratio": statistics.median(inside["this"]) / statistics.median(inside["baseline"]),
-        "whole_ratio": statistics.median(whole["this"]) / statistics.median(whole["baseline"]),
+        "cpu_ms": median(cpu),
+        "cpu_spread": {k: [min(v), max(v)] for k, v in cpu.items()},
+        "whole_ms": median(whole),
+        "ratio": statistics.median(cpu["this"]) / statistics.median(cpu["baseline"]),
+        "wall_ratio": statistics.median(inside["this"]) / statistics.median(inside["baseline"]),
     }
 
 
@@ -176,7 +189,8 @@ def run(runs: int = RUNS) -> dict[str, Any]:
 def lines(res: dict[str, Any]) -> list[str]:
     out = [
         f"Cold start: interpreter start to the first $default answered (a broadcast to 4), this code against "
-        f"{res['baseline']}; median of {res['runs']} fresh interpreters each, alternating"
+        f"{res['baseline']}; median of {res['runs']} fresh interpreters each, alternating; CPU is the "
+        "process's own (every thread), wall is the import and the first message"
     ]
     titles = {
         "cached": "byte-code cached for all (judged)",
@@ -186,12 +200,13 @@ def lines(res: dict[str, Any]) -> list[str]:
         m = res[mode]
         out.append(f"  {title}:")
         for name in ("this", "baseline"):
-            spread = m["first_spread"][name]
+            cpu, wall = m["cpu_spread"][name], m["first_spread"][name]
             out.append(
-                f"    {name:<9} import + first message {m['first_ms'][name]:7.1f} ms "
-                f"(spread {spread[0]:.0f}-{spread[1]:.0f}); whole process {m['whole_ms'][name]:.0f} ms"
+                f"    {name:<9} CPU {m['cpu_ms'][name]:6.0f} ms ({cpu[0]:.0f}-{cpu[1]:.0f}); "
+                f"wall {m['first_ms'][name]:6.0f} ms ({wall[0]:.0f}-{wall[1]:.0f}); "
+                f"whole process {m['whole_ms'][name]:.0f} ms"
             )
-        out.append(f"    ratio {m['ratio']:.3f}x (whole process {m['whole_ratio']:.3f}x)")
+        out.append(f"    ratio: CPU {m['ratio']:.3f}x, wall {m['wall_ratio']:.3f}x")
     return out
 
 
@@ -199,11 +214,11 @@ def targets(res: dict[str, Any]) -> list[Target]:
     cached, source = res["cached"], res["source"]
     return [
         Target(
-            f"cold start within +10% of {res['baseline']}",
+            f"cold start within +10% of {res['baseline']} (CPU from interpreter start to the first answer)",
             cached["ratio"] <= LIMIT,
-            f"{cached['ratio']:.3f}x ({cached['first_ms']['this']:.0f} ms vs "
-            f"{cached['first_ms']['baseline']:.0f} ms, byte-code cached); {source['ratio']:.3f}x compiled "
-            "from source",
+            f"{cached['ratio']:.3f}x ({cached['cpu_ms']['this']:.0f} ms vs "
+            f"{cached['cpu_ms']['baseline']:.0f} ms, byte-code cached); {source['ratio']:.3f}x compiled "
+            f"from source; wall {cached['wall_ratio']:.3f}x and {source['wall_ratio']:.3f}x",
         )
     ]
 
