@@ -12,6 +12,9 @@ argument names ``standin`` and ``moto`` (base URLs), ``table``, ``sizes``,
 connections already in the table, and one message from its first connection
 is a broadcast to all N. Prints one JSON line: per size, each invocation's
 wall and CPU seconds (``time.process_time``: every thread of this process).
+With ``serve``: after the warm-up, prints ``{"ready": true}`` and then runs one
+message per channel size read from stdin, a JSON line back for each (so that
+``bench.handler`` can alternate it with the Node baseline, both warm).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bench.servers import use_dummy_aws_env
@@ -91,16 +95,37 @@ def invoke_all(spec: dict[str, Any]) -> dict[str, Any]:
 
     message(WARM_CHANNEL)  # a warm container: clients built, connections open
     message(WARM_CHANNEL)
+    if spec.get("serve"):
+        return serve(message)
     results: dict[str, list[dict[str, float]]] = {}
     for n in spec["sizes"]:
         runs = []
         for _ in range(spec["repeats"]):
-            cpu = time.process_time()
-            started = time.perf_counter()
-            message(f"b-{n}")
-            runs.append({"wall_s": time.perf_counter() - started, "cpu_s": time.process_time() - cpu})
+            runs.append(timed(message, f"b-{n}"))
         results[str(n)] = runs
     return {"runs": results, "messages": count}
+
+
+def timed(message: Callable[[str], None], channel: str) -> dict[str, float]:
+    cpu = time.process_time()
+    started = time.perf_counter()
+    message(channel)
+    return {"wall_s": time.perf_counter() - started, "cpu_s": time.process_time() - cpu}
+
+
+def serve(message: Callable[[str], None]) -> dict[str, Any]:
+    """One message per channel size read from stdin, one JSON line back on the real stdout each."""
+    out = os.fdopen(os.dup(_REAL_STDOUT), "w")
+    out.write(json.dumps({"ready": True}) + "\n")
+    out.flush()
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        size = int(line)
+        out.write(json.dumps({"size": size, **timed(message, f"b-{size}")}) + "\n")
+        out.flush()
+    out.close()
+    return {"served": True}
 
 
 def sweep(spec: dict[str, Any]) -> dict[str, Any]:
@@ -141,16 +166,21 @@ def sweep(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_REAL_STDOUT = 1
+
+
 def main() -> None:
+    global _REAL_STDOUT
     spec = json.loads(sys.argv[1])
     real = os.dup(1)
+    _REAL_STDOUT = real
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)  # the handler's logs and metrics, as Lambda writes them
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115
     if "overhead" in spec:
         from bench.overhead import measure
 
-        result = measure(int(spec["overhead"]))
+        result = measure(int(spec["overhead"]), spec["standin"], spec["moto"])
     elif "sweep" in spec:
         result = sweep(spec)
     else:

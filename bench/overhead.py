@@ -31,9 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.part import Target, part_main
-from bench.servers import moto_server, standin, use_dummy_aws_env
+from bench.servers import moto_server, standin, standin_stats, use_dummy_aws_env
 
-MESSAGES = 1000
+MESSAGES = 1200
+ROUNDS = 4
 WARMUP = 20
 CHANNEL = 4  # a booking's chat: the sender and three others
 TABLE = "bench-overhead-connections"
@@ -101,73 +102,79 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def measure(messages: int = MESSAGES) -> dict[str, Any]:
-    """The handler in this process (``bench.invoke`` runs it, in this tree or the baseline's)."""
+def measure(messages: int, standin_base: str, moto_base: str) -> dict[str, Any]:
+    """The handler in this process (``bench.invoke`` runs it, in this tree or the baseline's).
+
+    Answers each message's times (seconds), after ``WARMUP`` messages not kept.
+    """
     use_dummy_aws_env()
-    with standin(delay=0.0) as stand, moto_server() as moto:
-        os.environ.update(
-            {
-                "BACKEND_URL": stand.base,
-                "API_GATEWAY_ENDPOINT": f"{stand.base}/instant",
-                "CONNECTIONS_TABLE": TABLE,
-                "AWS_ENDPOINT_URL_DYNAMODB": moto.base,
-                "POWERTOOLS_SERVICE_NAME": "ws-proxy",
-                "POWERTOOLS_METRICS_NAMESPACE": "WebSocketProxy",
-            }
-        )
-        import boto3
+    os.environ.update(
+        {
+            "BACKEND_URL": standin_base,
+            "API_GATEWAY_ENDPOINT": f"{standin_base}/instant",
+            "CONNECTIONS_TABLE": TABLE,
+            "AWS_ENDPOINT_URL_DYNAMODB": moto_base,
+            "POWERTOOLS_SERVICE_NAME": "ws-proxy",
+            "POWERTOOLS_METRICS_NAMESPACE": "WebSocketProxy",
+        }
+    )
+    import boto3
 
-        from chalicelib.registry import Connection
-        from chalicelib.schema import create_table_request
+    from chalicelib.registry import Connection
+    from chalicelib.schema import ensure_table
 
-        boto3.client("dynamodb").create_table(**create_table_request(TABLE))
+    ensure_table(boto3.client("dynamodb"), TABLE)
 
-        import app as app_module
+    import app as app_module
 
-        proxy = app_module.container.proxy()
-        now = int(time.time())
-        ids = [f"conn{i:08d}Q=" for i in range(CHANNEL)]
-        for i, connection_id in enumerate(ids):
-            proxy.registry.put(Connection(connection_id, "b-1001", "chat", f"u{i}", TOKEN, now, now + 86400))
+    proxy = app_module.container.proxy()
+    now = int(time.time())
+    ids = [f"conn{i:08d}Q=" for i in range(CHANNEL)]
+    for i, connection_id in enumerate(ids):
+        proxy.registry.put(Connection(connection_id, "b-1001", "chat", f"u{i}", TOKEN, now, now + 86400))
 
-        timer = Timer()
-        proxy.backend.post = timer.wrap("backend", proxy.backend.post)  # type: ignore[method-assign]
-        gateway = proxy.gateway_for(proxy.endpoint_for({}))
-        gateway.post = timer.wrap("management_api", gateway.post)  # type: ignore[method-assign]
-        gateway.fan_out = timer.wrap("management_api", gateway.fan_out)  # type: ignore[method-assign]
-        proxy.registry._call = timer.wrap("dynamodb", proxy.registry._call)  # type: ignore[method-assign]
+    timer = Timer()
+    proxy.backend.post = timer.wrap("backend", proxy.backend.post)  # type: ignore[method-assign]
+    gateway = proxy.gateway_for(proxy.endpoint_for({}))
+    gateway.post = timer.wrap("management_api", gateway.post)  # type: ignore[method-assign]
+    gateway.fan_out = timer.wrap("management_api", gateway.fan_out)  # type: ignore[method-assign]
+    proxy.registry._call = timer.wrap("dynamodb", proxy.registry._call)  # type: ignore[method-assign]
 
-        rows: list[dict[str, float]] = []
-        backend_calls = stand.stats()["backend"]
-        posts = stand.stats()["posts"]
-        for i in range(WARMUP + messages):
-            body = json.dumps({"body": f"Hello #{i}", "client_id": f"k{i}"})
-            timer.reset()
-            cpu = time.process_time()
-            started = time.perf_counter()
-            answer = app_module.message(event(ids[i % CHANNEL], body, i), LambdaContext(f"req-{i}"))
-            total = time.perf_counter() - started
-            cpu = time.process_time() - cpu
-            if answer.get("statusCode") != 200:
-                raise RuntimeError(f"handler answered {answer}")
-            if i >= WARMUP:
-                spent = timer.spent
-                rows.append(
-                    {
-                        "total": total,
-                        "backend": spent.get("backend", 0.0),
-                        "management_api": spent.get("management_api", 0.0),
-                        "dynamodb": spent.get("dynamodb", 0.0),
-                        "dynamodb_client_cpu": spent.get("dynamodb_cpu", 0.0),
-                        "cpu": cpu,
-                    }
-                )
-        backend_calls = stand.stats()["backend"] - backend_calls
-        posts = stand.stats()["posts"] - posts
-        expected = WARMUP + messages
-        if backend_calls != expected or posts != expected * CHANNEL:
-            raise RuntimeError(f"{backend_calls} backend calls and {posts} posts for {expected} messages")
+    rows: list[dict[str, float]] = []
+    backend_calls = standin_stats(standin_base)["backend"]
+    posts = standin_stats(standin_base)["posts"]
+    for i in range(WARMUP + messages):
+        body = json.dumps({"body": f"Hello #{i}", "client_id": f"k{i}"})
+        timer.reset()
+        cpu = time.process_time()
+        started = time.perf_counter()
+        answer = app_module.message(event(ids[i % CHANNEL], body, i), LambdaContext(f"req-{i}"))
+        total = time.perf_counter() - started
+        cpu = time.process_time() - cpu
+        if answer.get("statusCode") != 200:
+            raise RuntimeError(f"handler answered {answer}")
+        if i >= WARMUP:
+            spent = timer.spent
+            rows.append(
+                {
+                    "total": total,
+                    "backend": spent.get("backend", 0.0),
+                    "management_api": spent.get("management_api", 0.0),
+                    "dynamodb": spent.get("dynamodb", 0.0),
+                    "dynamodb_client_cpu": spent.get("dynamodb_cpu", 0.0),
+                    "cpu": cpu,
+                }
+            )
+    backend_calls = standin_stats(standin_base)["backend"] - backend_calls
+    posts = standin_stats(standin_base)["posts"] - posts
+    expected = WARMUP + messages
+    if backend_calls != expected or posts != expected * CHANNEL:
+        raise RuntimeError(f"{backend_calls} backend calls and {posts} posts for {expected} messages")
 
+    return {"rows": rows}
+
+
+def summarize(rows: list[dict[str, float]]) -> dict[str, Any]:
     def summary(values: list[float]) -> dict[str, float]:
         ms = [v * 1000 for v in values]
         return {"median_ms": statistics.median(ms), "p99_ms": _percentile(ms, 0.99)}
@@ -177,7 +184,7 @@ def measure(messages: int = MESSAGES) -> dict[str, Any]:
     # out, but botocore's work in this process (its CPU inside those calls) kept.
     own = [o - r["dynamodb"] + r["dynamodb_client_cpu"] for o, r in zip(overhead, rows, strict=True)]
     return {
-        "messages": messages,
+        "messages": len(rows),
         "warmup": WARMUP,
         "channel": CHANNEL,
         "handler": summary([r["total"] for r in rows]),
@@ -191,18 +198,34 @@ def measure(messages: int = MESSAGES) -> dict[str, Any]:
     }
 
 
-def run(messages: int = MESSAGES) -> dict[str, Any]:
-    """This code, then the baseline's (``bench.coldstart.baseline_ref``), each in a process of its own."""
+def run(messages: int = MESSAGES, rounds: int = ROUNDS) -> dict[str, Any]:
+    """This code and the baseline's, each round a fresh process of each, alternating.
+
+    Both use the same stand-in and moto server; each process is a new container
+    (``WARMUP`` messages first, not kept).
+    """
     from bench.coldstart import baseline_ref, extract
     from bench.servers import ROOT, run_json
 
-    spec = json.dumps({"overhead": messages})
-    this = run_json(["-m", "bench.invoke", spec], timeout=600)
-    with tempfile.TemporaryDirectory(prefix="bench-base-") as base:
+    use_dummy_aws_env()
+    rows: dict[str, list[dict[str, float]]] = {"this": [], "baseline": []}
+    with (
+        standin(delay=0.0) as stand,
+        moto_server() as moto,
+        tempfile.TemporaryDirectory(prefix="bench-base-") as base,
+    ):
         commit = extract(baseline_ref(), Path(base))
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        baseline = run_json(["-m", "bench.invoke", spec], timeout=600, env=env, cwd=base)
-    return {**this, "baseline": {"commit": commit, **baseline}}
+        spec = json.dumps({"overhead": -(-messages // rounds), "standin": stand.base, "moto": moto.base})
+        trees = {"this": (str(ROOT), None), "baseline": (base, {**os.environ, "PYTHONPATH": str(ROOT)})}
+        for i in range(rounds):
+            for name in list(trees) if i % 2 == 0 else list(trees)[::-1]:
+                cwd, env = trees[name]
+                rows[name] += run_json(["-m", "bench.invoke", spec], timeout=600, env=env, cwd=cwd)["rows"]
+    return {
+        **summarize(rows["this"]),
+        "rounds": rounds,
+        "baseline": {"commit": commit, **summarize(rows["baseline"])},
+    }
 
 
 def lines(res: dict[str, Any]) -> list[str]:
@@ -225,7 +248,8 @@ def lines(res: dict[str, Any]) -> list[str]:
     base = res.get("baseline")
     if base:
         out += [
-            f"the same against {base['commit']} (the baseline code, run right after, servers of its own):",
+            f"the same against {base['commit']} (the baseline code; {res['rounds']} rounds of a fresh "
+            "process of each, alternating, same servers):",
             row("overhead", "overhead", base),
             row("overhead without moto's server time", "overhead_without_dynamodb_server", base),
             row("process CPU per message (all threads)", "cpu_per_message", base),
@@ -267,8 +291,10 @@ def targets(res: dict[str, Any]) -> list[Target]:
 
 
 NOTE = (
-    "- **Per-message overhead**: measured for this code and then, the same way, for the baseline's "
-    "`app.py` and `chalicelib` (see Cold start) run from a `git archive` of it. "
+    "- **Per-message overhead**: measured for this code and, the same way, for the baseline's "
+    "`app.py` and `chalicelib` (see Cold start) run from a `git archive` of it: 4 rounds, each a "
+    "fresh process of each (alternating which goes first) against the same stand-in and moto "
+    "server, 300 messages per round after 20 of warm-up. "
     "`app.message(event, context)` (Chalice's handler with the Powertools "
     "middleware), dependencies built by the container from the environment: `BACKEND_URL` and "
     "`API_GATEWAY_ENDPOINT` point at the stand-in (answering at once), `AWS_ENDPOINT_URL_DYNAMODB` "

@@ -2,15 +2,17 @@
 // handler, SDK v3): read the channel's connections from DynamoDB, then
 // Promise.all over PostToConnection for every one, a 410 deleting the item.
 // The bench (bench/node_baseline.py) runs it against the same stand-ins as ours:
-//   node fanout.mjs <management endpoint> <table> <partition key> <sort key> <channel prefix> <sizes> <repeats>
-// prints one JSON line: per size, wall ms and CPU ms of each handler invocation.
+//   node fanout.mjs <management endpoint> <table> <partition key> <sort key> <channel prefix>
+// warms up, prints {"ready": true}, then runs one invocation per channel size read from
+// stdin and prints its wall and CPU seconds (the whole process's CPU) as one JSON line.
+import { createInterface } from "node:readline";
 import { DynamoDBClient, QueryCommand, DeleteItemCommand } from "@aws-sdk/client-dynamodb";
 import {
   ApiGatewayManagementApiClient,
   PostToConnectionCommand,
 } from "@aws-sdk/client-apigatewaymanagementapi";
 
-const [endpoint, table, partitionKey, sortKey, channelPrefix, sizesArg, repeatsArg] = process.argv.slice(2);
+const [endpoint, table, partitionKey, sortKey, channelPrefix] = process.argv.slice(2);
 const ddb = new DynamoDBClient({}); // endpoint from AWS_ENDPOINT_URL_DYNAMODB
 
 // The sample's handler, with the sample's structure: a new Management API client
@@ -63,21 +65,20 @@ const data = JSON.stringify({
   broadcast: true,
 });
 
-const results = {};
-const repeats = Number(repeatsArg);
 // A warm container: one invocation on a small channel first (clients, sockets, JIT).
 await handler({ channel: `${channelPrefix}warm`, endpoint, data });
-for (const size of sizesArg.split(",")) {
-  const runs = [];
-  for (let i = 0; i < repeats; i++) {
-    const cpu = process.cpuUsage();
-    const started = process.hrtime.bigint();
-    const answer = await handler({ channel: `${channelPrefix}${size}`, endpoint, data });
-    const wallMs = Number(process.hrtime.bigint() - started) / 1e6;
-    const used = process.cpuUsage(cpu);
-    if (answer.posted !== Number(size)) throw new Error(`posted ${answer.posted} of ${size}`);
-    runs.push({ wall_ms: wallMs, cpu_ms: (used.user + used.system) / 1000 });
-  }
-  results[size] = runs;
+console.log(JSON.stringify({ ready: true, node: process.version }));
+
+// Then one invocation per line on stdin (a channel size), one JSON line back for each.
+const lines = createInterface({ input: process.stdin });
+for await (const line of lines) {
+  const size = line.trim();
+  if (!size) continue;
+  const cpu = process.cpuUsage();
+  const started = process.hrtime.bigint();
+  const answer = await handler({ channel: `${channelPrefix}${size}`, endpoint, data });
+  const wallMs = Number(process.hrtime.bigint() - started) / 1e6;
+  const used = process.cpuUsage(cpu);
+  if (answer.posted !== Number(size)) throw new Error(`posted ${answer.posted} of ${size}`);
+  console.log(JSON.stringify({ size: Number(size), wall_s: wallMs / 1000, cpu_s: (used.user + used.system) / 1e6 }));
 }
-console.log(JSON.stringify({ node: process.version, results }));
