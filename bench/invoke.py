@@ -121,7 +121,7 @@ def serve(message: Callable[[str], None]) -> dict[str, Any]:
     for line in sys.stdin:
         if not line.strip():
             continue
-        size = int(line)
+        size = int(line.split()[0])  # "<size> [table]": the table is this process's own
         out.write(json.dumps({"size": size, **timed(message, f"b-{size}")}) + "\n")
         out.flush()
     out.close()

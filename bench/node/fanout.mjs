@@ -2,9 +2,9 @@
 // handler, SDK v3): read the channel's connections from DynamoDB, then
 // Promise.all over PostToConnection for every one, a 410 deleting the item.
 // The bench (bench/node_baseline.py) runs it against the same stand-ins as ours:
-//   node fanout.mjs <management endpoint> <table> <partition key> <sort key> <channel prefix>
-// warms up, prints {"ready": true}, then runs one invocation per channel size read from
-// stdin and prints its wall and CPU seconds (the whole process's CPU) as one JSON line.
+//   node fanout.mjs <management endpoint> <warm-up table> <partition key> <sort key> <channel prefix>
+// warms up, prints {"ready": true}, then runs one invocation per line "<size> <table>" read
+// from stdin and prints its wall and CPU seconds (the whole process's CPU) as one JSON line.
 import { createInterface } from "node:readline";
 import { DynamoDBClient, QueryCommand, DeleteItemCommand } from "@aws-sdk/client-dynamodb";
 import {
@@ -12,7 +12,7 @@ import {
   PostToConnectionCommand,
 } from "@aws-sdk/client-apigatewaymanagementapi";
 
-const [endpoint, table, partitionKey, sortKey, channelPrefix] = process.argv.slice(2);
+const [endpoint, warmTable, partitionKey, sortKey, channelPrefix] = process.argv.slice(2);
 const ddb = new DynamoDBClient({}); // endpoint from AWS_ENDPOINT_URL_DYNAMODB
 
 // The sample's handler, with the sample's structure: a new Management API client
@@ -23,7 +23,7 @@ export const handler = async (event) => {
   do {
     const page = await ddb.send(
       new QueryCommand({
-        TableName: table,
+        TableName: event.table,
         KeyConditionExpression: "#p = :c",
         ExpressionAttributeNames: { "#p": partitionKey, "#id": sortKey },
         ExpressionAttributeValues: { ":c": { S: event.channel } },
@@ -45,7 +45,7 @@ export const handler = async (event) => {
       if (e.$metadata && e.$metadata.httpStatusCode === 410) {
         await ddb.send(
           new DeleteItemCommand({
-            TableName: table,
+            TableName: event.table,
             Key: { [partitionKey]: { S: event.channel }, [sortKey]: connectionId },
           }),
         );
@@ -66,17 +66,17 @@ const data = JSON.stringify({
 });
 
 // A warm container: one invocation on a small channel first (clients, sockets, JIT).
-await handler({ channel: `${channelPrefix}warm`, endpoint, data });
+await handler({ channel: `${channelPrefix}warm`, table: warmTable, endpoint, data });
 console.log(JSON.stringify({ ready: true, node: process.version }));
 
 // Then one invocation per line on stdin (a channel size), one JSON line back for each.
 const lines = createInterface({ input: process.stdin });
 for await (const line of lines) {
-  const size = line.trim();
+  const [size, table] = line.trim().split(" ");
   if (!size) continue;
   const cpu = process.cpuUsage();
   const started = process.hrtime.bigint();
-  const answer = await handler({ channel: `${channelPrefix}${size}`, endpoint, data });
+  const answer = await handler({ channel: `${channelPrefix}${size}`, table, endpoint, data });
   const wallMs = Number(process.hrtime.bigint() - started) / 1e6;
   const used = process.cpuUsage(cpu);
   if (answer.posted !== Number(size)) throw new Error(`posted ${answer.posted} of ${size}`);
