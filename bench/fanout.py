@@ -404,7 +404,7 @@ def plot(res: dict[str, Any], path: Any) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("connections in the channel")
     ax.set_ylabel("fan-out wall time (s)")
-    ax.set_title("Fan-out to one channel, Management API at 20 ms per post (hollow: extrapolated)")
+    ax.set_title("Fan-out, Management API at 20 ms per post (hollow: extrapolated)", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

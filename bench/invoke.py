@@ -4,7 +4,7 @@ With ``sweep`` in the argument instead: the gateway alone, ``posts`` posts to
 ``endpoint`` with each number of posts in flight (``bench.projection``); with
 ``overhead``: ``bench.overhead.measure`` (run from a baseline tree too).
 
-A helper of ``bench.handler`` and ``bench.projection`` (not a part): it runs in
+Used by ``bench.handler``, ``bench.projection`` and ``bench.overhead`` (not a part): it runs in
 a process of its own, so that this process holds only the handler (and can be
 put under a CPU cap), while the stand-in and moto run elsewhere. The JSON
 argument names ``standin`` and ``moto`` (base URLs), ``table``, ``sizes``,

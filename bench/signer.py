@@ -6,9 +6,9 @@ event loop, ``WORKERS`` in flight) to the same stand-in (20 ms per post); only
 ``ManagementApi.signer`` differs: ours (``chalicelib.gateway.Signer``, the key
 derived once per day, the payload hashed once per fan-out) or botocore's
 (``AWSRequest`` + ``SigV4Auth.add_auth`` per post, as boto3 signs). Runs
-alternate between the two, ``REPEATS`` of each per size; medians. The rule
-(issue "Architecture"): keep the hand-written signer only if it saves more
-than 10% of fan-out wall time or of CPU per post.
+alternate between the two, ``REPEATS`` of each per size; medians. The rule:
+keep the hand-written signer only if it saves more than 10% of fan-out wall
+time or of CPU per post.
 """
 
 from __future__ import annotations
