@@ -1,90 +1,233 @@
-"""Cold start: ``import app`` in a fresh interpreter, against importing just its dependencies.
+"""Cold start: interpreter start to the first ``$default`` answered, this code against a baseline.
 
-Each sample is a new ``python -c`` process that times its own import with
-``time.perf_counter`` (interpreter start-up is the same for both and is
-reported apart, as the whole process's wall time). Samples alternate between
-the two so that noise from the shared machine falls on both; one warm-up of
-each first.
+Each sample is a fresh ``python -c`` process that imports ``app`` and runs one
+``$default`` through ``app.message``: a chat message that the backend stand-in
+answers with ``broadcast: true`` to a channel of 4 in moto (own process), so
+the first message builds every client (DynamoDB, backend session, Management
+API pool and its event loop) and opens every connection, as on a new Lambda
+container. Judged by the child's CPU time when the answer comes
+(``time.process_time``: every thread, from the interpreter's start), which a
+shared machine's load disturbs far less than wall time; wall time is shown too,
+inside the child (its first line to the answer) and from the parent (process
+start to exit).
 
-Two modes:
-
-- ``cached`` (the one judged): byte-code for everything is cached (in a
-  temporary ``PYTHONPYCACHEPREFIX``, so nothing is written into the tree), so the
-  ratio measures the work the app does at import and nothing else;
-- ``source``: ``PYTHONDONTWRITEBYTECODE=1``, as on a machine that never caches
-  the project's byte-code: the installed dependencies come from their ``.pyc``,
-  ``app.py`` and ``chalicelib`` are compiled at every start. (``chalice
-  package`` ships no ``.pyc``: on Lambda the packaged code compiles at every
-  cold start.)
+The baseline is the same files (``app.py``, ``chalicelib/``) at another commit,
+extracted with ``git archive`` into a temporary directory: by default the point
+where this branch left ``main`` (``git merge-base HEAD main``), else
+``BENCH_BASELINE_REF``. Samples alternate between the two after a warm-up of
+each; medians. Judged with byte-code cached for everything (a temporary
+``PYTHONPYCACHEPREFIX``); also shown with ``PYTHONDONTWRITEBYTECODE=1``, where
+``app.py`` and ``chalicelib`` compile at every start, as they do on Lambda
+(``chalice package`` ships no ``.pyc``).
 """
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import statistics
 import subprocess
+import tarfile
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
-from bench.servers import DUMMY_AWS_ENV, PY, ROOT
+from bench.invoke import ids_for
+from bench.part import Target, part_main
+from bench.servers import DUMMY_AWS_ENV, PY, ROOT, moto_server, seed_channel, standin, use_dummy_aws_env
 
 RUNS = 11
-APP = "import app"
-DEPENDENCIES = "import boto3, requests, urllib3, chalice\nfrom aws_lambda_powertools import Logger, Metrics"
-_TIMED = "import time\n_t = time.perf_counter()\n{stmt}\nprint(time.perf_counter() - _t)\n"
+TABLE = "bench-coldstart-connections"
+CHANNEL = "b-cold"
+#: The same channel for the baseline code, stored as it stored channels (no kind).
+BASE_CHANNEL = "b-cold-base"
+LIMIT = 1.10
+
+_PROGRAM = """
+import time
+_t = time.perf_counter()
+import json, sys
+import app
+event = {
+    "requestContext": {
+        "routeKey": "$default", "eventType": "MESSAGE", "messageId": "m1",
+        "connectionId": sys.argv[1], "domainName": "abc123.execute-api.us-east-1.amazonaws.com",
+        "stage": "development", "apiId": "abc123", "requestId": "r1",
+        "requestTimeEpoch": int(time.time() * 1000),
+    },
+    "body": json.dumps({"body": "Hello", "client_id": "k1"}),
+    "isBase64Encoded": False,
+}
+class Context:
+    function_name = "ws-proxy-bench-websocket_message"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 1024
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:ws-proxy-bench-websocket_message"
+    log_group_name = "/aws/lambda/ws-proxy-bench-websocket_message"
+    log_stream_name = "bench"
+    aws_request_id = "r1"
+    def get_remaining_time_in_millis(self):
+        return 28000
+answer = app.message(event, Context())
+elapsed = time.perf_counter() - _t
+cpu = time.process_time()  # this process's CPU since the interpreter started, every thread
+result = {"seconds": elapsed, "cpu": cpu, "status": answer.get("statusCode")}
+sys.stderr.write("RESULT " + json.dumps(result) + "\\n")
+"""
 
 
-def sample(stmt: str, env: dict[str, str]) -> tuple[float, float]:
-    """(seconds inside the import, seconds for the whole process) for one fresh interpreter."""
+def baseline_ref() -> str:
+    ref = os.environ.get("BENCH_BASELINE_REF")
+    if ref:
+        return ref
+    completed = subprocess.run(
+        ["git", "merge-base", "HEAD", "main"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    return completed.stdout.strip() or "HEAD"
+
+
+def extract(ref: str, into: Path) -> str:
+    """``app.py`` and ``chalicelib/`` at ``ref`` into ``into``; answers the commit's short id."""
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", ref, "app.py", "chalicelib"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return subprocess.run(
+        ["git", "rev-parse", "--short", ref], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def sample(cwd: Path, env: dict[str, str], channel: str) -> tuple[float, float, float]:
+    """(import + first message, CPU from start to the answer, whole process) in seconds."""
     started = time.perf_counter()
     completed = subprocess.run(
-        [PY, "-c", _TIMED.format(stmt=stmt)],
-        cwd=ROOT,
+        [PY, "-c", _PROGRAM, ids_for(channel, 1)[0]],
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
-    wall = time.perf_counter() - started
-    if completed.returncode != 0:
-        raise RuntimeError(f"{stmt!r} failed: {completed.stderr[-1500:]}")
-    return float(completed.stdout.strip().splitlines()[-1]), wall
+    whole = time.perf_counter() - started
+    results = [line for line in completed.stderr.splitlines() if line.startswith("RESULT ")]
+    if completed.returncode != 0 or not results:
+        raise RuntimeError(f"cold start sample failed in {cwd}: {completed.stderr[-1500:]}")
+    result = json.loads(results[-1][len("RESULT ") :])
+    if result["status"] != 200:
+        raise RuntimeError(f"the first $default answered {result}")
+    return float(result["seconds"]), float(result["cpu"]), whole
 
 
-def measure(env: dict[str, str], runs: int) -> dict[str, Any]:
-    sample(APP, env)
-    sample(DEPENDENCIES, env)
-    imports: dict[str, list[float]] = {"app": [], "dependencies": []}
-    process: dict[str, list[float]] = {"app": [], "dependencies": []}
+def measure(trees: dict[str, Path], env: dict[str, str], runs: int) -> dict[str, Any]:
+    channels = {name: BASE_CHANNEL if name == "baseline" else CHANNEL for name in trees}
+    for name, tree in trees.items():
+        sample(tree, env, channels[name])
+    inside: dict[str, list[float]] = {name: [] for name in trees}
+    cpu: dict[str, list[float]] = {name: [] for name in trees}
+    whole: dict[str, list[float]] = {name: [] for name in trees}
     for _ in range(runs):
-        for name, stmt in (("app", APP), ("dependencies", DEPENDENCIES)):
-            inside, wall = sample(stmt, env)
-            imports[name].append(inside)
-            process[name].append(wall)
-    median = {name: statistics.median(values) for name, values in imports.items()}
-    median_process = {name: statistics.median(values) for name, values in process.items()}
+        for name, tree in trees.items():
+            first, used, process = sample(tree, env, channels[name])
+            inside[name].append(first * 1000)
+            cpu[name].append(used * 1000)
+            whole[name].append(process * 1000)
+
+    def median(values: dict[str, list[float]]) -> dict[str, float]:
+        return {k: statistics.median(v) for k, v in values.items()}
+
     return {
-        "import_ms": {k: v * 1000 for k, v in median.items()},
-        "import_ms_spread": {k: [min(v) * 1000, max(v) * 1000] for k, v in imports.items()},
-        "process_ms": {k: v * 1000 for k, v in median_process.items()},
-        "ratio": median["app"] / median["dependencies"],
-        "process_ratio": median_process["app"] / median_process["dependencies"],
+        "first_ms": median(inside),
+        "first_spread": {k: [min(v), max(v)] for k, v in inside.items()},
+        "cpu_ms": median(cpu),
+        "cpu_spread": {k: [min(v), max(v)] for k, v in cpu.items()},
+        "whole_ms": median(whole),
+        "ratio": statistics.median(cpu["this"]) / statistics.median(cpu["baseline"]),
+        "wall_ratio": statistics.median(inside["this"]) / statistics.median(inside["baseline"]),
     }
 
 
 def run(runs: int = RUNS) -> dict[str, Any]:
-    base = {
-        k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")
+    use_dummy_aws_env()
+    import boto3
+
+    from chalicelib.schema import ensure_table
+
+    ref = baseline_ref()
+    with (
+        standin(0.0) as stand,
+        moto_server() as moto,
+        tempfile.TemporaryDirectory(prefix="bench-base-") as base,
+    ):
+        client = boto3.client("dynamodb", endpoint_url=moto.base)
+        ensure_table(client, TABLE)
+        seed_channel(client, TABLE, CHANNEL, ids_for(CHANNEL, 4))
+        seed_channel(client, TABLE, BASE_CHANNEL, ids_for(BASE_CHANNEL, 4), kinds=False)
+        commit = extract(ref, Path(base))
+        env = {
+            k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")
+        }
+        env.update(DUMMY_AWS_ENV)
+        env.update(
+            {
+                "BACKEND_URL": stand.base,
+                "API_GATEWAY_ENDPOINT": f"{stand.base}/development",
+                "CONNECTIONS_TABLE": TABLE,
+                "AWS_ENDPOINT_URL_DYNAMODB": moto.base,
+                "PYTHONPATH": "",
+            }
+        )
+        trees = {"this": ROOT, "baseline": Path(base)}
+        with tempfile.TemporaryDirectory(prefix="bench-pycache-") as prefix:
+            cached = measure(trees, {**env, "PYTHONPYCACHEPREFIX": prefix}, runs)
+        source = measure(trees, {**env, "PYTHONDONTWRITEBYTECODE": "1"}, runs)
+    return {"runs": runs, "baseline": commit, "cached": cached, "source": source}
+
+
+def lines(res: dict[str, Any]) -> list[str]:
+    out = [
+        f"Cold start: interpreter start to the first $default answered (a broadcast to 4), this code against "
+        f"{res['baseline']}; median of {res['runs']} fresh interpreters each, alternating; CPU is the "
+        "process's own (every thread), wall is the import and the first message"
+    ]
+    titles = {
+        "cached": "byte-code cached for all (judged)",
+        "source": "app + chalicelib compiled from source (PYTHONDONTWRITEBYTECODE=1, as on Lambda)",
     }
-    base.update(DUMMY_AWS_ENV)
-    with tempfile.TemporaryDirectory(prefix="bench-pycache-") as prefix:
-        cached = measure({**base, "PYTHONPYCACHEPREFIX": prefix}, runs)
-    source = measure({**base, "PYTHONDONTWRITEBYTECODE": "1"}, runs)
-    return {
-        "runs": runs,
-        "cached": cached,
-        "source": source,
-        "dependencies_stmt": DEPENDENCIES.replace("\n", "; "),
-    }
+    for mode, title in titles.items():
+        m = res[mode]
+        out.append(f"  {title}:")
+        for name in ("this", "baseline"):
+            cpu, wall = m["cpu_spread"][name], m["first_spread"][name]
+            out.append(
+                f"    {name:<9} CPU {m['cpu_ms'][name]:6.0f} ms ({cpu[0]:.0f}-{cpu[1]:.0f}); "
+                f"wall {m['first_ms'][name]:6.0f} ms ({wall[0]:.0f}-{wall[1]:.0f}); "
+                f"whole process {m['whole_ms'][name]:.0f} ms"
+            )
+        out.append(f"    ratio: CPU {m['ratio']:.3f}x, wall {m['wall_ratio']:.3f}x")
+    return out
+
+
+def targets(res: dict[str, Any]) -> list[Target]:
+    cached, source = res["cached"], res["source"]
+    return [
+        Target(
+            f"cold start within +10% of {res['baseline']} (CPU from interpreter start to the first answer)",
+            cached["ratio"] <= LIMIT,
+            f"{cached['ratio']:.3f}x ({cached['cpu_ms']['this']:.0f} ms vs "
+            f"{cached['cpu_ms']['baseline']:.0f} ms, byte-code cached); {source['ratio']:.3f}x compiled "
+            f"from source; wall {cached['wall_ratio']:.3f}x and {source['wall_ratio']:.3f}x",
+        )
+    ]
+
+
+NOTE = "- **Cold start**: " + " ".join(" ".join(p.split()) for p in (__doc__ or "").split("\n\n")[1:])
+
+if __name__ == "__main__":
+    part_main(__name__)

@@ -1,8 +1,8 @@
 """Fan-out: one channel of N connections behind a Management API taking 20 ms per post.
 
 Ours is ``chalicelib.gateway.ConnectionGateway.fan_out`` built as
-``chalicelib.container`` builds it (``ManagementApi`` over ``new_pool`` and a
-``ThreadPoolExecutor`` of ``FANOUT_WORKERS``). The baseline is what the replaced
+``chalicelib.container`` builds it (``ManagementApi`` over ``new_pool``,
+``FANOUT_WORKERS`` posts in flight on the pool's event loop). The baseline is what the replaced
 proxy did: a plain boto3 ``apigatewaymanagementapi`` client posting
 sequentially. A second reference is that boto3 client in a thread pool of the
 same width ("just add threads").
@@ -14,10 +14,7 @@ no-op asyncio client measures how many posts per second it can answer at all.
 
 from __future__ import annotations
 
-import asyncio
-import cProfile
 import os
-import pstats
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,16 +27,19 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 
+from bench.part import Target, part_main
 from bench.servers import Server, standin, use_dummy_aws_env
 from chalicelib import protocol
 from chalicelib.gateway import ConnectionGateway, ManagementApi, new_pool
 
 DELAY = 0.02
-WORKERS = 32
+WORKERS = 128
+#: The "just add threads" reference: boto3 in a pool of this many threads (more was slower).
+BOTO3_THREADS = 32
 SIZES = (100, 1000, 5000)
 #: The sequential baseline is measured whole up to this size; above it, on its first
-#: ``SEQUENTIAL_SAMPLE`` posts, extrapolated linearly (5,000 posts would take ~110 s).
-SEQUENTIAL_WHOLE_UP_TO = 1000
+#: ``SEQUENTIAL_SAMPLE`` posts, extrapolated linearly (1,000 posts take ~20 s).
+SEQUENTIAL_WHOLE_UP_TO = 100
 SEQUENTIAL_SAMPLE = 200
 STAGE = "development"
 PAYLOAD = protocol.encode(
@@ -126,12 +126,12 @@ def run_boto3_threaded(client: Any, executor: ThreadPoolExecutor, server: Server
         client.post_to_connection(ConnectionId=connection_id, Data=PAYLOAD)
         return 1
 
-    list(executor.map(post, connection_ids(2 * WORKERS, "warm")))
+    list(executor.map(post, connection_ids(2 * BOTO3_THREADS, "warm")))
 
     def action() -> int:
         return sum(executor.map(post, ids))
 
-    return _measure(f"boto3, {WORKERS} threads", server, len(ids), len(ids), action)
+    return _measure(f"boto3, {BOTO3_THREADS} threads", server, len(ids), len(ids), action)
 
 
 def run_boto3_sequential(client: Any, server: Server, ids: Sequence[str], sample: int) -> Run:
@@ -147,58 +147,28 @@ def run_boto3_sequential(client: Any, server: Server, ids: Sequence[str], sample
     return _measure("boto3, sequential", server, len(ids), len(timed), action, extrapolate=True)
 
 
-async def _noop_client(base: str, posts: int, concurrency: int) -> float:
-    import aiohttp
-
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        queue = iter(range(posts))
-
-        async def worker() -> None:
-            for i in queue:
-                async with session.post(f"{base}/{STAGE}/@connections/probe{i}Q=", data=PAYLOAD) as r:
-                    await r.read()
-                    if r.status != 200:
-                        raise RuntimeError(f"stand-in answered {r.status}")
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return posts / (time.perf_counter() - started)
-
-
-def standin_capacity(server: Server, posts: int = 4000, concurrency: int = 256) -> dict[str, float]:
-    """Posts/s the stand-in answers to a client that does nothing else (unsigned aiohttp)."""
-    cpu = server.stats()["cpu"]
-    started = time.perf_counter()
-    rate = asyncio.run(_noop_client(server.base, posts, concurrency))
-    wall = time.perf_counter() - started
-    return {
-        "posts": posts,
-        "concurrency": concurrency,
-        "posts_per_s": rate,
-        "standin_cpu_share": (server.stats()["cpu"] - cpu) / wall,
-        "latency_bound_posts_per_s": concurrency / DELAY,
-    }
-
-
 def cpu_breakdown(server: Server, posts: int = 2000) -> dict[str, Any]:
-    """Client CPU per post, split into its parts, against the stage that answers at once.
+    """Client CPU per post, by design, against the stage that answers at once.
 
-    Single-threaded, no profiler: signing with botocore (``AWSRequest`` +
-    ``SigV4Auth``) and with ours (``Signer.headers``), the same post unsigned
-    through the urllib3 pool, ours whole (``ManagementApi.post``), and a boto3
-    ``post_to_connection``. Then a cProfile run of ours names the functions that
-    cost the most.
+    Signing alone (botocore's ``AWSRequest`` + ``SigV4Auth`` and ours); the
+    previous design (ours signed, posted one at a time through a urllib3 pool,
+    with and without signing); ours whole, one post in flight and ``WORKERS``
+    in flight; a boto3 ``post_to_connection``.
     """
+    import urllib3
+
     endpoint = f"{server.base}/instant"
     gateway, executor = ours(endpoint)
-    executor.shutdown()
+    single, _ = ours(endpoint, workers=1)
     api = gateway.api
     signer = api.signer(PAYLOAD)
-    botocore_signer = SigV4Auth(api._credentials(), "execute-api", "us-east-1")
+    credentials = botocore.session.get_session().get_credentials().get_frozen_credentials()
+    botocore_signer = SigV4Auth(credentials, "execute-api", "us-east-1")
     ids = connection_ids(posts, "p")
     urls = [api.url(i) for i in ids]
-    pool = new_pool(WORKERS)
+    paths = [api.path(i) for i in ids]
+    pool = urllib3.PoolManager(maxsize=4, retries=False)
+    host_pool = pool.connection_from_url(endpoint)
     client = boto3_client(endpoint)
 
     def per_post(action: Callable[[int], Any]) -> float:
@@ -209,69 +179,100 @@ def cpu_breakdown(server: Server, posts: int = 2000) -> dict[str, Any]:
             action(i)
         return (time.process_time() - cpu) * 1000 / posts
 
+    def per_post_fan_out(target: ConnectionGateway) -> float:
+        target.fan_out(ids[:200], PAYLOAD)
+        cpu = time.process_time()
+        delivered = target.fan_out(ids, PAYLOAD).delivered
+        if delivered != posts:
+            raise RuntimeError(f"{delivered} of {posts} delivered")
+        return (time.process_time() - cpu) * 1000 / posts
+
     def sign_botocore(i: int) -> None:
         request = AWSRequest(method="POST", url=urls[i], data=PAYLOAD)
         request.headers["Content-Type"] = "application/json"
         botocore_signer.add_auth(request)
 
-    paths = [api.path(i) for i in ids]
-
-    def sign_ours(i: int) -> None:
-        signer.headers(paths[i])
-
     headers = {"Content-Type": "application/json"}
 
-    def unsigned(i: int) -> None:
-        pool.urlopen("POST", urls[i], body=PAYLOAD, headers=headers, retries=False, redirect=False)
+    def urllib3_signed(i: int) -> None:
+        host_pool.urlopen(
+            "POST", paths[i], body=PAYLOAD, headers=signer.headers(paths[i]), retries=False, redirect=False
+        )
+
+    def urllib3_unsigned(i: int) -> None:
+        host_pool.urlopen("POST", paths[i], body=PAYLOAD, headers=headers, retries=False, redirect=False)
 
     parts = {
         "sign, botocore (AWSRequest + SigV4Auth.add_auth)": per_post(sign_botocore),
-        "sign, ours (Signer.headers)": per_post(sign_ours),
-        "post unsigned (urllib3 pool)": per_post(unsigned),
-        "ours whole (ManagementApi.post)": per_post(lambda i: api.post(ids[i], PAYLOAD, signer)),
-        "boto3 post_to_connection": per_post(
+        "sign, ours (Signer.headers)": per_post(lambda i: signer.headers(paths[i])),
+        "previous: urllib3 pool, one at a time, unsigned": per_post(urllib3_unsigned),
+        "previous: urllib3 pool, one at a time, signed": per_post(urllib3_signed),
+        "ours: fan_out, 1 in flight": per_post_fan_out(single),
+        f"ours: fan_out, {WORKERS} in flight": per_post_fan_out(gateway),
+        "boto3 post_to_connection, one at a time": per_post(
             lambda i: client.post_to_connection(ConnectionId=ids[i], Data=PAYLOAD)
         ),
     }
-    profiler = cProfile.Profile(time.process_time)  # CPU, not time spent waiting on sockets
-    profiler.enable()
-    for i in range(posts):
-        api.post(ids[i], PAYLOAD, signer)
-    profiler.disable()
-    stats = pstats.Stats(profiler)
-    total = sum(v[2] for v in stats.stats.values())  # type: ignore[attr-defined]
-    rows = []
-    for (path, line, func), (_cc, _nc, tottime, cumtime, _callers) in stats.stats.items():  # type: ignore[attr-defined]
-        rows.append((cumtime, tottime, f"{_short(path)}:{line}({func})"))
-    rows.sort(reverse=True)
-    by_tottime = sorted(rows, key=lambda r: r[1], reverse=True)
+    executor.shutdown()
+    return {"posts": posts, "cpu_ms_per_post": parts, "tls": tls_cost(posts)}
+
+
+def tls_cost(posts: int) -> dict[str, float]:
+    """Ours over HTTPS: a cold pool's first fan-out (one TLS handshake per connection), then warm."""
+    import ssl
+    import tempfile
+
+    from bench.servers import self_signed_certificate
+
+    with tempfile.TemporaryDirectory(prefix="bench-tls-") as directory:
+        certfile, keyfile = self_signed_certificate(directory)
+        with standin(0.0, tls=(certfile, keyfile)) as server:
+            pool = new_pool(WORKERS, ssl_context=ssl.create_default_context(cafile=certfile))
+            credentials = botocore.session.get_session().get_credentials()
+            api = ManagementApi(
+                f"{server.base}/instant",
+                pool=pool,
+                credentials=credentials.get_frozen_credentials,
+                region="us-east-1",
+            )
+            gateway = ConnectionGateway(api, None, WORKERS)
+            gateway.fan_out(connection_ids(8, "w"), PAYLOAD)  # the loop thread, not a TLS connection yet
+            opened = pool.opened
+            cold_ids = connection_ids(WORKERS * 4, "cold")
+            cpu = time.process_time()
+            gateway.fan_out(cold_ids, PAYLOAD)
+            cold = time.process_time() - cpu
+            handshakes = pool.opened - opened
+            ids = connection_ids(posts, "tls")
+            cpu = time.process_time()
+            delivered = gateway.fan_out(ids, PAYLOAD).delivered
+            warm = (time.process_time() - cpu) * 1000 / posts
+            if delivered != posts:
+                raise RuntimeError(f"TLS: {delivered} of {posts} delivered")
+            pool.close()
     return {
-        "posts": posts,
-        "cpu_ms_per_post": parts,
-        "profile_total_ms_per_post": total * 1000 / posts,
-        "profile_top_cumulative": [(name, cum * 1000 / posts) for cum, _t, name in rows[:25]],
-        "profile_top_self": [(name, t * 1000 / posts) for _c, t, name in by_tottime[:15]],
+        "warm_ms_per_post": warm,
+        "handshakes": handshakes,
+        "handshake_ms": (cold * 1000 - len(cold_ids) * warm) / max(handshakes, 1),
     }
-
-
-def _short(path: str) -> str:
-    for marker in ("site-packages/", "lib/python3.11/", "/work/main/"):
-        if marker in path:
-            return path.split(marker, 1)[1]
-    return os.path.basename(path)
 
 
 def run(sizes: Sequence[int] = SIZES, sample: int = SEQUENTIAL_SAMPLE) -> dict[str, Any]:
     """Every size, ours and both references, against one stand-in process."""
     use_dummy_aws_env()
-    results: dict[str, Any] = {"delay_s": DELAY, "workers": WORKERS, "cores": os.cpu_count(), "sizes": {}}
+    results: dict[str, Any] = {
+        "delay_s": DELAY,
+        "workers": WORKERS,
+        "boto3_threads": BOTO3_THREADS,
+        "cores": os.cpu_count(),
+        "sizes": {},
+    }
     with standin(DELAY) as server:
         endpoint = f"{server.base}/{STAGE}"
-        results["standin_capacity"] = standin_capacity(server)
         gateway, executor = ours(endpoint)
-        threaded = boto3_client(endpoint, pool_size=WORKERS)
+        threaded = boto3_client(endpoint, pool_size=BOTO3_THREADS)
         sequential = boto3_client(endpoint)
-        boto_executor = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="boto3")
+        boto_executor = ThreadPoolExecutor(max_workers=BOTO3_THREADS, thread_name_prefix="boto3")
         try:
             for n in sizes:
                 ids = connection_ids(n)
@@ -282,9 +283,148 @@ def run(sizes: Sequence[int] = SIZES, sample: int = SEQUENTIAL_SAMPLE) -> dict[s
                         sequential, server, ids, n if n <= SEQUENTIAL_WHOLE_UP_TO else sample
                     ),
                 ]
-                results["sizes"][n] = [asdict(r) for r in runs]
+                results["sizes"][str(n)] = [asdict(r) for r in runs]
             results["cpu_breakdown"] = cpu_breakdown(server)
         finally:
             executor.shutdown()
             boto_executor.shutdown()
     return results
+
+
+def floors(res: dict[str, Any], n: int, cpu_ms_per_post: float) -> tuple[float, float]:
+    """(latency floor, CPU floor) in seconds for ``n`` posts on one event loop.
+
+    Latency: ``ceil(N / in flight)`` rounds of one post's latency; CPU: N x CPU per
+    post on one core. The larger of the two, plus the first wave's CPU (``min(N, in
+    flight)`` posts are sent before any answer can come back), is the floor.
+    """
+    latency = -(-n // res["workers"]) * res["delay_s"]
+    cpu = n * cpu_ms_per_post / 1000
+    return latency, cpu
+
+
+def floor(res: dict[str, Any], n: int, cpu_ms_per_post: float) -> float:
+    return max(floors(res, n, cpu_ms_per_post)) + min(n, res["workers"]) * cpu_ms_per_post / 1000
+
+
+def lines(res: dict[str, Any]) -> list[str]:
+    out = [
+        f"Fan-out (ConnectionGateway.fan_out alone): stand-in answers each post after "
+        f"{res['delay_s'] * 1000:.0f} ms; ours {res['workers']} in flight; {res['cores']} cores",
+        f"{'N':>6}  {'client':<20} {'wall s':>8} {'CPU ms/post':>12} {'ours faster':>12} "
+        f"{'stand-in CPU':>13}",
+    ]
+    for n, runs in res["sizes"].items():
+        first = runs[0]
+        for r in runs:
+            ratio = r["wall_s"] / first["wall_s"]
+            note = f" (extrapolated from the first {r['measured']} posts)" if r["extrapolated"] else ""
+            out.append(
+                f"{int(n):>6}  {r['client']:<20} {r['wall_s']:>8.3f} {r['cpu_ms_per_post']:>12.3f} "
+                f"{'' if r is first else f'{ratio:.1f}x':>12} {r['standin_cpu_share'] * 100:>12.0f}%{note}"
+            )
+        latency, cpu = floors(res, int(n), first["cpu_ms_per_post"])
+        out.append(
+            f"{'':>6}  floor: max(latency ceil(N / {res['workers']}) x {res['delay_s'] * 1000:.0f} ms "
+            f"= {latency:.3f} s, CPU N x {first['cpu_ms_per_post']:.3f} ms = {cpu:.3f} s) + the first wave's "
+            f"CPU = {floor(res, int(n), first['cpu_ms_per_post']):.3f} s; "
+            f"ours / floor = {first['wall_s'] / floor(res, int(n), first['cpu_ms_per_post']):.2f}x"
+        )
+    share = max(runs[0]["standin_cpu_share"] for runs in res["sizes"].values())
+    out.append(f"stand-in check: at most {share * 100:.0f}% of a core busy during ours (its own process)")
+    b = res["cpu_breakdown"]
+    out.append(f"CPU per post by design, stand-in answering at once ({b['posts']} posts each):")
+    for name, ms in b["cpu_ms_per_post"].items():
+        out.append(f"  {name:<50} {ms:.3f} ms")
+    tls = b["tls"]
+    label = f"ours over TLS, {res['workers']} in flight, warm"
+    out.append(
+        f"  {label:<50} "
+        f"{tls['warm_ms_per_post']:.3f} ms; a cold pool's TLS handshakes: {tls['handshakes']} at "
+        f"about {tls['handshake_ms']:.2f} ms of client CPU each"
+    )
+    return out
+
+
+def targets(res: dict[str, Any]) -> list[Target]:
+    sizes = res["sizes"]
+    found = []
+    if "1000" in sizes:
+        runs = sizes["1000"]
+        ratio = runs[2]["wall_s"] / runs[0]["wall_s"]
+        found.append(
+            Target(
+                ">= 20x faster than sequential at 1,000",
+                ratio >= 20,
+                f"{ratio:.1f}x ({runs[0]['wall_s']:.3f} s vs {runs[2]['wall_s']:.2f} s, extrapolated)",
+            )
+        )
+    worst_cpu = max(runs[0]["cpu_ms_per_post"] for runs in sizes.values())
+    found.append(
+        Target(
+            "<= 1.0 ms CPU per post",
+            worst_cpu <= 1.0,
+            f"worst size {worst_cpu:.3f} ms/post ("
+            + ", ".join(f"{int(n):,}: {runs[0]['cpu_ms_per_post']:.3f}" for n, runs in sizes.items())
+            + ")",
+        )
+    )
+    parts = []
+    worst = 0.0
+    for n, runs in sizes.items():
+        ratio = runs[0]["wall_s"] / floor(res, int(n), runs[0]["cpu_ms_per_post"])
+        worst = max(worst, ratio)
+        parts.append(f"{int(n):,}: {ratio:.2f}x")
+    found.append(Target("within 1.5x of the floor", worst <= 1.5, ", ".join(parts)))
+    return found
+
+
+def plot(res: dict[str, Any], path: Any) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = [int(n) for n in res["sizes"]]
+    runs = list(res["sizes"].values())
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    labels = [
+        f"ours (signed posts, {res['workers']} in flight on one event loop)",
+        f"boto3 client, {res['boto3_threads']} threads",
+        "boto3 client, sequential (replaced proxy)",
+    ]
+    for i, (label, color, marker) in enumerate(zip(labels, ("C0", "C1", "C3"), "os^", strict=True)):
+        ax.plot(sizes, [r[i]["wall_s"] for r in runs], color=color, marker=marker, label=label)
+        for x, r in zip(sizes, runs, strict=True):
+            if r[i]["extrapolated"]:
+                ax.plot([x], [r[i]["wall_s"]], marker=marker, color="white", markeredgecolor=color, ms=9)
+    floor_s = [floor(res, n, r[0]["cpu_ms_per_post"]) for n, r in zip(sizes, runs, strict=True)]
+    ax.plot(sizes, floor_s, color="grey", linestyle="--", label="floor (latency or CPU, + the first wave)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("connections in the channel")
+    ax.set_ylabel("fan-out wall time (s)")
+    ax.set_title("Fan-out, Management API at 20 ms per post (hollow: extrapolated)", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+NOTE = (
+    "- **Fan-out**: ours is `ConnectionGateway.fan_out` built as `chalicelib/container.py` builds it "
+    "(`ManagementApi` over `new_pool`, dummy credentials), FANOUT_WORKERS posts in flight. "
+    "The baseline is a plain boto3 `apigatewaymanagementapi` client calling `post_to_connection` "
+    "sequentially (the replaced proxy), measured whole at 100 and on its first 200 posts above, "
+    "extrapolated linearly; the second reference is that client (pool of 32) in a 32-thread pool. "
+    "The stand-in (`bench/standin.py`) is a bare asyncio HTTP/1.1 server in its own process "
+    "(keep-alive, backlog 4096, 20 ms per post by a loop timer). Each client first posts to other ids "
+    "(a warm container's connections), not counted. The floor: the larger of the latency rounds "
+    "and the CPU on one core, plus the CPU of the first wave of posts (sent before any answer can "
+    "come back). Wall time by `time.perf_counter`, CPU by "
+    "`time.process_time()` of the measuring process (every thread)."
+)
+
+if __name__ == "__main__":
+    part_main(__name__)

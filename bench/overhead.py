@@ -15,9 +15,8 @@ the channel. Time spent inside ``BackendClient.post`` and the gateway's
 ``post``/``fan_out`` is measured by wrapping them and subtracted; the time
 inside DynamoDB calls (botocore + moto over loopback) is reported beside it.
 
-Run in its own interpreter (``python -m bench.overhead``): the handler logs to
-stdout, as in Lambda, and that goes to /dev/null here; the result is the JSON
-line written to the original stdout.
+Run in its own interpreter (``python -m bench.overhead``); the handler's logs
+(stdout, as in Lambda) go to /dev/null.
 """
 
 from __future__ import annotations
@@ -25,14 +24,17 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from bench.servers import moto_server, standin, use_dummy_aws_env
+from bench.part import Target, part_main
+from bench.servers import moto_server, standin, standin_stats, use_dummy_aws_env
 
-MESSAGES = 1000
+MESSAGES = 1200
+ROUNDS = 4
 WARMUP = 20
 CHANNEL = 4  # a booking's chat: the sender and three others
 TABLE = "bench-overhead-connections"
@@ -100,72 +102,103 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def run(messages: int = MESSAGES) -> dict[str, Any]:
+def measure(messages: int, standin_base: str, moto_base: str) -> dict[str, Any]:
+    """The handler in this process (``bench.invoke`` runs it, in this tree or the baseline's).
+
+    Answers each message's times (seconds), after ``WARMUP`` messages not kept.
+    """
     use_dummy_aws_env()
-    with standin(delay=0.0) as stand, moto_server() as moto:
-        os.environ.update(
-            {
-                "BACKEND_URL": stand.base,
-                "API_GATEWAY_ENDPOINT": f"{stand.base}/instant",
-                "CONNECTIONS_TABLE": TABLE,
-                "AWS_ENDPOINT_URL_DYNAMODB": moto.base,
-                "POWERTOOLS_SERVICE_NAME": "ws-proxy",
-                "POWERTOOLS_METRICS_NAMESPACE": "WebSocketProxy",
-            }
-        )
-        import boto3
+    os.environ.update(
+        {
+            "BACKEND_URL": standin_base,
+            "API_GATEWAY_ENDPOINT": f"{standin_base}/instant",
+            "CONNECTIONS_TABLE": TABLE,
+            "AWS_ENDPOINT_URL_DYNAMODB": moto_base,
+            "POWERTOOLS_SERVICE_NAME": "ws-proxy",
+            "POWERTOOLS_METRICS_NAMESPACE": "WebSocketProxy",
+        }
+    )
+    import boto3
 
-        from chalicelib.registry import Connection
-        from chalicelib.schema import create_table_request
+    from chalicelib.registry import Connection
+    from chalicelib.schema import ensure_table
 
-        boto3.client("dynamodb").create_table(**create_table_request(TABLE))
+    ensure_table(boto3.client("dynamodb"), TABLE)
 
-        import app as app_module
+    import app as app_module
 
-        proxy = app_module.container.use_cases()
-        now = int(time.time())
-        ids = [f"conn{i:08d}Q=" for i in range(CHANNEL)]
+    container: Any = app_module.container
+    now = int(time.time())
+    ids = [f"conn{i:08d}Q=" for i in range(CHANNEL)]
+    if hasattr(container, "use_cases"):  # one module per use case, channel keys with kinds
+        from chalicelib.routes import channel_key
+
+        cases = container.use_cases()
+        registry, backend = cases.registry, cases.backend
+        gateway = cases.gateway_for(cases.settings.endpoint_for({}))
+        endpoint = cases.settings.api_gateway_endpoint
         for i, connection_id in enumerate(ids):
-            proxy.registry.put(Connection(connection_id, "b-1001", "chat", f"u{i}", TOKEN, now, now + 86400))
-
-        timer = Timer()
-        proxy.backend.post = timer.wrap("backend", proxy.backend.post)  # type: ignore[method-assign]
-        gateway = proxy.gateway_for(proxy.settings.endpoint_for({}))
-        gateway.post = timer.wrap("management_api", gateway.post)  # type: ignore[method-assign]
-        gateway.fan_out = timer.wrap("management_api", gateway.fan_out)  # type: ignore[method-assign]
-        proxy.registry._call = timer.wrap("dynamodb", proxy.registry._call)  # type: ignore[method-assign]
-
-        rows: list[dict[str, float]] = []
-        backend_calls = stand.stats()["backend"]
-        posts = stand.stats()["posts"]
-        for i in range(WARMUP + messages):
-            body = json.dumps({"body": f"Hello #{i}", "client_id": f"k{i}"})
-            timer.reset()
-            cpu = time.process_time()
-            started = time.perf_counter()
-            answer = app_module.message(event(ids[i % CHANNEL], body, i), LambdaContext(f"req-{i}"))
-            total = time.perf_counter() - started
-            cpu = time.process_time() - cpu
-            if answer.get("statusCode") != 200:
-                raise RuntimeError(f"handler answered {answer}")
-            if i >= WARMUP:
-                spent = timer.spent
-                rows.append(
-                    {
-                        "total": total,
-                        "backend": spent.get("backend", 0.0),
-                        "management_api": spent.get("management_api", 0.0),
-                        "dynamodb": spent.get("dynamodb", 0.0),
-                        "dynamodb_client_cpu": spent.get("dynamodb_cpu", 0.0),
-                        "cpu": cpu,
-                    }
+            registry.put(
+                Connection(
+                    connection_id,
+                    channel_key("booking", "b-1001"),
+                    "chat",
+                    f"u{i}",
+                    TOKEN,
+                    now,
+                    now + 86400,
+                    booking_id="b-1001",
+                    endpoint=endpoint,
                 )
-        backend_calls = stand.stats()["backend"] - backend_calls
-        posts = stand.stats()["posts"] - posts
-        expected = WARMUP + messages
-        if backend_calls != expected or posts != expected * CHANNEL:
-            raise RuntimeError(f"{backend_calls} backend calls and {posts} posts for {expected} messages")
+            )
+    else:  # the code before that (the baseline of the comparison)
+        proxy = container.proxy()
+        registry, backend = proxy.registry, proxy.backend
+        gateway = proxy.gateway_for(proxy.endpoint_for({}))
+        for i, connection_id in enumerate(ids):
+            registry.put(Connection(connection_id, "b-1001", "chat", f"u{i}", TOKEN, now, now + 86400))
 
+    timer = Timer()
+    backend.post = timer.wrap("backend", backend.post)
+    gateway.post = timer.wrap("management_api", gateway.post)
+    gateway.fan_out = timer.wrap("management_api", gateway.fan_out)
+    registry._call = timer.wrap("dynamodb", registry._call)
+
+    rows: list[dict[str, float]] = []
+    backend_calls = standin_stats(standin_base)["backend"]
+    posts = standin_stats(standin_base)["posts"]
+    for i in range(WARMUP + messages):
+        body = json.dumps({"body": f"Hello #{i}", "client_id": f"k{i}"})
+        timer.reset()
+        cpu = time.process_time()
+        started = time.perf_counter()
+        answer = app_module.message(event(ids[i % CHANNEL], body, i), LambdaContext(f"req-{i}"))
+        total = time.perf_counter() - started
+        cpu = time.process_time() - cpu
+        if answer.get("statusCode") != 200:
+            raise RuntimeError(f"handler answered {answer}")
+        if i >= WARMUP:
+            spent = timer.spent
+            rows.append(
+                {
+                    "total": total,
+                    "backend": spent.get("backend", 0.0),
+                    "management_api": spent.get("management_api", 0.0),
+                    "dynamodb": spent.get("dynamodb", 0.0),
+                    "dynamodb_client_cpu": spent.get("dynamodb_cpu", 0.0),
+                    "cpu": cpu,
+                }
+            )
+    backend_calls = standin_stats(standin_base)["backend"] - backend_calls
+    posts = standin_stats(standin_base)["posts"] - posts
+    expected = WARMUP + messages
+    if backend_calls != expected or posts != expected * CHANNEL:
+        raise RuntimeError(f"{backend_calls} backend calls and {posts} posts for {expected} messages")
+
+    return {"rows": rows}
+
+
+def summarize(rows: list[dict[str, float]]) -> dict[str, Any]:
     def summary(values: list[float]) -> dict[str, float]:
         ms = [v * 1000 for v in values]
         return {"median_ms": statistics.median(ms), "p99_ms": _percentile(ms, 0.99)}
@@ -175,7 +208,7 @@ def run(messages: int = MESSAGES) -> dict[str, Any]:
     # out, but botocore's work in this process (its CPU inside those calls) kept.
     own = [o - r["dynamodb"] + r["dynamodb_client_cpu"] for o, r in zip(overhead, rows, strict=True)]
     return {
-        "messages": messages,
+        "messages": len(rows),
         "warmup": WARMUP,
         "channel": CHANNEL,
         "handler": summary([r["total"] for r in rows]),
@@ -189,15 +222,115 @@ def run(messages: int = MESSAGES) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    result_out = os.fdopen(os.dup(1), "w")
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)  # the handler's logs and metrics, as Lambda writes them
-    sys.stdout = open(os.devnull, "w")  # noqa: SIM115
-    result = run()
-    result_out.write(json.dumps(result) + "\n")
-    result_out.flush()
+def run(messages: int = MESSAGES, rounds: int = ROUNDS) -> dict[str, Any]:
+    """This code and the baseline's, each round a fresh process of each, alternating.
 
+    Both use the same stand-in and moto server; each process is a new container
+    (``WARMUP`` messages first, not kept).
+    """
+    from bench.coldstart import baseline_ref, extract
+    from bench.servers import ROOT, run_json
+
+    use_dummy_aws_env()
+    rows: dict[str, list[dict[str, float]]] = {"this": [], "baseline": []}
+    with (
+        standin(delay=0.0) as stand,
+        moto_server() as moto,
+        tempfile.TemporaryDirectory(prefix="bench-base-") as base,
+    ):
+        commit = extract(baseline_ref(), Path(base))
+        spec = json.dumps({"overhead": -(-messages // rounds), "standin": stand.base, "moto": moto.base})
+        trees = {"this": (str(ROOT), None), "baseline": (base, {**os.environ, "PYTHONPATH": str(ROOT)})}
+        for i in range(rounds):
+            for name in list(trees) if i % 2 == 0 else list(trees)[::-1]:
+                cwd, env = trees[name]
+                rows[name] += run_json(["-m", "bench.invoke", spec], timeout=600, env=env, cwd=cwd)["rows"]
+    return {
+        **summarize(rows["this"]),
+        "rounds": rounds,
+        "baseline": {"commit": commit, **summarize(rows["baseline"])},
+    }
+
+
+def lines(res: dict[str, Any]) -> list[str]:
+    def row(name: str, key: str, of: dict[str, Any] = res) -> str:
+        return f"  {name:<54} {of[key]['median_ms']:>7.2f} {of[key]['p99_ms']:>7.2f}"
+
+    out = [
+        f"Per-message overhead: {res['messages']:,} $default messages through app.message "
+        f"(after {res['warmup']} warm-up), each a broadcast to a channel of {res['channel']}",
+        f"  {'ms per message':<54} {'median':>7} {'p99':>7}",
+        row("handler (app.message, whole)", "handler"),
+        row("  in backend (BackendClient.post)", "backend"),
+        row("  in Management API (gateway post/fan_out)", "management_api"),
+        row("  in DynamoDB calls (botocore + moto server, loopback)", "dynamodb"),
+        row("    of which botocore CPU in this process", "dynamodb_client_cpu"),
+        row("overhead = handler - backend - Management API", "overhead"),
+        row("overhead without moto's server time", "overhead_without_dynamodb_server"),
+        row("process CPU per message (all threads)", "cpu_per_message"),
+    ]
+    base = res.get("baseline")
+    if base:
+        out += [
+            f"the same against {base['commit']} (the baseline code; {res['rounds']} rounds of a fresh "
+            "process of each, alternating, same servers):",
+            row("overhead", "overhead", base),
+            row("overhead without moto's server time", "overhead_without_dynamodb_server", base),
+            row("process CPU per message (all threads)", "cpu_per_message", base),
+        ]
+    return out
+
+
+def targets(res: dict[str, Any]) -> list[Target]:
+    median = res["overhead"]["median_ms"]
+    own = res["overhead_without_dynamodb_server"]["median_ms"]
+    baseline_own = (
+        res["baseline"]["overhead_without_dynamodb_server"]["median_ms"] if "baseline" in res else 0.0
+    )
+    return [
+        Target(
+            "per-message overhead median <= 5 ms",
+            median <= 5.0,
+            f"{median:.2f} ms median, p99 {res['overhead']['p99_ms']:.2f} ms "
+            f"(of which DynamoDB calls {res['dynamodb']['median_ms']:.2f} ms; "
+            f"{own:.2f} ms without moto's server time)",
+        ),
+        Target(
+            "  the same, without moto's server time (botocore's CPU kept)",
+            own <= 5.0,
+            f"{own:.2f} ms median, p99 {res['overhead_without_dynamodb_server']['p99_ms']:.2f} ms",
+        ),
+        *(
+            [
+                Target(
+                    f"  no regression against {res['baseline']['commit']}: within +10% without moto's time",
+                    own <= 1.1 * baseline_own,
+                    f"{own:.2f} ms vs {baseline_own:.2f} ms median, the same run",
+                )
+            ]
+            if "baseline" in res
+            else []
+        ),
+    ]
+
+
+NOTE = (
+    "- **Per-message overhead**: measured for this code and, the same way, for the baseline's "
+    "`app.py` and `chalicelib` (see Cold start) run from a `git archive` of it: 4 rounds, each a "
+    "fresh process of each (alternating which goes first) against the same stand-in and moto "
+    "server, 300 messages per round after 20 of warm-up. "
+    "`app.message(event, context)` (Chalice's handler with the Powertools "
+    "middleware), dependencies built by the container from the environment: `BACKEND_URL` and "
+    "`API_GATEWAY_ENDPOINT` point at the stand-in (answering at once), `AWS_ENDPOINT_URL_DYNAMODB` "
+    "at a moto server in its own process. Handler logs go to /dev/null. Time inside "
+    "`BackendClient.post`, the gateway's `post`/`fan_out` and the registry's DynamoDB calls is "
+    "measured by wrapping them; overhead = handler - backend - Management API, "
+    "so it still holds the DynamoDB round trips to moto's server: the channel Query, plus the "
+    "GSI Query for a connection's first message in a container (the 20 warm-up messages cover the "
+    "4 senders' first ones, so the measured messages are a warm container's: one Query each); the "
+    "line below it also takes out moto's server time (DynamoDB wall time minus botocore's CPU in "
+    "this process)."
+)
 
 if __name__ == "__main__":
-    main()
+    part_main(__name__)

@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from bench.part import Target, part_main
 from bench.servers import DUMMY_AWS_ENV, ROOT
 
 
@@ -45,3 +46,26 @@ def run() -> dict[str, Any]:
         "largest": [(name, n) for name, n in by_top.most_common(6)],
         "reused_cached_dependencies": "Reusing existing deployment package" in completed.stdout,
     }
+
+
+def lines(res: dict[str, Any]) -> list[str]:
+    largest = ", ".join(f"{name} {size / 1024:.0f} KB" for name, size in res["largest"])
+    cached = " (chalice reused its cached dependency layer)" if res["reused_cached_dependencies"] else ""
+    return [
+        f"Package: deployment.zip {res['zip_bytes'] / 1024 / 1024:.2f} MiB ({res['zip_bytes']:,} bytes), "
+        f"{res['uncompressed_bytes'] / 1024 / 1024:.1f} MiB unpacked, {res['files']} files{cached}",
+        f"  largest (compressed): {largest}",
+    ]
+
+
+def targets(res: dict[str, Any]) -> list[Target]:
+    return []
+
+
+NOTE = (
+    "- **Package**: `AWS_DEFAULT_REGION=us-east-1 .venv/bin/chalice package <tmpdir>`, size of "
+    "`deployment.zip` (boto3/botocore are not in it: the Lambda runtime has them)."
+)
+
+if __name__ == "__main__":
+    part_main(__name__)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import selectors
+import ssl
 import subprocess
 import sys
 import time
@@ -42,22 +43,22 @@ def use_dummy_aws_env() -> None:
 class Server:
     process: subprocess.Popen[str]
     port: int
+    scheme: str = "http"
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(self.base + "/_stats", timeout=5) as response:
-            data: dict[str, Any] = json.loads(response.read())
-            return data
+        return standin_stats(self.base)
 
-    def cpu_seconds(self) -> float:
-        """CPU time of the server process so far (from /proc, any server)."""
-        with open(f"/proc/{self.process.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks
+
+def standin_stats(base: str) -> dict[str, Any]:
+    """A stand-in's ``/_stats`` (its posts and backend calls so far, its CPU)."""
+    context = ssl._create_unverified_context() if base.startswith("https:") else None  # noqa: S323
+    with urllib.request.urlopen(base + "/_stats", timeout=5, context=context) as response:
+        data: dict[str, Any] = json.loads(response.read())
+        return data
 
 
 def _wait_ready(process: subprocess.Popen[str], marker: str, timeout: float) -> str:
@@ -101,10 +102,10 @@ def _stop(process: subprocess.Popen[str]) -> None:
 
 
 @contextmanager
-def standin(delay: float = 0.02) -> Iterator[Server]:
-    """The aiohttp Management API + backend stand-in (``bench.standin``), in its own process."""
+def standin(delay: float = 0.02, tls: tuple[str, str] | None = None) -> Iterator[Server]:
+    """The Management API + backend stand-in (``bench.standin``), in its own process."""
     process = subprocess.Popen(
-        [PY, "-m", "bench.standin", "--delay", str(delay)],
+        [PY, "-m", "bench.standin", "--delay", str(delay), *(("--tls", *tls) if tls else ())],
         cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -112,7 +113,7 @@ def standin(delay: float = 0.02) -> Iterator[Server]:
     )
     try:
         line = _wait_ready(process, "READY ", timeout=30)
-        server = Server(process, int(line.split()[1]))
+        server = Server(process, int(line.split()[1]), "https" if tls else "http")
         yield server
     finally:
         _stop(process)
@@ -142,11 +143,19 @@ def moto_server() -> Iterator[Server]:
         _stop(process)
 
 
-def run_json(args: Sequence[str], *, env: dict[str, str] | None = None, timeout: float = 300) -> Any:
-    """Run ``python -m <args>`` in a fresh interpreter; its last stdout line is JSON."""
+def run_json(
+    args: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+    preexec_fn: Any = None,
+    cwd: str | Path = ROOT,
+) -> Any:
+    """Run ``python <args>`` in a fresh interpreter; its last stdout line is JSON."""
     completed = subprocess.run(
         [PY, *args],
-        cwd=ROOT,
+        preexec_fn=preexec_fn,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
@@ -156,3 +165,89 @@ def run_json(args: Sequence[str], *, env: dict[str, str] | None = None, timeout:
     if completed.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed ({completed.returncode}): {completed.stderr[-2000:]}")
     return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def connection_item(
+    booking: str, connection_id: str, connection_type: str, now: int, *, kinds: bool = True
+) -> dict[str, Any]:
+    """A connections-table item for a booking's connection (no token: not read here).
+
+    ``kinds``: as this code writes it (the channel key ``booking#{booking}``, the booking
+    id apart); without, as code before channel kinds did (the raw booking id), for the
+    baselines that run that code.
+    """
+    from chalicelib.schema import PARTITION_KEY, SORT_KEY
+
+    item = {
+        PARTITION_KEY: {"S": f"booking#{booking}" if kinds else booking},
+        SORT_KEY: {"S": connection_id},
+        "connection_type": {"S": connection_type},
+        "user_id": {"S": f"user_{connection_id}"},
+        "created_at": {"N": str(now - 3600)},
+        "ttl": {"N": str(now + 86400)},
+    }
+    if kinds:
+        item["booking"] = {"S": booking}
+    return item
+
+
+def seed_channel(
+    client: Any,
+    table: str,
+    channel: str,
+    ids: Sequence[str],
+    connection_type: str = "chat",
+    *,
+    kinds: bool = True,
+) -> None:
+    """Write one channel's connections with ``BatchWriteItem`` (bounded re-tries of leftovers)."""
+    now = int(time.time())
+    for start in range(0, len(ids), 25):
+        request: dict[str, Any] = {
+            table: [
+                {"PutRequest": {"Item": connection_item(channel, cid, connection_type, now, kinds=kinds)}}
+                for cid in ids[start : start + 25]
+            ]
+        }
+        for _ in range(10):
+            request = client.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
+            if not request:
+                break
+        else:
+            raise RuntimeError("BatchWriteItem kept leaving items unprocessed")
+
+
+def self_signed_certificate(directory: str) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key, PEM files in ``directory`` (for TLS stand-ins)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    certfile, keyfile = Path(directory, "cert.pem"), Path(directory, "key.pem")
+    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    keyfile.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return str(certfile), str(keyfile)

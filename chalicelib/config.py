@@ -48,7 +48,7 @@ class Settings:
     api_gateway_endpoint: str | None = None
     connection_ttl_seconds: int = 86400
     backend_timeout_seconds: float = 10.0
-    fanout_workers: int = 32
+    fanout_workers: int = 128
     push_chunk_size: int = 500
     allowed_origins: tuple[str, ...] = ()
     deliver_function_name: str | None = None
@@ -82,7 +82,7 @@ class Settings:
             api_gateway_endpoint=endpoint,
             connection_ttl_seconds=_integer(env, "CONNECTION_TTL_SECONDS", 86400, minimum=60),
             backend_timeout_seconds=timeout,
-            fanout_workers=_integer(env, "FANOUT_WORKERS", 32, minimum=1),
+            fanout_workers=_integer(env, "FANOUT_WORKERS", 128, minimum=1),
             push_chunk_size=_integer(env, "PUSH_CHUNK_SIZE", 500, minimum=1),
             allowed_origins=origins,
             deliver_function_name=env.get("DELIVER_FUNCTION_NAME", "").strip() or None,

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
+import socket
+import ssl
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from botocore.credentials import ReadOnlyCredentials
@@ -27,8 +35,6 @@ def mgmt() -> Iterator[ManagementApiStandIn]:
 
 
 def make_gateway(endpoint: str, *, sleeps: list[float] | None = None, workers: int = 4) -> ConnectionGateway:
-    from concurrent.futures import ThreadPoolExecutor
-
     api = ManagementApi(
         endpoint,
         pool=new_pool(workers, connect_timeout=0.5, read_timeout=1.0),
@@ -109,3 +115,369 @@ def test_region_comes_from_lambda_or_the_endpoint() -> None:
     assert region_for("https://abc.execute-api.ap-south-1.amazonaws.com/dev", {}) == "ap-south-1"
     assert region_for("https://chat.example.com/dev", {"AWS_REGION": "eu-central-1"}) == "eu-central-1"
     assert region_for("https://chat.example.com/dev", {}) == "us-east-1"
+
+
+# -- deadline ----------------------------------------------------------------------
+
+
+class SilentServer:
+    """A Management API that accepts connections, reads requests and never answers."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(512)
+        self.endpoint = f"http://127.0.0.1:{self.sock.getsockname()[1]}/development"
+        self.requests = 0
+        self._lock = threading.Lock()
+        self._conns: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        self.sock.settimeout(0.05)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self._conns.append(conn)
+            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+
+    def _read(self, conn: socket.socket) -> None:
+        while True:
+            try:
+                data = conn.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            with self._lock:
+                self.requests += data.count(b"POST /development/@connections/")
+
+    def close(self) -> None:
+        self._stop.set()
+        self.sock.close()
+        for conn in self._conns:
+            conn.close()
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def silent() -> Iterator[SilentServer]:
+    server = SilentServer()
+    yield server
+    server.close()
+
+
+def silent_gateway(endpoint: str, workers: int) -> ConnectionGateway:
+    # Timeouts far beyond the test's deadline: only the deadline can end these posts in time.
+    api = ManagementApi(
+        endpoint,
+        pool=new_pool(workers, connect_timeout=30.0, read_timeout=60.0),
+        credentials=lambda: ReadOnlyCredentials("AKIDEXAMPLE", "secret", None),
+        region="eu-west-1",
+        retry=RetryPolicy(min_post_seconds=0.05),
+    )
+    return ConnectionGateway(api, ThreadPoolExecutor(2), workers)
+
+
+def test_deadline_caps_posts_that_never_answer_and_returns_the_rest_unsent(silent: SilentServer) -> None:
+    gateway = silent_gateway(silent.endpoint, workers=3)
+    ids = [f"C{i}=" for i in range(10)]
+    deadline = time.monotonic() + 0.4
+    result = gateway.fan_out(ids, b"{}", deadline=deadline)
+    # The first three went out and were cut at the deadline (failed, a later attempt's job);
+    # nothing else was started, because nothing could have finished in time.
+    assert result.failed == ids[:3]
+    assert result.unsent == ids[3:]
+    assert result.delivered == 0 and result.gone == [] and result.attempted == 3
+    assert time.monotonic() >= deadline - 0.05  # they waited for an answer until the deadline
+    assert silent.requests == 3  # one attempt each: no retry could fit
+
+
+def test_a_passed_deadline_attempts_nothing(silent: SilentServer) -> None:
+    gateway = silent_gateway(silent.endpoint, workers=4)
+    result = gateway.fan_out(["A=", "B="], b"{}", deadline=time.monotonic() - 1)
+    assert result.unsent == ["A=", "B="] and result.attempted == 0
+    assert gateway.post("A=", b"{}", deadline=time.monotonic() + 0.01) is PostOutcome.UNSENT
+    assert silent.requests == 0
+
+
+def test_single_post_with_a_deadline_is_cut_and_failed(silent: SilentServer) -> None:
+    gateway = silent_gateway(silent.endpoint, workers=1)
+    assert gateway.post("A=", b"{}", deadline=time.monotonic() + 0.2) is PostOutcome.FAILED
+    assert silent.requests == 1
+
+
+class FixedBackoff(RetryPolicy):
+    def delay(self, attempt: int) -> float:
+        return 1.0
+
+
+def test_retry_sleeps_are_capped_to_the_time_left(mgmt: ManagementApiStandIn) -> None:
+    clock = FakeClock()
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        clock.sleep(seconds)
+
+    mgmt.open.add("T=")
+    mgmt.throttle["T="] = 100
+    api = ManagementApi(
+        mgmt.endpoint,
+        pool=new_pool(1, connect_timeout=0.5, read_timeout=1.0),
+        credentials=lambda: ReadOnlyCredentials("AKIDEXAMPLE", "secret", None),
+        region="eu-west-1",
+        retry=FixedBackoff(throttle_attempts=50, min_post_seconds=0.1),
+        sleep=sleep,
+        clock=clock,
+    )
+    gateway = ConnectionGateway(api, None, 1)
+    deadline = clock.now + 0.5
+    assert gateway.post("T=", b"{}", deadline=deadline) is PostOutcome.FAILED
+    # However long the backoff wanted, no sleep runs past the deadline minus one post's minimum.
+    # The 1 s backoff is cut to what leaves one post's minimum: that retry is the last one.
+    assert sleeps == [pytest.approx(0.4)]
+    assert clock.now == pytest.approx(deadline - 0.1)
+    assert mgmt.posts_to("T=") == 2
+
+
+def test_without_a_deadline_nothing_is_unsent(mgmt: ManagementApiStandIn) -> None:
+    mgmt.open.update({"A=", "B="})
+    result = make_gateway(mgmt.endpoint).fan_out(["A=", "B=", "G="], b"{}")
+    assert (result.delivered, result.gone, result.unsent) == (2, ["G="], [])
+
+
+def test_fan_out_and_post_when_the_deadline_leaves_time_deliver(mgmt: ManagementApiStandIn) -> None:
+    mgmt.open.update({"A=", "B="})
+    gateway = make_gateway(mgmt.endpoint)
+    result = gateway.fan_out(["A=", "B="], b"{}", deadline=time.monotonic() + 30)
+    assert result.delivered == 2 and result.unsent == []
+    assert gateway.post("A=", b"{}", deadline=time.monotonic() + 30) is PostOutcome.DELIVERED
+
+
+# -- the HTTP/1.1 client against servers that misbehave ----------------------------
+
+
+class ScriptedServer:
+    """Answers every request on a connection with one canned byte string, then maybe closes.
+
+    ``close_delay``: close that long after answering, without saying so in the answer
+    (an idle keep-alive connection the server drops). ``tls``: (certfile, keyfile).
+    """
+
+    def __init__(
+        self,
+        answer: bytes,
+        *,
+        close: bool = False,
+        close_delay: float = 0.0,
+        tls: tuple[str, str] | None = None,
+    ) -> None:
+        self.answer, self.close_after, self.close_delay = answer, close or close_delay > 0, close_delay
+        self.context: ssl.SSLContext | None = None
+        if tls is not None:
+            self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.context.load_cert_chain(*tls)
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        scheme = "https" if tls else "http"
+        self.endpoint = f"{scheme}://127.0.0.1:{self.sock.getsockname()[1]}/development"
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        if self.context is not None:
+            try:
+                conn = self.context.wrap_socket(conn, server_side=True)
+            except (OSError, ssl.SSLError):  # the client refused our certificate
+                conn.close()
+                return
+        with conn:
+            buffer = b""
+            while True:
+                try:
+                    data = conn.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                buffer += data
+                head, sep, rest = buffer.partition(b"\r\n\r\n")
+                if not sep:
+                    continue
+                length = int(
+                    next(
+                        line.split(b":")[1]
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length")
+                    )
+                )
+                if len(rest) < length:
+                    continue
+                buffer = rest[length:]
+                conn.sendall(self.answer)
+                if self.close_after:
+                    time.sleep(self.close_delay)
+                    return
+
+
+def scripted_post(answer: bytes, *, close: bool = False, posts: int = 2) -> tuple[list[PostOutcome], int]:
+    server = ScriptedServer(answer, close=close)
+    try:
+        gateway = make_gateway(server.endpoint, workers=1)
+        outcomes = [gateway.post("A=", b"{}") for _ in range(posts)]
+        return outcomes, server.connections
+    finally:
+        server.sock.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "outcome"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", PostOutcome.DELIVERED),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", PostOutcome.DELIVERED),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nT: 1\r\n\r\n",
+            PostOutcome.DELIVERED,
+        ),
+        (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 410 Gone\r\nContent-Length: 2\r\n\r\n{}", PostOutcome.GONE),
+        (b"HTTP/1.1 413 Too Large\r\ncontent-length: 2\r\n\r\n{}", PostOutcome.TOO_LARGE),
+        (b"HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\n{}", PostOutcome.FAILED),
+    ],
+)
+def test_answers_are_framed_and_the_connection_reused(answer: bytes, outcome: PostOutcome) -> None:
+    outcomes, connections = scripted_post(answer)
+    assert outcomes == [outcome, outcome]
+    assert connections == 1  # keep-alive: the second post reused the first one's connection
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"garbage\r\n\r\n",
+        b"HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 99999999\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70_000,
+    ],
+)
+def test_malformed_or_oversized_answers_fail_without_raising(answer: bytes) -> None:
+    outcomes, connections = scripted_post(answer, posts=1)
+    assert outcomes == [PostOutcome.FAILED]
+    assert connections == 3  # transient: retried on a fresh connection each time
+
+
+def test_an_answer_that_ends_at_close_is_read_to_the_end_and_not_reused() -> None:
+    outcomes, connections = scripted_post(b"HTTP/1.1 410 Gone\r\n\r\n{}", close=True)
+    assert outcomes == [PostOutcome.GONE, PostOutcome.GONE]
+    assert connections == 2
+    outcomes, connections = scripted_post(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", close=True)
+    assert outcomes == [PostOutcome.DELIVERED, PostOutcome.DELIVERED] and connections == 2
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+
+
+def test_an_idle_connection_the_server_dropped_is_not_used_for_the_next_post() -> None:
+    """As after a Lambda container thaws: the close is on the socket, unread by the loop."""
+    server = ScriptedServer(OK, close_delay=0.2)
+    sleeps: list[float] = []
+    gateway = make_gateway(server.endpoint, sleeps=sleeps, workers=1)
+    try:
+        assert gateway.post("A=", b"{}") is PostOutcome.DELIVERED
+        pool = gateway.api.pool
+        # Hold the loop while the server closes the idle connection; the next post is
+        # queued behind the hold, so it runs before the loop reads the close.
+        pool.loop.call_soon_threadsafe(time.sleep, 0.5)
+        assert gateway.post("A=", b"{}") is PostOutcome.DELIVERED
+        assert sleeps == []  # no failed attempt, no retry: a new connection at once
+        assert server.connections == 2 and pool.opened == 2
+    finally:
+        server.sock.close()
+
+
+def _self_signed(tmp_path: Path) -> tuple[str, str]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    keyfile.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return str(certfile), str(keyfile)
+
+
+def test_posts_over_tls_verify_the_server_certificate(tmp_path: Path) -> None:
+    certfile, keyfile = _self_signed(tmp_path)
+    server = ScriptedServer(OK, tls=(certfile, keyfile))
+    try:
+        trusting = ConnectionGateway(
+            ManagementApi(
+                server.endpoint,
+                pool=new_pool(2, ssl_context=ssl.create_default_context(cafile=certfile)),
+                credentials=lambda: ReadOnlyCredentials("AKIDEXAMPLE", "secret", None),
+                region="eu-west-1",
+            ),
+            None,
+            2,
+        )
+        assert trusting.fan_out(["A=", "B="], b"{}").delivered == 2
+        assert trusting.post("C=", b"{}") is PostOutcome.DELIVERED
+        assert trusting.api.pool.opened <= 2  # keep-alive over TLS too
+        # The default context (certifi's CAs) does not trust a self-signed certificate.
+        refusing = make_gateway(server.endpoint, workers=1)
+        assert refusing.post("A=", b"{}") is PostOutcome.FAILED
+        assert refusing.api.pool.opened == 0
+    finally:
+        server.sock.close()

@@ -13,13 +13,13 @@ from chalicelib.routes import DEFAULT_ROUTES, is_channel_key, routes_with_overri
 BASE = {"BACKEND_URL": "https://api.example.com/", "CONNECTIONS_TABLE": "t"}
 
 
-def test_defaults_follow_the_contract() -> None:
+def test_defaults_are_the_documented_ones() -> None:
     s = Settings.from_env(BASE)
     assert s.backend_url == "https://api.example.com"
     assert (s.connection_ttl_seconds, s.backend_timeout_seconds, s.fanout_workers, s.push_chunk_size) == (
         86400,
         10.0,
-        32,
+        128,
         500,
     )
     assert s.api_gateway_endpoint is None and s.allowed_origins == ()
