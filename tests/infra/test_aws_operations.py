@@ -8,9 +8,11 @@ A static scan of ``app.py`` and ``chalicelib/``:
   ``query``, ``invoke``...) must be in the list, or listed as not made at
   runtime. String literals count because the registry dispatches by name
   (``self._call("put_item", ...)``).
-- signed HTTP: in a module that signs requests with botocore's ``SigV4Auth``,
-  every HTTP method literal (``"POST"``, ``"DELETE"``) must be in the list as an
-  ``execute-api`` call, and the module must address ``@connections``.
+- signed HTTP: in a module that signs requests with SigV4 (it imports
+  ``botocore.auth``, or its code, not its comments, holds the algorithm's name
+  ``AWS4-HMAC-SHA256`` in a string), every HTTP method literal (``"POST"``,
+  ``"DELETE"``) must be in the list as an ``execute-api`` call, and the module
+  must address ``@connections``.
 - the other way round: every call the list names is still found in the code.
 
 What it cannot see: which object a method is called on (a method that happens
@@ -60,6 +62,31 @@ def boto3_services(tree: ast.Module) -> set[str]:
     return services
 
 
+def code_strings(tree: ast.Module) -> list[str]:
+    """Every string constant of the code, docstrings left out (f-string parts included)."""
+    docstrings: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                docstrings.add(id(body[0].value))
+    return [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+    ]
+
+
+def signs_requests(tree: ast.Module) -> bool:
+    """Whether a module signs HTTP requests with SigV4, judged by its code alone."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("botocore.auth"):
+            return True
+        if isinstance(node, ast.Import) and any(a.name.startswith("botocore.auth") for a in node.names):
+            return True
+    return any("AWS4-HMAC-SHA256" in text for text in code_strings(tree))
+
+
 def names_used(tree: ast.Module) -> set[str]:
     """Attribute calls (``x.put_item(...)``) and string literals (``"put_item"``)."""
     found: set[str] = set()
@@ -85,12 +112,25 @@ def scan() -> set[str]:
         for tree in sources.values():
             calls |= {f"{service}.{name}" for name in names_used(tree) & ops}
     for path, tree in sources.items():
-        text = ast.unparse(tree)
-        if "SigV4Auth" not in text:
+        if not signs_requests(tree):
             continue
-        assert "@connections" in text, f"{path} signs requests to something other than @connections"
+        assert any("@connections" in text for text in code_strings(tree)), (
+            f"{path} signs requests to something other than @connections"
+        )
         calls |= {f"execute-api.{m}" for m in names_used(tree) & HTTP_METHODS}
     return calls
+
+
+def test_signing_is_recognised_by_code_not_by_words() -> None:
+    """A docstring naming SigV4 does not make a module a signer; code that signs does."""
+    described = ast.parse('"""Signs like SigV4Auth: AWS4-HMAC-SHA256."""\nX = 1\n')
+    assert not signs_requests(described)
+    hand_written = ast.parse('def sign(scope):\n    return f"AWS4-HMAC-SHA256 Credential=k/{scope}"\n')
+    assert signs_requests(hand_written)
+    with_botocore = ast.parse("from botocore.auth import SigV4Auth\n")
+    assert signs_requests(with_botocore)
+    signers = [path for path, tree in deployed_sources().items() if signs_requests(tree)]
+    assert signers == ["chalicelib/gateway.py"]
 
 
 def test_every_aws_call_in_the_deployed_code_is_listed() -> None:
