@@ -24,8 +24,8 @@ from tests.e2e.support import (
     run,
     table_items,
     token,
-    wait_until,
 )
+from tests.harness import wait_until
 
 pytestmark = pytest.mark.e2e
 

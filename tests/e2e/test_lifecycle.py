@@ -20,7 +20,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.e2e.support import StackProcess, gateway_only, open_socket, run, table_items, token, wait_until
+from tests.e2e.support import StackProcess, gateway_only, open_socket, run, table_items, token
+from tests.harness import wait_until
 
 pytestmark = pytest.mark.e2e
 

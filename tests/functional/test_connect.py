@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.conftest import Stack, chat_backend
+from tests.harness import Stack, chat_backend, refused_port
 from tests.standins import Reply
 
 CHAT = {"type": "chat", "booking_id": "1", "token": "tok-abc"}
@@ -204,10 +204,9 @@ def test_backend_timeout_rejects_504(stack: Stack, monkeypatch: pytest.MonkeyPat
 
 
 def test_backend_refusing_connections_rejects_502(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.conftest import free_port
-
-    monkeypatch.setenv("BACKEND_URL", f"http://127.0.0.1:{free_port()}")
-    assert stack.connect("C1=", CHAT)["statusCode"] == 502
+    with refused_port() as port:
+        monkeypatch.setenv("BACKEND_URL", f"http://127.0.0.1:{port}")
+        assert stack.connect("C1=", CHAT)["statusCode"] == 502
     assert stack.items() == []
 
 

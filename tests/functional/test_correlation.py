@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from tests.conftest import Stack, chat_backend
+from tests.harness import Stack, chat_backend
 from tests.standins import Reply
 
 CHAT = {"type": "chat", "booking_id": "1", "token": "old-token"}

@@ -7,7 +7,7 @@ from typing import Any
 from chalicelib import protocol
 from chalicelib.container import Tuning
 from chalicelib.internal_events import pack_frames
-from tests.conftest import Stack, chat_backend
+from tests.harness import Stack, chat_backend
 
 CHAT = {"type": "chat", "booking_id": "1", "token": "tok"}
 

@@ -10,7 +10,7 @@ import pytest
 
 from chalicelib.errors import BackendUnavailable
 from chalicelib.gateway import RetryPolicy
-from tests.conftest import Stack, chat_backend
+from tests.harness import Stack, chat_backend
 
 CHAT = {"type": "chat", "booking_id": "1", "token": "t"}
 THROTTLE_ATTEMPTS = RetryPolicy().throttle_attempts
@@ -84,25 +84,21 @@ def test_later_attempt_resumes_a_split_payload_at_the_part_that_failed(stack: St
         "broadcast": True,
     }
     stack.backend.routes["/api/chat/ws/1/message"] = Reply(200, history)
-    parts_total = None
-
     # B's first part goes through, then its second part is throttled past the retries
-    original = stack.mgmt._status
+    throttled: list[str] = []
 
-    def throttle_second_part(method: str, path: str, body: bytes) -> int:
-        if stack.mgmt.connection_id(path) == "B1=" and len(stack.mgmt.received["B1="]) == 1:
-            if stack.mgmt.throttle.get("B1=", 0) == 0 and not hasattr(throttle_second_part, "done"):
-                stack.mgmt.throttle["B1="] = THROTTLE_ATTEMPTS
-                throttle_second_part.done = True  # type: ignore[attr-defined]
-        return original(method, path, body)
+    def throttle_second_part(method: str, cid: str) -> None:
+        if cid == "B1=" and len(stack.mgmt.received["B1="]) == 1 and not throttled:
+            throttled.append(cid)
+            stack.mgmt.throttle["B1="] = THROTTLE_ATTEMPTS
 
-    stack.mgmt._status = throttle_second_part  # type: ignore[method-assign]
+    stack.mgmt.before_request = throttle_second_part
     stack.send("A1=", {"type": "load_more"})
     parts_total = stack.mgmt.frames("A1=")[0]["parts"]
+    assert parts_total > 2 and throttled == ["B1="]
     assert len(stack.mgmt.received["B1="]) == 1
-    taken = stack.lambdas.take("ws-proxy-test-fanout")
-    print("DBG", [(t["chunk"]["connection_ids"], t["chunk"].get("attempt")) for t in taken])
-    (later,) = taken
+    (later,) = stack.lambdas.take("ws-proxy-test-fanout")
+    assert later["chunk"]["connection_ids"] == ["B1="] and later["chunk"]["attempt"] == 1
     stack.invoke("fanout", later)
     parts = stack.mgmt.frames("B1=")
     assert [p["part"] for p in parts] == list(range(1, parts_total + 1))  # each part once, in order

@@ -15,7 +15,7 @@ from chalicelib.gateway import (
     new_pool,
     region_for,
 )
-from tests.conftest import free_port
+from tests.harness import refused_port
 from tests.standins import ManagementApiStandIn
 
 
@@ -41,22 +41,15 @@ def make_gateway(endpoint: str, *, sleeps: list[float] | None = None, workers: i
 
 
 def test_posts_are_sigv4_signed_for_execute_api(mgmt: ManagementApiStandIn) -> None:
-    seen: list[dict[str, str]] = []
-    original = mgmt.handle
-
-    def capture(method, path, headers, body):  # type: ignore[no-untyped-def]
-        seen.append(headers)
-        return original(method, path, headers, body)
-
-    mgmt.handle = capture  # type: ignore[method-assign]
     mgmt.open.add("a/b+c=")
     gateway = make_gateway(mgmt.endpoint)
     assert gateway.post("a/b+c=", b'{"x":1}') is PostOutcome.DELIVERED
     assert mgmt.frames("a/b+c=") == [{"x": 1}]  # the id survives URL quoting
-    auth = seen[0]["Authorization"]
+    (headers,) = mgmt.headers
+    auth = headers["Authorization"]
     assert auth.startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
     assert "/eu-west-1/execute-api/aws4_request" in auth
-    assert seen[0]["X-Amz-Security-Token"] == "session-token"
+    assert headers["X-Amz-Security-Token"] == "session-token"
 
 
 def test_throttling_is_retried_a_bounded_number_of_times(mgmt: ManagementApiStandIn) -> None:
@@ -77,9 +70,10 @@ def test_server_errors_are_retried_then_failed(mgmt: ManagementApiStandIn) -> No
 
 
 def test_unreachable_endpoint_fails_without_raising() -> None:
-    gateway = make_gateway(f"http://127.0.0.1:{free_port()}/development")
-    assert gateway.post("X=", b"{}") is PostOutcome.FAILED
-    result = gateway.fan_out(["X=", "Y="], b"{}")
+    with refused_port() as port:
+        gateway = make_gateway(f"http://127.0.0.1:{port}/development")
+        assert gateway.post("X=", b"{}") is PostOutcome.FAILED
+        result = gateway.fan_out(["X=", "Y="], b"{}")
     assert result.failed == ["X=", "Y="] and result.delivered == 0
 
 

@@ -13,7 +13,7 @@ import pytest
 from chalicelib.container import GATEWAY_CACHE_SIZE
 from chalicelib.internal_events import pack_frames
 from tests import events
-from tests.conftest import Stack, chat_backend
+from tests.harness import Stack, chat_backend
 from tests.standins import ManagementApiStandIn, Reply
 
 NOTE = {"type": "notification", "text": "for alice only"}

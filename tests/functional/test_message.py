@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import Stack, chat_backend
+from tests.harness import Stack, chat_backend, refused_port
 from tests.standins import Reply
 
 CHAT = {"type": "chat", "booking_id": "1", "token": "tok-a"}
@@ -264,13 +264,13 @@ def test_backend_timeout_is_retryable(stack: Stack, monkeypatch: pytest.MonkeyPa
 
 def test_backend_down_is_retryable(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     from app import container
-    from tests.conftest import free_port
 
     chat_backend(stack.backend)
     join(stack, "A1=")
-    monkeypatch.setenv("BACKEND_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
-    container.reset()
-    stack.send("A1=", {"body": "hi"})
+    with refused_port() as port:
+        monkeypatch.setenv("BACKEND_URL", f"http://127.0.0.1:{port}")  # nothing listens there
+        container.reset()
+        stack.send("A1=", {"body": "hi"})
     assert_error(last(stack, "A1="), "backend_unavailable", True)
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Stack
+from tests.harness import Stack
 from tests.standins import Reply
 
 STATUS = {"type": "booking_status", "booking_id": "1", "status": "confirmed"}

@@ -307,14 +307,6 @@ async def pump(name: str, sock: Socket, tracker: Tracker, stop: asyncio.Event) -
             raise AssertionError(f"{name}: unexpected {msg.type} {msg.data!r}")
 
 
-async def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not true within {timeout} s")
-        await asyncio.sleep(0.02)
-
-
 def stack_alive(stack: StackProcess, since: int) -> None:
     """No crash: the process runs, and nothing escaped the proxy's error handling since ``since``."""
     assert stack.proc.poll() is None, f"the stack exited:\n{stack.output[-3000:]}"

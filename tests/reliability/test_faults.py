@@ -39,9 +39,8 @@ import pytest
 
 from chalicelib.registry import Connection, item_for
 from chalicelib.routes import channel_key
-from local_gateway.stack import moto_server
-from tests.conftest import free_port, moto_client
 from tests.e2e.support import Socket, StackProcess, open_socket, run
+from tests.harness import moto_client, start_moto, wait_for
 from tests.reliability.support import (
     SLOW_SECONDS,
     DynamoFaultProxy,
@@ -50,7 +49,6 @@ from tests.reliability.support import (
     drop,
     pump,
     stack_alive,
-    wait_for,
 )
 
 pytestmark = pytest.mark.e2e
@@ -118,32 +116,28 @@ class Faults:
 
 @pytest.fixture(scope="module")
 def faults() -> Iterator[Faults]:
-    moto = moto_server("127.0.0.1", free_port())
-    moto.start()
-    host, port = moto.get_host_and_port()
-    moto_url = f"http://{host}:{port}"
-    backend = FaultBackend()
-    dynamodb = DynamoFaultProxy(moto_url)
-    stack = None
-    try:
-        stack = StackProcess(
-            "reliability-faults",
-            "--backend-url",
-            backend.url,
-            "--dynamodb-endpoint",
-            dynamodb.url,
-            "--table",
-            TABLE,
-            "--fault-injection",
-        )
-        yield Faults(stack, backend, dynamodb, moto_url)
-    finally:
-        if stack is not None:
-            status = stack.stop()
-            assert status == 0, f"the stack did not stop cleanly ({status}):\n{stack.output[-3000:]}"
-        dynamodb.stop()
-        backend.stop()
-        moto.stop()
+    with start_moto() as moto_url:
+        backend = FaultBackend()
+        dynamodb = DynamoFaultProxy(moto_url)
+        stack = None
+        try:
+            stack = StackProcess(
+                "reliability-faults",
+                "--backend-url",
+                backend.url,
+                "--dynamodb-endpoint",
+                dynamodb.url,
+                "--table",
+                TABLE,
+                "--fault-injection",
+            )
+            yield Faults(stack, backend, dynamodb, moto_url)
+        finally:
+            if stack is not None:
+                status = stack.stop()
+                assert status == 0, f"the stack did not stop cleanly ({status}):\n{stack.output[-3000:]}"
+            dynamodb.stop()
+            backend.stop()
 
 
 @pytest.fixture

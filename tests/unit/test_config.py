@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
+from collections.abc import Iterator
 
 import pytest
 
 from chalicelib.config import Settings
-from chalicelib.errors import ConfigurationError
+from chalicelib.container import Container, aws_config
+from chalicelib.errors import BackendUnavailable, ConfigurationError
 from chalicelib.routes import DEFAULT_ROUTES, is_channel_key, routes_with_overrides
+from tests.harness import UNSET_ENV
+from tests.standins import DynamoDbStandIn
 
 BASE = {"BACKEND_URL": "https://api.example.com/", "CONNECTIONS_TABLE": "t"}
 
@@ -120,22 +126,58 @@ def test_routes_can_be_overridden_by_configuration() -> None:
     assert routes_with_overrides(None) == DEFAULT_ROUTES
 
 
-def test_the_registry_client_retries_with_dynamodbs_own_short_backoff(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from botocore import retryhandler
+def test_the_aws_clients_have_short_timeouts_and_bounded_retries() -> None:
+    config = aws_config(8)
+    assert (config.connect_timeout, config.read_timeout) == (2, 5)
+    assert config.retries == {"mode": "standard", "total_max_attempts": 5}
+    assert config.max_pool_connections == 10  # never below 10, else as wide as the fan-out
+    assert aws_config(64).max_pool_connections == 64
+    assert aws_config(8, retry_mode="legacy").retries == {"mode": "legacy", "total_max_attempts": 5}
 
-    from chalicelib.container import Container
 
+@pytest.fixture
+def throttling_dynamodb(monkeypatch: pytest.MonkeyPatch) -> Iterator[DynamoDbStandIn]:
+    """The container's DynamoDB is a stand-in that throttles on request."""
+    server = DynamoDbStandIn().start()
+    for key in UNSET_ENV:
+        monkeypatch.delenv(key, raising=False)
     for key, value in {
         **BASE,
+        "AWS_ENDPOINT_URL_DYNAMODB": server.url,
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_ACCESS_KEY_ID": "x",
         "AWS_SECRET_ACCESS_KEY": "y",
     }.items():
         monkeypatch.setenv(key, value)
-    client = Container().use_cases().registry._client  # type: ignore[attr-defined]
-    handlers = client.meta.events._emitter._handlers.prefix_search("needs-retry.dynamodb.Query")
-    (retry,) = [h for h in handlers if isinstance(h, retryhandler.RetryHandler)]
-    assert [round(retry._action(attempts=n), 3) for n in (1, 2, 3, 4)] == [0.05, 0.1, 0.2, 0.4]
-    assert retry._checker._max_attempts == 5
+    yield server
+    server.stop()
+
+
+def botocore_pauses(caplog: pytest.LogCaptureFixture) -> list[float]:
+    """The pauses botocore logged before each retry (its DEBUG record, one per retry)."""
+    found = (RETRY_PAUSE.search(record.getMessage()) for record in caplog.records)
+    return [float(match.group(1)) for match in found if match]
+
+
+RETRY_PAUSE = re.compile(r"retry, sleeping for ([0-9.]+) seconds")
+
+
+def test_the_registry_client_retries_with_dynamodbs_own_short_backoff(
+    throttling_dynamodb: DynamoDbStandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = Container().use_cases().registry
+    throttling_dynamodb.throttle = 4  # absorbed: the fifth attempt is answered
+    with caplog.at_level(logging.DEBUG, logger="botocore.endpoint"):
+        assert registry.find("A=", retry=False, cached=False) is None
+    assert throttling_dynamodb.operations == ["Query"] * 5
+    # DynamoDB's own backoff (legacy mode), not standard mode's pauses of up to 1, 2, 4 s
+    assert botocore_pauses(caplog) == [0.05, 0.1, 0.2, 0.4]
+
+
+def test_the_registry_gives_up_after_five_throttled_attempts(throttling_dynamodb: DynamoDbStandIn) -> None:
+    registry = Container().use_cases().registry
+    throttling_dynamodb.throttle = 6
+    with pytest.raises(BackendUnavailable):
+        registry.find("A=", retry=False, cached=False)
+    assert throttling_dynamodb.operations == ["Query"] * 5
+    assert throttling_dynamodb.throttle == 1

@@ -11,8 +11,8 @@ import pytest
 from chalicelib.errors import BackendUnavailable
 from chalicelib.registry import Connection, ConnectionRegistry
 from chalicelib.schema import ensure_table
-from tests.conftest import moto_client
 from tests.fakes import FakeRegistry
+from tests.harness import moto_client
 
 NOW = 1_800_000_000
 
