@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import boto3
@@ -30,6 +30,7 @@ from chalice.test import Client
 
 import app as app_module
 from chalicelib.container import Tuning
+from chalicelib.gateway import RetryPolicy
 from chalicelib.registry import Connection, item_for
 from chalicelib.routes import DEFAULT_ROUTES
 from chalicelib.schema import ensure_table
@@ -133,8 +134,10 @@ UNSET_ENV = (
 
 #: Index lookup retries without real pauses (a miss on moto is final).
 FAST_LOOKUP_RETRIES = (0.001, 0.001, 0.001, 0.001)
+#: The Management API's retries: as many attempts as in Lambda, with millisecond pauses.
+FAST_GATEWAY_RETRY = replace(RetryPolicy(), base_delay=0.001, max_delay=0.002)
 #: The timings the functional tests run the app with: the same code paths, shorter pauses.
-FAST_TUNING = Tuning(lookup_retry_delays=FAST_LOOKUP_RETRIES)
+FAST_TUNING = Tuning(lookup_retry_delays=FAST_LOOKUP_RETRIES, gateway_retry=FAST_GATEWAY_RETRY)
 
 
 @dataclass

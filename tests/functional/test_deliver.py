@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from chalicelib import protocol
-from chalicelib.container import Tuning
 from chalicelib.internal_events import pack_frames
-from tests.harness import Stack, chat_backend
+from tests.harness import FAST_TUNING, Stack, chat_backend
 
 CHAT = {"type": "chat", "booking_id": "1", "token": "tok"}
 
@@ -65,7 +65,7 @@ def test_connection_that_never_opens_is_given_up_and_its_item_removed(stack: Sta
 
     chat_backend(stack.backend)
     stack.connect("D1=", CHAT, establish=False)  # the client left before the handshake ended
-    container.reset(Tuning(deliver_retry_seconds=0.3))
+    container.reset(replace(FAST_TUNING, deliver_retry_seconds=0.3))
     (payload,) = stack.lambdas.take("-deliver")
     result = stack.invoke("deliver", payload)
     assert result["outcome"] == "gone" and result["delivered"] == 0

@@ -9,11 +9,11 @@ from __future__ import annotations
 import pytest
 
 from chalicelib.errors import BackendUnavailable
-from chalicelib.gateway import RetryPolicy
-from tests.harness import Stack, chat_backend
+from tests.harness import FAST_TUNING, Stack, chat_backend
 
 CHAT = {"type": "chat", "booking_id": "1", "token": "t"}
-THROTTLE_ATTEMPTS = RetryPolicy().throttle_attempts
+#: The Management API's attempts per post in the app under test (as in Lambda).
+THROTTLE_ATTEMPTS = FAST_TUNING.gateway_retry.throttle_attempts
 
 
 def join(stack: Stack, *cids: str) -> None:

@@ -135,14 +135,16 @@ def test_deliver_stops_waiting_once_the_connection_has_disconnected() -> None:
 def test_deliver_posts_only_through_the_configured_or_stored_endpoint() -> None:
     proxy, registry, _, gateways, _, _ = make()
     add(registry, "A=")
+    gateways[ENDPOINT] = FakeGateway(endpoint=ENDPOINT, open={"A="})
     event = {
         "connection_id": "A=",
         "channel": "booking#1",
         "frames": pack_frames([b"{}"]),
         "endpoint": "https://attacker.example.net/x",
     }
-    proxy.deliver.handle(event, long())
+    assert proxy.deliver.handle(event, long())["outcome"] == "delivered"
     assert set(gateways) == {ENDPOINT}
+    assert gateways[ENDPOINT].received == {"A=": [b"{}"]}
 
 
 def test_deliver_for_a_connection_not_in_the_table_posts_nothing() -> None:
