@@ -1,6 +1,6 @@
 """What the tests share: bounded waits, loopback ports, moto, and the app on loopback stand-ins.
 
-- ``wait_until`` / ``wait_for``: poll a condition, bounded (threads / asyncio).
+- ``wait_until`` / ``wait_for`` / ``poll``: poll a condition, bounded (threads / asyncio).
 - ``refused_port``: a loopback port where connections are refused, held for the
   test so no other process can start listening there meanwhile.
 - ``start_moto`` / ``moto_client``: an embedded DynamoDB (moto, on a port the
@@ -47,16 +47,24 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str =
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not true within {timeout} s")
-        time.sleep(0.02)
+        time.sleep(0.05)
+
+
+async def poll(condition: Callable[[], bool], timeout: float) -> bool:
+    """Poll ``condition`` without blocking the event loop, for at most ``timeout`` seconds; its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if condition():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
 
 
 async def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """``wait_until`` for a coroutine: polls without blocking the event loop."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not true within {timeout} s")
-        await asyncio.sleep(0.02)
+    """``wait_until`` for a coroutine."""
+    if not await poll(condition, timeout):
+        raise AssertionError(f"{what}: not true within {timeout} s")
 
 
 # -- ports and moto ------------------------------------------------------------------

@@ -240,7 +240,8 @@ class ManagementApiStandIn(StandIn):
         self._stopping.set()
         super().stop()
 
-    def frames(self, cid: str) -> list[Any]:
+    def frames(self, cid: str) -> list[dict[str, Any]]:
+        """What ``cid`` received, decoded (every frame the proxy posts is a JSON object)."""
         return [json.loads(b) for b in self.received.get(cid, [])]
 
     def posts_to(self, cid: str) -> int:

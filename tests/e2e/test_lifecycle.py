@@ -8,6 +8,7 @@ not touch the other tests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import queue
 import re
@@ -35,7 +36,7 @@ class HeldBackend:
         held = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 answer: dict[str, Any]
                 if self.path.endswith("/connect"):
@@ -125,13 +126,13 @@ def test_idle_sockets_and_old_sockets_are_closed_with_1001(local_stack: StackPro
                     pongs = 0
                     while True:
                         if not busy.ws.closed:
-                            try:
+                            # closed while sending: the close frame is waiting
+                            with contextlib.suppress(aiohttp.ClientConnectionResetError):
                                 await busy.send({"type": "ping"})
-                            except aiohttp.ClientConnectionResetError:
-                                pass  # closed while sending: the close frame is waiting
                         msg = await busy.ws.receive(timeout=5)
                         if msg.type is not aiohttp.WSMsgType.TEXT:
-                            assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == 1001
+                            assert msg.type is aiohttp.WSMsgType.CLOSE
+                            assert msg.data == 1001
                             closed_at["busy"] = time.monotonic() - opened
                             return pongs
                         pongs += 1
@@ -139,7 +140,8 @@ def test_idle_sockets_and_old_sockets_are_closed_with_1001(local_stack: StackPro
 
                 async def stay_idle() -> None:
                     msg = await idle.ws.receive(timeout=10)
-                    assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == 1001
+                    assert msg.type is aiohttp.WSMsgType.CLOSE
+                    assert msg.data == 1001
                     closed_at["idle"] = time.monotonic() - opened
 
                 pongs, _ = await asyncio.gather(keep_busy(), stay_idle())
@@ -167,7 +169,8 @@ def test_ctrl_c_closes_every_socket_and_stops_cleanly(local_stack: StackProcess)
             connection_id = str((await sock.recv())["connection_id"])
             status = asyncio.ensure_future(asyncio.to_thread(stack.stop))
             msg = await sock.ws.receive(timeout=15)
-            assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == 1001
+            assert msg.type is aiohttp.WSMsgType.CLOSE
+            assert msg.data == 1001
             assert await status == 0
             return connection_id
 

@@ -56,7 +56,8 @@ def test_oversize_payload_that_cannot_be_split_becomes_an_error_frame(stack: Sta
     stack.connect("D1=", CHAT)
     stack.run_deliveries()
     first, second = stack.mgmt.frames("D1=")
-    assert first["type"] == "error" and first["code"] == "too_large"
+    assert first["type"] == "error"
+    assert first["code"] == "too_large"
     assert second == {"type": "receipt"}
 
 
@@ -68,7 +69,8 @@ def test_connection_that_never_opens_is_given_up_and_its_item_removed(stack: Sta
     container.reset(replace(FAST_TUNING, deliver_retry_seconds=0.3))
     (payload,) = stack.lambdas.take("-deliver")
     result = stack.invoke("deliver", payload)
-    assert result["outcome"] == "gone" and result["delivered"] == 0
+    assert result["outcome"] == "gone"
+    assert result["delivered"] == 0
     assert stack.items() == []
 
 
@@ -77,7 +79,8 @@ def test_failed_post_stops_the_sequence_and_tells_the_client(stack: Stack) -> No
     stack.connect("D1=", CHAT)
     stack.mgmt.fail.add("D1=")
     (result,) = stack.run_deliveries()
-    assert result["outcome"] == "failed" and result["delivered"] == 0
+    assert result["outcome"] == "failed"
+    assert result["delivered"] == 0
     assert stack.mgmt.frames("D1=") == []  # 500 for everything: nothing could be sent
 
 

@@ -6,6 +6,8 @@ Also: once the backend has accepted a message, a failure to deliver it is not
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from chalicelib.errors import BackendUnavailable
@@ -21,11 +23,11 @@ def join(stack: Stack, *cids: str) -> None:
         assert stack.connect(cid, CHAT)["statusCode"] == 200
 
 
-def messages(stack: Stack, cid: str) -> list[dict]:
+def messages(stack: Stack, cid: str) -> list[dict[str, Any]]:
     return [f for f in stack.mgmt.frames(cid) if f.get("type") == "message"]
 
 
-def errors(stack: Stack, cid: str) -> list[dict]:
+def errors(stack: Stack, cid: str) -> list[dict[str, Any]]:
     return [f for f in stack.mgmt.frames(cid) if f.get("type") == "error"]
 
 
@@ -36,7 +38,8 @@ def test_peer_throttled_past_the_retries_gets_the_message_from_a_later_attempt(s
     stack.send("A1=", {"body": "hold on"})
     assert messages(stack, "B1=") == []
     (later,) = stack.lambdas.take("ws-proxy-test-fanout")
-    assert later["chunk"]["connection_ids"] == ["B1="] and later["chunk"]["attempt"] == 1
+    assert later["chunk"]["connection_ids"] == ["B1="]
+    assert later["chunk"]["attempt"] == 1
     assert stack.invoke("fanout", later)["delivered"] == 1
     assert [m["message"] for m in messages(stack, "B1=")] == [{"body": "hold on"}]
     assert len(messages(stack, "A1=")) == 1
@@ -53,7 +56,8 @@ def test_peer_failing_the_later_attempt_too_is_told(stack: Stack) -> None:
     assert stack.lambdas.take("-fanout") == []  # no third attempt
     assert messages(stack, "B1=") == []
     (note,) = errors(stack, "B1=")
-    assert note["code"] == "delivery_failed" and note["retryable"] is True
+    assert note["code"] == "delivery_failed"
+    assert note["retryable"] is True
     assert stack.live_ids() == {"A1=", "B1="}  # throttled is not gone
 
 
@@ -95,10 +99,12 @@ def test_later_attempt_resumes_a_split_payload_at_the_part_that_failed(stack: St
     stack.mgmt.before_request = throttle_second_part
     stack.send("A1=", {"type": "load_more"})
     parts_total = stack.mgmt.frames("A1=")[0]["parts"]
-    assert parts_total > 2 and throttled == ["B1="]
+    assert parts_total > 2
+    assert throttled == ["B1="]
     assert len(stack.mgmt.received["B1="]) == 1
     (later,) = stack.lambdas.take("ws-proxy-test-fanout")
-    assert later["chunk"]["connection_ids"] == ["B1="] and later["chunk"]["attempt"] == 1
+    assert later["chunk"]["connection_ids"] == ["B1="]
+    assert later["chunk"]["attempt"] == 1
     stack.invoke("fanout", later)
     parts = stack.mgmt.frames("B1=")
     assert [p["part"] for p in parts] == list(range(1, parts_total + 1))  # each part once, in order
@@ -119,5 +125,7 @@ def test_failure_after_the_backend_accepted_is_not_retryable(
     monkeypatch.setattr(registry, "channel_ids", registry_down)
     stack.send("A1=", {"body": "saved", "id": "m-7"})
     (frame,) = errors(stack, "A1=")
-    assert frame["code"] == "delivery_failed" and frame["retryable"] is False and frame["ref"] == "m-7"
+    assert frame["code"] == "delivery_failed"
+    assert frame["retryable"] is False
+    assert frame["ref"] == "m-7"
     assert stack.backend.paths().count("/api/chat/ws/1/message") == 1

@@ -74,7 +74,8 @@ def test_unreachable_endpoint_fails_without_raising() -> None:
         gateway = make_gateway(f"http://127.0.0.1:{port}/development")
         assert gateway.post("X=", b"{}") is PostOutcome.FAILED
         result = gateway.fan_out(["X=", "Y="], b"{}")
-    assert result.failed == ["X=", "Y="] and result.delivered == 0
+    assert result.failed == ["X=", "Y="]
+    assert result.delivered == 0
 
 
 def test_fan_out_sorts_outcomes_and_reports_gone_through_the_callback(mgmt: ManagementApiStandIn) -> None:
@@ -96,7 +97,8 @@ def test_cleanup_failure_does_not_stop_delivery(mgmt: ManagementApiStandIn) -> N
         raise RuntimeError("dynamodb down")
 
     result = make_gateway(mgmt.endpoint).fan_out(["A=", "G1=", "G2=", "B="], b"{}", on_gone=broken)
-    assert result.delivered == 2 and sorted(result.gone) == ["G1=", "G2="]
+    assert result.delivered == 2
+    assert sorted(result.gone) == ["G1=", "G2="]
 
 
 def test_region_comes_from_lambda_or_the_endpoint() -> None:

@@ -84,7 +84,8 @@ def test_a_connection_stored_before_channel_kinds_is_asked_to_reconnect(stack: S
     stack.seed("OLD=", channel="1")  # an item as earlier versions wrote it: the raw booking id
     stack.send("OLD=", {"body": "hi", "id": "m1"})
     (frame,) = stack.mgmt.frames("OLD=")
-    assert frame["code"] == "unknown_connection" and frame["ref"] == "m1"
+    assert frame["code"] == "unknown_connection"
+    assert frame["ref"] == "m1"
     assert stack.backend.requests == []  # its channel cannot be trusted: nothing was forwarded
     assert stack.items() == []
 
@@ -111,7 +112,8 @@ def test_push_refuses_a_chunk_event_and_posts_nowhere(stack: Stack, listener: Ma
         }
     }
     assert push(stack, event)["error"]["code"] == "invalid_event"
-    assert listener.calls == [] and stack.mgmt.calls == []
+    assert listener.calls == []
+    assert stack.mgmt.calls == []
     assert len(stack.items()) == 1
 
 
@@ -196,7 +198,9 @@ def test_a_trickling_backend_is_cut_off_at_the_timeout_and_the_sender_may_retry(
     stack.backend.routes["/api/chat/ws/1/message"] = Reply(200, slow, trickle=0.1)
     stack.send("A1=", {"body": "hi", "id": "m1"})
     frame = stack.mgmt.frames("A1=")[-1]
-    assert frame["code"] == "backend_unavailable" and frame["retryable"] is True and frame["ref"] == "m1"
+    assert frame["code"] == "backend_unavailable"
+    assert frame["retryable"] is True
+    assert frame["ref"] == "m1"
     stack.backend.wait_cut_off("/api/chat/ws/1/message")
 
 
@@ -267,4 +271,5 @@ def test_a_bad_route_template_answers_misconfigured_and_calls_nothing(
     container.reset()
     response = stack.connect("A1=", {"booking_id": "1", "token": "t"})
     assert response == {"statusCode": 500, "body": "the proxy is misconfigured"}
-    assert stack.backend.requests == [] and stack.items() == []
+    assert stack.backend.requests == []
+    assert stack.items() == []

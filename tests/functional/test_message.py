@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -17,18 +18,19 @@ def join(stack: Stack, cid: str, query: dict[str, str] | None = None) -> None:
     assert stack.connect(cid, query or CHAT)["statusCode"] == 200
 
 
-def last(stack: Stack, cid: str) -> dict:
+def last(stack: Stack, cid: str) -> dict[str, Any]:
     frames = stack.mgmt.frames(cid)
     assert frames, f"nothing was posted to {cid}"
     return frames[-1]
 
 
-def assert_error(frame: dict, code: str, retryable: bool) -> None:
+def assert_error(frame: dict[str, Any], code: str, retryable: bool) -> None:
     assert frame["type"] == "error"
     assert set(frame) - {"ref"} == ERROR_KEYS
     assert frame["code"] == code
     assert frame["retryable"] is retryable
-    assert isinstance(frame["message"], str) and frame["message"]
+    assert isinstance(frame["message"], str)
+    assert frame["message"]
 
 
 def test_ping_is_answered_by_the_proxy_without_lookup_or_backend(

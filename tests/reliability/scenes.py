@@ -251,4 +251,5 @@ def assert_error(frame: dict[str, Any], code: str, retryable: bool) -> None:
     assert frame["type"] == "error"
     assert frame["code"] == code, frame
     assert frame["retryable"] is retryable, frame
-    assert isinstance(frame["message"], str) and frame["message"]
+    assert isinstance(frame["message"], str)
+    assert frame["message"]

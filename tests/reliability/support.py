@@ -254,7 +254,8 @@ def drop(sock: Socket, how: str = "rst") -> None:
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     raw.shutdown(socket.SHUT_RDWR)
     if how == "rst":
-        connection = sock.ws._response.connection  # no public way to abort the transport
+        # aiohttp has no public way to abort a WebSocket's transport (close() sends a close frame)
+        connection = sock.ws._response.connection  # noqa: SLF001
         if connection is not None and connection.transport is not None:
             connection.transport.abort()
 

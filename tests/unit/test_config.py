@@ -28,7 +28,8 @@ def test_defaults_follow_the_contract() -> None:
         32,
         500,
     )
-    assert s.api_gateway_endpoint is None and s.allowed_origins == ()
+    assert s.api_gateway_endpoint is None
+    assert s.allowed_origins == ()
 
 
 def test_values_are_read_and_normalised() -> None:
@@ -43,7 +44,8 @@ def test_values_are_read_and_normalised() -> None:
     )
     assert s.api_gateway_endpoint == "https://x.example/dev"
     assert s.allowed_origins == ("https://a.example", "https://b.example")
-    assert s.fanout_workers == 8 and s.backend_timeout_seconds == 2.5
+    assert s.fanout_workers == 8
+    assert s.backend_timeout_seconds == 2.5
 
 
 @pytest.mark.parametrize(
@@ -99,7 +101,9 @@ def test_route_table_matches_the_contract() -> None:
     assert feed.message_path(None) == "/api/ws/items-feed/message"
     assert feed.channel_for(None, None) == "feed#"
     assert chat.channel_for("7", "u") == booking.channel_for("7", None) == "booking#7"
-    assert not feed.needs_token and chat.needs_token and note.needs_token
+    assert not feed.needs_token
+    assert chat.needs_token
+    assert note.needs_token
 
 
 def test_no_id_names_another_kinds_channel() -> None:
@@ -107,10 +111,14 @@ def test_no_id_names_another_kinds_channel() -> None:
     chat, note, feed = (DEFAULT_ROUTES[t] for t in ("chat", "notification", "feed"))
     bookings = {chat.channel_for(b, None) for b in ("user_alice", "feed", "user#alice", "feed#")}
     users = {note.channel_for(None, u) for u in ("alice", "feed", "booking#1", "1")}
-    assert len(bookings) == 4 and len(users) == 4
-    assert not bookings & users and feed.channel_for(None, None) not in bookings | users
+    assert len(bookings) == 4
+    assert len(users) == 4
+    assert not bookings & users
+    assert feed.channel_for(None, None) not in bookings | users
     assert all(is_channel_key(c) for c in bookings | users)
-    assert not is_channel_key("1") and not is_channel_key("user_alice") and not is_channel_key("feed")
+    assert not is_channel_key("1")
+    assert not is_channel_key("user_alice")
+    assert not is_channel_key("feed")
 
 
 def test_routes_can_be_overridden_by_configuration() -> None:
