@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -267,9 +268,13 @@ def open_stack(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[
         yield Stack(Client(app_module.app, stage_name="test"), backend, mgmt, lambdas, dynamodb, table)
     finally:
         app_module.container.reset(Tuning())
-        for server in (backend, mgmt, lambdas):
-            server.stop()
+        # each stop waits for its server's poll interval: all three at once
+        stopping = [threading.Thread(target=server.stop) for server in (backend, mgmt, lambdas)]
+        for thread in stopping:
+            thread.start()
         dynamodb.delete_table(TableName=table)
+        for thread in stopping:
+            thread.join()
 
 
 def chat_backend(backend: BackendStandIn, booking: str = "1", **connect_answer: Any) -> None:

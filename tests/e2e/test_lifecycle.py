@@ -110,7 +110,7 @@ def test_the_management_api_answers_410_until_the_handshake_completes(
 
 def test_idle_sockets_and_old_sockets_are_closed_with_1001(local_stack: StackProcess) -> None:
     stack = gateway_only(
-        "timeouts", local_stack, local_stack.backend, "--idle-timeout", "1", "--max-lifetime", "2.5"
+        "timeouts", local_stack, local_stack.backend, "--idle-timeout", "0.6", "--max-lifetime", "1.5"
     )
     try:
 
@@ -136,7 +136,7 @@ def test_idle_sockets_and_old_sockets_are_closed_with_1001(local_stack: StackPro
                             closed_at["busy"] = time.monotonic() - opened
                             return pongs
                         pongs += 1
-                        await asyncio.sleep(0.25)
+                        await asyncio.sleep(0.15)  # a quarter of the idle timeout
 
                 async def stay_idle() -> None:
                     msg = await idle.ws.receive(timeout=10)
