@@ -1,10 +1,12 @@
 """Loopback HTTP servers that answer like the proxy's real neighbours.
 
-- ``BackendStandIn``: the FastAPI backend (CONTRACT.md §2), scripted per path.
+- ``BackendStandIn``: the FastAPI backend (docs/backend.md), scripted per path.
 - ``ManagementApiStandIn``: API Gateway's ``@connections`` API, with its rules:
   410 for unknown, closed or not-yet-established connections, 413 above
-  128 KB, scripted 429 bursts, per-post latency, and a record of concurrency.
+  128 KB, scripted 429 bursts, per-post latency, a record of concurrency and
+  headers, and a ``before_request`` hook to change the rules mid-delivery.
 - ``LambdaStandIn``: the Lambda ``Invoke`` API; records asynchronous invocations.
+- ``DynamoDbStandIn``: DynamoDB's JSON API throttling on request (retry policies).
 
 Each is a threaded HTTP/1.1 server (keep-alive, deep accept queue) on a free
 port of 127.0.0.1, started and stopped by the fixture that owns it.

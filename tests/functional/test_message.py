@@ -1,4 +1,4 @@
-"""$default: frames answered by the proxy (CONTRACT.md §1) and backend outcomes (§2)."""
+"""$default: frames answered by the proxy (docs/protocol.md) and backend outcomes (docs/backend.md)."""
 
 from __future__ import annotations
 

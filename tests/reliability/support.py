@@ -1,6 +1,6 @@
 """Servers and checks for the fault and load scenarios, all on 127.0.0.1.
 
-- ``FaultBackend``: a backend (CONTRACT.md §2, chat routes) whose message
+- ``FaultBackend``: a backend (docs/backend.md, chat routes) whose message
   answer each frame chooses: ``{"id": ..., "fault": "500" | "invalid_json" |
   "slow" | "timeout"}``; ``down()`` stops listening (connections refused),
   ``up()`` listens again on the same port.
@@ -114,7 +114,7 @@ class _Server:
 
 
 class FaultBackend(_Server):
-    """The chat routes of CONTRACT.md §2; each message frame picks the backend's answer."""
+    """The chat routes of docs/backend.md; each message frame picks the backend's answer."""
 
     def __init__(self) -> None:
         self.messages: Counter[str] = Counter()  # message id → times the backend saw it

@@ -11,7 +11,7 @@ Invariants checked in every scenario:
 - no crash: the stack process runs, answers a new socket's ping, and its output
   shows no escaped exception, ``internal_error`` or "Internal server error";
 - a sender whose message could not be processed gets an error frame with the
-  CONTRACT §1 code and its ``id`` as ``ref``;
+  code of docs/protocol.md and its ``id`` as ``ref``;
 - every live connection of the channel gets every broadcast exactly once
   (counted per message id, after a ping round trip on each socket);
 - every dead connection's item is gone from the table.

@@ -1,4 +1,4 @@
-"""Settings.from_env and the route table (CONTRACT.md §2-3)."""
+"""Settings.from_env and the route table (docs/backend.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pure protocol rules (CONTRACT.md §1): no I/O."""
+"""Pure protocol rules (docs/protocol.md): no I/O."""
 
 from __future__ import annotations
 
