@@ -15,6 +15,7 @@ tests/conftest.py turns these into fixtures; tests import them from here.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import threading
@@ -34,7 +35,7 @@ from chalicelib.container import Tuning
 from chalicelib.gateway import RetryPolicy
 from chalicelib.registry import Connection, item_for
 from chalicelib.routes import DEFAULT_ROUTES
-from chalicelib.schema import ensure_table
+from chalicelib.schema import create_table_request
 from local_gateway.stack import moto_server
 from tests import events
 from tests.standins import BackendStandIn, LambdaStandIn, ManagementApiStandIn, Reply
@@ -96,8 +97,9 @@ def start_moto() -> Iterator[str]:
         server.stop()
 
 
+@functools.cache
 def moto_client(endpoint: str) -> Any:
-    """A DynamoDB client for a moto endpoint, with dummy credentials."""
+    """A DynamoDB client for a moto endpoint, with dummy credentials (one per endpoint, shared)."""
     return boto3.client(
         "dynamodb",
         endpoint_url=endpoint,
@@ -260,7 +262,9 @@ def open_stack(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     dynamodb = moto_client(moto_endpoint)
-    ensure_table(dynamodb, table)
+    # the table as chalicelib/schema.py defines it (moto's tables are ACTIVE at once; ensure_table,
+    # which also waits and enables TTL, has its own test)
+    dynamodb.create_table(**create_table_request(table))
     # The index is strongly consistent on moto: a miss is final, so its retries need no real pauses.
     app_module.container.reset(FAST_TUNING)
     try:

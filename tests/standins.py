@@ -83,7 +83,7 @@ class StandIn:
         self._server = _Server(("127.0.0.1", 0), Handler)
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.01,), daemon=True)
         #: Paths whose answer the client stopped reading (it hung up) before the end.
         self.cut_off: list[str] = []
         self._pace = threading.local()
