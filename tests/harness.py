@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import boto3
@@ -147,7 +147,8 @@ UNSET_ENV = (
 FAST_LOOKUP_RETRIES = (0.001, 0.001, 0.001, 0.001)
 #: The Management API's retries: as many attempts as in Lambda, with millisecond pauses.
 FAST_GATEWAY_RETRY = replace(RetryPolicy(), base_delay=0.001, max_delay=0.002)
-#: The timings the functional tests run the app with: the same code paths, shorter pauses.
+#: The timings the functional tests run the app with: the same code paths, shorter pauses
+#: (``open_stack`` also records the app's own pauses instead of sleeping them: ``Stack.pauses``).
 FAST_TUNING = Tuning(lookup_retry_delays=FAST_LOOKUP_RETRIES, gateway_retry=FAST_GATEWAY_RETRY)
 
 
@@ -161,6 +162,9 @@ class Stack:
     lambdas: LambdaStandIn
     dynamodb: Any
     table: str
+    #: The pauses the app asked for (index lookup retries, deliver's waits for the handshake),
+    #: recorded instead of slept.
+    pauses: list[float] = field(default_factory=list)
 
     def connect(
         self,
@@ -265,11 +269,13 @@ def open_stack(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     # the table as chalicelib/schema.py defines it (moto's tables are ACTIVE at once; ensure_table,
     # which also waits and enables TTL, has its own test)
     dynamodb.create_table(**create_table_request(table))
+    pauses: list[float] = []
     # The index is strongly consistent on moto: a miss is final, so its retries need no real pauses.
-    app_module.container.reset(FAST_TUNING)
+    app_module.container.reset(replace(FAST_TUNING, sleep=pauses.append))
     try:
         # stage "test" has no environment of its own in .chalice/config.json
-        yield Stack(Client(app_module.app, stage_name="test"), backend, mgmt, lambdas, dynamodb, table)
+        client = Client(app_module.app, stage_name="test")
+        yield Stack(client, backend, mgmt, lambdas, dynamodb, table, pauses)
     finally:
         app_module.container.reset(Tuning())
         # each stop waits for its server's poll interval: all three at once

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -22,6 +23,7 @@ def test_history_then_receipt_arrive_after_the_handshake_completes(stack: Stack)
     assert [f["type"] for f in frames] == ["history", "receipt"]
     assert frames[0] == {"type": "history", "thread": {"id": 7}, "messages": [{"id": 1, "body": "hi"}]}
     assert stack.mgmt.posts_to("D1=") == 5
+    assert stack.pauses == [0.05, 0.1, 0.2]  # growing pauses between the 410s
 
 
 def test_connect_answer_without_payloads_schedules_nothing(stack: Stack) -> None:
@@ -66,7 +68,8 @@ def test_connection_that_never_opens_is_given_up_and_its_item_removed(stack: Sta
 
     chat_backend(stack.backend)
     stack.connect("D1=", CHAT, establish=False)  # the client left before the handshake ended
-    container.reset(replace(FAST_TUNING, deliver_retry_seconds=0.3))
+    # 0.3 s of real waiting (the window is measured on the clock) instead of Lambda's 5 s
+    container.reset(replace(FAST_TUNING, deliver_retry_seconds=0.3, sleep=time.sleep))
     (payload,) = stack.lambdas.take("-deliver")
     result = stack.invoke("deliver", payload)
     assert result["outcome"] == "gone"

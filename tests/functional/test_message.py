@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Stack, chat_backend, refused_port
+from tests.harness import FAST_LOOKUP_RETRIES, Stack, chat_backend, refused_port
 from tests.standins import Reply
 
 CHAT = {"type": "chat", "booking_id": "1", "token": "tok-a"}
@@ -95,6 +95,8 @@ def test_unknown_connection_answers_unknown_connection(stack: Stack) -> None:
     assert_error(frame, "unknown_connection", False)
     assert frame["ref"] == "c-1"
     assert stack.backend.requests == []
+    # the index is eventually consistent in AWS: a miss is asked again after each pause
+    assert stack.pauses == list(FAST_LOOKUP_RETRIES)
 
 
 def test_expired_item_counts_as_unknown(stack: Stack) -> None:
