@@ -30,7 +30,7 @@ from chalicelib.connect import ConnectCase, DisconnectCase
 from chalicelib.deadline import Deadline
 from chalicelib.deliver import DELIVER_RETRY_SECONDS, DeliverCase
 from chalicelib.fanout import HANDSHAKE_GRACE_SECONDS, FanOut, FanOutChunkCase
-from chalicelib.gateway import ConnectionGateway, ManagementApi, new_pool, region_for
+from chalicelib.gateway import ConnectionGateway, ManagementApi, RetryPolicy, new_pool, region_for
 from chalicelib.message import MessageCase
 from chalicelib.ports import Backend, GatewayFor, Invoker, Metric, Registry
 from chalicelib.push import PushCase
@@ -91,6 +91,8 @@ class Tuning:
     handshake_grace_seconds: float = HANDSHAKE_GRACE_SECONDS
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
+    #: The Management API's retries (attempts and backoff) for 429, 5xx and network errors.
+    gateway_retry: RetryPolicy = RetryPolicy()
 
 
 @dataclass(frozen=True)
@@ -231,7 +233,13 @@ class Container:
             return credentials.get_frozen_credentials()
 
         def build_gateway(endpoint: str) -> ConnectionGateway:
-            api = ManagementApi(endpoint, pool=pool, credentials=frozen, region=region_for(endpoint))
+            api = ManagementApi(
+                endpoint,
+                pool=pool,
+                credentials=frozen,
+                region=region_for(endpoint),
+                retry=self._tuning.gateway_retry,
+            )
             return ConnectionGateway(api, executor, settings.fanout_workers)
 
         return wire(

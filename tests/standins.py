@@ -1,10 +1,12 @@
 """Loopback HTTP servers that answer like the proxy's real neighbours.
 
-- ``BackendStandIn``: the FastAPI backend (CONTRACT.md §2), scripted per path.
+- ``BackendStandIn``: the FastAPI backend (docs/backend.md), scripted per path.
 - ``ManagementApiStandIn``: API Gateway's ``@connections`` API, with its rules:
   410 for unknown, closed or not-yet-established connections, 413 above
-  128 KB, scripted 429 bursts, per-post latency, and a record of concurrency.
+  128 KB, scripted 429 bursts, per-post latency, a record of concurrency and
+  headers, and a ``before_request`` hook to change the rules mid-delivery.
 - ``LambdaStandIn``: the Lambda ``Invoke`` API; records asynchronous invocations.
+- ``DynamoDbStandIn``: DynamoDB's JSON API throttling on request (retry policies).
 
 Each is a threaded HTTP/1.1 server (keep-alive, deep accept queue) on a free
 port of 127.0.0.1, started and stopped by the fixture that owns it.
@@ -20,10 +22,12 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import unquote
 
 MAX_POST_BYTES = 128 * 1024
+#: A stand-in's answer: status, body (bytes, or JSON-encoded), extra headers.
+Answer = tuple[int, Any, dict[str, str]]
 
 
 class _Server(ThreadingHTTPServer):
@@ -79,7 +83,7 @@ class StandIn:
         self._server = _Server(("127.0.0.1", 0), Handler)
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.01,), daemon=True)
         #: Paths whose answer the client stopped reading (it hung up) before the end.
         self.cut_off: list[str] = []
         self._pace = threading.local()
@@ -95,7 +99,7 @@ class StandIn:
         """Seconds between the bytes of the answer being written (0: all at once)."""
         return float(getattr(self._pace, "seconds", 0.0))
 
-    def start(self) -> StandIn:
+    def start(self) -> Self:
         self._thread.start()
         return self
 
@@ -103,7 +107,7 @@ class StandIn:
         self._server.shutdown()
         self._server.server_close()
 
-    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any, dict]:
+    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
         raise NotImplementedError
 
 
@@ -125,7 +129,7 @@ class BackendStandIn(StandIn):
         self.requests: list[tuple[str, Any]] = []
         self._lock = threading.Lock()
 
-    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any, dict]:
+    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
         try:
             parsed = json.loads(body) if body else None
         except ValueError:
@@ -165,6 +169,11 @@ class ManagementApiStandIn(StandIn):
         self.delay = 0.0
         self.max_post_bytes = MAX_POST_BYTES
         self.calls: list[tuple[str, str, int]] = []
+        #: The headers of every request, in arrival order.
+        self.headers: list[dict[str, str]] = []
+        #: Called with (method, connection id) before each request to a connection is answered:
+        #: a test's way to change the rules (``open``, ``throttle``, ...) at a given moment.
+        self.before_request: Callable[[str, str], None] | None = None
         self.in_flight = 0
         self.max_in_flight = 0
         self.signed = 0
@@ -176,10 +185,11 @@ class ManagementApiStandIn(StandIn):
             return None
         return unquote(path[len(prefix) :])
 
-    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any, dict]:
+    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
         with self._lock:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self.headers.append(headers)
             if headers.get("Authorization", "").startswith("AWS4-HMAC-SHA256 Credential="):
                 self.signed += 1
         try:
@@ -198,6 +208,8 @@ class ManagementApiStandIn(StandIn):
 
     def _status(self, method: str, path: str, body: bytes) -> int:
         cid = self.connection_id(path)
+        if cid is not None and self.before_request is not None:
+            self.before_request(method, cid)
         with self._lock:
             if cid is None:
                 status = 404
@@ -230,7 +242,8 @@ class ManagementApiStandIn(StandIn):
         self._stopping.set()
         super().stop()
 
-    def frames(self, cid: str) -> list[Any]:
+    def frames(self, cid: str) -> list[dict[str, Any]]:
+        """What ``cid`` received, decoded (every frame the proxy posts is a JSON object)."""
         return [json.loads(b) for b in self.received.get(cid, [])]
 
     def posts_to(self, cid: str) -> int:
@@ -246,7 +259,7 @@ class LambdaStandIn(StandIn):
         self.fail = False
         self._lock = threading.Lock()
 
-    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any, dict]:
+    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
         parts = path.split("/")
         if method != "POST" or len(parts) < 5 or parts[2] != "functions":
             return 404, {"Message": "not found"}, {}
@@ -264,3 +277,31 @@ class LambdaStandIn(StandIn):
             taken = [p for n, _, p in self.invocations if n.endswith(name_suffix)]
             self.invocations = [i for i in self.invocations if not i[0].endswith(name_suffix)]
         return taken
+
+
+class DynamoDbStandIn(StandIn):
+    """DynamoDB's JSON API, throttled on request: ``throttle`` more requests answer
+    ``ProvisionedThroughputExceededException`` (HTTP 400, as DynamoDB does); the others
+    find nothing (an empty ``Query``/``GetItem`` answer). Records each operation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: How many more requests answer throttled.
+        self.throttle = 0
+        #: Each request's operation (``Query``, ``GetItem``, ...), throttled or not.
+        self.operations: list[str] = []
+        self._lock = threading.Lock()
+
+    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
+        operation = headers.get("X-Amz-Target", "?").rsplit(".", 1)[-1]
+        with self._lock:
+            self.operations.append(operation)
+            throttled = self.throttle > 0
+            self.throttle -= throttled
+        if throttled:
+            error = {
+                "__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
+                "message": "The level of configured provisioned throughput for the table was exceeded.",
+            }
+            return 400, error, {}
+        return 200, {"Items": [], "Count": 0, "ScannedCount": 0}, {}

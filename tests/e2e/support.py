@@ -26,7 +26,8 @@ from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
 import aiohttp
-import boto3
+
+from tests.harness import moto_client
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -227,18 +228,8 @@ async def join_chat(
     return sock, str(receipt["connection_id"])
 
 
-def dynamodb_client(stack: StackProcess) -> Any:
-    return boto3.client(
-        "dynamodb",
-        endpoint_url=stack.endpoints["dynamodb"],
-        region_name="us-east-1",
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
-    )
-
-
 def table_items(stack: StackProcess, table: str | None = None) -> list[dict[str, Any]]:
-    client = dynamodb_client(stack)
+    client = moto_client(stack.endpoints["dynamodb"])
     items: list[dict[str, Any]] = []
     kwargs: dict[str, Any] = {"TableName": table or stack.endpoints["table"]}
     while True:
@@ -247,11 +238,3 @@ def table_items(stack: StackProcess, table: str | None = None) -> list[dict[str,
         if "LastEvaluatedKey" not in page:
             return items
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not true within {timeout} s")
-        time.sleep(0.05)

@@ -24,8 +24,8 @@ from tests.e2e.support import (
     run,
     table_items,
     token,
-    wait_until,
 )
+from tests.harness import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -130,7 +130,7 @@ def test_the_table_holds_exactly_the_live_connections(local_stack: StackProcess)
     async def scenario() -> None:
         async with aiohttp.ClientSession() as session:
             alice, alice_id = await join_chat(session, local_stack, "alice", booking)
-            bob, bob_id = await join_chat(session, local_stack, "bob", booking)
+            bob, _bob_id = await join_chat(session, local_stack, "bob", booking)
             carol, carol_id = await join_chat(session, local_stack, "carol", new_booking())
             await bob.close()
 

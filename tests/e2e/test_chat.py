@@ -108,7 +108,8 @@ def test_invalid_frames_are_answered_with_error_frames(local_stack: StackProcess
                 assert frame["type"] == "error", raw
                 assert frame["code"] == "invalid_message", raw
                 assert frame["retryable"] is False
-                assert isinstance(frame["message"], str) and frame["message"]
+                assert isinstance(frame["message"], str)
+                assert frame["message"]
             await sock.ws.send_bytes(b'{"body": "binary"}')
             assert (await sock.recv())["code"] == "invalid_message"
             # The backend refuses a reaction to a message that does not exist: the id is echoed.

@@ -91,7 +91,8 @@ def raw_request(
 ) -> tuple[int, str]:
     """A request with ``path`` sent exactly as written (no client-side normalisation)."""
     address = urlsplit(stack.gateway)
-    assert address.hostname is not None and address.port is not None
+    assert address.hostname is not None
+    assert address.port is not None
     connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
     try:
         data = json.dumps(body).encode() if body is not None else None
@@ -130,7 +131,8 @@ def test_the_demo_forwarder_reaches_nothing_outside_its_routes(local_stack: Stac
     body = {"connection_id": "forged", "token": token(local_stack, "mallory"), "user_id": "mallory"}
     status, text = raw_request(local_stack, "POST", "/demo/api/" + path.format(booking=booking), body)
     assert status == 404, text
-    assert "history" not in text and "token" not in text
+    assert "history" not in text
+    assert "token" not in text
 
 
 def test_the_demo_forwarder_reaches_the_backend_api_docs_by_no_encoding(local_stack: StackProcess) -> None:
@@ -171,7 +173,7 @@ class FloodBackend:
         backend = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 answer: dict[str, Any]
                 if self.path.endswith("/connect"):

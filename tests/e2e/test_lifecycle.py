@@ -8,6 +8,7 @@ not touch the other tests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import queue
 import re
@@ -20,7 +21,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.e2e.support import StackProcess, gateway_only, open_socket, run, table_items, token, wait_until
+from tests.e2e.support import StackProcess, gateway_only, open_socket, run, table_items, token
+from tests.harness import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +36,7 @@ class HeldBackend:
         held = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 answer: dict[str, Any]
                 if self.path.endswith("/connect"):
@@ -108,7 +110,7 @@ def test_the_management_api_answers_410_until_the_handshake_completes(
 
 def test_idle_sockets_and_old_sockets_are_closed_with_1001(local_stack: StackProcess) -> None:
     stack = gateway_only(
-        "timeouts", local_stack, local_stack.backend, "--idle-timeout", "1", "--max-lifetime", "2.5"
+        "timeouts", local_stack, local_stack.backend, "--idle-timeout", "0.6", "--max-lifetime", "1.5"
     )
     try:
 
@@ -124,21 +126,22 @@ def test_idle_sockets_and_old_sockets_are_closed_with_1001(local_stack: StackPro
                     pongs = 0
                     while True:
                         if not busy.ws.closed:
-                            try:
+                            # closed while sending: the close frame is waiting
+                            with contextlib.suppress(aiohttp.ClientConnectionResetError):
                                 await busy.send({"type": "ping"})
-                            except aiohttp.ClientConnectionResetError:
-                                pass  # closed while sending: the close frame is waiting
                         msg = await busy.ws.receive(timeout=5)
                         if msg.type is not aiohttp.WSMsgType.TEXT:
-                            assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == 1001
+                            assert msg.type is aiohttp.WSMsgType.CLOSE
+                            assert msg.data == 1001
                             closed_at["busy"] = time.monotonic() - opened
                             return pongs
                         pongs += 1
-                        await asyncio.sleep(0.25)
+                        await asyncio.sleep(0.15)  # a quarter of the idle timeout
 
                 async def stay_idle() -> None:
                     msg = await idle.ws.receive(timeout=10)
-                    assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == 1001
+                    assert msg.type is aiohttp.WSMsgType.CLOSE
+                    assert msg.data == 1001
                     closed_at["idle"] = time.monotonic() - opened
 
                 pongs, _ = await asyncio.gather(keep_busy(), stay_idle())
@@ -166,7 +169,8 @@ def test_ctrl_c_closes_every_socket_and_stops_cleanly(local_stack: StackProcess)
             connection_id = str((await sock.recv())["connection_id"])
             status = asyncio.ensure_future(asyncio.to_thread(stack.stop))
             msg = await sock.ws.receive(timeout=15)
-            assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == 1001
+            assert msg.type is aiohttp.WSMsgType.CLOSE
+            assert msg.data == 1001
             assert await status == 0
             return connection_id
 

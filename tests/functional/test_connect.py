@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.conftest import Stack, chat_backend
+from tests.harness import Stack, chat_backend, refused_port
 from tests.standins import Reply
 
 CHAT = {"type": "chat", "booking_id": "1", "token": "tok-abc"}
@@ -40,7 +40,8 @@ def test_connect_posts_nothing_itself_and_schedules_the_deferred_delivery(stack:
     ((name, kind, payload),) = stack.lambdas.invocations
     assert name == "ws-proxy-test-deliver"
     assert kind == "Event"
-    assert payload["connection_id"] == "C1=" and payload["channel"] == "booking#1"
+    assert payload["connection_id"] == "C1="
+    assert payload["channel"] == "booking#1"
     assert "endpoint" not in payload  # deliver takes it from the configuration or the item
     assert "tok-abc" not in str(payload)
 
@@ -90,7 +91,8 @@ def test_feed_needs_no_token_and_no_backend_call(stack: Stack) -> None:
     assert stack.connect("F1=", {"type": "feed"}) == {"statusCode": 200}
     assert stack.backend.requests == []
     (item,) = stack.items()
-    assert item["booking_id"] == {"S": "feed#"} and item["connection_type"] == {"S": "feed"}
+    assert item["booking_id"] == {"S": "feed#"}
+    assert item["connection_type"] == {"S": "feed"}
     assert "token" not in item
     assert stack.lambdas.invocations == []  # nothing to deliver
 
@@ -129,7 +131,8 @@ def test_notification_channel_is_the_user_from_the_connect_answer(stack: Stack) 
     assert stack.connect("N1=", {"type": "notification", "token": "t"})["statusCode"] == 200
     assert stack.backend.paths() == ["/api/notifications/ws/connect"]
     item = stack.items()[0]
-    assert item["booking_id"] == {"S": "user#u7"} and item["user_id"] == {"S": "u7"}
+    assert item["booking_id"] == {"S": "user#u7"}
+    assert item["user_id"] == {"S": "u7"}
     assert "booking" not in item
 
 
@@ -204,10 +207,9 @@ def test_backend_timeout_rejects_504(stack: Stack, monkeypatch: pytest.MonkeyPat
 
 
 def test_backend_refusing_connections_rejects_502(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.conftest import free_port
-
-    monkeypatch.setenv("BACKEND_URL", f"http://127.0.0.1:{free_port()}")
-    assert stack.connect("C1=", CHAT)["statusCode"] == 502
+    with refused_port() as port:
+        monkeypatch.setenv("BACKEND_URL", f"http://127.0.0.1:{port}")
+        assert stack.connect("C1=", CHAT)["statusCode"] == 502
     assert stack.items() == []
 
 

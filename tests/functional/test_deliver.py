@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from typing import Any
 
 from chalicelib import protocol
-from chalicelib.container import Tuning
 from chalicelib.internal_events import pack_frames
-from tests.conftest import Stack, chat_backend
+from tests.harness import FAST_TUNING, Stack, chat_backend
 
 CHAT = {"type": "chat", "booking_id": "1", "token": "tok"}
 
@@ -22,6 +23,7 @@ def test_history_then_receipt_arrive_after_the_handshake_completes(stack: Stack)
     assert [f["type"] for f in frames] == ["history", "receipt"]
     assert frames[0] == {"type": "history", "thread": {"id": 7}, "messages": [{"id": 1, "body": "hi"}]}
     assert stack.mgmt.posts_to("D1=") == 5
+    assert stack.pauses == [0.05, 0.1, 0.2]  # growing pauses between the 410s
 
 
 def test_connect_answer_without_payloads_schedules_nothing(stack: Stack) -> None:
@@ -56,7 +58,8 @@ def test_oversize_payload_that_cannot_be_split_becomes_an_error_frame(stack: Sta
     stack.connect("D1=", CHAT)
     stack.run_deliveries()
     first, second = stack.mgmt.frames("D1=")
-    assert first["type"] == "error" and first["code"] == "too_large"
+    assert first["type"] == "error"
+    assert first["code"] == "too_large"
     assert second == {"type": "receipt"}
 
 
@@ -65,10 +68,12 @@ def test_connection_that_never_opens_is_given_up_and_its_item_removed(stack: Sta
 
     chat_backend(stack.backend)
     stack.connect("D1=", CHAT, establish=False)  # the client left before the handshake ended
-    container.reset(Tuning(deliver_retry_seconds=0.3))
+    # 0.3 s of real waiting (the window is measured on the clock) instead of Lambda's 5 s
+    container.reset(replace(FAST_TUNING, deliver_retry_seconds=0.3, sleep=time.sleep))
     (payload,) = stack.lambdas.take("-deliver")
     result = stack.invoke("deliver", payload)
-    assert result["outcome"] == "gone" and result["delivered"] == 0
+    assert result["outcome"] == "gone"
+    assert result["delivered"] == 0
     assert stack.items() == []
 
 
@@ -77,7 +82,8 @@ def test_failed_post_stops_the_sequence_and_tells_the_client(stack: Stack) -> No
     stack.connect("D1=", CHAT)
     stack.mgmt.fail.add("D1=")
     (result,) = stack.run_deliveries()
-    assert result["outcome"] == "failed" and result["delivered"] == 0
+    assert result["outcome"] == "failed"
+    assert result["delivered"] == 0
     assert stack.mgmt.frames("D1=") == []  # 500 for everything: nothing could be sent
 
 

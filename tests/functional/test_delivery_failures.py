@@ -6,14 +6,16 @@ Also: once the backend has accepted a message, a failure to deliver it is not
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from chalicelib.errors import BackendUnavailable
-from chalicelib.gateway import RetryPolicy
-from tests.conftest import Stack, chat_backend
+from tests.harness import FAST_TUNING, Stack, chat_backend
 
 CHAT = {"type": "chat", "booking_id": "1", "token": "t"}
-THROTTLE_ATTEMPTS = RetryPolicy().throttle_attempts
+#: The Management API's attempts per post in the app under test (as in Lambda).
+THROTTLE_ATTEMPTS = FAST_TUNING.gateway_retry.throttle_attempts
 
 
 def join(stack: Stack, *cids: str) -> None:
@@ -21,11 +23,11 @@ def join(stack: Stack, *cids: str) -> None:
         assert stack.connect(cid, CHAT)["statusCode"] == 200
 
 
-def messages(stack: Stack, cid: str) -> list[dict]:
+def messages(stack: Stack, cid: str) -> list[dict[str, Any]]:
     return [f for f in stack.mgmt.frames(cid) if f.get("type") == "message"]
 
 
-def errors(stack: Stack, cid: str) -> list[dict]:
+def errors(stack: Stack, cid: str) -> list[dict[str, Any]]:
     return [f for f in stack.mgmt.frames(cid) if f.get("type") == "error"]
 
 
@@ -36,7 +38,8 @@ def test_peer_throttled_past_the_retries_gets_the_message_from_a_later_attempt(s
     stack.send("A1=", {"body": "hold on"})
     assert messages(stack, "B1=") == []
     (later,) = stack.lambdas.take("ws-proxy-test-fanout")
-    assert later["chunk"]["connection_ids"] == ["B1="] and later["chunk"]["attempt"] == 1
+    assert later["chunk"]["connection_ids"] == ["B1="]
+    assert later["chunk"]["attempt"] == 1
     assert stack.invoke("fanout", later)["delivered"] == 1
     assert [m["message"] for m in messages(stack, "B1=")] == [{"body": "hold on"}]
     assert len(messages(stack, "A1=")) == 1
@@ -53,7 +56,8 @@ def test_peer_failing_the_later_attempt_too_is_told(stack: Stack) -> None:
     assert stack.lambdas.take("-fanout") == []  # no third attempt
     assert messages(stack, "B1=") == []
     (note,) = errors(stack, "B1=")
-    assert note["code"] == "delivery_failed" and note["retryable"] is True
+    assert note["code"] == "delivery_failed"
+    assert note["retryable"] is True
     assert stack.live_ids() == {"A1=", "B1="}  # throttled is not gone
 
 
@@ -84,25 +88,23 @@ def test_later_attempt_resumes_a_split_payload_at_the_part_that_failed(stack: St
         "broadcast": True,
     }
     stack.backend.routes["/api/chat/ws/1/message"] = Reply(200, history)
-    parts_total = None
-
     # B's first part goes through, then its second part is throttled past the retries
-    original = stack.mgmt._status
+    throttled: list[str] = []
 
-    def throttle_second_part(method: str, path: str, body: bytes) -> int:
-        if stack.mgmt.connection_id(path) == "B1=" and len(stack.mgmt.received["B1="]) == 1:
-            if stack.mgmt.throttle.get("B1=", 0) == 0 and not hasattr(throttle_second_part, "done"):
-                stack.mgmt.throttle["B1="] = THROTTLE_ATTEMPTS
-                throttle_second_part.done = True  # type: ignore[attr-defined]
-        return original(method, path, body)
+    def throttle_second_part(method: str, cid: str) -> None:
+        if cid == "B1=" and len(stack.mgmt.received["B1="]) == 1 and not throttled:
+            throttled.append(cid)
+            stack.mgmt.throttle["B1="] = THROTTLE_ATTEMPTS
 
-    stack.mgmt._status = throttle_second_part  # type: ignore[method-assign]
+    stack.mgmt.before_request = throttle_second_part
     stack.send("A1=", {"type": "load_more"})
     parts_total = stack.mgmt.frames("A1=")[0]["parts"]
+    assert parts_total > 2
+    assert throttled == ["B1="]
     assert len(stack.mgmt.received["B1="]) == 1
-    taken = stack.lambdas.take("ws-proxy-test-fanout")
-    print("DBG", [(t["chunk"]["connection_ids"], t["chunk"].get("attempt")) for t in taken])
-    (later,) = taken
+    (later,) = stack.lambdas.take("ws-proxy-test-fanout")
+    assert later["chunk"]["connection_ids"] == ["B1="]
+    assert later["chunk"]["attempt"] == 1
     stack.invoke("fanout", later)
     parts = stack.mgmt.frames("B1=")
     assert [p["part"] for p in parts] == list(range(1, parts_total + 1))  # each part once, in order
@@ -123,5 +125,7 @@ def test_failure_after_the_backend_accepted_is_not_retryable(
     monkeypatch.setattr(registry, "channel_ids", registry_down)
     stack.send("A1=", {"body": "saved", "id": "m-7"})
     (frame,) = errors(stack, "A1=")
-    assert frame["code"] == "delivery_failed" and frame["retryable"] is False and frame["ref"] == "m-7"
+    assert frame["code"] == "delivery_failed"
+    assert frame["retryable"] is False
+    assert frame["ref"] == "m-7"
     assert stack.backend.paths().count("/api/chat/ws/1/message") == 1

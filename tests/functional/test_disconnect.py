@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import Stack, chat_backend
+from tests.harness import Stack, chat_backend
 
 
 def test_disconnect_removes_only_that_connection(stack: Stack, dynamodb_ops: list[str]) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from chalicelib import protocol
-from tests.conftest import Stack, chat_backend
+from tests.harness import Stack, chat_backend
 from tests.standins import Reply
 
 CHAT = {"type": "chat", "booking_id": "1", "token": "tok-a"}

@@ -21,7 +21,7 @@ import pytest
 import app as app_module
 from chalicelib.internal_events import pack_frames
 from tests import events
-from tests.conftest import Stack, chat_backend
+from tests.harness import Stack, chat_backend
 from tests.standins import Reply
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -23,7 +23,7 @@ from chalicelib.gateway import (
     new_pool,
     region_for,
 )
-from tests.conftest import free_port
+from tests.harness import refused_port
 from tests.standins import ManagementApiStandIn
 
 
@@ -47,22 +47,15 @@ def make_gateway(endpoint: str, *, sleeps: list[float] | None = None, workers: i
 
 
 def test_posts_are_sigv4_signed_for_execute_api(mgmt: ManagementApiStandIn) -> None:
-    seen: list[dict[str, str]] = []
-    original = mgmt.handle
-
-    def capture(method, path, headers, body):  # type: ignore[no-untyped-def]
-        seen.append(headers)
-        return original(method, path, headers, body)
-
-    mgmt.handle = capture  # type: ignore[method-assign]
     mgmt.open.add("a/b+c=")
     gateway = make_gateway(mgmt.endpoint)
     assert gateway.post("a/b+c=", b'{"x":1}') is PostOutcome.DELIVERED
     assert mgmt.frames("a/b+c=") == [{"x": 1}]  # the id survives URL quoting
-    auth = seen[0]["Authorization"]
+    (headers,) = mgmt.headers
+    auth = headers["Authorization"]
     assert auth.startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
     assert "/eu-west-1/execute-api/aws4_request" in auth
-    assert seen[0]["X-Amz-Security-Token"] == "session-token"
+    assert headers["X-Amz-Security-Token"] == "session-token"
 
 
 def test_throttling_is_retried_a_bounded_number_of_times(mgmt: ManagementApiStandIn) -> None:
@@ -83,10 +76,12 @@ def test_server_errors_are_retried_then_failed(mgmt: ManagementApiStandIn) -> No
 
 
 def test_unreachable_endpoint_fails_without_raising() -> None:
-    gateway = make_gateway(f"http://127.0.0.1:{free_port()}/development")
-    assert gateway.post("X=", b"{}") is PostOutcome.FAILED
-    result = gateway.fan_out(["X=", "Y="], b"{}")
-    assert result.failed == ["X=", "Y="] and result.delivered == 0
+    with refused_port() as port:
+        gateway = make_gateway(f"http://127.0.0.1:{port}/development")
+        assert gateway.post("X=", b"{}") is PostOutcome.FAILED
+        result = gateway.fan_out(["X=", "Y="], b"{}")
+    assert result.failed == ["X=", "Y="]
+    assert result.delivered == 0
 
 
 def test_fan_out_sorts_outcomes_and_reports_gone_through_the_callback(mgmt: ManagementApiStandIn) -> None:
@@ -108,7 +103,8 @@ def test_cleanup_failure_does_not_stop_delivery(mgmt: ManagementApiStandIn) -> N
         raise RuntimeError("dynamodb down")
 
     result = make_gateway(mgmt.endpoint).fan_out(["A=", "G1=", "G2=", "B="], b"{}", on_gone=broken)
-    assert result.delivered == 2 and sorted(result.gone) == ["G1=", "G2="]
+    assert result.delivered == 2
+    assert sorted(result.gone) == ["G1=", "G2="]
 
 
 def test_region_comes_from_lambda_or_the_endpoint() -> None:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import Stack, chat_backend
+from tests.harness import Stack, chat_backend
 from tests.standins import Reply
 
 SECRET = "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0LXRva2Vu.SIGNATURE-abc123"

@@ -1,12 +1,13 @@
-"""$default: frames answered by the proxy (CONTRACT.md §1) and backend outcomes (§2)."""
+"""$default: frames answered by the proxy (docs/protocol.md) and backend outcomes (docs/backend.md)."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
-from tests.conftest import Stack, chat_backend
+from tests.harness import FAST_LOOKUP_RETRIES, Stack, chat_backend, refused_port
 from tests.standins import Reply
 
 CHAT = {"type": "chat", "booking_id": "1", "token": "tok-a"}
@@ -17,18 +18,19 @@ def join(stack: Stack, cid: str, query: dict[str, str] | None = None) -> None:
     assert stack.connect(cid, query or CHAT)["statusCode"] == 200
 
 
-def last(stack: Stack, cid: str) -> dict:
+def last(stack: Stack, cid: str) -> dict[str, Any]:
     frames = stack.mgmt.frames(cid)
     assert frames, f"nothing was posted to {cid}"
     return frames[-1]
 
 
-def assert_error(frame: dict, code: str, retryable: bool) -> None:
+def assert_error(frame: dict[str, Any], code: str, retryable: bool) -> None:
     assert frame["type"] == "error"
     assert set(frame) - {"ref"} == ERROR_KEYS
     assert frame["code"] == code
     assert frame["retryable"] is retryable
-    assert isinstance(frame["message"], str) and frame["message"]
+    assert isinstance(frame["message"], str)
+    assert frame["message"]
 
 
 def test_ping_is_answered_by_the_proxy_without_lookup_or_backend(
@@ -93,6 +95,8 @@ def test_unknown_connection_answers_unknown_connection(stack: Stack) -> None:
     assert_error(frame, "unknown_connection", False)
     assert frame["ref"] == "c-1"
     assert stack.backend.requests == []
+    # the index is eventually consistent in AWS: a miss is asked again after each pause
+    assert stack.pauses == list(FAST_LOOKUP_RETRIES)
 
 
 def test_expired_item_counts_as_unknown(stack: Stack) -> None:
@@ -264,13 +268,13 @@ def test_backend_timeout_is_retryable(stack: Stack, monkeypatch: pytest.MonkeyPa
 
 def test_backend_down_is_retryable(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     from app import container
-    from tests.conftest import free_port
 
     chat_backend(stack.backend)
     join(stack, "A1=")
-    monkeypatch.setenv("BACKEND_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
-    container.reset()
-    stack.send("A1=", {"body": "hi"})
+    with refused_port() as port:
+        monkeypatch.setenv("BACKEND_URL", f"http://127.0.0.1:{port}")  # nothing listens there
+        container.reset()
+        stack.send("A1=", {"body": "hi"})
     assert_error(last(stack, "A1="), "backend_unavailable", True)
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Stack
+from tests.harness import Stack
 from tests.standins import Reply
 
 STATUS = {"type": "booking_status", "booking_id": "1", "status": "confirmed"}
@@ -27,7 +27,8 @@ def test_push_to_a_booking_reaches_its_connections_only(stack: Stack) -> None:
     add(stack, "2", "B2=", "booking")
     result = push(stack, {"channel": {"booking_id": "1"}, "payload": STATUS})
     assert result == {"delivered": 2, "gone": 0, "failed": 0, "queued": 0}
-    assert stack.mgmt.frames("B1=") == [STATUS] and stack.mgmt.frames("C1=") == [STATUS]
+    assert stack.mgmt.frames("B1=") == [STATUS]
+    assert stack.mgmt.frames("C1=") == [STATUS]
     assert stack.mgmt.frames("B2=") == []
 
 
@@ -36,7 +37,8 @@ def test_connection_type_filter(stack: Stack) -> None:
     add(stack, "1", "C1=", "chat")
     result = push(stack, {"channel": {"booking_id": 1}, "connection_type": "booking", "payload": STATUS})
     assert result["delivered"] == 1
-    assert stack.mgmt.frames("B1=") == [STATUS] and stack.mgmt.frames("C1=") == []
+    assert stack.mgmt.frames("B1=") == [STATUS]
+    assert stack.mgmt.frames("C1=") == []
 
 
 def test_push_to_a_user_reaches_every_connection_of_that_user(stack: Stack) -> None:
@@ -63,7 +65,8 @@ def test_exclude_skips_the_named_connections(stack: Stack) -> None:
     add(stack, "1", "B2=", "booking")
     result = push(stack, {"channel": {"booking_id": "1"}, "payload": STATUS, "exclude": ["B1="]})
     assert result["delivered"] == 1
-    assert stack.mgmt.frames("B1=") == [] and stack.mgmt.frames("B2=") == [STATUS]
+    assert stack.mgmt.frames("B1=") == []
+    assert stack.mgmt.frames("B2=") == [STATUS]
 
 
 def test_gone_connections_are_removed(stack: Stack) -> None:

@@ -1,4 +1,4 @@
-from tests.conftest import Stack, chat_backend
+from tests.harness import Stack, chat_backend
 
 
 def test_connect_message_disconnect_round_trip(stack: Stack) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Stack, chat_backend
+from tests.harness import Stack, chat_backend
 from tests.standins import Reply
 
 CHAT = {"type": "chat", "booking_id": "1", "token": "tok-a"}
@@ -247,7 +247,7 @@ def test_deliver_that_cannot_remove_a_gone_connection_logs_it_and_answers(
     session.events.register("before-call.dynamodb.DeleteItem", refuse_delete)
     try:
         from chalicelib.container import Tuning
-        from tests.conftest import FAST_LOOKUP_RETRIES
+        from tests.harness import FAST_LOOKUP_RETRIES
 
         container.reset(Tuning(deliver_retry_seconds=0.2, lookup_retry_delays=FAST_LOOKUP_RETRIES))
         result = stack.invoke("deliver", payload)

@@ -23,9 +23,9 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         return
     outcome, seconds = summary.OUTCOMES.get(report.nodeid, ("passed", 0.0))
     seconds += report.duration
-    if report.when == "call" or report.outcome != "passed":
-        if outcome == "passed" or report.outcome == "failed":
-            outcome = report.outcome
+    counts = report.when == "call" or report.outcome != "passed"
+    if counts and (outcome == "passed" or report.outcome == "failed"):
+        outcome = report.outcome
     summary.OUTCOMES[report.nodeid] = (outcome, seconds)
 
 

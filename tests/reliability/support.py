@@ -1,6 +1,6 @@
 """Servers and checks for the fault and load scenarios, all on 127.0.0.1.
 
-- ``FaultBackend``: a backend (CONTRACT.md §2, chat routes) whose message
+- ``FaultBackend``: a backend (docs/backend.md, chat routes) whose message
   answer each frame chooses: ``{"id": ..., "fault": "500" | "invalid_json" |
   "slow" | "timeout"}``; ``down()`` stops listening (connections refused),
   ``up()`` listens again on the same port.
@@ -117,7 +117,7 @@ class _Server:
 
 
 class FaultBackend(_Server):
-    """The chat routes of CONTRACT.md §2; each message frame picks the backend's answer."""
+    """The chat routes of docs/backend.md; each message frame picks the backend's answer."""
 
     def __init__(self) -> None:
         self.messages: Counter[str] = Counter()  # message id → times the backend saw it
@@ -269,7 +269,8 @@ def drop(sock: Socket, how: str = "rst") -> None:
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     raw.shutdown(socket.SHUT_RDWR)
     if how == "rst":
-        connection = sock.ws._response.connection  # no public way to abort the transport
+        # aiohttp has no public way to abort a WebSocket's transport (close() sends a close frame)
+        connection = sock.ws._response.connection  # noqa: SLF001
         if connection is not None and connection.transport is not None:
             connection.transport.abort()
 
@@ -320,14 +321,6 @@ async def pump(name: str, sock: Socket, tracker: Tracker, stop: asyncio.Event) -
             return
         else:
             raise AssertionError(f"{name}: unexpected {msg.type} {msg.data!r}")
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not true within {timeout} s")
-        await asyncio.sleep(0.02)
 
 
 def stack_alive(stack: StackProcess, since: int) -> None:

@@ -11,7 +11,7 @@ Invariants checked in every scenario:
 - no crash: the stack process runs, answers a new socket's ping, and its output
   shows no escaped exception, ``internal_error`` or "Internal server error";
 - a sender whose message could not be processed gets an error frame with the
-  CONTRACT §1 code and its ``id`` as ``ref``;
+  code of docs/protocol.md and its ``id`` as ``ref``;
 - every live connection of the channel gets every broadcast exactly once
   (counted per message id, after a ping round trip on each socket);
 - every dead connection's item is gone from the table.
@@ -24,268 +24,36 @@ is explained with ``backend_unavailable``.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import time
-import urllib.request
 import uuid
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterator
 
 import aiohttp
 import pytest
 
-from chalicelib.registry import Connection, item_for
-from chalicelib.routes import channel_key
-from local_gateway.stack import moto_server
-from tests.conftest import free_port, moto_client
-from tests.e2e.support import Socket, StackProcess, open_socket, run
-from tests.reliability.support import (
-    SLOW_SECONDS,
-    DynamoFaultProxy,
-    FaultBackend,
-    Tracker,
-    drop,
-    pump,
-    stack_alive,
-    wait_for,
-)
+from chalicelib.gateway import RetryPolicy
+from tests.e2e.support import open_socket
+from tests.harness import wait_for
+from tests.reliability.scenes import Faults, Scene, assert_error, clear, open_faults, scenario
+from tests.reliability.support import SLOW_SECONDS, drop
 
 pytestmark = pytest.mark.e2e
 FULL = os.environ.get("RELIABILITY_FULL") == "1"
-TABLE = "ws-proxy-reliability-connections"
-
-
-@dataclass
-class Faults:
-    stack: StackProcess
-    backend: FaultBackend
-    dynamodb: DynamoFaultProxy
-    moto_url: str
-
-    def __post_init__(self) -> None:
-        # read moto directly, past the throttling proxy; one client for the whole module
-        self.moto = moto_client(self.moto_url)
-
-    def management(self, *rules: dict[str, Any]) -> dict[str, Any]:
-        """Replace the gateway's Management API fault rules (none: clear them)."""
-        method = "PUT" if rules else "DELETE"
-        data = json.dumps({"rules": list(rules)}).encode() if rules else None
-        request = urllib.request.Request(
-            self.stack.endpoints["faults"],
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            answer: dict[str, Any] = json.load(response)
-        return answer
-
-    def fault_state(self) -> dict[str, Any]:
-        with urllib.request.urlopen(self.stack.endpoints["faults"], timeout=10) as response:
-            answer: dict[str, Any] = json.load(response)
-        return answer
-
-    def items(self, booking: str) -> set[str]:
-        """Connection ids in the channel's partition, read from moto directly (not throttled)."""
-        client = self.moto
-        page = client.query(
-            TableName=TABLE,
-            KeyConditionExpression="booking_id = :b",
-            ExpressionAttributeValues={":b": {"S": channel_key("booking", booking)}},
-            ConsistentRead=True,
-        )
-        return {item["connection_id"]["S"] for item in page.get("Items", [])}
-
-    def put_stale_item(self, booking: str, connection_id: str) -> None:
-        """An item whose $disconnect never ran (best-effort in AWS)."""
-        client = self.moto
-        now = int(time.time())
-        ghost = Connection(
-            connection_id,
-            channel_key("booking", booking),
-            "chat",
-            token="ghost",
-            created_at=now,
-            ttl=now + 3600,
-            booking_id=booking,
-            endpoint=self.stack.management,
-        )
-        client.put_item(TableName=TABLE, Item=item_for(ghost))
 
 
 @pytest.fixture(scope="module")
 def faults() -> Iterator[Faults]:
-    moto = moto_server("127.0.0.1", free_port())
-    moto.start()
-    host, port = moto.get_host_and_port()
-    moto_url = f"http://{host}:{port}"
-    backend = FaultBackend()
-    dynamodb = DynamoFaultProxy(moto_url)
-    stack = None
-    try:
-        stack = StackProcess(
-            "reliability-faults",
-            "--backend-url",
-            backend.url,
-            "--dynamodb-endpoint",
-            dynamodb.url,
-            "--table",
-            TABLE,
-            "--fault-injection",
-        )
-        yield Faults(stack, backend, dynamodb, moto_url)
-    finally:
-        if stack is not None:
-            status = stack.stop()
-            assert status == 0, f"the stack did not stop cleanly ({status}):\n{stack.output[-3000:]}"
-        dynamodb.stop()
-        backend.stop()
-        moto.stop()
+    with open_faults() as opened:
+        yield opened
 
 
 @pytest.fixture
 def env(faults: Faults) -> Iterator[Faults]:
     """Each scenario starts without faults and leaves none behind."""
-    faults.management()
-    faults.dynamodb.clear()
-    if not faults.backend.listening:
-        faults.backend.up()
+    clear(faults)
     yield faults
-    faults.management()
-    faults.dynamodb.clear()
-    if not faults.backend.listening:
-        faults.backend.up()
-
-
-@dataclass
-class Member:
-    name: str
-    sock: Socket
-    connection_id: str
-
-
-class Scene:
-    """One booking's sockets, their frames counted by message id, and the invariants."""
-
-    def __init__(self, env: Faults, session: aiohttp.ClientSession) -> None:
-        self.env = env
-        self.stack = env.stack
-        self.session = session
-        self.booking = "rel-" + uuid.uuid4().hex[:10]
-        self.tracker = Tracker()
-        self.stop = asyncio.Event()
-        self.members: dict[str, Member] = {}
-        self.tasks: list[asyncio.Task[None]] = []
-        self.since = len(self.stack.output)
-
-    async def join(self, *names: str) -> list[Member]:
-        joined = []
-        for name in names:
-            url = self.stack.ws_url(type="chat", booking_id=self.booking, token=name)
-            sock = await open_socket(self.session, url)
-            receipt = await sock.recv(10)
-            assert receipt["type"] == "receipt", receipt
-            member = Member(name, sock, str(receipt["connection_id"]))
-            self.members[name] = member
-            self.tracker.add(name)
-            self.tasks.append(asyncio.create_task(pump(name, sock, self.tracker, self.stop)))
-            joined.append(member)
-        return joined
-
-    async def send(self, name: str, fault: str | None = None) -> str:
-        message_id = uuid.uuid4().hex[:12]
-        frame: dict[str, Any] = {"id": message_id, "t": time.perf_counter()}
-        if fault is not None:
-            frame["fault"] = fault
-        await self.members[name].sock.send(frame)
-        return message_id
-
-    async def delivered(self, ids: list[str], to: list[str], timeout: float = 20.0) -> None:
-        await wait_for(
-            lambda: all(self.tracker.counts[n][i] >= 1 for n in to for i in ids),
-            timeout,
-            f"every broadcast {ids} reaching {to}",
-        )
-
-    async def error_for(self, name: str, message_id: str, timeout: float = 20.0) -> dict[str, Any]:
-        def found() -> dict[str, Any] | None:
-            return next((e for e in self.tracker.errors[name] if e.get("ref") == message_id), None)
-
-        await wait_for(lambda: found() is not None, timeout, f"{name} told why {message_id} failed")
-        frame = found()
-        assert frame is not None
-        return frame
-
-    async def settle(self, names: list[str]) -> None:
-        """A ping round trip on each socket: whatever the proxy queued before it has arrived."""
-        before = {n: self.tracker.others[n].count({"type": "pong"}) for n in names}
-        for n in names:
-            await self.members[n].sock.send({"type": "ping"})
-        await wait_for(
-            lambda: all(self.tracker.others[n].count({"type": "pong"}) > before[n] for n in names),
-            15,
-            f"pongs for {names}",
-        )
-
-    def exactly_once(self, ids: list[str], live: list[str], absent: Sequence[str] = ()) -> None:
-        for n in live:
-            for i in ids:
-                assert self.tracker.counts[n][i] == 1, f"{n} got {i} {self.tracker.counts[n][i]} times"
-        for n in absent:
-            for i in ids:
-                assert self.tracker.counts[n][i] == 0, f"{n} got {i} {self.tracker.counts[n][i]} times"
-
-    def no_errors(self, names: list[str]) -> None:
-        for n in names:
-            assert not self.tracker.errors[n], f"{n} got error frames {self.tracker.errors[n]}"
-
-    async def items_are(self, expected: set[str], timeout: float = 15.0) -> None:
-        await wait_for(
-            lambda: self.env.items(self.booking) == expected,
-            timeout,
-            f"channel items == {sorted(expected)} (now {sorted(self.env.items(self.booking))})",
-        )
-
-    async def finish(self) -> None:
-        """Close the sockets; the items go; no crash, and a new socket still gets its pong."""
-        for m in self.members.values():
-            if not m.sock.ws.closed:
-                await m.sock.close()
-        self.stop.set()
-        await asyncio.gather(*self.tasks)
-        await self.items_are(set())
-        probe = await open_socket(
-            self.session, self.stack.ws_url(type="chat", booking_id=self.booking, token="p")
-        )
-        assert (await probe.recv(10))["type"] == "receipt"
-        await probe.send({"type": "ping"})
-        assert await probe.recv(10) == {"type": "pong"}
-        await probe.close()
-        await self.items_are(set())
-        stack_alive(self.stack, self.since)
-
-
-def scenario(env: Faults, body: Any, timeout: float = 60.0) -> None:
-    async def go() -> None:
-        async with aiohttp.ClientSession() as session:
-            scene = Scene(env, session)
-            try:
-                await body(scene)
-            finally:
-                scene.stop.set()
-            await scene.finish()
-
-    run(go, timeout)
-
-
-def assert_error(frame: dict[str, Any], code: str, retryable: bool) -> None:
-    assert frame["type"] == "error"
-    assert frame["code"] == code, frame
-    assert frame["retryable"] is retryable, frame
-    assert isinstance(frame["message"], str) and frame["message"]
+    clear(faults)
 
 
 # -- the backend -------------------------------------------------------------------
@@ -406,9 +174,11 @@ def test_management_api_429_burst_is_retried_everyone_gets_it_once(env: Faults) 
 def test_management_api_429_past_the_gateway_retries_a_later_attempt_delivers_it_once(env: Faults) -> None:
     async def body(s: Scene) -> None:
         a, b, c = await s.join("a", "b", "c")
-        # exactly the gateway's own attempts (RetryPolicy.throttle_attempts): the fan-out gives up on c,
-        # and the later attempt (an asynchronous invocation of push) gets through
-        env.management({"status": 429, "connections": [c.connection_id], "count": 6, "per_connection": True})
+        # exactly the gateway's own attempts (the stack runs the default policy): the fan-out gives up
+        # on c, and the later attempt (an asynchronous invocation of fanout) gets through
+        attempts = RetryPolicy().throttle_attempts
+        rule = {"status": 429, "connections": [c.connection_id], "count": attempts, "per_connection": True}
+        env.management(rule)
         late = await s.send("a")
         await s.delivered([late], ["a", "b", "c"])
         # the later attempt logs its line once its fan-out is done, just after c got its copy

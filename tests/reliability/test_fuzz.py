@@ -34,7 +34,7 @@ from chalicelib.registry import Connection, item_for
 from chalicelib.routes import channel_key
 from chalicelib.schema import ensure_table
 from tests import events
-from tests.conftest import UNSET_ENV, app_env, moto_client
+from tests.harness import UNSET_ENV, app_env, moto_client
 from tests.standins import BackendStandIn, LambdaStandIn, ManagementApiStandIn, Reply
 
 EXAMPLES = int(os.environ.get("RELIABILITY_EXAMPLES", "150"))

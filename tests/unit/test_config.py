@@ -1,14 +1,20 @@
-"""Settings.from_env and the route table (CONTRACT.md §2-3)."""
+"""Settings.from_env and the route table (docs/backend.md)."""
 
 from __future__ import annotations
 
 import json
+import logging
+import re
+from collections.abc import Iterator
 
 import pytest
 
 from chalicelib.config import Settings
-from chalicelib.errors import ConfigurationError
+from chalicelib.container import Container, aws_config
+from chalicelib.errors import BackendUnavailable, ConfigurationError
 from chalicelib.routes import DEFAULT_ROUTES, is_channel_key, routes_with_overrides
+from tests.harness import UNSET_ENV
+from tests.standins import DynamoDbStandIn
 
 BASE = {"BACKEND_URL": "https://api.example.com/", "CONNECTIONS_TABLE": "t"}
 
@@ -22,7 +28,8 @@ def test_defaults_are_the_documented_ones() -> None:
         128,
         500,
     )
-    assert s.api_gateway_endpoint is None and s.allowed_origins == ()
+    assert s.api_gateway_endpoint is None
+    assert s.allowed_origins == ()
 
 
 def test_values_are_read_and_normalised() -> None:
@@ -37,7 +44,8 @@ def test_values_are_read_and_normalised() -> None:
     )
     assert s.api_gateway_endpoint == "https://x.example/dev"
     assert s.allowed_origins == ("https://a.example", "https://b.example")
-    assert s.fanout_workers == 8 and s.backend_timeout_seconds == 2.5
+    assert s.fanout_workers == 8
+    assert s.backend_timeout_seconds == 2.5
 
 
 @pytest.mark.parametrize(
@@ -93,7 +101,9 @@ def test_route_table_matches_the_contract() -> None:
     assert feed.message_path(None) == "/api/ws/items-feed/message"
     assert feed.channel_for(None, None) == "feed#"
     assert chat.channel_for("7", "u") == booking.channel_for("7", None) == "booking#7"
-    assert not feed.needs_token and chat.needs_token and note.needs_token
+    assert not feed.needs_token
+    assert chat.needs_token
+    assert note.needs_token
 
 
 def test_no_id_names_another_kinds_channel() -> None:
@@ -101,10 +111,14 @@ def test_no_id_names_another_kinds_channel() -> None:
     chat, note, feed = (DEFAULT_ROUTES[t] for t in ("chat", "notification", "feed"))
     bookings = {chat.channel_for(b, None) for b in ("user_alice", "feed", "user#alice", "feed#")}
     users = {note.channel_for(None, u) for u in ("alice", "feed", "booking#1", "1")}
-    assert len(bookings) == 4 and len(users) == 4
-    assert not bookings & users and feed.channel_for(None, None) not in bookings | users
+    assert len(bookings) == 4
+    assert len(users) == 4
+    assert not bookings & users
+    assert feed.channel_for(None, None) not in bookings | users
     assert all(is_channel_key(c) for c in bookings | users)
-    assert not is_channel_key("1") and not is_channel_key("user_alice") and not is_channel_key("feed")
+    assert not is_channel_key("1")
+    assert not is_channel_key("user_alice")
+    assert not is_channel_key("feed")
 
 
 def test_routes_can_be_overridden_by_configuration() -> None:
@@ -120,22 +134,54 @@ def test_routes_can_be_overridden_by_configuration() -> None:
     assert routes_with_overrides(None) == DEFAULT_ROUTES
 
 
-def test_the_registry_client_retries_with_dynamodbs_own_short_backoff(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from botocore import retryhandler
+def test_the_aws_clients_have_short_timeouts_and_bounded_retries() -> None:
+    config = aws_config(8)
+    assert (config.connect_timeout, config.read_timeout) == (2, 5)
+    assert config.retries == {"mode": "standard", "total_max_attempts": 5}
+    assert config.max_pool_connections == 10  # never below 10, else as wide as the fan-out
+    assert aws_config(64).max_pool_connections == 64
+    assert aws_config(8, retry_mode="legacy").retries == {"mode": "legacy", "total_max_attempts": 5}
 
-    from chalicelib.container import Container
 
+@pytest.fixture
+def throttling_dynamodb(monkeypatch: pytest.MonkeyPatch) -> Iterator[DynamoDbStandIn]:
+    """The container's DynamoDB is a stand-in that throttles on request."""
+    server = DynamoDbStandIn().start()
+    for key in UNSET_ENV:
+        monkeypatch.delenv(key, raising=False)
     for key, value in {
         **BASE,
+        "AWS_ENDPOINT_URL_DYNAMODB": server.url,
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_ACCESS_KEY_ID": "x",
         "AWS_SECRET_ACCESS_KEY": "y",
     }.items():
         monkeypatch.setenv(key, value)
-    client = Container().use_cases().registry._client  # type: ignore[attr-defined]
-    handlers = client.meta.events._emitter._handlers.prefix_search("needs-retry.dynamodb.Query")
-    (retry,) = [h for h in handlers if isinstance(h, retryhandler.RetryHandler)]
-    assert [round(retry._action(attempts=n), 3) for n in (1, 2, 3, 4)] == [0.05, 0.1, 0.2, 0.4]
-    assert retry._checker._max_attempts == 5
+    yield server
+    server.stop()
+
+
+def botocore_pauses(caplog: pytest.LogCaptureFixture) -> list[float]:
+    """The pauses botocore logged before each retry (its DEBUG record, one per retry)."""
+    found = (RETRY_PAUSE.search(record.getMessage()) for record in caplog.records)
+    return [float(match.group(1)) for match in found if match]
+
+
+RETRY_PAUSE = re.compile(r"retry, sleeping for ([0-9.]+) seconds")
+
+
+def test_the_registry_client_retries_with_dynamodbs_own_short_backoff_then_gives_up(
+    throttling_dynamodb: DynamoDbStandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = Container().use_cases().registry
+    throttling_dynamodb.throttle = 4  # absorbed: the fifth attempt is answered
+    with caplog.at_level(logging.DEBUG, logger="botocore.endpoint"):
+        assert registry.find("A=", retry=False, cached=False) is None
+    assert throttling_dynamodb.operations == ["Query"] * 5
+    # DynamoDB's own backoff (legacy mode), not standard mode's pauses of up to 1, 2, 4 s
+    assert botocore_pauses(caplog) == [0.05, 0.1, 0.2, 0.4]
+    throttling_dynamodb.throttle = 6  # five attempts, all throttled: the caller is told
+    with pytest.raises(BackendUnavailable):
+        registry.find("A=", retry=False, cached=False)
+    assert throttling_dynamodb.operations == ["Query"] * 10
+    assert throttling_dynamodb.throttle == 1

@@ -1,8 +1,9 @@
-"""Pure protocol rules (CONTRACT.md §1): no I/O."""
+"""Pure protocol rules (docs/protocol.md): no I/O."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -25,7 +26,8 @@ def test_subprotocol_header_is_case_insensitive_and_query_token_wins() -> None:
     request = protocol.parse_connect(
         {"booking_id": "1", "token": "q"}, {"sec-websocket-protocol": "bearer,s"}, DEFAULT_ROUTES
     )
-    assert request.token == "q" and request.bearer_subprotocol is True
+    assert request.token == "q"
+    assert request.bearer_subprotocol is True
 
 
 def test_subprotocol_list_without_bearer_is_ignored() -> None:
@@ -144,7 +146,7 @@ message_strategy = st.fixed_dictionaries(
     thread=st.dictionaries(st.text(max_size=10), st.text(max_size=50), max_size=3),
 )
 def test_history_frames_fit_the_limit_and_rejoin_in_order(
-    messages: list[dict], limit: int, thread: dict
+    messages: list[dict[str, Any]], limit: int, thread: dict[str, str]
 ) -> None:
     payload = {"type": "history", "thread": thread, "messages": messages}
     frames = protocol.frames_for(payload, limit)
@@ -174,7 +176,7 @@ def test_non_finite_numbers_are_not_json(text: str) -> None:
 
 
 def test_encode_refuses_what_a_browser_could_not_parse() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="JSON compliant"):
         protocol.encode({"a": float("nan")})
     assert protocol.encode({"a": 1.5, "b": "é"}) == '{"a":1.5,"b":"é"}'.encode()
 

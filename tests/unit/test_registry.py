@@ -11,8 +11,8 @@ import pytest
 from chalicelib.errors import BackendUnavailable
 from chalicelib.registry import Connection, ConnectionRegistry
 from chalicelib.schema import ensure_table
-from tests.conftest import moto_client
 from tests.fakes import FakeRegistry
+from tests.harness import moto_client
 
 NOW = 1_800_000_000
 
@@ -55,7 +55,8 @@ def test_delete_removes_only_that_item(registry: Any) -> None:
     registry.put(conn("B="))
     registry.delete("1", "A=")
     registry.delete("1", "never-there=")
-    assert registry.find("A=") is None and registry.find("B=") is not None
+    assert registry.find("A=") is None
+    assert registry.find("B=") is not None
 
 
 def test_channel_ids_filter_by_channel_type_and_ttl(registry: Any) -> None:
@@ -120,7 +121,8 @@ def test_ensure_table_is_idempotent_and_enables_ttl(moto_endpoint: str) -> None:
     assert index["KeySchema"] == [{"AttributeName": "connection_id", "KeyType": "HASH"}]
     assert index["Projection"] == {"ProjectionType": "ALL"}
     ttl = client.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
-    assert ttl["AttributeName"] == "ttl" and ttl["TimeToLiveStatus"] == "ENABLED"
+    assert ttl["AttributeName"] == "ttl"
+    assert ttl["TimeToLiveStatus"] == "ENABLED"
     client.delete_table(TableName=table)
 
 
@@ -150,10 +152,13 @@ def test_found_connections_are_cached_until_deleted_expired_or_aged(moto_endpoin
     )
     for cid in ("A=", "B=", "C="):
         registry.put(conn(cid, ttl=NOW + 3600))
-    assert registry.find("A=") == registry.find("A=") and counting.queries == 1
-    assert registry.find("A=", cached=False) is not None and counting.queries == 2
+    assert registry.find("A=") == registry.find("A=")
+    assert counting.queries == 1
+    assert registry.find("A=", cached=False) is not None
+    assert counting.queries == 2
     registry.delete("1", "A=")
-    assert registry.find("A=") is None and counting.queries == 3
+    assert registry.find("A=") is None
+    assert counting.queries == 3
     registry.find("B=")
     registry.find("C=")
     registry.find("B=")

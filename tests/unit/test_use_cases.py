@@ -74,13 +74,15 @@ def add(registry: FakeRegistry, cid: str, booking: str = "1", ctype: str = "chat
 
 
 def test_connect_stores_the_events_endpoint_and_schedules_delivery_without_it() -> None:
-    proxy, registry, backend, gateways, invoker, _ = make()
+    proxy, registry, backend, _gateways, invoker, _ = make()
     backend.answers["/api/chat/ws/1/connect"] = {"initial": {"type": "history", "messages": []}}
     proxy.connect.handle(events.connect_event("A=", {"booking_id": "1", "token": "t"}), long())
     ((_, payload),) = invoker.calls
     assert "endpoint" not in payload
     (conn,) = registry.items.values()
-    assert conn.endpoint == ENDPOINT and conn.booking_id == "1" and conn.channel == "booking#1"
+    assert conn.endpoint == ENDPOINT
+    assert conn.booking_id == "1"
+    assert conn.channel == "booking#1"
 
 
 def test_endpoint_override_wins_for_custom_domains() -> None:
@@ -128,31 +130,34 @@ def test_deliver_stops_waiting_once_the_connection_has_disconnected() -> None:
     result = proxy.deliver.handle(
         {"connection_id": "A=", "channel": "booking#1", "frames": pack_frames(frames)}, long()
     )
-    assert result["outcome"] == "gone" and sleeps == [0.05]
+    assert result["outcome"] == "gone"
+    assert sleeps == [0.05]
 
 
 def test_deliver_posts_only_through_the_configured_or_stored_endpoint() -> None:
     proxy, registry, _, gateways, _, _ = make()
     add(registry, "A=")
+    gateways[ENDPOINT] = FakeGateway(endpoint=ENDPOINT, open={"A="})
     event = {
         "connection_id": "A=",
         "channel": "booking#1",
         "frames": pack_frames([b"{}"]),
         "endpoint": "https://attacker.example.net/x",
     }
-    proxy.deliver.handle(event, long())
+    assert proxy.deliver.handle(event, long())["outcome"] == "delivered"
     assert set(gateways) == {ENDPOINT}
+    assert gateways[ENDPOINT].received == {"A=": [b"{}"]}
 
 
 def test_deliver_for_a_connection_not_in_the_table_posts_nothing() -> None:
-    proxy, registry, _, gateways, _, _ = make()
+    proxy, _registry, _, gateways, _, _ = make()
     event = {"connection_id": "V=", "channel": "booking#1", "frames": pack_frames([b"{}"])}
     assert proxy.deliver.handle(event, long())["outcome"] == "gone"
     assert gateways == {}
 
 
 def test_sender_gone_during_its_reply_is_removed() -> None:
-    proxy, registry, backend, gateways, _, _ = make()
+    proxy, registry, backend, _gateways, _, _ = make()
     add(registry, "A=")
     backend.answers["/api/chat/ws/1/message"] = {"type": "ack"}
     proxy.message.handle(events.message_event("A=", {"body": "x"}), long())
@@ -210,4 +215,5 @@ def test_connect_rejected_by_backend_never_writes_an_item() -> None:
     backend.answers["/api/chat/ws/1/connect"] = Unauthorized("expired")
     response = proxy.connect.handle(events.connect_event("A=", {"booking_id": "1", "token": "t"}), long())
     assert response == {"statusCode": 401, "body": "expired"}
-    assert registry.items == {} and invoker.calls == []
+    assert registry.items == {}
+    assert invoker.calls == []
