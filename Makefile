@@ -59,10 +59,10 @@ system-deps: ## Install Debian's chromium for the browser test (as root), if mis
 	  else echo "error: node is missing (apt-get install nodejs npm): the client's tests need it"; exit 1; fi; \
 	fi
 
-lint: venv ## ruff check, ruff format --check, mypy
+lint: venv ## ruff check, ruff format --check, mypy --strict (deployed code, local stack, infra, tests, bench)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy chalicelib app.py local_gateway infra
+	$(VENV)/bin/mypy chalicelib app.py local_gateway infra tests bench
 
 test: venv checkov-venv system-deps lint client-test ## lint, type checks and every test (the client's too)
 	$(PY) -m pytest -q

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         module = importlib.import_module(f"bench.{name}")
         try:
             results[name] = run_json(["-m", f"bench.{name}", "--json"], timeout=900)
-        except Exception as exc:  # report and go on: the others can still run
+        except Exception as exc:  # report and go on: the others can still run  # noqa: BLE001 - one part that fails is reported; the others still run
             print(f"!! {name} could not run: {exc}", file=sys.stderr)
             failed.append(name)
             continue
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         (HERE / "results.json").write_text(
             json.dumps({"date": when, "machine": host, "results": results}, indent=1) + "\n"
         )
-        preface = PREFACE_FILE.read_text().splitlines() + [""] if PREFACE_FILE.exists() else []
+        preface = [*PREFACE_FILE.read_text().splitlines(), ""] if PREFACE_FILE.exists() else []
         report.write_results(
             HERE / "RESULTS.md", when, host, sections, targets, notes, time.monotonic() - started, preface
         )

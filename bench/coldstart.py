@@ -192,9 +192,12 @@ def run(runs: int = RUNS) -> dict[str, Any]:
 
 def lines(res: dict[str, Any]) -> list[str]:
     out = [
-        f"Cold start: interpreter start to the first $default answered (a broadcast to 4), this code against "
-        f"{res['baseline']}; median of {res['runs']} fresh interpreters each, alternating; CPU is the "
-        "process's own (every thread), wall is the import and the first message"
+        (
+            "Cold start: interpreter start to the first $default answered (a broadcast to 4), "
+            "this code against "
+            f"{res['baseline']}; median of {res['runs']} fresh interpreters each, alternating; CPU is the "
+            "process's own (every thread), wall is the import and the first message"
+        )
     ]
     titles = {
         "cached": "byte-code cached for all (judged)",

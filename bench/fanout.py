@@ -304,15 +304,19 @@ def floors(res: dict[str, Any], n: int, cpu_ms_per_post: float) -> tuple[float, 
 
 
 def floor(res: dict[str, Any], n: int, cpu_ms_per_post: float) -> float:
-    return max(floors(res, n, cpu_ms_per_post)) + min(n, res["workers"]) * cpu_ms_per_post / 1000
+    return float(max(floors(res, n, cpu_ms_per_post)) + min(n, res["workers"]) * cpu_ms_per_post / 1000)
 
 
 def lines(res: dict[str, Any]) -> list[str]:
     out = [
-        f"Fan-out (ConnectionGateway.fan_out alone): stand-in answers each post after "
-        f"{res['delay_s'] * 1000:.0f} ms; ours {res['workers']} in flight; {res['cores']} cores",
-        f"{'N':>6}  {'client':<20} {'wall s':>8} {'CPU ms/post':>12} {'ours faster':>12} "
-        f"{'stand-in CPU':>13}",
+        (
+            f"Fan-out (ConnectionGateway.fan_out alone): stand-in answers each post after "
+            f"{res['delay_s'] * 1000:.0f} ms; ours {res['workers']} in flight; {res['cores']} cores"
+        ),
+        (
+            f"{'N':>6}  {'client':<20} {'wall s':>8} {'CPU ms/post':>12} {'ours faster':>12} "
+            f"{'stand-in CPU':>13}"
+        ),
     ]
     for n, runs in res["sizes"].items():
         first = runs[0]

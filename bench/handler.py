@@ -219,11 +219,15 @@ def _summary(runs: list[dict[str, float]], n: int) -> dict[str, Any]:
 
 def lines(res: dict[str, Any]) -> list[str]:
     out = [
-        f"$default broadcast, whole handler: ours (app.message, FANOUT_WORKERS={res['workers']}) against "
-        f"AWS's sample approach (Node {res['node']}, SDK v3 {res['sdk']}, Promise.all); "
-        f"stand-in at {res['delay_s'] * 1000:.0f} ms per post; median of {res['repeats']}",
-        f"{'N':>6}  {'ours wall s':>11} {'Node wall s':>11} {'ours/Node':>9}   "
-        f"{'ours CPU ms/post':>16} {'Node CPU ms/post':>16}",
+        (
+            f"$default broadcast, whole handler: ours (app.message, FANOUT_WORKERS={res['workers']}) against "
+            f"AWS's sample approach (Node {res['node']}, SDK v3 {res['sdk']}, Promise.all); "
+            f"stand-in at {res['delay_s'] * 1000:.0f} ms per post; median of {res['repeats']}"
+        ),
+        (
+            f"{'N':>6}  {'ours wall s':>11} {'Node wall s':>11} {'ours/Node':>9}   "
+            f"{'ours CPU ms/post':>16} {'Node CPU ms/post':>16}"
+        ),
     ]
     for n, row in res["sizes"].items():
         o = row["ours"]

@@ -170,7 +170,7 @@ _REAL_STDOUT = 1
 
 
 def main() -> None:
-    global _REAL_STDOUT
+    global _REAL_STDOUT  # noqa: PLW0603 - the process's one real stdout, kept for the result line
     spec = json.loads(sys.argv[1])
     real = os.dup(1)
     _REAL_STDOUT = real

@@ -99,7 +99,7 @@ class Timer:
 
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def measure(messages: int, standin_base: str, moto_base: str) -> dict[str, Any]:
@@ -162,7 +162,7 @@ def measure(messages: int, standin_base: str, moto_base: str) -> dict[str, Any]:
     backend.post = timer.wrap("backend", backend.post)
     gateway.post = timer.wrap("management_api", gateway.post)
     gateway.fan_out = timer.wrap("management_api", gateway.fan_out)
-    registry._call = timer.wrap("dynamodb", registry._call)
+    registry._call = timer.wrap("dynamodb", registry._call)  # noqa: SLF001 - times DynamoDB at its one dispatcher
 
     rows: list[dict[str, float]] = []
     backend_calls = standin_stats(standin_base)["backend"]
@@ -257,8 +257,10 @@ def lines(res: dict[str, Any]) -> list[str]:
         return f"  {name:<54} {of[key]['median_ms']:>7.2f} {of[key]['p99_ms']:>7.2f}"
 
     out = [
-        f"Per-message overhead: {res['messages']:,} $default messages through app.message "
-        f"(after {res['warmup']} warm-up), each a broadcast to a channel of {res['channel']}",
+        (
+            f"Per-message overhead: {res['messages']:,} $default messages through app.message "
+            f"(after {res['warmup']} warm-up), each a broadcast to a channel of {res['channel']}"
+        ),
         f"  {'ms per message':<54} {'median':>7} {'p99':>7}",
         row("handler (app.message, whole)", "handler"),
         row("  in backend (BackendClient.post)", "backend"),
@@ -272,8 +274,10 @@ def lines(res: dict[str, Any]) -> list[str]:
     base = res.get("baseline")
     if base:
         out += [
-            f"the same against {base['commit']} (the baseline code; {res['rounds']} rounds of a fresh "
-            "process of each, alternating, same servers):",
+            (
+                f"the same against {base['commit']} (the baseline code; {res['rounds']} rounds of a fresh "
+                "process of each, alternating, same servers):"
+            ),
             row("overhead", "overhead", base),
             row("overhead without moto's server time", "overhead_without_dynamodb_server", base),
             row("process CPU per message (all threads)", "cpu_per_message", base),

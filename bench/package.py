@@ -52,8 +52,10 @@ def lines(res: dict[str, Any]) -> list[str]:
     largest = ", ".join(f"{name} {size / 1024:.0f} KB" for name, size in res["largest"])
     cached = " (chalice reused its cached dependency layer)" if res["reused_cached_dependencies"] else ""
     return [
-        f"Package: deployment.zip {res['zip_bytes'] / 1024 / 1024:.2f} MiB ({res['zip_bytes']:,} bytes), "
-        f"{res['uncompressed_bytes'] / 1024 / 1024:.1f} MiB unpacked, {res['files']} files{cached}",
+        (
+            f"Package: deployment.zip {res['zip_bytes'] / 1024 / 1024:.2f} MiB ({res['zip_bytes']:,} bytes), "
+            f"{res['uncompressed_bytes'] / 1024 / 1024:.1f} MiB unpacked, {res['files']} files{cached}"
+        ),
         f"  largest (compressed): {largest}",
     ]
 

@@ -220,9 +220,12 @@ def recommendation(res: dict[str, Any]) -> tuple[int, int, str]:
 def lines(res: dict[str, Any]) -> list[str]:
     t = table(res)
     out = [
-        "Lambda projection of $default with a broadcast: time = max(ceil(N / "
-        f"{res['workers']}) x {res['delay_s'] * 1000:.0f} ms + Query pages x {QUERY_PAGE_S * 1000:.0f} ms, "
-        f"handler CPU x {FULL_CPU_MB} / memory)",
+        (
+            "Lambda projection of $default with a broadcast: time = max(ceil(N / "
+            f"{res['workers']}) x {res['delay_s'] * 1000:.0f} ms + Query pages x "
+            f"{QUERY_PAGE_S * 1000:.0f} ms, "
+            f"handler CPU x {FULL_CPU_MB} / memory)"
+        ),
         "  handler CPU measured here: "
         + "; ".join(f"N={int(n):,}: {m['cpu_s'] * 1000:.0f} ms" for n, m in res["measured"].items()),
         f"{'memory':>8} " + " ".join(f"{f'N={n:,} s':>11} {'$/1M msg':>9}" for n in res["sizes"]),

@@ -16,6 +16,7 @@ Baseline: the same push with chunking off (one invocation posts to everyone).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -108,10 +109,8 @@ def run(sizes: Sequence[int] = SIZES) -> dict[str, Any]:
 
         client = boto3.client("dynamodb", endpoint_url=moto.base)
         for n in sizes:
-            try:
+            with contextlib.suppress(client.exceptions.ResourceNotFoundException):
                 client.delete_table(TableName=TABLE)
-            except client.exceptions.ResourceNotFoundException:
-                pass
             ensure_table(client, TABLE)
             seed(client, n)
             posts_before = mgmt.stats()["posts"]
@@ -128,8 +127,10 @@ def run(sizes: Sequence[int] = SIZES) -> dict[str, Any]:
 
 def lines(res: dict[str, Any]) -> list[str]:
     out = [
-        f"Push to one booking channel: {res['post_ms']} ms per post, FANOUT_WORKERS={res['workers']}, "
-        f"PUSH_CHUNK_SIZE={res['chunk_size']}",
+        (
+            f"Push to one booking channel: {res['post_ms']} ms per post, FANOUT_WORKERS={res['workers']}, "
+            f"PUSH_CHUNK_SIZE={res['chunk_size']}"
+        ),
         "  (on Lambda the chunks run at once, each on its own CPU: a push takes about the larger of",
         "   the coordinator's answer and one chunk, plus an asynchronous invocation's start-up)",
     ]

@@ -50,10 +50,12 @@ def write_results(
         "",
         f"One run of `{COMMAND}`, {when}, {seconds:.0f} s.",
         "",
-        f"Machine: {host['nproc']} cores (`nproc`), {host['cpu']}, Python {host['python']}; "
-        f"load average {host['load']} before, {host.get('load_after', '?')} after "
-        "(the machine is shared with other work: read the ratios, which come from the same run, "
-        "rather than the absolute times).",
+        (
+            f"Machine: {host['nproc']} cores (`nproc`), {host['cpu']}, Python {host['python']}; "
+            f"load average {host['load']} before, {host.get('load_after', '?')} after "
+            "(the machine is shared with other work: read the ratios, which come from the same run, "
+            "rather than the absolute times)."
+        ),
         "",
         *(preface or []),
         "## Targets",

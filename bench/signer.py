@@ -133,8 +133,10 @@ def decision(res: dict[str, Any]) -> tuple[bool, str]:
 
 def lines(res: dict[str, Any]) -> list[str]:
     out = [
-        f"Signer: hand-written vs botocore SigV4Auth on the same transport ({res['workers']} in flight, "
-        f"stand-in {res['delay_s'] * 1000:.0f} ms per post), median of {res['repeats']} alternating runs",
+        (
+            f"Signer: hand-written vs botocore SigV4Auth on the same transport ({res['workers']} in flight, "
+            f"stand-in {res['delay_s'] * 1000:.0f} ms per post), median of {res['repeats']} alternating runs"
+        ),
         f"{'N':>6}  {'signer':<20} {'wall s':>8} {'CPU ms/post':>12}",
     ]
     savings = _savings(res)
@@ -156,7 +158,7 @@ def lines(res: dict[str, Any]) -> list[str]:
 
 
 def targets(res: dict[str, Any]) -> list[Target]:
-    keep, why = decision(res)
+    keep, _why = decision(res)
     return [
         Target(
             "hand-written signer buys > 10% of fan-out wall time or CPU per post at N=500 and 1,000",

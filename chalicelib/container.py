@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
@@ -92,7 +92,7 @@ class Tuning:
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
     #: The Management API's retries (attempts and backoff) for 429, 5xx and network errors.
-    gateway_retry: RetryPolicy = RetryPolicy()
+    gateway_retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ class Container:
     def _built(self, route: str) -> UseCases | None:
         try:
             return self.use_cases()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - settings, credentials: answered as misconfigured
             logger.error("the proxy could not be built", extra={"route": route, "error": str(exc)})
             return None
 

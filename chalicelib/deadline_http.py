@@ -10,6 +10,7 @@ before use, never sent on.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import queue
 import select
@@ -55,10 +56,8 @@ class _Call:
             self.cut_off = True
             sock = self.conn.sock
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def finish(self) -> bool:
         """Mark the call complete; False if the watchdog cut it off first."""

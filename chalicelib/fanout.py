@@ -173,13 +173,13 @@ class FanOut:
             return False
         try:
             self._invoker.invoke_async(self._chunk_function, chunk.to_payload())
-            return True
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure to hand off: deliver here or tell the client
             logger.warning(
                 "chunk hand-off failed",
                 extra={"channel": chunk.channel, "attempt": chunk.attempt, "error": type(exc).__name__},
             )
             return False
+        return True
 
     def _post_all(
         self,

@@ -50,7 +50,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 from urllib.parse import quote, urlsplit
 
 from botocore.credentials import ReadOnlyCredentials
@@ -84,7 +84,7 @@ class RetryPolicy:
 
     def delay(self, attempt: int) -> float:
         """Full-jitter exponential backoff for retry number ``attempt`` (1-based)."""
-        return random.uniform(0, min(self.max_delay, self.base_delay * (2 ** (attempt - 1))))
+        return random.uniform(0, min(self.max_delay, self.base_delay * (2 ** (attempt - 1))))  # noqa: S311 - jitter
 
 
 @dataclass
@@ -147,7 +147,7 @@ class Signer:
     for every service but S3), without building an ``AWSRequest`` per post.
     """
 
-    _keys: dict[tuple[str, str, str], bytes] = {}
+    _keys: ClassVar[dict[tuple[str, str, str], bytes]] = {}
 
     def __init__(self, credentials: ReadOnlyCredentials, region: str, host: str, payload_hash: str) -> None:
         self._credentials = credentials
@@ -228,7 +228,8 @@ class _HttpConnection(asyncio.Protocol):
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        if not isinstance(transport, asyncio.Transport):
+            raise TypeError("a stream transport is needed")
         self.transport = transport
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -252,14 +253,16 @@ class _HttpConnection(asyncio.Protocol):
         try:
             self._parse()
         except HttpError as exc:
-            waiter, self._waiter = self._waiter, None
+            waiter: asyncio.Future[int] | None = self._waiter  # _parse may have settled it
+            self._waiter = None
             if waiter is not None and not waiter.done():
                 waiter.set_exception(exc)
             self.close()
 
     # requests
     def request(self, head: bytes, body: bytes) -> asyncio.Future[int]:
-        assert self.transport is not None
+        if self.transport is None:
+            raise HttpError("not connected")
         loop = asyncio.get_running_loop()
         self._waiter = loop.create_future()
         self._state = 0
@@ -501,7 +504,8 @@ class HttpPool:
             except (TimeoutError, OSError, ssl.SSLError) as exc:
                 raise HttpError(f"connect: {type(exc).__name__}: {exc}") from None
             self.opened += 1
-        assert connection is not None
+        if connection is None:
+            raise HttpError("no connection")
         left = min(self.read_timeout, timeout - (loop.time() - started))
         waiter = connection.request(head, body)
         timer = loop.call_later(max(left, 0.0), _expire, waiter)

@@ -176,12 +176,15 @@ def _id_problem(value: Any) -> str | None:
             return "id is not valid text (it holds a lone surrogate) and cannot be echoed as ref"
     elif isinstance(value, float) and not math.isfinite(value):
         return "id is not a finite number"
-    elif isinstance(value, int) and not isinstance(value, bool):
-        if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
-            return (
-                "id is an integer beyond ±(2^53-1), which a browser cannot hold exactly, so it "
-                "cannot be echoed as ref; send it as a string"
-            )
+    elif (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER
+    ):
+        return (
+            "id is an integer beyond ±(2^53-1), which a browser cannot hold exactly, so it "
+            "cannot be echoed as ref; send it as a string"
+        )
     return None
 
 

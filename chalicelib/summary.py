@@ -70,7 +70,7 @@ class HandlerRun:
             logger.error("configuration error", extra={**self.log, "error": str(exc)})
             self._fail("misconfigured")
         elif exc is not None:
-            logger.exception(f"{self.message} failed", extra=self.log)
+            logger.error("%s failed", self.message, exc_info=exc, extra=self.log)
             self._fail("internal_error")
         self.log["duration_ms"] = elapsed_ms(self._started)
         logger.info(self.message, extra={**self.log, "summary": True})

@@ -201,7 +201,7 @@ def invoke(lambda_client: Any, item: Item) -> tuple[str | None, str]:
             response = lambda_client.invoke(
                 FunctionName=name, InvocationType="Event", Payload=item.body.encode()
             )
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the message stays in the queue, the reason is listed
             code = _error_code(exc)
             notes.append(f"{name}: {code}")
             if code == "ResourceNotFoundException":
@@ -297,7 +297,7 @@ def release(sqs: Any, queue_url: str, receipts: Iterable[str]) -> None:
     for receipt in receipts:
         try:
             sqs.change_message_visibility(QueueUrl=queue_url, ReceiptHandle=receipt, VisibilityTimeout=0)
-        except Exception as exc:  # they come back after HOLD_SECONDS anyway
+        except Exception as exc:  # noqa: BLE001 - they come back after HOLD_SECONDS anyway
             print(f"note: a message stays hidden for {HOLD_SECONDS} s ({_error_code(exc)})", file=sys.stderr)
 
 

@@ -142,7 +142,7 @@ def mirror_versions(mirror: Path, os_arch: str | None = None) -> list[str]:
 
 def find_terraform(environ: Mapping[str, str] = os.environ) -> Path:
     given = environ.get("TERRAFORM")
-    found = given if given else shutil.which("terraform", path=environ.get("PATH"))
+    found = given or shutil.which("terraform", path=environ.get("PATH"))
     if not found or not Path(found).is_file() or not os.access(found, os.X_OK):
         where = f"TERRAFORM={given} is not an executable" if given else "no terraform on PATH"
         raise Missing(f"{where}: {INSTALL_TERRAFORM}")
@@ -183,14 +183,14 @@ def prerequisites(mirror: Path | None = None, environ: Mapping[str, str] = os.en
 # -- the root module ----------------------------------------------------------------------------
 
 
-def _types(export: Path) -> set[str]:
+def resource_types(export: Path) -> set[str]:
     types: set[str] = set()
     for path in export.glob("*.tf.json"):
         doc = json.loads(path.read_text())
         for kind in ("resource", "data"):
             types |= set(doc.get(kind, {}))
     for path in export.glob("*.tf"):  # HCL: the export's only one is versions.tf
-        types |= set(re.findall(r'^\s*(?:resource|data)\s+"([a-z0-9_]+)"', path.read_text(), re.M))
+        types |= set(re.findall(r'^\s*(?:resource|data)\s+"([a-z0-9_]+)"', path.read_text(), re.MULTILINE))
     return types
 
 
@@ -228,7 +228,7 @@ def root_module(endpoint: str, services: list[str], alarm_topic: bool = True) ->
                 "skip_requesting_account_id": True,
                 "skip_metadata_api_check": True,
                 "skip_region_validation": True,
-                "endpoints": [{service: endpoint for service in services}],
+                "endpoints": [dict.fromkeys(services, endpoint)],
             }
         },
         "resource": {"aws_sns_topic": {"alarms": {"name": "ws-proxy-validate-alarms"}}},
@@ -412,7 +412,13 @@ class Runner:
         command = [str(self.tools.terraform), *args]
         try:
             result = subprocess.run(
-                command, cwd=self.workdir, env=self.env, capture_output=True, text=True, timeout=TIMEOUT
+                command,
+                cwd=self.workdir,
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=TIMEOUT,
+                check=False,
             )
         except subprocess.TimeoutExpired as exc:
             raise ValidationError(f"terraform {args[0]} took over {TIMEOUT} s") from exc
@@ -444,7 +450,7 @@ def run(export: Path, tools: Tools, *, echo: bool = False, keep: Path | None = N
         shutil.copytree(export, workdir / MODULE_DIR, dirs_exist_ok=True)
         (workdir / "cli.tfrc").write_text(cli_config(tools.mirror))
         runner = Runner(tools, workdir, echo)
-        services = endpoints_for(_types(export))
+        services = endpoints_for(resource_types(export))
         topic = uses_alarm_topic(export)
 
         say(f"terraform: {tools.terraform}; provider mirror: {tools.mirror}")

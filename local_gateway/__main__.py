@@ -189,7 +189,7 @@ async def serve(options: StackOptions, ready_file: Path | None) -> int:
         return 1
     print(banner(stack), flush=True)
     if ready_file is not None:
-        ready_file.write_text(json.dumps(stack.endpoints()))
+        ready_file.write_text(json.dumps(stack.endpoints()))  # noqa: ASYNC240 - once, before serving
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import json
 import logging
@@ -253,13 +254,13 @@ class WebSocketApi:
                 code = int(msg.data or 0) or 1005
                 await ws.close(code=code if code != 1005 else WSCloseCode.OK)
                 return code
-            elif msg.type is WSMsgType.ERROR:
+            if msg.type is WSMsgType.ERROR:
                 exc = msg.data
                 if isinstance(exc, aiohttp.WebSocketError) and exc.code == WSCloseCode.MESSAGE_TOO_BIG:
                     return 1009  # aiohttp has already closed with 1009
                 return 1006
-            else:  # CLOSING / CLOSED: closed by the server, or the peer vanished
-                return sock.server_close[0] if sock.server_close else 1006
+            # CLOSING / CLOSED: closed by the server, or the peer vanished
+            return sock.server_close[0] if sock.server_close else 1006
 
     @staticmethod
     def _finished(sock: ClientSocket, slots: asyncio.Semaphore) -> None:
@@ -276,10 +277,8 @@ class WebSocketApi:
                 "connectionId": sock.info.connection_id,
                 "requestId": event["requestContext"]["requestId"],
             }
-            try:
+            with contextlib.suppress(ConnectionError, RuntimeError):
                 await sock.ws.send_str(json.dumps(error))
-            except (ConnectionError, RuntimeError):
-                pass
 
     async def _disconnect(self, sock: ClientSocket, code: int) -> None:
         if sock.disconnected:

@@ -127,7 +127,7 @@ def test_the_demo_page_shows_errors_plainly(local_stack: StackProcess, browser: 
         page.click("#disconnect")
         page.wait_for_selector("#state.closed", timeout=TIMEOUT_MS)
         assert error.is_hidden()
-        assert page.inner_text("#booking-id") == "–"
+        assert page.inner_text("#booking-id") == "\u2013"  # the page's placeholder, an en dash
     finally:
         context.close()
 

@@ -61,7 +61,8 @@ def test_the_reproduced_131030_byte_frame_gets_an_error_that_arrives(refusing: S
     assert len(body) == 131_030
     assert refusing.send("A1=", body) == {"statusCode": 200}
     frame = only_frame(refusing, "A1=")
-    assert frame["code"] == "invalid_message" and "ref" not in frame
+    assert frame["code"] == "invalid_message"
+    assert "ref" not in frame
     assert "128 characters" in frame["message"]
     assert MESSAGE_PATH not in refusing.backend.paths()
     assert [c for c in refusing.mgmt.calls if c[2] == 413] == []
@@ -74,7 +75,8 @@ def test_the_reproduced_131030_byte_frame_gets_an_error_that_arrives(refusing: S
 def test_ids_that_can_be_echoed_are_echoed_on_the_error(refusing: Stack, echoed: Any) -> None:
     refusing.send("A1=", {"body": "hi", "id": echoed})
     frame = only_frame(refusing, "A1=")
-    assert frame["code"] == "backend_error" and frame["ref"] == echoed
+    assert frame["code"] == "backend_error"
+    assert frame["ref"] == echoed
     assert refusing.backend.paths().count(MESSAGE_PATH) == 1
 
 
@@ -92,7 +94,8 @@ def test_string_or_number_ids_that_cannot_be_echoed_are_refused_saying_why(
 ) -> None:
     refusing.send("A1=", {"body": "hi", "id": refused})
     frame = only_frame(refusing, "A1=")
-    assert frame["code"] == "invalid_message" and "ref" not in frame
+    assert frame["code"] == "invalid_message"
+    assert "ref" not in frame
     assert reason in frame["message"]
     assert MESSAGE_PATH not in refusing.backend.paths()
 
@@ -100,7 +103,8 @@ def test_string_or_number_ids_that_cannot_be_echoed_are_refused_saying_why(
 def test_a_long_client_id_is_served_but_not_echoed(refusing: Stack) -> None:
     refusing.send("A1=", {"body": "hi", "client_id": "c" * 120_000})
     frame = only_frame(refusing, "A1=")
-    assert frame["code"] == "backend_error" and "ref" not in frame
+    assert frame["code"] == "backend_error"
+    assert "ref" not in frame
     assert refusing.backend.paths().count(MESSAGE_PATH) == 1
 
 
@@ -112,7 +116,8 @@ def test_a_proxy_frame_the_management_api_refuses_is_counted_and_logged(
     assert stack.send("P1=", {"type": "ping"}) == {"statusCode": 200}
     assert [c[2] for c in stack.mgmt.calls] == [413]
     refused = [r for r in app_log.records if r.getMessage() == "proxy frame refused"]
-    assert len(refused) == 1 and refused[0].levelno == logging.WARNING
+    assert len(refused) == 1
+    assert refused[0].levelno == logging.WARNING
     assert getattr(refused[0], "error", None) == "too_large"
     assert getattr(refused[0], "connection_id", None) == "P1="
     too_large = [r for r in app_log.records if r.getMessage() == "post refused as too large"]

@@ -200,7 +200,9 @@ def test_deadline_caps_posts_that_never_answer_and_returns_the_rest_unsent(silen
     # nothing else was started, because nothing could have finished in time.
     assert result.failed == ids[:3]
     assert result.unsent == ids[3:]
-    assert result.delivered == 0 and result.gone == [] and result.attempted == 3
+    assert result.delivered == 0
+    assert result.gone == []
+    assert result.attempted == 3
     assert time.monotonic() >= deadline - 0.05  # they waited for an answer until the deadline
     assert silent.requests == 3  # one attempt each: no retry could fit
 
@@ -208,7 +210,8 @@ def test_deadline_caps_posts_that_never_answer_and_returns_the_rest_unsent(silen
 def test_a_passed_deadline_attempts_nothing(silent: SilentServer) -> None:
     gateway = silent_gateway(silent.endpoint, workers=4)
     result = gateway.fan_out(["A=", "B="], b"{}", deadline=time.monotonic() - 1)
-    assert result.unsent == ["A=", "B="] and result.attempted == 0
+    assert result.unsent == ["A=", "B="]
+    assert result.attempted == 0
     assert gateway.post("A=", b"{}", deadline=time.monotonic() + 0.01) is PostOutcome.UNSENT
     assert silent.requests == 0
 
@@ -263,7 +266,8 @@ def test_fan_out_and_post_when_the_deadline_leaves_time_deliver(mgmt: Management
     mgmt.open.update({"A=", "B="})
     gateway = make_gateway(mgmt.endpoint)
     result = gateway.fan_out(["A=", "B="], b"{}", deadline=time.monotonic() + 30)
-    assert result.delivered == 2 and result.unsent == []
+    assert result.delivered == 2
+    assert result.unsent == []
     assert gateway.post("A=", b"{}", deadline=time.monotonic() + 30) is PostOutcome.DELIVERED
 
 
@@ -397,7 +401,8 @@ def test_an_answer_that_ends_at_close_is_read_to_the_end_and_not_reused() -> Non
     assert outcomes == [PostOutcome.GONE, PostOutcome.GONE]
     assert connections == 2
     outcomes, connections = scripted_post(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", close=True)
-    assert outcomes == [PostOutcome.DELIVERED, PostOutcome.DELIVERED] and connections == 2
+    assert outcomes == [PostOutcome.DELIVERED, PostOutcome.DELIVERED]
+    assert connections == 2
 
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
@@ -416,7 +421,8 @@ def test_an_idle_connection_the_server_dropped_is_not_used_for_the_next_post() -
         pool.loop.call_soon_threadsafe(time.sleep, 0.5)
         assert gateway.post("A=", b"{}") is PostOutcome.DELIVERED
         assert sleeps == []  # no failed attempt, no retry: a new connection at once
-        assert server.connections == 2 and pool.opened == 2
+        assert server.connections == 2
+        assert pool.opened == 2
     finally:
         server.sock.close()
 

@@ -72,10 +72,12 @@ def test_log_lines_are_json_with_route_connection_outcome_and_duration(
     for record in routes.values():
         assert record["connection_id"] == "A1="
         assert record["service"] == "ws-proxy"
-        assert "outcome" in record and isinstance(record["duration_ms"], float)
+        assert "outcome" in record
+        assert isinstance(record["duration_ms"], float)
     assert routes["$default"]["channel"] == "booking#1"
     fanout = [r for r in records if r.get("message") == "fan-out"]
-    assert fanout and fanout[0]["delivered"] == 1
+    assert fanout
+    assert fanout[0]["delivered"] == 1
     metrics = [r for r in records if "_aws" in r]
     names = {m["Name"] for r in metrics for d in r["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]}
     assert {"ConnectionsOpened", "Messages", "FanOutSize"} <= names
@@ -181,10 +183,12 @@ def test_no_token_or_body_in_any_record_of_any_logger_at_debug(
     records = "\n".join(every_record)
     # the run really was logged at DEBUG, by the libraries too
     assert "Making request for OperationModel(name=PutItem)" in records
-    assert "OperationModel(name=Query)" in records and "OperationModel(name=Invoke)" in records
-    assert '"route":"$connect"' in log_stream.getvalue() and '"route":"push"' in log_stream.getvalue()
+    assert "OperationModel(name=Query)" in records
+    assert "OperationModel(name=Invoke)" in records
+    assert '"route":"$connect"' in log_stream.getvalue()
+    assert '"route":"push"' in log_stream.getvalue()
     assert [f["messages"][0]["body"] for f in stack.mgmt.frames("A1=")[:1]] == [BODY]
-    everything = "\n".join([records, out, err, log_stream.getvalue()])
+    everything = f"{records}\n{out}\n{err}\n{log_stream.getvalue()}"
     everything += "\n" + _unpacked(everything)
     assert SECRET not in everything
     assert BODY not in everything

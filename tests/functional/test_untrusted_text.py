@@ -82,7 +82,8 @@ def test_client_frame_with_a_lone_surrogate_is_refused_with_an_error_that_arrive
     stack.backend.routes[MESSAGE_PATH] = Reply(400, {"detail": "rejected"})
     assert stack.send("A1=", body) == {"statusCode": 200}
     (frame,) = posted(stack, "A1=")
-    assert frame["type"] == "error" and frame["code"] == "invalid_message"
+    assert frame["type"] == "error"
+    assert frame["code"] == "invalid_message"
     assert "ref" not in frame
     assert "surrogate" in frame["message"]
     assert message_calls(stack) == 0  # never forwarded
@@ -95,7 +96,8 @@ def test_a_refused_frame_still_echoes_an_id_that_can_be_echoed(stack: Stack, app
     join(stack, "A1=")
     stack.send("A1=", '{"id":"c-1","body":"bad \\udc80"}')
     (frame,) = posted(stack, "A1=")
-    assert frame["code"] == "invalid_message" and frame["ref"] == "c-1"
+    assert frame["code"] == "invalid_message"
+    assert frame["ref"] == "c-1"
     assert message_calls(stack) == 0
     assert app_log.internal_errors() == []
 
@@ -173,7 +175,8 @@ def test_a_token_with_a_lone_surrogate_is_refused_before_the_backend_is_called(
     response = stack.connect("A1=", query, headers)
     assert response["statusCode"] == 401
     response["body"].encode("utf-8")
-    assert stack.backend.requests == [] and stack.items() == []
+    assert stack.backend.requests == []
+    assert stack.items() == []
     assert app_log.internal_errors() == []
 
 
@@ -256,5 +259,6 @@ def test_deliver_that_cannot_remove_a_gone_connection_logs_it_and_answers(
     assert result == {"delivered": 0, "frames": 2, "outcome": "gone"}
     assert app_log.internal_errors() == []
     cleanup = [r for r in app_log.records if r.getMessage() == "stale connection cleanup failed"]
-    assert len(cleanup) == 1 and cleanup[0].levelno >= logging.WARNING
+    assert len(cleanup) == 1
+    assert cleanup[0].levelno >= logging.WARNING
     assert len(stack.items()) == 1  # left for TTL

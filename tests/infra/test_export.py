@@ -124,7 +124,7 @@ def test_nothing_deprecated_by_current_providers_remains(export_dir: Path) -> No
 
 
 def test_the_outputs_the_infra_repository_expects_exist(tf: Config) -> None:
-    assert REQUIRED_OUTPUTS <= set(tf.outputs)
+    assert set(tf.outputs) >= REQUIRED_OUTPUTS
     value = {name: tf.outputs[name].body["value"] for name in REQUIRED_OUTPUTS}
     assert value["websocket_api_endpoint"] == "${aws_apigatewayv2_stage.websocket_api_stage.invoke_url}"
     assert value["websocket_lambda_function_arn"] == "${aws_lambda_function.websocket_message.arn}"
@@ -273,7 +273,8 @@ def test_the_stage_logs_access_without_query_strings_and_throttles_the_default_r
     assert logs["format"] == "${jsonencode(local.websocket_access_log_format)}"
     fields = tf.blocks["local.websocket_access_log_format"].body
     values = " ".join(v for k, v in fields.items() if k != "//")
-    assert "$context.connectionId" in values and "$context.status" in values
+    assert "$context.connectionId" in values
+    assert "$context.status" in values
     for leak in ("querystring", "query", "header", "body", "authorizer", "protocol"):
         assert leak not in values.lower(), leak
     routes = stage["default_route_settings"]

@@ -134,7 +134,8 @@ def assert_function(
 def assert_no_star_for_restricted(statements: list[dict[str, Any]]) -> None:
     for statement in statements:
         actions = [a.lower() for a in _as_list(statement.get("Action", []))]
-        assert "*" not in actions and not any(a.endswith(":*") for a in actions), statement
+        assert "*" not in actions, statement
+        assert not any(a.endswith(":*") for a in actions), statement
         if any(a.startswith(RESTRICTED) for a in actions):
             assert "*" not in _as_list(statement.get("Resource", [])), statement
 
@@ -180,7 +181,8 @@ def test_every_operation_names_functions_of_the_app_and_every_function_has_some(
         "fanout",
     ]
     for op in OPERATIONS:
-        assert op["functions"] and set(op["functions"]) <= set(FUNCTIONS), op
+        assert op["functions"], op
+        assert set(op["functions"]) <= set(FUNCTIONS), op
         if op["call"] == "runtime":
             assert op["functions"] == FUNCTIONS, op  # logs and traces: every function
     for function in FUNCTIONS:
@@ -357,7 +359,8 @@ def test_a_grant_on_a_function_missing_from_the_export_is_dropped() -> None:
     assert "fanout" not in documents
     for function in ("websocket_message", "push"):
         sids = {s["sid"] for s in documents[function]["statement"]}
-        assert "InvokeFanout" not in sids and "ManageConnections" in sids
+        assert "InvokeFanout" not in sids
+        assert "ManageConnections" in sids
     assert "aws_lambda_function.fanout" not in json.dumps(documents)
 
 

@@ -46,7 +46,8 @@ def app_metrics_settings() -> tuple[str, str]:
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Metrics":
             kwargs = {k.arg: k.value for k in node.keywords}
             namespace, service = kwargs["namespace"], kwargs["service"]
-            assert isinstance(namespace, ast.Constant) and isinstance(service, ast.Constant)
+            assert isinstance(namespace, ast.Constant)
+            assert isinstance(service, ast.Constant)
             return str(namespace.value), str(service.value)
     raise AssertionError("app.py creates no Metrics")
 
@@ -238,13 +239,16 @@ def test_alarm_names_are_unique_and_prefixed_by_the_stage(tf: Config) -> None:
 
 def test_every_alarm_variable_has_a_default_a_description_and_a_use(tf: Config) -> None:
     variables = {a[4:]: b.body for a, b in tf.blocks.items() if a.startswith("var.alarm_")}
-    assert variables["alarm_topic_arn"]["default"] is None and variables["alarm_topic_arn"]["nullable"]
+    assert variables["alarm_topic_arn"]["default"] is None
+    assert variables["alarm_topic_arn"]["nullable"]
     text = json.dumps(tf.documents["monitoring.tf.json"])
     for name, variable in variables.items():
-        assert "default" in variable and len(variable["description"]) > 20, name
+        assert "default" in variable, name
+        assert len(variable["description"]) > 20, name
         assert f"var.{name}" in text, f"{name} is declared but no alarm uses it"
         if name != "alarm_topic_arn":
-            assert variable["type"] == "number" and variable["default"] >= 0, name
+            assert variable["type"] == "number", name
+            assert variable["default"] >= 0, name
     for alarm in alarms(tf).values():
         threshold = alarm["threshold"]
         assert threshold == 0 or re.fullmatch(r"\$\{var\.alarm_\w+\}", threshold), threshold
@@ -301,7 +305,9 @@ def test_the_dashboard_body_is_valid_cloudwatch_json_laid_out_without_overlap(tf
     for widget in body["widgets"]:
         assert widget["type"] == "metric"
         props = widget["properties"]
-        assert props["region"] == "${local.monitoring_region}" and props["title"] and props["period"] >= 60
+        assert props["region"] == "${local.monitoring_region}"
+        assert props["title"]
+        assert props["period"] >= 60
         assert widget["x"] + widget["width"] <= 24
         for x in range(widget["x"], widget["x"] + widget["width"]):
             for y in range(widget["y"], widget["y"] + widget["height"]):

@@ -41,7 +41,9 @@ class Lambdas(LambdaStandIn):
         self.missing: set[str] = set()
         self.failing: set[str] = set()
 
-    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any, dict]:
+    def handle(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, Any, dict[str, str]]:
         parts = path.split("/")
         name = unquote(parts[3]) if len(parts) > 3 else ""
         if name in self.missing:
@@ -77,7 +79,7 @@ def sqs(moto_endpoint: str) -> Any:
 
 
 @pytest.fixture
-def queue(sqs: Any) -> str:
+def queue(sqs: Any) -> Iterator[str]:
     name = f"{PREFIX}-websocket-api-async-dlq"
     url = str(sqs.create_queue(QueueName=f"{uuid.uuid4().hex[:8]}-{name}")["QueueUrl"])
     yield url
@@ -138,7 +140,8 @@ def test_a_dry_run_lists_every_message_without_secrets_and_changes_nothing(
     assert f"-> {PREFIX}-deliver [by shape]" in text
     assert f"-> {PREFIX}-push [by shape]" in text
     assert f"-> {PREFIX}-fanout (else {PREFIX}-push) [by shape]" in text
-    assert "UNKNOWN function" in text and "Task timed out after 30.00 seconds" in text
+    assert "UNKNOWN function" in text
+    assert "Task timed out after 30.00 seconds" in text
     assert "[masked]" in text
     for secret in (SECRET, "eJzLSM3J", "Zx_1aBcDeFg=", "world", "status", "\nsecond line"):
         assert secret not in text, secret
@@ -180,7 +183,8 @@ def test_a_failed_invoke_keeps_the_message_for_the_next_run(sqs: Any, lambdas: L
     fail(sqs, queue, DELIVER)
     lambdas.failing = {f"{PREFIX}-push"}
     summary = run(sqs, lambdas, queue)
-    assert (summary.redriven, summary.failed) == (1, 1) and not summary.ok
+    assert (summary.redriven, summary.failed) == (1, 1)
+    assert not summary.ok
     assert f"{PREFIX}-push: ServiceException" in "\n".join(summary.lines)
     assert bodies_left(sqs, queue) == [PUSH]
     lambdas.failing = set()
@@ -202,7 +206,8 @@ def test_function_overrides_the_shape_even_for_unknown_events(sqs: Any, lambdas:
     fail(sqs, queue, UNKNOWN)
     fail(sqs, queue, DELIVER)
     summary = run(sqs, lambdas, queue, function=f"{PREFIX}-push")
-    assert summary.ok and summary.redriven == 2
+    assert summary.ok
+    assert summary.redriven == 2
     assert {n for n, _, _ in lambdas.invocations} == {f"{PREFIX}-push"}
 
 
@@ -244,7 +249,8 @@ def test_the_shape_rules() -> None:
         "fanout",
         "push",
     ]
-    for other in (UNKNOWN, [], "x", None, {"connection_id": 5, "frames": "x"}, {"connection_id": "a"}):
+    others: list[Any] = [UNKNOWN, [], "x", None, {"connection_id": 5, "frames": "x"}, {"connection_id": "a"}]
+    for other in others:
         assert redrive.classify(other) == [], other
 
 
@@ -284,7 +290,9 @@ def test_the_prefix_comes_from_the_queue_name() -> None:
 
 def test_error_messages_are_one_short_line_with_tokens_masked() -> None:
     masked = redrive.mask(f"bad token {SECRET}\r\nand {'A' * 40} and a very long tail " + "x " * 200)
-    assert SECRET not in masked and "A" * 40 not in masked
-    assert "\n" not in masked and "\r" not in masked
+    assert SECRET not in masked
+    assert "A" * 40 not in masked
+    assert "\n" not in masked
+    assert "\r" not in masked
     assert len(masked) <= redrive.ERROR_CHARS
     assert redrive.mask("Task timed out after 30.00 seconds") == "Task timed out after 30.00 seconds"

@@ -134,7 +134,7 @@ def test_module_addresses_lose_the_module_and_the_index() -> None:
 def test_every_type_of_the_export_has_an_endpoint_and_an_unknown_type_stops_the_run(
     export_dir: Path,
 ) -> None:
-    services = validate.endpoints_for(validate._types(export_dir))
+    services = validate.endpoints_for(validate.resource_types(export_dir))
     assert {"apigatewayv2", "cloudwatch", "dynamodb", "iam", "lambda", "logs", "sqs", "sts"} <= set(services)
     with pytest.raises(ValidationError, match="aws_kinesis_stream"):
         validate.endpoints_for({"aws_lambda_function", "aws_kinesis_stream"})
@@ -144,8 +144,10 @@ def test_the_root_module_points_every_endpoint_at_moto_with_fake_credentials() -
     root = validate.root_module("http://127.0.0.1:5", ["lambda", "sqs"])
     provider = root["provider"]["aws"]
     assert provider["endpoints"] == [{"lambda": "http://127.0.0.1:5", "sqs": "http://127.0.0.1:5"}]
-    assert provider["access_key"] == "testing" and provider["skip_credentials_validation"] is True
-    assert provider["skip_requesting_account_id"] is True and provider["skip_metadata_api_check"] is True
+    assert provider["access_key"] == "testing"
+    assert provider["skip_credentials_validation"] is True
+    assert provider["skip_requesting_account_id"] is True
+    assert provider["skip_metadata_api_check"] is True
     assert root["module"][validate.MODULE_NAME]["source"] == "./modules/ws-proxy"
 
 
@@ -197,5 +199,7 @@ def test_a_missing_terraform_names_what_to_install(tmp_path: Path) -> None:
 
 def test_the_cli_config_installs_from_the_mirror_only(tmp_path: Path) -> None:
     text = validate.cli_config(tmp_path)
-    assert "filesystem_mirror" in text and json.dumps(str(tmp_path)) in text
-    assert "direct" not in text and "network_mirror" not in text
+    assert "filesystem_mirror" in text
+    assert json.dumps(str(tmp_path)) in text
+    assert "direct" not in text
+    assert "network_mirror" not in text

@@ -160,7 +160,7 @@ class FaultBackend(_Server):
                     await asyncio.sleep(TRICKLE_PAUSE)
             except (ConnectionError, RuntimeError):
                 self.cut_off += 1  # the proxy hung up: its deadline held
-            return response
+            return response  # type: ignore[return-value]  # a stream, not a whole Response
         if fault == "slow":
             await asyncio.sleep(SLOW_SECONDS)
         if fault == "timeout":

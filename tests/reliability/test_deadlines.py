@@ -20,7 +20,8 @@ import aiohttp
 import pytest
 
 from tests.e2e.support import StackProcess, open_socket, run
-from tests.reliability.support import FaultBackend, Tracker, pump, stack_alive, wait_for
+from tests.harness import wait_for
+from tests.reliability.support import FaultBackend, Tracker, pump, stack_alive
 
 pytestmark = pytest.mark.e2e
 
@@ -90,7 +91,8 @@ def test_a_trickling_backend_is_cut_off_before_the_deadline_and_the_retry_gets_t
             await socks["a"].send({"id": "slow-1", "fault": "trickle"})
             await wait_for(lambda: bool(tracker.errors["a"]), 15, "a told that its message failed")
             (error,) = tracker.errors["a"]
-            assert error["code"] == "backend_unavailable" and error["retryable"] is True
+            assert error["code"] == "backend_unavailable"
+            assert error["retryable"] is True
             assert error["ref"] == "slow-1"
             await wait_for(lambda: backend.cut_off >= 1, 10, "the trickled answer cut off")
             await socks["a"].send({"id": "slow-2"})  # the client retries (with a new id)

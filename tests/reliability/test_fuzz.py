@@ -187,10 +187,11 @@ def is_error_frame(frame: Any) -> bool:
 
 
 def check_error(raw: bytes, sent: Any = None) -> dict[str, Any]:
-    frame = strict_json(raw)
+    frame: dict[str, Any] = strict_json(raw)
     assert is_error_frame(frame), frame
     assert frame["code"] in CODES
-    assert isinstance(frame["message"], str) and frame["message"]
+    assert isinstance(frame["message"], str)
+    assert frame["message"]
     assert isinstance(frame["retryable"], bool)
     assert len(raw) <= ERROR_FRAME_BOUND
     if "ref" in frame:  # only ever the sender's own id, and only one that can be echoed
@@ -207,7 +208,8 @@ def check_frame(raw: bytes, sent: Any) -> None:
         check_error(raw, sent)
         return
     if isinstance(frame, dict) and "ref" in frame:  # the answer to a request: its id, exactly
-        assert isinstance(sent, dict) and frame.pop("ref") == sent.get("id")
+        assert isinstance(sent, dict)
+        assert frame.pop("ref") == sent.get("id")
     if frame == {"type": "pong"}:
         return
     # otherwise it must be exactly the backend's echo of what was sent
@@ -347,7 +349,8 @@ def test_fuzzed_connects_answer_contract_statuses_and_items_only_on_200(
     )["Items"]
     assert len(found) == (1 if response["statusCode"] == 200 else 0)
     if response["statusCode"] != 200:
-        assert isinstance(response.get("body"), str) and response["body"]
+        assert isinstance(response.get("body"), str)
+        assert response["body"]
     else:
         item = found[0]
         assert item["connection_type"]["S"] in {"chat", "booking", "notification", "feed"}
@@ -422,7 +425,8 @@ def test_fuzzed_backend_answers_reach_clients_as_utf8_json(harness: Harness, rep
             [expected] if expected.get("broadcast") is True else []
         )
     else:
-        assert len(to_sender) == 1 and not to_peer
+        assert len(to_sender) == 1
+        assert not to_peer
         check_error(to_sender[0])
     assert all(isinstance(f, dict) for f in frames)
 

@@ -67,8 +67,11 @@ def test_dynamodb_request_response_and_signature_are_redacted_at_debug(debug_tex
     assert items == [{"token": {"S": TOKEN}}]  # the call really carried the token both ways
     text = debug_text.getvalue()
     assert "botocore.endpoint Making request for OperationModel(name=Query) with params: [redacted]" in text
-    assert "botocore.parsers Response body:" in text and "botocore.auth CanonicalRequest:" in text
-    assert TOKEN not in text and SESSION not in text and "secret-key" not in text
+    assert "botocore.parsers Response body:" in text
+    assert "botocore.auth CanonicalRequest:" in text
+    assert TOKEN not in text
+    assert SESSION not in text
+    assert "secret-key" not in text
 
 
 def test_the_filter_keeps_numbers_and_replaces_text_and_objects() -> None:

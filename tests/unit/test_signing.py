@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from typing import Any
 
 import pytest
 from botocore.auth import SigV4Auth
@@ -12,7 +13,7 @@ from botocore.credentials import ReadOnlyCredentials
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chalicelib.gateway import ConnectionGateway, ManagementApi, new_pool
+from chalicelib.gateway import ConnectionGateway, ManagementApi, Signer, new_pool
 
 ENDPOINTS = [
     "https://a1b2c3d4e5.execute-api.eu-west-1.amazonaws.com/development",
@@ -31,7 +32,7 @@ POOL = new_pool(4)
 
 def botocore_headers(
     api: ManagementApi, credentials: ReadOnlyCredentials, region: str, cid: str, data: bytes
-):
+) -> Any:
     request = AWSRequest(method="POST", url=api.url(cid), data=data)
     request.headers["Content-Type"] = "application/json"
     SigV4Auth(credentials, "execute-api", region).add_auth(request)
@@ -39,7 +40,9 @@ def botocore_headers(
 
 
 def ours(api: ManagementApi, cid: str, data: bytes, amz_date: str) -> dict[str, str]:
-    return api.signer(data).headers(api.path(cid), amz_date)
+    signer = api.signer(data)
+    assert isinstance(signer, Signer)
+    return signer.headers(api.path(cid), amz_date)
 
 
 @settings(max_examples=300, deadline=None)
@@ -79,7 +82,8 @@ def test_signing_key_follows_rotated_credentials_and_the_date(monkeypatch: pytes
     seen = set()
     for credentials in (CREDENTIALS[0], ReadOnlyCredentials("AKIDEXAMPLE", "rotated-secret", None)):
         current[0] = credentials
-        for moment in (datetime.datetime(2026, 11, 25, 23, 59, 59), datetime.datetime(2026, 11, 26, 0, 0, 1)):
+        # botocore's clock is naive UTC: the moments are too
+        for moment in (datetime.datetime(2026, 11, 25, 23, 59, 59), datetime.datetime(2026, 11, 26, 0, 0, 1)):  # noqa: DTZ001
             monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda m=moment: m)
             expected = botocore_headers(api, credentials, "eu-west-1", "Ab=", b"{}")
             mine = ours(api, "Ab=", b"{}", moment.strftime("%Y%m%dT%H%M%SZ"))
@@ -153,8 +157,9 @@ def test_requests_on_the_wire_carry_a_signature_botocore_computes_from_them(
         server.sock.close()
     assert len(server.requests) == len(ids)
     for method, path, headers, body in server.requests:
-        assert method == "POST" and headers["Host"] == f"127.0.0.1:{server.port}"
-        moment = datetime.datetime.strptime(headers["X-Amz-Date"], "%Y%m%dT%H%M%SZ")
+        assert method == "POST"
+        assert headers["Host"] == f"127.0.0.1:{server.port}"
+        moment = datetime.datetime.strptime(headers["X-Amz-Date"], "%Y%m%dT%H%M%SZ")  # noqa: DTZ007 - naive UTC, as botocore
         monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda m=moment: m)
         request = AWSRequest(method=method, url=f"http://{headers['Host']}{path}", data=body)
         request.headers["Content-Type"] = headers["Content-Type"]
