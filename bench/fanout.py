@@ -30,7 +30,8 @@ from botocore.config import Config
 from bench.part import Target, part_main
 from bench.servers import Server, standin, use_dummy_aws_env
 from chalicelib import protocol
-from chalicelib.gateway import ConnectionGateway, ManagementApi, new_pool
+from chalicelib.gateway import ConnectionGateway, ManagementApi
+from chalicelib.http_pool import new_pool
 
 DELAY = 0.02
 WORKERS = 128

@@ -135,7 +135,8 @@ def sweep(spec: dict[str, Any]) -> dict[str, Any]:
     from botocore.credentials import ReadOnlyCredentials
 
     from bench.fanout import PAYLOAD, connection_ids
-    from chalicelib.gateway import ConnectionGateway, ManagementApi, new_pool
+    from chalicelib.gateway import ConnectionGateway, ManagementApi
+    from chalicelib.http_pool import new_pool
 
     use_dummy_aws_env()
     posts = int(spec["posts"])

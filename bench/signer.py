@@ -25,7 +25,9 @@ from botocore.credentials import ReadOnlyCredentials
 
 from bench.part import Target, part_main
 from bench.servers import standin, use_dummy_aws_env
-from chalicelib.gateway import ConnectionGateway, ManagementApi, RequestSigner, new_pool
+from chalicelib.gateway import ConnectionGateway, ManagementApi
+from chalicelib.http_pool import new_pool
+from chalicelib.signing import RequestSigner
 
 DELAY = 0.02
 SIZES = (500, 1000)

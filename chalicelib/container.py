@@ -29,13 +29,16 @@ from chalicelib.config import Settings
 from chalicelib.connect import ConnectCase, DisconnectCase
 from chalicelib.deadline import Deadline
 from chalicelib.deliver import DELIVER_RETRY_SECONDS, DeliverCase
-from chalicelib.fanout import HANDSHAKE_GRACE_SECONDS, FanOut, FanOutChunkCase
-from chalicelib.gateway import ConnectionGateway, ManagementApi, RetryPolicy, new_pool, region_for
+from chalicelib.fanout import HANDSHAKE_GRACE_SECONDS, FanOut
+from chalicelib.fanout_chunk import FanOutChunkCase
+from chalicelib.gateway import ConnectionGateway, ManagementApi, RetryPolicy
+from chalicelib.http_pool import new_pool
 from chalicelib.message import MessageCase
 from chalicelib.ports import Backend, GatewayFor, Invoker, Metric, Registry
 from chalicelib.push import PushCase
 from chalicelib.redaction import redact_library_logs
 from chalicelib.registry import DEFAULT_LOOKUP_RETRY_DELAYS, ConnectionRegistry
+from chalicelib.signing import region_for
 
 logger = logging.getLogger(__name__)
 

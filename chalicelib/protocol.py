@@ -30,7 +30,6 @@ error frame is always far below the 128 KB limit.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Mapping
@@ -39,9 +38,18 @@ from typing import Any
 
 from chalicelib.errors import Forbidden, InvalidMessage, ProxyError, TooLarge, Unauthorized
 from chalicelib.routes import DEFAULT_TYPE, Route
+from chalicelib.wire import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES
+from chalicelib.wire import REPLACEMENT_CHARACTER as REPLACEMENT_CHARACTER
+from chalicelib.wire import SURROGATE_ESCAPE, dumps
+from chalicelib.wire import as_text as as_text
+from chalicelib.wire import depth_exceeds as depth_exceeds
+from chalicelib.wire import encode as encode
+from chalicelib.wire import frames_for as frames_for
+from chalicelib.wire import frames_with_ref as frames_with_ref
+from chalicelib.wire import has_lone_surrogate as has_lone_surrogate
+from chalicelib.wire import is_text as is_text
+from chalicelib.wire import loads as loads
 
-#: API Gateway's WebSocket message limit (128 KB), for frames both ways.
-MAX_MESSAGE_BYTES = 128 * 1024
 #: Longest token accepted; anything longer is rejected before the backend is called.
 MAX_TOKEN_CHARS = 8192
 #: Deepest nesting of a client frame. A frame nested near Python's recursion limit
@@ -56,36 +64,6 @@ MAX_SAFE_INTEGER = 2**53 - 1
 BEARER_SUBPROTOCOL = "bearer"
 BOOKING_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 PONG = {"type": "pong"}
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-#: A JSON escape of a surrogate (paired or not): only then can parsed text hold a lone one.
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-REPLACEMENT_CHARACTER = "\ufffd"
-
-
-def is_text(value: str) -> bool:
-    """Whether ``value`` encodes as UTF-8 (holds no lone surrogate)."""
-    return _LONE_SURROGATE.search(value) is None
-
-
-def as_text(value: str) -> str:
-    """``value`` with each lone surrogate replaced by U+FFFD."""
-    return _LONE_SURROGATE.sub(REPLACEMENT_CHARACTER, value)
-
-
-def has_lone_surrogate(value: Any) -> bool:
-    """Whether any string in ``value``, keys included, holds a lone surrogate (no recursion)."""
-    stack = [value]
-    while stack:
-        current = stack.pop()
-        if isinstance(current, str):
-            if _LONE_SURROGATE.search(current):
-                return True
-        elif isinstance(current, dict):
-            stack.extend(current)
-            stack.extend(current.values())
-        elif isinstance(current, list):
-            stack.extend(current)
-    return False
 
 
 @dataclass(frozen=True)
@@ -211,22 +189,6 @@ def reference(frame: Any) -> Any:
     return None
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if value in (float("inf"), float("-inf")):
-        raise ValueError(f"{text} is out of range")
-    return value
-
-
-def loads(text: str | bytes) -> Any:
-    """Strict JSON: no NaN or Infinity, no number that overflows (browsers reject them)."""
-    return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
-
-
 def parse_frame(body: str | None, *, is_base64: bool = False) -> dict[str, Any]:
     """A client frame as a JSON object, or ``InvalidMessage`` / ``TooLarge``."""
     if is_base64:
@@ -243,7 +205,7 @@ def parse_frame(body: str | None, *, is_base64: bool = False) -> dict[str, Any]:
         raise InvalidMessage("the frame must be a JSON object")
     if depth_exceeds(frame, MAX_FRAME_DEPTH):
         raise InvalidMessage(f"the frame is nested more than {MAX_FRAME_DEPTH} levels deep")
-    if not is_text(body) or (_SURROGATE_ESCAPE.search(body) and has_lone_surrogate(frame)):
+    if not is_text(body) or (SURROGATE_ESCAPE.search(body) and has_lone_surrogate(frame)):
         raise InvalidMessage(
             "the frame holds a lone surrogate (\\ud800-\\udfff), which is not text; send valid Unicode",
             ref=reference(frame),
@@ -252,18 +214,6 @@ def parse_frame(body: str | None, *, is_base64: bool = False) -> dict[str, Any]:
     if problem is not None:
         raise InvalidMessage(problem)
     return frame
-
-
-def depth_exceeds(value: Any, limit: int) -> bool:
-    """Whether ``value`` nests containers more than ``limit`` levels (no recursion)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        current, depth = stack.pop()
-        if depth > limit:
-            return True
-        children = current.values() if isinstance(current, dict) else current
-        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
-    return False
 
 
 def is_ping(frame: Mapping[str, Any]) -> bool:
@@ -286,85 +236,6 @@ def error_frame(code: str, message: str, *, retryable: bool = False, ref: Any = 
 def error_frame_for(exc: ProxyError, ref: Any = None) -> dict[str, Any]:
     """The error frame for ``exc``, echoing ``ref`` (or the request id the error knows)."""
     return error_frame(exc.code, exc.message, retryable=exc.retryable, ref=exc.ref if ref is None else ref)
-
-
-def _dumps(payload: Any) -> str:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def encode(payload: Any) -> bytes:
-    """Compact UTF-8 JSON: what goes on the wire, serialized once per payload.
-
-    Always valid UTF-8: a lone surrogate anywhere (key or value) becomes U+FFFD.
-    Raises ``ValueError`` for NaN or Infinity, which no browser would parse.
-    """
-    text = _dumps(payload)
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:  # only lone surrogates cannot be encoded
-        return as_text(text).encode("utf-8")
-
-
-def frames_for(payload: Any, limit: int = MAX_MESSAGE_BYTES) -> list[bytes]:
-    """The frames that carry ``payload`` to a client, each at most ``limit`` bytes.
-
-    A payload that fits is one frame. A ``history`` payload over the limit is
-    split into ordered frames carrying ``part`` (1-based), ``parts`` and a
-    slice of ``messages``. Anything else over the limit raises ``TooLarge``.
-    """
-    data = encode(payload)
-    if len(data) <= limit:
-        return [data]
-    if not (
-        isinstance(payload, dict)
-        and payload.get("type") == "history"
-        and isinstance(payload.get("messages"), list)
-        and payload["messages"]
-    ):
-        kind = payload.get("type") if isinstance(payload, dict) else None
-        raise TooLarge(
-            f"a {kind or 'payload'} of {len(data)} bytes is over the {limit // 1024} KB message limit"
-        )
-    return _split_history(payload, limit)
-
-
-def frames_with_ref(payload: Any, ref: Any) -> list[bytes]:
-    """``frames_for(payload)`` with ``ref`` on the last frame only (a split reply answers once)."""
-    if ref is None:
-        return frames_for(payload)
-    room = len(encode({"ref": ref}))
-    frames = frames_for(payload, MAX_MESSAGE_BYTES - room)
-    last = loads(frames[-1])
-    last["ref"] = ref
-    return [*frames[:-1], encode(last)]
-
-
-def _split_history(payload: dict[str, Any], limit: int) -> list[bytes]:
-    messages: list[Any] = payload["messages"]
-    sizes = [len(encode(m)) for m in messages]
-    widest = len(str(len(messages)))
-    # An upper bound of everything in a part but its messages: widest part numbers.
-    shell = {**payload, "messages": [], "part": 10**widest - 1, "parts": 10**widest - 1}
-    overhead = len(encode(shell))
-    groups: list[list[Any]] = []
-    current: list[Any] = []
-    used = overhead
-    for message, size in zip(messages, sizes, strict=True):
-        extra = size + (1 if current else 0)
-        if overhead + size > limit:
-            raise TooLarge(f"a history message of {size} bytes cannot fit in one {limit // 1024} KB frame")
-        if current and used + extra > limit:
-            groups.append(current)
-            current, used = [], overhead
-            extra = size
-        current.append(message)
-        used += extra
-    groups.append(current)
-    total = len(groups)
-    return [
-        encode({**payload, "messages": group, "part": index, "parts": total})
-        for index, group in enumerate(groups, start=1)
-    ]
 
 
 # -- server push (the backend's events to the push function) -------------------
@@ -434,7 +305,7 @@ def parse_push(event: Any, connection_types: Mapping[str, Route]) -> PushTarget:
     if not isinstance(payload, dict):
         raise InvalidMessage("payload must be a JSON object")
     try:
-        data = _dumps(payload).encode("utf-8")
+        data = dumps(payload).encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidMessage(
             "payload holds a lone surrogate (\\ud800-\\udfff), which is not text; send valid Unicode"

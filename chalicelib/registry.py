@@ -20,13 +20,16 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.connection import ChannelPage as ChannelPage
+from chalicelib.connection import Connection as Connection
+from chalicelib.connection import from_item, to_item
+from chalicelib.connection import item_for as item_for
 from chalicelib.errors import BackendUnavailable, UnknownConnection
-from chalicelib.routes import is_channel_key
 from chalicelib.schema import CONNECTION_INDEX, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
 
 logger = logging.getLogger(__name__)
@@ -42,83 +45,6 @@ DEFAULT_CACHE_SECONDS = 300.0
 
 #: DynamoDB's BatchGetItem limit.
 BATCH_GET_KEYS = 100
-
-
-@dataclass(frozen=True)
-class Connection:
-    connection_id: str
-    channel: str
-    connection_type: str
-    user_id: str | None = None
-    token: str | None = None
-    created_at: int = 0
-    ttl: int = 0
-    booking_id: str | None = None
-    endpoint: str | None = None
-
-    def __repr__(self) -> str:  # never show the token, even in a traceback or log
-        return (
-            f"Connection(connection_id={self.connection_id!r}, channel={self.channel!r}, "
-            f"connection_type={self.connection_type!r}, user_id={self.user_id!r})"
-        )
-
-    @property
-    def legacy(self) -> bool:
-        """Written before channel keys had a kind: such a connection must reconnect."""
-        return not is_channel_key(self.channel)
-
-
-@dataclass(frozen=True)
-class ChannelPage:
-    connection_ids: list[str]
-    #: Where the next page starts (DynamoDB's LastEvaluatedKey); None at the end.
-    next_key: dict[str, Any] | None
-
-
-def _to_item(conn: Connection) -> dict[str, Any]:
-    item: dict[str, Any] = {
-        PARTITION_KEY: {"S": conn.channel},
-        SORT_KEY: {"S": conn.connection_id},
-        "connection_type": {"S": conn.connection_type},
-        "created_at": {"N": str(conn.created_at)},
-        TTL_ATTRIBUTE: {"N": str(conn.ttl)},
-    }
-    if conn.user_id is not None:
-        item["user_id"] = {"S": conn.user_id}
-    if conn.token is not None:
-        item["token"] = {"S": conn.token}
-    if conn.booking_id is not None:
-        item["booking"] = {"S": conn.booking_id}
-    if conn.endpoint is not None:
-        item["endpoint"] = {"S": conn.endpoint}
-    return item
-
-
-def _from_item(item: dict[str, Any]) -> Connection:
-    def s(name: str) -> str | None:
-        value = item.get(name)
-        return value["S"] if value else None
-
-    def n(name: str) -> int:
-        value = item.get(name)
-        return int(float(value["N"])) if value else 0
-
-    return Connection(
-        connection_id=s(SORT_KEY) or "",
-        channel=s(PARTITION_KEY) or "",
-        connection_type=s("connection_type") or "",
-        user_id=s("user_id"),
-        token=s("token"),
-        created_at=n("created_at"),
-        ttl=n(TTL_ATTRIBUTE),
-        booking_id=s("booking"),
-        endpoint=s("endpoint"),
-    )
-
-
-def item_for(conn: Connection) -> dict[str, Any]:
-    """The item ``put`` writes for ``conn`` (tests and benchmarks seed tables with it)."""
-    return _to_item(conn)
 
 
 class ConnectionRegistry:
@@ -182,7 +108,7 @@ class ConnectionRegistry:
             raise BackendUnavailable("the connection registry is unavailable; try again") from exc
 
     def put(self, conn: Connection) -> None:
-        self._call("put_item", Item=_to_item(conn))
+        self._call("put_item", Item=to_item(conn))
 
     def delete(self, channel: str, connection_id: str, *, created_before: int | None = None) -> bool:
         """Remove the item; with ``created_before``, only an item created before that time.
@@ -221,7 +147,7 @@ class ConnectionRegistry:
         item = response.get("Item")
         if not item:
             return None
-        conn = _from_item(item)
+        conn = from_item(item)
         return conn if conn.ttl > int(self._clock()) else None
 
     def endpoints(self, channel: str, connection_ids: Sequence[str]) -> dict[str, str | None]:
@@ -254,7 +180,7 @@ class ConnectionRegistry:
                     table_argument=False,
                 )
                 for item in response.get("Responses", {}).get(self._table, []):
-                    conn = _from_item(item)
+                    conn = from_item(item)
                     if conn.ttl > now:
                         found[conn.connection_id] = conn.endpoint
                 keys = response.get("UnprocessedKeys", {}).get(self._table, {}).get("Keys", [])
@@ -321,7 +247,7 @@ class ConnectionRegistry:
             ExpressionAttributeValues={":c": {"S": connection_id}},
         )
         for item in response.get("Items", []):
-            conn = _from_item(item)
+            conn = from_item(item)
             if conn.ttl > now:
                 return conn
         return None

@@ -15,14 +15,9 @@ from pathlib import Path
 import pytest
 from botocore.credentials import ReadOnlyCredentials
 
-from chalicelib.gateway import (
-    ConnectionGateway,
-    ManagementApi,
-    PostOutcome,
-    RetryPolicy,
-    new_pool,
-    region_for,
-)
+from chalicelib.gateway import ConnectionGateway, ManagementApi, PostOutcome, RetryPolicy
+from chalicelib.http_pool import new_pool
+from chalicelib.signing import region_for
 from tests.harness import refused_port
 from tests.standins import ManagementApiStandIn
 

@@ -13,7 +13,9 @@ from botocore.credentials import ReadOnlyCredentials
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chalicelib.gateway import ConnectionGateway, ManagementApi, Signer, new_pool
+from chalicelib.gateway import ConnectionGateway, ManagementApi
+from chalicelib.http_pool import new_pool
+from chalicelib.signing import Signer
 
 ENDPOINTS = [
     "https://a1b2c3d4e5.execute-api.eu-west-1.amazonaws.com/development",

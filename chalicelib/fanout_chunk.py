@@ -1,0 +1,98 @@
+"""``fanout``: the internal function that runs a ``FanOutChunk`` handed off by an earlier invocation.
+
+It posts only through this API's Management endpoint: the configured
+``API_GATEWAY_ENDPOINT``, or else the endpoint stored with each connection by
+``$connect``; and, without a configured endpoint, only to connections that are
+still in the chunk's channel.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from chalicelib.config import Settings
+from chalicelib.deadline import Deadline
+from chalicelib.fanout import LATER_ATTEMPTS, FanOut
+from chalicelib.gateway import FanOutResult
+from chalicelib.internal_events import FanOutChunk
+from chalicelib.ports import GatewayFor, Registry
+from chalicelib.summary import HandlerRun
+
+logger = logging.getLogger(__name__)
+
+
+class FanOutChunkCase:
+    """``fanout``: runs one ``FanOutChunk`` handed off by an earlier invocation."""
+
+    def __init__(
+        self, settings: Settings, registry: Registry, fan_out: FanOut, gateway_for: GatewayFor
+    ) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._fan_out = fan_out
+        self._gateway_for = gateway_for
+
+    def handle(
+        self, payload: Any, deadline: Deadline, own_function_name: str | None = None
+    ) -> dict[str, Any]:
+        def fallback(outcome: str) -> dict[str, Any]:
+            return {"error": {"code": outcome, "message": "the chunk could not be processed"}}
+
+        with HandlerRun(
+            "fanout", fallback, last_resort={"error": {"code": "internal_error"}}, message="fanout"
+        ) as run:
+            try:
+                chunk = FanOutChunk.from_payload(payload, max_attempt=LATER_ATTEMPTS)
+            except ValueError as exc:
+                logger.error("invalid fan-out chunk", extra={"error": str(exc)})
+                run.log["outcome"] = "invalid_event"
+                run.result = {"error": {"code": "invalid_event", "message": "not a fan-out chunk event"}}
+                return run.answer()
+            fan_out = self._fan_out.for_function(own_function_name)
+            total = FanOutResult()
+            for endpoint, ids in self._by_endpoint(chunk).items():
+                result = fan_out.deliver(
+                    self._gateway_for(endpoint),
+                    chunk.channel,
+                    ids,
+                    chunk.frames,
+                    deadline,
+                    attempt=chunk.attempt,
+                )
+                total.merge(result)
+            run.log.update(
+                outcome="delivered",
+                channel=chunk.channel,
+                connections=len(chunk.connection_ids),
+                attempt=chunk.attempt,
+                delivered=total.delivered,
+                gone=len(total.gone),
+                failed=len(total.failed),
+                queued=len(total.unsent),
+            )
+            run.result = {
+                "delivered": total.delivered,
+                "gone": len(total.gone),
+                "failed": len(total.failed) + len(total.too_large),
+                "queued": len(total.unsent),
+            }
+        return run.answer()
+
+    def _by_endpoint(self, chunk: FanOutChunk) -> dict[str, list[str]]:
+        """The chunk's connections by the endpoint to post through (only live ones of its channel)."""
+        configured = self._settings.api_gateway_endpoint
+        if configured:
+            return {configured: list(chunk.connection_ids)}
+        stored = self._registry.endpoints(chunk.channel, chunk.connection_ids)
+        groups: dict[str, list[str]] = {}
+        for cid in chunk.connection_ids:
+            endpoint = stored.get(cid)
+            if endpoint:
+                groups.setdefault(endpoint, []).append(cid)
+        missing = len(chunk.connection_ids) - sum(len(ids) for ids in groups.values())
+        if missing:
+            logger.info(
+                "fan-out chunk skipped connections no longer in its channel", extra={"skipped": missing}
+            )
+        return groups

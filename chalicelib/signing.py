@@ -1,0 +1,112 @@
+"""SigV4 for the Management API's ``POST @connections/{id}``, by string formatting.
+
+``Signer`` computes what botocore's ``SigV4Auth`` computes for this one request
+shape, with the signing key derived once per day and secret and the payload
+hashed once per fan-out (``tests/unit/test_signing.py`` holds it to botocore byte
+for byte; ``bench/RESULTS.md`` has the measurement that keeps it).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import hmac
+import os
+import re
+from typing import Any, ClassVar, Protocol
+from urllib.parse import quote, urlsplit
+
+from botocore.credentials import ReadOnlyCredentials
+
+#: The one Management API call made here: ``POST @connections/{id}`` (execute-api:ManageConnections).
+METHOD = "POST"
+_REGION_IN_HOST = re.compile(r"\.execute-api\.([a-z0-9-]+)\.amazonaws\.com")
+
+
+def region_for(endpoint: str, env: Any = os.environ) -> str:
+    """The signing region: Lambda's own, else the one in an execute-api host name."""
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        if env.get(name):
+            return str(env[name])
+    match = _REGION_IN_HOST.search(urlsplit(endpoint).netloc)
+    return match.group(1) if match else "us-east-1"
+
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def signing_host(endpoint: str) -> str:
+    """The ``host`` header as sent (and signed): the port only when it is not the default."""
+    parts = urlsplit(endpoint)
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    if parts.port is not None and parts.port != DEFAULT_PORTS.get(parts.scheme):
+        return f"{host}:{parts.port}"
+    return host
+
+
+class RequestSigner(Protocol):
+    """What the transport needs from a signer: the headers that sign a POST to ``path``."""
+
+    def headers(self, path: str) -> dict[str, str]: ...
+
+
+class Signer:
+    """SigV4 for ``POST {stage}/@connections/{id}`` with one payload, for one fan-out.
+
+    The same computation as botocore's ``SigV4Auth`` for this one request shape
+    (signed headers ``content-type``, ``host``, ``x-amz-date`` and, with session
+    credentials, ``x-amz-security-token``; the path encoded twice, as botocore does
+    for every service but S3), without building an ``AWSRequest`` per post.
+    """
+
+    _keys: ClassVar[dict[tuple[str, str, str], bytes]] = {}
+
+    def __init__(self, credentials: ReadOnlyCredentials, region: str, host: str, payload_hash: str) -> None:
+        self._credentials = credentials
+        self._region = region
+        self._host = host
+        self._payload_hash = payload_hash
+        token = credentials.token
+        self._signed = "content-type;host;x-amz-date" + (";x-amz-security-token" if token else "")
+        self._token_line = f"x-amz-security-token:{token}\n" if token else ""
+
+    def _key(self, date: str) -> bytes:
+        cache_key = (self._credentials.secret_key, self._region, date)
+        key = Signer._keys.get(cache_key)
+        if key is None:
+            key = hmac.new(
+                f"AWS4{self._credentials.secret_key}".encode(), date.encode(), hashlib.sha256
+            ).digest()
+            for part in (self._region, "execute-api", "aws4_request"):
+                key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+            Signer._keys = {cache_key: key}  # one day's key for the current credentials
+        return key
+
+    def headers(self, path: str, amz_date: str | None = None) -> dict[str, str]:
+        """The headers that sign a POST of the payload to ``path`` (already URL-quoted once)."""
+        if amz_date is None:
+            amz_date = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+        date = amz_date[:8]
+        canonical = (
+            f"{METHOD}\n{quote(path, safe='/~')}\n\ncontent-type:application/json\nhost:{self._host}\n"
+            f"x-amz-date:{amz_date}\n{self._token_line}\n{self._signed}\n{self._payload_hash}"
+        )
+        scope = f"{date}/{self._region}/execute-api/aws4_request"
+        to_sign = f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+        signature = hmac.new(self._key(date), to_sign.encode(), hashlib.sha256).hexdigest()
+        headers = {
+            "Content-Type": "application/json",
+            "X-Amz-Date": amz_date,
+            "Authorization": (
+                f"AWS4-HMAC-SHA256 Credential={self._credentials.access_key}/{scope}, "
+                f"SignedHeaders={self._signed}, Signature={signature}"
+            ),
+        }
+        if self._credentials.token:
+            headers["X-Amz-Security-Token"] = self._credentials.token
+        return headers
+
+
+# -- HTTP/1.1 over asyncio ------------------------------------------------------
