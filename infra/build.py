@@ -36,7 +36,6 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -383,10 +382,6 @@ def build(out: Path, stage: str = "dev") -> Path:
     chalice_package(out, stage)
     complete(out, stage)
     return out
-
-
-def iter_json_files(out: Path) -> Iterator[Path]:
-    yield from sorted(out.glob("*.tf.json"))
 
 
 def main(argv: list[str] | None = None) -> int:
