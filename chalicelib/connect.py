@@ -105,12 +105,7 @@ class ConnectCase:
             answer = self._backend.post(
                 path, {"connection_id": connection_id, "token": request.token}, deadline=deadline
             )
-        user_id = answer.get("user_id")
-        if isinstance(user_id, bool) or not isinstance(user_id, (str, int, type(None))):
-            raise BackendError("the chat service answered an invalid user_id")
-        user = None if user_id is None or user_id == "" else str(user_id)
-        if user is not None and (len(user) > protocol.USER_ID_MAX or not protocol.is_text(user)):
-            raise BackendError("the chat service answered an invalid user_id")
+        user = protocol.answered_user(answer)
         if request.route.channel_kind == "user" and user is None:
             raise BackendError("the chat service did not say which user connected")
         channel = request.route.channel_for(request.booking_id, user)

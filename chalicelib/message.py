@@ -22,7 +22,6 @@ from chalicelib import protocol
 from chalicelib.config import Settings
 from chalicelib.deadline import Deadline
 from chalicelib.errors import (
-    BackendError,
     BackendUnavailable,
     DeliveryFailed,
     Forbidden,
@@ -153,11 +152,7 @@ class MessageCase:
         if path is None:
             raise InvalidMessage(f"{conn.connection_type} connections take no token")
         answer = self._backend.post(path, {"connection_id": connection_id, "token": token}, deadline=deadline)
-        user_id = answer.get("user_id")
-        if isinstance(user_id, bool) or not isinstance(user_id, (str, int, type(None))):
-            raise BackendError("the chat service answered an invalid user_id")
-        user = None if user_id is None or user_id == "" else str(user_id)
-        if user != conn.user_id:
+        if protocol.answered_user(answer) != conn.user_id:
             raise Forbidden("the token belongs to another user; reconnect with it instead")
         self._registry.update_token(conn, token)
         log["outcome"] = "authenticated"

@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.errors import Forbidden, InvalidMessage, ProxyError, TooLarge, Unauthorized
+from chalicelib.errors import BackendError, Forbidden, InvalidMessage, ProxyError, TooLarge, Unauthorized
 from chalicelib.routes import DEFAULT_TYPE, Route
 from chalicelib.wire import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES
 from chalicelib.wire import REPLACEMENT_CHARACTER as REPLACEMENT_CHARACTER
@@ -315,3 +315,14 @@ def parse_push(event: Any, connection_types: Mapping[str, Route]) -> PushTarget:
     if len(data) > MAX_MESSAGE_BYTES:
         raise TooLarge(f"the payload is {len(data)} bytes, over the {MAX_MESSAGE_BYTES // 1024} KB limit")
     return PushTarget(kind, value, connection_type, [data], frozenset(exclude))
+
+
+def answered_user(answer: Mapping[str, Any]) -> str | None:
+    """The ``user_id`` of a backend's connect answer (None: not named), or ``BackendError``."""
+    user_id = answer.get("user_id")
+    if isinstance(user_id, bool) or not isinstance(user_id, (str, int, type(None))):
+        raise BackendError("the chat service answered an invalid user_id")
+    user = None if user_id is None or user_id == "" else str(user_id)
+    if user is not None and (len(user) > USER_ID_MAX or not is_text(user)):
+        raise BackendError("the chat service answered an invalid user_id")
+    return user
