@@ -23,17 +23,16 @@ each; medians. Judged with byte-code cached for everything (a temporary
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import statistics
 import subprocess
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from bench.baseline import baseline_ref, extract
 from bench.invoke import ids_for
 from bench.part import Target, part_main
 from bench.servers import DUMMY_AWS_ENV, PY, ROOT, moto_server, seed_channel, standin, use_dummy_aws_env
@@ -76,31 +75,6 @@ cpu = time.process_time()  # this process's CPU since the interpreter started, e
 result = {"seconds": elapsed, "cpu": cpu, "status": answer.get("statusCode")}
 sys.stderr.write("RESULT " + json.dumps(result) + "\\n")
 """
-
-
-#: The code before this round's changes (one module per use case, hardening, the
-#: asyncio fan-out): what cold start and overhead are held to unless BENCH_BASELINE_REF
-#: names another commit.
-DEFAULT_BASELINE = "e6265c1"
-
-
-def baseline_ref() -> str:
-    return os.environ.get("BENCH_BASELINE_REF") or DEFAULT_BASELINE
-
-
-def extract(ref: str, into: Path) -> str:
-    """``app.py`` and ``chalicelib/`` at ``ref`` into ``into``; answers the commit's short id."""
-    archive = subprocess.run(
-        ["git", "archive", "--format=tar", ref, "app.py", "chalicelib"],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-    return subprocess.run(
-        ["git", "rev-parse", "--short", ref], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.strip()
 
 
 def sample(cwd: Path, env: dict[str, str], channel: str) -> tuple[float, float, float]:

@@ -230,7 +230,7 @@ def run(messages: int = MESSAGES, rounds: int = ROUNDS) -> dict[str, Any]:
     Both use the same stand-in and moto server; each process is a new container
     (``WARMUP`` messages first, not kept).
     """
-    from bench.coldstart import baseline_ref, extract
+    from bench.baseline import baseline_ref, extract
     from bench.servers import ROOT, run_json
 
     use_dummy_aws_env()
