@@ -121,6 +121,10 @@ def frames_with_ref(payload: Any, ref: Any) -> list[bytes]:
     """``frames_for(payload)`` with ``ref`` on the last frame only (a split reply answers once)."""
     if ref is None:
         return frames_for(payload)
+    if isinstance(payload, dict):  # the usual answer: one frame, encoded once
+        data = encode({**payload, "ref": ref})
+        if len(data) <= MAX_MESSAGE_BYTES:
+            return [data]
     room = len(encode({"ref": ref}))
     frames = frames_for(payload, MAX_MESSAGE_BYTES - room)
     last = loads(frames[-1])
