@@ -98,10 +98,9 @@ class MessageCase:
             run.result = {"statusCode": 200}
             try:
                 frame = protocol.parse_frame(event.get("body"), is_base64=bool(event.get("isBase64Encoded")))
-                ref = protocol.reference(
-                    frame
-                )  # error frames echo ``id`` or, from older clients, ``client_id``
-                request = protocol.request_id(frame)  # answers echo ``id`` only
+                # errors echo ``id`` or (older clients) ``client_id``; answers echo ``id`` only
+                ref = protocol.reference(frame)
+                request = protocol.request_id(frame)
                 kind = frame.get("type")
                 if kind == "ping":
                     run.log["outcome"] = "pong"
