@@ -2,6 +2,17 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+
+# The interpreter .venv is built with. Chalice takes the Lambda runtime from the Python that
+# runs it (python3.13 here; docs/operations.md), so this is the deployed runtime too: 3.13,
+# else 3.12, found on PATH or in pyenv's versions; never the machine's default 3.11.
+# Override with `make test PYTHON=/path/to/python3.13`.
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(shell for v in 3.13 3.12; do \
+  for c in python$$v $$(pyenv root 2>/dev/null)/versions/$$v*/bin/python$$v; do \
+    if "$$c" -c '' >/dev/null 2>&1; then command -v "$$c"; exit 0; fi; done; done)
+endif
+NO_PYTHON := error: no Python 3.13 (or 3.12) found: install one (pyenv install 3.13, or Debian's python3.13) or pass PYTHON=/path/to/python3.13
 STAGE  ?= dev
 export AWS_DEFAULT_REGION ?= us-east-1
 
@@ -16,8 +27,12 @@ help: ## List the targets
 # from requirements*.in. The lock pins pip itself (chalice 1.34 requires pip<26.3).
 PIP_INSTALL := -m pip install -q --require-hashes
 
+# A .venv left by an older checkout on another interpreter is rebuilt, not reused.
 $(STAMP): requirements.txt requirements-dev.txt
-	test -x $(PY) || python3 -m venv $(VENV)
+	@test -n "$(PYTHON)" || { echo "$(NO_PYTHON)"; exit 1; }
+	@if [ -x $(PY) ] && [ "$$($(PY) -V)" != "$$($(PYTHON) -V)" ]; then \
+	  echo "$(VENV) runs $$($(PY) -V), not $(PYTHON): rebuilding it"; rm -rf $(VENV); fi
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) $(PIP_INSTALL) -r requirements-dev.txt
 	touch $(STAMP)
 
@@ -28,17 +43,18 @@ CHECKOV_VENV  ?= .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
 $(CHECKOV_STAMP): infra/requirements-checkov.txt
-	test -x $(CHECKOV_VENV)/bin/python || python3 -m venv $(CHECKOV_VENV)
+	@test -n "$(PYTHON)" || { echo "$(NO_PYTHON)"; exit 1; }
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/python $(PIP_INSTALL) -r infra/requirements-checkov.txt
 	touch $(CHECKOV_STAMP)
 
 checkov-venv: $(CHECKOV_STAMP) ## Create .venv-checkov from infra/requirements-checkov.txt
 
-# Re-resolve the locks from requirements*.in (PyPI, Python 3.11): existing pins are kept
+# Re-resolve the locks from requirements*.in (PyPI, Python 3.13, the Lambda runtime): existing pins are kept
 # unless an .in file asks otherwise; `make lock LOCK_ARGS=--upgrade` (or
 # `--upgrade-package NAME`) moves them. The Lambda lock is resolved for the Lambda's
 # platform; the dev lock takes what ships at exactly the Lambda lock's versions.
-UV_COMPILE := $(VENV)/bin/uv pip compile -q --generate-hashes --python-version 3.11 \
+UV_COMPILE := $(VENV)/bin/uv pip compile -q --generate-hashes --python-version 3.13 \
 	--custom-compile-command "make lock" $(LOCK_ARGS)
 
 lock: venv ## Re-resolve requirements*.txt from requirements*.in (LOCK_ARGS=--upgrade to move pins)

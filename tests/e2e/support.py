@@ -22,7 +22,7 @@ import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import aiohttp
@@ -31,7 +31,6 @@ from tests.harness import moto_client
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
-T = TypeVar("T")
 
 #: Every token the tests obtained: none may ever appear in the stack's output.
 ISSUED_TOKENS: list[str] = []
@@ -137,7 +136,7 @@ def gateway_only(name: str, local_stack: StackProcess, backend_url: str, *args: 
     )
 
 
-def run(coro_fn: Callable[[], Awaitable[T]], timeout: float = 30.0) -> T:
+def run[T](coro_fn: Callable[[], Awaitable[T]], timeout: float = 30.0) -> T:
     """Run one async scenario, bounded."""
 
     async def bounded() -> T:
