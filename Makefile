@@ -104,6 +104,7 @@ run: venv ## The local stack in the foreground (ARGS="--port 4001 -v")
 # The Terraform export for chalice stage $(STAGE): build/terraform/ (docs/operations.md).
 package: venv ## The Terraform export for STAGE (default dev) into build/terraform/
 	$(PY) -m infra.build --stage $(STAGE) --out build/terraform
+	$(PY) -m infra.runtimes --export build/terraform
 
 # checkov over the export, as make test runs it, with its findings printed.
 checkov: package checkov-venv ## checkov over the export, findings printed

@@ -89,7 +89,7 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 
 #: Lambda runtime -> the first AWS provider release that accepts it (the provider's CHANGELOG).
 #: A runtime missing here fails the test below: look its release up and raise versions.tf's bound.
-FIRST_PROVIDER_FOR_RUNTIME = {"python3.11": "5.11.0"}
+FIRST_PROVIDER_FOR_RUNTIME = {"python3.11": "5.11.0", "python3.13": "5.76.0"}
 
 
 def test_versions_tf_requires_terraform_1_5_and_an_aws_provider_that_takes_the_runtime(
