@@ -9,10 +9,10 @@ STAMP  := $(VENV)/.installed
 # Override with `make test PYTHON=/path/to/python3.13`.
 ifeq ($(origin PYTHON),undefined)
 PYTHON := $(shell for v in 3.13 3.12; do \
-  for c in python$$v $$(pyenv root 2>/dev/null)/versions/$$v*/bin/python$$v; do \
+  for c in python$$v $$(pyenv root 2>/dev/null || echo "$${PYENV_ROOT:-$$HOME/.pyenv}")/versions/$$v*/bin/python$$v; do \
     if "$$c" -c '' >/dev/null 2>&1; then command -v "$$c"; exit 0; fi; done; done)
 endif
-NO_PYTHON := error: no Python 3.13 (or 3.12) found: install one (pyenv install 3.13, or Debian's python3.13) or pass PYTHON=/path/to/python3.13
+NO_PYTHON := error: no Python 3.13 found (nor 3.12, the oldest accepted: it deploys python3.12): install 3.13 (pyenv install 3.13, or your system's python3.13 package), or pass PYTHON=/path/to/python3.13
 STAGE  ?= dev
 export AWS_DEFAULT_REGION ?= us-east-1
 

@@ -25,8 +25,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
+import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -43,6 +46,9 @@ CHANNEL = "b-cold"
 #: The same channel for the baseline code, stored as it stored channels (no kind).
 BASE_CHANNEL = "b-cold-base"
 LIMIT = 1.10
+#: The Lambda runtime this code left (python3.11, deprecated 2026-06-30): its cold start is
+#: measured beside this interpreter's when an interpreter for it is found.
+OLD_RUNTIME = "3.11"
 
 _PROGRAM = """
 import time
@@ -77,11 +83,11 @@ sys.stderr.write("RESULT " + json.dumps(result) + "\\n")
 """
 
 
-def sample(cwd: Path, env: dict[str, str], channel: str) -> tuple[float, float, float]:
+def sample(cwd: Path, env: dict[str, str], channel: str, python: str = PY) -> tuple[float, float, float]:
     """(import + first message, CPU from start to the answer, whole process) in seconds."""
     started = time.perf_counter()
     completed = subprocess.run(
-        [PY, "-c", _PROGRAM, ids_for(channel, 1)[0]],
+        [python, "-c", _PROGRAM, ids_for(channel, 1)[0]],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -99,16 +105,20 @@ def sample(cwd: Path, env: dict[str, str], channel: str) -> tuple[float, float, 
     return float(result["seconds"]), float(result["cpu"]), whole
 
 
-def measure(trees: dict[str, Path], env: dict[str, str], runs: int) -> dict[str, Any]:
+def measure(
+    trees: dict[str, Path], env: dict[str, str], runs: int, pythons: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Medians per tree, alternating; ``pythons`` runs a tree under another interpreter."""
     channels = {name: BASE_CHANNEL if name == "baseline" else CHANNEL for name in trees}
+    python = {name: (pythons or {}).get(name, PY) for name in trees}
     for name, tree in trees.items():
-        sample(tree, env, channels[name])
+        sample(tree, env, channels[name], python[name])
     inside: dict[str, list[float]] = {name: [] for name in trees}
     cpu: dict[str, list[float]] = {name: [] for name in trees}
     whole: dict[str, list[float]] = {name: [] for name in trees}
     for _ in range(runs):
         for name, tree in trees.items():
-            first, used, process = sample(tree, env, channels[name])
+            first, used, process = sample(tree, env, channels[name], python[name])
             inside[name].append(first * 1000)
             cpu[name].append(used * 1000)
             whole[name].append(process * 1000)
@@ -116,15 +126,31 @@ def measure(trees: dict[str, Path], env: dict[str, str], runs: int) -> dict[str,
     def median(values: dict[str, list[float]]) -> dict[str, float]:
         return {k: statistics.median(v) for k, v in values.items()}
 
+    names = list(trees)
     return {
+        "names": names,
         "first_ms": median(inside),
         "first_spread": {k: [min(v), max(v)] for k, v in inside.items()},
         "cpu_ms": median(cpu),
         "cpu_spread": {k: [min(v), max(v)] for k, v in cpu.items()},
         "whole_ms": median(whole),
-        "ratio": statistics.median(cpu["this"]) / statistics.median(cpu["baseline"]),
-        "wall_ratio": statistics.median(inside["this"]) / statistics.median(inside["baseline"]),
+        "ratio": statistics.median(cpu[names[0]]) / statistics.median(cpu[names[1]]),
+        "wall_ratio": statistics.median(inside[names[0]]) / statistics.median(inside[names[1]]),
     }
+
+
+def older_python() -> str | None:
+    """Lambda's previous runtime's interpreter (``OLD_PYTHON``), on PATH or in pyenv's versions."""
+    candidates = [os.environ.get("OLD_PYTHON", ""), shutil.which(f"python{OLD_RUNTIME}") or ""]
+    pyenv = shutil.which("pyenv")
+    if pyenv:
+        root = subprocess.run([pyenv, "root"], capture_output=True, text=True, check=False).stdout.strip()
+        pattern = f"versions/{OLD_RUNTIME}*/bin/python{OLD_RUNTIME}"
+        candidates += sorted(str(p) for p in Path(root).glob(pattern))
+    for candidate in filter(None, candidates):
+        if subprocess.run([candidate, "-c", ""], capture_output=True, check=False).returncode == 0:
+            return candidate
+    return None
 
 
 def run(runs: int = RUNS) -> dict[str, Any]:
@@ -161,7 +187,21 @@ def run(runs: int = RUNS) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="bench-pycache-") as prefix:
             cached = measure(trees, {**env, "PYTHONPYCACHEPREFIX": prefix}, runs)
         source = measure(trees, {**env, "PYTHONDONTWRITEBYTECODE": "1"}, runs)
-    return {"runs": runs, "baseline": commit, "cached": cached, "source": source}
+        # The same code under the previous Lambda runtime's Python, on the same (pure-Python)
+        # packages: this venv's site-packages, which app imports nothing compiled from.
+        old = older_python()
+        runtimes = None
+        if old is not None:
+            here = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+            site = sysconfig.get_paths()["purelib"]
+            with tempfile.TemporaryDirectory(prefix="bench-pycache-") as prefix:
+                runtimes = measure(
+                    {here: ROOT, f"python{OLD_RUNTIME}": ROOT},
+                    {**env, "PYTHONPYCACHEPREFIX": prefix, "PYTHONPATH": site},
+                    runs,
+                    {f"python{OLD_RUNTIME}": old},
+                )
+    return {"runs": runs, "baseline": commit, "cached": cached, "source": source, "runtimes": runtimes}
 
 
 def lines(res: dict[str, Any]) -> list[str]:
@@ -188,6 +228,19 @@ def lines(res: dict[str, Any]) -> list[str]:
                 f"whole process {m['whole_ms'][name]:.0f} ms"
             )
         out.append(f"    ratio: CPU {m['ratio']:.3f}x, wall {m['wall_ratio']:.3f}x")
+    m = res.get("runtimes")
+    if m is None:
+        out.append(f"  this code under python{OLD_RUNTIME}: not measured (no python{OLD_RUNTIME} found)")
+        return out
+    new, old = m["names"]
+    out.append(f"  this code under {new} against {old} (byte-code cached, the same packages):")
+    for name in (new, old):
+        cpu, wall = m["cpu_spread"][name], m["first_spread"][name]
+        out.append(
+            f"    {name:<10} CPU {m['cpu_ms'][name]:6.0f} ms ({cpu[0]:.0f}-{cpu[1]:.0f}); "
+            f"wall {m['first_ms'][name]:6.0f} ms ({wall[0]:.0f}-{wall[1]:.0f})"
+        )
+    out.append(f"    ratio: CPU {m['ratio']:.3f}x, wall {m['wall_ratio']:.3f}x")
     return out
 
 

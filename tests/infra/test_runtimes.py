@@ -105,3 +105,52 @@ def test_every_runtime_in_the_schedule_is_blocked_after_its_deprecation() -> Non
     for name, support in runtimes.SCHEDULE.items():
         assert name.startswith("python3.")
         assert support.block_update > support.deprecation
+
+
+def make_python(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """``make venv`` into a scratch directory with ``env``, as a fresh machine would run it."""
+    return subprocess.run(
+        ["make", "--no-print-directory", "venv", f"VENV={tmp_path / 'venv'}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def test_the_makefile_builds_the_venv_with_python_3_13_or_3_12() -> None:
+    run = subprocess.run(
+        ["make", "--no-print-directory", "-p", "-n", "help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    lines = run.stdout.splitlines()
+    chosen = [line.split(":=", 1)[1].strip() for line in lines if line.startswith("PYTHON :=")]
+    assert len(chosen) == 1, chosen
+    version = subprocess.run(
+        [chosen[0], "-c", "import sys; print(*sys.version_info[:2], sep='.')"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert version in ("3.13", "3.12")
+    # This test runs in .venv, which make built with that interpreter.
+    assert version == f"{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+def test_without_python_3_13_or_3_12_make_says_what_to_install_in_one_line(tmp_path: Path) -> None:
+    run = make_python({"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, tmp_path)
+    assert run.returncode == 2
+    assert run.stdout.splitlines() == [
+        (
+            "error: no Python 3.13 found (nor 3.12, the oldest accepted: it deploys python3.12): "
+            "install 3.13 (pyenv install 3.13, or your system's python3.13 package), "
+            "or pass PYTHON=/path/to/python3.13"
+        )
+    ]
+    assert not (tmp_path / "venv").exists()
