@@ -45,6 +45,8 @@ export const DEFAULTS = Object.freeze({
   /** Frames held while not connected; send() throws past this. */
   queueLimit: 100,
   requestTimeoutMs: 10 * 1000,
+  /** Refresh a JWT ahead of its `exp` (false: only after an `unauthorized` answer). */
+  proactiveRefresh: true,
   /** Refresh a JWT this long before its `exp`. */
   refreshBeforeExpiryMs: 60 * 1000,
   /** Refresh no more often than this, whatever the provider returns. */
@@ -191,6 +193,16 @@ export class ChatSocket {
     for (const name of Object.keys(DEFAULTS)) {
       if (typeof DEFAULTS[name] === "number" && !(typeof o[name] === "number" && o[name] >= 0)) {
         throw new TypeError(`${name} must be a non-negative number`);
+      }
+    }
+    if (typeof o.proactiveRefresh !== "boolean") throw new TypeError("proactiveRefresh must be true or false");
+    for (const name of ["messageKey", "random"]) {
+      if (o[name] !== undefined && o[name] !== null && typeof o[name] !== "function") throw new TypeError(`${name} must be a function`);
+    }
+    if (o.clock !== undefined && o.clock !== null) {
+      const c = o.clock;
+      if (typeof c !== "object" || !["now", "setTimeout", "clearTimeout"].every((m) => typeof c[m] === "function")) {
+        throw new TypeError("clock must have now(), setTimeout() and clearTimeout()");
       }
     }
     this._o = o;
@@ -836,7 +848,7 @@ export class ChatSocket {
 
   _scheduleRefresh(link) {
     this._cancel("refresh");
-    if (!this._canRefresh() || !link.token || this._o.proactiveRefresh === false) return;
+    if (!this._canRefresh() || !link.token || !this._o.proactiveRefresh) return;
     const exp = jwtExpiry(link.token);
     if (exp === undefined) return;
     const now = this._clock.now();
