@@ -1,19 +1,24 @@
 // The module outside this repository, each way client/README.md describes: the tarball of
 // `npm pack` installed offline into a scratch project, an install from the checkout's path,
 // and a copy of the one file. Each is imported by Node (ESM, and import() from CommonJS) and
-// type-checked by TypeScript. npm gets a registry on a closed loopback port and an empty
-// cache: an install that needed the registry would fail.
+// type-checked by TypeScript; the installed tarball and the copy also run in a page in
+// Chromium. npm gets a registry on a closed loopback port and an empty cache: an install
+// that needed the registry would fail.
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { copyFileSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 
+import { WebSocketServer } from "ws";
+
 const CLIENT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const TSC = join(CLIENT, "node_modules/typescript/bin/tsc");
 const EXPORTS = ["ChatSocket", "ChatSocketError", "DEFAULTS", "MAX_FRAME_BYTES", "jwtExpiry"];
+const CHROMIUM = "/usr/bin/chromium";
 
 let tmp;
 let npmEnv;
@@ -30,11 +35,11 @@ function npm(args, cwd) {
   return run("npm", args, cwd, npmEnv);
 }
 
-/** A new project directory with a package.json that has no "type" (.mjs is ESM, .cjs CommonJS). */
-function scratchProject(name) {
+/** A new project directory; its package.json has no "type" unless given (.mjs is ESM, .cjs CommonJS either way). */
+function scratchProject(name, type) {
   const dir = join(tmp, name);
   mkdirSync(dir);
-  writeFileSync(join(dir, "package.json"), JSON.stringify({ name, version: "1.0.0", private: true }, null, 2));
+  writeFileSync(join(dir, "package.json"), JSON.stringify({ name, version: "1.0.0", private: true, ...(type ? { type } : {}) }, null, 2));
   return dir;
 }
 
@@ -119,6 +124,104 @@ function assertWorks(dir) {
   for (const resolution of ["node16", "nodenext", "bundler"]) run(process.execPath, [TSC, "-p", `tsconfig.${resolution}.json`], dir);
 }
 
+/**
+ * Serve `dir` to Chromium on loopback with a page that connects through the installed
+ * package and through the copy to a WebSocket server here (the browser's own WebSocket);
+ * the page posts what it saw. Bounded: Chromium is stopped after 60 s at most.
+ */
+async function inChromium(dir) {
+  const handshakes = [];
+  let report;
+  const reported = new Promise((resolveReport) => (report = resolveReport));
+  const server = createServer((req, res) => {
+    const path = new URL(req.url, "http://127.0.0.1").pathname;
+    if (req.method === "POST" && path === "/result") {
+      let body = "";
+      req.setEncoding("utf8");
+      req.on("data", (chunk) => (body += chunk));
+      req.on("end", () => {
+        res.end("ok");
+        report(JSON.parse(body));
+      });
+      return;
+    }
+    const files = {
+      "/": ["page.html", "text/html"],
+      "/node_modules/@ws-proxy/client/src/index.js": ["node_modules/@ws-proxy/client/src/index.js", "text/javascript"],
+      "/vendor/ws-proxy-client.js": ["vendor/ws-proxy-client.js", "text/javascript"],
+    };
+    const file = files[path];
+    if (!file) {
+      res.statusCode = 404;
+      res.end();
+      return;
+    }
+    res.setHeader("Content-Type", file[1]);
+    res.end(readFileSync(join(dir, file[0])));
+  });
+  const wss = new WebSocketServer({ server });
+  wss.on("connection", (ws, req) => {
+    handshakes.push(req.url);
+    ws.send(JSON.stringify({ type: "hello" }));
+    ws.on("message", (data) => {
+      const frame = JSON.parse(String(data));
+      if (frame.id !== undefined) ws.send(JSON.stringify({ type: "echo", ref: frame.id, got: frame }));
+    });
+  });
+  await new Promise((resolveListen) => server.listen(0, "127.0.0.1", resolveListen));
+  const origin = `http://127.0.0.1:${server.address().port}`;
+  writeFileSync(
+    join(dir, "page.html"),
+    `<!doctype html>
+<script type="importmap">{"imports": {"@ws-proxy/client": "/node_modules/@ws-proxy/client/src/index.js"}}</script>
+<script type="module" onerror="fetch('/result', { method: 'POST', body: JSON.stringify({ error: 'a module did not load' }) })">
+  import { ChatSocket } from "@ws-proxy/client";
+  import * as copy from "/vendor/ws-proxy-client.js";
+  const seen = {};
+  try {
+    for (const [way, Socket] of [["installed", ChatSocket], ["copy", copy.ChatSocket]]) {
+      const socket = new Socket({ url: "ws://127.0.0.1:${server.address().port}/development", bookingId: way, token: async () => "token-" + way });
+      const frames = [];
+      const states = [];
+      socket.on("message", (frame) => frames.push(frame.type));
+      socket.on("state", (state) => states.push(state));
+      await socket.connect();
+      const reply = await socket.request({ body: "hi from " + way });
+      socket.close();
+      seen[way] = { frames, states, reply };
+    }
+  } catch (err) {
+    seen.error = String(err && err.stack || err);
+  }
+  await fetch("/result", { method: "POST", body: JSON.stringify(seen) });
+</script>
+`,
+  );
+  const profile = mkdtempSync(join(tmp, "chromium-"));
+  const args = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", `--user-data-dir=${profile}`, `${origin}/`];
+  const browser = spawn(CHROMIUM, args, { stdio: "ignore", detached: true });
+  const exited = new Promise((resolveExit) => browser.on("exit", resolveExit));
+  let timer;
+  try {
+    const timeout = new Promise((_, rejectTimeout) => {
+      timer = setTimeout(() => rejectTimeout(new Error("the page reported nothing within 60 s")), 60_000);
+    });
+    const seen = await Promise.race([reported, timeout, exited.then(() => Promise.reject(new Error("Chromium exited")))]);
+    return { ...seen, handshakes };
+  } finally {
+    clearTimeout(timer);
+    if (browser.exitCode === null && browser.signalCode === null) {
+      process.kill(-browser.pid, "SIGTERM"); // Chromium and the processes it started
+      const killer = setTimeout(() => process.kill(-browser.pid, "SIGKILL"), 10_000);
+      await exited;
+      clearTimeout(killer);
+    }
+    for (const client of wss.clients) client.terminate();
+    wss.close();
+    await new Promise((resolveClose) => server.close(resolveClose));
+  }
+}
+
 /** The file Node loads for `spec` from `dir`. */
 function resolvedFrom(dir, spec) {
   const out = run(process.execPath, ["--input-type=module", "-e", `console.log(import.meta.resolve(${JSON.stringify(spec)}))`], dir);
@@ -182,12 +285,39 @@ describe("the package outside this repository", () => {
   });
 
   it("a copy of the one file (and its declarations beside it) works without any install", () => {
-    const dir = scratchProject("from-copy");
+    const dir = scratchProject("from-copy", "module");
+    mkdirSync(join(dir, "vendor"));
+    copyFileSync(join(CLIENT, "src/index.js"), join(dir, "vendor/ws-proxy-client.js"));
+    copyFileSync(join(CLIENT, "src/index.d.ts"), join(dir, "vendor/ws-proxy-client.d.ts"));
+    writeChecks(dir, "./vendor/ws-proxy-client.js");
+    assertWorks(dir);
+  });
+
+  it("a copy named .mjs and .d.mts works in a package that is not \"type\": \"module\"", () => {
+    const dir = scratchProject("from-copy-mjs");
     mkdirSync(join(dir, "vendor"));
     copyFileSync(join(CLIENT, "src/index.js"), join(dir, "vendor/ws-proxy-client.mjs"));
     copyFileSync(join(CLIENT, "src/index.d.ts"), join(dir, "vendor/ws-proxy-client.d.mts"));
     writeChecks(dir, "./vendor/ws-proxy-client.mjs");
     assertWorks(dir);
+  });
+
+  it("in Chromium, a page loads the installed tarball (an import map) and the copied file, and each chats", { skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} is missing` }, async () => {
+    const dir = scratchProject("in-browser", "module");
+    npm(["install", "--offline", "--no-audit", "--no-fund", packed.tarball], dir);
+    mkdirSync(join(dir, "vendor"));
+    copyFileSync(join(CLIENT, "src/index.js"), join(dir, "vendor/ws-proxy-client.js"));
+    const seen = await inChromium(dir);
+    assert.equal(seen.error, undefined, seen.error);
+    for (const way of ["installed", "copy"]) {
+      assert.deepEqual(seen[way].states, ["connecting", "open", "closed"], `${way}: the states`);
+      assert.deepEqual(seen[way].frames, ["hello", "echo"], `${way}: the frames`);
+      assert.equal(seen[way].reply.got.body, `hi from ${way}`, `${way}: request() resolved with the answer`);
+    }
+    assert.deepEqual(seen.handshakes, [
+      "/development?type=chat&booking_id=installed&token=token-installed",
+      "/development?type=chat&booking_id=copy&token=token-copy",
+    ]);
   });
 
   it("the checks fail when the module is missing (they can fail)", () => {
