@@ -105,7 +105,7 @@ export interface ChatSocketOptions {
   switchOverBeforeMs?: number;
   /** After a switch-over, the old socket stays this long at most for answers to requests sent on it. Default 5000. */
   switchOverDrainMs?: number;
-  /** A handshake must complete within this long. Default 15000. */
+  /** A handshake must complete within this long, and so must each call of the token provider. Default 15000. */
   connectTimeoutMs?: number;
   /** Backoff: attempt n waits random(0, min(max, base * 2^n)). Defaults 500 and 30000. */
   reconnectBaseDelayMs?: number;

@@ -33,7 +33,7 @@ export const DEFAULTS = Object.freeze({
   switchOverBeforeMs: 5 * 60 * 1000,
   /** How long the old socket may still deliver answers to requests sent on it after a switch. */
   switchOverDrainMs: 5 * 1000,
-  /** A handshake (and the token provider) must finish within this long. */
+  /** A handshake must finish within this long, and so must each call of the token provider. */
   connectTimeoutMs: 15 * 1000,
   /** Backoff before reconnect attempt n: random(0, min(maxDelay, baseDelay * 2^n)). */
   reconnectBaseDelayMs: 500,
@@ -229,6 +229,8 @@ export class ChatSocket {
     this._attempt = 0;
     this._failures = 0;
     this._timers = new Map();
+    /** Deadlines of token provider calls under way. */
+    this._tokenTimers = new Set();
     this._seen = new Map();
     this._emittedHistory = false;
     this._connectWaiters = [];
@@ -455,11 +457,44 @@ export class ChatSocket {
     });
   }
 
+  /** The token: the string, or what the provider returns within connectTimeoutMs. */
   async _fetchToken() {
     const source = this._o.token;
-    const token = typeof source === "function" ? await source() : source;
+    const token = typeof source === "function" ? await this._within(this._o.connectTimeoutMs, source) : source;
     if (typeof token !== "string" || !token) throw new Error("the token provider must return a non-empty string");
     return token;
+  }
+
+  _within(ms, provider) {
+    return new Promise((resolve, reject) => {
+      const timer = this._clock.setTimeout(() => {
+        this._tokenTimers.delete(timer);
+        reject(new Error(`the token provider did not answer within ${ms} ms (connectTimeoutMs)`));
+      }, ms);
+      this._tokenTimers.add(timer);
+      const done = () => {
+        this._clock.clearTimeout(timer);
+        this._tokenTimers.delete(timer);
+      };
+      let result;
+      try {
+        result = provider();
+      } catch (err) {
+        done();
+        reject(err);
+        return;
+      }
+      Promise.resolve(result).then(
+        (value) => {
+          done();
+          resolve(value);
+        },
+        (err) => {
+          done();
+          reject(err);
+        },
+      );
+    });
   }
 
   _watch(link) {
@@ -743,6 +778,8 @@ export class ChatSocket {
     if (this._ended) return;
     this._ended = true;
     for (const name of [...this._timers.keys()]) this._cancel(name);
+    for (const timer of this._tokenTimers) this._clock.clearTimeout(timer);
+    this._tokenTimers.clear();
     for (const request of [...this._pending.values()]) this._settle(request, error);
     for (const link of [this._link, this._next, this._draining]) if (link) this._discard(link, code, reason);
     this._link = this._next = this._draining = null;
