@@ -6,10 +6,38 @@ export type SocketState = "connecting" | "open" | "reconnecting" | "closed";
 /** A frame: a JSON object. */
 export type Frame = { [key: string]: unknown };
 
+/** The proxy's error codes (docs/protocol.md, "Errors"). */
+export type ProxyErrorCode =
+  | "invalid_message"
+  | "too_large"
+  | "unknown_connection"
+  | "unauthorized"
+  | "forbidden"
+  | "backend_unavailable"
+  | "backend_error"
+  | "delivery_failed";
+
+/** The client's own error codes (client/README.md, "Errors"). */
+export type ClientErrorCode =
+  | "closed"
+  | "queue_full"
+  | "too_large"
+  | "invalid_frame"
+  | "timeout"
+  | "connection_lost"
+  | "refused"
+  | "token_expired"
+  | "token_unavailable"
+  | "connect_failed"
+  | "invalid_url";
+
+/** Any error code: the proxy's, the client's, or one a newer proxy may add. */
+export type ErrorCode = ProxyErrorCode | ClientErrorCode | (string & {});
+
 /** The proxy's error frame; the client's own errors have the same shape with `source: "client"`. */
 export interface ErrorFrame extends Frame {
   type: "error";
-  code: string;
+  code: ErrorCode;
   message: string;
   retryable: boolean;
   ref?: string | number;
@@ -32,7 +60,7 @@ export interface StateDetail {
   /** Why the state changed, in words. */
   reason?: string;
   /** closed: the error code that ended the socket ("refused", "closed", ...). */
-  code?: string;
+  code?: ErrorCode;
   /** closed: the HTTP status of a refused handshake, when known. */
   status?: number;
   /** open: how the socket was opened. */
@@ -77,7 +105,7 @@ export interface ChatSocketOptions {
   switchOverBeforeMs?: number;
   /** After a switch-over, the old socket stays this long at most for answers to requests sent on it. Default 5000. */
   switchOverDrainMs?: number;
-  /** A handshake must complete within this long. Default 15000. */
+  /** A handshake must complete within this long, and so must each call of the token provider. Default 15000. */
   connectTimeoutMs?: number;
   /** Backoff: attempt n waits random(0, min(max, base * 2^n)). Defaults 500 and 30000. */
   reconnectBaseDelayMs?: number;
@@ -111,18 +139,53 @@ export interface RequestOptions {
   timeoutMs?: number;
 }
 
-export declare const MAX_FRAME_BYTES: number;
-export declare const DEFAULTS: Readonly<Required<Omit<ChatSocketOptions, "url" | "bookingId" | "token" | "WebSocket" | "messageKey" | "clock" | "random">>>;
+/** Every event and its listener: `on(event, listener)`, `off(event, listener)`. */
+export interface ChatSocketEvents {
+  /** Every frame from the proxy but what the client consumes itself; history parts re-joined, repeats dropped. */
+  message: (frame: Frame) => void;
+  /** Every change of state, and a new detail while reconnecting. */
+  state: (state: SocketState, detail: StateDetail) => void;
+  /** Error frames no request was waiting for, and the client's own errors (`source: "client"`). */
+  error: (frame: ErrorFrame) => void;
+}
+
+export type ChatSocketEvent = keyof ChatSocketEvents;
+
+/** The options that have a default, and the default. */
+export interface Defaults {
+  type: ConnectionType;
+  transport: "query" | "bearer";
+  pingIntervalMs: number;
+  pongTimeoutMs: number;
+  maxLifetimeMs: number;
+  switchOverBeforeMs: number;
+  switchOverDrainMs: number;
+  connectTimeoutMs: number;
+  reconnectBaseDelayMs: number;
+  reconnectMaxDelayMs: number;
+  stableAfterMs: number;
+  maxAttempts: number;
+  queueLimit: number;
+  requestTimeoutMs: number;
+  proactiveRefresh: boolean;
+  refreshBeforeExpiryMs: number;
+  minRefreshIntervalMs: number;
+  dedupeLimit: number;
+}
+
+/** API Gateway's message limit, both ways (128 KB). */
+export declare const MAX_FRAME_BYTES: 131072;
+export declare const DEFAULTS: Readonly<Defaults>;
 
 /** The `exp` of a JWT in milliseconds since the epoch; undefined when not a JWT with a numeric exp. */
 export declare function jwtExpiry(token: string): number | undefined;
 
 export declare class ChatSocketError extends Error {
-  constructor(code: string, message: string, extra?: { frame?: ErrorFrame; status?: number; retryable?: boolean; cause?: unknown });
+  constructor(code: ErrorCode, message: string, extra?: { frame?: ErrorFrame; status?: number; retryable?: boolean; cause?: unknown });
   readonly name: "ChatSocketError";
   /** A proxy error code (the frame's), or the client's: closed, queue_full, too_large, invalid_frame, timeout,
    * connection_lost, refused, token_expired, token_unavailable, connect_failed, invalid_url. */
-  code: string;
+  code: ErrorCode;
   /** The proxy's error frame, when the proxy answered one. */
   frame?: ErrorFrame;
   /** The HTTP status of a refused handshake, when known. */
@@ -136,10 +199,10 @@ export declare class ChatSocket {
   readonly state: SocketState;
   /** Frames waiting for a connection. */
   readonly queued: number;
-  on(event: "message", listener: (frame: Frame) => void): () => void;
-  on(event: "state", listener: (state: SocketState, detail: StateDetail) => void): () => void;
-  on(event: "error", listener: (frame: ErrorFrame) => void): () => void;
-  off(event: "message" | "state" | "error", listener: (...args: any[]) => void): void;
+  /** Adds a listener (once, however often it is added); returns a function that removes it. */
+  on<E extends ChatSocketEvent>(event: E, listener: ChatSocketEvents[E]): () => void;
+  /** Removes a listener added with on(); nothing happens when it was not added. */
+  off<E extends ChatSocketEvent>(event: E, listener: ChatSocketEvents[E]): void;
   /** Resolves when open; rejects (ChatSocketError) on a refusal a new token does not fix, close(), or maxAttempts. */
   connect(): Promise<void>;
   /** Sends now, or queues while not connected; throws ChatSocketError (closed, queue_full, too_large, invalid_frame). */

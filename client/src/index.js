@@ -4,8 +4,9 @@
 // connection). Underneath it opens as many WebSockets as it takes: it pings inside API
 // Gateway's 10-minute idle limit, opens a new socket before the 2-hour limit and switches
 // over to it, reconnects with capped full-jitter backoff after any close that is not the
-// caller's, refreshes the token in-band (`auth`), correlates requests with replies
-// (`id` -> `ref`), re-joins history parts and drops messages it has already emitted.
+// caller's, switches over to a new connection when the proxy answers `unknown_connection`,
+// refreshes the token in-band (`auth`), correlates requests with replies (`id` -> `ref`),
+// re-joins history parts and drops messages it has already emitted.
 // No runtime dependencies: browsers and Node 18+ (pass `WebSocket` where there is no global).
 
 /** @typedef {"chat" | "booking" | "notification" | "feed"} ConnectionType */
@@ -32,7 +33,7 @@ export const DEFAULTS = Object.freeze({
   switchOverBeforeMs: 5 * 60 * 1000,
   /** How long the old socket may still deliver answers to requests sent on it after a switch. */
   switchOverDrainMs: 5 * 1000,
-  /** A handshake (and the token provider) must finish within this long. */
+  /** A handshake must finish within this long, and so must each call of the token provider. */
   connectTimeoutMs: 15 * 1000,
   /** Backoff before reconnect attempt n: random(0, min(maxDelay, baseDelay * 2^n)). */
   reconnectBaseDelayMs: 500,
@@ -44,6 +45,8 @@ export const DEFAULTS = Object.freeze({
   /** Frames held while not connected; send() throws past this. */
   queueLimit: 100,
   requestTimeoutMs: 10 * 1000,
+  /** Refresh a JWT ahead of its `exp` (false: only after an `unauthorized` answer). */
+  proactiveRefresh: true,
   /** Refresh a JWT this long before its `exp`. */
   refreshBeforeExpiryMs: 60 * 1000,
   /** Refresh no more often than this, whatever the provider returns. */
@@ -146,6 +149,8 @@ class Link {
     this.done = false;
     /** No longer sent on: being drained after a switch-over. */
     this.retired = false;
+    /** The proxy no longer knows this connection (`unknown_connection`): nothing more is sent on it. */
+    this.stale = false;
     /** HTTP status of a refused handshake, when the WebSocket implementation reports it. */
     this.status = undefined;
     this.lastSentAt = 0;
@@ -190,6 +195,16 @@ export class ChatSocket {
         throw new TypeError(`${name} must be a non-negative number`);
       }
     }
+    if (typeof o.proactiveRefresh !== "boolean") throw new TypeError("proactiveRefresh must be true or false");
+    for (const name of ["messageKey", "random"]) {
+      if (o[name] !== undefined && o[name] !== null && typeof o[name] !== "function") throw new TypeError(`${name} must be a function`);
+    }
+    if (o.clock !== undefined && o.clock !== null) {
+      const c = o.clock;
+      if (typeof c !== "object" || !["now", "setTimeout", "clearTimeout"].every((m) => typeof c[m] === "function")) {
+        throw new TypeError("clock must have now(), setTimeout() and clearTimeout()");
+      }
+    }
     this._o = o;
     this._WS = WS;
     this._clock = o.clock ?? defaultClock;
@@ -214,6 +229,8 @@ export class ChatSocket {
     this._attempt = 0;
     this._failures = 0;
     this._timers = new Map();
+    /** Deadlines of token provider calls under way. */
+    this._tokenTimers = new Set();
     this._seen = new Map();
     this._emittedHistory = false;
     this._connectWaiters = [];
@@ -288,7 +305,8 @@ export class ChatSocket {
    * Send a frame with an `id` (added when missing) and wait for the frame carrying
    * `ref: id`. Rejects with a ChatSocketError: the proxy's error frame (code and `frame`),
    * "timeout", "connection_lost" (the socket it was sent on closed before the answer), "closed".
-   * An `unauthorized` answer refreshes the token and sends the frame once more.
+   * An `unauthorized` answer refreshes the token and sends the frame once more; an
+   * `unknown_connection` answer switches over to a new connection and sends it once more there.
    * @returns {Promise<object>}
    */
   request(frame, options = {}) {
@@ -312,7 +330,7 @@ export class ChatSocket {
       return Promise.reject(err);
     }
     return new Promise((resolve, reject) => {
-      const request = { id, text, resolve, reject, link: null, retried: false, internal: !!options.internal, timer: null };
+      const request = { id, text, resolve, reject, link: null, retried: false, resent: false, internal: !!options.internal, timer: null };
       request.timer = this._clock.setTimeout(() => {
         this._settle(request, new ChatSocketError("timeout", `no answer to request ${id} within ${timeoutMs} ms`, { retryable: true }));
       }, timeoutMs);
@@ -439,11 +457,44 @@ export class ChatSocket {
     });
   }
 
+  /** The token: the string, or what the provider returns within connectTimeoutMs. */
   async _fetchToken() {
     const source = this._o.token;
-    const token = typeof source === "function" ? await source() : source;
+    const token = typeof source === "function" ? await this._within(this._o.connectTimeoutMs, source) : source;
     if (typeof token !== "string" || !token) throw new Error("the token provider must return a non-empty string");
     return token;
+  }
+
+  _within(ms, provider) {
+    return new Promise((resolve, reject) => {
+      const timer = this._clock.setTimeout(() => {
+        this._tokenTimers.delete(timer);
+        reject(new Error(`the token provider did not answer within ${ms} ms (connectTimeoutMs)`));
+      }, ms);
+      this._tokenTimers.add(timer);
+      const done = () => {
+        this._clock.clearTimeout(timer);
+        this._tokenTimers.delete(timer);
+      };
+      let result;
+      try {
+        result = provider();
+      } catch (err) {
+        done();
+        reject(err);
+        return;
+      }
+      Promise.resolve(result).then(
+        (value) => {
+          done();
+          resolve(value);
+        },
+        (err) => {
+          done();
+          reject(err);
+        },
+      );
+    });
   }
 
   _watch(link) {
@@ -511,6 +562,45 @@ export class ChatSocket {
     if (token !== undefined) this._nextToken = token;
     this._switchReason = why;
     this._openLink("switch");
+  }
+
+  /**
+   * The proxy answered `unknown_connection` on the socket frames are sent on: it has no record
+   * of this connection (expired, removed, or opened before an upgrade), so nothing sent on it
+   * can succeed. Stop sending on it (frames queue) and switch over to a new connection; the
+   * old one still delivers answers to what was already sent on it. At once when the socket had
+   * been stable, else after a backoff delay (a proxy that forgets every new connection is not
+   * asked for one connection after another).
+   */
+  _recover(link) {
+    if (this._ended || link !== this._link || link.done || link.stale) return;
+    link.stale = true;
+    const reason = "the proxy no longer knows this connection (unknown_connection)";
+    if (this._next && !this._next.done) {
+      this._setState("reconnecting", { attempt: this._attempt, delayMs: 0, retryAt: this._clock.now(), reason, phase: "connecting" });
+      return; // a new socket is already on its way
+    }
+    const stable = this._clock.now() - link.openedAt >= this._o.stableAfterMs;
+    if (stable) {
+      this._setState("reconnecting", { attempt: this._attempt, delayMs: 0, retryAt: this._clock.now(), reason, phase: "connecting" });
+      this._switchOver("unknown_connection");
+      return;
+    }
+    this._retrySwitch(reason);
+  }
+
+  /** A switch-over that failed (or a recovery that must wait): try again after a backoff delay. */
+  _retrySwitch(reason) {
+    const delayMs = this._backoff();
+    const link = this._link;
+    if (link?.stale) {
+      this._setState("reconnecting", { attempt: this._attempt, delayMs, retryAt: this._clock.now() + delayMs, reason, phase: "waiting" });
+    }
+    this._after("switch", delayMs, () => {
+      if (this._ended || this._link !== link || !link || link.done) return;
+      if (link.stale) this._setState("reconnecting", { attempt: this._attempt, delayMs: 0, retryAt: this._clock.now(), reason, phase: "connecting" });
+      this._switchOver("retry");
+    });
   }
 
   /** After a switch-over: stop sending on the old socket, close it once its requests are answered. */
@@ -619,8 +709,8 @@ export class ChatSocket {
     }
     if (purpose === "switch") for (const resolve of this._switchWaiters.splice(0)) resolve(false);
     if (purpose === "switch" && this._link && !this._link.done) {
-      // The old socket still works: try the switch again later.
-      this._after("switch", this._backoff(), () => this._switchOver("retry"));
+      // The old socket is still there: try the switch again later.
+      this._retrySwitch(status ? `the handshake failed (${status})` : why || "the connection failed");
       return;
     }
     this._scheduleReconnect(status ? `the handshake failed (${status})` : why || "the connection failed");
@@ -653,7 +743,7 @@ export class ChatSocket {
     this._nextToken = token;
     if (purpose === "switch") for (const resolve of this._switchWaiters.splice(0)) resolve(false);
     if (purpose === "switch" && this._link && !this._link.done) {
-      this._after("switch", this._backoff(), () => this._switchOver("retry"));
+      this._retrySwitch(`the handshake was refused (${status}); retrying with a new token`);
       return;
     }
     this._scheduleReconnect(`the handshake was refused (${status}); retrying with a new token`);
@@ -688,6 +778,8 @@ export class ChatSocket {
     if (this._ended) return;
     this._ended = true;
     for (const name of [...this._timers.keys()]) this._cancel(name);
+    for (const timer of this._tokenTimers) this._clock.clearTimeout(timer);
+    this._tokenTimers.clear();
     for (const request of [...this._pending.values()]) this._settle(request, error);
     for (const link of [this._link, this._next, this._draining]) if (link) this._discard(link, code, reason);
     this._link = this._next = this._draining = null;
@@ -719,7 +811,7 @@ export class ChatSocket {
   _write(text, request) {
     if (this._ended) throw new ChatSocketError("closed", "this socket was closed");
     const link = this._link;
-    if (link && !link.done && !link.retired && link.ws.readyState === OPEN && this._queue.length === 0) {
+    if (link && !link.done && !link.retired && !link.stale && link.ws.readyState === OPEN && this._queue.length === 0) {
       this._sendOn(link, text, request);
       return;
     }
@@ -737,7 +829,7 @@ export class ChatSocket {
 
   _flush() {
     const link = this._link;
-    while (this._queue.length && link && !link.done && link.ws.readyState === OPEN) {
+    while (this._queue.length && link && !link.done && !link.stale && link.ws.readyState === OPEN) {
       const entry = this._queue[0];
       if (entry.request && !this._pending.has(entry.request.id)) {
         this._queue.shift(); // timed out while queued: never sent
@@ -793,7 +885,7 @@ export class ChatSocket {
 
   _scheduleRefresh(link) {
     this._cancel("refresh");
-    if (!this._canRefresh() || !link.token || this._o.proactiveRefresh === false) return;
+    if (!this._canRefresh() || !link.token || !this._o.proactiveRefresh) return;
     const exp = jwtExpiry(link.token);
     if (exp === undefined) return;
     const now = this._clock.now();
@@ -830,6 +922,10 @@ export class ChatSocket {
       return true;
     } catch (err) {
       const code = err?.code;
+      if (code === "unknown_connection") {
+        // The proxy lost this connection: a new connection, opened with the new token.
+        return this._refreshBySwitch(token);
+      }
       if (code === "invalid_message" || code === "backend_error") {
         // A proxy that does not know `auth`: a new connection carries the new token instead.
         this._useAuth = false;
@@ -882,7 +978,7 @@ export class ChatSocket {
       this._historyPart(link, frame);
       return;
     }
-    this._dispatch(frame);
+    this._dispatch(link, frame);
   }
 
   /** While two sockets overlap, a frame already taken from the other socket is a repeat. */
@@ -954,8 +1050,19 @@ export class ChatSocket {
     return false;
   }
 
-  _dispatch(frame) {
+  _dispatch(link, frame) {
     const request = frame.ref !== undefined && frame.ref !== null ? this._pending.get(frame.ref) : undefined;
+    if (frame.type === "error" && frame.code === "unknown_connection") {
+      this._recover(link);
+      if (request && !request.resent && !request.internal) {
+        // Not processed by the proxy: sent once more, on the new connection.
+        request.resent = true;
+        request.link = null; // answered: no longer lost with its socket
+        this._resend(request);
+        if (link.retired) this._maybeCloseDrained(link);
+        return;
+      }
+    }
     if (request && frame.type === "error") {
       if (frame.code === "unauthorized" && !request.retried && !request.internal && this._canRefresh()) {
         request.retried = true;
@@ -980,6 +1087,14 @@ export class ChatSocket {
     this._emit("message", frame);
   }
 
+  _resend(request) {
+    try {
+      this._write(request.text, request);
+    } catch (err) {
+      this._settle(request, err);
+    }
+  }
+
   async _retryAfterRefresh(request, frame) {
     const refused = new ChatSocketError("unauthorized", String(frame.message ?? "unauthorized"), { frame });
     const refreshed = await this.refreshToken();
@@ -988,11 +1103,7 @@ export class ChatSocket {
       this._settle(request, refused);
       return;
     }
-    try {
-      this._write(request.text, request);
-    } catch (err) {
-      this._settle(request, err);
-    }
+    this._resend(request);
   }
 }
 

@@ -1,6 +1,7 @@
 // The local stack (python -m local_gateway) as a child process on loopback ports, for the
 // integration tests; development tokens; bounded waits.
 import { spawn } from "node:child_process";
+import { request as httpRequest } from "node:http";
 import { createHmac, randomUUID } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -91,6 +92,55 @@ export class Stack {
     });
     if (!response.ok) throw new Error(`/dev/token answered ${response.status}`);
     return (await response.json()).token;
+  }
+
+  /**
+   * One call to the stack's DynamoDB (the embedded one listens on loopback) the way a Node
+   * client on this machine makes it: Host 127.0.0.1:port, no Origin. Unsigned: the local
+   * DynamoDB takes the region from the credential scope and checks no signature.
+   */
+  dynamodb(operation, body) {
+    const url = new URL(this.endpoints.dynamodb);
+    const region = process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || "us-east-1";
+    const payload = JSON.stringify({ TableName: this.endpoints.table, ...body });
+    const headers = {
+      Host: url.host,
+      "Content-Type": "application/x-amz-json-1.0",
+      "Content-Length": Buffer.byteLength(payload),
+      "X-Amz-Target": `DynamoDB_20120810.${operation}`,
+      Authorization: `AWS4-HMAC-SHA256 Credential=local/20260101/${region}/dynamodb/aws4_request, SignedHeaders=host;x-amz-target, Signature=0`,
+    };
+    return new Promise((resolveCall, rejectCall) => {
+      const req = httpRequest({ host: url.hostname, port: url.port, path: "/", method: "POST", headers }, (res) => {
+        let text = "";
+        res.setEncoding("utf8");
+        res.on("data", (chunk) => (text += chunk));
+        res.on("end", () => {
+          if (res.statusCode !== 200) rejectCall(new Error(`DynamoDB ${operation} answered ${res.statusCode}: ${text}`));
+          else resolveCall(JSON.parse(text));
+        });
+      });
+      req.setTimeout(10_000, () => req.destroy(new Error(`DynamoDB ${operation}: no answer within 10 s`)));
+      req.on("error", rejectCall);
+      req.end(payload);
+    });
+  }
+
+  /** The stored connections of `user` on the chat of `booking`: [{channel, connectionId}]. */
+  async chatConnections(booking, user) {
+    const answer = await this.dynamodb("Query", {
+      KeyConditionExpression: "#p = :p",
+      FilterExpression: "#u = :u",
+      ExpressionAttributeNames: { "#p": "booking_id", "#u": "user_id" },
+      ExpressionAttributeValues: { ":p": { S: `booking#${booking}` }, ":u": { S: user } },
+      ConsistentRead: true,
+    });
+    return answer.Items.map((item) => ({ channel: item.booking_id.S, connectionId: item.connection_id.S }));
+  }
+
+  /** Delete a connection's item: from then on the proxy has no record of it. */
+  async deleteConnection({ channel, connectionId }) {
+    await this.dynamodb("DeleteItem", { Key: { booking_id: { S: channel }, connection_id: { S: connectionId } } });
   }
 }
 

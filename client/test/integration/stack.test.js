@@ -101,6 +101,41 @@ describe("against the local stack", { skip }, () => {
       }
     });
 
+    it("the proxy forgets the connection (its item deleted): a new connection, and the request goes through", async () => {
+      const booking = newBooking();
+      const alice = client(stack, "alice", booking);
+      const bob = client(stack, "bob", booking);
+      await Promise.all([alice.socket.connect(), bob.socket.connect()]);
+      await until(() => alice.seen.frames.some((f) => f.type === "history"), "alice's history");
+      const before = await stack.chatConnections(booking, "alice");
+      assert.equal(before.length, 1, "alice's connection is stored");
+      await stack.deleteConnection(before[0]);
+      assert.deepEqual(await stack.chatConnections(booking, "alice"), []);
+
+      const body = "after the proxy forgot";
+      const reply = await alice.socket.request({ body });
+      assert.equal(reply.type, "message");
+      assert.equal(reply.message.body, body);
+      assert.equal(alice.seen.opened.length, 2, "one new connection");
+      const sentOn = alice.seen.opened.map((ws) => ws.sentFrames.filter((f) => f.body === body).length);
+      assert.deepEqual(sentOn, [1, 1], "sent once on the forgotten connection, resent once on the new one");
+      const after = await stack.chatConnections(booking, "alice");
+      assert.equal(after.length, 1, "the new connection is stored");
+      assert.notEqual(after[0].connectionId, before[0].connectionId);
+      await until(() => alice.seen.opened[0].readyState === WebSocket.CLOSED, "the forgotten socket is closed");
+      const states = alice.seen.states.map((s) => s.state).filter((state, i, all) => state !== all[i - 1]);
+      assert.deepEqual(states, ["connecting", "open", "reconnecting", "open"]);
+      assert.ok(alice.seen.states.some((s) => s.state === "reconnecting" && /unknown_connection/.test(s.reason)));
+      assert.deepEqual(alice.seen.errors, [], "recovered, not surfaced");
+      await until(() => bob.seen.bodies.includes(body), "bob gets it");
+      bob.socket.send({ body: "on the new connection" });
+      await until(() => alice.seen.bodies.includes("on the new connection"), "alice gets bob's next message");
+      assert.equal(count(alice.seen.bodies, body), 1);
+      assert.equal(count(bob.seen.bodies, body), 1);
+      alice.socket.close();
+      bob.socket.close();
+    });
+
     it("a refused handshake (a token the backend rejects) is not retried: connect() rejects with 401", async () => {
       const forged = forgedToken("mallory", 3600, "not-the-backend-secret");
       const { Counted, opened } = countingWebSocket();

@@ -1,6 +1,27 @@
 // Compiled by `npm run typecheck` only: the declarations must accept what the docs show and
 // reject what they forbid (each @ts-expect-error fails the check if the line compiles).
-import { ChatSocket, ChatSocketError, DEFAULTS, jwtExpiry, type Frame, type SocketState } from "@ws-proxy/client";
+import {
+  ChatSocket,
+  ChatSocketError,
+  DEFAULTS,
+  MAX_FRAME_BYTES,
+  jwtExpiry,
+  type ChatSocketEvent,
+  type ChatSocketEvents,
+  type ChatSocketOptions,
+  type ClientErrorCode,
+  type Clock,
+  type ConnectionType,
+  type Defaults,
+  type ErrorCode,
+  type ErrorFrame,
+  type Frame,
+  type ProxyErrorCode,
+  type RequestOptions,
+  type SocketState,
+  type StateDetail,
+  type WebSocketConstructor,
+} from "@ws-proxy/client";
 
 export async function usage(): Promise<void> {
   const socket = new ChatSocket({
@@ -31,8 +52,62 @@ export async function usage(): Promise<void> {
   const exp: number | undefined = jwtExpiry("a.b.c");
   void [exp, DEFAULTS.pingIntervalMs];
 
+  // Every event typed: listeners get their parameters from the event name.
+  const unsubscribe: () => void = socket.on("state", (state, detail) => {
+    const s: SocketState = state;
+    const d: StateDetail = detail;
+    void [s, d.attempt, d.delayMs, d.retryAt, d.phase, d.reason, d.code, d.status, d.purpose];
+  });
+  unsubscribe();
+  socket.on("error", (frame) => {
+    const f: ErrorFrame = frame;
+    void [f.type, f.code, f.message, f.retryable, f.ref, f.source, f.status];
+  });
+  const onMessage: ChatSocketEvents["message"] = (frame) => void frame.type;
+  socket.on("message", onMessage);
+  socket.off("message", onMessage);
+  const events: ChatSocketEvent[] = ["message", "state", "error"];
+  for (const event of events) socket.off(event, () => undefined);
+
+  // Error codes: the proxy's and the client's are named; any other string is still a code.
+  const clientCode: ClientErrorCode = "queue_full";
+  const proxyCode: ProxyErrorCode = "unknown_connection";
+  const newer: ErrorCode = "a_code_of_a_newer_proxy";
+  void [clientCode, proxyCode, newer];
+  const err = new ChatSocketError("timeout", "no answer", { retryable: true });
+  const asFrame: ErrorFrame = err.toFrame();
+  void [err.name, err.code, err.retryable, err.frame, err.status, err.cause, asFrame];
+
+  // Options, defaults and constants.
+  const defaults: Defaults = DEFAULTS;
+  const refreshAhead: boolean = DEFAULTS.proactiveRefresh;
+  const type: ConnectionType = DEFAULTS.type;
+  const limit: 131072 = MAX_FRAME_BYTES;
+  const clock: Clock = { now: () => 0, setTimeout: (fn, ms) => setTimeout(fn, ms), clearTimeout: (h) => clearTimeout(h as number) };
+  const options: ChatSocketOptions = { url: "ws://x", type: "feed", clock, random: () => 0.5, messageKey: () => undefined, proactiveRefresh: false };
+  const WS: WebSocketConstructor = WebSocket;
+  const requestOptions: RequestOptions = { timeoutMs: 1 };
+  void [defaults, refreshAhead, type, limit, options, WS, requestOptions];
+
   // @ts-expect-error: the type is one of four
   new ChatSocket({ url: "ws://x", type: "group" });
+  // @ts-expect-error: a state listener gets the state, not a frame
+  socket.on("state", (frame: Frame) => void frame);
+  // @ts-expect-error: an error listener gets an ErrorFrame, not a state
+  socket.on("error", (state: SocketState) => void state);
+  // @ts-expect-error: off() takes the events of on() only
+  socket.off("open", () => undefined);
+  // @ts-expect-error: off() checks the listener like on()
+  socket.off("state", (frame: Frame) => void frame);
+  // @ts-expect-error: not a client error code
+  const typo: ClientErrorCode = "queue_ful";
+  void typo;
+  // @ts-expect-error: the url has no default
+  void DEFAULTS.url;
+  // @ts-expect-error: the defaults are read-only
+  DEFAULTS.queueLimit = 5;
+  // @ts-expect-error: the state is read-only
+  socket.state = "open";
   // @ts-expect-error: three events only
   socket.on("open", () => undefined);
   // @ts-expect-error: the token is a string or a function

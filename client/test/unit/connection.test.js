@@ -312,6 +312,39 @@ describe("refused handshakes", () => {
     await done;
     assert.equal(env.last().url.searchParams.get("token"), "ok");
   });
+
+  it("a token provider that never answers: token_unavailable after connectTimeoutMs, then a retry", async () => {
+    let calls = 0;
+    const env = setup({
+      connectTimeoutMs: 5000,
+      token: () => {
+        calls += 1;
+        return calls === 1 ? new Promise(() => {}) : Promise.resolve("second");
+      },
+    });
+    const done = env.socket.connect();
+    await env.clock.advance(4999);
+    assert.deepEqual(env.errors, [], "still waiting for the provider");
+    await env.clock.advance(1);
+    assert.equal(env.errors.at(-1).code, "token_unavailable");
+    assert.match(env.errors.at(-1).message, /did not answer within 5000 ms/);
+    assert.equal(env.sockets.length, 0);
+    await waitOut(env);
+    env.last().accept();
+    await done;
+    assert.equal(env.last().url.searchParams.get("token"), "second");
+    assert.equal(calls, 2);
+  });
+
+  it("close() while the token provider hangs: nothing left running", async () => {
+    const env = setup({ token: () => new Promise(() => {}) });
+    const done = env.socket.connect();
+    await settle();
+    env.socket.close();
+    await assert.rejects(done, (err) => err.code === "closed");
+    assert.deepEqual(env.clock.pending(), []);
+    assert.deepEqual(env.errors, []);
+  });
 });
 
 describe("close()", () => {

@@ -240,6 +240,20 @@ describe("token refresh", () => {
     assert.equal(ws.sent.length, 2, "not resent");
   });
 
+  it("a provider that hangs during a refresh: token_unavailable after connectTimeoutMs, the request fails", async () => {
+    let calls = 0;
+    const env = setup({ connectTimeoutMs: 5000, token: () => (++calls === 1 ? Promise.resolve("old") : new Promise(() => {})) });
+    const ws = await connected(env);
+    const reply = env.socket.request({ body: "hello" }, { timeoutMs: 60_000 });
+    ws.deliver({ type: "error", code: "unauthorized", message: "expired", ref: ws.frames()[0].id });
+    const rejected = assert.rejects(reply, (err) => err.code === "unauthorized");
+    await env.clock.advance(5000);
+    await rejected;
+    assert.equal(env.errors.at(-1).code, "token_unavailable");
+    assert.equal(ws.sent.length, 1, "no auth, no resend");
+    assert.equal(env.socket.state, "open");
+  });
+
   it("the provider returning the same token: nothing to refresh, the request fails", async () => {
     const { env, ws } = await refreshing(["same"]);
     const reply = env.socket.request({ body: "hello" });
