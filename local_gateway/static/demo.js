@@ -8,6 +8,7 @@ const $ = (id) => document.getElementById(id);
 const REACTIONS = ["❤️", "👍", "😂"];
 const state = {
   stage: "development",
+  backendUrl: null,
   user: null,
   booking: null,
   chat: null,
@@ -15,6 +16,9 @@ const state = {
   messages: new Map(), // message key (id and creation time) -> { data, el }
   byId: new Map(), // message id -> the latest entry with that id (reactions name the id)
   countdown: null,
+  opened: new Set(), // the sockets ("chat", "booking") that have opened since Connect
+  failure: new Map(), // socket -> why its latest attempt failed, until it first opens
+  attemptText: null, // the banner's text when it shows a failed attempt (cleared once open)
 };
 
 function showError(text) {
@@ -90,7 +94,7 @@ async function backend(path, body) {
   const answer = await response.json().catch(() => ({}));
   if (!response.ok) {
     const detail = typeof answer.detail === "string" ? answer.detail : JSON.stringify(answer.detail || answer);
-    throw new Error(`the backend answered ${response.status}: ${detail}`);
+    throw new Error(`the backend answered ${response.status} to POST /dev/${path}: ${detail}`);
   }
   return answer;
 }
@@ -102,11 +106,38 @@ function errorText(frame) {
   return frame.message || JSON.stringify(frame); // API Gateway's own {"message": "Internal server error"}
 }
 
-/** Errors the badge already shows (a failed attempt that will be retried) stay out of the banner. */
+/**
+ * Errors of the client module that it retries (a token it could not get, a request that timed
+ * out) are the badge's once the socket has opened; before that, nothing else says why the page
+ * keeps "connecting", so the banner does (with the retry, in onAttempt).
+ */
 function onError(kind, frame) {
   logFrame("←", kind, frame);
-  if (frame.source === "client" && frame.retryable) return;
+  if (frame.source === "client" && frame.retryable) {
+    if (!state.opened.has(kind)) state.failure.set(kind, frame.message);
+    return;
+  }
   showError(errorText(frame));
+}
+
+/** Every failed attempt before a socket first opens goes to the banner, with its reason. */
+function onAttempt(kind, name, detail = {}) {
+  if (name === "open") {
+    state.opened.add(kind);
+    state.failure.delete(kind);
+    if (state.attemptText !== null && $("error").textContent === state.attemptText) clearError();
+    state.attemptText = null;
+    return;
+  }
+  if (state.opened.has(kind) || detail.phase !== "waiting") return;
+  // Browsers hide a refused handshake's status and body: the gateway's terminal shows them.
+  const why =
+    state.failure.get(kind) ||
+    `the handshake was refused or the gateway is unreachable (${detail.reason || "no reason given"}; ` +
+      "the browser does not say which, the gateway's terminal does)";
+  state.failure.delete(kind);
+  state.attemptText = `The ${kind} connection could not open: ${why}. Retrying.`;
+  showError(state.attemptText);
 }
 
 // -- chat -------------------------------------------------------------------
@@ -256,9 +287,22 @@ async function connect(event) {
   const transport = $("transport").value;
   state.user = user;
   state.booking = booking;
+  state.opened.clear();
+  state.failure.clear();
+  state.attemptText = null;
   resetPanels();
   // Called for every (re)connect and every refresh: a fresh development token each time.
-  const token = async () => (await backend("token", { user_id: user })).token;
+  const token = async () => {
+    try {
+      return (await backend("token", { user_id: user })).token;
+    } catch (err) {
+      // The reference backend serves POST /dev/token; a backend of one's own (--backend-url) may not.
+      const from = state.backendUrl ? ` from ${state.backendUrl}` : "";
+      throw new Error(
+        `no development token${from}: ${err.message} (the reference backend serves that route; a backend of your own may not)`,
+      );
+    }
+  };
   const common = { url: socketUrl(), bookingId: booking, token, transport, reconnectMaxDelayMs: 10_000 };
   const chat = new ChatSocket({ ...common, type: "chat" });
   const watcher = new ChatSocket({ ...common, type: "booking" });
@@ -267,12 +311,14 @@ async function connect(event) {
   chat.on("state", (name, detail) => {
     if (state.chat !== chat) return;
     showState(name, detail);
+    onAttempt("chat", name, detail);
     if (name === "open") $("message").focus();
   });
   chat.on("message", onChatFrame);
-  chat.on("error", (frame) => onError("chat", frame));
+  chat.on("error", (frame) => state.chat === chat && onError("chat", frame));
+  watcher.on("state", (name, detail) => state.watcher === watcher && onAttempt("booking", name, detail));
   watcher.on("message", onBookingFrame);
-  watcher.on("error", (frame) => onError("booking", frame));
+  watcher.on("error", (frame) => state.watcher === watcher && onError("booking", frame));
   watcher.connect().catch(() => {}); // its errors arrive as error events
   try {
     await chat.connect();
@@ -313,6 +359,7 @@ async function start() {
   try {
     const config = await (await fetch("/demo/config")).json();
     state.stage = config.stage;
+    state.backendUrl = config.backend_url;
   } catch {
     showError("the gateway's /demo/config is unreachable");
   }

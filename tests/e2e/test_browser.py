@@ -1,23 +1,29 @@
 """The demo page in Debian's chromium (playwright): two pages chat through the proxy, the form's
-checks, the page's polish, and the client module reconnecting the page after the stack restarts."""
+checks, the page's polish, and the client module reconnecting the page after the stack restarts;
+a page of its own on another loopback port using the client module and development tokens, and
+the same page on another site getting neither."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
-from tests.e2e.support import ARTIFACTS, ROOT, StackProcess, new_booking, post_json
+from tests.e2e.support import ARTIFACTS, ROOT, StackProcess, gateway_only, new_booking, post_json
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
 CHROMIUM = Path("/usr/bin/chromium")
+OTHER_SITE = "other-site.test"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -25,6 +31,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
+    # A site that is not loopback, for pages that must be refused (served from 127.0.0.1 all the same).
+    f"--host-resolver-rules=MAP {OTHER_SITE} 127.0.0.1",
 ]
 TIMEOUT_MS = 10_000
 #: The flags that put a restarted stack on the ports of the first, and the endpoints that tell them.
@@ -247,3 +255,186 @@ def side_by_side(images: list[Path], target: Path) -> None:
         canvas.paste(image, (x, 0))
         x += image.width + gap
     canvas.save(target)
+
+
+# -- pages of their own, and the demo page on another backend ----------------------------------
+
+
+class LoopbackHttp:
+    """A small HTTP server on a free loopback port, answering every request through ``answer``."""
+
+    def __init__(self, answer: Callable[[str, str, bytes], tuple[int, str, bytes]]) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def _serve(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status, content_type, data = answer(self.command, self.path, body)
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = _serve
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+#: A frontend of its own: imports the client module from the stack, gets a development token from
+#: the reference backend, opens a chat socket and sends a message; ``window.result`` says how far it got.
+OWN_PAGE = """<!doctype html><meta charset="utf-8"><title>a page of its own</title>
+<script type="module">
+const config = %s;
+const result = (window.result = { module: null, token: null, socket: null, frames: [] });
+let ChatSocket;
+try {
+  ({ ChatSocket } = await import(`${config.gateway}/client/index.js`));
+  result.module = "loaded";
+} catch (err) {
+  result.module = `failed: ${err}`;
+}
+let token;
+try {
+  const answer = await fetch(`${config.backend}/dev/token`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ user_id: "alice" }),
+  });
+  token = (await answer.json()).token;
+  result.token = token ? "issued" : `refused (${answer.status})`;
+} catch (err) {
+  result.token = `failed: ${err}`;
+}
+if (ChatSocket && token) {
+  const options = { url: config.websocket, type: "chat", bookingId: config.booking, token, maxAttempts: 1 };
+  const chat = new ChatSocket(options);
+  chat.on("message", (frame) => {
+    result.frames.push(frame.type === "message" ? frame.message.body : frame.type);
+  });
+  try {
+    await chat.connect();
+    result.socket = "open";
+    chat.send({ body: "from a page of its own" });
+  } catch (err) {
+    result.socket = `failed: ${err}`;
+  }
+}
+result.done = true;
+</script>
+"""
+
+
+@pytest.fixture(scope="module")
+def own_page(local_stack: StackProcess) -> Iterator[tuple[LoopbackHttp, str]]:
+    booking = new_booking()
+    config = {
+        "gateway": local_stack.gateway,
+        "backend": local_stack.backend,
+        "websocket": local_stack.endpoints["websocket"],
+        "booking": booking,
+    }
+    html = (OWN_PAGE % json.dumps(config)).encode()
+    server = LoopbackHttp(lambda method, path, body: (200, "text/html; charset=utf-8", html))
+    yield server, booking
+    server.close()
+
+
+def run_own_page(browser: Any, url: str) -> dict[str, Any]:
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(url)
+        page.wait_for_function("window.result && window.result.done", timeout=TIMEOUT_MS)
+        if page.evaluate("window.result.socket") == "open":
+            page.wait_for_function(
+                "window.result.frames.includes('from a page of its own')", timeout=TIMEOUT_MS
+            )
+        result: dict[str, Any] = page.evaluate("window.result")
+        return result
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("name", ["localhost", "127.0.0.1"])
+def test_a_page_on_another_loopback_port_uses_the_client_module_and_development_tokens(
+    browser: Any, own_page: tuple[LoopbackHttp, str], name: str
+) -> None:
+    server, _ = own_page
+    result = run_own_page(browser, f"http://{name}:{server.port}/")
+    assert result["module"] == "loaded", result
+    assert result["token"] == "issued", result
+    assert result["socket"] == "open", result
+    assert result["frames"][:2] == ["history", "receipt"], result
+    assert "from a page of its own" in result["frames"]
+
+
+def test_a_page_of_another_site_gets_neither_the_module_nor_a_token(
+    browser: Any, own_page: tuple[LoopbackHttp, str]
+) -> None:
+    server, _ = own_page
+    result = run_own_page(browser, f"http://{OTHER_SITE}:{server.port}/")
+    assert result["module"].startswith("failed"), result
+    assert result["token"].startswith("failed"), result  # the preflight is refused: no request follows
+    assert result["socket"] is None
+
+
+class AnotherBackend:
+    """A backend of one's own (``--backend-url``): no ``/dev/token`` until ``serves_tokens``; it
+    refuses every connection (403)."""
+
+    def __init__(self) -> None:
+        self.serves_tokens = False
+        self.http = LoopbackHttp(self.answer)
+        self.url = f"http://127.0.0.1:{self.http.port}"
+
+    def answer(self, method: str, path: str, body: bytes) -> tuple[int, str, bytes]:
+        status, answer = 404, {"detail": "Not Found"}
+        if path == "/dev/token" and self.serves_tokens:
+            status, answer = 200, {"token": "opaque-token-of-another-backend", "expires_at": 0}
+        elif path.endswith("/connect"):
+            status, answer = 403, {"detail": "not a participant of this booking"}
+        return status, "application/json", json.dumps(answer).encode()
+
+
+def test_the_demo_page_says_why_it_cannot_connect_before_the_socket_opens(
+    local_stack: StackProcess, browser: Any
+) -> None:
+    backend = AnotherBackend()
+    stack = gateway_only("demo-another-backend", local_stack, backend.url)
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{stack.gateway}/")
+        page.fill("#booking", new_booking())
+        page.click("#connect")
+        error = page.locator("#error")
+        error.wait_for(state="visible", timeout=TIMEOUT_MS)
+        text = error.inner_text()
+        assert f"could not open: the token provider failed: no development token from {backend.url}" in text
+        assert "the backend answered 404 to POST /dev/token" in text, text
+        assert page.locator("#state.open").count() == 0
+
+        # Tokens now, but the backend refuses the connection: the page says that instead.
+        page.click("#disconnect")
+        backend.serves_tokens = True
+        page.click("#connect")
+        refused = "document.getElementById('error').textContent.includes('handshake was refused')"
+        page.wait_for_function(refused, timeout=TIMEOUT_MS)
+        text = error.inner_text()
+        starts = tuple(f"The {kind} connection could not open" for kind in ("chat", "booking"))
+        assert text.startswith(starts), text
+        assert "gateway's terminal" in text
+        stack.wait_for_log(r"\$connect .* 403")
+    finally:
+        context.close()
+        assert stack.stop() == 0
+        backend.http.close()
