@@ -397,7 +397,8 @@ class AnotherBackend:
         self.url = f"http://127.0.0.1:{self.http.port}"
 
     def answer(self, method: str, path: str, body: bytes) -> tuple[int, str, bytes]:
-        status, answer = 404, {"detail": "Not Found"}
+        answer: dict[str, Any] = {"detail": "Not Found"}
+        status = 404
         if path == "/dev/token" and self.serves_tokens:
             status, answer = 200, {"token": "opaque-token-of-another-backend", "expires_at": 0}
         elif path.endswith("/connect"):
