@@ -74,31 +74,31 @@ class LocalGateway:
         """Refuse another ``Host`` and another page's ``Origin``; CORS for the client module on loopback."""
         host = request.headers.get(hdrs.HOST)
         if not self.trust.host_allowed(host):
-            return aws_error(403, "ForbiddenException", self.trust.host_refusal(host))
+            return self._refuse(request, self.trust.host_refusal(host))
         origin = request.headers.get(hdrs.ORIGIN)
+        client_module = request.method in ("GET", "HEAD") and request.path.startswith(CLIENT_PREFIX)
         if origin is None or Trust.is_same_origin(origin, host):
-            return await handler(request)
-        if request.headers.get(hdrs.UPGRADE, "").lower() == "websocket" and request.method == "GET":
+            response = await handler(request)
+        elif request.headers.get(hdrs.UPGRADE, "").lower() == "websocket" and request.method == "GET":
             # As API Gateway: the handshake reaches $connect, where ALLOWED_ORIGINS decides.
             return await handler(request)
-        if (
-            request.method in ("GET", "HEAD")
-            and request.path.startswith(CLIENT_PREFIX)
-            and self.trust.is_local_origin(origin)
-        ):
+        elif client_module and self.trust.is_local_origin(origin):
             response = await handler(request)
             response.headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = origin
-            response.headers[hdrs.VARY] = "Origin"
-            return response
-        return aws_error(
-            403,
-            "ForbiddenException",
-            Trust.origin_refusal(
-                origin,
+        else:
+            what = (
                 "only the stack's own pages may call its APIs; pages on loopback may load "
-                f"the client module ({CLIENT_PREFIX}) and open WebSockets",
-            ),
-        )
+                f"the client module ({CLIENT_PREFIX}) and open WebSockets"
+            )
+            return self._refuse(request, Trust.origin_refusal(origin, what))
+        if client_module:
+            response.headers[hdrs.VARY] = "Origin"  # answered with or without CORS by Origin
+        return response
+
+    @staticmethod
+    def _refuse(request: web.Request, reason: str) -> web.Response:
+        logger.info("%-12s %s %s: %s", "refused", request.method, request.path, reason)
+        return aws_error(403, "ForbiddenException", reason)
 
     def application(self) -> web.Application:
         # Bodies up to Lambda's synchronous limit are read, so that size rules answer as AWS does.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -102,6 +103,8 @@ def test_every_server_refuses_a_host_that_is_not_loopback(
     answer = send(base, method, path, {**headers, "Host": forged}, body)
     assert answer.status == 403, (answer.status, answer.text)
     assert "DNS rebinding" in answer.text
+    if server == "gateway":  # the terminal says so too
+        local_stack.wait_for_log(rf"refused +GET /demo/config: Host {re.escape(repr(forged))} is refused")
     assert '"token"' not in answer.text  # no development token was issued
     assert "TableNames" not in answer.text
 
@@ -292,6 +295,7 @@ def test_a_page_on_loopback_loads_the_client_module_and_gets_tokens(
     module = send(local_stack.gateway, "GET", "/client/index.js", {"Origin": origin})
     assert module.status == 200
     assert module.headers["access-control-allow-origin"] == origin
+    assert module.headers["vary"] == "Origin"
     assert "export class ChatSocket" in module.text
 
     preflight = send(
