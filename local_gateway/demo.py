@@ -20,6 +20,8 @@ from aiohttp import web
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: The client module (client/src), which the demo page imports from /client/.
 CLIENT_DIR = Path(__file__).resolve().parent.parent / "client" / "src"
+#: Where the client module is served; pages on loopback may load it from other origins (``trust``).
+CLIENT_PREFIX = "/client/"
 FORWARD_PREFIX = "/demo/api/"
 _ID = r"[A-Za-z0-9_-]{1,64}"
 #: The backend's development routes the page may call (all POST); nothing else is forwarded.
@@ -67,7 +69,7 @@ class DemoSite:
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         router.add_static("/static/", STATIC_DIR)
-        router.add_static("/client/", CLIENT_DIR)
+        router.add_static(CLIENT_PREFIX, CLIENT_DIR)
         router.add_get("/favicon.ico", self.favicon)
         router.add_get("/demo/config", self.config)
         router.add_route("*", "/demo/api/{path:.+}", self.forward)

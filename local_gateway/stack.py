@@ -9,6 +9,7 @@ serves the gateway. ``stop()`` closes every socket (each fires
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -23,6 +24,7 @@ from local_gateway import exposure
 from local_gateway.aws_shapes import new_api_id
 from local_gateway.runtime import FUNCTION_PREFIX, AppRuntime, load_app
 from local_gateway.server import GatewayOptions, LocalGateway
+from local_gateway.trust import Trust
 
 logger = logging.getLogger("local_gateway")
 
@@ -108,8 +110,48 @@ class _Backend:
         self._sock.close()
 
 
+class LocalOnlyWsgi:
+    """The embedded DynamoDB behind ``trust``: its own ``Host`` only, and no web page at all.
+
+    moto answers every origin's CORS preflight and request (flask-cors); here a
+    request with an ``Origin`` other than the server's own is refused before
+    moto sees it, and no answer carries CORS headers, so no page can Scan the
+    table's stored tokens.
+    """
+
+    def __init__(self, app: Any, trust: Trust) -> None:
+        self.app = app
+        self.trust = trust
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        host = environ.get("HTTP_HOST")
+        origin = environ.get("HTTP_ORIGIN")
+        if not self.trust.host_allowed(host):
+            return self._refuse(start_response, self.trust.host_refusal(host))
+        if origin is not None and not Trust.is_same_origin(origin, host):
+            reason = Trust.origin_refusal(origin, "the embedded DynamoDB answers no web page")
+            return self._refuse(start_response, reason)
+
+        def without_cors(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            kept = [(k, v) for k, v in headers if not k.lower().startswith("access-control-")]
+            return start_response(status, kept, exc_info)
+
+        return self.app(environ, without_cors)
+
+    @staticmethod
+    def _refuse(start_response: Any, reason: str) -> list[bytes]:
+        body = json.dumps(
+            {"__type": "com.amazonaws.dynamodb.v20120810#AccessDeniedException", "message": reason}
+        ).encode("utf-8")
+        start_response(
+            "403 Forbidden",
+            [("Content-Type", "application/x-amz-json-1.0"), ("Content-Length", str(len(body)))],
+        )
+        return [body]
+
+
 def moto_server(host: str, port: int) -> Any:
-    """moto's threaded server, answering without Nagle's delay.
+    """moto's threaded server behind ``LocalOnlyWsgi``, answering without Nagle's delay.
 
     Werkzeug writes a response's headers and body separately; with Nagle's
     algorithm on, the body waits for the client's delayed ACK (about 40 ms on
@@ -128,7 +170,7 @@ def moto_server(host: str, port: int) -> Any:
 
     class NoDelayMotoServer(ThreadedMotoServer):
         def _server_entry(self) -> None:
-            app = DomainDispatcherApplication(create_backend_app)
+            app = LocalOnlyWsgi(DomainDispatcherApplication(create_backend_app), Trust(host))
             self._server = make_server(
                 self._ip_address, self._port, app, True, request_handler=NoDelayHandler
             )
@@ -199,7 +241,7 @@ class LocalStack:
         if backend_sock is not None:
             from local_gateway.reference_backend import BackendSettings, create_app
 
-            settings = BackendSettings(lambda_endpoint=self.gateway_url, region=region)
+            settings = BackendSettings(lambda_endpoint=self.gateway_url, region=region, host=o.host)
             self._backend = _Backend(backend_sock, create_app(settings), o.verbose)
             self._backend.start()
         self._runtime = AppRuntime(load_app(), region=region, verbose=o.verbose, timeout=o.lambda_timeout)
@@ -211,6 +253,7 @@ class LocalStack:
                 max_lifetime=o.max_lifetime,
                 fault_injection=o.fault_injection,
                 max_frames_in_flight=o.max_frames_in_flight,
+                host=o.host,
             ),
             api_id=self.api_id,
             backend_url=self.backend_url,

@@ -9,6 +9,8 @@ documents what the proxy sends and expects, for the real backend's team.
 - ``dependencies``: the store, the token checker and the push client, for ``Depends``;
 - ``chat_routes``, ``booking_routes``, ``notification_routes``, ``feed_routes``:
   one ``APIRouter`` per connection type (its connect and message routes);
+- ``local_only``: refuses another ``Host``, and other pages' ``Origin`` except for
+  development tokens from pages on loopback (CORS);
 - ``dev_routes``: development actions (tokens, status changes, notifications,
   feed items) that push to connected clients the way the real backend would,
   by invoking the proxy's ``push`` function through the Lambda Invoke API.
@@ -28,8 +30,10 @@ from local_gateway.reference_backend import (
 from local_gateway.reference_backend.dependencies import State
 from local_gateway.reference_backend.dev_tokens import DevTokens
 from local_gateway.reference_backend.lambda_push import LambdaPush
+from local_gateway.reference_backend.local_only import LocalOnly
 from local_gateway.reference_backend.memory_store import MemoryStore
 from local_gateway.reference_backend.settings import BackendSettings
+from local_gateway.trust import Trust
 
 __all__ = ["BackendSettings", "create_app"]
 
@@ -57,4 +61,5 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
     app.include_router(booking_routes.router)
     app.include_router(notification_routes.router)
     app.include_router(feed_routes.router)
+    app.add_middleware(LocalOnly, trust=Trust(settings.host))
     return app

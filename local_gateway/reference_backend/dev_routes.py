@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException
 
 from local_gateway.reference_backend.dependencies import BookingId, Push, Store, Tokens, UserId
 from local_gateway.reference_backend.memory_store import now_iso
 from local_gateway.reference_backend.models import (
+    STATUS_CHANGES,
     FeedItemRequest,
     NotifyRequest,
     StatusRequest,
@@ -19,6 +20,16 @@ from local_gateway.reference_backend.models import (
 router = APIRouter(prefix="/dev", tags=["development"])
 
 
+def refused_change(booking_id: str, current: str, wanted: str, allowed: frozenset[str]) -> str:
+    """Why a status change is refused, in one line."""
+    if wanted == current:
+        return f"booking {booking_id} is already {current}"
+    if not allowed:
+        return f"booking {booking_id} is {current}, which is final: it cannot become {wanted}"
+    then = " or ".join(sorted(allowed))
+    return f"booking {booking_id} is {current} and cannot become {wanted}; it can become {then}"
+
+
 @router.post("/token", response_model=TokenAnswer)
 def dev_token(request: TokenRequest, tokens: Tokens) -> TokenAnswer:
     """A development JWT for ``user_id`` (HS256), valid ``ttl_seconds`` (12 hours by default)."""
@@ -26,13 +37,22 @@ def dev_token(request: TokenRequest, tokens: Tokens) -> TokenAnswer:
     return TokenAnswer(token=token, expires_at=expires_at)
 
 
-@router.post("/bookings/{booking_id}/status")
+@router.post(
+    "/bookings/{booking_id}/status",
+    responses={409: {"description": "the booking cannot change to that status from its current one"}},
+)
 def dev_booking_status(
     request: StatusRequest, booking_id: BookingId, store: Store, push: Push
 ) -> dict[str, Any]:
-    """Change a booking's status and push ``booking_status`` to its ``booking`` connections."""
+    """Change a booking's status and push ``booking_status`` to its ``booking`` connections.
+
+    Only the changes in ``STATUS_CHANGES`` are made; any other is refused with 409 and why.
+    """
     with store.lock:
         booking = store.booking(booking_id)
+        allowed = STATUS_CHANGES[booking.status]
+        if request.status not in allowed:
+            raise HTTPException(409, refused_change(booking_id, booking.status, request.status, allowed))
         booking.status = request.status
         summary = booking.summary()
     payload = {"type": "booking_status", "booking_id": booking_id, "status": request.status}

@@ -60,8 +60,23 @@ class TokenAnswer(BaseModel):
     expires_at: int = Field(description="the token's `exp` claim, seconds since the epoch")
 
 
+Status = Literal["pending", "confirmed", "checked_in", "completed", "cancelled"]
+
+#: The statuses each status may change to; completed and cancelled are final.
+STATUS_CHANGES: dict[str, frozenset[str]] = {
+    "pending": frozenset({"confirmed", "cancelled"}),
+    "confirmed": frozenset({"checked_in", "cancelled"}),
+    "checked_in": frozenset({"completed"}),
+    "completed": frozenset(),
+    "cancelled": frozenset(),
+}
+
+
 class StatusRequest(BaseModel):
-    status: Literal["pending", "confirmed", "checked_in", "completed", "cancelled"]
+    status: Status = Field(
+        description="pending -> confirmed or cancelled; confirmed -> checked_in or cancelled; "
+        "checked_in -> completed; any other change is refused (409)"
+    )
 
 
 class NotifyRequest(BaseModel):

@@ -20,3 +20,5 @@ class BackendSettings:
     lambda_endpoint: str | None = None
     push_function_name: str = "ws-proxy-local-push"
     region: str = "us-east-1"
+    #: The address it listens on (the stack's ``--host``): accepted as ``Host`` besides loopback.
+    host: str = "127.0.0.1"

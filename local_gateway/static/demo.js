@@ -6,8 +6,18 @@ import { ChatSocket } from "/client/index.js";
 
 const $ = (id) => document.getElementById(id);
 const REACTIONS = ["❤️", "👍", "😂"];
+/** What the page shows for each booking status (the backend's values). */
+const STATUS_LABELS = {
+  pending: "Pending",
+  confirmed: "Confirmed",
+  checked_in: "Checked in",
+  completed: "Completed",
+  cancelled: "Cancelled",
+};
 const state = {
   stage: "development",
+  backendUrl: null,
+  lastRead: null,
   user: null,
   booking: null,
   chat: null,
@@ -15,6 +25,9 @@ const state = {
   messages: new Map(), // message key (id and creation time) -> { data, el }
   byId: new Map(), // message id -> the latest entry with that id (reactions name the id)
   countdown: null,
+  opened: new Set(), // the sockets ("chat", "booking") that have opened since Connect
+  failure: new Map(), // socket -> why its latest attempt failed, until it first opens
+  attemptText: null, // the banner's text when it shows a failed attempt (cleared once open)
 };
 
 function showError(text) {
@@ -90,7 +103,10 @@ async function backend(path, body) {
   const answer = await response.json().catch(() => ({}));
   if (!response.ok) {
     const detail = typeof answer.detail === "string" ? answer.detail : JSON.stringify(answer.detail || answer);
-    throw new Error(`the backend answered ${response.status}: ${detail}`);
+    const error = new Error(`the backend answered ${response.status} to POST /dev/${path}: ${detail}`);
+    error.status = response.status;
+    error.detail = detail;
+    throw error;
   }
   return answer;
 }
@@ -102,11 +118,38 @@ function errorText(frame) {
   return frame.message || JSON.stringify(frame); // API Gateway's own {"message": "Internal server error"}
 }
 
-/** Errors the badge already shows (a failed attempt that will be retried) stay out of the banner. */
+/**
+ * Errors of the client module that it retries (a token it could not get, a request that timed
+ * out) are the badge's once the socket has opened; before that, nothing else says why the page
+ * keeps "connecting", so the banner does (with the retry, in onAttempt).
+ */
 function onError(kind, frame) {
   logFrame("←", kind, frame);
-  if (frame.source === "client" && frame.retryable) return;
+  if (frame.source === "client" && frame.retryable) {
+    if (!state.opened.has(kind)) state.failure.set(kind, frame.message);
+    return;
+  }
   showError(errorText(frame));
+}
+
+/** Every failed attempt before a socket first opens goes to the banner, with its reason. */
+function onAttempt(kind, name, detail = {}) {
+  if (name === "open") {
+    state.opened.add(kind);
+    state.failure.delete(kind);
+    if (state.attemptText !== null && $("error").textContent === state.attemptText) clearError();
+    state.attemptText = null;
+    return;
+  }
+  if (state.opened.has(kind) || detail.phase !== "waiting") return;
+  // Browsers hide a refused handshake's status and body: the gateway's terminal shows them.
+  const why =
+    state.failure.get(kind) ||
+    `the handshake was refused or the gateway is unreachable (${detail.reason || "no reason given"}; ` +
+      "the browser does not say which, the gateway's terminal does)";
+  state.failure.delete(kind);
+  state.attemptText = `The ${kind} connection could not open: ${why}. Retrying.`;
+  showError(state.attemptText);
 }
 
 // -- chat -------------------------------------------------------------------
@@ -166,13 +209,19 @@ function onChatFrame(frame) {
   logFrame("←", "chat", frame);
   switch (frame.type) {
     case "history":
-      // The module re-joins a history sent in parts, and after a reconnect passes only
-      // the messages this page has not shown yet.
+      // The module re-joins a history sent in parts, and passes every history whole
+      // (messageKey in connect()). On a reconnect the view becomes what the server sends:
+      // after a restart of the stack, messages it no longer has leave the screen.
       if (frame.thread) $("thread-title").textContent = `Chat · ${frame.thread.title || frame.thread.id}`;
+      clearMessages();
       (frame.messages || []).forEach(renderMessage);
       scrollToEnd();
       return;
     case "receipt":
+      if (!("unread" in frame)) {
+        state.lastRead = frame.last_read_message_id; // the answer to markRead()
+        return;
+      }
       if (frame.unread) {
         $("unread").textContent = `· ${frame.unread} new`;
         $("unread").hidden = false;
@@ -183,6 +232,7 @@ function onChatFrame(frame) {
     case "message":
       renderMessage(frame.message);
       scrollToEnd();
+      markRead(frame.message);
       return;
     case "reaction": {
       const entry = state.byId.get(frame.message_id);
@@ -191,6 +241,21 @@ function onChatFrame(frame) {
     }
     default:
       if (frame.message && typeof frame.message === "string") showError(errorText(frame));
+  }
+}
+
+/**
+ * A message from someone else, shown live, has been seen: tell the backend, so that the next
+ * connect's "N new" counts only what this page did not show.
+ */
+function markRead(message) {
+  if (!state.chat || message.user_id === state.user || !Number.isInteger(message.id)) return;
+  const frame = { type: "read", message_id: message.id };
+  try {
+    state.chat.send(frame);
+    logFrame("→", "chat", frame);
+  } catch {
+    // Not sent (closed meanwhile): the message stays unread, as it would on a phone that went away.
   }
 }
 
@@ -214,12 +279,18 @@ function onBookingFrame(frame) {
   if (frame.type === "booking") {
     // Shown once the proxy has accepted the booking (never a refused id).
     $("booking-id").textContent = frame.booking.booking_id;
-    $("booking-status").textContent = frame.booking.status;
+    showStatus(frame.booking.status);
   } else if (frame.type === "booking_status") {
-    $("booking-status").textContent = frame.status;
+    showStatus(frame.status);
   } else if (frame.message && typeof frame.message === "string") {
     showError(errorText(frame));
   }
+}
+
+function showStatus(status) {
+  const el = $("booking-status");
+  el.textContent = STATUS_LABELS[status] || status;
+  el.dataset.status = status;
 }
 
 async function changeStatus(status) {
@@ -227,7 +298,9 @@ async function changeStatus(status) {
   try {
     await backend(`bookings/${encodeURIComponent(state.booking)}/status`, { status });
   } catch (err) {
-    showError(err.message);
+    // 409: the backend refuses a change its rules do not allow, and says why.
+    const label = STATUS_LABELS[status] || status;
+    showError(err.status === 409 ? `Not changed to ${label}: ${err.detail}.` : err.message);
   }
 }
 
@@ -238,14 +311,20 @@ function socketUrl() {
   return `${scheme}://${location.host}/${state.stage}`;
 }
 
-function resetPanels() {
+function clearMessages() {
   state.messages.clear();
   state.byId.clear();
   $("messages").replaceChildren();
+}
+
+function resetPanels() {
+  clearMessages();
   $("thread-title").textContent = "Chat";
   clearUnread();
+  state.lastRead = null;
   $("booking-id").textContent = "–";
   $("booking-status").textContent = "–";
+  delete $("booking-status").dataset.status;
 }
 
 async function connect(event) {
@@ -256,23 +335,40 @@ async function connect(event) {
   const transport = $("transport").value;
   state.user = user;
   state.booking = booking;
+  state.opened.clear();
+  state.failure.clear();
+  state.attemptText = null;
   resetPanels();
   // Called for every (re)connect and every refresh: a fresh development token each time.
-  const token = async () => (await backend("token", { user_id: user })).token;
+  const token = async () => {
+    try {
+      return (await backend("token", { user_id: user })).token;
+    } catch (err) {
+      // The reference backend serves POST /dev/token; a backend of one's own (--backend-url) may not.
+      const from = state.backendUrl ? ` from ${state.backendUrl}` : "";
+      throw new Error(
+        `no development token${from}: ${err.message} (the reference backend serves that route; a backend of your own may not)`,
+      );
+    }
+  };
   const common = { url: socketUrl(), bookingId: booking, token, transport, reconnectMaxDelayMs: 10_000 };
-  const chat = new ChatSocket({ ...common, type: "chat" });
+  // Every message "never a repeat" for the module: each history arrives whole and replaces the
+  // view, and renderMessage() shows a message once however often it comes.
+  const chat = new ChatSocket({ ...common, type: "chat", messageKey: () => undefined });
   const watcher = new ChatSocket({ ...common, type: "booking" });
   state.chat = chat;
   state.watcher = watcher;
   chat.on("state", (name, detail) => {
     if (state.chat !== chat) return;
     showState(name, detail);
+    onAttempt("chat", name, detail);
     if (name === "open") $("message").focus();
   });
   chat.on("message", onChatFrame);
-  chat.on("error", (frame) => onError("chat", frame));
+  chat.on("error", (frame) => state.chat === chat && onError("chat", frame));
+  watcher.on("state", (name, detail) => state.watcher === watcher && onAttempt("booking", name, detail));
   watcher.on("message", onBookingFrame);
-  watcher.on("error", (frame) => onError("booking", frame));
+  watcher.on("error", (frame) => state.watcher === watcher && onError("booking", frame));
   watcher.connect().catch(() => {}); // its errors arrive as error events
   try {
     await chat.connect();
@@ -313,6 +409,7 @@ async function start() {
   try {
     const config = await (await fetch("/demo/config")).json();
     state.stage = config.stage;
+    state.backendUrl = config.backend_url;
   } catch {
     showError("the gateway's /demo/config is unreachable");
   }
@@ -333,6 +430,12 @@ async function start() {
 }
 
 // For the browser test and the curious: the page's sockets and its send().
-window.demo = { send, get chat() { return state.chat; }, get watcher() { return state.watcher; } };
+window.demo = {
+  send,
+  get chat() { return state.chat; },
+  get watcher() { return state.watcher; },
+  /** The last message id the backend has recorded as read by this page (its answer to markRead). */
+  get lastRead() { return state.lastRead; },
+};
 
 start();

@@ -1,23 +1,29 @@
 """The demo page in Debian's chromium (playwright): two pages chat through the proxy, the form's
-checks, the page's polish, and the client module reconnecting the page after the stack restarts."""
+checks, the page's polish, and the client module reconnecting the page after the stack restarts;
+a page of its own on another loopback port using the client module and development tokens, and
+the same page on another site getting neither."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
-from tests.e2e.support import ARTIFACTS, ROOT, StackProcess, new_booking, post_json
+from tests.e2e.support import ARTIFACTS, ROOT, StackProcess, gateway_only, new_booking, post_json
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
 CHROMIUM = Path("/usr/bin/chromium")
+OTHER_SITE = "other-site.test"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -25,6 +31,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
+    # A site that is not loopback, for pages that must be refused (served from 127.0.0.1 all the same).
+    f"--host-resolver-rules=MAP {OTHER_SITE} 127.0.0.1",
 ]
 TIMEOUT_MS = 10_000
 #: The flags that put a restarted stack on the ports of the first, and the endpoints that tell them.
@@ -91,11 +99,59 @@ def test_two_pages_of_the_demo_chat_through_the_proxy(local_stack: StackProcess,
         assert status == 200, answer
         for page in (alice, bob):
             page.wait_for_function(
-                "document.getElementById('booking-status').textContent === 'confirmed'", timeout=TIMEOUT_MS
+                "document.getElementById('booking-status').textContent === 'Confirmed'", timeout=TIMEOUT_MS
             )
         assert alice.locator("#error").is_hidden()
         assert bob.locator("#error").is_hidden()
         assert not errors
+
+    finally:
+        context.close()
+
+
+def test_the_demo_tour_in_two_tabs(browser: Any) -> None:
+    """docs/demo.png (``UPDATE_DEMO_SCREENSHOT=1``): a missed message, labels, a refused change.
+
+    docs/demo-before.png shows the same steps on the page before it counted only missed
+    messages, showed labels and the backend refused impossible changes.
+    """
+    stack = StackProcess("browser-tour")
+    context = browser.new_context(viewport={"width": 900, "height": 640})
+    try:
+        alice, bob = context.new_page(), context.new_page()
+
+        def say(page: Any, text: str, other: Any) -> None:
+            page.fill("#message", text)
+            page.click("#send")
+            other.locator("#messages .message", has_text=text).wait_for(timeout=TIMEOUT_MS)
+
+        def status_is(page: Any, label: str) -> None:
+            page.wait_for_function(
+                f"document.getElementById('booking-status').textContent === '{label}'", timeout=TIMEOUT_MS
+            )
+
+        join(alice, stack, "alice", "42")
+        join(bob, stack, "bob", "42")
+        say(bob, "Hi! Is early check-in possible?", alice)
+        say(alice, "Yes, from 1 pm.", bob)
+        read = alice.locator("#messages .message", has_text="early check-in").get_attribute("data-id")
+        alice.wait_for_function(f"demo.lastRead === {read}", timeout=TIMEOUT_MS)
+        alice.click("#disconnect")
+        say(bob, "Great, I will leave the key in the lockbox.", bob)
+        join(alice, stack, "alice", "42")
+        alice.wait_for_function(
+            "document.getElementById('unread').textContent === '· 1 new'", timeout=TIMEOUT_MS
+        )
+        for page in (alice, bob):
+            status_is(page, "Pending")  # its booking socket is open: it sees the pushes from here on
+        for button, label in (("Confirm", "Confirmed"), ("Check in", "Checked in")):
+            alice.click(f".actions button:has-text('{button}')")
+            status_is(alice, label)
+            status_is(bob, label)
+        bob.click(".actions button:has-text('Confirm')")
+        bob.locator("#error").wait_for(state="visible", timeout=TIMEOUT_MS)
+        assert "cannot become confirmed" in bob.inner_text("#error")
+        assert bob.inner_text("#booking-status") == "Checked in"
 
         ARTIFACTS.mkdir(exist_ok=True)
         shots = [ARTIFACTS / "demo-alice.png", ARTIFACTS / "demo-bob.png"]
@@ -106,6 +162,7 @@ def test_two_pages_of_the_demo_chat_through_the_proxy(local_stack: StackProcess,
             shutil.copyfile(ARTIFACTS / "demo.png", ROOT / "docs" / "demo.png")
     finally:
         context.close()
+        assert stack.stop() == 0
 
 
 def test_the_demo_page_shows_errors_plainly(local_stack: StackProcess, browser: Any) -> None:
@@ -183,6 +240,66 @@ def test_n_new_is_shown_once_and_clears(local_stack: StackProcess, browser: Any)
         context.close()
 
 
+def test_n_new_counts_only_what_the_page_did_not_show(local_stack: StackProcess, browser: Any) -> None:
+    booking = new_booking()
+    context = browser.new_context()
+    try:
+        alice, bob = context.new_page(), context.new_page()
+        join(alice, local_stack, "alice", booking)
+        join(bob, local_stack, "bob", booking)
+        bob.fill("#message", "seen live")
+        bob.click("#send")
+        seen = alice.locator("#messages .message", has_text="seen live")
+        seen.wait_for(timeout=TIMEOUT_MS)
+        # The backend has recorded it as read before Alice leaves.
+        alice.wait_for_function(f"demo.lastRead === {seen.get_attribute('data-id')}", timeout=TIMEOUT_MS)
+        alice.click("#disconnect")
+        bob.fill("#message", "missed")
+        bob.click("#send")
+        bob.locator("#messages .message", has_text="missed").wait_for(timeout=TIMEOUT_MS)
+        join(alice, local_stack, "alice", booking)
+        alice.wait_for_function("document.getElementById('unread').textContent !== ''", timeout=TIMEOUT_MS)
+        assert alice.inner_text("#unread") == "· 1 new"
+    finally:
+        context.close()
+
+
+def test_status_shows_labels_and_an_impossible_change_is_refused_with_its_reason(
+    local_stack: StackProcess, browser: Any
+) -> None:
+    booking = new_booking()
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        join(page, local_stack, "alice", booking)
+        status = page.locator("#booking-status")
+        page.wait_for_function(
+            "document.getElementById('booking-status').textContent === 'Pending'", timeout=TIMEOUT_MS
+        )
+        for button, label in (("Confirm", "Confirmed"), ("Check in", "Checked in")):
+            page.click(f".actions button:has-text('{button}')")
+            page.wait_for_function(
+                f"document.getElementById('booking-status').textContent === '{label}'", timeout=TIMEOUT_MS
+            )
+        assert status.get_attribute("data-status") == "checked_in"
+        assert page.locator("#error").is_hidden()
+        page.click(".actions button:has-text('Confirm')")
+        error = page.locator("#error")
+        error.wait_for(state="visible", timeout=TIMEOUT_MS)
+        assert error.inner_text() == (
+            f"Not changed to Confirmed: booking {booking} is checked_in and cannot become confirmed; "
+            "it can become completed."
+        )
+        assert status.inner_text() == "Checked in"
+        page.click(".actions button:has-text('Complete')")
+        page.wait_for_function(
+            "document.getElementById('booking-status').textContent === 'Completed'", timeout=TIMEOUT_MS
+        )
+        assert error.is_hidden()
+    finally:
+        context.close()
+
+
 def test_the_favicon_is_served(local_stack: StackProcess) -> None:
     with urllib.request.urlopen(f"{local_stack.gateway}/favicon.ico", timeout=10) as response:
         assert response.status == 200
@@ -221,7 +338,10 @@ def test_the_page_reconnects_by_itself_after_the_stack_restarts(browser: Any) ->
         assert page.inner_text("#state") == "connected as alice"
         outage = page.locator("#messages .message", has_text="typed during the outage")
         outage.wait_for(timeout=TIMEOUT_MS)
-        page.locator("#messages .message", has_text="before the restart").wait_for(timeout=TIMEOUT_MS)
+        # The restart wiped the backend: the view is what it sent on resume, a new welcome and no
+        # message from before the restart beside it.
+        assert page.locator("#messages .message", has_text="before the restart").count() == 0
+        assert page.locator("#messages .message", has_text="Welcome to booking").count() == 1
         # The chat goes on, and the outage message is shown once.
         page.fill("#message", "after the restart")
         page.click("#send")
@@ -247,3 +367,187 @@ def side_by_side(images: list[Path], target: Path) -> None:
         canvas.paste(image, (x, 0))
         x += image.width + gap
     canvas.save(target)
+
+
+# -- pages of their own, and the demo page on another backend ----------------------------------
+
+
+class LoopbackHttp:
+    """A small HTTP server on a free loopback port, answering every request through ``answer``."""
+
+    def __init__(self, answer: Callable[[str, str, bytes], tuple[int, str, bytes]]) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def _serve(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status, content_type, data = answer(self.command, self.path, body)
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = _serve
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+#: A frontend of its own: imports the client module from the stack, gets a development token from
+#: the reference backend, opens a chat socket and sends a message; ``window.result`` says how far it got.
+OWN_PAGE = """<!doctype html><meta charset="utf-8"><title>a page of its own</title>
+<script type="module">
+const config = %s;
+const result = (window.result = { module: null, token: null, socket: null, frames: [] });
+let ChatSocket;
+try {
+  ({ ChatSocket } = await import(`${config.gateway}/client/index.js`));
+  result.module = "loaded";
+} catch (err) {
+  result.module = `failed: ${err}`;
+}
+let token;
+try {
+  const answer = await fetch(`${config.backend}/dev/token`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ user_id: "alice" }),
+  });
+  token = (await answer.json()).token;
+  result.token = token ? "issued" : `refused (${answer.status})`;
+} catch (err) {
+  result.token = `failed: ${err}`;
+}
+if (ChatSocket && token) {
+  const options = { url: config.websocket, type: "chat", bookingId: config.booking, token, maxAttempts: 1 };
+  const chat = new ChatSocket(options);
+  chat.on("message", (frame) => {
+    result.frames.push(frame.type === "message" ? frame.message.body : frame.type);
+    // The initial frames arrive a moment after the socket opens (docs/protocol.md): send after them.
+    if (frame.type === "receipt") chat.send({ body: "from a page of its own" });
+  });
+  try {
+    await chat.connect();
+    result.socket = "open";
+  } catch (err) {
+    result.socket = `failed: ${err}`;
+  }
+}
+result.done = true;
+</script>
+"""
+
+
+@pytest.fixture(scope="module")
+def own_page(local_stack: StackProcess) -> Iterator[tuple[LoopbackHttp, str]]:
+    booking = new_booking()
+    config = {
+        "gateway": local_stack.gateway,
+        "backend": local_stack.backend,
+        "websocket": local_stack.endpoints["websocket"],
+        "booking": booking,
+    }
+    html = (OWN_PAGE % json.dumps(config)).encode()
+    server = LoopbackHttp(lambda method, path, body: (200, "text/html; charset=utf-8", html))
+    yield server, booking
+    server.close()
+
+
+def run_own_page(browser: Any, url: str) -> dict[str, Any]:
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(url)
+        page.wait_for_function("window.result && window.result.done", timeout=TIMEOUT_MS)
+        if page.evaluate("window.result.socket") == "open":
+            page.wait_for_function(
+                "window.result.frames.includes('from a page of its own')", timeout=TIMEOUT_MS
+            )
+        result: dict[str, Any] = page.evaluate("window.result")
+        return result
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("name", ["localhost", "127.0.0.1"])
+def test_a_page_on_another_loopback_port_uses_the_client_module_and_development_tokens(
+    browser: Any, own_page: tuple[LoopbackHttp, str], name: str
+) -> None:
+    server, _ = own_page
+    result = run_own_page(browser, f"http://{name}:{server.port}/")
+    assert result["module"] == "loaded", result
+    assert result["token"] == "issued", result
+    assert result["socket"] == "open", result
+    assert result["frames"] == ["history", "receipt", "from a page of its own"], result
+
+
+def test_a_page_of_another_site_gets_neither_the_module_nor_a_token(
+    browser: Any, own_page: tuple[LoopbackHttp, str]
+) -> None:
+    server, _ = own_page
+    result = run_own_page(browser, f"http://{OTHER_SITE}:{server.port}/")
+    assert result["module"].startswith("failed"), result
+    assert result["token"].startswith("failed"), result  # the preflight is refused: no request follows
+    assert result["socket"] is None
+
+
+class AnotherBackend:
+    """A backend of one's own (``--backend-url``): no ``/dev/token`` until ``serves_tokens``; it
+    refuses every connection (403)."""
+
+    def __init__(self) -> None:
+        self.serves_tokens = False
+        self.http = LoopbackHttp(self.answer)
+        self.url = f"http://127.0.0.1:{self.http.port}"
+
+    def answer(self, method: str, path: str, body: bytes) -> tuple[int, str, bytes]:
+        answer: dict[str, Any] = {"detail": "Not Found"}
+        status = 404
+        if path == "/dev/token" and self.serves_tokens:
+            status, answer = 200, {"token": "opaque-token-of-another-backend", "expires_at": 0}
+        elif path.endswith("/connect"):
+            status, answer = 403, {"detail": "not a participant of this booking"}
+        return status, "application/json", json.dumps(answer).encode()
+
+
+def test_the_demo_page_says_why_it_cannot_connect_before_the_socket_opens(
+    local_stack: StackProcess, browser: Any
+) -> None:
+    backend = AnotherBackend()
+    stack = gateway_only("demo-another-backend", local_stack, backend.url)
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{stack.gateway}/")
+        page.fill("#booking", new_booking())
+        page.click("#connect")
+        error = page.locator("#error")
+        error.wait_for(state="visible", timeout=TIMEOUT_MS)
+        text = error.inner_text()
+        assert f"could not open: the token provider failed: no development token from {backend.url}" in text
+        assert "the backend answered 404 to POST /dev/token" in text, text
+        assert page.locator("#state.open").count() == 0
+
+        # Tokens now, but the backend refuses the connection: the page says that instead.
+        page.click("#disconnect")
+        backend.serves_tokens = True
+        page.click("#connect")
+        refused = "document.getElementById('error').textContent.includes('handshake was refused')"
+        page.wait_for_function(refused, timeout=TIMEOUT_MS)
+        text = error.inner_text()
+        starts = tuple(f"The {kind} connection could not open" for kind in ("chat", "booking"))
+        assert text.startswith(starts), text
+        assert "gateway's terminal" in text
+        stack.wait_for_log(r"\$connect .* 403")
+    finally:
+        context.close()
+        assert stack.stop() == 0
+        backend.http.close()

@@ -1,4 +1,5 @@
-"""The reference backend's development tokens, through the local stack: lifetimes and expiry."""
+"""The reference backend through the local stack: development tokens (lifetimes, expiry) and the
+status changes it allows."""
 
 from __future__ import annotations
 
@@ -55,3 +56,34 @@ def test_an_expired_token_is_refused_at_connect_and_a_live_one_accepted(local_st
             await sock.close()
 
     run(scenario)
+
+
+def change(stack: StackProcess, booking: str, status: str) -> tuple[int, dict[str, Any]]:
+    return post_json(f"{stack.backend}/dev/bookings/{booking}/status", {"status": status})
+
+
+def test_a_booking_changes_status_only_along_its_rules(local_stack: StackProcess) -> None:
+    booking = new_booking()
+    refused = {
+        "checked_in": f"booking {booking} is pending and cannot become checked_in; "
+        "it can become cancelled or confirmed",
+        "pending": f"booking {booking} is already pending",
+    }
+    for status, reason in refused.items():
+        assert change(local_stack, booking, status) == (409, {"detail": reason})
+    for status in ("confirmed", "checked_in", "completed"):
+        code, answer = change(local_stack, booking, status)
+        assert code == 200, answer
+        assert answer["booking"]["status"] == status
+    code, answer = change(local_stack, booking, "cancelled")
+    assert code == 409
+    assert answer["detail"] == f"booking {booking} is completed, which is final: it cannot become cancelled"
+
+
+def test_a_cancelled_booking_is_never_confirmed_again(local_stack: StackProcess) -> None:
+    booking = new_booking()
+    assert change(local_stack, booking, "cancelled")[0] == 200
+    code, answer = change(local_stack, booking, "confirmed")
+    assert code == 409
+    assert answer["detail"] == f"booking {booking} is cancelled, which is final: it cannot become confirmed"
+    assert change(local_stack, booking, "bogus")[0] == 422
