@@ -14,7 +14,12 @@ PYTHON := $(shell for v in 3.13 3.12; do \
 endif
 NO_PYTHON := error: no Python 3.13 found (nor 3.12, the oldest accepted: it deploys python3.12): install 3.13 (pyenv install 3.13, or your system's python3.13 package), or pass PYTHON=/path/to/python3.13
 STAGE  ?= dev
+# chalice package (make package, make test) needs a region, though the export names none:
+# us-east-1 stands in when none is set. The targets that call AWS (table, redrive) drop
+# this stand-in and use yours: AWS_DEFAULT_REGION or AWS_PROFILE's (boto3 and chalice
+# ignore AWS_REGION); without one they stop with one line saying so.
 export AWS_DEFAULT_REGION ?= us-east-1
+YOUR_REGION := $(if $(filter file,$(origin AWS_DEFAULT_REGION)),env -u AWS_DEFAULT_REGION)
 
 .DEFAULT_GOAL := help
 .PHONY: help venv checkov-venv lock system-deps lint test client-test run package table checkov validate redrive bench reliability clean
@@ -118,13 +123,12 @@ validate: package ## The export through terraform init/validate, then apply and 
 # Failed deliver/push/fanout events from the dead-letter queue back to their functions
 # (infra/redrive.py): make redrive QUEUE_URL=https://sqs... ARGS="--dry-run" (then without it).
 redrive: venv ## Re-invoke failed events from the dead-letter queue (QUEUE_URL=..., ARGS=--dry-run)
-	$(PY) -m infra.redrive $(if $(QUEUE_URL),--queue-url $(QUEUE_URL)) $(ARGS)
+	$(YOUR_REGION) $(PY) -m infra.redrive $(if $(QUEUE_URL),--queue-url $(QUEUE_URL)) $(ARGS)
 
-# The connections table for `chalice deploy --stage $(STAGE)`, created once (idempotent).
-# Region and credentials are boto3's (AWS_PROFILE, AWS_REGION): the us-east-1 default
-# above is for chalice package only, so it is dropped here unless you set it yourself.
+# The connections table for `chalice deploy --stage $(STAGE)`, created once (idempotent),
+# in your region (AWS_DEFAULT_REGION or AWS_PROFILE's) with your credentials.
 table: venv ## Create the connections table for chalice deploy --stage STAGE (idempotent)
-	$(if $(filter file,$(origin AWS_DEFAULT_REGION)),env -u AWS_DEFAULT_REGION) $(PY) -m infra.table --stage $(STAGE)
+	$(YOUR_REGION) $(PY) -m infra.table --stage $(STAGE)
 
 # Benchmarks against the replaced proxy's way (on demand, never part of `make test`);
 # writes bench/RESULTS.md, bench/results.json and bench/fanout.png.
