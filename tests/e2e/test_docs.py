@@ -1,4 +1,4 @@
-"""The README's tour, as a reader runs it: the raw session, and what a restart of the stack does.
+"""The docs as a reader follows them: the README's raw session, what a restart does, the flags.
 
 The raw session (``hello.py``) is taken from README.md as written, saved outside the
 checkout and run against the stack on ports other than ``make run``'s, found the two
@@ -132,3 +132,12 @@ def test_a_restart_closes_every_socket_and_starts_the_backend_over(tmp_path: Pat
         first.stop()
         if second is not None:
             assert second.stop() == 0
+
+
+def test_local_stack_md_lists_every_flag_of_the_stack(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    flags = set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", capsys.readouterr().out)) - {"--help"}
+    assert "--lambda-timeout" in flags
+    table = (ROOT / "docs" / "local-stack.md").read_text()
+    assert sorted(f for f in flags if f"`{f}" not in table) == []
