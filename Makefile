@@ -46,7 +46,7 @@ define install_lock
 	  echo "$(1): installing $(2) with uv $(UV_VERSION) ($$(grep -c '^[a-z]' $(2)) packages, hashes checked)"; \
 	  $(UV) pip sync -q --require-hashes --python $(1)/bin/python $(2); \
 	else \
-	  echo "$(1): installing $(2) with pip ($$(grep -c '^[a-z]' $(2)) packages, hashes checked; a few minutes)"; \
+	  echo "$(1): installing $(2) with pip ($$(grep -c '^[a-z]' $(2)) packages, hashes checked; a minute or more)"; \
 	  $(1)/bin/python $(PIP_INSTALL) -r $(2); \
 	fi
 endef
