@@ -40,8 +40,12 @@ def refused_port() -> Iterator[int]:
         yield int(sock.getsockname()[1])
 
 
+#: What a make running these tests (make test) passes down: a make started here is its own.
+MAKE_VARIABLES = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")
+
+
 def offline_env(home: Path, port: int, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k not in MAKE_VARIABLES}
     env.update(
         HOME=str(home),
         AWS_CONFIG_FILE=str(home / "no-aws-config"),

@@ -56,7 +56,11 @@ def fake(tmp_path: Path) -> dict[str, str]:
     python = tmp_path / "python3.13"
     python.write_text(FAKE_PYTHON)
     python.chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("INSTALL_WITH", "FAKE_", "MAKEFLAGS"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("INSTALL_WITH", "FAKE_")) and k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")
+    }
     env.update(FAKE_LOG=str(tmp_path / "log"), FAKE_UV_VERSION=UV_VERSION)
     return env
 
