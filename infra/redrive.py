@@ -337,13 +337,13 @@ def main(argv: list[str] | None = None, sqs: Any = None, lambda_client: Any = No
         prefix = args.prefix or prefix_from_queue_url(args.queue_url)
     except RedriveError as exc:
         parser.error(str(exc))
-    if sqs is None or lambda_client is None:
-        import boto3
-
-        region = region_of(args.queue_url) or regions.require("make redrive")
-        sqs = sqs or boto3.client("sqs", region_name=region)
-        lambda_client = lambda_client or boto3.client("lambda", region_name=region)
     try:
+        if sqs is None or lambda_client is None:
+            import boto3
+
+            region = region_of(args.queue_url) or regions.require("make redrive")
+            sqs = sqs or boto3.client("sqs", region_name=region)
+            lambda_client = lambda_client or boto3.client("lambda", region_name=region)
         summary = redrive(
             sqs,
             lambda_client,
@@ -354,7 +354,10 @@ def main(argv: list[str] | None = None, sqs: Any = None, lambda_client: Any = No
             limit=args.max,
             echo=print,
         )
-    except (BotoCoreError, ClientError) as exc:  # no credentials, no such queue, unreachable: one line
+    except (
+        BotoCoreError,
+        ClientError,
+    ) as exc:  # no such profile, credentials or queue, unreachable: one line
         code, text = _error_code(exc), mask(str(exc))
         raise SystemExit(f"error: {args.queue_url}: {text if code in text else f'{code}: {text}'}") from None
     return 0 if summary.ok else 1

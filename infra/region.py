@@ -25,13 +25,15 @@ def message(command: str) -> str:
     )
 
 
-def configured(session: object | None = None) -> str | None:
-    """The region boto3 would use, or None."""
-    if session is None:
-        import boto3
+def configured() -> str | None:
+    """The region boto3 would use (environment, then the profile's config), or None."""
+    import boto3
+    from botocore.exceptions import ProfileNotFound
 
-        session = boto3.session.Session()
-    region = getattr(session, "region_name", None)
+    try:
+        region = boto3.session.Session().region_name
+    except ProfileNotFound as exc:  # AWS_PROFILE names a profile the config files lack
+        raise SystemExit(f"error: AWS_PROFILE: {exc}") from None
     return str(region) if region else None
 
 

@@ -328,6 +328,16 @@ def test_make_redrive_takes_the_region_from_the_queue_url_else_stops_with_one_li
     ]
 
 
+def test_an_unknown_profile_is_one_line_too(tmp_path: Path) -> None:
+    url = f"https://sqs.eu-west-1.amazonaws.com/1/{PREFIX}{redrive.QUEUE_SUFFIX}"
+    with refused_port() as port:
+        result = make("redrive", offline_env(tmp_path, port, AWS_PROFILE="nope"), f"QUEUE_URL={url}")
+    assert "Traceback" not in result.err
+    assert result.own_lines == [
+        f"error: {url}: ProfileNotFound: The config profile (nope) could not be found"
+    ]
+
+
 def test_the_redrive_command_without_a_region_exits_1_with_one_line(tmp_path: Path) -> None:
     with refused_port() as port:
         args = ("--queue-url", "https://x.example/1/q", "--prefix", PREFIX)

@@ -101,3 +101,10 @@ def test_make_table_without_credentials_says_so_in_one_line(tmp_path: Path) -> N
     assert result.own_lines == [
         "error: table ws-proxy-dev-websocket-connections in eu-west-1: Unable to locate credentials"
     ]
+
+
+def test_an_unknown_profile_is_one_line_too(tmp_path: Path) -> None:
+    with refused_port() as port:
+        result = make("table", offline_env(tmp_path, port, AWS_PROFILE="nope"))
+    assert "Traceback" not in result.err
+    assert result.own_lines == ["error: AWS_PROFILE: The config profile (nope) could not be found"]
