@@ -14,7 +14,12 @@ PYTHON := $(shell for v in 3.13 3.12; do \
 endif
 NO_PYTHON := error: no Python 3.13 found (nor 3.12, the oldest accepted: it deploys python3.12): install 3.13 (pyenv install 3.13, or your system's python3.13 package), or pass PYTHON=/path/to/python3.13
 STAGE  ?= dev
+# chalice package (make package, make test) needs a region, though the export names none:
+# us-east-1 stands in when none is set. The targets that call AWS (table, redrive) drop
+# this stand-in and use yours: AWS_DEFAULT_REGION or AWS_PROFILE's (boto3 and chalice
+# ignore AWS_REGION); without one they stop with one line saying so.
 export AWS_DEFAULT_REGION ?= us-east-1
+YOUR_REGION := $(if $(filter file,$(origin AWS_DEFAULT_REGION)),env -u AWS_DEFAULT_REGION)
 
 .DEFAULT_GOAL := help
 .PHONY: help venv checkov-venv lock system-deps lint test client-test run package table checkov validate redrive bench reliability clean
@@ -25,28 +30,60 @@ help: ## List the targets
 # Installs come only from the locks (exact versions, every file's sha256): requirements.txt
 # is what ships in the Lambda, requirements-dev.txt the rest; both are made by `make lock`
 # from requirements*.in. The lock pins pip itself (chalice 1.34 requires pip<26.3).
-PIP_INSTALL := -m pip install -q --require-hashes
+#
+# uv installs them (seconds where pip takes minutes): the uv that requirements-dev.txt pins,
+# hash-checked, which pip installs into .venv first. Where it cannot be had (no uv wheel
+# for this platform), or with INSTALL_WITH=pip, pip installs the locks instead.
+PIP_INSTALL  := -m pip install -q --require-hashes
+UV           := $(VENV)/bin/uv
+UV_VERSION   := $(shell sed -n 's/^uv==\([^ ]*\).*/\1/p' requirements-dev.txt)
+INSTALL_WITH ?= uv
+
+# $(call install_lock,VIRTUALENV,LOCK): LOCK into VIRTUALENV, exactly (uv pip sync removes
+# what the lock does not list), saying first what it does.
+define install_lock
+@if [ "$(INSTALL_WITH)" = uv ] && [ -x $(UV) ]; then \
+	  echo "$(1): installing $(2) with uv $(UV_VERSION) ($$(grep -c '^[a-z]' $(2)) packages, hashes checked)"; \
+	  $(UV) pip sync -q --require-hashes --python $(1)/bin/python $(2); \
+	else \
+	  echo "$(1): installing $(2) with pip ($$(grep -c '^[a-z]' $(2)) packages, hashes checked; a minute or more)"; \
+	  $(1)/bin/python $(PIP_INSTALL) -r $(2); \
+	fi
+endef
 
 # A .venv left by an older checkout on another interpreter is rebuilt, not reused.
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -n "$(PYTHON)" || { echo "$(NO_PYTHON)"; exit 1; }
 	@if [ -x $(PY) ] && [ "$$($(PY) -V)" != "$$($(PYTHON) -V)" ]; then \
 	  echo "$(VENV) runs $$($(PY) -V), not $(PYTHON): rebuilding it"; rm -rf $(VENV); fi
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) $(PIP_INSTALL) -r requirements-dev.txt
-	touch $(STAMP)
+	@test -x $(PY) || { echo "$(VENV): creating it with $$($(PYTHON) -V) ($(PYTHON))"; $(PYTHON) -m venv $(VENV); }
+	@if [ "$(INSTALL_WITH)" = uv ] && [ "$$($(UV) --version 2>/dev/null)" != "uv $(UV_VERSION)" ]; then \
+	  echo "$(VENV): installing uv $(UV_VERSION) with pip (pinned and hash-checked in requirements-dev.txt)"; \
+	  awk '/^uv==/ {p = 1} p {print; if ($$0 !~ /\\$$/) exit}' requirements-dev.txt > $(VENV)/uv-requirement.txt; \
+	  $(PY) $(PIP_INSTALL) -r $(VENV)/uv-requirement.txt \
+	    || echo "$(VENV): uv $(UV_VERSION) could not be installed; pip installs the rest"; \
+	fi
+	$(call install_lock,$(VENV),requirements-dev.txt)
+	@touch $(STAMP)
+	@echo "$(VENV): ready"
 
 venv: $(STAMP) ## Create .venv and install requirements-dev.txt (the dev lock)
 
 # checkov in its own virtualenv: its dependency pins clash with chalice's and moto's.
+# .venv's uv installs it (hence .venv first).
 CHECKOV_VENV  ?= .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
-$(CHECKOV_STAMP): infra/requirements-checkov.txt
+$(CHECKOV_STAMP): infra/requirements-checkov.txt $(STAMP)
 	@test -n "$(PYTHON)" || { echo "$(NO_PYTHON)"; exit 1; }
-	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/python $(PIP_INSTALL) -r infra/requirements-checkov.txt
-	touch $(CHECKOV_STAMP)
+	@if [ -x $(CHECKOV_VENV)/bin/python ] && [ "$$($(CHECKOV_VENV)/bin/python -V)" != "$$($(PYTHON) -V)" ]; then \
+	  echo "$(CHECKOV_VENV) runs $$($(CHECKOV_VENV)/bin/python -V), not $(PYTHON): rebuilding it"; \
+	  rm -rf $(CHECKOV_VENV); fi
+	@test -x $(CHECKOV_VENV)/bin/python \
+	  || { echo "$(CHECKOV_VENV): creating it with $$($(PYTHON) -V) ($(PYTHON))"; $(PYTHON) -m venv $(CHECKOV_VENV); }
+	$(call install_lock,$(CHECKOV_VENV),infra/requirements-checkov.txt)
+	@touch $(CHECKOV_STAMP)
+	@echo "$(CHECKOV_VENV): ready"
 
 checkov-venv: $(CHECKOV_STAMP) ## Create .venv-checkov from infra/requirements-checkov.txt
 
@@ -118,13 +155,12 @@ validate: package ## The export through terraform init/validate, then apply and 
 # Failed deliver/push/fanout events from the dead-letter queue back to their functions
 # (infra/redrive.py): make redrive QUEUE_URL=https://sqs... ARGS="--dry-run" (then without it).
 redrive: venv ## Re-invoke failed events from the dead-letter queue (QUEUE_URL=..., ARGS=--dry-run)
-	$(PY) -m infra.redrive $(if $(QUEUE_URL),--queue-url $(QUEUE_URL)) $(ARGS)
+	$(YOUR_REGION) $(PY) -m infra.redrive $(if $(QUEUE_URL),--queue-url $(QUEUE_URL)) $(ARGS)
 
-# The connections table for `chalice deploy --stage $(STAGE)`, created once (idempotent).
-# Region and credentials are boto3's (AWS_PROFILE, AWS_REGION): the us-east-1 default
-# above is for chalice package only, so it is dropped here unless you set it yourself.
+# The connections table for `chalice deploy --stage $(STAGE)`, created once (idempotent),
+# in your region (AWS_DEFAULT_REGION or AWS_PROFILE's) with your credentials.
 table: venv ## Create the connections table for chalice deploy --stage STAGE (idempotent)
-	$(if $(filter file,$(origin AWS_DEFAULT_REGION)),env -u AWS_DEFAULT_REGION) $(PY) -m infra.table --stage $(STAGE)
+	$(YOUR_REGION) $(PY) -m infra.table --stage $(STAGE)
 
 # Benchmarks against the replaced proxy's way (on demand, never part of `make test`);
 # writes bench/RESULTS.md, bench/results.json and bench/fanout.png.

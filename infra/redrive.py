@@ -34,6 +34,11 @@ invokes it) and its message deleted only after Lambda accepted the invocation
 the end. Neither mode prints an event's body or anything in it (tokens, frames):
 error messages are shortened, and token-like strings in them are masked.
 
+The region is the queue URL's (``sqs.{region}.amazonaws.com``); for a URL that
+names none, boto3's (AWS_DEFAULT_REGION or the profile's; not AWS_REGION). With
+no region, or when AWS refuses or cannot be reached, the command stops with one
+line on stderr.
+
 Exit status: 0 when every message seen was redriven (or listed, with --dry-run,
 and its function known), 1 otherwise.
 """
@@ -48,6 +53,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from infra import region as regions
 
 KINDS = ("deliver", "push", "fanout")
 QUEUE_SUFFIX = "-websocket-api-async-dlq"
@@ -302,8 +311,12 @@ def release(sqs: Any, queue_url: str, receipts: Iterable[str]) -> None:
 
 
 def region_of(queue_url: str) -> str | None:
-    match = re.match(r"https://sqs\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/", queue_url)
-    return match.group(1) if match else None
+    """The region an SQS queue URL names (``sqs.{region}.amazonaws.com`` or the legacy
+    ``{region}.queue.amazonaws.com``), or None (a VPC endpoint, a custom one)."""
+    match = re.match(
+        r"https://(?:sqs\.([a-z0-9-]+)|([a-z0-9-]+)\.queue)\.amazonaws\.com(?:\.cn)?/", queue_url
+    )
+    return (match.group(1) or match.group(2)) if match else None
 
 
 def main(argv: list[str] | None = None, sqs: Any = None, lambda_client: Any = None) -> int:
@@ -324,22 +337,29 @@ def main(argv: list[str] | None = None, sqs: Any = None, lambda_client: Any = No
         prefix = args.prefix or prefix_from_queue_url(args.queue_url)
     except RedriveError as exc:
         parser.error(str(exc))
-    if sqs is None or lambda_client is None:
-        import boto3
+    try:
+        if sqs is None or lambda_client is None:
+            import boto3
 
-        region = region_of(args.queue_url)
-        sqs = sqs or boto3.client("sqs", region_name=region)
-        lambda_client = lambda_client or boto3.client("lambda", region_name=region)
-    summary = redrive(
-        sqs,
-        lambda_client,
-        args.queue_url,
-        prefix=prefix,
-        function=args.function,
-        dry_run=args.dry_run,
-        limit=args.max,
-        echo=print,
-    )
+            region = region_of(args.queue_url) or regions.require("make redrive")
+            sqs = sqs or boto3.client("sqs", region_name=region)
+            lambda_client = lambda_client or boto3.client("lambda", region_name=region)
+        summary = redrive(
+            sqs,
+            lambda_client,
+            args.queue_url,
+            prefix=prefix,
+            function=args.function,
+            dry_run=args.dry_run,
+            limit=args.max,
+            echo=print,
+        )
+    except (
+        BotoCoreError,
+        ClientError,
+    ) as exc:  # no such profile, credentials or queue, unreachable: one line
+        code, text = _error_code(exc), mask(str(exc))
+        raise SystemExit(f"error: {args.queue_url}: {text if code in text else f'{code}: {text}'}") from None
     return 0 if summary.ok else 1
 
 

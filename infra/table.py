@@ -7,7 +7,9 @@ The table name defaults to the stage's ``CONNECTIONS_TABLE`` in
 ``chalicelib.schema.create_table_request`` (the one definition the Terraform
 export and the local stack use too); ``ensure_table`` leaves an existing table
 as it is and enables TTL on it if it is not yet. Region and credentials come
-from the environment, as for any boto3 client (AWS_PROFILE, AWS_DEFAULT_REGION).
+from the environment, as for any boto3 client (AWS_PROFILE, AWS_DEFAULT_REGION;
+not AWS_REGION, which boto3 ignores). Without a region, or when AWS refuses or
+cannot be reached, it exits 1 with one line on stderr (no traceback).
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from chalicelib.schema import ensure_table
+from infra import region as regions
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,6 +40,13 @@ def stage_table_name(stage: str, config_path: Path = ROOT / ".chalice" / "config
     return str(name)
 
 
+def one_line(exc: Exception) -> str:
+    """A botocore error as one line, with AWS's error code."""
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{code}: {text}" if code and code not in text else text
+
+
 def main(argv: list[str] | None = None, client: Any = None) -> int:
     parser = argparse.ArgumentParser(description="Create the connections table (idempotent).")
     parser.add_argument("--stage", default="dev")
@@ -44,9 +56,12 @@ def main(argv: list[str] | None = None, client: Any = None) -> int:
     if client is None:
         import boto3
 
-        client = boto3.client("dynamodb")
-    created = ensure_table(client, name)
+        client = boto3.client("dynamodb", region_name=regions.require("make table"))
     region = client.meta.region_name
+    try:
+        created = ensure_table(client, name)
+    except (BotoCoreError, ClientError) as exc:  # no credentials, access denied, unreachable: one line
+        raise SystemExit(f"error: table {name} in {region}: {one_line(exc)}") from None
     print(f"table {name} in {region}: {'created' if created else 'already exists'}; TTL on 'ttl' enabled")
     return 0
 

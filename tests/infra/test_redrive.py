@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -19,6 +20,7 @@ import pytest
 from botocore.config import Config as BotoConfig
 
 from infra import redrive
+from tests.infra.cli import make, module, offline_env, refused_port
 from tests.standins import LambdaStandIn
 
 PREFIX = "ws-proxy-dev"
@@ -296,3 +298,59 @@ def test_error_messages_are_one_short_line_with_tokens_masked() -> None:
     assert "\r" not in masked
     assert len(masked) <= redrive.ERROR_CHARS
     assert redrive.mask("Task timed out after 30.00 seconds") == "Task timed out after 30.00 seconds"
+
+
+# -- the region, and AWS's errors, as one line (offline: tests/infra/cli.py) -------------------
+
+
+def test_make_redrive_takes_the_region_from_the_queue_url_else_stops_with_one_line(tmp_path: Path) -> None:
+    queue_name = f"{PREFIX}{redrive.QUEUE_SUFFIX}"
+    with refused_port() as port:
+        env = offline_env(tmp_path, port, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+        no_region = make("redrive", env, f"QUEUE_URL=https://vpce-0a1b.sqs.example.internal/1/{queue_name}")
+        by_url = make("redrive", env, f"QUEUE_URL=https://sqs.eu-west-1.amazonaws.com/1/{queue_name}")
+    assert no_region.code != 0
+    assert "Traceback" not in no_region.err
+    assert no_region.own_lines == [
+        (
+            "error: no AWS region for make redrive: boto3 and chalice read AWS_DEFAULT_REGION "
+            "(or the region of AWS_PROFILE's config): e.g. AWS_DEFAULT_REGION=eu-west-1 make redrive"
+        )
+    ]
+    # The queue URL names its region: SQS is asked (here a refused port), and that fails in one line.
+    assert by_url.code != 0
+    assert "Traceback" not in by_url.err
+    assert by_url.own_lines == [
+        (
+            f"error: https://sqs.eu-west-1.amazonaws.com/1/{queue_name}: EndpointConnectionError: "
+            f'Could not connect to the endpoint URL: "http://127.0.0.1:{port}/"'
+        )
+    ]
+
+
+def test_an_unknown_profile_is_one_line_too(tmp_path: Path) -> None:
+    url = f"https://sqs.eu-west-1.amazonaws.com/1/{PREFIX}{redrive.QUEUE_SUFFIX}"
+    with refused_port() as port:
+        result = make("redrive", offline_env(tmp_path, port, AWS_PROFILE="nope"), f"QUEUE_URL={url}")
+    assert "Traceback" not in result.err
+    assert result.own_lines == [
+        f"error: {url}: ProfileNotFound: The config profile (nope) could not be found"
+    ]
+
+
+def test_the_redrive_command_without_a_region_exits_1_with_one_line(tmp_path: Path) -> None:
+    with refused_port() as port:
+        args = ("--queue-url", "https://x.example/1/q", "--prefix", PREFIX)
+        result = module("infra.redrive", offline_env(tmp_path, port), *args)
+    assert result.code == 1
+    assert result.out == ""
+    assert len(result.err.splitlines()) == 1
+    assert result.err.startswith("error: no AWS region for make redrive:")
+
+
+def test_the_region_comes_from_either_form_of_queue_url() -> None:
+    assert redrive.region_of("https://sqs.eu-central-1.amazonaws.com/123/q") == "eu-central-1"
+    assert redrive.region_of("https://ap-south-1.queue.amazonaws.com/123/q") == "ap-south-1"
+    assert redrive.region_of("https://sqs.cn-north-1.amazonaws.com.cn/123/q") == "cn-north-1"
+    assert redrive.region_of("https://vpce-1.sqs.eu-west-1.vpce.amazonaws.com/123/q") is None
+    assert redrive.region_of("http://127.0.0.1:5000/123/q") is None
