@@ -57,6 +57,7 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
         push=LambdaPush(settings),
     )
     app.include_router(dev_routes.router)
+    app.include_router(chat_routes.user_router)
     app.include_router(chat_routes.router)
     app.include_router(booking_routes.router)
     app.include_router(notification_routes.router)

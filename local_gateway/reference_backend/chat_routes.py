@@ -1,4 +1,4 @@
-"""``chat`` connections: a booking's message thread."""
+"""``chat`` connections: a booking's message thread, and the user-level chat socket."""
 
 from __future__ import annotations
 
@@ -8,25 +8,62 @@ from fastapi import APIRouter, HTTPException
 
 from local_gateway.reference_backend.dependencies import BookingId, Store, Tokens
 from local_gateway.reference_backend.memory_store import Booking, MemoryStore, now_iso
-from local_gateway.reference_backend.models import ConnectAnswer, ConnectBody, MessageAnswer, MessageBody
-from local_gateway.reference_backend.settings import HISTORY_LENGTH, MAX_BODY_CHARS
+from local_gateway.reference_backend.models import (
+    ConnectAnswer,
+    ConnectBody,
+    MessageAnswer,
+    MessageBody,
+    ParticipantsAnswer,
+    UserConnectBody,
+)
+from local_gateway.reference_backend.settings import HISTORY_LENGTH, MAX_BODY_CHARS, MAX_MISSED_MESSAGES
 
 router = APIRouter(prefix="/api/chat/ws/{booking_id}", tags=["chat"])
+user_router = APIRouter(prefix="/api/chat/ws", tags=["chat"])
+
+
+@user_router.post("/connect", response_model=ConnectAnswer, response_model_exclude_none=True)
+def chat_user_connect(request: UserConnectBody, store: Store, tokens: Tokens) -> ConnectAnswer:
+    """A user-level chat socket: who it is, and the user's conversations with their unread counts."""
+    user = tokens.user(request.token)
+    with store.lock:
+        conversations = [
+            {**booking.thread(), "status": booking.status, "unread": booking.unread(user)}
+            for booking in store.bookings.values()
+            if user in booking.participants
+        ]
+    return ConnectAnswer(initial={"type": "conversations", "conversations": conversations}, user_id=user)
+
+
+@router.post("/participants", response_model=ParticipantsAnswer)
+def chat_participants(booking_id: BookingId, store: Store) -> ParticipantsAnswer:
+    """The booking's parties, whose user-level sockets its broadcasts also reach."""
+    with store.lock:
+        return ParticipantsAnswer(user_ids=list(store.booking(booking_id).participants))
+
+
+def history(booking: Booking, since: int | None) -> dict[str, Any]:
+    """The thread's messages after ``since`` (a resuming client), else its last HISTORY_LENGTH."""
+    frame: dict[str, Any] = {"type": "history", "thread": booking.thread()}
+    if since is not None:
+        missed = [m for m in booking.messages if m["id"] > since]
+        if len(missed) <= MAX_MISSED_MESSAGES:
+            return {**frame, "since": since, "messages": missed}
+    return {**frame, "messages": booking.messages[-HISTORY_LENGTH:]}
 
 
 @router.post("/connect", response_model=ConnectAnswer, response_model_exclude_none=True)
 def chat_connect(request: ConnectBody, booking_id: BookingId, store: Store, tokens: Tokens) -> ConnectAnswer:
-    """History first, then a read receipt; 401 without a valid token."""
+    """History first (only what the client missed when it says ``since``), then a read receipt;
+    401 without a valid token."""
     user = tokens.user(request.token)
     with store.lock:
         booking = store.booking(booking_id)
         booking.join(user)
-        messages = booking.messages[-HISTORY_LENGTH:]
-        last_read = booking.last_read.get(user, 0)
-        unread = sum(1 for m in booking.messages if m["id"] > last_read and m["user_id"] != user)
+        unread = booking.unread(user)
         last_id = booking.messages[-1]["id"] if booking.messages else 0
         booking.last_read[user] = last_id
-        initial = {"type": "history", "thread": booking.thread(), "messages": messages}
+        initial = history(booking, request.since)
     receipt = {
         "type": "receipt",
         "thread_id": f"booking-{booking_id}",

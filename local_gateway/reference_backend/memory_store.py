@@ -38,6 +38,11 @@ class Booking:
     def summary(self) -> dict[str, Any]:
         return {"booking_id": self.booking_id, "status": self.status, "thread_id": self.thread_id}
 
+    def unread(self, user: str) -> int:
+        """Messages from others after the last one ``user`` has read."""
+        last_read = self.last_read.get(user, 0)
+        return sum(1 for m in self.messages if m["id"] > last_read and m["user_id"] != user)
+
     def join(self, user: str) -> None:
         if user not in self.participants:
             self.participants.append(user)

@@ -16,6 +16,25 @@ class ConnectBody(BaseModel):
     token: str | None = Field(
         default=None, description="the client's JWT, from ?token= or the bearer subprotocol"
     )
+    since: int | None = Field(
+        default=None,
+        ge=0,
+        description="a chat client resuming: the id of the last message it has; the history then "
+        "holds only the messages after it",
+    )
+
+
+class UserConnectBody(BaseModel):
+    """What the proxy posts when a chat socket opens without a booking (one socket per user)."""
+
+    connection_id: str
+    token: str | None = None
+
+
+class ParticipantsAnswer(BaseModel):
+    """Who a booking's broadcasts reach on their user-level sockets."""
+
+    user_ids: list[str]
 
 
 class MessageBody(BaseModel):

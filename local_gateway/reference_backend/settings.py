@@ -8,6 +8,9 @@ DEV_SECRET = "ws-proxy-local-development-secret"  # not a secret: signs developm
 #: The longest (and default) lifetime of a development token.
 TOKEN_LIFETIME_SECONDS = 12 * 3600
 HISTORY_LENGTH = 50
+#: A resuming client (``since``) gets every message it missed, up to this many; past it, the
+#: last HISTORY_LENGTH as for a new client (the history then carries no ``since``).
+MAX_MISSED_MESSAGES = 1000
 MAX_BODY_CHARS = 4000
 #: Booking ids and user ids in paths and tokens.
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
