@@ -1114,13 +1114,16 @@ export class ChatSocket {
     if (!error && frame?.type !== "subscribed") {
       error = new ChatSocketError("backend_error", `unexpected answer to subscribe: ${frame?.type}`);
     }
+    const early = sub._earlyCursor;
+    sub._earlyCursor = undefined;
     if (error) {
       sub._state = "failed";
       return error;
     }
     sub._state = "subscribed";
     this._subs.set(sub._key, sub);
-    if (since !== undefined && !this._cursors.has(sub._key)) this._cursors.set(sub._key, since);
+    const start = early ?? since;
+    if (start !== undefined && !this._cursors.has(sub._key)) this._cursors.set(sub._key, start);
     return undefined;
   }
 
@@ -1218,20 +1221,34 @@ export class ChatSocket {
     return subs;
   }
 
-  /** Emit a frame, move the cursors it is for, and hand it to its subscriptions. */
+  /**
+   * Emit a frame, move the cursors it is for, and hand it to its subscriptions. A subscription
+   * whose `subscribed` answer is still on its way gets the frame too (the proxy joins the
+   * channel before it answers): its cursor is kept once the answer comes.
+   */
   _deliver(frame) {
     this._emit("message", frame);
-    const keys = this._keysOf(frame).filter((key) => key === this._ownKey || this._subs.has(key));
-    if (!keys.length) return;
+    const live = [];
+    const early = [];
+    for (const key of this._keysOf(frame)) {
+      if (key === this._ownKey || this._subs.has(key)) live.push(key);
+      else if (this._subscribing.has(key)) early.push(this._subscribing.get(key).sub);
+    }
+    if (!live.length && !early.length) return;
     let cursor;
     try {
       cursor = this._cursorOf(frame);
     } catch (err) {
       report(err);
     }
-    for (const key of keys) {
-      if (isCursor(cursor)) this._cursors.set(key, cursor);
+    const moved = isCursor(cursor);
+    for (const key of live) {
+      if (moved) this._cursors.set(key, cursor);
       this._subs.get(key)?._emit("message", frame);
+    }
+    for (const sub of early) {
+      if (moved) sub._earlyCursor = cursor;
+      sub._emit("message", frame);
     }
   }
 
@@ -1414,6 +1431,8 @@ class Subscription {
     this._listeners = { message: new Set(), error: new Set() };
     /** The subscribe request under way for it, if any. */
     this._request = null;
+    /** The cursor of a frame that came before the first `subscribed` answer. */
+    this._earlyCursor = undefined;
     this._unsubscribing = null;
   }
 

@@ -76,7 +76,7 @@ function client(stack, user, bookingId, options = {}) {
   return { socket, seen };
 }
 
-/** Subscribe `alice` to every booking; per booking: the subscription and the frames it emitted. */
+/** Subscribe `alice` to every booking and wait for their histories; per booking: the subscription and the frames it emitted. */
 async function subscribeAll(alice, bookings) {
   const out = {};
   await Promise.all(
@@ -87,6 +87,7 @@ async function subscribeAll(alice, bookings) {
       out[bookingId] = { sub, frames, errors };
     }),
   );
+  await until(() => bookings.every((b) => out[b].frames.some((f) => f.type === "history")), "each booking's initial history");
   return out;
 }
 
@@ -161,9 +162,10 @@ describe("one socket per user, against the local stack", { skip: noPython }, () 
   it("a dropped socket: every subscription restored from its cursor, what was missed arrives once, in order", async (t) => {
     if (unsupported) return t.skip(unsupported);
     const bookings = [newBooking(), newBooking(), newBooking()];
-    // Alice waits ~1.5 s before she reconnects: Bob's messages meanwhile reach her only through `since`.
-    const alice = client(stack, "alice", undefined, { random: () => 0.99, reconnectBaseDelayMs: 1500, reconnectMaxDelayMs: 1500 });
-    const bobs = bookings.map((b) => client(stack, "bob", b));
+    // Each waits ~3 s before reconnecting: what is sent meanwhile reaches them only through `since`.
+    const slow = { random: () => 0.99, reconnectBaseDelayMs: 3000, reconnectMaxDelayMs: 3000 };
+    const alice = client(stack, "alice", undefined, slow);
+    const bobs = bookings.map((b) => client(stack, "bob", b, slow));
     await Promise.all([alice.socket.connect(), ...bobs.map((b) => b.socket.connect())]);
     const subs = await subscribeAll(alice, bookings);
     for (const [i, b] of bookings.entries()) await bobs[i].socket.request({ body: `before ${b}` });

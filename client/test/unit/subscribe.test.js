@@ -117,6 +117,26 @@ describe("subscribe", () => {
     assert.deepEqual(env.errors, []);
   });
 
+  it("a frame of the booking arriving before the subscribed answer reaches the subscription; its cursor is kept once subscribed", async () => {
+    const env = userSetup();
+    const ws = await connected(env);
+    const seen = [];
+    const promise = env.socket.subscribe({ bookingId: "42", since: 3, onMessage: (f) => seen.push(f.type) });
+    ws.deliver(msg("42", 4)); // broadcast to the channel the proxy has just joined
+    answerSubscribe(ws, "42");
+    const sub = await promise;
+    assert.deepEqual(seen, ["message", "subscribed"]);
+    assert.equal(sub.cursor, 4, "the frame's cursor, not the since");
+    // Refused after such a frame: nothing kept.
+    const refused = env.socket.subscribe({ bookingId: "43", onMessage: (f) => seen.push(`43 ${f.type}`) });
+    ws.deliver(msg("43", 5));
+    ws.deliver(error("forbidden", sent(ws, "subscribe").at(-1).id));
+    await assert.rejects(refused, (err) => err.code === "forbidden");
+    assert.deepEqual(env.socket.subscriptions, [sub]);
+    const again = await reconnect(env, ws);
+    assert.deepEqual(sent(again, "subscribe").map((f) => [f.booking_id, f.since]), [["42", 4]]);
+  });
+
   it("sends connection_type when not chat, and since when given; the since is the cursor until a frame moves it", async () => {
     const env = userSetup();
     const ws = await connected(env);
