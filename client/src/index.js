@@ -853,11 +853,12 @@ export class ChatSocket {
     for (const name of [...this._timers.keys()]) this._cancel(name);
     for (const timer of this._tokenTimers) this._clock.clearTimeout(timer);
     this._tokenTimers.clear();
-    for (const request of [...this._pending.values()]) this._settle(request, error);
+    // Subscriptions end with the socket (before their requests are settled: not "failed").
     for (const sub of this._subs.values()) sub._state = "closed";
     this._subs.clear();
     this._subscribing.clear();
     this._cursors.clear();
+    for (const request of [...this._pending.values()]) this._settle(request, error);
     for (const link of [this._link, this._next, this._draining]) if (link) this._discard(link, code, reason);
     this._link = this._next = this._draining = null;
     this._queue = [];

@@ -699,6 +699,24 @@ describe("after a new connection", () => {
     assert.deepEqual(env.states.map((s) => s.state), ["connecting", "open"], "never seen to drop");
   });
 
+  it("the socket ending while a subscription is being restored: closed, not failed, and no error event for it", async () => {
+    const env = userSetup({ tokens: ["t1"] });
+    const ws = await connected(env);
+    const a = await subscribed(env, ws, { bookingId: "a" });
+    const fresh = await reconnect(env, ws);
+    assert.equal(a.sub.state, "resubscribing");
+    // The proxy forgets the new connection before answering; the next one is refused (the same token).
+    fresh.deliver(error("unknown_connection", "x"));
+    await waitOut(env);
+    assert.equal(env.sockets.length, 3);
+    env.last().refuse(401);
+    await settle();
+    assert.equal(env.socket.state, "closed");
+    assert.equal(a.sub.state, "closed");
+    assert.deepEqual(a.errors, []);
+    assert.deepEqual(env.errors.map((f) => f.code), ["unknown_connection", "refused"], "the socket's own errors only");
+  });
+
   it("close() ends every subscription; nothing is sent again", async () => {
     const env = userSetup();
     const ws = await connected(env);
