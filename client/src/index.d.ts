@@ -15,7 +15,8 @@ export type ProxyErrorCode =
   | "forbidden"
   | "backend_unavailable"
   | "backend_error"
-  | "delivery_failed";
+  | "delivery_failed"
+  | "too_many_subscriptions";
 
 /** The client's own error codes (client/README.md, "Errors"). */
 export type ClientErrorCode =
@@ -29,7 +30,8 @@ export type ClientErrorCode =
   | "token_expired"
   | "token_unavailable"
   | "connect_failed"
-  | "invalid_url";
+  | "invalid_url"
+  | "not_subscribed";
 
 /** Any error code: the proxy's, the client's, or one a newer proxy may add. */
 export type ErrorCode = ProxyErrorCode | ClientErrorCode | (string & {});
@@ -87,7 +89,7 @@ export interface ChatSocketOptions {
   url: string;
   /** Default "chat". */
   type?: ConnectionType;
-  /** Required for chat and booking: 1-64 of [A-Za-z0-9_-]. */
+  /** 1-64 of [A-Za-z0-9_-]. Required for booking; a chat socket without it is the user's own socket (subscribe()). */
   bookingId?: string;
   /** The token, or a function called for every (re)connect and every refresh. Optional for feed. */
   token?: string | (() => string | Promise<string>);
@@ -128,6 +130,8 @@ export interface ChatSocketOptions {
   dedupeLimit?: number;
   /** A message's identity; default its id and created_at. Return undefined for "never a repeat". */
   messageKey?: (message: any) => string | undefined;
+  /** A frame's cursor, sent as `since` when subscribing again; default frame.message.id (a history: its last message's id). */
+  cursor?: (frame: Frame) => Cursor | undefined;
   /** Timers (tests). */
   clock?: Clock;
   /** A number in [0, 1) (tests). */
@@ -150,6 +154,76 @@ export interface ChatSocketEvents {
 }
 
 export type ChatSocketEvent = keyof ChatSocketEvents;
+
+/** Where a booking's frames were read up to: what `since` carries. */
+export type Cursor = string | number;
+
+/** The connection types whose channel is a booking's: what a subscription joins. */
+export type BookingConnectionType = "chat" | "booking";
+
+export interface SubscribeOptions {
+  /** The booking: 1-64 of [A-Za-z0-9_-]. */
+  bookingId: string;
+  /** Default "chat". */
+  connectionType?: BookingConnectionType;
+  /** Resume after this cursor: the backend sends what came after it. */
+  since?: Cursor;
+  /** How long to wait for `subscribed`. Default: the socket's requestTimeoutMs. */
+  timeoutMs?: number;
+  /** Added as a "message" listener before the subscribe is sent: it gets the initial frames for sure. */
+  onMessage?: SubscriptionEvents["message"];
+  /** Added as an "error" listener before the subscribe is sent. */
+  onError?: SubscriptionEvents["error"];
+}
+
+/**
+ * subscribing: the first subscribe is under way; subscribed; resubscribing: subscribing again on a
+ * new connection; failed: a subscribe again was refused (the error event says why); unsubscribed;
+ * closed: the socket was closed.
+ */
+export type SubscriptionState = "subscribing" | "subscribed" | "resubscribing" | "failed" | "unsubscribed" | "closed";
+
+/** Every event of a subscription and its listener. */
+export interface SubscriptionEvents {
+  /** Every frame the socket emits for this booking (its `booking_id`, and `connection_type` when the frame names one). */
+  message: (frame: Frame) => void;
+  /** Error frames for this booking no request was waiting for, and a failed subscribe again (with `booking_id`, `connection_type`). */
+  error: (frame: ErrorFrame) => void;
+}
+
+export type SubscriptionEvent = keyof SubscriptionEvents;
+
+/** The proxy's answer to presence(). */
+export interface PresenceFrame extends Frame {
+  type: "presence";
+  booking_id: string;
+  connection_type: BookingConnectionType;
+  /** The distinct users with a live socket in the booking's channel. */
+  users: string[];
+  /** How many sockets. */
+  connections: number;
+  ref?: string | number;
+}
+
+/** One booking's channel on a ChatSocket, from subscribe(). */
+export interface Subscription {
+  readonly bookingId: string;
+  readonly connectionType: BookingConnectionType;
+  readonly state: SubscriptionState;
+  /** The cursor of the last frame received for this booking (or the since it was subscribed with). */
+  readonly cursor: Cursor | undefined;
+  /** Adds a listener; returns a function that removes it. */
+  on<E extends SubscriptionEvent>(event: E, listener: SubscriptionEvents[E]): () => void;
+  off<E extends SubscriptionEvent>(event: E, listener: SubscriptionEvents[E]): void;
+  /** ChatSocket.send() with `booking_id` added; also throws not_subscribed. */
+  send(frame: Frame): void;
+  /** ChatSocket.request() with `booking_id` added; also rejects with not_subscribed. */
+  request<T extends Frame = Frame>(frame: Frame, options?: RequestOptions): Promise<T>;
+  /** Sends presence; resolves with the proxy's answer. */
+  presence(options?: RequestOptions): Promise<PresenceFrame>;
+  /** Leaves the booking's channel; resolves on `unsubscribed` (or when the connection is gone). The same promise when called again. */
+  unsubscribe(options?: RequestOptions): Promise<void>;
+}
 
 /** The options that have a default, and the default. */
 export interface Defaults {
@@ -184,7 +258,7 @@ export declare class ChatSocketError extends Error {
   constructor(code: ErrorCode, message: string, extra?: { frame?: ErrorFrame; status?: number; retryable?: boolean; cause?: unknown });
   readonly name: "ChatSocketError";
   /** A proxy error code (the frame's), or the client's: closed, queue_full, too_large, invalid_frame, timeout,
-   * connection_lost, refused, token_expired, token_unavailable, connect_failed, invalid_url. */
+   * connection_lost, refused, token_expired, token_unavailable, connect_failed, invalid_url, not_subscribed. */
   code: ErrorCode;
   /** The proxy's error frame, when the proxy answered one. */
   frame?: ErrorFrame;
@@ -199,6 +273,8 @@ export declare class ChatSocket {
   readonly state: SocketState;
   /** Frames waiting for a connection. */
   readonly queued: number;
+  /** The live subscriptions (subscribed or resubscribing). */
+  readonly subscriptions: Subscription[];
   /** Adds a listener (once, however often it is added); returns a function that removes it. */
   on<E extends ChatSocketEvent>(event: E, listener: ChatSocketEvents[E]): () => void;
   /** Removes a listener added with on(); nothing happens when it was not added. */
@@ -209,6 +285,8 @@ export declare class ChatSocket {
   send(frame: Frame): void;
   /** Adds an id (unless given); resolves with the frame whose ref is that id; rejects with ChatSocketError. */
   request<T extends Frame = Frame>(frame: Frame, options?: RequestOptions): Promise<T>;
+  /** Joins a booking's channel; resolves on `subscribed`; rejects (ChatSocketError) with the proxy's error code, timeout, connection_lost, closed. */
+  subscribe(options: SubscribeOptions): Promise<Subscription>;
   /** Fetches a token and sends auth; true when the proxy took a new token. */
   refreshToken(): Promise<boolean>;
   /** For good: no reconnect after this. */

@@ -7,6 +7,9 @@
 // caller's, switches over to a new connection when the proxy answers `unknown_connection`,
 // refreshes the token in-band (`auth`), correlates requests with replies (`id` -> `ref`),
 // re-joins history parts and drops messages it has already emitted.
+// One socket can also carry many bookings (one socket per user): subscribe() joins a
+// booking's channel, routes the frames tagged with that booking to the subscription, keeps
+// a cursor per booking and subscribes again, from that cursor, on every new connection.
 // No runtime dependencies: browsers and Node 18+ (pass `WebSocket` where there is no global).
 
 /** @typedef {"chat" | "booking" | "notification" | "feed"} ConnectionType */
@@ -14,6 +17,8 @@
 
 const TYPES = ["chat", "booking", "notification", "feed"];
 const NEEDS_BOOKING = new Set(["chat", "booking"]);
+/** The types whose channel is a booking's: what a subscription can join. */
+const BOOKING_TYPES = ["chat", "booking"];
 const BOOKING_ID = /^[A-Za-z0-9_-]{1,64}$/;
 /** API Gateway's message limit, both ways. */
 export const MAX_FRAME_BYTES = 128 * 1024;
@@ -120,6 +125,23 @@ function defaultMessageKey(message) {
   return `${typeof message.id}:${message.id}|${message.created_at ?? ""}`;
 }
 
+/**
+ * The default cursor of a frame: its message's id, or for a history the id of its last
+ * message; undefined for frames that carry no message.
+ */
+function defaultCursor(frame) {
+  const id = (message) => (message && typeof message === "object" && isCursor(message.id) ? message.id : undefined);
+  if (frame.message !== undefined) return id(frame.message);
+  if (frame.type === "history" && Array.isArray(frame.messages) && frame.messages.length) return id(frame.messages[frame.messages.length - 1]);
+  return undefined;
+}
+
+function isCursor(value) {
+  return (typeof value === "string" && value !== "") || (typeof value === "number" && Number.isFinite(value));
+}
+
+const subKey = (type, bookingId) => `${type}:${bookingId}`;
+
 const defaultClock = {
   now: () => Date.now(),
   setTimeout: (fn, ms) => setTimeout(fn, ms),
@@ -175,7 +197,8 @@ export class ChatSocket {
       throw new TypeError("url must be a ws:// or wss:// URL (the stage URL)");
     }
     if (!TYPES.includes(o.type)) throw new TypeError(`type must be one of ${TYPES.join(", ")}`);
-    if (NEEDS_BOOKING.has(o.type)) {
+    if (o.type === "booking" || (o.type === "chat" && o.bookingId !== undefined && o.bookingId !== null)) {
+      // A chat socket without a bookingId is the user's own socket (subscribe() to bookings).
       if (typeof o.bookingId !== "string" || !BOOKING_ID.test(o.bookingId)) {
         throw new TypeError("bookingId must be 1-64 characters of letters, digits, '_' or '-'");
       }
@@ -196,7 +219,7 @@ export class ChatSocket {
       }
     }
     if (typeof o.proactiveRefresh !== "boolean") throw new TypeError("proactiveRefresh must be true or false");
-    for (const name of ["messageKey", "random"]) {
+    for (const name of ["messageKey", "random", "cursor"]) {
       if (o[name] !== undefined && o[name] !== null && typeof o[name] !== "function") throw new TypeError(`${name} must be a function`);
     }
     if (o.clock !== undefined && o.clock !== null) {
@@ -210,6 +233,15 @@ export class ChatSocket {
     this._clock = o.clock ?? defaultClock;
     this._random = o.random ?? Math.random;
     this._messageKey = o.messageKey ?? defaultMessageKey;
+    this._cursorOf = o.cursor ?? defaultCursor;
+    /** The socket's own booking channel (a per-booking socket), as a subscription key; else null. */
+    this._ownKey = NEEDS_BOOKING.has(o.type) && typeof o.bookingId === "string" ? subKey(o.type, o.bookingId) : null;
+    /** @type {Map<string, Subscription>} live subscriptions by key ("type:bookingId") */
+    this._subs = new Map();
+    /** @type {Map<string, {sub: Subscription, promise: Promise<Subscription>}>} first subscribes under way */
+    this._subscribing = new Map();
+    /** The cursor of the last frame received, per key (live subscriptions and the own booking). */
+    this._cursors = new Map();
     this._listeners = { message: new Set(), state: new Set(), error: new Set() };
     /** @type {SocketState} */
     this._state = "closed";
@@ -232,7 +264,8 @@ export class ChatSocket {
     /** Deadlines of token provider calls under way. */
     this._tokenTimers = new Set();
     this._seen = new Map();
-    this._emittedHistory = false;
+    /** The bookings (dedupe scopes) a history has been emitted for: a later one is `resumed`. */
+    this._historyEmitted = new Set();
     this._connectWaiters = [];
     /** A token already fetched for the next attempt (after a refused handshake). */
     this._nextToken = undefined;
@@ -310,37 +343,67 @@ export class ChatSocket {
    * @returns {Promise<object>}
    */
   request(frame, options = {}) {
-    if (!frame || typeof frame !== "object" || Array.isArray(frame)) {
-      return Promise.reject(new ChatSocketError("invalid_frame", "a frame is a JSON object"));
-    }
-    const timeoutMs = options.timeoutMs ?? this._o.requestTimeoutMs;
-    let id = frame.id;
-    if (id === undefined || id === null) {
-      id = `${this._requestPrefix}-${++this._requestSeq}`;
-      frame = { ...frame, id };
-    } else if (!(typeof id === "string" || (typeof id === "number" && Number.isFinite(id)))) {
-      return Promise.reject(new ChatSocketError("invalid_frame", "a request id is a string or a number"));
-    } else if (this._pending.has(id)) {
-      return Promise.reject(new ChatSocketError("invalid_frame", `a request with id ${id} is already pending`));
-    }
-    let text;
+    let request;
     try {
-      text = this._serialize(frame);
+      request = this._makeRequest(frame, options);
     } catch (err) {
       return Promise.reject(err);
     }
-    return new Promise((resolve, reject) => {
-      const request = { id, text, resolve, reject, link: null, retried: false, resent: false, internal: !!options.internal, timer: null };
-      request.timer = this._clock.setTimeout(() => {
-        this._settle(request, new ChatSocketError("timeout", `no answer to request ${id} within ${timeoutMs} ms`, { retryable: true }));
-      }, timeoutMs);
-      this._pending.set(id, request);
-      try {
-        this._write(text, request);
-      } catch (err) {
-        this._settle(request, err);
-      }
-    });
+    this._writeRequest(request);
+    return request.promise;
+  }
+
+  /**
+   * Join a booking's channel on this socket (one socket per user): sends
+   * `{"type": "subscribe", "booking_id", "connection_type"?, "since"?, "id"}` and resolves
+   * with the subscription once the proxy answers `subscribed`. Rejects with a ChatSocketError:
+   * the proxy's error frame (`unauthorized`, `forbidden`, `backend_error`,
+   * `too_many_subscriptions`, ...), `timeout`, `connection_lost`, `closed`; nothing is kept
+   * then. A booking already subscribed (or being subscribed) resolves with the same
+   * subscription, without a second frame. After every new connection the client subscribes
+   * again, with `since` = the cursor of the last frame received for the booking.
+   * @returns {Promise<Subscription>}
+   */
+  subscribe(options) {
+    let spec;
+    try {
+      spec = this._subscribeSpec(options);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (this._ended) return Promise.reject(new ChatSocketError("closed", "this socket was closed"));
+    const key = subKey(spec.connectionType, spec.bookingId);
+    const live = this._subs.get(key);
+    if (live) {
+      live._listen(spec);
+      return Promise.resolve(live);
+    }
+    const under = this._subscribing.get(key);
+    if (under) {
+      under.sub._listen(spec);
+      return under.promise;
+    }
+    const sub = new Subscription(this, spec.bookingId, spec.connectionType);
+    let request;
+    try {
+      request = this._makeRequest(this._subscribeFrame(sub, spec.since), {
+        timeoutMs: spec.timeoutMs,
+        onSettle: (error, frame) => this._subscribed(sub, request, error, frame, spec.since),
+      });
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    sub._listen(spec);
+    sub._request = request;
+    const promise = request.promise.then(() => sub);
+    this._subscribing.set(key, { sub, promise });
+    this._writeRequest(request);
+    return promise;
+  }
+
+  /** The live subscriptions (subscribed, or being subscribed again after a new connection). */
+  get subscriptions() {
+    return [...this._subs.values()];
   }
 
   /**
@@ -437,7 +500,12 @@ export class ChatSocket {
     }
     const url = new URL(o.url);
     url.searchParams.set("type", o.type);
-    if (NEEDS_BOOKING.has(o.type)) url.searchParams.set("booking_id", o.bookingId);
+    if (this._ownKey) {
+      url.searchParams.set("booking_id", o.bookingId);
+      // Back after a drop or a switch-over: the backend answers with what was missed since.
+      const since = this._cursors.get(this._ownKey);
+      if (since !== undefined) url.searchParams.set("since", String(since));
+    }
     if (token && o.transport === "query") url.searchParams.set("token", token);
     let ws;
     try {
@@ -543,6 +611,9 @@ export class ChatSocket {
       this._endOverlap(this._draining);
     }
     this._link = link;
+    // Queued first (ahead of the caller's frames), and before the old socket is retired: it
+    // stays until these are answered.
+    this._resubscribeAll();
     if (previous && !previous.done) this._retire(previous);
     this._linkAfter(link, o.stableAfterMs, () => {
       this._attempt = 0;
@@ -625,7 +696,9 @@ export class ChatSocket {
 
   _maybeCloseDrained(old) {
     if (!old.retired || old.done) return;
-    for (const request of this._pending.values()) if (request.link === old) return;
+    // Its own requests, and the subscribes on the new socket (until they are answered, the
+    // old socket still delivers those bookings' frames; switchOverDrainMs bounds the wait).
+    for (const request of this._pending.values()) if (request.link === old || request.holdsDrain) return;
     old.closeWhenDrained();
   }
 
@@ -780,6 +853,11 @@ export class ChatSocket {
     for (const name of [...this._timers.keys()]) this._cancel(name);
     for (const timer of this._tokenTimers) this._clock.clearTimeout(timer);
     this._tokenTimers.clear();
+    // Subscriptions end with the socket (before their requests are settled: not "failed").
+    for (const sub of this._subs.values()) sub._state = "closed";
+    this._subs.clear();
+    this._subscribing.clear();
+    this._cursors.clear();
     for (const request of [...this._pending.values()]) this._settle(request, error);
     for (const link of [this._link, this._next, this._draining]) if (link) this._discard(link, code, reason);
     this._link = this._next = this._draining = null;
@@ -850,10 +928,19 @@ export class ChatSocket {
     this._clock.clearTimeout(request.timer);
     const index = this._queue.findIndex((entry) => entry.request === request);
     if (index >= 0) this._queue.splice(index, 1);
+    if (request.onSettle) {
+      // At once, not in a later microtask: a subscription is live before the frames that follow its answer.
+      try {
+        error = request.onSettle(error, frame) ?? error;
+      } catch (err) {
+        report(err);
+      }
+    }
     if (error) request.reject(error);
     else request.resolve(frame);
     const link = request.link;
     if (link && link.retired) this._maybeCloseDrained(link);
+    if (request.holdsDrain && this._draining) this._maybeCloseDrained(this._draining);
   }
 
   // -- keepalive and token refresh --------------------------------------------------------------
@@ -947,6 +1034,225 @@ export class ChatSocket {
     return opened;
   }
 
+  // -- requests ---------------------------------------------------------------------------------
+
+  /** A pending request (its timer running), not yet written; throws ChatSocketError for a bad frame. */
+  _makeRequest(frame, options = {}) {
+    if (!frame || typeof frame !== "object" || Array.isArray(frame)) {
+      throw new ChatSocketError("invalid_frame", "a frame is a JSON object");
+    }
+    const timeoutMs = options.timeoutMs ?? this._o.requestTimeoutMs;
+    let id = frame.id;
+    if (id === undefined || id === null) {
+      id = `${this._requestPrefix}-${++this._requestSeq}`;
+      frame = { ...frame, id };
+    } else if (!(typeof id === "string" || (typeof id === "number" && Number.isFinite(id)))) {
+      throw new ChatSocketError("invalid_frame", "a request id is a string or a number");
+    } else if (this._pending.has(id)) {
+      throw new ChatSocketError("invalid_frame", `a request with id ${id} is already pending`);
+    }
+    const text = this._serialize(frame);
+    const request = {
+      id,
+      text,
+      link: null,
+      retried: false,
+      resent: false,
+      internal: !!options.internal,
+      onSettle: options.onSettle,
+      holdsDrain: false,
+      timer: null,
+    };
+    request.promise = new Promise((resolve, reject) => {
+      request.resolve = resolve;
+      request.reject = reject;
+    });
+    request.timer = this._clock.setTimeout(() => {
+      this._settle(request, new ChatSocketError("timeout", `no answer to request ${id} within ${timeoutMs} ms`, { retryable: true }));
+    }, timeoutMs);
+    this._pending.set(id, request);
+    return request;
+  }
+
+  _writeRequest(request) {
+    try {
+      this._write(request.text, request);
+    } catch (err) {
+      this._settle(request, err);
+    }
+  }
+
+  // -- subscriptions ------------------------------------------------------------------------------
+
+  _subscribeSpec(options) {
+    if (!options || typeof options !== "object") throw new TypeError("subscribe() needs an options object with a bookingId");
+    const { bookingId, connectionType = "chat", since, timeoutMs, onMessage, onError } = options;
+    if (typeof bookingId !== "string" || !BOOKING_ID.test(bookingId)) {
+      throw new TypeError("bookingId must be 1-64 characters of letters, digits, '_' or '-'");
+    }
+    if (!BOOKING_TYPES.includes(connectionType)) throw new TypeError(`connectionType must be one of ${BOOKING_TYPES.join(", ")}`);
+    if (since !== undefined && since !== null && !isCursor(since)) throw new TypeError("since must be a non-empty string or a finite number");
+    if (timeoutMs !== undefined && !(typeof timeoutMs === "number" && timeoutMs >= 0)) throw new TypeError("timeoutMs must be a non-negative number");
+    for (const [name, fn] of [["onMessage", onMessage], ["onError", onError]]) {
+      if (fn !== undefined && fn !== null && typeof fn !== "function") throw new TypeError(`${name} must be a function`);
+    }
+    if (this._o.type === "feed") throw new TypeError("a feed connection has no user: it cannot subscribe");
+    return { bookingId, connectionType, since: since ?? undefined, timeoutMs, onMessage, onError };
+  }
+
+  /** `connection_type` is left out for chat, the proxy's default. */
+  _subscribeFrame(sub, since) {
+    const frame = { type: "subscribe", booking_id: sub.bookingId };
+    if (sub.connectionType !== "chat") frame.connection_type = sub.connectionType;
+    if (since !== undefined) frame.since = since;
+    return frame;
+  }
+
+  /** The answer to a first subscribe: live on `subscribed`; on anything else nothing is kept. */
+  _subscribed(sub, request, error, frame, since) {
+    if (this._subscribing.get(sub._key)?.sub === sub) this._subscribing.delete(sub._key);
+    if (sub._request === request) sub._request = null;
+    if (!error && frame?.type !== "subscribed") {
+      error = new ChatSocketError("backend_error", `unexpected answer to subscribe: ${frame?.type}`);
+    }
+    const early = sub._earlyCursor;
+    sub._earlyCursor = undefined;
+    if (error) {
+      sub._state = "failed";
+      return error;
+    }
+    sub._state = "subscribed";
+    this._subs.set(sub._key, sub);
+    const start = early ?? since;
+    if (start !== undefined && !this._cursors.has(sub._key)) this._cursors.set(sub._key, start);
+    return undefined;
+  }
+
+  /**
+   * A new connection has none of the old one's subscriptions: subscribe again to every live
+   * one, from its cursor, ahead of the queued frames. A subscribe already queued for a
+   * subscription (resent after `unknown_connection`) goes out as it is.
+   */
+  _resubscribeAll() {
+    const entries = [];
+    for (const sub of this._subs.values()) {
+      if (sub._request && this._queue.some((entry) => entry.request === sub._request)) continue;
+      let request;
+      try {
+        request = this._makeRequest(this._subscribeFrame(sub, this._cursors.get(sub._key)), {
+          onSettle: (error, frame) => this._resubscribed(sub, request, error, frame),
+        });
+      } catch (err) {
+        this._failSub(sub, err);
+        continue;
+      }
+      request.promise.catch(() => undefined); // settled through onSettle
+      request.holdsDrain = true;
+      sub._request = request;
+      sub._state = "resubscribing";
+      entries.push({ text: request.text, request });
+    }
+    this._queue.unshift(...entries);
+  }
+
+  _resubscribed(sub, request, error, frame) {
+    if (sub._request === request) sub._request = null;
+    if (sub._state !== "resubscribing" && sub._state !== "subscribed") return undefined; // unsubscribed or closed meanwhile
+    if (!error && frame?.type === "subscribed") {
+      sub._state = "subscribed";
+      return undefined;
+    }
+    // The socket it went out on closed: the next connection subscribes again. Closed: nothing to do.
+    if (error && (error.code === "connection_lost" || error.code === "closed")) return undefined;
+    if (!error) error = new ChatSocketError("backend_error", `unexpected answer to subscribe: ${frame?.type}`);
+    this._failSub(sub, error);
+    return error;
+  }
+
+  /** A subscription that could not be restored: no longer live; an error event, once. */
+  _failSub(sub, error) {
+    this._dropSub(sub, "failed");
+    const base = error instanceof ChatSocketError ? error.toFrame() : new ChatSocketError("invalid_frame", String(error?.message ?? error)).toFrame();
+    const frame = { ...base, booking_id: sub.bookingId, connection_type: sub.connectionType };
+    sub._emit("error", frame);
+    this._emit("error", frame);
+  }
+
+  /** Forget a subscription: its routing, its cursor and what was emitted for its booking. */
+  _dropSub(sub, state) {
+    sub._state = state;
+    if (this._subs.get(sub._key) !== sub) return;
+    this._subs.delete(sub._key);
+    if (sub._key !== this._ownKey) this._cursors.delete(sub._key);
+    const stillUsed = [...this._subs.values()].some((other) => other.bookingId === sub.bookingId) || (this._ownKey && this._o.bookingId === sub.bookingId);
+    if (stillUsed) return;
+    // Subscribed again later, the booking's history comes whole again.
+    this._historyEmitted.delete(sub.bookingId);
+    const prefix = `${sub.bookingId}\u0000`;
+    for (const key of [...this._seen.keys()]) if (key.startsWith(prefix)) this._seen.delete(key);
+  }
+
+  /** The booking a frame belongs to: its `booking_id`, else (a per-booking socket) its own. */
+  _bookingOf(frame) {
+    const id = frame.booking_id;
+    if (typeof id === "string" && id) return id;
+    if (typeof id === "number" && Number.isFinite(id)) return String(id);
+    return this._ownKey ? this._o.bookingId : undefined;
+  }
+
+  /** The scope of message keys and histories: the frame's booking, or "" (a socket of no booking). */
+  _scope(frame) {
+    return this._bookingOf(frame) ?? "";
+  }
+
+  /** The keys a frame is for: its booking, and its connection_type when it names one (else both booking types). */
+  _keysOf(frame) {
+    const booking = this._bookingOf(frame);
+    if (booking === undefined) return [];
+    const types = BOOKING_TYPES.includes(frame.connection_type) ? [frame.connection_type] : BOOKING_TYPES;
+    return types.map((type) => subKey(type, booking));
+  }
+
+  _subsOf(frame) {
+    const subs = [];
+    for (const key of this._keysOf(frame)) {
+      const sub = this._subs.get(key);
+      if (sub) subs.push(sub);
+    }
+    return subs;
+  }
+
+  /**
+   * Emit a frame, move the cursors it is for, and hand it to its subscriptions. A subscription
+   * whose `subscribed` answer is still on its way gets the frame too (the proxy joins the
+   * channel before it answers): its cursor is kept once the answer comes.
+   */
+  _deliver(frame) {
+    this._emit("message", frame);
+    const live = [];
+    const early = [];
+    for (const key of this._keysOf(frame)) {
+      if (key === this._ownKey || this._subs.has(key)) live.push(key);
+      else if (this._subscribing.has(key)) early.push(this._subscribing.get(key).sub);
+    }
+    if (!live.length && !early.length) return;
+    let cursor;
+    try {
+      cursor = this._cursorOf(frame);
+    } catch (err) {
+      report(err);
+    }
+    const moved = isCursor(cursor);
+    for (const key of live) {
+      if (moved) this._cursors.set(key, cursor);
+      this._subs.get(key)?._emit("message", frame);
+    }
+    for (const sub of early) {
+      if (moved) sub._earlyCursor = cursor;
+      sub._emit("message", frame);
+    }
+  }
+
   // -- receiving ----------------------------------------------------------------------------------
 
   _received(link, data) {
@@ -1026,24 +1332,26 @@ export class ChatSocket {
   }
 
   _emitHistory(frame) {
+    const scope = this._scope(frame);
     if (Array.isArray(frame.messages)) {
       const fresh = [];
       for (const message of frame.messages) {
         const key = this._messageKey(message);
-        if (key === undefined || !this._remember(key)) fresh.push(message);
+        if (key === undefined || !this._remember(scope, key)) fresh.push(message);
       }
       frame = { ...frame, messages: fresh };
     }
-    if (this._emittedHistory) frame.resumed = true;
-    this._emittedHistory = true;
+    if (this._historyEmitted.has(scope)) frame.resumed = true;
+    this._historyEmitted.add(scope);
     const request = frame.ref !== undefined && frame.ref !== null ? this._pending.get(frame.ref) : undefined;
     if (request) this._settle(request, undefined, frame);
     if (request && request.internal) return;
-    this._emit("message", frame);
+    this._deliver(frame);
   }
 
-  /** Remember a message key; true when it was already known. */
-  _remember(key) {
+  /** Remember a message key within a booking (its scope); true when it was already known. */
+  _remember(scope, messageKey) {
+    const key = `${scope}\u0000${messageKey}`;
     if (this._seen.has(key)) return true;
     this._seen.set(key, true);
     if (this._seen.size > this._o.dedupeLimit) this._seen.delete(this._seen.keys().next().value);
@@ -1077,14 +1385,15 @@ export class ChatSocket {
     if (frame.type === "error") {
       if (frame.code === "unauthorized" && this._canRefresh()) this.refreshToken();
       this._emit("error", frame);
+      for (const sub of this._subsOf(frame)) sub._emit("error", frame);
       return;
     }
     if (request && request.internal) return; // the answer to the client's own auth
     if (frame.type === "message" && frame.message && typeof frame.message === "object") {
       const key = this._messageKey(frame.message);
-      if (key !== undefined && this._remember(key)) return;
+      if (key !== undefined && this._remember(this._scope(frame), key)) return;
     }
-    this._emit("message", frame);
+    this._deliver(frame);
   }
 
   _resend(request) {
@@ -1104,6 +1413,155 @@ export class ChatSocket {
       return;
     }
     this._resend(request);
+  }
+}
+
+/**
+ * One booking's channel on a ChatSocket, from socket.subscribe(). Its "message" event gets the
+ * frames tagged with that booking; send()/request() add `booking_id` to frames sent into it.
+ */
+class Subscription {
+  /** @param {ChatSocket} socket */
+  constructor(socket, bookingId, connectionType) {
+    this._socket = socket;
+    this._bookingId = bookingId;
+    this._connectionType = connectionType;
+    this._key = subKey(connectionType, bookingId);
+    /** "subscribing" | "subscribed" | "resubscribing" | "failed" | "unsubscribed" | "closed" */
+    this._state = "subscribing";
+    this._listeners = { message: new Set(), error: new Set() };
+    /** The subscribe request under way for it, if any. */
+    this._request = null;
+    /** The cursor of a frame that came before the first `subscribed` answer. */
+    this._earlyCursor = undefined;
+    this._unsubscribing = null;
+  }
+
+  get bookingId() {
+    return this._bookingId;
+  }
+
+  get connectionType() {
+    return this._connectionType;
+  }
+
+  get state() {
+    return this._state;
+  }
+
+  /** The cursor of the last frame received for this booking (sent as `since` when subscribing again). */
+  get cursor() {
+    return this._socket._subs.get(this._key) === this ? this._socket._cursors.get(this._key) : undefined;
+  }
+
+  /**
+   * Listen to "message" (every frame the socket emits for this booking) or "error" (error
+   * frames for this booking, and a failed resubscribe). Returns a function that unsubscribes the listener.
+   */
+  on(event, listener) {
+    const set = this._listeners[event];
+    if (!set) throw new TypeError(`unknown event ${event}: use "message" or "error"`);
+    if (typeof listener !== "function") throw new TypeError("listener must be a function");
+    set.add(listener);
+    return () => set.delete(listener);
+  }
+
+  off(event, listener) {
+    this._listeners[event]?.delete(listener);
+  }
+
+  /** Send a frame into this booking (`booking_id` added); throws like ChatSocket.send, and not_subscribed. */
+  send(frame) {
+    this._socket.send(this._into(frame));
+  }
+
+  /** request() into this booking (`booking_id` added). */
+  request(frame, options = {}) {
+    let tagged;
+    try {
+      tagged = this._into(frame);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this._socket.request(tagged, options);
+  }
+
+  /** Who is here: resolves with the proxy's `presence` answer ({users, connections, ...}). */
+  presence(options = {}) {
+    if (!this._live()) return Promise.reject(this._notSubscribed());
+    const frame = { type: "presence", booking_id: this._bookingId };
+    if (this._connectionType !== "chat") frame.connection_type = this._connectionType;
+    return this._socket.request(frame, options).then((answer) => {
+      if (answer.type !== "presence") throw new ChatSocketError("backend_error", `unexpected answer to presence: ${answer.type}`);
+      return answer;
+    });
+  }
+
+  /**
+   * Leave the booking's channel: no more events at once, not subscribed again after a new
+   * connection. Resolves once the proxy answers `unsubscribed` (or the connection is gone,
+   * which removes its subscriptions too); rejects with the proxy's error frame. Called again,
+   * it returns the same promise.
+   */
+  unsubscribe(options = {}) {
+    if (this._unsubscribing) return this._unsubscribing;
+    const socket = this._socket;
+    const inFlight = this._request?.promise;
+    const wasOpen = this._state !== "closed";
+    socket._dropSub(this, "unsubscribed");
+    this._unsubscribing = (async () => {
+      if (!wasOpen || socket._ended) return;
+      // A subscribe still under way is answered first: the proxy handles frames concurrently.
+      if (inFlight) await inFlight.catch(() => undefined);
+      if (socket._ended) return;
+      const frame = { type: "unsubscribe", booking_id: this._bookingId };
+      if (this._connectionType !== "chat") frame.connection_type = this._connectionType;
+      try {
+        const answer = await socket.request(frame, options);
+        if (answer.type !== "unsubscribed") throw new ChatSocketError("backend_error", `unexpected answer to unsubscribe: ${answer.type}`);
+      } catch (err) {
+        // A connection that is gone took its subscriptions with it.
+        if (err?.code === "connection_lost" || err?.code === "closed") return;
+        throw err;
+      }
+    })();
+    return this._unsubscribing;
+  }
+
+  // -- internal ---------------------------------------------------------------------------------
+
+  _live() {
+    return this._state === "subscribed" || this._state === "resubscribing";
+  }
+
+  _notSubscribed() {
+    return new ChatSocketError("not_subscribed", `the subscription to booking ${this._bookingId} is ${this._state}`);
+  }
+
+  _into(frame) {
+    if (!frame || typeof frame !== "object" || Array.isArray(frame)) throw new ChatSocketError("invalid_frame", "a frame is a JSON object");
+    if (!this._live()) throw this._notSubscribed();
+    if (frame.booking_id !== undefined && frame.booking_id !== this._bookingId) {
+      throw new ChatSocketError("invalid_frame", `the frame names booking ${frame.booking_id}, not this subscription's ${this._bookingId}`);
+    }
+    const tagged = { ...frame, booking_id: this._bookingId };
+    if (this._connectionType !== this._socket._o.type && tagged.connection_type === undefined) tagged.connection_type = this._connectionType;
+    return tagged;
+  }
+
+  _listen({ onMessage, onError }) {
+    if (onMessage) this._listeners.message.add(onMessage);
+    if (onError) this._listeners.error.add(onError);
+  }
+
+  _emit(event, ...args) {
+    for (const listener of [...this._listeners[event]]) {
+      try {
+        listener(...args);
+      } catch (err) {
+        report(err);
+      }
+    }
   }
 }
 

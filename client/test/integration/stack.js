@@ -8,6 +8,8 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
+import { WebSocket } from "ws";
+
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
 const PYTHON = process.env.WS_PROXY_PYTHON || join(ROOT, ".venv/bin/python");
 
@@ -150,6 +152,24 @@ export function forgedToken(user, seconds, secret) {
   const now = Math.floor(Date.now() / 1000);
   const body = `${enc({ alg: "HS256", typ: "JWT" })}.${enc({ sub: user, iat: now, exp: now + seconds })}`;
   return `${body}.${createHmac("sha256", secret).update(body).digest("base64url")}`;
+}
+
+/** The ws package's WebSocket, counting the sockets each client opens and what each sends. */
+export function countingWebSocket() {
+  const opened = [];
+  class Counted extends WebSocket {
+    constructor(url, protocols) {
+      super(url, protocols);
+      this.sentFrames = [];
+      opened.push(this);
+    }
+
+    send(data, ...rest) {
+      this.sentFrames.push(JSON.parse(data));
+      return super.send(data, ...rest);
+    }
+  }
+  return { Counted, opened };
 }
 
 export function newBooking() {

@@ -6,27 +6,9 @@ import { after, afterEach, before, describe, it } from "node:test";
 import { WebSocket } from "ws";
 
 import { ChatSocket } from "../../src/index.js";
-import { Stack, forgedToken, newBooking, pythonAvailable, sleep, until } from "./stack.js";
+import { Stack, countingWebSocket, forgedToken, newBooking, pythonAvailable, sleep, until } from "./stack.js";
 
 const skip = pythonAvailable() ? false : "the project's .venv is missing (make venv)";
-
-/** The ws package's WebSocket, counting the sockets each client opens and what each sends. */
-function countingWebSocket() {
-  const opened = [];
-  class Counted extends WebSocket {
-    constructor(url, protocols) {
-      super(url, protocols);
-      this.sentFrames = [];
-      opened.push(this);
-    }
-
-    send(data, ...rest) {
-      this.sentFrames.push(JSON.parse(data));
-      return super.send(data, ...rest);
-    }
-  }
-  return { Counted, opened };
-}
 
 /** Every client a test made: closed after each test, whatever happened (a live one keeps node running). */
 const live = new Set();

@@ -21,6 +21,14 @@ import {
   type SocketState,
   type StateDetail,
   type WebSocketConstructor,
+  type BookingConnectionType,
+  type Cursor,
+  type PresenceFrame,
+  type SubscribeOptions,
+  type Subscription,
+  type SubscriptionEvent,
+  type SubscriptionEvents,
+  type SubscriptionState,
 } from "@ws-proxy/client";
 
 export async function usage(): Promise<void> {
@@ -88,6 +96,46 @@ export async function usage(): Promise<void> {
   const WS: WebSocketConstructor = WebSocket;
   const requestOptions: RequestOptions = { timeoutMs: 1 };
   void [defaults, refreshAhead, type, limit, options, WS, requestOptions];
+
+  // One socket per user: a chat socket without bookingId, subscriptions to bookings.
+  const user = new ChatSocket({ url: "ws://x", token: "jwt", cursor: (frame) => (frame.seq as Cursor | undefined) });
+  const subscribeOptions: SubscribeOptions = { bookingId: "42", connectionType: "booking", since: 1187, timeoutMs: 5000 };
+  const sub: Subscription = await user.subscribe({ bookingId: "43", onMessage: (frame: Frame) => void frame, onError: (frame) => void frame.code });
+  const kind: BookingConnectionType = sub.connectionType;
+  const state: SubscriptionState = sub.state;
+  const cursor: Cursor | undefined = sub.cursor;
+  const subs: Subscription[] = user.subscriptions;
+  void [subscribeOptions, kind, state, cursor, subs, sub.bookingId];
+  const stop: () => void = sub.on("message", (frame) => void frame.booking_id);
+  stop();
+  sub.on("error", (frame) => void [frame.code, frame.ref]);
+  const onSubMessage: SubscriptionEvents["message"] = (frame) => void frame;
+  sub.off("message", onSubMessage);
+  const subEvents: SubscriptionEvent[] = ["message", "error"];
+  void subEvents;
+  sub.send({ body: "hi" });
+  const answer = await sub.request<{ type: string; message: { id: number } }>({ body: "hi" }, { timeoutMs: 1000 });
+  void answer.message.id;
+  const present: PresenceFrame = await sub.presence();
+  const users: string[] = present.users;
+  const connections: number = present.connections;
+  void [users, connections];
+  const gone: void = await sub.unsubscribe();
+  void gone;
+  const notSubscribed: ClientErrorCode = "not_subscribed";
+  const tooMany: ProxyErrorCode = "too_many_subscriptions";
+  void [notSubscribed, tooMany];
+
+  // @ts-expect-error: a subscription joins a booking's channel: chat or booking
+  void user.subscribe({ bookingId: "42", connectionType: "feed" });
+  // @ts-expect-error: the booking is required
+  void user.subscribe({ since: 3 });
+  // @ts-expect-error: a cursor is a string or a number
+  void user.subscribe({ bookingId: "42", since: true });
+  // @ts-expect-error: a subscription has two events
+  sub.on("state", () => undefined);
+  // @ts-expect-error: the state is read-only
+  sub.state = "subscribed";
 
   // @ts-expect-error: the type is one of four
   new ChatSocket({ url: "ws://x", type: "group" });

@@ -207,6 +207,32 @@ describe("the declarations, the README and the module agree", () => {
     for (const name of members("ChatSocketError")) assert.ok(name in error, `a ChatSocketError has ${name}`);
   });
 
+  it("on the subscriptions: their members, events and subscribe()'s options", async () => {
+    const env = setup({ bookingId: undefined });
+    const ws = await connected(env);
+    const promise = env.socket.subscribe({ bookingId: "42" });
+    ws.deliver({ type: "subscribed", booking_id: "42", connection_type: "chat", ref: ws.frames()[0].id });
+    const sub = await promise;
+    const publicMembers = Object.getOwnPropertyNames(Object.getPrototypeOf(sub))
+      .filter((n) => n !== "constructor" && !n.startsWith("_"))
+      .sort();
+    assert.deepEqual(members("Subscription"), publicMembers, "index.d.ts declares every member of a subscription");
+    const text = section(README, "### Subscriptions");
+    assert.deepEqual(bulletNames(text), publicMembers, "README documents every member of a subscription");
+    const events = members("SubscriptionEvents");
+    assert.deepEqual(events, ["error", "message"]);
+    assert.deepEqual(tableNames(text, { where: (rest) => /^ `\(/.test(rest) }), events, "README's table of a subscription's events");
+    for (const event of events) assert.equal(typeof sub.on(event, () => undefined), "function", `sub.on("${event}")`);
+    const states = literals("SubscriptionState");
+    for (const state of states) assert.match(text, new RegExp(`\`"${state}"\``), `README explains the state ${state}`);
+    assert.ok(states.includes(sub.state));
+    const signature = /^- `subscribe\(\{([^}]*)\}\)`/m.exec(section(README, "### Methods"));
+    assert.ok(signature, "README shows subscribe()'s options");
+    assert.deepEqual(signature[1].split(",").map((n) => n.trim()).sort(), members("SubscribeOptions"), "README: subscribe()'s options");
+    const presence = members("PresenceFrame");
+    for (const field of ["users", "connections", "booking_id", "connection_type"]) assert.ok(presence.includes(field), `PresenceFrame.${field}`);
+  });
+
   it("on the error codes, the client's and the proxy's", () => {
     const clientCodes = literals("ClientErrorCode");
     const proxyCodes = literals("ProxyErrorCode");
@@ -215,7 +241,14 @@ describe("the declarations, the README and the module agree", () => {
     const proxyList = errors.split("The proxy's codes (")[1].split(")")[0];
     assert.deepEqual([...proxyList.matchAll(/`([a-z_]+)`/g)].map((m) => m[1]).sort(), proxyCodes, "README: the proxy's codes");
     const protocol = readFileSync(join(CLIENT, "../docs/protocol.md"), "utf8");
-    assert.deepEqual(tableNames(section(protocol, "## Errors"), { where: (rest) => /^ (yes|no)/.test(rest) }), proxyCodes, "the protocol's codes");
+    const tabled = tableNames(section(protocol, "## Errors"), { where: (rest) => /^ (yes|no)/.test(rest) });
+    for (const code of tabled) assert.ok(proxyCodes.includes(code), `${code}, in the protocol's table, is a ProxyErrorCode`);
+    // A code the client already handles may reach the protocol's table after the client:
+    // until then its client section names it.
+    const clientSection = section(protocol, "## The client module");
+    for (const code of proxyCodes) {
+      assert.ok(tabled.includes(code) || clientSection.includes(`\`${code}\``), `${code} is in the protocol's table or its client section`);
+    }
     const source = read("src/index.js");
     const made = [...source.matchAll(/new ChatSocketError\("([a-z_]+)"/g)].map((m) => m[1]);
     for (const code of made) assert.ok(clientCodes.includes(code) || proxyCodes.includes(code), `${code} is a declared code`);
