@@ -43,9 +43,14 @@ def chat_participants(booking_id: BookingId, store: Store) -> ParticipantsAnswer
 
 
 def history(booking: Booking, since: int | None) -> dict[str, Any]:
-    """The thread's messages after ``since`` (a resuming client), else its last HISTORY_LENGTH."""
+    """The thread's messages after ``since`` (a resuming client), else its last HISTORY_LENGTH.
+
+    A ``since`` past the last message id is a cursor from before a restart (ids start
+    over): that client gets the whole recent history, without ``since``, and replaces its view.
+    """
     frame: dict[str, Any] = {"type": "history", "thread": booking.thread()}
-    if since is not None:
+    last_id = booking.messages[-1]["id"] if booking.messages else 0
+    if since is not None and since <= last_id:
         missed = [m for m in booking.messages if m["id"] > since]
         if len(missed) <= MAX_MISSED_MESSAGES:
             return {**frame, "since": since, "messages": missed}

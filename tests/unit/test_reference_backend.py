@@ -76,6 +76,15 @@ def test_without_since_the_history_is_the_last_messages_and_says_no_since() -> N
     assert len(initial["messages"]) == HISTORY_LENGTH
 
 
+def test_a_cursor_past_the_last_message_gets_a_fresh_history() -> None:
+    # ids start over when the backend restarts: a client's old cursor may lie beyond them.
+    store = MemoryStore()
+    last = post(store, "42", "bob", "after the restart")
+    initial = connect(store, "42", "alice", since=last + 100)
+    assert "since" not in initial
+    assert [m["id"] for m in initial["messages"]][-1] == last
+
+
 def test_a_client_that_missed_too_much_gets_a_fresh_history_instead() -> None:
     store = MemoryStore()
     first = post(store, "42", "bob", "first")
