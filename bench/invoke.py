@@ -136,7 +136,7 @@ def sweep(spec: dict[str, Any]) -> dict[str, Any]:
 
     from bench.fanout import PAYLOAD, connection_ids
     from chalicelib.gateway import ConnectionGateway, ManagementApi
-    from chalicelib.http_pool import new_pool
+    from chalicelib.transport import Transport
 
     use_dummy_aws_env()
     posts = int(spec["posts"])
@@ -144,7 +144,7 @@ def sweep(spec: dict[str, Any]) -> dict[str, Any]:
     for workers in spec["sweep"]:
         api = ManagementApi(
             spec["endpoint"],
-            pool=new_pool(workers),
+            transport=Transport(workers),
             region="us-east-1",
             credentials=lambda: ReadOnlyCredentials("AKIDEXAMPLE", "secret", "token"),
         )
@@ -163,7 +163,7 @@ def sweep(spec: dict[str, Any]) -> dict[str, Any]:
             "cpu_s": runs[len(runs) // 2][1] * posts / 1000,
             "cpu_ms_per_post": runs[len(runs) // 2][1],
         }
-        api.pool.close()
+        api.transport.close()
     return out
 
 

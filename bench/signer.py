@@ -1,9 +1,9 @@
 """The signer decision: our hand-written SigV4 against botocore's ``SigV4Auth``, same transport.
 
 Both sign every post of a fan-out and send it through the same
-``ManagementApi``/``HttpPool`` (post by path on keep-alive connections, one
+``ManagementApi``/``Transport`` (post by path on keep-alive connections, one
 event loop, ``WORKERS`` in flight) to the same stand-in (20 ms per post); only
-``ManagementApi.signer`` differs: ours (``chalicelib.gateway.Signer``, the key
+``ManagementApi.signer`` differs: ours (``chalicelib.signing.Signer``, the key
 derived once per day, the payload hashed once per fan-out) or botocore's
 (``AWSRequest`` + ``SigV4Auth.add_auth`` per post, as boto3 signs). Runs
 alternate between the two, ``REPEATS`` of each per size; medians. The rule:
@@ -26,8 +26,8 @@ from botocore.credentials import ReadOnlyCredentials
 from bench.part import Target, part_main
 from bench.servers import standin, use_dummy_aws_env
 from chalicelib.gateway import ConnectionGateway, ManagementApi
-from chalicelib.http_pool import new_pool
 from chalicelib.signing import RequestSigner
+from chalicelib.transport import Transport
 
 DELAY = 0.02
 SIZES = (500, 1000)
@@ -66,11 +66,11 @@ class BotocoreSignedApi(ManagementApi):
 
 
 def gateways(endpoint: str) -> dict[str, ConnectionGateway]:
-    pool = new_pool(WORKERS)
+    transport = Transport(WORKERS)
     executor = ThreadPoolExecutor(2)
     made = {}
     for name, kind in (("hand-written", ManagementApi), ("botocore SigV4Auth", BotocoreSignedApi)):
-        api = kind(endpoint, pool=pool, credentials=lambda: CREDENTIALS, region="us-east-1")
+        api = kind(endpoint, transport=transport, credentials=lambda: CREDENTIALS, region="us-east-1")
         made[name] = ConnectionGateway(api, executor, WORKERS)
     return made
 

@@ -53,6 +53,10 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()
     deliver_function_name: str | None = None
     fanout_function_name: str | None = None
+    #: The cap on any HTTP answer's body (the backend's, the Management API's).
+    max_response_bytes: int = 4 * 1024 * 1024
+    #: Attempts per DynamoDB and Lambda call (botocore's own variable).
+    aws_max_attempts: int = 5
     routes: Mapping[str, Route] = field(default_factory=lambda: dict(DEFAULT_ROUTES))
 
     def endpoint_for(self, request_context: Mapping[str, object]) -> str:
@@ -87,5 +91,7 @@ class Settings:
             allowed_origins=origins,
             deliver_function_name=env.get("DELIVER_FUNCTION_NAME", "").strip() or None,
             fanout_function_name=env.get("FANOUT_FUNCTION_NAME", "").strip() or None,
+            max_response_bytes=_integer(env, "MAX_RESPONSE_BYTES", 4 * 1024 * 1024, minimum=1024),
+            aws_max_attempts=_integer(env, "AWS_MAX_ATTEMPTS", 5, minimum=1),
             routes=routes_with_overrides(env.get("BACKEND_ROUTES")),
         )

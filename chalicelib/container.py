@@ -32,13 +32,13 @@ from chalicelib.deliver import DELIVER_RETRY_SECONDS, DeliverCase
 from chalicelib.fanout import HANDSHAKE_GRACE_SECONDS, FanOut
 from chalicelib.fanout_chunk import FanOutChunkCase
 from chalicelib.gateway import ConnectionGateway, ManagementApi, RetryPolicy
-from chalicelib.http_pool import new_pool
 from chalicelib.message import MessageCase
 from chalicelib.ports import Backend, GatewayFor, Invoker, Metric, Registry
 from chalicelib.push import PushCase
 from chalicelib.redaction import redact_library_logs
 from chalicelib.registry import DEFAULT_LOOKUP_RETRY_DELAYS, ConnectionRegistry
 from chalicelib.signing import region_for
+from chalicelib.transport import Transport
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class LambdaInvoker:
             raise RuntimeError(f"asynchronous invoke answered {status}")
 
 
-def aws_config(workers: int, *, retry_mode: str = "standard") -> Config:
+def aws_config(workers: int, attempts: int, *, retry_mode: str = "standard") -> Config:
     """Client settings: short timeouts, bounded retries, a pool as wide as the fan-out.
 
     DynamoDB uses botocore's ``legacy`` mode, which applies DynamoDB's own backoff
@@ -80,7 +80,7 @@ def aws_config(workers: int, *, retry_mode: str = "standard") -> Config:
     return Config(
         connect_timeout=2,
         read_timeout=5,
-        retries={"mode": retry_mode, "total_max_attempts": 5},
+        retries={"mode": retry_mode, "total_max_attempts": attempts},
         max_pool_connections=max(10, workers),
     )
 
@@ -214,7 +214,10 @@ class Container:
 
     def _build(self) -> UseCases:
         settings = Settings.from_env()
-        dynamodb = boto3.client("dynamodb", config=aws_config(settings.fanout_workers, retry_mode="legacy"))
+        dynamodb = boto3.client(
+            "dynamodb",
+            config=aws_config(settings.fanout_workers, settings.aws_max_attempts, retry_mode="legacy"),
+        )
         registry = ConnectionRegistry(
             dynamodb,
             settings.connections_table,
@@ -222,11 +225,11 @@ class Container:
             sleep=self._tuning.sleep,
             lookup_retry_delays=self._tuning.lookup_retry_delays,
         )
-        backend = BackendClient(settings.backend_url, settings.backend_timeout_seconds)
+        transport = Transport(settings.fanout_workers, max_body=settings.max_response_bytes)
+        backend = BackendClient(settings.backend_url, settings.backend_timeout_seconds, transport)
         invoker = self._invoker or LambdaInvoker(
-            boto3.client("lambda", config=aws_config(settings.fanout_workers))
+            boto3.client("lambda", config=aws_config(settings.fanout_workers, settings.aws_max_attempts))
         )
-        pool = new_pool(settings.fanout_workers)
         executor = ThreadPoolExecutor(max_workers=settings.fanout_workers, thread_name_prefix="fanout")
         credentials = botocore.session.get_session().get_credentials()
 
@@ -238,7 +241,7 @@ class Container:
         def build_gateway(endpoint: str) -> ConnectionGateway:
             api = ManagementApi(
                 endpoint,
-                pool=pool,
+                transport=transport,
                 credentials=frozen,
                 region=region_for(endpoint),
                 retry=self._tuning.gateway_retry,

@@ -7,13 +7,10 @@ choice):
 - SigV4 is computed by string formatting with the signing key derived once per
   day (``tests/unit/test_signing.py`` holds it to botocore's own ``SigV4Auth``,
   byte for byte), the payload serialized and hashed once per fan-out;
-- the posts go out over keep-alive HTTP/1.1 connections driven by one asyncio
-  event loop on a thread of its own (``HttpPool``), many posts in flight at once
-  instead of threads contending for the GIL; the request is written in one piece
-  and the answer's status line and framing headers are all that is parsed
-  (``chalicelib.http_connection``), pooled by ``chalicelib.http_pool``; SigV4 is
-  ``chalicelib.signing``. The loop and its connections live as long as the
-  container, so a warm invocation reuses them.
+- the posts go out over the keep-alive connections of the proxy's one HTTP
+  client (``chalicelib.transport``), many in flight on one event loop instead of
+  threads contending for the GIL, each request written in one piece; SigV4 is
+  ``chalicelib.signing``.
 
 Outcomes of one post (docs/protocol.md):
 
@@ -37,10 +34,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import hashlib
-import inspect
 import logging
 import random
-import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Executor
@@ -49,16 +44,14 @@ from urllib.parse import quote, urlsplit
 
 from botocore.credentials import ReadOnlyCredentials
 
-from chalicelib.http_connection import HttpError
-from chalicelib.http_pool import HttpPool
+from chalicelib.response_parser import HttpError
 from chalicelib.signing import DEFAULT_PORTS, METHOD, RequestSigner, Signer, signing_host
+from chalicelib.transport import Transport
 
 logger = logging.getLogger(__name__)
 
-#: How a post pauses between retries (``asyncio.sleep``, or a plain function in tests).
-Sleep = Callable[[float], Awaitable[None] | None]
-
-_REGION_IN_HOST = re.compile(r"\.execute-api\.([a-z0-9-]+)\.amazonaws\.com")
+#: How a post pauses between retries (``asyncio.sleep``; a recording coroutine in tests).
+Sleep = Callable[[float], Awaitable[None]]
 
 
 class PostOutcome(enum.Enum):
@@ -80,6 +73,8 @@ class RetryPolicy:
     max_delay: float = 1.0
     #: With a deadline, an attempt (first or retry) starts only with this much time left.
     min_post_seconds: float = 0.1
+    #: One attempt's whole time (connect, send, answer), whatever the deadline.
+    attempt_seconds: float = 7.0
 
     def delay(self, attempt: int) -> float:
         """Full-jitter exponential backoff for retry number ``attempt`` (1-based)."""
@@ -109,13 +104,13 @@ class FanOutResult:
 
 
 class ManagementApi:
-    """The ``@connections`` API of one WebSocket API stage, over a shared pool."""
+    """The ``@connections`` API of one WebSocket API stage, over the shared transport."""
 
     def __init__(
         self,
         endpoint: str,
         *,
-        pool: HttpPool,
+        transport: Transport,
         credentials: Callable[[], ReadOnlyCredentials],
         region: str,
         retry: RetryPolicy = RetryPolicy(),
@@ -130,7 +125,7 @@ class ManagementApi:
         self._address = (parts.scheme, parts.hostname, parts.port or DEFAULT_PORTS[parts.scheme])
         self._base_path = parts.path
         self._host = signing_host(self.endpoint)
-        self.pool = pool
+        self.transport = transport
         self._credentials = credentials
         self._region = region
         self._retry = retry
@@ -160,20 +155,20 @@ class ManagementApi:
     async def post_async(
         self, connection_id: str, data: bytes, signer: RequestSigner, deadline: float | None = None
     ) -> PostOutcome:
-        """Post one frame to one connection on the pool's loop, retrying throttles and transient faults."""
+        """Post one frame to one connection on the transport's loop, retrying throttles and faults."""
         retry = self._retry
         if self._left(deadline) < retry.min_post_seconds:
             return PostOutcome.UNSENT
         path = self.path(connection_id)
-        worst = self.pool.connect_timeout + self.pool.read_timeout
         throttled = transient = 0
         last = False
         while True:
-            left = self._left(deadline)
+            request = self._head(signer, path, len(data)) + data
             try:
-                status = await self.pool.send(
-                    self._address, self._head(signer, path, len(data)), data, min(worst, left)
+                response = await self.transport.send(
+                    self._address, request, min(retry.attempt_seconds, self._left(deadline))
                 )
+                status = response.status
             except HttpError as exc:
                 status, reason = 0, str(exc)
             else:
@@ -206,9 +201,7 @@ class ManagementApi:
                     return self._failed(connection_id, f"{reason}; no time left to retry")
                 if delay >= room:  # the backoff is cut to the time left: this is the last try
                     delay, last = room, True
-            slept = self._sleep(delay)
-            if slept is not None and inspect.isawaitable(slept):
-                await slept
+            await self._sleep(delay)
             if self._left(deadline) < retry.min_post_seconds:
                 return self._failed(connection_id, f"{reason}; no time left to retry")
 
@@ -220,8 +213,8 @@ class ManagementApi:
         *,
         deadline: float | None = None,
     ) -> PostOutcome:
-        """``post_async`` from a thread outside the pool's loop."""
-        outcome: PostOutcome = self.pool.run(
+        """``post_async`` from a thread outside the transport's loop."""
+        outcome: PostOutcome = self.transport.run(
             self.post_async(connection_id, data, signer or self.signer(data), deadline)
         )
         return outcome
@@ -267,7 +260,9 @@ class ConnectionGateway:
         if not ids:
             return FanOutResult()
         signer = self.api.signer(data)
-        outcomes: list[PostOutcome] = self.api.pool.run(self._fan_out(ids, data, signer, on_gone, deadline))
+        outcomes: list[PostOutcome] = self.api.transport.run(
+            self._fan_out(ids, data, signer, on_gone, deadline)
+        )
         result = FanOutResult()
         for connection_id, outcome in zip(ids, outcomes, strict=True):
             if outcome is PostOutcome.DELIVERED:

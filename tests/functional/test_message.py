@@ -266,6 +266,24 @@ def test_backend_timeout_is_retryable(stack: Stack, monkeypatch: pytest.MonkeyPa
     assert_error(last(stack, "A1="), "backend_unavailable", True)
 
 
+def test_a_backend_answer_over_the_cap_is_a_backend_error(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app import container
+
+    chat_backend(stack.backend)
+    join(stack, "A1=")
+    monkeypatch.setenv("MAX_RESPONSE_BYTES", "2048")
+    container.reset()
+    stack.backend.routes["/api/chat/ws/1/message"] = Reply(200, {"type": "huge", "body": "x" * 10_000})
+    stack.send("A1=", {"body": "hi"})
+    assert_error(last(stack, "A1="), "backend_error", False)
+    # the next answer, within the cap, comes on a connection of its own and is delivered whole
+    stack.backend.routes["/api/chat/ws/1/message"] = Reply(200, {"type": "small", "body": "x" * 1000})
+    stack.send("A1=", {"body": "hi"})
+    assert last(stack, "A1=")["type"] == "small"
+
+
 def test_backend_down_is_retryable(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     from app import container
 

@@ -135,12 +135,12 @@ def test_routes_can_be_overridden_by_configuration() -> None:
 
 
 def test_the_aws_clients_have_short_timeouts_and_bounded_retries() -> None:
-    config = aws_config(8)
+    config = aws_config(8, 5)
     assert (config.connect_timeout, config.read_timeout) == (2, 5)
     assert config.retries == {"mode": "standard", "total_max_attempts": 5}
     assert config.max_pool_connections == 10  # never below 10, else as wide as the fan-out
-    assert aws_config(64).max_pool_connections == 64
-    assert aws_config(8, retry_mode="legacy").retries == {"mode": "legacy", "total_max_attempts": 5}
+    assert aws_config(64, 5).max_pool_connections == 64
+    assert aws_config(8, 2, retry_mode="legacy").retries == {"mode": "legacy", "total_max_attempts": 2}
 
 
 @pytest.fixture
