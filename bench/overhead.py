@@ -120,7 +120,7 @@ def measure(messages: int, standin_base: str, moto_base: str) -> dict[str, Any]:
     )
     import boto3
 
-    from chalicelib.registry import Connection
+    from chalicelib.model import Connection
     from chalicelib.schema import ensure_table
 
     ensure_table(boto3.client("dynamodb"), TABLE)

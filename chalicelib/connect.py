@@ -25,8 +25,7 @@ from chalicelib.errors import (
     TooLarge,
 )
 from chalicelib.internal_events import ASYNC_PAYLOAD_LIMIT, DeliveryEvent, pack_frames
-from chalicelib.ports import Backend, Invoker, Metric, Registry
-from chalicelib.registry import Connection
+from chalicelib.model import Backend, Connection, Invoker, Metric, Registry
 from chalicelib.summary import HandlerRun
 
 logger = logging.getLogger(__name__)

@@ -33,7 +33,7 @@ from chalicelib.fanout import HANDSHAKE_GRACE_SECONDS, FanOut
 from chalicelib.fanout_chunk import FanOutChunkCase
 from chalicelib.gateway import ConnectionGateway, ManagementApi, RetryPolicy
 from chalicelib.message import MessageCase
-from chalicelib.ports import Backend, GatewayFor, Invoker, Metric, Registry
+from chalicelib.model import Backend, GatewayFor, Invoker, Metric, Registry
 from chalicelib.push import PushCase
 from chalicelib.redaction import redact_library_logs
 from chalicelib.registry import DEFAULT_LOOKUP_RETRY_DELAYS, ConnectionRegistry

@@ -2,8 +2,8 @@
 
 ``$connect`` runs before API Gateway completes the handshake, and the
 Management API answers 410 until it has; so ``$connect`` hands the frames to
-this asynchronous invocation, which retries 410 with growing pauses for a few
-seconds, then posts the frames in order. It posts through the configured
+this asynchronous invocation, which retries 410 with growing pauses (at most
+``DELIVER_RETRY_SECONDS`` of them in all), then posts the frames in order. It posts through the configured
 endpoint, or the one ``$connect`` stored with the connection, and stops as soon
 as the connection's item is gone (its ``$disconnect`` ran).
 """
@@ -19,14 +19,13 @@ from chalicelib import protocol
 from chalicelib.config import Settings
 from chalicelib.deadline import Deadline
 from chalicelib.errors import ProxyError
-from chalicelib.gateway import PostOutcome
 from chalicelib.internal_events import DeliveryEvent
-from chalicelib.ports import GatewayFor, Metric, Registry
+from chalicelib.model import GatewayFor, Metric, PostOutcome, Registry
 from chalicelib.summary import HandlerRun
 
 logger = logging.getLogger(__name__)
 
-#: How long the deferred delivery keeps retrying 410 while the handshake completes.
+#: The pauses, in all, of the deferred delivery's retries of 410 while the handshake completes.
 DELIVER_RETRY_SECONDS = 5.0
 
 
@@ -77,15 +76,19 @@ class DeliverCase:
             logger.error("no Management API endpoint for this connection", extra={"channel": event.channel})
             return 0, "no_endpoint"
         gateway = self._gateway_for(endpoint)
-        handshake = deadline.within(self._retry_seconds)
         delivered = 0
-        delay = 0.05
+        delay, waited = 0.05, 0.0
         for frame in event.frames:
             while True:
                 result = gateway.post(event.connection_id, frame, deadline=deadline.at)
-                if result is not PostOutcome.GONE or handshake.remaining() <= delay:
+                if (
+                    result is not PostOutcome.GONE
+                    or waited + delay > self._retry_seconds
+                    or deadline.remaining() <= delay
+                ):
                     break
                 self._sleep(delay)  # 410 until API Gateway has completed the handshake
+                waited += delay
                 delay = min(delay * 2, 0.5)
                 if self._registry.get(event.channel, event.connection_id) is None:
                     return delivered, "gone"  # its $disconnect ran: nobody is waiting

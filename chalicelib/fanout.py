@@ -23,9 +23,8 @@ from collections.abc import Callable
 
 from chalicelib import protocol
 from chalicelib.deadline import Deadline
-from chalicelib.gateway import FanOutResult
 from chalicelib.internal_events import FanOutChunk
-from chalicelib.ports import Gateway, Invoker, Metric, Registry
+from chalicelib.model import FanOutResult, Gateway, Invoker, Metric, Registry
 from chalicelib.summary import elapsed_ms
 
 logger = logging.getLogger(__name__)
@@ -140,6 +139,23 @@ class FanOut:
                 "duration_ms": result.duration_ms,
             },
         )
+        return result
+
+    def broadcast(
+        self,
+        gateway: Gateway,
+        channel: str,
+        sender: str,
+        own: list[bytes],
+        others: list[str],
+        frames: list[bytes],
+        deadline: Deadline,
+    ) -> FanOutResult:
+        """The sender's copy (``own``, with its ``ref``) first, then ``frames`` to ``others``: one result."""
+        if own == frames:  # every copy the same: the sender is first in the first chunk
+            return self.to_channel(gateway, channel, [sender, *others], frames, deadline)
+        result = self.deliver(gateway, channel, [sender], own, deadline, attempt=0)
+        result.merge(self.to_channel(gateway, channel, others, frames, deadline))
         return result
 
     def deliver(

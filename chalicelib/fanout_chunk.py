@@ -14,9 +14,8 @@ from typing import Any
 from chalicelib.config import Settings
 from chalicelib.deadline import Deadline
 from chalicelib.fanout import LATER_ATTEMPTS, FanOut
-from chalicelib.gateway import FanOutResult
 from chalicelib.internal_events import FanOutChunk
-from chalicelib.ports import GatewayFor, Registry
+from chalicelib.model import FanOutResult, GatewayFor, Registry
 from chalicelib.summary import HandlerRun
 
 logger = logging.getLogger(__name__)

@@ -32,18 +32,18 @@ fan-out answers the ids it never attempted in ``FanOutResult.unsent``.
 from __future__ import annotations
 
 import asyncio
-import enum
 import hashlib
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 from botocore.credentials import ReadOnlyCredentials
 
+from chalicelib.model import FanOutResult, PostOutcome
 from chalicelib.response_parser import HttpError
 from chalicelib.signing import DEFAULT_PORTS, METHOD, RequestSigner, Signer, signing_host
 from chalicelib.transport import Transport
@@ -52,15 +52,6 @@ logger = logging.getLogger(__name__)
 
 #: How a post pauses between retries (``asyncio.sleep``; a recording coroutine in tests).
 Sleep = Callable[[float], Awaitable[None]]
-
-
-class PostOutcome(enum.Enum):
-    DELIVERED = "delivered"
-    GONE = "gone"
-    TOO_LARGE = "too_large"
-    FAILED = "failed"
-    #: Only with a deadline: not attempted, because it could not finish in time.
-    UNSENT = "unsent"
 
 
 @dataclass(frozen=True)
@@ -79,28 +70,6 @@ class RetryPolicy:
     def delay(self, attempt: int) -> float:
         """Full-jitter exponential backoff for retry number ``attempt`` (1-based)."""
         return random.uniform(0, min(self.max_delay, self.base_delay * (2 ** (attempt - 1))))  # noqa: S311 - jitter
-
-
-@dataclass
-class FanOutResult:
-    delivered: int = 0
-    gone: list[str] = field(default_factory=list)
-    too_large: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    duration_ms: float = 0.0
-    #: Ids never attempted because the deadline came first (not in ``attempted``).
-    unsent: list[str] = field(default_factory=list)
-
-    @property
-    def attempted(self) -> int:
-        return self.delivered + len(self.gone) + len(self.too_large) + len(self.failed)
-
-    def merge(self, other: FanOutResult) -> None:
-        self.delivered += other.delivered
-        self.gone += other.gone
-        self.too_large += other.too_large
-        self.failed += other.failed
-        self.unsent += other.unsent
 
 
 class ManagementApi:

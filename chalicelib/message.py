@@ -32,9 +32,15 @@ from chalicelib.errors import (
     UnknownConnection,
 )
 from chalicelib.fanout import FanOut
-from chalicelib.gateway import FanOutResult, PostOutcome
-from chalicelib.ports import Backend, Gateway, GatewayFor, Metric, Registry
-from chalicelib.registry import Connection
+from chalicelib.model import (
+    Backend,
+    Connection,
+    Gateway,
+    GatewayFor,
+    Metric,
+    PostOutcome,
+    Registry,
+)
 from chalicelib.routes import Route
 from chalicelib.summary import HandlerRun
 
@@ -176,22 +182,15 @@ class MessageCase:
         broadcast = answer.get("broadcast") is True
         own = protocol.frames_with_ref(answer, ref)
         try:
-            if not broadcast:
-                result = mine = fan_out.deliver(
-                    gateway, conn.channel, [connection_id], own, deadline, attempt=0
-                )
-            elif ref is None:  # every copy is the same: the sender is first in the first chunk
-                members = self._registry.channel_ids(conn.channel, conn.connection_type)
-                ids = [connection_id, *(i for i in members if i != connection_id)]
-                result = mine = fan_out.to_channel(gateway, conn.channel, ids, own, deadline)
-            else:  # the sender's copy carries the ref: it goes first, then everyone else's
-                mine = fan_out.deliver(gateway, conn.channel, [connection_id], own, deadline, attempt=0)
+            if broadcast:
                 members = self._registry.channel_ids(conn.channel, conn.connection_type)
                 others = [i for i in members if i != connection_id]
-                result = fan_out.to_channel(
-                    gateway, conn.channel, others, protocol.frames_for(answer), deadline
+                others_frames = own if ref is None else protocol.frames_for(answer)
+                result = fan_out.broadcast(
+                    gateway, conn.channel, connection_id, own, others, others_frames, deadline
                 )
-                result.merge(FanOutResult(mine.delivered, mine.gone, mine.too_large, mine.failed))
+            else:
+                result = fan_out.deliver(gateway, conn.channel, [connection_id], own, deadline, attempt=0)
         except BackendUnavailable as exc:
             # The backend has accepted the message: resending it would store it twice.
             raise DeliveryFailed(
@@ -202,8 +201,9 @@ class MessageCase:
             delivered=result.delivered,
             gone=len(result.gone),
             failed=len(result.failed),
+            unsent=len(result.unsent),
         )
-        if connection_id in mine.too_large:
+        if connection_id in result.too_large:
             raise TooLarge("the reply is over the message limit")
 
     def _reply(self, gateway: Gateway, connection_id: str, frame: dict[str, Any]) -> None:

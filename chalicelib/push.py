@@ -17,7 +17,7 @@ from chalicelib.config import Settings
 from chalicelib.deadline import Deadline
 from chalicelib.errors import ConfigurationError, InvalidMessage, ProxyError
 from chalicelib.fanout import FanOut
-from chalicelib.ports import GatewayFor, Registry
+from chalicelib.model import GatewayFor, Registry
 from chalicelib.summary import HandlerRun
 
 logger = logging.getLogger(__name__)

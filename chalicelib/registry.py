@@ -25,11 +25,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.connection import ChannelPage as ChannelPage
-from chalicelib.connection import Connection as Connection
-from chalicelib.connection import from_item, to_item
-from chalicelib.connection import item_for as item_for
 from chalicelib.errors import BackendUnavailable, UnknownConnection
+from chalicelib.model import ChannelPage, Connection
 from chalicelib.schema import CONNECTION_INDEX, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
 
 logger = logging.getLogger(__name__)
@@ -292,3 +289,44 @@ class ConnectionRegistry:
             key = page.next_key
             if not key:
                 return
+
+
+def to_item(conn: Connection) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        PARTITION_KEY: {"S": conn.channel},
+        SORT_KEY: {"S": conn.connection_id},
+        "connection_type": {"S": conn.connection_type},
+        "created_at": {"N": str(conn.created_at)},
+        TTL_ATTRIBUTE: {"N": str(conn.ttl)},
+    }
+    if conn.user_id is not None:
+        item["user_id"] = {"S": conn.user_id}
+    if conn.token is not None:
+        item["token"] = {"S": conn.token}
+    if conn.booking_id is not None:
+        item["booking"] = {"S": conn.booking_id}
+    if conn.endpoint is not None:
+        item["endpoint"] = {"S": conn.endpoint}
+    return item
+
+
+def from_item(item: dict[str, Any]) -> Connection:
+    def s(name: str) -> str | None:
+        value = item.get(name)
+        return value["S"] if value else None
+
+    def n(name: str) -> int:
+        value = item.get(name)
+        return int(float(value["N"])) if value else 0
+
+    return Connection(
+        connection_id=s(SORT_KEY) or "",
+        channel=s(PARTITION_KEY) or "",
+        connection_type=s("connection_type") or "",
+        user_id=s("user_id"),
+        token=s("token"),
+        created_at=n("created_at"),
+        ttl=n(TTL_ATTRIBUTE),
+        booking_id=s("booking"),
+        endpoint=s("endpoint"),
+    )

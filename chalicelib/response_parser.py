@@ -64,6 +64,7 @@ class ResponseParser:
         self._remaining = 0
         self._status = 0
         self._keep_alive = True
+        self._scanned = 0  # how far the head has been searched for its end (fed a byte at a time)
 
     def feed(self, data: bytes) -> Response | None:
         """The response once complete, else None; ``HttpError`` if the bytes are not one."""
@@ -74,11 +75,13 @@ class ResponseParser:
         while True:
             state = self._state
             if state in (_HEAD, _TRAILERS):
-                end = buf.find(b"\r\n\r\n") if state == _HEAD else _line_end(buf)
+                end = buf.find(b"\r\n\r\n", self._scanned) if state == _HEAD else _line_end(buf)
                 if end < 0:
                     if len(buf) > MAX_HEAD_BYTES:
                         raise HttpError("response head too large")
+                    self._scanned = max(0, len(buf) - 3)
                     return None
+                self._scanned = 0
                 if state == _HEAD:
                     head = bytes(buf[:end])
                     del buf[: end + 4]

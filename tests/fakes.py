@@ -13,8 +13,7 @@ from typing import Any
 
 from chalicelib.deadline import Deadline
 from chalicelib.errors import ProxyError, UnknownConnection
-from chalicelib.gateway import FanOutResult, PostOutcome
-from chalicelib.registry import ChannelPage, Connection
+from chalicelib.model import ChannelPage, Connection, FanOutResult, PostOutcome
 
 
 class FakeRegistry:

@@ -33,7 +33,8 @@ from chalice.test import Client
 import app as app_module
 from chalicelib.container import Tuning
 from chalicelib.gateway import RetryPolicy
-from chalicelib.registry import Connection, item_for
+from chalicelib.model import Connection
+from chalicelib.registry import to_item
 from chalicelib.routes import DEFAULT_ROUTES
 from chalicelib.schema import create_table_request
 from local_gateway.stack import moto_server
@@ -140,6 +141,8 @@ UNSET_ENV = (
     "BACKEND_ROUTES",
     "CONNECTION_TTL_SECONDS",
     "AWS_SESSION_TOKEN",
+    "AWS_MAX_ATTEMPTS",
+    "MAX_RESPONSE_BYTES",
 )
 
 #: Index lookup retries without real pauses (a miss on moto is final).
@@ -224,7 +227,7 @@ class Stack:
         requests = [
             {
                 "PutRequest": {
-                    "Item": item_for(
+                    "Item": to_item(
                         Connection(
                             connection_id=cid,
                             channel=key,
@@ -263,7 +266,13 @@ def open_stack(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     mgmt = ManagementApiStandIn(events.STAGE).start()
     lambdas = LambdaStandIn().start()
     table = f"connections-{uuid.uuid4().hex[:10]}"
-    env = {**app_env(backend, mgmt, lambdas, moto_endpoint, table), "FANOUT_WORKERS": "8"}
+    # One attempt per AWS call: a failing stand-in fails at once, without botocore's backoff
+    # (test_config.py proves the retries and their pauses on their own).
+    env = {
+        **app_env(backend, mgmt, lambdas, moto_endpoint, table),
+        "FANOUT_WORKERS": "8",
+        "AWS_MAX_ATTEMPTS": "1",
+    }
     for key in UNSET_ENV:
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():

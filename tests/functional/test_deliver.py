@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from typing import Any
 
@@ -68,13 +67,15 @@ def test_connection_that_never_opens_is_given_up_and_its_item_removed(stack: Sta
 
     chat_backend(stack.backend)
     stack.connect("D1=", CHAT, establish=False)  # the client left before the handshake ended
-    # 0.3 s of real waiting (the window is measured on the clock) instead of Lambda's 5 s
-    container.reset(replace(FAST_TUNING, deliver_retry_seconds=0.3, sleep=time.sleep))
+    # pauses of 0.3 s in all instead of Lambda's 5 s (recorded, not slept)
+    container.reset(replace(FAST_TUNING, deliver_retry_seconds=0.3, sleep=stack.pauses.append))
     (payload,) = stack.lambdas.take("-deliver")
     result = stack.invoke("deliver", payload)
     assert result["outcome"] == "gone"
     assert result["delivered"] == 0
     assert stack.items() == []
+    assert stack.pauses == [0.05, 0.1]  # the next, 0.2, would have gone past 0.3 s
+    assert stack.mgmt.posts_to("D1=") == 3
 
 
 def test_failed_post_stops_the_sequence_and_tells_the_client(stack: Stack) -> None:

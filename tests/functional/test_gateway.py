@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from botocore.credentials import ReadOnlyCredentials
 
-from chalicelib.gateway import ConnectionGateway, ManagementApi, PostOutcome, RetryPolicy
+from chalicelib.gateway import ConnectionGateway, ManagementApi, RetryPolicy
+from chalicelib.model import PostOutcome
 from chalicelib.response_parser import HttpError, ResponseTooLarge
 from chalicelib.signing import region_for
 from chalicelib.transport import Transport

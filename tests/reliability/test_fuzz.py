@@ -30,7 +30,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import app as app_module
-from chalicelib.registry import Connection, item_for
+from chalicelib.model import Connection
+from chalicelib.registry import to_item
 from chalicelib.routes import channel_key
 from chalicelib.schema import ensure_table
 from tests import events
@@ -159,7 +160,7 @@ def harness(moto_endpoint: str) -> Iterator[Harness]:
                 booking_id="1",
                 endpoint=mgmt.endpoint,
             )
-            dynamodb.put_item(TableName=table, Item=item_for(conn))
+            dynamodb.put_item(TableName=table, Item=to_item(conn))
             mgmt.open.add(cid)
         backend.routes[MESSAGE_PATH] = echo
         backend.routes["/api/ws/bookings/1/connect"] = Reply(200, {"user_id": "u1"})

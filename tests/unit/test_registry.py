@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from chalicelib.errors import BackendUnavailable
-from chalicelib.registry import Connection, ConnectionRegistry
+from chalicelib.model import Connection
+from chalicelib.registry import ConnectionRegistry
 from chalicelib.schema import ensure_table
 from tests.fakes import FakeRegistry
 from tests.harness import moto_client

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
+
+import pytest
 
 from chalicelib import protocol
 from chalicelib.config import Settings
 from chalicelib.container import Tuning, UseCases, wire
 from chalicelib.deadline import Deadline
-from chalicelib.gateway import PostOutcome
 from chalicelib.internal_events import pack_frames, unpack_frames
-from chalicelib.registry import Connection
+from chalicelib.model import Connection, PostOutcome
 from chalicelib.routes import DEFAULT_ROUTES
 from tests import events
 from tests.fakes import FakeBackend, FakeGateway, FakeInvoker, FakeRegistry
@@ -217,3 +219,23 @@ def test_connect_rejected_by_backend_never_writes_an_item() -> None:
     assert response == {"statusCode": 401, "body": "expired"}
     assert registry.items == {}
     assert invoker.calls == []
+
+
+def test_a_broadcasts_unsent_copy_for_the_sender_is_handed_on_and_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    proxy, registry, backend, gateways, invoker, _ = make()
+    for cid in ("A=", "B="):
+        add(registry, cid)
+    gateway = FakeGateway(endpoint=ENDPOINT, open={"A=", "B="})
+    gateway.scripted["A="] = [PostOutcome.UNSENT]  # the deadline left no time for the sender's copy
+    gateways[gateway.endpoint] = gateway
+    backend.answers["/api/chat/ws/1/message"] = {"type": "message", "broadcast": True}
+    with caplog.at_level(logging.INFO, logger="chalicelib"):
+        proxy.message.handle(events.message_event("A=", {"body": "x", "id": "r1"}), long())
+    assert "B=" in gateway.received
+    ((_, payload),) = invoker.calls  # the sender's copy, with its ref, for a later invocation
+    assert payload["chunk"]["connection_ids"] == ["A="]
+    assert json.loads(unpack_frames(payload["chunk"]["frames"])[0])["ref"] == "r1"
+    (summary,) = [r for r in caplog.records if getattr(r, "summary", False)]
+    assert (summary.delivered, summary.unsent) == (1, 1)  # type: ignore[attr-defined]
