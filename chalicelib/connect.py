@@ -9,12 +9,10 @@ the item only when the backend accepts, and hands the initial frames to
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from chalicelib import protocol
-from chalicelib.config import Settings
 from chalicelib.deadline import Deadline
 from chalicelib.errors import (
     BackendError,
@@ -25,7 +23,7 @@ from chalicelib.errors import (
     TooLarge,
 )
 from chalicelib.internal_events import ASYNC_PAYLOAD_LIMIT, DeliveryEvent, pack_frames
-from chalicelib.model import Backend, Connection, Invoker, Metric, Registry
+from chalicelib.model import Clients, Connection
 from chalicelib.summary import HandlerRun
 
 logger = logging.getLogger(__name__)
@@ -40,22 +38,13 @@ def _connection_id(event: Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
 
 
 class ConnectCase:
-    def __init__(
-        self,
-        settings: Settings,
-        registry: Registry,
-        backend: Backend,
-        invoker: Invoker,
-        *,
-        clock: Callable[[], float] = time.time,
-        metric: Metric,
-    ) -> None:
-        self._settings = settings
-        self._registry = registry
-        self._backend = backend
-        self._invoker = invoker
-        self._clock = clock
-        self._metric = metric
+    def __init__(self, clients: Clients) -> None:
+        self._settings = clients.settings
+        self._registry = clients.registry
+        self._backend = clients.backend
+        self._invoker = clients.invoker
+        self._clock = clients.clock
+        self._metric = clients.metric
 
     def handle(self, event: Mapping[str, Any], deadline: Deadline) -> dict[str, Any]:
         ctx, connection_id = _connection_id(event)
@@ -168,9 +157,9 @@ class ConnectCase:
 
 
 class DisconnectCase:
-    def __init__(self, registry: Registry, *, metric: Metric) -> None:
-        self._registry = registry
-        self._metric = metric
+    def __init__(self, clients: Clients) -> None:
+        self._registry = clients.registry
+        self._metric = clients.metric
 
     def handle(self, event: Mapping[str, Any]) -> dict[str, Any]:
         _, connection_id = _connection_id(event)

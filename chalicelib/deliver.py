@@ -11,41 +11,26 @@ as the connection's item is gone (its ``$disconnect`` ran).
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
 from typing import Any
 
 from chalicelib import protocol
-from chalicelib.config import Settings
 from chalicelib.deadline import Deadline
 from chalicelib.errors import ProxyError
 from chalicelib.internal_events import DeliveryEvent
-from chalicelib.model import GatewayFor, Metric, PostOutcome, Registry
+from chalicelib.model import Clients, PostOutcome
 from chalicelib.summary import HandlerRun
 
 logger = logging.getLogger(__name__)
 
-#: The pauses, in all, of the deferred delivery's retries of 410 while the handshake completes.
-DELIVER_RETRY_SECONDS = 5.0
-
 
 class DeliverCase:
-    def __init__(
-        self,
-        settings: Settings,
-        registry: Registry,
-        gateway_for: GatewayFor,
-        *,
-        sleep: Callable[[float], None] = time.sleep,
-        retry_seconds: float = DELIVER_RETRY_SECONDS,
-        metric: Metric,
-    ) -> None:
-        self._settings = settings
-        self._registry = registry
-        self._gateway_for = gateway_for
-        self._sleep = sleep
-        self._retry_seconds = retry_seconds
-        self._metric = metric
+    def __init__(self, clients: Clients) -> None:
+        self._settings = clients.settings
+        self._registry = clients.registry
+        self._gateway_for = clients.gateway_for
+        self._sleep = clients.sleep
+        self._retry_seconds = clients.settings.deliver_retry_seconds
+        self._metric = clients.metric
 
     def handle(self, payload: Any, deadline: Deadline) -> dict[str, Any]:
         def fallback(outcome: str) -> dict[str, Any]:

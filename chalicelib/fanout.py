@@ -24,14 +24,11 @@ from collections.abc import Callable
 from chalicelib import protocol
 from chalicelib.deadline import Deadline
 from chalicelib.internal_events import FanOutChunk
-from chalicelib.model import FanOutResult, Gateway, Invoker, Metric, Registry
+from chalicelib.model import Clients, FanOutResult, Gateway
 from chalicelib.summary import elapsed_ms
 
 logger = logging.getLogger(__name__)
 
-#: A connection created this recently that answers 410 may still be in its handshake (its
-#: item is written just before $connect returns): it keeps its item and gets a later attempt.
-HANDSHAKE_GRACE_SECONDS = 5.0
 #: A post that still fails after the gateway's own retries gets this many more tries,
 #: each from a later asynchronous invocation; then the client is told.
 LATER_ATTEMPTS = 1
@@ -59,41 +56,16 @@ def sibling_function(own_name: str | None, name: str) -> str | None:
 class FanOut:
     """Posts frames to the connections of one channel, handing off what is too much."""
 
-    def __init__(
-        self,
-        registry: Registry,
-        invoker: Invoker,
-        *,
-        chunk_size: int,
-        chunk_function: str | None,
-        metric: Metric,
-        clock: Callable[[], float] = time.time,
-        handshake_grace: float = HANDSHAKE_GRACE_SECONDS,
-    ) -> None:
-        self._registry = registry
-        self._invoker = invoker
-        self._chunk_size = chunk_size
-        self._chunk_function = chunk_function
-        self._metric = metric
-        self._clock = clock
-        self._handshake_grace = handshake_grace
-
-    def for_function(self, own_name: str | None) -> FanOut:
-        """The same fan-out; when no ``fanout`` function is configured, its name derived from ``own_name``."""
-        if self._chunk_function:
-            return self
-        derived = sibling_function(own_name, "fanout")
-        if not derived:
-            return self
-        return FanOut(
-            self._registry,
-            self._invoker,
-            chunk_size=self._chunk_size,
-            chunk_function=derived,
-            metric=self._metric,
-            clock=self._clock,
-            handshake_grace=self._handshake_grace,
-        )
+    def __init__(self, clients: Clients, own_function_name: str | None) -> None:
+        """Chunks go to ``FANOUT_FUNCTION_NAME``, else to the sibling of the running function."""
+        settings = clients.settings
+        self._registry = clients.registry
+        self._invoker = clients.invoker
+        self._chunk_size = settings.push_chunk_size
+        self._chunk_function = settings.fanout_function_name or sibling_function(own_function_name, "fanout")
+        self._metric = clients.metric
+        self._clock = clients.clock
+        self._handshake_grace = settings.handshake_grace_seconds
 
     def remover(self, channel: str, young: set[str] | None = None) -> Callable[[str], None]:
         """What to do with a connection the Management API called gone (410).

@@ -11,11 +11,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from chalicelib.config import Settings
 from chalicelib.deadline import Deadline
 from chalicelib.fanout import LATER_ATTEMPTS, FanOut
 from chalicelib.internal_events import FanOutChunk
-from chalicelib.model import FanOutResult, GatewayFor, Registry
+from chalicelib.model import Clients, FanOutResult
 from chalicelib.summary import HandlerRun
 
 logger = logging.getLogger(__name__)
@@ -24,13 +23,11 @@ logger = logging.getLogger(__name__)
 class FanOutChunkCase:
     """``fanout``: runs one ``FanOutChunk`` handed off by an earlier invocation."""
 
-    def __init__(
-        self, settings: Settings, registry: Registry, fan_out: FanOut, gateway_for: GatewayFor
-    ) -> None:
-        self._settings = settings
-        self._registry = registry
-        self._fan_out = fan_out
-        self._gateway_for = gateway_for
+    def __init__(self, clients: Clients) -> None:
+        self._clients = clients
+        self._settings = clients.settings
+        self._registry = clients.registry
+        self._gateway_for = clients.gateway_for
 
     def handle(
         self, payload: Any, deadline: Deadline, own_function_name: str | None = None
@@ -48,7 +45,7 @@ class FanOutChunkCase:
                 run.log["outcome"] = "invalid_event"
                 run.result = {"error": {"code": "invalid_event", "message": "not a fan-out chunk event"}}
                 return run.answer()
-            fan_out = self._fan_out.for_function(own_function_name)
+            fan_out = FanOut(self._clients, own_function_name)
             total = FanOutResult()
             for endpoint, ids in self._by_endpoint(chunk).items():
                 result = fan_out.deliver(

@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from chalicelib import protocol
-from chalicelib.config import Settings
 from chalicelib.deadline import Deadline
 from chalicelib.errors import (
     BackendUnavailable,
@@ -33,13 +32,10 @@ from chalicelib.errors import (
 )
 from chalicelib.fanout import FanOut
 from chalicelib.model import (
-    Backend,
+    Clients,
     Connection,
     Gateway,
-    GatewayFor,
-    Metric,
     PostOutcome,
-    Registry,
 )
 from chalicelib.routes import Route
 from chalicelib.summary import HandlerRun
@@ -57,22 +53,13 @@ def with_ref(payload: dict[str, Any], ref: Any) -> dict[str, Any]:
 
 
 class MessageCase:
-    def __init__(
-        self,
-        settings: Settings,
-        registry: Registry,
-        backend: Backend,
-        gateway_for: GatewayFor,
-        fan_out: FanOut,
-        *,
-        metric: Metric,
-    ) -> None:
-        self._settings = settings
-        self._registry = registry
-        self._backend = backend
-        self._gateway_for = gateway_for
-        self._fan_out = fan_out
-        self._metric = metric
+    def __init__(self, clients: Clients) -> None:
+        self._clients = clients
+        self._settings = clients.settings
+        self._registry = clients.registry
+        self._backend = clients.backend
+        self._gateway_for = clients.gateway_for
+        self._metric = clients.metric
 
     def handle(
         self, event: Mapping[str, Any], deadline: Deadline, own_function_name: str | None = None
@@ -114,7 +101,7 @@ class MessageCase:
                 elif kind == "auth":
                     self._authenticate(gateway, connection_id, frame, request, deadline, run.log)
                 else:
-                    fan_out = self._fan_out.for_function(own_function_name)
+                    fan_out = FanOut(self._clients, own_function_name)
                     self._forward(gateway, fan_out, connection_id, frame, request, deadline, run.log)
                 self._metric("Messages", 1)
             except ProxyError as exc:

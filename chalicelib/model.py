@@ -11,10 +11,12 @@ Interfaces (``typing.Protocol``, so tests hand fakes in without subclassing):
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from chalicelib.config import Settings
 from chalicelib.deadline import Deadline
 from chalicelib.routes import is_channel_key
 
@@ -136,3 +138,23 @@ class Invoker(Protocol):
 GatewayFor = Callable[[str], Gateway]
 #: A CloudWatch metric: name and count.
 Metric = Callable[[str, float], None]
+
+
+def no_metric(name: str, value: float) -> None:
+    """A metric sink that drops everything."""
+
+
+@dataclass(frozen=True)
+class Clients:
+    """What every use case is built on: the real ones from ``clients.build_clients``, fakes in tests."""
+
+    settings: Settings
+    registry: Registry
+    backend: Backend
+    invoker: Invoker
+    #: The gateway for a Management API endpoint.
+    gateway_for: GatewayFor
+    metric: Metric = no_metric
+    #: Wall-clock seconds (item ages) and pauses (deliver's waits for a handshake).
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep

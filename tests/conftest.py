@@ -38,6 +38,6 @@ def dynamodb_ops(stack: Stack) -> Iterator[list[str]]:
         calls.append(model.name)
 
     session.events.register("before-call.dynamodb", record)
-    app_module.container.reset()
+    app_module.get_clients.cache_clear()
     yield calls
     session.events.unregister("before-call.dynamodb", record)

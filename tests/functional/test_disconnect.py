@@ -26,10 +26,10 @@ def test_unknown_connection_disconnects_quietly(stack: Stack, dynamodb_ops: list
 def test_disconnect_with_dynamodb_down_still_answers_200(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from app import container
+    from app import get_clients
 
     monkeypatch.setenv("CONNECTIONS_TABLE", "missing-table")
-    container.reset()
+    get_clients.cache_clear()
     assert stack.disconnect("A1=") == {"statusCode": 200}
 
 

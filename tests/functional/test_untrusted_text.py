@@ -232,7 +232,7 @@ def test_deliver_that_cannot_remove_a_gone_connection_logs_it_and_answers(
 ) -> None:
     import boto3
 
-    from app import container
+    from app import get_clients
 
     chat_backend(stack.backend)
     stack.connect("G1=", CHAT, establish=False)  # the client leaves before the handshake ends
@@ -249,10 +249,8 @@ def test_deliver_that_cannot_remove_a_gone_connection_logs_it_and_answers(
     assert session is not None
     session.events.register("before-call.dynamodb.DeleteItem", refuse_delete)
     try:
-        from chalicelib.container import Tuning
-        from tests.harness import FAST_LOOKUP_RETRIES
-
-        container.reset(Tuning(deliver_retry_seconds=0.2, lookup_retry_delays=FAST_LOOKUP_RETRIES))
+        monkeypatch.setenv("DELIVER_RETRY_SECONDS", "0.2")
+        get_clients.cache_clear()
         result = stack.invoke("deliver", payload)
     finally:
         session.events.unregister("before-call.dynamodb.DeleteItem", refuse_delete)

@@ -145,7 +145,7 @@ def harness(moto_endpoint: str) -> Iterator[Harness]:
             mp.delenv(key, raising=False)
         for key, value in env.items():
             mp.setenv(key, value)
-        app_module.container.reset()
+        app_module.get_clients.cache_clear()
         h = Harness(Client(app_module.app, stage_name="test"), backend, mgmt, lambdas, dynamodb, table)
         handler = _InternalErrors(h.internal_errors)
         logging.getLogger("chalicelib").addHandler(handler)
@@ -173,7 +173,7 @@ def harness(moto_endpoint: str) -> Iterator[Harness]:
             yield h
         finally:
             logging.getLogger("chalicelib").removeHandler(handler)
-            app_module.container.reset()
+            app_module.get_clients.cache_clear()
             for server in (backend, mgmt, lambdas):
                 server.stop()
             dynamodb.delete_table(TableName=table)

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from chalicelib.clients import aws_config, build_clients
 from chalicelib.config import Settings
-from chalicelib.container import Container, aws_config
 from chalicelib.errors import BackendUnavailable, ConfigurationError
 from chalicelib.routes import DEFAULT_ROUTES, is_channel_key, routes_with_overrides
 from tests.harness import UNSET_ENV
@@ -173,7 +173,7 @@ RETRY_PAUSE = re.compile(r"retry, sleeping for ([0-9.]+) seconds")
 def test_the_registry_client_retries_with_dynamodbs_own_short_backoff_then_gives_up(
     throttling_dynamodb: DynamoDbStandIn, caplog: pytest.LogCaptureFixture
 ) -> None:
-    registry = Container().use_cases().registry
+    registry = build_clients().registry
     throttling_dynamodb.throttle = 4  # absorbed: the fifth attempt is answered
     with caplog.at_level(logging.DEBUG, logger="botocore.endpoint"):
         assert registry.find("A=", retry=False, cached=False) is None

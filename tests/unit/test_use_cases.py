@@ -10,10 +10,14 @@ import pytest
 
 from chalicelib import protocol
 from chalicelib.config import Settings
-from chalicelib.container import Tuning, UseCases, wire
+from chalicelib.connect import ConnectCase, DisconnectCase
 from chalicelib.deadline import Deadline
+from chalicelib.deliver import DeliverCase
+from chalicelib.fanout_chunk import FanOutChunkCase
 from chalicelib.internal_events import pack_frames, unpack_frames
-from chalicelib.model import Connection, PostOutcome
+from chalicelib.message import MessageCase
+from chalicelib.model import Clients, Connection, PostOutcome
+from chalicelib.push import PushCase
 from chalicelib.routes import DEFAULT_ROUTES
 from tests import events
 from tests.fakes import FakeBackend, FakeGateway, FakeInvoker, FakeRegistry
@@ -22,9 +26,22 @@ NOW = 1_800_000_000
 ENDPOINT = f"https://{events.DOMAIN}/{events.STAGE}"
 
 
+class Proxy:
+    """Every use case on one set of clients."""
+
+    def __init__(self, clients: Clients) -> None:
+        self.settings = clients.settings
+        self.connect = ConnectCase(clients)
+        self.message = MessageCase(clients)
+        self.disconnect = DisconnectCase(clients)
+        self.deliver = DeliverCase(clients)
+        self.push = PushCase(clients)
+        self.fanout = FanOutChunkCase(clients)
+
+
 def make(
     **settings: Any,
-) -> tuple[UseCases, FakeRegistry, FakeBackend, dict[str, FakeGateway], FakeInvoker, list[float]]:
+) -> tuple[Proxy, FakeRegistry, FakeBackend, dict[str, FakeGateway], FakeInvoker, list[float]]:
     registry = FakeRegistry(clock=lambda: NOW)
     backend = FakeBackend()
     gateways: dict[str, FakeGateway] = {}
@@ -42,14 +59,8 @@ def make(
         **settings,
     }
     config = Settings(**values)
-    proxy = wire(
-        config,
-        registry,
-        backend,
-        invoker,
-        gateway_for,
-        metric=lambda name, value: None,
-        tuning=Tuning(clock=lambda: NOW, sleep=sleeps.append),
+    proxy = Proxy(
+        Clients(config, registry, backend, invoker, gateway_for, clock=lambda: NOW, sleep=sleeps.append)
     )
     return proxy, registry, backend, gateways, invoker, sleeps
 
@@ -120,14 +131,16 @@ def test_deliver_stops_waiting_once_the_connection_has_disconnected() -> None:
         proxy_sleep(seconds)
         registry.delete("booking#1", "A=")
 
-    proxy = wire(
-        proxy.settings,
-        registry,
-        FakeBackend(),
-        FakeInvoker(),
-        lambda endpoint: gateway,
-        metric=lambda name, value: None,
-        tuning=Tuning(clock=lambda: NOW, sleep=disconnect_during_pause),
+    proxy = Proxy(
+        Clients(
+            proxy.settings,
+            registry,
+            FakeBackend(),
+            FakeInvoker(),
+            lambda endpoint: gateway,
+            clock=lambda: NOW,
+            sleep=disconnect_during_pause,
+        )
     )
     result = proxy.deliver.handle(
         {"connection_id": "A=", "channel": "booking#1", "frames": pack_frames(frames)}, long()
