@@ -20,7 +20,7 @@ from chalicelib.clients import answer_with, build_clients, function_name
 from chalicelib.connect import ConnectCase, DisconnectCase
 from chalicelib.deadline import Deadline
 from chalicelib.deliver import DeliverCase
-from chalicelib.fanout_chunk import FanOutChunkCase
+from chalicelib.fanout import FanOutChunkCase
 from chalicelib.message import MessageCase
 from chalicelib.model import Clients
 from chalicelib.push import PushCase

@@ -1,6 +1,6 @@
 """Fan-out: one channel of N connections behind a Management API taking 20 ms per post.
 
-Ours is ``chalicelib.gateway.ConnectionGateway.fan_out`` built as
+Ours is ``chalicelib.gateway.ConnectionGateway.post_many`` built as
 ``chalicelib.container`` builds it (``ManagementApi`` over ``Transport``,
 ``FANOUT_WORKERS`` posts in flight on the pool's event loop). The baseline is what the replaced
 proxy did: a plain boto3 ``apigatewaymanagementapi`` client posting
@@ -116,10 +116,10 @@ def _measure(
 
 
 def run_ours(gateway: ConnectionGateway, server: Server, ids: Sequence[str]) -> Run:
-    gateway.fan_out(connection_ids(2 * WORKERS, "warm"), PAYLOAD)  # a warm container's pool
+    gateway.post_many(connection_ids(2 * WORKERS, "warm"), PAYLOAD)  # a warm container's pool
 
     def action() -> int:
-        return gateway.fan_out(ids, PAYLOAD).delivered
+        return gateway.post_many(ids, PAYLOAD).delivered
 
     return _measure("ours", server, len(ids), len(ids), action)
 
@@ -183,9 +183,9 @@ def cpu_breakdown(server: Server, posts: int = 2000) -> dict[str, Any]:
         return (time.process_time() - cpu) * 1000 / posts
 
     def per_post_fan_out(target: ConnectionGateway) -> float:
-        target.fan_out(ids[:200], PAYLOAD)
+        target.post_many(ids[:200], PAYLOAD)
         cpu = time.process_time()
-        delivered = target.fan_out(ids, PAYLOAD).delivered
+        delivered = target.post_many(ids, PAYLOAD).delivered
         if delivered != posts:
             raise RuntimeError(f"{delivered} of {posts} delivered")
         return (time.process_time() - cpu) * 1000 / posts
@@ -239,16 +239,16 @@ def tls_cost(posts: int) -> dict[str, float]:
                 region="us-east-1",
             )
             gateway = ConnectionGateway(api, None, WORKERS)
-            gateway.fan_out(connection_ids(8, "w"), PAYLOAD)  # the loop thread, not a TLS connection yet
+            gateway.post_many(connection_ids(8, "w"), PAYLOAD)  # the loop thread, not a TLS connection yet
             opened = server.stats()["connections"]
             cold_ids = connection_ids(WORKERS * 4, "cold")
             cpu = time.process_time()
-            gateway.fan_out(cold_ids, PAYLOAD)
+            gateway.post_many(cold_ids, PAYLOAD)
             cold = time.process_time() - cpu
             handshakes = server.stats()["connections"] - opened - 1  # less the first stats call's own
             ids = connection_ids(posts, "tls")
             cpu = time.process_time()
-            delivered = gateway.fan_out(ids, PAYLOAD).delivered
+            delivered = gateway.post_many(ids, PAYLOAD).delivered
             warm = (time.process_time() - cpu) * 1000 / posts
             if delivered != posts:
                 raise RuntimeError(f"TLS: {delivered} of {posts} delivered")
@@ -313,7 +313,7 @@ def floor(res: dict[str, Any], n: int, cpu_ms_per_post: float) -> float:
 def lines(res: dict[str, Any]) -> list[str]:
     out = [
         (
-            f"Fan-out (ConnectionGateway.fan_out alone): stand-in answers each post after "
+            f"Fan-out (ConnectionGateway.post_many alone): stand-in answers each post after "
             f"{res['delay_s'] * 1000:.0f} ms; ours {res['workers']} in flight; {res['cores']} cores"
         ),
         (
@@ -420,7 +420,7 @@ def plot(res: dict[str, Any], path: Any) -> None:
 
 
 NOTE = (
-    "- **Fan-out**: ours is `ConnectionGateway.fan_out` built as `chalicelib/container.py` builds it "
+    "- **Fan-out**: ours is `ConnectionGateway.post_many` built as `chalicelib/container.py` builds it "
     "(`ManagementApi` over `Transport`, dummy credentials), FANOUT_WORKERS posts in flight. "
     "The baseline is a plain boto3 `apigatewaymanagementapi` client calling `post_to_connection` "
     "sequentially (the replaced proxy), measured whole at 100 and on its first 200 posts above, "

@@ -149,11 +149,11 @@ def sweep(spec: dict[str, Any]) -> dict[str, Any]:
             credentials=lambda: ReadOnlyCredentials("AKIDEXAMPLE", "secret", "token"),
         )
         gateway = ConnectionGateway(api, ThreadPoolExecutor(2), workers)
-        gateway.fan_out(connection_ids(workers, "warm"), PAYLOAD)
+        gateway.post_many(connection_ids(workers, "warm"), PAYLOAD)
         runs = []
         for _ in range(int(spec.get("repeats", 3))):
             cpu, started = time.process_time(), time.perf_counter()
-            delivered = gateway.fan_out(connection_ids(posts), PAYLOAD).delivered
+            delivered = gateway.post_many(connection_ids(posts), PAYLOAD).delivered
             if delivered != posts:
                 raise RuntimeError(f"{delivered} of {posts} delivered")
             runs.append((time.perf_counter() - started, (time.process_time() - cpu) * 1000 / posts))

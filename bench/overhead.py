@@ -12,7 +12,7 @@ the container's lazily built dependencies), against:
 Each message is a chat frame the backend answers with ``broadcast: true``, so
 a message is: one GSI Query, one backend POST, one channel Query, a fan-out to
 the channel. Time spent inside ``BackendClient.post`` and the gateway's
-``post``/``fan_out`` is measured by wrapping them and subtracted; the time
+``post``/``post_many`` is measured by wrapping them and subtracted; the time
 inside DynamoDB calls (botocore + moto over loopback) is reported beside it.
 
 Run in its own interpreter (``python -m bench.overhead``); the handler's logs
@@ -163,7 +163,7 @@ def measure(messages: int, standin_base: str, moto_base: str) -> dict[str, Any]:
     timer = Timer()
     backend.post = timer.wrap("backend", backend.post)
     gateway.post = timer.wrap("management_api", gateway.post)
-    gateway.fan_out = timer.wrap("management_api", gateway.fan_out)
+    gateway.post_many = timer.wrap("management_api", gateway.post_many)
     registry._call = timer.wrap("dynamodb", registry._call)  # noqa: SLF001 - times DynamoDB at its one dispatcher
 
     rows: list[dict[str, float]] = []
@@ -266,7 +266,7 @@ def lines(res: dict[str, Any]) -> list[str]:
         f"  {'ms per message':<54} {'median':>7} {'p99':>7}",
         row("handler (app.message, whole)", "handler"),
         row("  in backend (BackendClient.post)", "backend"),
-        row("  in Management API (gateway post/fan_out)", "management_api"),
+        row("  in Management API (gateway post/post_many)", "management_api"),
         row("  in DynamoDB calls (botocore + moto server, loopback)", "dynamodb"),
         row("    of which botocore CPU in this process", "dynamodb_client_cpu"),
         row("overhead = handler - backend - Management API", "overhead"),
@@ -329,7 +329,7 @@ NOTE = (
     "middleware), dependencies built by the container from the environment: `BACKEND_URL` and "
     "`API_GATEWAY_ENDPOINT` point at the stand-in (answering at once), `AWS_ENDPOINT_URL_DYNAMODB` "
     "at a moto server in its own process. Handler logs go to /dev/null. Time inside "
-    "`BackendClient.post`, the gateway's `post`/`fan_out` and the registry's DynamoDB calls is "
+    "`BackendClient.post`, the gateway's `post`/`post_many` and the registry's DynamoDB calls is "
     "measured by wrapping them; overhead = handler - backend - Management API, "
     "so it still holds the DynamoDB round trips to moto's server: the channel Query, plus the "
     "GSI Query for a connection's first message in a container (the 20 warm-up messages cover the "

@@ -64,7 +64,7 @@ def push_once(chunk_size: int) -> dict[str, Any]:
     """The coordinating invocation, then every chunk it handed off, each timed on its own."""
     from chalicelib.clients import build_clients
     from chalicelib.deadline import Deadline
-    from chalicelib.fanout_chunk import FanOutChunkCase
+    from chalicelib.fanout import FanOutChunkCase
     from chalicelib.push import PushCase
 
     os.environ["PUSH_CHUNK_SIZE"] = str(chunk_size)

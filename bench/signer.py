@@ -91,7 +91,7 @@ def run() -> dict[str, Any]:
     with standin(DELAY) as server:
         made = gateways(f"{server.base}/development")
         for gateway in made.values():
-            gateway.fan_out([f"warm{i:08d}Q=" for i in range(WORKERS)], PAYLOAD)
+            gateway.post_many([f"warm{i:08d}Q=" for i in range(WORKERS)], PAYLOAD)
         for n in SIZES:
             ids = [f"c{i:011d}Q=" for i in range(n)]
             runs: dict[str, list[tuple[float, float]]] = {name: [] for name in made}
@@ -99,7 +99,7 @@ def run() -> dict[str, Any]:
                 for name, gateway in made.items():
                     cpu = time.process_time()
                     started = time.perf_counter()
-                    delivered = gateway.fan_out(ids, PAYLOAD).delivered
+                    delivered = gateway.post_many(ids, PAYLOAD).delivered
                     wall = time.perf_counter() - started
                     if delivered != n:
                         raise RuntimeError(f"{name}: {delivered} of {n} delivered")

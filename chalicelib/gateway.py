@@ -209,7 +209,7 @@ class ConnectionGateway:
     def post(self, connection_id: str, data: bytes, *, deadline: float | None = None) -> PostOutcome:
         return self.api.post(connection_id, data, deadline=deadline)
 
-    def fan_out(
+    def post_many(
         self,
         connection_ids: Iterable[str],
         data: bytes,
@@ -230,7 +230,7 @@ class ConnectionGateway:
             return FanOutResult()
         signer = self.api.signer(data)
         outcomes: list[PostOutcome] = self.api.transport.run(
-            self._fan_out(ids, data, signer, on_gone, deadline)
+            self._post_many(ids, data, signer, on_gone, deadline)
         )
         result = FanOutResult()
         for connection_id, outcome in zip(ids, outcomes, strict=True):
@@ -247,7 +247,7 @@ class ConnectionGateway:
         result.duration_ms = round((time.perf_counter() - started) * 1000, 1)
         return result
 
-    async def _fan_out(
+    async def _post_many(
         self,
         ids: list[str],
         data: bytes,

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from chalicelib import protocol
+from chalicelib.channel_sender import ChannelSender
 from chalicelib.deadline import Deadline
 from chalicelib.errors import (
     BackendUnavailable,
@@ -30,7 +31,6 @@ from chalicelib.errors import (
     Unauthorized,
     UnknownConnection,
 )
-from chalicelib.fanout import FanOut
 from chalicelib.model import (
     Clients,
     Connection,
@@ -101,8 +101,8 @@ class MessageCase:
                 elif kind == "auth":
                     self._authenticate(gateway, connection_id, frame, request, deadline, run.log)
                 else:
-                    fan_out = FanOut(self._clients, own_function_name)
-                    self._forward(gateway, fan_out, connection_id, frame, request, deadline, run.log)
+                    sender = ChannelSender(self._clients, own_function_name)
+                    self._forward(gateway, sender, connection_id, frame, request, deadline, run.log)
                 self._metric("Messages", 1)
             except ProxyError as exc:
                 run.log["outcome"] = exc.code
@@ -153,7 +153,7 @@ class MessageCase:
     def _forward(
         self,
         gateway: Gateway,
-        fan_out: FanOut,
+        sender: ChannelSender,
         connection_id: str,
         frame: dict[str, Any],
         ref: Any,
@@ -173,11 +173,11 @@ class MessageCase:
                 members = self._registry.channel_ids(conn.channel, conn.connection_type)
                 others = [i for i in members if i != connection_id]
                 others_frames = own if ref is None else protocol.frames_for(answer)
-                result = fan_out.broadcast(
+                result = sender.broadcast(
                     gateway, conn.channel, connection_id, own, others, others_frames, deadline
                 )
             else:
-                result = fan_out.deliver(gateway, conn.channel, [connection_id], own, deadline, attempt=0)
+                result = sender.send_here(gateway, conn.channel, [connection_id], own, deadline, attempt=0)
         except BackendUnavailable as exc:
             # The backend has accepted the message: resending it would store it twice.
             raise DeliveryFailed(

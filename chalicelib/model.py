@@ -117,7 +117,7 @@ class Gateway(Protocol):
 
     def post(self, connection_id: str, data: bytes, *, deadline: float | None = None) -> PostOutcome: ...
 
-    def fan_out(
+    def post_many(
         self,
         connection_ids: Iterable[str],
         data: bytes,

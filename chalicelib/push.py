@@ -13,9 +13,9 @@ import logging
 from typing import Any
 
 from chalicelib import protocol
+from chalicelib.channel_sender import ChannelSender
 from chalicelib.deadline import Deadline
 from chalicelib.errors import ConfigurationError, InvalidMessage, ProxyError
-from chalicelib.fanout import FanOut
 from chalicelib.model import Clients
 from chalicelib.summary import HandlerRun
 
@@ -64,8 +64,8 @@ class PushCase:
         ids = [
             i for i in self._registry.channel_ids(channel, target.connection_type) if i not in target.exclude
         ]
-        fan_out = FanOut(self._clients, own_function_name)
-        result = fan_out.to_channel(gateway, channel, ids, target.frames, deadline)
+        sender = ChannelSender(self._clients, own_function_name)
+        result = sender.send(gateway, channel, ids, target.frames, deadline)
         answer = {
             "delivered": result.delivered,
             "gone": len(result.gone),

@@ -117,7 +117,7 @@ class FakeGateway:
             self.received.setdefault(connection_id, []).append(data)
         return outcome
 
-    def fan_out(
+    def post_many(
         self,
         connection_ids: Any,
         data: bytes,

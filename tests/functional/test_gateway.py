@@ -115,7 +115,7 @@ def test_unreachable_endpoint_fails_without_raising() -> None:
     with refused_port() as port:
         gateway = make_gateway(f"http://127.0.0.1:{port}/development")
         assert gateway.post("X=", b"{}") is PostOutcome.FAILED
-        result = gateway.fan_out(["X=", "Y="], b"{}")
+        result = gateway.post_many(["X=", "Y="], b"{}")
     assert result.failed == ["X=", "Y="]
     assert result.delivered == 0
 
@@ -125,10 +125,10 @@ def test_fan_out_sorts_outcomes_and_reports_gone_through_the_callback(mgmt: Mana
     mgmt.max_post_bytes = 10_000
     removed: list[str] = []
     gateway = make_gateway(mgmt.endpoint)
-    result = gateway.fan_out(["A=", "G=", "B="], b'{"m":1}', on_gone=removed.append)
+    result = gateway.post_many(["A=", "G=", "B="], b'{"m":1}', on_gone=removed.append)
     assert (result.delivered, result.gone, result.failed) == (2, ["G="], [])
     assert removed == ["G="]
-    big = gateway.fan_out(["L="], b'{"p":"' + b"x" * 20_000 + b'"}')
+    big = gateway.post_many(["L="], b'{"p":"' + b"x" * 20_000 + b'"}')
     assert big.too_large == ["L="]
 
 
@@ -138,7 +138,7 @@ def test_cleanup_failure_does_not_stop_delivery(mgmt: ManagementApiStandIn) -> N
     def broken(cid: str) -> None:
         raise RuntimeError("dynamodb down")
 
-    result = make_gateway(mgmt.endpoint).fan_out(["A=", "G1=", "G2=", "B="], b"{}", on_gone=broken)
+    result = make_gateway(mgmt.endpoint).post_many(["A=", "G1=", "G2=", "B="], b"{}", on_gone=broken)
     assert result.delivered == 2
     assert sorted(result.gone) == ["G1=", "G2="]
 
@@ -231,7 +231,7 @@ def test_deadline_caps_posts_that_never_answer_and_returns_the_rest_unsent(silen
     gateway = silent_gateway(silent.endpoint, workers=3)
     ids = [f"C{i}=" for i in range(10)]
     deadline = time.monotonic() + 0.4
-    result = gateway.fan_out(ids, b"{}", deadline=deadline)
+    result = gateway.post_many(ids, b"{}", deadline=deadline)
     # The first three went out and were cut at the deadline (failed, a later attempt's job);
     # nothing else was started, because nothing could have finished in time.
     assert result.failed == ids[:3]
@@ -245,7 +245,7 @@ def test_deadline_caps_posts_that_never_answer_and_returns_the_rest_unsent(silen
 
 def test_a_passed_deadline_attempts_nothing(silent: SilentServer) -> None:
     gateway = silent_gateway(silent.endpoint, workers=4)
-    result = gateway.fan_out(["A=", "B="], b"{}", deadline=time.monotonic() - 1)
+    result = gateway.post_many(["A=", "B="], b"{}", deadline=time.monotonic() - 1)
     assert result.unsent == ["A=", "B="]
     assert result.attempted == 0
     assert gateway.post("A=", b"{}", deadline=time.monotonic() + 0.01) is PostOutcome.UNSENT
@@ -294,14 +294,14 @@ def test_retry_sleeps_are_capped_to_the_time_left(mgmt: ManagementApiStandIn) ->
 
 def test_without_a_deadline_nothing_is_unsent(mgmt: ManagementApiStandIn) -> None:
     mgmt.open.update({"A=", "B="})
-    result = make_gateway(mgmt.endpoint).fan_out(["A=", "B=", "G="], b"{}")
+    result = make_gateway(mgmt.endpoint).post_many(["A=", "B=", "G="], b"{}")
     assert (result.delivered, result.gone, result.unsent) == (2, ["G="], [])
 
 
 def test_fan_out_and_post_when_the_deadline_leaves_time_deliver(mgmt: ManagementApiStandIn) -> None:
     mgmt.open.update({"A=", "B="})
     gateway = make_gateway(mgmt.endpoint)
-    result = gateway.fan_out(["A=", "B="], b"{}", deadline=time.monotonic() + 30)
+    result = gateway.post_many(["A=", "B="], b"{}", deadline=time.monotonic() + 30)
     assert result.delivered == 2
     assert result.unsent == []
     assert gateway.post("A=", b"{}", deadline=time.monotonic() + 30) is PostOutcome.DELIVERED
@@ -580,7 +580,7 @@ def test_posts_over_tls_verify_the_server_certificate(tmp_path: Path) -> None:
             None,
             2,
         )
-        assert trusting.fan_out(["A=", "B="], b"{}").delivered == 2
+        assert trusting.post_many(["A=", "B="], b"{}").delivered == 2
         assert trusting.post("C=", b"{}") is PostOutcome.DELIVERED
         assert server.connections <= 2  # keep-alive over TLS too
         # The default context (the system's trust store) does not trust a self-signed certificate.

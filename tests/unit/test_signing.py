@@ -154,7 +154,7 @@ def test_requests_on_the_wire_carry_a_signature_botocore_computes_from_them(
     ids = ["Ab+/cd=", "x y", "..", "é~"]
     try:
         gateway = ConnectionGateway(api, None, 2)
-        assert gateway.fan_out(ids, b'{"m":"\xc3\xa9"}').delivered == len(ids)
+        assert gateway.post_many(ids, b'{"m":"\xc3\xa9"}').delivered == len(ids)
     finally:
         server.sock.close()
     assert len(server.requests) == len(ids)

@@ -13,7 +13,7 @@ from chalicelib.config import Settings
 from chalicelib.connect import ConnectCase, DisconnectCase
 from chalicelib.deadline import Deadline
 from chalicelib.deliver import DeliverCase
-from chalicelib.fanout_chunk import FanOutChunkCase
+from chalicelib.fanout import FanOutChunkCase
 from chalicelib.internal_events import pack_frames, unpack_frames
 from chalicelib.message import MessageCase
 from chalicelib.model import Clients, Connection, PostOutcome
