@@ -29,7 +29,7 @@ from botocore.config import Config
 
 from bench.part import Target, part_main
 from bench.servers import Server, standin, use_dummy_aws_env
-from chalicelib import protocol
+from chalicelib import wire
 from chalicelib.gateway import ConnectionGateway, ManagementApi
 from chalicelib.transport import Transport
 
@@ -43,7 +43,7 @@ SIZES = (100, 1000, 5000)
 SEQUENTIAL_WHOLE_UP_TO = 100
 SEQUENTIAL_SAMPLE = 200
 STAGE = "development"
-PAYLOAD = protocol.encode(
+PAYLOAD = wire.encode(
     {
         "type": "message",
         "message": {"id": 123, "body": "Hello, see you at 10", "sender": "user_42"},

@@ -14,7 +14,7 @@ left (less a reserve), however slowly the backend answers. The outcome is a dict
 - an answer over ``MAX_RESPONSE_BYTES`` → ``BackendError`` (502), its connection closed.
 
 Answers are returned as parsed: a lone surrogate in them (``"\\udc80"``) is
-replaced by U+FFFD when a frame is encoded (``protocol.encode``), never refused,
+replaced by U+FFFD when a frame is encoded (``wire.encode``), never refused,
 so one bad stored message cannot lock a booking's history. An error ``detail``
 shown to the client has it replaced here.
 
@@ -30,7 +30,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from chalicelib import protocol
+from chalicelib import protocol, wire
 from chalicelib.deadline import Deadline
 from chalicelib.errors import BackendError, BackendUnavailable, Forbidden, Unauthorized
 from chalicelib.response_parser import HttpError, HttpTimeout, Response, ResponseTooLarge
@@ -89,13 +89,13 @@ class BackendClient:
     @staticmethod
     def _detail(response: Response) -> str | None:
         try:
-            body = protocol.loads(response.body)
+            body = wire.loads(response.body)
         except (ValueError, RecursionError):
             return None
         if isinstance(body, dict):
             detail = body.get("detail") or body.get("message")
             if isinstance(detail, str) and len(detail) <= 200:
-                return protocol.as_text(detail)  # shown to the client: never a lone surrogate
+                return wire.as_text(detail)  # shown to the client: never a lone surrogate
         return None
 
     def _answer(self, response: Response) -> dict[str, Any]:
@@ -114,9 +114,9 @@ class BackendClient:
         if status != 200:
             raise BackendError(f"the chat service answered an unexpected status {status}")
         try:
-            body = protocol.loads(response.body)
+            body = wire.loads(response.body)
         except (ValueError, RecursionError):
             raise BackendError("the chat service answered with invalid JSON") from None
-        if not isinstance(body, dict) or protocol.depth_exceeds(body, protocol.MAX_ANSWER_DEPTH):
+        if not isinstance(body, dict) or wire.depth_exceeds(body, protocol.MAX_ANSWER_DEPTH):
             raise BackendError("the chat service answered with something other than an object")
         return body

@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from chalicelib import protocol
+from chalicelib import protocol, wire
 from chalicelib.deadline import Deadline
 from chalicelib.internal_events import FanOutChunk
 from chalicelib.model import Clients, FanOutResult, Gateway
@@ -263,7 +263,7 @@ class ChannelSender:
         )
         # The reserve past the deadline is for exactly this: the note may use it.
         reserve = deadline.at + RESERVE_FOR_NOTES
-        gateway.post_many(ids, protocol.encode(note), on_gone=self.remover(channel), deadline=reserve)
+        gateway.post_many(ids, wire.encode(note), on_gone=self.remover(channel), deadline=reserve)
 
 
 #: How far past the work deadline (into the Lambda reserve) ``delivery_failed`` notes may go.

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from chalicelib import protocol
+from chalicelib import protocol, wire
 from chalicelib.deadline import Deadline
 from chalicelib.errors import (
     BackendError,
@@ -107,9 +107,9 @@ class ConnectCase:
             if payload is None:
                 continue
             try:
-                frames.extend(protocol.frames_for(payload))
+                frames.extend(wire.frames_for(payload))
             except TooLarge as exc:
-                frames.append(protocol.encode(protocol.error_frame_for(exc)))
+                frames.append(wire.encode(protocol.error_frame_for(exc)))
         now = int(self._clock())
         conn = Connection(
             connection_id=connection_id,
@@ -144,7 +144,7 @@ class ConnectCase:
             note = protocol.error_frame(
                 "too_large", "the initial payload is too large to deliver; reload in smaller pages"
             )
-            frames = [protocol.encode(note)]
+            frames = [wire.encode(note)]
         event = DeliveryEvent(conn.connection_id, conn.channel, frames)
         try:
             self._invoker.invoke_async(name, event.to_payload())

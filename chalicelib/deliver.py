@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from chalicelib import protocol
+from chalicelib import protocol, wire
 from chalicelib.deadline import Deadline
 from chalicelib.errors import ProxyError
 from chalicelib.internal_events import DeliveryEvent
@@ -85,7 +85,7 @@ class DeliverCase:
             else:
                 gateway.post(
                     event.connection_id,
-                    protocol.encode(
+                    wire.encode(
                         protocol.error_frame(
                             "delivery_failed",
                             "part of the initial payload could not be delivered; reconnect",

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from chalicelib import protocol
+from chalicelib import protocol, wire
 from chalicelib.channel_sender import ChannelSender
 from chalicelib.deadline import Deadline
 from chalicelib.errors import (
@@ -167,12 +167,12 @@ class MessageCase:
             body["token"] = conn.token
         answer = self._backend.post(route.message_path(conn.booking_id), body, deadline=deadline)
         broadcast = answer.get("broadcast") is True
-        own = protocol.frames_with_ref(answer, ref)
+        own = wire.frames_with_ref(answer, ref)
         try:
             if broadcast:
                 members = self._registry.channel_ids(conn.channel, conn.connection_type)
                 others = [i for i in members if i != connection_id]
-                others_frames = own if ref is None else protocol.frames_for(answer)
+                others_frames = own if ref is None else wire.frames_for(answer)
                 result = sender.broadcast(
                     gateway, conn.channel, connection_id, own, others, others_frames, deadline
                 )
@@ -195,7 +195,7 @@ class MessageCase:
 
     def _reply(self, gateway: Gateway, connection_id: str, frame: dict[str, Any]) -> None:
         """One of the proxy's own frames (pong, authenticated, error) to the sender, best effort."""
-        outcome = gateway.post(connection_id, protocol.encode(frame))
+        outcome = gateway.post(connection_id, wire.encode(frame))
         if outcome in (PostOutcome.FAILED, PostOutcome.TOO_LARGE):
             logger.warning(
                 "proxy frame refused", extra={"connection_id": connection_id, "error": outcome.value}

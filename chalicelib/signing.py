@@ -107,6 +107,3 @@ class Signer:
         if self._credentials.token:
             headers["X-Amz-Security-Token"] = self._credentials.token
         return headers
-
-
-# -- HTTP/1.1 over asyncio ------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib import protocol
+from chalicelib import wire
 from chalicelib.internal_events import pack_frames
 from tests.harness import Stack, chat_backend
 
@@ -45,7 +45,7 @@ def test_large_history_is_delivered_as_ordered_parts_each_within_the_limit(stack
     assert all(p["parts"] == len(parts) for p in parts)
     assert [m for p in parts for m in p["messages"]] == messages
     assert receipt == {"type": "receipt", "last_read": 599}
-    assert all(len(b) <= protocol.MAX_MESSAGE_BYTES for b in stack.mgmt.received["D1="])
+    assert all(len(b) <= wire.MAX_MESSAGE_BYTES for b in stack.mgmt.received["D1="])
 
 
 def test_oversize_payload_that_cannot_be_split_becomes_an_error_frame(stack: Stack) -> None:
@@ -98,7 +98,7 @@ def test_malformed_delivery_events_answer_an_error(stack: Stack) -> None:
 
 def test_delivery_event_round_trips_unicode_frames(stack: Stack) -> None:
     stack.seed("D9=")
-    frames = [protocol.encode({"type": "history", "messages": [{"body": "❤️ 😀"}]})]
+    frames = [wire.encode({"type": "history", "messages": [{"body": "❤️ 😀"}]})]
     event = {"connection_id": "D9=", "channel": "booking#1", "frames": pack_frames(frames)}
     assert stack.invoke("deliver", event)["delivered"] == 1
     assert stack.mgmt.frames("D9=") == [{"type": "history", "messages": [{"body": "❤️ 😀"}]}]

@@ -19,6 +19,7 @@ import boto3
 import pytest
 
 import app as app_module
+from chalicelib.channel_sender import FUNCTION_NAMES
 from chalicelib.internal_events import pack_frames
 from tests import events
 from tests.harness import Stack, chat_backend
@@ -26,7 +27,7 @@ from tests.standins import Reply
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATIONS = json.loads((ROOT / "infra" / "aws_operations.json").read_text())["operations"]
-FUNCTIONS = ("websocket_connect", "websocket_message", "websocket_disconnect", "deliver", "push", "fanout")
+FUNCTIONS = FUNCTION_NAMES
 HANDLERS = {
     "websocket_connect": "connect",
     "websocket_message": "message",

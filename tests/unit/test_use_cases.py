@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib import protocol
+from chalicelib import wire
 from chalicelib.config import Settings
 from chalicelib.connect import ConnectCase, DisconnectCase
 from chalicelib.deadline import Deadline
@@ -109,7 +109,7 @@ def test_deliver_waits_out_410_with_growing_pauses_and_keeps_order() -> None:
     gateway = FakeGateway(endpoint=ENDPOINT, open={"A="})
     gateways[ENDPOINT] = gateway
     gateway.scripted["A="] = [PostOutcome.GONE] * 4
-    frames = [protocol.encode({"n": i}) for i in range(3)]
+    frames = [wire.encode({"n": i}) for i in range(3)]
     result = proxy.deliver.handle(
         {"connection_id": "A=", "channel": "booking#1", "frames": pack_frames(frames)}, long()
     )
@@ -123,7 +123,7 @@ def test_deliver_stops_waiting_once_the_connection_has_disconnected() -> None:
     add(registry, "A=")
     gateway = FakeGateway(endpoint=ENDPOINT)  # never opens: 410 for ever
     gateways[ENDPOINT] = gateway
-    frames = [protocol.encode({"n": 1})]
+    frames = [wire.encode({"n": 1})]
     # its $disconnect runs during the first pause
     proxy_sleep = sleeps.append
 
