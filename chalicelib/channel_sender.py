@@ -192,7 +192,7 @@ class ChannelSender:
                 break
             young: set[str] = set()  # 410 while maybe still in the handshake: tried again later
             remove = self.remover(channel, young if grace else None)
-            result = gateway.post_many(remaining, data, on_gone=remove, deadline=deadline.at)
+            result = gateway.post_many(remaining, data, on_gone=remove, deadline=deadline)
             if young:
                 result.gone = [i for i in result.gone if i not in young]
                 result.failed = [*result.failed, *young]
@@ -262,7 +262,7 @@ class ChannelSender:
             retryable=True,
         )
         # The reserve past the deadline is for exactly this: the note may use it.
-        reserve = deadline.at + RESERVE_FOR_NOTES
+        reserve = deadline.later(RESERVE_FOR_NOTES)
         gateway.post_many(ids, wire.encode(note), on_gone=self.remover(channel), deadline=reserve)
 
 

@@ -65,7 +65,7 @@ class DeliverCase:
         delay, waited = 0.05, 0.0
         for frame in event.frames:
             while True:
-                result = gateway.post(event.connection_id, frame, deadline=deadline.at)
+                result = gateway.post(event.connection_id, frame, deadline=deadline)
                 if (
                     result is not PostOutcome.GONE
                     or waited + delay > self._retry_seconds
@@ -92,7 +92,7 @@ class DeliverCase:
                             retryable=True,
                         )
                     ),
-                    deadline=deadline.at + 1.0,
+                    deadline=deadline.later(1.0),
                 )
                 self._metric("DeliveryFailures", 1)
             return delivered, result.value

@@ -23,7 +23,7 @@ Outcomes of one post (docs/protocol.md):
 - anything else (400, 403) → ``FAILED`` at once;
 - ``UNSENT``: only with a deadline, when no attempt could start before it.
 
-A deadline (a ``time.monotonic()`` value) bounds a post or a fan-out: no post is
+A ``Deadline`` bounds a post or ``post_many``: no post is
 started with less than ``RetryPolicy.min_post_seconds`` left, each attempt's
 connect and read timeouts and each retry's sleep are cut to the time left, and a
 fan-out answers the ids it never attempted in ``FanOutResult.unsent``.
@@ -43,6 +43,7 @@ from urllib.parse import quote, urlsplit
 
 from botocore.credentials import ReadOnlyCredentials
 
+from chalicelib.deadline import Deadline
 from chalicelib.model import FanOutResult, PostOutcome
 from chalicelib.response_parser import HttpError
 from chalicelib.signing import DEFAULT_PORTS, METHOD, RequestSigner, Signer, signing_host
@@ -84,7 +85,6 @@ class ManagementApi:
         region: str,
         retry: RetryPolicy = RetryPolicy(),
         sleep: Sleep = asyncio.sleep,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         parts = urlsplit(self.endpoint)
@@ -99,7 +99,6 @@ class ManagementApi:
         self._region = region
         self._retry = retry
         self._sleep = sleep
-        self._clock = clock
 
     def path(self, connection_id: str) -> str:
         quoted = quote(connection_id, safe="~")
@@ -118,11 +117,12 @@ class ManagementApi:
         head = f"{METHOD} {path} HTTP/1.1\r\nHost: {self._host}\r\n{lines}Content-Length: {length}\r\n\r\n"
         return head.encode()
 
-    def _left(self, deadline: float | None) -> float:
-        return float("inf") if deadline is None else deadline - self._clock()
+    @staticmethod
+    def _left(deadline: Deadline | None) -> float:
+        return float("inf") if deadline is None else deadline.remaining()
 
     async def post_async(
-        self, connection_id: str, data: bytes, signer: RequestSigner, deadline: float | None = None
+        self, connection_id: str, data: bytes, signer: RequestSigner, deadline: Deadline | None = None
     ) -> PostOutcome:
         """Post one frame to one connection on the transport's loop, retrying throttles and faults."""
         retry = self._retry
@@ -180,7 +180,7 @@ class ManagementApi:
         data: bytes,
         signer: RequestSigner | None = None,
         *,
-        deadline: float | None = None,
+        deadline: Deadline | None = None,
     ) -> PostOutcome:
         """``post_async`` from a thread outside the transport's loop."""
         outcome: PostOutcome = self.transport.run(
@@ -206,7 +206,7 @@ class ConnectionGateway:
     def endpoint(self) -> str:
         return self.api.endpoint
 
-    def post(self, connection_id: str, data: bytes, *, deadline: float | None = None) -> PostOutcome:
+    def post(self, connection_id: str, data: bytes, *, deadline: Deadline | None = None) -> PostOutcome:
         return self.api.post(connection_id, data, deadline=deadline)
 
     def post_many(
@@ -215,7 +215,7 @@ class ConnectionGateway:
         data: bytes,
         *,
         on_gone: Callable[[str], None] | None = None,
-        deadline: float | None = None,
+        deadline: Deadline | None = None,
     ) -> FanOutResult:
         """Post ``data`` to every id, at most ``workers`` at once.
 
@@ -253,7 +253,7 @@ class ConnectionGateway:
         data: bytes,
         signer: RequestSigner,
         on_gone: Callable[[str], None] | None,
-        deadline: float | None,
+        deadline: Deadline | None,
     ) -> list[PostOutcome]:
         loop = asyncio.get_running_loop()
         outcomes = [PostOutcome.UNSENT] * len(ids)

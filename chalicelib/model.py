@@ -115,7 +115,7 @@ class Gateway(Protocol):
     @property
     def endpoint(self) -> str: ...
 
-    def post(self, connection_id: str, data: bytes, *, deadline: float | None = None) -> PostOutcome: ...
+    def post(self, connection_id: str, data: bytes, *, deadline: Deadline | None = None) -> PostOutcome: ...
 
     def post_many(
         self,
@@ -123,7 +123,7 @@ class Gateway(Protocol):
         data: bytes,
         *,
         on_gone: Callable[[str], None] | None = None,
-        deadline: float | None = None,
+        deadline: Deadline | None = None,
     ) -> FanOutResult: ...
 
 

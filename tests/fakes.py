@@ -107,7 +107,7 @@ class FakeGateway:
     scripted: dict[str, list[PostOutcome]] = field(default_factory=dict)
     received: dict[str, list[bytes]] = field(default_factory=dict)
 
-    def post(self, connection_id: str, data: bytes, *, deadline: float | None = None) -> PostOutcome:
+    def post(self, connection_id: str, data: bytes, *, deadline: Deadline | None = None) -> PostOutcome:
         script = self.scripted.get(connection_id)
         if script:
             outcome = script.pop(0)
@@ -123,7 +123,7 @@ class FakeGateway:
         data: bytes,
         *,
         on_gone: Callable[[str], None] | None = None,
-        deadline: float | None = None,
+        deadline: Deadline | None = None,
     ) -> FanOutResult:
         result = FanOutResult()
         for cid in connection_ids:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from botocore.credentials import ReadOnlyCredentials
 
+from chalicelib.deadline import Deadline
 from chalicelib.gateway import ConnectionGateway, ManagementApi, RetryPolicy
 from chalicelib.model import PostOutcome
 from chalicelib.response_parser import HttpError, ResponseTooLarge
@@ -230,7 +231,7 @@ def silent_gateway(endpoint: str, workers: int) -> ConnectionGateway:
 def test_deadline_caps_posts_that_never_answer_and_returns_the_rest_unsent(silent: SilentServer) -> None:
     gateway = silent_gateway(silent.endpoint, workers=3)
     ids = [f"C{i}=" for i in range(10)]
-    deadline = time.monotonic() + 0.4
+    deadline = Deadline.after(0.4)
     result = gateway.post_many(ids, b"{}", deadline=deadline)
     # The first three went out and were cut at the deadline (failed, a later attempt's job);
     # nothing else was started, because nothing could have finished in time.
@@ -239,22 +240,22 @@ def test_deadline_caps_posts_that_never_answer_and_returns_the_rest_unsent(silen
     assert result.delivered == 0
     assert result.gone == []
     assert result.attempted == 3
-    assert time.monotonic() >= deadline - 0.05  # they waited for an answer until the deadline
+    assert time.monotonic() >= deadline.at - 0.05  # they waited for an answer until the deadline
     assert silent.requests == 3  # one attempt each: no retry could fit
 
 
 def test_a_passed_deadline_attempts_nothing(silent: SilentServer) -> None:
     gateway = silent_gateway(silent.endpoint, workers=4)
-    result = gateway.post_many(["A=", "B="], b"{}", deadline=time.monotonic() - 1)
+    result = gateway.post_many(["A=", "B="], b"{}", deadline=Deadline.after(-1))
     assert result.unsent == ["A=", "B="]
     assert result.attempted == 0
-    assert gateway.post("A=", b"{}", deadline=time.monotonic() + 0.01) is PostOutcome.UNSENT
+    assert gateway.post("A=", b"{}", deadline=Deadline.after(0.01)) is PostOutcome.UNSENT
     assert silent.requests == 0
 
 
 def test_single_post_with_a_deadline_is_cut_and_failed(silent: SilentServer) -> None:
     gateway = silent_gateway(silent.endpoint, workers=1)
-    assert gateway.post("A=", b"{}", deadline=time.monotonic() + 0.2) is PostOutcome.FAILED
+    assert gateway.post("A=", b"{}", deadline=Deadline.after(0.2)) is PostOutcome.FAILED
     assert silent.requests == 1
 
 
@@ -280,15 +281,14 @@ def test_retry_sleeps_are_capped_to_the_time_left(mgmt: ManagementApiStandIn) ->
         region="eu-west-1",
         retry=FixedBackoff(throttle_attempts=50, min_post_seconds=0.1, attempt_seconds=1.5),
         sleep=sleep,
-        clock=clock,
     )
     gateway = ConnectionGateway(api, None, 1)
-    deadline = clock.now + 0.5
+    deadline = Deadline(clock.now + 0.5, clock)
     assert gateway.post("T=", b"{}", deadline=deadline) is PostOutcome.FAILED
     # However long the backoff wanted, no sleep runs past the deadline minus one post's minimum.
     # The 1 s backoff is cut to what leaves one post's minimum: that retry is the last one.
     assert sleeps == [pytest.approx(0.4)]
-    assert clock.now == pytest.approx(deadline - 0.1)
+    assert clock.now == pytest.approx(deadline.at - 0.1)
     assert mgmt.posts_to("T=") == 2
 
 
@@ -301,10 +301,10 @@ def test_without_a_deadline_nothing_is_unsent(mgmt: ManagementApiStandIn) -> Non
 def test_fan_out_and_post_when_the_deadline_leaves_time_deliver(mgmt: ManagementApiStandIn) -> None:
     mgmt.open.update({"A=", "B="})
     gateway = make_gateway(mgmt.endpoint)
-    result = gateway.post_many(["A=", "B="], b"{}", deadline=time.monotonic() + 30)
+    result = gateway.post_many(["A=", "B="], b"{}", deadline=Deadline.after(30))
     assert result.delivered == 2
     assert result.unsent == []
-    assert gateway.post("A=", b"{}", deadline=time.monotonic() + 30) is PostOutcome.DELIVERED
+    assert gateway.post("A=", b"{}", deadline=Deadline.after(30)) is PostOutcome.DELIVERED
 
 
 # -- the HTTP/1.1 client against servers that misbehave ----------------------------
