@@ -37,6 +37,12 @@ def _connection_id(event: Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
     return ctx, str(ctx.get("connectionId", ""))
 
 
+def _refused(outcome: str) -> dict[str, Any]:
+    """``$connect`` when its work raised: the handshake is refused with 500."""
+    reason = "the proxy is misconfigured" if outcome == "misconfigured" else "internal error"
+    return {"statusCode": 500, "body": reason}
+
+
 class ConnectCase:
     def __init__(self, clients: Clients) -> None:
         self._settings = clients.settings
@@ -49,18 +55,7 @@ class ConnectCase:
     def handle(self, event: Mapping[str, Any], deadline: Deadline) -> dict[str, Any]:
         ctx, connection_id = _connection_id(event)
 
-        def fallback(outcome: str) -> dict[str, Any]:
-            if outcome == "misconfigured":
-                return {"statusCode": 500, "body": "the proxy is misconfigured"}
-            return {"statusCode": 500, "body": "internal error"}
-
-        with HandlerRun(
-            "$connect",
-            fallback,
-            last_resort={"statusCode": 500},
-            message="connect",
-            connection_id=connection_id,
-        ) as run:
+        with HandlerRun("$connect", connection_id=connection_id, on_failure=_refused) as run:
             try:
                 run.result = self._connect(event, ctx, connection_id, deadline, run.log)
                 run.log["outcome"] = "accepted"
@@ -164,11 +159,7 @@ class DisconnectCase:
     def handle(self, event: Mapping[str, Any]) -> dict[str, Any]:
         _, connection_id = _connection_id(event)
         with HandlerRun(
-            "$disconnect",
-            lambda outcome: {"statusCode": 200},
-            last_resort={"statusCode": 200},
-            message="disconnect",
-            connection_id=connection_id,
+            "$disconnect", connection_id=connection_id, on_failure=lambda _: {"statusCode": 200}
         ) as run:
             run.result = {"statusCode": 200}
             try:

@@ -33,12 +33,7 @@ class DeliverCase:
         self._metric = clients.metric
 
     def handle(self, payload: Any, deadline: Deadline) -> dict[str, Any]:
-        def fallback(outcome: str) -> dict[str, Any]:
-            return {"error": {"code": outcome, "message": "the delivery could not be processed"}}
-
-        with HandlerRun(
-            "deliver", fallback, last_resort={"error": {"code": "internal_error"}}, message="deliver"
-        ) as run:
+        with HandlerRun("deliver") as run:
             try:
                 event = DeliveryEvent.from_payload(payload)
             except ValueError as exc:

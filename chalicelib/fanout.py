@@ -32,12 +32,7 @@ class FanOutChunkCase:
     def handle(
         self, payload: Any, deadline: Deadline, own_function_name: str | None = None
     ) -> dict[str, Any]:
-        def fallback(outcome: str) -> dict[str, Any]:
-            return {"error": {"code": outcome, "message": "the chunk could not be processed"}}
-
-        with HandlerRun(
-            "fanout", fallback, last_resort={"error": {"code": "internal_error"}}, message="fanout"
-        ) as run:
+        with HandlerRun("fanout") as run:
             try:
                 chunk = FanOutChunk.from_payload(payload, max_attempt=LATER_ATTEMPTS)
             except ValueError as exc:

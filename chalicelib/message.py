@@ -81,11 +81,7 @@ class MessageCase:
             return {"statusCode": 200}
 
         with HandlerRun(
-            "$default",
-            fallback,
-            last_resort={"statusCode": 200},
-            message="message",
-            connection_id=connection_id,
+            "$default", connection_id=connection_id, on_failure=fallback, last_resort={"statusCode": 200}
         ) as run:
             gateway = self._gateway_for(self._settings.endpoint_for(ctx))
             run.result = {"statusCode": 200}

@@ -32,13 +32,7 @@ class PushCase:
         self._gateway_for = clients.gateway_for
 
     def handle(self, event: Any, deadline: Deadline, own_function_name: str | None = None) -> dict[str, Any]:
-        def fallback(outcome: str) -> dict[str, Any]:
-            message = "the proxy is misconfigured" if outcome == "misconfigured" else None
-            return {"error": {"code": outcome, "message": message or "the push could not be processed"}}
-
-        with HandlerRun(
-            "push", fallback, last_resort={"error": {"code": "internal_error"}}, message="push"
-        ) as run:
+        with HandlerRun("push") as run:
             try:
                 run.result = self._push(event, deadline, own_function_name, run.log)
             except ProxyError as exc:
