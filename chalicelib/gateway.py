@@ -234,16 +234,7 @@ class ConnectionGateway:
         )
         result = FanOutResult()
         for connection_id, outcome in zip(ids, outcomes, strict=True):
-            if outcome is PostOutcome.DELIVERED:
-                result.delivered += 1
-            elif outcome is PostOutcome.GONE:
-                result.gone.append(connection_id)
-            elif outcome is PostOutcome.TOO_LARGE:
-                result.too_large.append(connection_id)
-            elif outcome is PostOutcome.UNSENT:
-                result.unsent.append(connection_id)
-            else:
-                result.failed.append(connection_id)
+            result.add(connection_id, outcome)
         result.duration_ms = round((time.perf_counter() - started) * 1000, 1)
         return result
 

@@ -1,11 +1,11 @@
 """The proxy's model, on the ground floor: the value types and the interfaces the use cases use.
 
-Value types: a live ``Connection`` (its item's attributes), a ``ChannelPage`` of a
-channel Query, a post's ``PostOutcome`` and a fan-out's ``FanOutResult``.
-Interfaces (``typing.Protocol``, so tests hand fakes in without subclassing):
-``Registry`` (implemented by ``registry.ConnectionRegistry``), ``Backend``
-(``backend.BackendClient``), ``Gateway`` (``gateway.ConnectionGateway``) and
-``Invoker`` (``container.LambdaInvoker``); ``tests/fakes.py`` holds in-memory ones.
+Value types: a live ``Connection`` (its item's attributes), a post's ``PostOutcome``
+and the ``FanOutResult`` of many posts. Interfaces (``typing.Protocol``, so tests hand
+fakes in without subclassing): ``Registry`` (implemented by
+``registry.ConnectionRegistry``), ``Backend`` (``backend.BackendClient``), ``Gateway``
+(``gateway.ConnectionGateway``) and ``Invoker`` (``clients.LambdaInvoker``), gathered
+in ``Clients``; ``tests/fakes.py`` holds in-memory ones.
 """
 
 from __future__ import annotations
@@ -45,13 +45,6 @@ class Connection:
         return not is_channel_key(self.channel)
 
 
-@dataclass(frozen=True)
-class ChannelPage:
-    connection_ids: list[str]
-    #: Where the next page starts (DynamoDB's LastEvaluatedKey); None at the end.
-    next_key: dict[str, Any] | None
-
-
 class PostOutcome(enum.Enum):
     DELIVERED = "delivered"
     GONE = "gone"
@@ -74,6 +67,17 @@ class FanOutResult:
     @property
     def attempted(self) -> int:
         return self.delivered + len(self.gone) + len(self.too_large) + len(self.failed)
+
+    def add(self, connection_id: str, outcome: PostOutcome) -> None:
+        """Count one post's outcome."""
+        if outcome is PostOutcome.DELIVERED:
+            self.delivered += 1
+        else:
+            {
+                PostOutcome.GONE: self.gone,
+                PostOutcome.TOO_LARGE: self.too_large,
+                PostOutcome.UNSENT: self.unsent,
+            }.get(outcome, self.failed).append(connection_id)
 
     def merge(self, other: FanOutResult) -> None:
         self.delivered += other.delivered

@@ -26,7 +26,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.errors import BackendUnavailable, UnknownConnection
-from chalicelib.model import ChannelPage, Connection
+from chalicelib.model import Connection
 from chalicelib.schema import CONNECTION_INDEX, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
 
 logger = logging.getLogger(__name__)
@@ -249,15 +249,10 @@ class ConnectionRegistry:
                 return conn
         return None
 
-    def channel_page(
-        self,
-        channel: str,
-        connection_type: str | None,
-        *,
-        start_key: dict[str, Any] | None = None,
-        limit: int | None = None,
-    ) -> ChannelPage:
-        """One page of live connection ids in ``channel`` (optionally one type)."""
+    def channel_ids(
+        self, channel: str, connection_type: str | None, *, page_size: int | None = None
+    ) -> Iterator[str]:
+        """Every live connection id in ``channel`` (optionally one type), following DynamoDB's pages."""
         names = {"#p": PARTITION_KEY, "#t": TTL_ATTRIBUTE, "#id": SORT_KEY}
         values: dict[str, Any] = {":p": {"S": channel}, ":now": {"N": str(int(self._clock()))}}
         condition = "#t > :now"
@@ -272,23 +267,14 @@ class ConnectionRegistry:
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": values,
         }
-        if start_key:
-            kwargs["ExclusiveStartKey"] = start_key
-        if limit:
-            kwargs["Limit"] = limit
-        response = self._call("query", **kwargs)
-        ids = [item[SORT_KEY]["S"] for item in response.get("Items", [])]
-        return ChannelPage(ids, response.get("LastEvaluatedKey"))
-
-    def channel_ids(self, channel: str, connection_type: str | None) -> Iterator[str]:
-        """Every live connection id in ``channel``, following DynamoDB's pages."""
-        key: dict[str, Any] | None = None
+        if page_size:
+            kwargs["Limit"] = page_size
         while True:
-            page = self.channel_page(channel, connection_type, start_key=key)
-            yield from page.connection_ids
-            key = page.next_key
-            if not key:
+            response = self._call("query", **kwargs)
+            yield from (item[SORT_KEY]["S"] for item in response.get("Items", []))
+            if not response.get("LastEvaluatedKey"):
                 return
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
 
 def to_item(conn: Connection) -> dict[str, Any]:
