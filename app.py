@@ -14,6 +14,8 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
+from aws_lambda_powertools.utilities.typing import LambdaContext
 from chalice.app import Chalice, ConvertToMiddleware, WebsocketEvent
 
 from chalicelib.clients import answer_with, build_clients, function_name
@@ -60,7 +62,7 @@ def connect(event: WebsocketEvent) -> dict[str, Any]:
         get_clients,
         "$connect",
         {"statusCode": 500, "body": "the proxy is misconfigured"},
-        lambda clients: ConnectCase(clients).handle(event.to_dict(), deadline),
+        lambda clients: ConnectCase(clients).handle(APIGatewayWebSocketEvent(event.to_dict()), deadline),
     )
 
 
@@ -71,7 +73,9 @@ def message(event: WebsocketEvent) -> dict[str, Any]:
         get_clients,
         "$default",
         {"statusCode": 500},
-        lambda clients: MessageCase(clients).handle(event.to_dict(), deadline, name),
+        lambda clients: MessageCase(clients).handle(
+            APIGatewayWebSocketEvent(event.to_dict()), deadline, name
+        ),
     )
 
 
@@ -81,12 +85,12 @@ def disconnect(event: WebsocketEvent) -> dict[str, Any]:
         get_clients,
         "$disconnect",
         {"statusCode": 200},
-        lambda clients: DisconnectCase(clients).handle(event.to_dict()),
+        lambda clients: DisconnectCase(clients).handle(APIGatewayWebSocketEvent(event.to_dict())),
     )
 
 
 @app.lambda_function(name="deliver")
-def deliver(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def deliver(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Posts a new connection's initial frames once its handshake is complete."""
     deadline = Deadline.from_context(context)
     return answer_with(
@@ -95,7 +99,7 @@ def deliver(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 
 @app.lambda_function(name="push")
-def push(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def push(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Sends a backend payload to a booking, a user or the feed."""
     deadline, name = Deadline.from_context(context), function_name(context)
     return answer_with(
@@ -104,7 +108,7 @@ def push(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 
 @app.lambda_function(name="fanout")
-def fanout(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def fanout(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Internal: posts one chunk of a large fan-out, or a later attempt (never the backend's to call)."""
     deadline, name = Deadline.from_context(context), function_name(context)
     return answer_with(

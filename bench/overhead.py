@@ -136,7 +136,7 @@ def measure(messages: int, standin_base: str, moto_base: str) -> dict[str, Any]:
 
         clients = application.get_clients()
         registry, backend = clients.registry, clients.backend
-        gateway = clients.gateway_for(clients.settings.endpoint_for({}))
+        gateway = clients.gateway_for(clients.settings.endpoint_for("", ""))
         endpoint = clients.settings.api_gateway_endpoint
         for i, connection_id in enumerate(ids):
             registry.put(

@@ -79,11 +79,9 @@ class Settings:
     post_retry_base_seconds: float = 0.05
     routes: Mapping[str, Route] = field(default_factory=lambda: dict(DEFAULT_ROUTES))
 
-    def endpoint_for(self, request_context: Mapping[str, object]) -> str:
+    def endpoint_for(self, domain_name: str, stage: str) -> str:
         """``API_GATEWAY_ENDPOINT``, else ``https://{domainName}/{stage}`` of the event."""
-        if self.api_gateway_endpoint:
-            return self.api_gateway_endpoint
-        return f"https://{request_context['domainName']}/{request_context['stage']}"
+        return self.api_gateway_endpoint or f"https://{domain_name}/{stage}"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

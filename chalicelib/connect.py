@@ -9,8 +9,9 @@ the item only when the backend accepts, and hands the initial frames to
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import Any
+
+from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
 
 from chalicelib import protocol, wire
 from chalicelib.deadline import Deadline
@@ -32,11 +33,6 @@ logger = logging.getLogger(__name__)
 ENDPOINT_MAX = 512
 
 
-def _connection_id(event: Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
-    ctx = event.get("requestContext") or {}
-    return ctx, str(ctx.get("connectionId", ""))
-
-
 def _refused(outcome: str) -> dict[str, Any]:
     """``$connect`` when its work raised: the handshake is refused with 500."""
     reason = "the proxy is misconfigured" if outcome == "misconfigured" else "internal error"
@@ -52,12 +48,10 @@ class ConnectCase:
         self._clock = clients.clock
         self._metric = clients.metric
 
-    def handle(self, event: Mapping[str, Any], deadline: Deadline) -> dict[str, Any]:
-        ctx, connection_id = _connection_id(event)
-
-        with HandlerRun("$connect", connection_id=connection_id, on_failure=_refused) as run:
+    def handle(self, event: APIGatewayWebSocketEvent, deadline: Deadline) -> dict[str, Any]:
+        with HandlerRun("$connect", on_failure=_refused) as run:
             try:
-                run.result = self._connect(event, ctx, connection_id, deadline, run.log)
+                run.result = self._connect(event, deadline, run.log)
                 run.log["outcome"] = "accepted"
                 self._metric("ConnectionsOpened", 1)
             except ProxyError as exc:
@@ -71,16 +65,14 @@ class ConnectCase:
         return response
 
     def _connect(
-        self,
-        event: Mapping[str, Any],
-        ctx: Mapping[str, Any],
-        connection_id: str,
-        deadline: Deadline,
-        log: dict[str, Any],
+        self, event: APIGatewayWebSocketEvent, deadline: Deadline, log: dict[str, Any]
     ) -> dict[str, Any]:
-        headers = event.get("headers") or {}
-        protocol.check_origin(headers, self._settings.allowed_origins)
-        request = protocol.parse_connect(event.get("queryStringParameters"), headers, self._settings.routes)
+        context = event.request_context
+        connection_id = log["connection_id"] = context.connection_id
+        protocol.check_origin(event.headers, self._settings.allowed_origins)
+        # the query as sent: its names are case-sensitive, unlike the headers'
+        query = event.get("queryStringParameters")
+        request = protocol.parse_connect(query, event.headers, self._settings.routes)
         log["type"] = request.connection_type
         answer: dict[str, Any] = {}
         path = request.route.connect_path(request.booking_id)
@@ -92,7 +84,7 @@ class ConnectCase:
         if request.route.channel_kind == "user" and user is None:
             raise BackendError("the chat service did not say which user connected")
         channel = request.route.channel_for(request.booking_id, user)
-        endpoint = self._settings.endpoint_for(ctx)
+        endpoint = self._settings.endpoint_for(context.domain_name, context.stage)
         if len(endpoint) > ENDPOINT_MAX:
             raise InvalidMessage("the request's domain name is too long", status=400)
         log["channel"] = channel
@@ -156,12 +148,10 @@ class DisconnectCase:
         self._registry = clients.registry
         self._metric = clients.metric
 
-    def handle(self, event: Mapping[str, Any]) -> dict[str, Any]:
-        _, connection_id = _connection_id(event)
-        with HandlerRun(
-            "$disconnect", connection_id=connection_id, on_failure=lambda _: {"statusCode": 200}
-        ) as run:
+    def handle(self, event: APIGatewayWebSocketEvent) -> dict[str, Any]:
+        with HandlerRun("$disconnect", on_failure=lambda _: {"statusCode": 200}) as run:
             run.result = {"statusCode": 200}
+            connection_id = run.log["connection_id"] = event.request_context.connection_id
             try:
                 conn = self._registry.find(connection_id)
                 if conn is None:

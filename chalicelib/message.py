@@ -15,8 +15,9 @@ an error frame. Other recipients' copies carry no ``ref``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import Any
+
+from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
 
 from chalicelib import protocol, wire
 from chalicelib.channel_sender import ChannelSender
@@ -62,10 +63,9 @@ class MessageCase:
         self._metric = clients.metric
 
     def handle(
-        self, event: Mapping[str, Any], deadline: Deadline, own_function_name: str | None = None
+        self, event: APIGatewayWebSocketEvent, deadline: Deadline, own_function_name: str | None = None
     ) -> dict[str, Any]:
-        ctx = event.get("requestContext") or {}
-        connection_id = str(ctx.get("connectionId", ""))
+        connection_id = ""
         ref: Any = None
         gateway: Gateway | None = None
 
@@ -80,13 +80,13 @@ class MessageCase:
             )
             return {"statusCode": 200}
 
-        with HandlerRun(
-            "$default", connection_id=connection_id, on_failure=fallback, last_resort={"statusCode": 200}
-        ) as run:
-            gateway = self._gateway_for(self._settings.endpoint_for(ctx))
+        with HandlerRun("$default", on_failure=fallback, last_resort={"statusCode": 200}) as run:
+            context = event.request_context
+            connection_id = run.log["connection_id"] = context.connection_id
+            gateway = self._gateway_for(self._settings.endpoint_for(context.domain_name, context.stage))
             run.result = {"statusCode": 200}
             try:
-                frame = protocol.parse_frame(event.get("body"), is_base64=bool(event.get("isBase64Encoded")))
+                frame = protocol.parse_frame(event.body, is_base64=event.is_base64_encoded)
                 # errors echo ``id`` or (older clients) ``client_id``; answers echo ``id`` only
                 ref = protocol.reference(frame)
                 request = protocol.request_id(frame)

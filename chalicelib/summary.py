@@ -52,15 +52,12 @@ class HandlerRun:
         self,
         route: str,
         *,
-        connection_id: str | None = None,
         on_failure: Callable[[str], Answer] | None = None,
         last_resort: Answer | None = None,
     ) -> None:
         self.route = route
         self.message = _MESSAGES.get(route, route)
         self.log: dict[str, Any] = {"route": route}
-        if connection_id is not None:
-            self.log["connection_id"] = connection_id
         self._on_failure = on_failure or (lambda outcome: function_failure(route, outcome))
         self._last_resort = last_resort or {"error": {"code": "internal_error"}}
         self.result: Answer | None = None

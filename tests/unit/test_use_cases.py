@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 import pytest
+from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
 
 from chalicelib import wire
 from chalicelib.config import Settings
@@ -24,6 +25,10 @@ from tests.fakes import FakeBackend, FakeGateway, FakeInvoker, FakeRegistry
 
 NOW = 1_800_000_000
 ENDPOINT = f"https://{events.DOMAIN}/{events.STAGE}"
+
+
+def typed(event: dict[str, Any]) -> APIGatewayWebSocketEvent:
+    return APIGatewayWebSocketEvent(event)
 
 
 class Proxy:
@@ -89,7 +94,7 @@ def add(registry: FakeRegistry, cid: str, booking: str = "1", ctype: str = "chat
 def test_connect_stores_the_events_endpoint_and_schedules_delivery_without_it() -> None:
     proxy, registry, backend, _gateways, invoker, _ = make()
     backend.answers["/api/chat/ws/1/connect"] = {"initial": {"type": "history", "messages": []}}
-    proxy.connect.handle(events.connect_event("A=", {"booking_id": "1", "token": "t"}), long())
+    proxy.connect.handle(typed(events.connect_event("A=", {"booking_id": "1", "token": "t"})), long())
     ((_, payload),) = invoker.calls
     assert "endpoint" not in payload
     (conn,) = registry.items.values()
@@ -100,7 +105,7 @@ def test_connect_stores_the_events_endpoint_and_schedules_delivery_without_it() 
 
 def test_endpoint_override_wins_for_custom_domains() -> None:
     proxy, *_ = make(api_gateway_endpoint="https://chat.example.com/v1")
-    assert proxy.settings.endpoint_for({"domainName": "x", "stage": "y"}) == "https://chat.example.com/v1"
+    assert proxy.settings.endpoint_for("x", "y") == "https://chat.example.com/v1"
 
 
 def test_deliver_waits_out_410_with_growing_pauses_and_keeps_order() -> None:
@@ -175,7 +180,7 @@ def test_sender_gone_during_its_reply_is_removed() -> None:
     proxy, registry, backend, _gateways, _, _ = make()
     add(registry, "A=")
     backend.answers["/api/chat/ws/1/message"] = {"type": "ack"}
-    proxy.message.handle(events.message_event("A=", {"body": "x"}), long())
+    proxy.message.handle(typed(events.message_event("A=", {"body": "x"})), long())
     assert registry.items == {}
 
 
@@ -188,7 +193,7 @@ def test_a_connection_that_fails_a_frame_gets_no_later_frames() -> None:
     gateway.scripted["B="] = [PostOutcome.FAILED]
     history = {"type": "history", "messages": [{"b": "x" * 1000} for _ in range(300)], "broadcast": True}
     backend.answers["/api/chat/ws/1/message"] = history
-    proxy.message.handle(events.message_event("A=", {"body": "load"}), long())
+    proxy.message.handle(typed(events.message_event("A=", {"body": "load"})), long())
     assert len(gateway.received["A="]) >= 3
     assert "B=" not in gateway.received
     assert set(registry.items) == {("booking#1", "A="), ("booking#1", "B=")}  # a failure is not a disconnect
@@ -201,7 +206,7 @@ def test_broadcast_chunks_carry_the_channel_ids_and_frames_but_no_endpoint() -> 
     gateway = FakeGateway(endpoint=ENDPOINT, open={"A=", "B=", "C=", "D=", "E="})
     gateways[gateway.endpoint] = gateway
     backend.answers["/api/chat/ws/1/message"] = {"type": "message", "broadcast": True}
-    proxy.message.handle(events.message_event("E=", {"body": "x"}), long())
+    proxy.message.handle(typed(events.message_event("E=", {"body": "x"})), long())
     assert set(gateway.received) == {"E=", "A="}  # the sender is in the first chunk
     names = [name for name, _ in invoker.calls]
     assert names == ["fanout-fn", "fanout-fn"]
@@ -228,7 +233,9 @@ def test_connect_rejected_by_backend_never_writes_an_item() -> None:
 
     proxy, registry, backend, _, invoker, _ = make()
     backend.answers["/api/chat/ws/1/connect"] = Unauthorized("expired")
-    response = proxy.connect.handle(events.connect_event("A=", {"booking_id": "1", "token": "t"}), long())
+    response = proxy.connect.handle(
+        typed(events.connect_event("A=", {"booking_id": "1", "token": "t"})), long()
+    )
     assert response == {"statusCode": 401, "body": "expired"}
     assert registry.items == {}
     assert invoker.calls == []
@@ -245,7 +252,7 @@ def test_a_broadcasts_unsent_copy_for_the_sender_is_handed_on_and_reported(
     gateways[gateway.endpoint] = gateway
     backend.answers["/api/chat/ws/1/message"] = {"type": "message", "broadcast": True}
     with caplog.at_level(logging.INFO, logger="chalicelib"):
-        proxy.message.handle(events.message_event("A=", {"body": "x", "id": "r1"}), long())
+        proxy.message.handle(typed(events.message_event("A=", {"body": "x", "id": "r1"})), long())
     assert "B=" in gateway.received
     ((_, payload),) = invoker.calls  # the sender's copy, with its ref, for a later invocation
     assert payload["chunk"]["connection_ids"] == ["A="]
