@@ -30,6 +30,9 @@ def test_defaults_are_the_documented_ones() -> None:
     )
     assert s.api_gateway_endpoint is None
     assert s.allowed_origins == ()
+    assert (s.max_response_bytes, s.aws_max_attempts) == (4 * 1024 * 1024, 5)
+    assert (s.deliver_retry_seconds, s.handshake_grace_seconds, s.post_retry_base_seconds) == (5.0, 5.0, 0.05)
+    assert s.lookup_retry_delays == (0.05, 0.1, 0.2, 0.4)
 
 
 def test_values_are_read_and_normalised() -> None:
@@ -46,6 +49,10 @@ def test_values_are_read_and_normalised() -> None:
     assert s.allowed_origins == ("https://a.example", "https://b.example")
     assert s.fanout_workers == 8
     assert s.backend_timeout_seconds == 2.5
+    timings = Settings.from_env(
+        {**BASE, "LOOKUP_RETRY_DELAYS": "0.001, 0.002", "HANDSHAKE_GRACE_SECONDS": "0"}
+    )
+    assert (timings.lookup_retry_delays, timings.handshake_grace_seconds) == ((0.001, 0.002), 0.0)
 
 
 @pytest.mark.parametrize(
@@ -59,6 +66,11 @@ def test_values_are_read_and_normalised() -> None:
         ({**BASE, "PUSH_CHUNK_SIZE": "2.5"}, "whole number"),
         ({**BASE, "BACKEND_TIMEOUT_SECONDS": "30"}, "29 s"),
         ({**BASE, "CONNECTION_TTL_SECONDS": "5"}, "at least 60"),
+        ({**BASE, "MAX_RESPONSE_BYTES": "100"}, "MAX_RESPONSE_BYTES must be at least 1024"),
+        ({**BASE, "AWS_MAX_ATTEMPTS": "0"}, "AWS_MAX_ATTEMPTS must be at least 1"),
+        ({**BASE, "LOOKUP_RETRY_DELAYS": "0.1,soon"}, "numbers separated by commas"),
+        ({**BASE, "LOOKUP_RETRY_DELAYS": "0.1,60"}, "between 0 and 5 seconds"),
+        ({**BASE, "DELIVER_RETRY_SECONDS": "-1"}, "DELIVER_RETRY_SECONDS must be at least 0"),
         ({**BASE, "API_GATEWAY_ENDPOINT": "wss://x/dev"}, "API_GATEWAY_ENDPOINT must start"),
         ({**BASE, "BACKEND_ROUTES": "{"}, "not valid JSON"),
         ({**BASE, "BACKEND_ROUTES": "[]"}, "JSON object"),
