@@ -18,13 +18,12 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEven
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from chalice.app import Chalice, ConvertToMiddleware, WebsocketEvent
 
-from chalicelib.clients import answer_with, build_clients, function_name
+from chalicelib.clients import Clients, answer_with, build_clients, function_name
 from chalicelib.connect import ConnectCase, DisconnectCase
 from chalicelib.deadline import Deadline
 from chalicelib.deliver import DeliverCase
 from chalicelib.fanout import FanOutChunkCase
 from chalicelib.message import MessageCase
-from chalicelib.model import Clients
 from chalicelib.push import PushCase
 
 app = Chalice(app_name="ws-proxy", configure_logs=False)

@@ -22,9 +22,10 @@ import time
 from collections.abc import Callable
 
 from chalicelib import protocol, wire
+from chalicelib.clients import Clients
 from chalicelib.deadline import Deadline
 from chalicelib.internal_events import FanOutChunk
-from chalicelib.model import Clients, FanOutResult, Gateway
+from chalicelib.model import FanOutResult, Gateway
 from chalicelib.summary import elapsed_ms
 
 logger = logging.getLogger(__name__)

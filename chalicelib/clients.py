@@ -1,4 +1,4 @@
-"""The real clients every handler uses (``model.Clients``), built from the settings.
+"""What every handler uses: the settings and the clients, in one small dataclass (``Clients``).
 
 ``app.py`` builds them once per Lambda container on first use (a lazy
 getter, as the Chalice samples' ``get_app_db()``): nothing runs at import, so
@@ -13,8 +13,10 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -24,7 +26,7 @@ from botocore.config import Config
 from chalicelib.backend import BackendClient
 from chalicelib.config import Settings
 from chalicelib.gateway import ConnectionGateway, ManagementApi, RetryPolicy
-from chalicelib.model import Clients, Gateway, Metric, no_metric
+from chalicelib.model import Backend, Gateway, GatewayFor, Invoker, Metric, Registry
 from chalicelib.redaction import redact_library_logs
 from chalicelib.registry import ConnectionRegistry
 from chalicelib.signing import region_for
@@ -35,6 +37,26 @@ logger = logging.getLogger(__name__)
 #: Management API endpoints kept per container. One is the norm (this API's stage);
 #: the bound keeps a container's memory fixed whatever its events name.
 GATEWAY_CACHE_SIZE = 4
+
+
+def no_metric(name: str, value: float) -> None:
+    """A metric sink that drops everything."""
+
+
+@dataclass(frozen=True)
+class Clients:
+    """What every use case is built on: the real ones from ``build_clients``, fakes in tests."""
+
+    settings: Settings
+    registry: Registry
+    backend: Backend
+    invoker: Invoker
+    #: The gateway for a Management API endpoint.
+    gateway_for: GatewayFor
+    metric: Metric = no_metric
+    #: Wall-clock seconds (item ages) and pauses (deliver's waits for a handshake).
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
 
 
 class LambdaInvoker:

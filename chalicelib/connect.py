@@ -14,6 +14,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
 
 from chalicelib import protocol, wire
+from chalicelib.clients import Clients
 from chalicelib.deadline import Deadline
 from chalicelib.errors import (
     BackendError,
@@ -24,7 +25,7 @@ from chalicelib.errors import (
     TooLarge,
 )
 from chalicelib.internal_events import ASYNC_PAYLOAD_LIMIT, DeliveryEvent, pack_frames
-from chalicelib.model import Clients, Connection
+from chalicelib.model import Connection
 from chalicelib.summary import HandlerRun
 
 logger = logging.getLogger(__name__)

@@ -14,10 +14,11 @@ import logging
 from typing import Any
 
 from chalicelib import protocol, wire
+from chalicelib.clients import Clients
 from chalicelib.deadline import Deadline
 from chalicelib.errors import ProxyError
 from chalicelib.internal_events import DeliveryEvent
-from chalicelib.model import Clients, PostOutcome
+from chalicelib.model import PostOutcome
 from chalicelib.summary import HandlerRun
 
 logger = logging.getLogger(__name__)

@@ -12,9 +12,10 @@ import logging
 from typing import Any
 
 from chalicelib.channel_sender import LATER_ATTEMPTS, ChannelSender
+from chalicelib.clients import Clients
 from chalicelib.deadline import Deadline
 from chalicelib.internal_events import FanOutChunk
-from chalicelib.model import Clients, FanOutResult
+from chalicelib.model import FanOutResult
 from chalicelib.summary import HandlerRun
 
 logger = logging.getLogger(__name__)

@@ -21,6 +21,7 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEven
 
 from chalicelib import protocol, wire
 from chalicelib.channel_sender import ChannelSender
+from chalicelib.clients import Clients
 from chalicelib.deadline import Deadline
 from chalicelib.errors import (
     BackendUnavailable,
@@ -32,12 +33,7 @@ from chalicelib.errors import (
     Unauthorized,
     UnknownConnection,
 )
-from chalicelib.model import (
-    Clients,
-    Connection,
-    Gateway,
-    PostOutcome,
-)
+from chalicelib.model import Connection, Gateway, PostOutcome
 from chalicelib.routes import Route
 from chalicelib.summary import HandlerRun
 

@@ -5,18 +5,16 @@ and the ``FanOutResult`` of many posts. Interfaces (``typing.Protocol``, so test
 fakes in without subclassing): ``Registry`` (implemented by
 ``registry.ConnectionRegistry``), ``Backend`` (``backend.BackendClient``), ``Gateway``
 (``gateway.ConnectionGateway``) and ``Invoker`` (``clients.LambdaInvoker``), gathered
-in ``Clients``; ``tests/fakes.py`` holds in-memory ones.
+in ``clients.Clients``; ``tests/fakes.py`` holds in-memory ones.
 """
 
 from __future__ import annotations
 
 import enum
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from chalicelib.config import Settings
 from chalicelib.deadline import Deadline
 from chalicelib.routes import is_channel_key
 
@@ -142,23 +140,3 @@ class Invoker(Protocol):
 GatewayFor = Callable[[str], Gateway]
 #: A CloudWatch metric: name and count.
 Metric = Callable[[str, float], None]
-
-
-def no_metric(name: str, value: float) -> None:
-    """A metric sink that drops everything."""
-
-
-@dataclass(frozen=True)
-class Clients:
-    """What every use case is built on: the real ones from ``clients.build_clients``, fakes in tests."""
-
-    settings: Settings
-    registry: Registry
-    backend: Backend
-    invoker: Invoker
-    #: The gateway for a Management API endpoint.
-    gateway_for: GatewayFor
-    metric: Metric = no_metric
-    #: Wall-clock seconds (item ages) and pauses (deliver's waits for a handshake).
-    clock: Callable[[], float] = time.time
-    sleep: Callable[[float], None] = time.sleep

@@ -14,9 +14,9 @@ from typing import Any
 
 from chalicelib import protocol
 from chalicelib.channel_sender import ChannelSender
+from chalicelib.clients import Clients
 from chalicelib.deadline import Deadline
 from chalicelib.errors import ConfigurationError, InvalidMessage, ProxyError
-from chalicelib.model import Clients
 from chalicelib.summary import HandlerRun
 
 logger = logging.getLogger(__name__)

@@ -10,6 +10,7 @@ import pytest
 from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
 
 from chalicelib import wire
+from chalicelib.clients import Clients
 from chalicelib.config import Settings
 from chalicelib.connect import ConnectCase, DisconnectCase
 from chalicelib.deadline import Deadline
@@ -17,7 +18,7 @@ from chalicelib.deliver import DeliverCase
 from chalicelib.fanout import FanOutChunkCase
 from chalicelib.internal_events import pack_frames, unpack_frames
 from chalicelib.message import MessageCase
-from chalicelib.model import Clients, Connection, PostOutcome
+from chalicelib.model import Connection, PostOutcome
 from chalicelib.push import PushCase
 from chalicelib.routes import DEFAULT_ROUTES
 from tests import events
