@@ -26,7 +26,7 @@ from botocore.credentials import ReadOnlyCredentials
 from bench.part import Target, part_main
 from bench.servers import standin, use_dummy_aws_env
 from chalicelib.gateway import ConnectionGateway, ManagementApi
-from chalicelib.signing import RequestSigner
+from chalicelib.signing import Signer
 from chalicelib.transport import Transport
 
 DELAY = 0.02
@@ -38,7 +38,7 @@ CREDENTIALS = ReadOnlyCredentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCY
 THRESHOLD = 0.10
 
 
-class BotocoreSigner:
+class BotocoreSigner(Signer):
     """botocore's SigV4Auth on an AWSRequest per post: what signing with botocore costs."""
 
     def __init__(self, origin: str, credentials: ReadOnlyCredentials, region: str, data: bytes) -> None:
@@ -46,7 +46,7 @@ class BotocoreSigner:
         self._origin = origin
         self._data = data
 
-    def headers(self, path: str) -> dict[str, str]:
+    def headers(self, path: str, amz_date: str | None = None) -> dict[str, str]:
         request = AWSRequest(method="POST", url=self._origin + path, data=self._data)
         request.headers["Content-Type"] = "application/json"
         self._auth.add_auth(request)
@@ -60,7 +60,7 @@ class BotocoreSigner:
 class BotocoreSignedApi(ManagementApi):
     """The same Management API, each post signed by botocore."""
 
-    def signer(self, data: bytes) -> RequestSigner:
+    def signer(self, data: bytes) -> Signer:
         origin = self.url("x").split("/@connections/", 1)[0].removesuffix(urlsplit(self.endpoint).path)
         return BotocoreSigner(origin, CREDENTIALS, "us-east-1", data)
 

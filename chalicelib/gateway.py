@@ -46,7 +46,7 @@ from botocore.credentials import ReadOnlyCredentials
 from chalicelib.deadline import Deadline
 from chalicelib.model import FanOutResult, PostOutcome
 from chalicelib.response_parser import HttpError
-from chalicelib.signing import DEFAULT_PORTS, METHOD, RequestSigner, Signer, signing_host
+from chalicelib.signing import DEFAULT_PORTS, METHOD, Signer, signing_host
 from chalicelib.transport import Transport
 
 logger = logging.getLogger(__name__)
@@ -109,10 +109,10 @@ class ManagementApi:
     def url(self, connection_id: str) -> str:
         return f"{self._origin}{self.path(connection_id)}"
 
-    def signer(self, data: bytes) -> RequestSigner:
+    def signer(self, data: bytes) -> Signer:
         return Signer(self._credentials(), self._region, self._host, hashlib.sha256(data).hexdigest())
 
-    def _head(self, signer: RequestSigner, path: str, length: int) -> bytes:
+    def _head(self, signer: Signer, path: str, length: int) -> bytes:
         lines = "".join(f"{name}: {value}\r\n" for name, value in signer.headers(path).items())
         head = f"{METHOD} {path} HTTP/1.1\r\nHost: {self._host}\r\n{lines}Content-Length: {length}\r\n\r\n"
         return head.encode()
@@ -122,7 +122,7 @@ class ManagementApi:
         return float("inf") if deadline is None else deadline.remaining()
 
     async def post_async(
-        self, connection_id: str, data: bytes, signer: RequestSigner, deadline: Deadline | None = None
+        self, connection_id: str, data: bytes, signer: Signer, deadline: Deadline | None = None
     ) -> PostOutcome:
         """Post one frame to one connection on the transport's loop, retrying throttles and faults."""
         retry = self._retry
@@ -178,7 +178,7 @@ class ManagementApi:
         self,
         connection_id: str,
         data: bytes,
-        signer: RequestSigner | None = None,
+        signer: Signer | None = None,
         *,
         deadline: Deadline | None = None,
     ) -> PostOutcome:
@@ -242,7 +242,7 @@ class ConnectionGateway:
         self,
         ids: list[str],
         data: bytes,
-        signer: RequestSigner,
+        signer: Signer,
         on_gone: Callable[[str], None] | None,
         deadline: Deadline | None,
     ) -> list[PostOutcome]:
