@@ -57,6 +57,8 @@ class Clients:
     #: Wall-clock seconds (item ages) and pauses (deliver's waits for a handshake).
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
+    #: Stops the event loop thread and the fan-out threads (scripts and tests; Lambda never calls it).
+    close: Callable[[], None] = lambda: None
 
 
 class LambdaInvoker:
@@ -119,7 +121,12 @@ def build_clients(metric: Metric = no_metric, settings: Settings | None = None) 
         return ConnectionGateway(api, executor, workers)
 
     backend = BackendClient(settings.backend_url, settings.backend_timeout_seconds, transport)
-    return Clients(settings, registry, backend, invoker, gateway_for, metric)
+
+    def close() -> None:
+        transport.close()
+        executor.shutdown()
+
+    return Clients(settings, registry, backend, invoker, gateway_for, metric, close=close)
 
 
 def answer_with(

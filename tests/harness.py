@@ -258,6 +258,13 @@ class Stack:
         return {item["connection_id"]["S"] for item in self.items()}
 
 
+def fresh_clients() -> None:
+    """Close the app's clients, if built, and drop them: the next event builds them anew."""
+    if app_module.get_clients.cache_info().currsize:
+        app_module.get_clients().close()
+    app_module.get_clients.cache_clear()
+
+
 @contextmanager
 def open_stack(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     """Stand-ins started, the app's environment set, a fresh table; all undone afterwards."""
@@ -281,13 +288,13 @@ def open_stack(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     # the table as chalicelib/schema.py defines it (moto's tables are ACTIVE at once; ensure_table,
     # which also waits and enables TTL, has its own test)
     dynamodb.create_table(**create_table_request(table))
-    app_module.get_clients.cache_clear()
+    fresh_clients()
     try:
         # stage "test" has no environment of its own in .chalice/config.json
         client = Client(app_module.app, stage_name="test")
         yield Stack(client, backend, mgmt, lambdas, dynamodb, table)
     finally:
-        app_module.get_clients.cache_clear()
+        fresh_clients()
         # each stop waits for its server's poll interval: all three at once
         stopping = [threading.Thread(target=server.stop) for server in (backend, mgmt, lambdas)]
         for thread in stopping:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from chalicelib.errors import BackendUnavailable
-from tests.harness import THROTTLE_ATTEMPTS, Stack, chat_backend
+from tests.harness import THROTTLE_ATTEMPTS, Stack, chat_backend, fresh_clients
 
 CHAT = {"type": "chat", "booking_id": "1", "token": "t"}
 #: The Management API's attempts per post in the app under test (as in Lambda).
@@ -63,10 +63,9 @@ def test_peer_failing_the_later_attempt_too_is_told(stack: Stack) -> None:
 def test_without_a_fanout_function_the_peer_is_told_at_once(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from app import get_clients
 
     monkeypatch.delenv("FANOUT_FUNCTION_NAME")
-    get_clients.cache_clear()
+    fresh_clients()
     chat_backend(stack.backend)
     join(stack, "A1=", "B1=")
     stack.mgmt.throttle["B1="] = THROTTLE_ATTEMPTS

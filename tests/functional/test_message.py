@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import FAST_LOOKUP_RETRIES, Stack, chat_backend, refused_port
+from tests.harness import FAST_LOOKUP_RETRIES, Stack, chat_backend, fresh_clients, refused_port
 from tests.standins import Reply
 
 CHAT = {"type": "chat", "booking_id": "1", "token": "tok-a"}
@@ -258,9 +258,8 @@ def test_backend_timeout_is_retryable(stack: Stack, monkeypatch: pytest.MonkeyPa
     chat_backend(stack.backend)
     join(stack, "A1=")
     monkeypatch.setenv("BACKEND_TIMEOUT_SECONDS", "0.3")
-    from app import get_clients
 
-    get_clients.cache_clear()
+    fresh_clients()
     stack.backend.routes["/api/chat/ws/1/message"] = Reply(200, {"type": "late"}, delay=1.5)
     stack.send("A1=", {"body": "hi"})
     assert_error(last(stack, "A1="), "backend_unavailable", True)
@@ -269,12 +268,11 @@ def test_backend_timeout_is_retryable(stack: Stack, monkeypatch: pytest.MonkeyPa
 def test_a_backend_answer_over_the_cap_is_a_backend_error(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from app import get_clients
 
     chat_backend(stack.backend)
     join(stack, "A1=")
     monkeypatch.setenv("MAX_RESPONSE_BYTES", "2048")
-    get_clients.cache_clear()
+    fresh_clients()
     stack.backend.routes["/api/chat/ws/1/message"] = Reply(200, {"type": "huge", "body": "x" * 10_000})
     stack.send("A1=", {"body": "hi"})
     assert_error(last(stack, "A1="), "backend_error", False)
@@ -285,13 +283,12 @@ def test_a_backend_answer_over_the_cap_is_a_backend_error(
 
 
 def test_backend_down_is_retryable(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
-    from app import get_clients
 
     chat_backend(stack.backend)
     join(stack, "A1=")
     with refused_port() as port:
         monkeypatch.setenv("BACKEND_URL", f"http://127.0.0.1:{port}")  # nothing listens there
-        get_clients.cache_clear()
+        fresh_clients()
         stack.send("A1=", {"body": "hi"})
     assert_error(last(stack, "A1="), "backend_unavailable", True)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Stack, chat_backend
+from tests.harness import Stack, chat_backend, fresh_clients
 from tests.standins import Reply
 
 CHAT = {"type": "chat", "booking_id": "1", "token": "tok-a"}
@@ -232,8 +232,6 @@ def test_deliver_that_cannot_remove_a_gone_connection_logs_it_and_answers(
 ) -> None:
     import boto3
 
-    from app import get_clients
-
     chat_backend(stack.backend)
     stack.connect("G1=", CHAT, establish=False)  # the client leaves before the handshake ends
     (payload,) = stack.lambdas.take("-deliver")
@@ -250,7 +248,7 @@ def test_deliver_that_cannot_remove_a_gone_connection_logs_it_and_answers(
     session.events.register("before-call.dynamodb.DeleteItem", refuse_delete)
     try:
         monkeypatch.setenv("DELIVER_RETRY_SECONDS", "0.2")
-        get_clients.cache_clear()
+        fresh_clients()
         result = stack.invoke("deliver", payload)
     finally:
         session.events.unregister("before-call.dynamodb.DeleteItem", refuse_delete)

@@ -35,7 +35,7 @@ from chalicelib.registry import to_item
 from chalicelib.routes import channel_key
 from chalicelib.schema import ensure_table
 from tests import events
-from tests.harness import UNSET_ENV, app_env, moto_client
+from tests.harness import UNSET_ENV, app_env, fresh_clients, moto_client
 from tests.standins import BackendStandIn, LambdaStandIn, ManagementApiStandIn, Reply
 
 EXAMPLES = int(os.environ.get("RELIABILITY_EXAMPLES", "150"))
@@ -145,7 +145,7 @@ def harness(moto_endpoint: str) -> Iterator[Harness]:
             mp.delenv(key, raising=False)
         for key, value in env.items():
             mp.setenv(key, value)
-        app_module.get_clients.cache_clear()
+        fresh_clients()
         h = Harness(Client(app_module.app, stage_name="test"), backend, mgmt, lambdas, dynamodb, table)
         handler = _InternalErrors(h.internal_errors)
         logging.getLogger("chalicelib").addHandler(handler)
@@ -173,7 +173,7 @@ def harness(moto_endpoint: str) -> Iterator[Harness]:
             yield h
         finally:
             logging.getLogger("chalicelib").removeHandler(handler)
-            app_module.get_clients.cache_clear()
+            fresh_clients()
             for server in (backend, mgmt, lambdas):
                 server.stop()
             dynamodb.delete_table(TableName=table)
