@@ -185,7 +185,9 @@ RETRY_PAUSE = re.compile(r"retry, sleeping for ([0-9.]+) seconds")
 def test_the_registry_client_retries_with_dynamodbs_own_short_backoff_then_gives_up(
     throttling_dynamodb: DynamoDbStandIn, caplog: pytest.LogCaptureFixture
 ) -> None:
-    registry = build_clients().registry
+    clients = build_clients()
+    registry = clients.registry
+    clients.close()  # nothing here uses the transport or the fan-out threads
     throttling_dynamodb.throttle = 4  # absorbed: the fifth attempt is answered
     with caplog.at_level(logging.DEBUG, logger="botocore.endpoint"):
         assert registry.find("A=", retry=False, cached=False) is None

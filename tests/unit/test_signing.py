@@ -145,9 +145,10 @@ def test_requests_on_the_wire_carry_a_signature_botocore_computes_from_them(
     import botocore.auth
 
     server = RecordingServer()
+    transport = Transport(2)
     api = ManagementApi(
         f"http://127.0.0.1:{server.port}/development",
-        transport=Transport(2),
+        transport=transport,
         credentials=lambda: credentials,
         region="eu-west-1",
     )
@@ -156,6 +157,7 @@ def test_requests_on_the_wire_carry_a_signature_botocore_computes_from_them(
         gateway = ConnectionGateway(api, None, 2)
         assert gateway.post_many(ids, b'{"m":"\xc3\xa9"}').delivered == len(ids)
     finally:
+        transport.close()
         server.sock.close()
     assert len(server.requests) == len(ids)
     for method, path, headers, body in server.requests:
