@@ -35,13 +35,7 @@ class DeliverCase:
 
     def handle(self, payload: Any, deadline: Deadline) -> dict[str, Any]:
         with HandlerRun("deliver") as run:
-            try:
-                event = DeliveryEvent.from_payload(payload)
-            except ValueError as exc:
-                logger.error("invalid delivery event", extra={"error": str(exc)})
-                run.log["outcome"] = "invalid_event"
-                run.result = {"error": {"code": "invalid_event", "message": "not a delivery event"}}
-                return run.answer()
+            event = DeliveryEvent.from_payload(payload)
             run.log.update(connection_id=event.connection_id, channel=event.channel, frames=len(event.frames))
             delivered, outcome = self._deliver(event, deadline)
             run.log.update(delivered=delivered, outcome=outcome)

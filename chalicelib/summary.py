@@ -15,7 +15,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from chalicelib.errors import ConfigurationError
+from chalicelib.errors import ConfigurationError, InvalidEvent
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +42,8 @@ def function_failure(route: str, outcome: str) -> Answer:
 class HandlerRun:
     """``with HandlerRun(route) as run:`` then set ``run.result`` and ``run.log``.
 
-    When the work raises (``"misconfigured"`` for a ``ConfigurationError``, else
-    ``"internal_error"``), the answer is ``on_failure(outcome)``: by default an
+    An ``InvalidEvent`` is answered ``invalid_event``. When the work raises anything
+    else (``"misconfigured"`` for a ``ConfigurationError``, else ``"internal_error"``), the answer is ``on_failure(outcome)``: by default an
     internal function's (``function_failure``); the WebSocket routes give their
     own. If that fails too, it is logged and the answer is ``last_resort``.
     """
@@ -75,7 +75,11 @@ class HandlerRun:
     ) -> bool:
         if exc is not None and not isinstance(exc, Exception):
             return False  # KeyboardInterrupt, SystemExit: not ours to swallow
-        if isinstance(exc, ConfigurationError):
+        if isinstance(exc, InvalidEvent):
+            logger.error("invalid event", extra={**self.log, "error": str(exc)})
+            self.log["outcome"] = "invalid_event"
+            self.result = {"error": {"code": "invalid_event", "message": str(exc)}}
+        elif isinstance(exc, ConfigurationError):
             logger.error("configuration error", extra={**self.log, "error": str(exc)})
             self._fail("misconfigured")
         elif exc is not None:
