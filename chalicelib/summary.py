@@ -43,9 +43,10 @@ class HandlerRun:
     """``with HandlerRun(route) as run:`` then set ``run.result`` and ``run.log``.
 
     An ``InvalidEvent`` is answered ``invalid_event``. When the work raises anything
-    else (``"misconfigured"`` for a ``ConfigurationError``, else ``"internal_error"``), the answer is ``on_failure(outcome)``: by default an
-    internal function's (``function_failure``); the WebSocket routes give their
-    own. If that fails too, it is logged and the answer is ``last_resort``.
+    else (``"misconfigured"`` for a ``ConfigurationError``, else ``"internal_error"``),
+    the answer is ``on_failure(outcome)``: by default an internal function's
+    (``function_failure``); the WebSocket routes give their own. If that fails too,
+    it is logged and the answer is ``last_resort``.
     """
 
     def __init__(
