@@ -1,4 +1,4 @@
-"""Fan-out to a channel: chunked across invocations, bounded by a deadline, failures settled.
+"""Sending to a channel: chunked across invocations, bounded by a deadline, failures settled.
 
 A channel larger than ``PUSH_CHUNK_SIZE`` is split: the first chunk is posted by
 the running invocation, the others are handed to the internal ``fanout``
@@ -88,14 +88,14 @@ class ChannelSender:
     def send(
         self, gateway: Gateway, channel: str, ids: list[str], frames: list[bytes], deadline: Deadline
     ) -> FanOutResult:
-        """Deliver ``frames`` to ``ids``: the first chunk here, the rest handed off."""
+        """Send ``frames`` to ``ids``: the first chunk here, the rest handed off."""
         size = self._chunk_size
         chunks = [ids[i : i + size] for i in range(0, len(ids), size)] or [[]]
         queued = 0
         for chunk in chunks[1:]:
             if self._hand_off(FanOutChunk(channel, chunk, frames)):
                 queued += len(chunk)
-            else:  # cannot hand it off: deliver it here rather than lose it
+            else:  # cannot hand it off: send it here rather than lose it
                 chunks[0] = chunks[0] + chunk
         result = self.send_here(gateway, channel, chunks[0], frames, deadline, attempt=0)
         logger.info(
