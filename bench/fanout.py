@@ -1,7 +1,7 @@
 """Fan-out: one channel of N connections behind a Management API taking 20 ms per post.
 
 Ours is ``chalicelib.gateway.ConnectionGateway.post_many`` built as
-``chalicelib.container`` builds it (``ManagementApi`` over ``Transport``,
+``chalicelib.clients`` builds it (``ManagementApi`` over ``Transport``,
 ``FANOUT_WORKERS`` posts in flight on the pool's event loop). The baseline is what the replaced
 proxy did: a plain boto3 ``apigatewaymanagementapi`` client posting
 sequentially. A second reference is that boto3 client in a thread pool of the
@@ -72,7 +72,7 @@ def connection_ids(n: int, prefix: str = "c") -> list[str]:
 
 
 def ours(endpoint: str, workers: int = WORKERS) -> tuple[ConnectionGateway, ThreadPoolExecutor]:
-    """The gateway exactly as ``chalicelib.container.Container`` builds it."""
+    """The gateway exactly as ``chalicelib.clients.build_clients`` builds it."""
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fanout")
     credentials = botocore.session.get_session().get_credentials()
     api = ManagementApi(
@@ -420,7 +420,7 @@ def plot(res: dict[str, Any], path: Any) -> None:
 
 
 NOTE = (
-    "- **Fan-out**: ours is `ConnectionGateway.post_many` built as `chalicelib/container.py` builds it "
+    "- **Fan-out**: ours is `ConnectionGateway.post_many` built as `chalicelib/clients.py` builds it "
     "(`ManagementApi` over `Transport`, dummy credentials), FANOUT_WORKERS posts in flight. "
     "The baseline is a plain boto3 `apigatewaymanagementapi` client calling `post_to_connection` "
     "sequentially (the replaced proxy), measured whole at 100 and on its first 200 posts above, "

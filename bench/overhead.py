@@ -326,7 +326,7 @@ NOTE = (
     "fresh process of each (alternating which goes first) against the same stand-in and moto "
     "server, 300 messages per round after 20 of warm-up. "
     "`app.message(event, context)` (Chalice's handler with the Powertools "
-    "middleware), dependencies built by the container from the environment: `BACKEND_URL` and "
+    "middleware), dependencies built by `get_clients()` from the environment: `BACKEND_URL` and "
     "`API_GATEWAY_ENDPOINT` point at the stand-in (answering at once), `AWS_ENDPOINT_URL_DYNAMODB` "
     "at a moto server in its own process. Handler logs go to /dev/null. Time inside "
     "`BackendClient.post`, the gateway's `post`/`post_many` and the registry's DynamoDB calls is "
