@@ -20,15 +20,22 @@ itself is sound, marks the connection as not reusable:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 #: Bound on a response's status line, headers and trailers together.
 MAX_HEAD_BYTES = 64 * 1024
 #: Bound on a chunk-size line (size and extensions).
 MAX_CHUNK_LINE = 1024
 
-_STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9]{2})(?: [\t -~\x80-\xff]*)?")
-_HEADER_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([\t -~\x80-\xff]*?)[ \t]*")
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_TEXT = rb"[\t -~\x80-\xff]*"
+#: A whole head (with its last CRLF): the status line, then header lines, each checked.
+_HEAD_LINES = re.compile(
+    rb"HTTP/1\.([01]) ([1-9][0-9]{2})(?: " + _TEXT + rb")?\r\n((?:" + _TOKEN + rb":" + _TEXT + rb"\r\n)*)"
+)
+#: The headers that frame the answer (lower case).
+_FRAMING = (b"content-length", b"transfer-encoding", b"connection")
+_HEADER_LINE = re.compile(_TOKEN + rb":" + _TEXT)
 _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[\t -~\x80-\xff]*)?")
 _HEAD, _FIXED, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _UNTIL_CLOSE, _DONE = range(8)
 
@@ -45,8 +52,7 @@ class ResponseTooLarge(HttpError):
     """The answer's body is over the transport's cap."""
 
 
-@dataclass(frozen=True)
-class Response:
+class Response(NamedTuple):
     status: int
     body: bytes
     #: Whether the connection may carry another request.
@@ -83,9 +89,8 @@ class ResponseParser:
                     return None
                 self._scanned = 0
                 if state == _HEAD:
-                    head = bytes(buf[:end])
+                    self._head(_HEAD_LINES.fullmatch(buf, 0, end + 2))  # with the last line's CRLF
                     del buf[: end + 4]
-                    self._head(head)
                 else:
                     line = bytes(buf[:end])
                     del buf[: end + 2]
@@ -136,30 +141,28 @@ class ResponseParser:
             return Response(self._status, bytes(self._body), False)
         raise HttpError("connection closed before the answer was complete")
 
-    def _head(self, head: bytes) -> None:
-        lines = head.split(b"\r\n")
-        status = _STATUS_LINE.fullmatch(lines[0])
-        if not status:
-            raise HttpError("malformed status line")
-        code = int(status.group(2))
-        keep_alive = status.group(1) == b"1"
+    def _head(self, match: re.Match[bytes] | None) -> None:
+        if not match:
+            raise HttpError("malformed status line or header line")
+        code = int(match.group(2))
+        keep_alive = match.group(1) == b"1"
         length: int | None = None
         chunked = False
-        for line in lines[1:]:
-            header = _HEADER_LINE.fullmatch(line)
-            if not header:
-                raise HttpError("malformed header line")
-            name, value = header.group(1).lower(), header.group(2)
+        for line in match.group(3).lower().split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            if name not in _FRAMING:
+                continue
+            value = value.strip(b" \t")
             if name == b"content-length":
                 if not value.isdigit() or len(value) > 18 or (length is not None and length != int(value)):
                     raise HttpError("malformed Content-Length")
                 length = int(value)
             elif name == b"transfer-encoding":
-                if chunked or value.lower() != b"chunked":
+                if chunked or value != b"chunked":
                     raise HttpError("unsupported Transfer-Encoding")
                 chunked = True
-            elif name == b"connection":
-                tokens = {token.strip().lower() for token in value.split(b",")}
+            else:  # connection
+                tokens = {token.strip(b" \t") for token in value.split(b",")}
                 if b"close" in tokens:
                     keep_alive = False
                 elif b"keep-alive" in tokens:
