@@ -202,10 +202,6 @@ class ConnectionGateway:
         self._executor = executor
         self._workers = max(workers, 1)
 
-    @property
-    def endpoint(self) -> str:
-        return self.api.endpoint
-
     def post(self, connection_id: str, data: bytes, *, deadline: Deadline | None = None) -> PostOutcome:
         return self.api.post(connection_id, data, deadline=deadline)
 

@@ -114,9 +114,6 @@ class Backend(Protocol):
 class Gateway(Protocol):
     """Posting to the WebSocket connections of one API stage."""
 
-    @property
-    def endpoint(self) -> str: ...
-
     def post(self, connection_id: str, data: bytes, *, deadline: Deadline | None = None) -> PostOutcome: ...
 
     def post_many(
