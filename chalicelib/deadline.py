@@ -50,9 +50,6 @@ class Deadline:
     def remaining(self) -> float:
         return max(0.0, self.at - self.clock())
 
-    def expired(self) -> bool:
-        return self.clock() >= self.at
-
     def later(self, seconds: float) -> Deadline:
         """A deadline ``seconds`` after this one."""
         return Deadline(self.at + seconds, self.clock)
