@@ -95,12 +95,15 @@ class ConnectionRegistry:
             self._cache.pop(connection_id, None)
 
     def _call(self, operation: str, *, table_argument: bool = True, **kwargs: Any) -> Any:
+        """The client's answer; None when the call's ``ConditionExpression`` did not hold."""
         if table_argument:
             kwargs["TableName"] = self._table
         try:
             return getattr(self._client, operation)(**kwargs)
         except (ClientError, BotoCoreError) as exc:
             code = exc.response["Error"]["Code"] if isinstance(exc, ClientError) else type(exc).__name__
+            if code == "ConditionalCheckFailedException" and "ConditionExpression" in kwargs:
+                return None
             logger.error("dynamodb call failed", extra={"operation": operation, "error": code})
             raise BackendUnavailable("the connection registry is unavailable; try again") from exc
 
@@ -117,23 +120,14 @@ class ConnectionRegistry:
         if created_before is None:
             self._call("delete_item", Key=self._key(channel, connection_id))
             return True
-        try:
-            self._call(
-                "delete_item",
-                Key=self._key(channel, connection_id),
-                ConditionExpression="attribute_not_exists(#c) OR #c < :before",
-                ExpressionAttributeNames={"#c": "created_at"},
-                ExpressionAttributeValues={":before": {"N": str(created_before)}},
-            )
-        except BackendUnavailable as exc:
-            cause = exc.__cause__
-            if (
-                isinstance(cause, ClientError)
-                and cause.response["Error"]["Code"] == "ConditionalCheckFailedException"
-            ):
-                return False
-            raise
-        return True
+        deleted = self._call(
+            "delete_item",
+            Key=self._key(channel, connection_id),
+            ConditionExpression="attribute_not_exists(#c) OR #c < :before",
+            ExpressionAttributeNames={"#c": "created_at"},
+            ExpressionAttributeValues={":before": {"N": str(created_before)}},
+        )
+        return deleted is not None
 
     def _key(self, channel: str, connection_id: str) -> dict[str, Any]:
         return {PARTITION_KEY: {"S": channel}, SORT_KEY: {"S": connection_id}}
@@ -190,24 +184,17 @@ class ConnectionRegistry:
 
     def update_token(self, conn: Connection, token: str) -> Connection:
         """Replace the stored token of a live connection; the updated connection."""
-        try:
-            self._call(
-                "update_item",
-                Key=self._key(conn.channel, conn.connection_id),
-                UpdateExpression="SET #tok = :tok",
-                ConditionExpression="attribute_exists(#id)",
-                ExpressionAttributeNames={"#tok": "token", "#id": SORT_KEY},
-                ExpressionAttributeValues={":tok": {"S": token}},
-            )
-        except BackendUnavailable as exc:
-            cause = exc.__cause__
-            if (
-                isinstance(cause, ClientError)
-                and cause.response["Error"]["Code"] == "ConditionalCheckFailedException"
-            ):
-                self._forget(conn.connection_id)
-                raise UnknownConnection("this connection is not registered; reconnect") from None
-            raise
+        updated_item = self._call(
+            "update_item",
+            Key=self._key(conn.channel, conn.connection_id),
+            UpdateExpression="SET #tok = :tok",
+            ConditionExpression="attribute_exists(#id)",
+            ExpressionAttributeNames={"#tok": "token", "#id": SORT_KEY},
+            ExpressionAttributeValues={":tok": {"S": token}},
+        )
+        if updated_item is None:
+            self._forget(conn.connection_id)
+            raise UnknownConnection("this connection is not registered; reconnect")
         updated = replace(conn, token=token)
         self._remember(updated)
         return updated
