@@ -1,7 +1,7 @@
 """Fan-out: one channel of N connections behind a Management API taking 20 ms per post.
 
-Ours is ``chalicelib.gateway.ConnectionGateway.fan_out`` built as
-``chalicelib.container`` builds it (``ManagementApi`` over ``new_pool``,
+Ours is ``chalicelib.gateway.ConnectionGateway.post_many`` built as
+``chalicelib.clients`` builds it (``ManagementApi`` over ``Transport``,
 ``FANOUT_WORKERS`` posts in flight on the pool's event loop). The baseline is what the replaced
 proxy did: a plain boto3 ``apigatewaymanagementapi`` client posting
 sequentially. A second reference is that boto3 client in a thread pool of the
@@ -29,9 +29,9 @@ from botocore.config import Config
 
 from bench.part import Target, part_main
 from bench.servers import Server, standin, use_dummy_aws_env
-from chalicelib import protocol
+from chalicelib import wire
 from chalicelib.gateway import ConnectionGateway, ManagementApi
-from chalicelib.http_pool import new_pool
+from chalicelib.transport import Transport
 
 DELAY = 0.02
 WORKERS = 128
@@ -43,7 +43,7 @@ SIZES = (100, 1000, 5000)
 SEQUENTIAL_WHOLE_UP_TO = 100
 SEQUENTIAL_SAMPLE = 200
 STAGE = "development"
-PAYLOAD = protocol.encode(
+PAYLOAD = wire.encode(
     {
         "type": "message",
         "message": {"id": 123, "body": "Hello, see you at 10", "sender": "user_42"},
@@ -72,12 +72,14 @@ def connection_ids(n: int, prefix: str = "c") -> list[str]:
 
 
 def ours(endpoint: str, workers: int = WORKERS) -> tuple[ConnectionGateway, ThreadPoolExecutor]:
-    """The gateway exactly as ``chalicelib.container.Container`` builds it."""
-    pool = new_pool(workers)
+    """The gateway exactly as ``chalicelib.clients.build_clients`` builds it."""
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fanout")
     credentials = botocore.session.get_session().get_credentials()
     api = ManagementApi(
-        endpoint, pool=pool, credentials=credentials.get_frozen_credentials, region="us-east-1"
+        endpoint,
+        transport=Transport(workers),
+        credentials=credentials.get_frozen_credentials,
+        region="us-east-1",
     )
     return ConnectionGateway(api, executor, workers), executor
 
@@ -114,10 +116,10 @@ def _measure(
 
 
 def run_ours(gateway: ConnectionGateway, server: Server, ids: Sequence[str]) -> Run:
-    gateway.fan_out(connection_ids(2 * WORKERS, "warm"), PAYLOAD)  # a warm container's pool
+    gateway.post_many(connection_ids(2 * WORKERS, "warm"), PAYLOAD)  # a warm container's pool
 
     def action() -> int:
-        return gateway.fan_out(ids, PAYLOAD).delivered
+        return gateway.post_many(ids, PAYLOAD).delivered
 
     return _measure("ours", server, len(ids), len(ids), action)
 
@@ -181,9 +183,9 @@ def cpu_breakdown(server: Server, posts: int = 2000) -> dict[str, Any]:
         return (time.process_time() - cpu) * 1000 / posts
 
     def per_post_fan_out(target: ConnectionGateway) -> float:
-        target.fan_out(ids[:200], PAYLOAD)
+        target.post_many(ids[:200], PAYLOAD)
         cpu = time.process_time()
-        delivered = target.fan_out(ids, PAYLOAD).delivered
+        delivered = target.post_many(ids, PAYLOAD).delivered
         if delivered != posts:
             raise RuntimeError(f"{delivered} of {posts} delivered")
         return (time.process_time() - cpu) * 1000 / posts
@@ -228,29 +230,29 @@ def tls_cost(posts: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench-tls-") as directory:
         certfile, keyfile = self_signed_certificate(directory)
         with standin(0.0, tls=(certfile, keyfile)) as server:
-            pool = new_pool(WORKERS, ssl_context=ssl.create_default_context(cafile=certfile))
+            transport = Transport(WORKERS, ssl_context=ssl.create_default_context(cafile=certfile))
             credentials = botocore.session.get_session().get_credentials()
             api = ManagementApi(
                 f"{server.base}/instant",
-                pool=pool,
+                transport=transport,
                 credentials=credentials.get_frozen_credentials,
                 region="us-east-1",
             )
             gateway = ConnectionGateway(api, None, WORKERS)
-            gateway.fan_out(connection_ids(8, "w"), PAYLOAD)  # the loop thread, not a TLS connection yet
-            opened = pool.opened
+            gateway.post_many(connection_ids(8, "w"), PAYLOAD)  # the loop thread, not a TLS connection yet
+            opened = server.stats()["connections"]
             cold_ids = connection_ids(WORKERS * 4, "cold")
             cpu = time.process_time()
-            gateway.fan_out(cold_ids, PAYLOAD)
+            gateway.post_many(cold_ids, PAYLOAD)
             cold = time.process_time() - cpu
-            handshakes = pool.opened - opened
+            handshakes = server.stats()["connections"] - opened - 1  # less the first stats call's own
             ids = connection_ids(posts, "tls")
             cpu = time.process_time()
-            delivered = gateway.fan_out(ids, PAYLOAD).delivered
+            delivered = gateway.post_many(ids, PAYLOAD).delivered
             warm = (time.process_time() - cpu) * 1000 / posts
             if delivered != posts:
                 raise RuntimeError(f"TLS: {delivered} of {posts} delivered")
-            pool.close()
+            transport.close()
     return {
         "warm_ms_per_post": warm,
         "handshakes": handshakes,
@@ -311,7 +313,7 @@ def floor(res: dict[str, Any], n: int, cpu_ms_per_post: float) -> float:
 def lines(res: dict[str, Any]) -> list[str]:
     out = [
         (
-            f"Fan-out (ConnectionGateway.fan_out alone): stand-in answers each post after "
+            f"Fan-out (ConnectionGateway.post_many alone): stand-in answers each post after "
             f"{res['delay_s'] * 1000:.0f} ms; ours {res['workers']} in flight; {res['cores']} cores"
         ),
         (
@@ -418,8 +420,8 @@ def plot(res: dict[str, Any], path: Any) -> None:
 
 
 NOTE = (
-    "- **Fan-out**: ours is `ConnectionGateway.fan_out` built as `chalicelib/container.py` builds it "
-    "(`ManagementApi` over `new_pool`, dummy credentials), FANOUT_WORKERS posts in flight. "
+    "- **Fan-out**: ours is `ConnectionGateway.post_many` built as `chalicelib/clients.py` builds it "
+    "(`ManagementApi` over `Transport`, dummy credentials), FANOUT_WORKERS posts in flight. "
     "The baseline is a plain boto3 `apigatewaymanagementapi` client calling `post_to_connection` "
     "sequentially (the replaced proxy), measured whole at 100 and on its first 200 posts above, "
     "extrapolated linearly; the second reference is that client (pool of 32) in a 32-thread pool. "

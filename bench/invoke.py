@@ -136,7 +136,7 @@ def sweep(spec: dict[str, Any]) -> dict[str, Any]:
 
     from bench.fanout import PAYLOAD, connection_ids
     from chalicelib.gateway import ConnectionGateway, ManagementApi
-    from chalicelib.http_pool import new_pool
+    from chalicelib.transport import Transport
 
     use_dummy_aws_env()
     posts = int(spec["posts"])
@@ -144,16 +144,16 @@ def sweep(spec: dict[str, Any]) -> dict[str, Any]:
     for workers in spec["sweep"]:
         api = ManagementApi(
             spec["endpoint"],
-            pool=new_pool(workers),
+            transport=Transport(workers),
             region="us-east-1",
             credentials=lambda: ReadOnlyCredentials("AKIDEXAMPLE", "secret", "token"),
         )
         gateway = ConnectionGateway(api, ThreadPoolExecutor(2), workers)
-        gateway.fan_out(connection_ids(workers, "warm"), PAYLOAD)
+        gateway.post_many(connection_ids(workers, "warm"), PAYLOAD)
         runs = []
         for _ in range(int(spec.get("repeats", 3))):
             cpu, started = time.process_time(), time.perf_counter()
-            delivered = gateway.fan_out(connection_ids(posts), PAYLOAD).delivered
+            delivered = gateway.post_many(connection_ids(posts), PAYLOAD).delivered
             if delivered != posts:
                 raise RuntimeError(f"{delivered} of {posts} delivered")
             runs.append((time.perf_counter() - started, (time.process_time() - cpu) * 1000 / posts))
@@ -163,7 +163,7 @@ def sweep(spec: dict[str, Any]) -> dict[str, Any]:
             "cpu_s": runs[len(runs) // 2][1] * posts / 1000,
             "cpu_ms_per_post": runs[len(runs) // 2][1],
         }
-        api.pool.close()
+        api.transport.close()
     return out
 
 

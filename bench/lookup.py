@@ -93,7 +93,8 @@ def run(others: Sequence[int] = OTHERS, time_budget_s: float = 150.0) -> dict[st
     import boto3
     from moto import mock_aws
 
-    from chalicelib.registry import Connection, ConnectionRegistry
+    from chalicelib.model import Connection
+    from chalicelib.registry import ConnectionRegistry
     from chalicelib.schema import create_table_request
 
     started = time.monotonic()

@@ -12,7 +12,7 @@ the container's lazily built dependencies), against:
 Each message is a chat frame the backend answers with ``broadcast: true``, so
 a message is: one GSI Query, one backend POST, one channel Query, a fan-out to
 the channel. Time spent inside ``BackendClient.post`` and the gateway's
-``post``/``fan_out`` is measured by wrapping them and subtracted; the time
+``post``/``post_many`` is measured by wrapping them and subtracted; the time
 inside DynamoDB calls (botocore + moto over loopback) is reported beside it.
 
 Run in its own interpreter (``python -m bench.overhead``); the handler's logs
@@ -120,24 +120,24 @@ def measure(messages: int, standin_base: str, moto_base: str) -> dict[str, Any]:
     )
     import boto3
 
-    from chalicelib.registry import Connection
+    from chalicelib.model import Connection
     from chalicelib.schema import ensure_table
 
     ensure_table(boto3.client("dynamodb"), TABLE)
 
     import app as app_module
 
-    container: Any = app_module.container
+    application: Any = app_module  # ours, or the baseline's (another shape)
     now = int(time.time())
-    if hasattr(container, "use_cases"):  # one module per use case, channel keys with kinds
+    if hasattr(application, "get_clients"):  # one module per use case, channel keys with kinds
         # ids of their own: the baseline's items (no channel kind) share the table
         ids = [f"kind{i:08d}Q=" for i in range(CHANNEL)]
         from chalicelib.routes import channel_key
 
-        cases = container.use_cases()
-        registry, backend = cases.registry, cases.backend
-        gateway = cases.gateway_for(cases.settings.endpoint_for({}))
-        endpoint = cases.settings.api_gateway_endpoint
+        clients = application.get_clients()
+        registry, backend = clients.registry, clients.backend
+        gateway = clients.gateway_for(clients.settings.endpoint_for("", ""))
+        endpoint = clients.settings.api_gateway_endpoint
         for i, connection_id in enumerate(ids):
             registry.put(
                 Connection(
@@ -154,7 +154,7 @@ def measure(messages: int, standin_base: str, moto_base: str) -> dict[str, Any]:
             )
     else:  # the code before that (the baseline of the comparison)
         ids = [f"conn{i:08d}Q=" for i in range(CHANNEL)]
-        proxy = container.proxy()
+        proxy = application.container.proxy()
         registry, backend = proxy.registry, proxy.backend
         gateway = proxy.gateway_for(proxy.endpoint_for({}))
         for i, connection_id in enumerate(ids):
@@ -163,7 +163,7 @@ def measure(messages: int, standin_base: str, moto_base: str) -> dict[str, Any]:
     timer = Timer()
     backend.post = timer.wrap("backend", backend.post)
     gateway.post = timer.wrap("management_api", gateway.post)
-    gateway.fan_out = timer.wrap("management_api", gateway.fan_out)
+    gateway.post_many = timer.wrap("management_api", gateway.post_many)
     registry._call = timer.wrap("dynamodb", registry._call)  # noqa: SLF001 - times DynamoDB at its one dispatcher
 
     rows: list[dict[str, float]] = []
@@ -266,7 +266,7 @@ def lines(res: dict[str, Any]) -> list[str]:
         f"  {'ms per message':<54} {'median':>7} {'p99':>7}",
         row("handler (app.message, whole)", "handler"),
         row("  in backend (BackendClient.post)", "backend"),
-        row("  in Management API (gateway post/fan_out)", "management_api"),
+        row("  in Management API (gateway post/post_many)", "management_api"),
         row("  in DynamoDB calls (botocore + moto server, loopback)", "dynamodb"),
         row("    of which botocore CPU in this process", "dynamodb_client_cpu"),
         row("overhead = handler - backend - Management API", "overhead"),
@@ -326,10 +326,10 @@ NOTE = (
     "fresh process of each (alternating which goes first) against the same stand-in and moto "
     "server, 300 messages per round after 20 of warm-up. "
     "`app.message(event, context)` (Chalice's handler with the Powertools "
-    "middleware), dependencies built by the container from the environment: `BACKEND_URL` and "
+    "middleware), dependencies built by `get_clients()` from the environment: `BACKEND_URL` and "
     "`API_GATEWAY_ENDPOINT` point at the stand-in (answering at once), `AWS_ENDPOINT_URL_DYNAMODB` "
     "at a moto server in its own process. Handler logs go to /dev/null. Time inside "
-    "`BackendClient.post`, the gateway's `post`/`fan_out` and the registry's DynamoDB calls is "
+    "`BackendClient.post`, the gateway's `post`/`post_many` and the registry's DynamoDB calls is "
     "measured by wrapping them; overhead = handler - backend - Management API, "
     "so it still holds the DynamoDB round trips to moto's server: the channel Query, plus the "
     "GSI Query for a connection's first message in a container (the 20 warm-up messages cover the "

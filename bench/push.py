@@ -17,6 +17,7 @@ Baseline: the same push with chunking off (one invocation posts to everyone).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -61,20 +62,28 @@ def seed(client: Any, n: int) -> None:
 
 def push_once(chunk_size: int) -> dict[str, Any]:
     """The coordinating invocation, then every chunk it handed off, each timed on its own."""
-    import app as app_module
+    from chalicelib.clients import build_clients
+    from chalicelib.deadline import Deadline
+    from chalicelib.fanout import FanOutChunkCase
+    from chalicelib.push import PushCase
 
     os.environ["PUSH_CHUNK_SIZE"] = str(chunk_size)
-    app_module.container.reset()
     invoker = RecordingInvoker()
-    app_module.container.reset(invoker=invoker)
+    # the app's clients, with the asynchronous invocations kept here instead of sent
+    clients = dataclasses.replace(build_clients(), invoker=invoker)
+    context = LambdaContext()
     started = time.perf_counter()
-    answer = app_module.push({"channel": {"booking_id": "1"}, "payload": PAYLOAD}, LambdaContext())
+    answer = PushCase(clients).handle(
+        {"channel": {"booking_id": "1"}, "payload": PAYLOAD},
+        Deadline.from_context(context),
+        context.function_name,
+    )
     answered = time.perf_counter() - started
     chunk_times = []
     delivered, failed = answer.get("delivered", 0), answer.get("failed", 0)
     for event in invoker.events:
         began = time.perf_counter()
-        result = app_module.fanout(event, LambdaContext())
+        result = FanOutChunkCase(clients).handle(event, Deadline.from_context(context), context.function_name)
         chunk_times.append(time.perf_counter() - began)
         delivered += result.get("delivered", 0)
         failed += result.get("failed", 0)

@@ -1,9 +1,9 @@
 """The signer decision: our hand-written SigV4 against botocore's ``SigV4Auth``, same transport.
 
 Both sign every post of a fan-out and send it through the same
-``ManagementApi``/``HttpPool`` (post by path on keep-alive connections, one
+``ManagementApi``/``Transport`` (post by path on keep-alive connections, one
 event loop, ``WORKERS`` in flight) to the same stand-in (20 ms per post); only
-``ManagementApi.signer`` differs: ours (``chalicelib.gateway.Signer``, the key
+``ManagementApi.signer`` differs: ours (``chalicelib.signing.Signer``, the key
 derived once per day, the payload hashed once per fan-out) or botocore's
 (``AWSRequest`` + ``SigV4Auth.add_auth`` per post, as boto3 signs). Runs
 alternate between the two, ``REPEATS`` of each per size; medians. The rule:
@@ -26,8 +26,8 @@ from botocore.credentials import ReadOnlyCredentials
 from bench.part import Target, part_main
 from bench.servers import standin, use_dummy_aws_env
 from chalicelib.gateway import ConnectionGateway, ManagementApi
-from chalicelib.http_pool import new_pool
-from chalicelib.signing import RequestSigner
+from chalicelib.signing import Signer
+from chalicelib.transport import Transport
 
 DELAY = 0.02
 SIZES = (500, 1000)
@@ -38,7 +38,7 @@ CREDENTIALS = ReadOnlyCredentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCY
 THRESHOLD = 0.10
 
 
-class BotocoreSigner:
+class BotocoreSigner(Signer):
     """botocore's SigV4Auth on an AWSRequest per post: what signing with botocore costs."""
 
     def __init__(self, origin: str, credentials: ReadOnlyCredentials, region: str, data: bytes) -> None:
@@ -46,7 +46,7 @@ class BotocoreSigner:
         self._origin = origin
         self._data = data
 
-    def headers(self, path: str) -> dict[str, str]:
+    def headers(self, path: str, amz_date: str | None = None) -> dict[str, str]:
         request = AWSRequest(method="POST", url=self._origin + path, data=self._data)
         request.headers["Content-Type"] = "application/json"
         self._auth.add_auth(request)
@@ -60,17 +60,17 @@ class BotocoreSigner:
 class BotocoreSignedApi(ManagementApi):
     """The same Management API, each post signed by botocore."""
 
-    def signer(self, data: bytes) -> RequestSigner:
+    def signer(self, data: bytes) -> Signer:
         origin = self.url("x").split("/@connections/", 1)[0].removesuffix(urlsplit(self.endpoint).path)
         return BotocoreSigner(origin, CREDENTIALS, "us-east-1", data)
 
 
 def gateways(endpoint: str) -> dict[str, ConnectionGateway]:
-    pool = new_pool(WORKERS)
+    transport = Transport(WORKERS)
     executor = ThreadPoolExecutor(2)
     made = {}
     for name, kind in (("hand-written", ManagementApi), ("botocore SigV4Auth", BotocoreSignedApi)):
-        api = kind(endpoint, pool=pool, credentials=lambda: CREDENTIALS, region="us-east-1")
+        api = kind(endpoint, transport=transport, credentials=lambda: CREDENTIALS, region="us-east-1")
         made[name] = ConnectionGateway(api, executor, WORKERS)
     return made
 
@@ -91,7 +91,7 @@ def run() -> dict[str, Any]:
     with standin(DELAY) as server:
         made = gateways(f"{server.base}/development")
         for gateway in made.values():
-            gateway.fan_out([f"warm{i:08d}Q=" for i in range(WORKERS)], PAYLOAD)
+            gateway.post_many([f"warm{i:08d}Q=" for i in range(WORKERS)], PAYLOAD)
         for n in SIZES:
             ids = [f"c{i:011d}Q=" for i in range(n)]
             runs: dict[str, list[tuple[float, float]]] = {name: [] for name in made}
@@ -99,7 +99,7 @@ def run() -> dict[str, Any]:
                 for name, gateway in made.items():
                     cpu = time.process_time()
                     started = time.perf_counter()
-                    delivered = gateway.fan_out(ids, PAYLOAD).delivered
+                    delivered = gateway.post_many(ids, PAYLOAD).delivered
                     wall = time.perf_counter() - started
                     if delivered != n:
                         raise RuntimeError(f"{name}: {delivered} of {n} delivered")

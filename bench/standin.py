@@ -55,6 +55,7 @@ def _json(body: bytes) -> bytes:
 class Stats:
     posts = 0
     backend = 0
+    connections = 0
 
 
 class StandInProtocol(asyncio.Protocol):
@@ -67,6 +68,7 @@ class StandInProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        Stats.connections += 1
 
     def data_received(self, data: bytes) -> None:
         buf = self.buffer
@@ -100,7 +102,12 @@ class StandInProtocol(asyncio.Protocol):
             Stats.backend += 1
             transport.write(_json(_REPLY if b"/reply/" in path else _ANSWER))
         elif method == b"GET" and path == b"/_stats":
-            stats = {"posts": Stats.posts, "backend": Stats.backend, "cpu": time.process_time()}
+            stats = {
+                "posts": Stats.posts,
+                "backend": Stats.backend,
+                "connections": Stats.connections,
+                "cpu": time.process_time(),
+            }
             transport.write(_json(json.dumps({**stats, "wall": time.monotonic()}).encode()))
         else:
             transport.write(_NOT_FOUND)

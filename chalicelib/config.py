@@ -41,6 +41,19 @@ def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int) -
     return int(value)
 
 
+def _numbers(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        values = tuple(float(part) for part in raw.split(","))
+    except ValueError as exc:
+        raise ConfigurationError(f"{name} must be numbers separated by commas, got {raw!r}") from exc
+    if any(value < 0 or value > 5 for value in values):
+        raise ConfigurationError(f"{name}: each pause is between 0 and 5 seconds, got {raw!r}")
+    return values
+
+
 @dataclass(frozen=True)
 class Settings:
     backend_url: str
@@ -53,13 +66,22 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()
     deliver_function_name: str | None = None
     fanout_function_name: str | None = None
+    #: The cap on any HTTP answer's body (the backend's, the Management API's).
+    max_response_bytes: int = 4 * 1024 * 1024
+    #: Attempts per DynamoDB and Lambda call (botocore's own variable).
+    aws_max_attempts: int = 5
+    #: Timings: the deferred delivery's pauses in all while a handshake completes; how
+    #: young a connection answering 410 may still be in its handshake; the pauses between
+    #: index lookups that miss; the first backoff of a Management API post's retries.
+    deliver_retry_seconds: float = 5.0
+    handshake_grace_seconds: float = 5.0
+    lookup_retry_delays: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4)
+    post_retry_base_seconds: float = 0.05
     routes: Mapping[str, Route] = field(default_factory=lambda: dict(DEFAULT_ROUTES))
 
-    def endpoint_for(self, request_context: Mapping[str, object]) -> str:
+    def endpoint_for(self, domain_name: str, stage: str) -> str:
         """``API_GATEWAY_ENDPOINT``, else ``https://{domainName}/{stage}`` of the event."""
-        if self.api_gateway_endpoint:
-            return self.api_gateway_endpoint
-        return f"https://{request_context['domainName']}/{request_context['stage']}"
+        return self.api_gateway_endpoint or f"https://{domain_name}/{stage}"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -87,5 +109,11 @@ class Settings:
             allowed_origins=origins,
             deliver_function_name=env.get("DELIVER_FUNCTION_NAME", "").strip() or None,
             fanout_function_name=env.get("FANOUT_FUNCTION_NAME", "").strip() or None,
+            max_response_bytes=_integer(env, "MAX_RESPONSE_BYTES", 4 * 1024 * 1024, minimum=1024),
+            aws_max_attempts=_integer(env, "AWS_MAX_ATTEMPTS", 5, minimum=1),
+            deliver_retry_seconds=_number(env, "DELIVER_RETRY_SECONDS", 5.0, minimum=0),
+            handshake_grace_seconds=_number(env, "HANDSHAKE_GRACE_SECONDS", 5.0, minimum=0),
+            lookup_retry_delays=_numbers(env, "LOOKUP_RETRY_DELAYS", (0.05, 0.1, 0.2, 0.4)),
+            post_retry_base_seconds=_number(env, "POST_RETRY_BASE_SECONDS", 0.05, minimum=0.001),
             routes=routes_with_overrides(env.get("BACKEND_ROUTES")),
         )

@@ -9,12 +9,12 @@ the item only when the backend accepts, and hands the initial frames to
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Mapping
 from typing import Any
 
-from chalicelib import protocol
-from chalicelib.config import Settings
+from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
+
+from chalicelib import protocol, wire
+from chalicelib.clients import Clients
 from chalicelib.deadline import Deadline
 from chalicelib.errors import (
     BackendError,
@@ -25,8 +25,7 @@ from chalicelib.errors import (
     TooLarge,
 )
 from chalicelib.internal_events import ASYNC_PAYLOAD_LIMIT, DeliveryEvent, pack_frames
-from chalicelib.ports import Backend, Invoker, Metric, Registry
-from chalicelib.registry import Connection
+from chalicelib.model import Connection
 from chalicelib.summary import HandlerRun
 
 logger = logging.getLogger(__name__)
@@ -35,46 +34,25 @@ logger = logging.getLogger(__name__)
 ENDPOINT_MAX = 512
 
 
-def _connection_id(event: Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
-    ctx = event.get("requestContext") or {}
-    return ctx, str(ctx.get("connectionId", ""))
+def _refused(outcome: str) -> dict[str, Any]:
+    """``$connect`` when its work raised: the handshake is refused with 500."""
+    reason = "the proxy is misconfigured" if outcome == "misconfigured" else "internal error"
+    return {"statusCode": 500, "body": reason}
 
 
 class ConnectCase:
-    def __init__(
-        self,
-        settings: Settings,
-        registry: Registry,
-        backend: Backend,
-        invoker: Invoker,
-        *,
-        clock: Callable[[], float] = time.time,
-        metric: Metric,
-    ) -> None:
-        self._settings = settings
-        self._registry = registry
-        self._backend = backend
-        self._invoker = invoker
-        self._clock = clock
-        self._metric = metric
+    def __init__(self, clients: Clients) -> None:
+        self._settings = clients.settings
+        self._registry = clients.registry
+        self._backend = clients.backend
+        self._invoker = clients.invoker
+        self._clock = clients.clock
+        self._metric = clients.metric
 
-    def handle(self, event: Mapping[str, Any], deadline: Deadline) -> dict[str, Any]:
-        ctx, connection_id = _connection_id(event)
-
-        def fallback(outcome: str) -> dict[str, Any]:
-            if outcome == "misconfigured":
-                return {"statusCode": 500, "body": "the proxy is misconfigured"}
-            return {"statusCode": 500, "body": "internal error"}
-
-        with HandlerRun(
-            "$connect",
-            fallback,
-            last_resort={"statusCode": 500},
-            message="connect",
-            connection_id=connection_id,
-        ) as run:
+    def handle(self, event: APIGatewayWebSocketEvent, deadline: Deadline) -> dict[str, Any]:
+        with HandlerRun("$connect", on_failure=_refused) as run:
             try:
-                run.result = self._connect(event, ctx, connection_id, deadline, run.log)
+                run.result = self._connect(event, deadline, run.log)
                 run.log["outcome"] = "accepted"
                 self._metric("ConnectionsOpened", 1)
             except ProxyError as exc:
@@ -88,16 +66,14 @@ class ConnectCase:
         return response
 
     def _connect(
-        self,
-        event: Mapping[str, Any],
-        ctx: Mapping[str, Any],
-        connection_id: str,
-        deadline: Deadline,
-        log: dict[str, Any],
+        self, event: APIGatewayWebSocketEvent, deadline: Deadline, log: dict[str, Any]
     ) -> dict[str, Any]:
-        headers = event.get("headers") or {}
-        protocol.check_origin(headers, self._settings.allowed_origins)
-        request = protocol.parse_connect(event.get("queryStringParameters"), headers, self._settings.routes)
+        context = event.request_context
+        connection_id = log["connection_id"] = context.connection_id
+        protocol.check_origin(event.headers, self._settings.allowed_origins)
+        # the query as sent: its names are case-sensitive, unlike the headers'
+        query = event.get("queryStringParameters")
+        request = protocol.parse_connect(query, event.headers, self._settings.routes)
         log["type"] = request.connection_type
         answer: dict[str, Any] = {}
         path = request.route.connect_path(request.booking_id)
@@ -109,7 +85,7 @@ class ConnectCase:
         if request.route.channel_kind == "user" and user is None:
             raise BackendError("the chat service did not say which user connected")
         channel = request.route.channel_for(request.booking_id, user)
-        endpoint = self._settings.endpoint_for(ctx)
+        endpoint = self._settings.endpoint_for(context.domain_name, context.stage)
         if len(endpoint) > ENDPOINT_MAX:
             raise InvalidMessage("the request's domain name is too long", status=400)
         log["channel"] = channel
@@ -119,9 +95,9 @@ class ConnectCase:
             if payload is None:
                 continue
             try:
-                frames.extend(protocol.frames_for(payload))
+                frames.extend(wire.frames_for(payload))
             except TooLarge as exc:
-                frames.append(protocol.encode(protocol.error_frame_for(exc)))
+                frames.append(wire.encode(protocol.error_frame_for(exc)))
         now = int(self._clock())
         conn = Connection(
             connection_id=connection_id,
@@ -156,7 +132,7 @@ class ConnectCase:
             note = protocol.error_frame(
                 "too_large", "the initial payload is too large to deliver; reload in smaller pages"
             )
-            frames = [protocol.encode(note)]
+            frames = [wire.encode(note)]
         event = DeliveryEvent(conn.connection_id, conn.channel, frames)
         try:
             self._invoker.invoke_async(name, event.to_payload())
@@ -169,20 +145,14 @@ class ConnectCase:
 
 
 class DisconnectCase:
-    def __init__(self, registry: Registry, *, metric: Metric) -> None:
-        self._registry = registry
-        self._metric = metric
+    def __init__(self, clients: Clients) -> None:
+        self._registry = clients.registry
+        self._metric = clients.metric
 
-    def handle(self, event: Mapping[str, Any]) -> dict[str, Any]:
-        _, connection_id = _connection_id(event)
-        with HandlerRun(
-            "$disconnect",
-            lambda outcome: {"statusCode": 200},
-            last_resort={"statusCode": 200},
-            message="disconnect",
-            connection_id=connection_id,
-        ) as run:
+    def handle(self, event: APIGatewayWebSocketEvent) -> dict[str, Any]:
+        with HandlerRun("$disconnect", on_failure=lambda _: {"statusCode": 200}) as run:
             run.result = {"statusCode": 200}
+            connection_id = run.log["connection_id"] = event.request_context.connection_id
             try:
                 conn = self._registry.find(connection_id)
                 if conn is None:

@@ -50,12 +50,9 @@ class Deadline:
     def remaining(self) -> float:
         return max(0.0, self.at - self.clock())
 
-    def expired(self) -> bool:
-        return self.clock() >= self.at
-
-    def earlier(self, seconds: float) -> Deadline:
-        """A deadline ``seconds`` before this one."""
-        return Deadline(self.at - seconds, self.clock)
+    def later(self, seconds: float) -> Deadline:
+        """A deadline ``seconds`` after this one."""
+        return Deadline(self.at + seconds, self.clock)
 
     def within(self, seconds: float) -> Deadline:
         """This deadline, or ``seconds`` from now if that comes first."""

@@ -2,8 +2,8 @@
 
 ``$connect`` runs before API Gateway completes the handshake, and the
 Management API answers 410 until it has; so ``$connect`` hands the frames to
-this asynchronous invocation, which retries 410 with growing pauses for a few
-seconds, then posts the frames in order. It posts through the configured
+this asynchronous invocation, which retries 410 with growing pauses (at most
+``DELIVER_RETRY_SECONDS`` of them in all), then posts the frames in order. It posts through the configured
 endpoint, or the one ``$connect`` stored with the connection, and stops as soon
 as the connection's item is gone (its ``$disconnect`` ran).
 """
@@ -11,57 +11,31 @@ as the connection's item is gone (its ``$disconnect`` ran).
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
 from typing import Any
 
-from chalicelib import protocol
-from chalicelib.config import Settings
+from chalicelib import protocol, wire
+from chalicelib.clients import Clients
 from chalicelib.deadline import Deadline
 from chalicelib.errors import ProxyError
-from chalicelib.gateway import PostOutcome
 from chalicelib.internal_events import DeliveryEvent
-from chalicelib.ports import GatewayFor, Metric, Registry
+from chalicelib.model import PostOutcome
 from chalicelib.summary import HandlerRun
 
 logger = logging.getLogger(__name__)
 
-#: How long the deferred delivery keeps retrying 410 while the handshake completes.
-DELIVER_RETRY_SECONDS = 5.0
-
 
 class DeliverCase:
-    def __init__(
-        self,
-        settings: Settings,
-        registry: Registry,
-        gateway_for: GatewayFor,
-        *,
-        sleep: Callable[[float], None] = time.sleep,
-        retry_seconds: float = DELIVER_RETRY_SECONDS,
-        metric: Metric,
-    ) -> None:
-        self._settings = settings
-        self._registry = registry
-        self._gateway_for = gateway_for
-        self._sleep = sleep
-        self._retry_seconds = retry_seconds
-        self._metric = metric
+    def __init__(self, clients: Clients) -> None:
+        self._settings = clients.settings
+        self._registry = clients.registry
+        self._gateway_for = clients.gateway_for
+        self._sleep = clients.sleep
+        self._retry_seconds = clients.settings.deliver_retry_seconds
+        self._metric = clients.metric
 
     def handle(self, payload: Any, deadline: Deadline) -> dict[str, Any]:
-        def fallback(outcome: str) -> dict[str, Any]:
-            return {"error": {"code": outcome, "message": "the delivery could not be processed"}}
-
-        with HandlerRun(
-            "deliver", fallback, last_resort={"error": {"code": "internal_error"}}, message="deliver"
-        ) as run:
-            try:
-                event = DeliveryEvent.from_payload(payload)
-            except ValueError as exc:
-                logger.error("invalid delivery event", extra={"error": str(exc)})
-                run.log["outcome"] = "invalid_event"
-                run.result = {"error": {"code": "invalid_event", "message": "not a delivery event"}}
-                return run.answer()
+        with HandlerRun("deliver") as run:
+            event = DeliveryEvent.from_payload(payload)
             run.log.update(connection_id=event.connection_id, channel=event.channel, frames=len(event.frames))
             delivered, outcome = self._deliver(event, deadline)
             run.log.update(delivered=delivered, outcome=outcome)
@@ -77,15 +51,19 @@ class DeliverCase:
             logger.error("no Management API endpoint for this connection", extra={"channel": event.channel})
             return 0, "no_endpoint"
         gateway = self._gateway_for(endpoint)
-        handshake = deadline.within(self._retry_seconds)
         delivered = 0
-        delay = 0.05
+        delay, waited = 0.05, 0.0
         for frame in event.frames:
             while True:
-                result = gateway.post(event.connection_id, frame, deadline=deadline.at)
-                if result is not PostOutcome.GONE or handshake.remaining() <= delay:
+                result = gateway.post(event.connection_id, frame, deadline=deadline)
+                if (
+                    result is not PostOutcome.GONE
+                    or waited + delay > self._retry_seconds
+                    or deadline.remaining() <= delay
+                ):
                     break
                 self._sleep(delay)  # 410 until API Gateway has completed the handshake
+                waited += delay
                 delay = min(delay * 2, 0.5)
                 if self._registry.get(event.channel, event.connection_id) is None:
                     return delivered, "gone"  # its $disconnect ran: nobody is waiting
@@ -97,14 +75,14 @@ class DeliverCase:
             else:
                 gateway.post(
                     event.connection_id,
-                    protocol.encode(
+                    wire.encode(
                         protocol.error_frame(
                             "delivery_failed",
                             "part of the initial payload could not be delivered; reconnect",
                             retryable=True,
                         )
                     ),
-                    deadline=deadline.at + 1.0,
+                    deadline=deadline.later(1.0),
                 )
                 self._metric("DeliveryFailures", 1)
             return delivered, result.value

@@ -15,6 +15,10 @@ class ConfigurationError(Exception):
     """An environment variable is missing or malformed (docs/operations.md)."""
 
 
+class InvalidEvent(ValueError):
+    """An event the app sends itself (``deliver``, ``fanout``) that is not one; answered ``invalid_event``."""
+
+
 class ProxyError(Exception):
     """A request the proxy answers with an error (status on connect, frame after)."""
 

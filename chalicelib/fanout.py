@@ -1,282 +1,84 @@
-"""Fan-out to a channel: chunked across invocations, bounded by a deadline, failures settled.
+"""``fanout``: the internal function that runs a ``FanOutChunk`` handed off by an earlier invocation.
 
-A channel larger than ``PUSH_CHUNK_SIZE`` is split: the first chunk is posted by
-the running invocation, the others are handed to the internal ``fanout``
-function as ``FanOutChunk`` events. Every frame goes to every connection in
-order; a connection that fails a frame gets no later one. A post that still
-fails after the gateway's retries gets ``LATER_ATTEMPTS`` more tries from later
-invocations carrying only the frames it has not received, then a
-``delivery_failed`` frame. Posts the deadline left no time for are handed off
-as a chunk too. Nothing is dropped without a word.
-
-The ``fanout`` function posts only through this API's Management endpoint:
-the configured ``API_GATEWAY_ENDPOINT``, or else the endpoint stored with each
-connection by ``$connect``; and only to connections that are still in the
-chunk's channel.
+It posts only through this API's Management endpoint: the configured
+``API_GATEWAY_ENDPOINT``, or else the endpoint stored with each connection by
+``$connect``; and, without a configured endpoint, only to connections that are
+still in the chunk's channel.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
+from typing import Any
 
-from chalicelib import protocol
+from chalicelib.channel_sender import LATER_ATTEMPTS, ChannelSender
+from chalicelib.clients import Clients
 from chalicelib.deadline import Deadline
-from chalicelib.gateway import FanOutResult
 from chalicelib.internal_events import FanOutChunk
-from chalicelib.ports import Gateway, Invoker, Metric, Registry
-from chalicelib.summary import elapsed_ms
+from chalicelib.model import FanOutResult
+from chalicelib.summary import HandlerRun
 
 logger = logging.getLogger(__name__)
 
-#: A connection created this recently that answers 410 may still be in its handshake (its
-#: item is written just before $connect returns): it keeps its item and gets a later attempt.
-HANDSHAKE_GRACE_SECONDS = 5.0
-#: A post that still fails after the gateway's own retries gets this many more tries,
-#: each from a later asynchronous invocation; then the client is told.
-LATER_ATTEMPTS = 1
-#: The names of this app's functions (``ws-proxy-{stage}-{name}`` once deployed).
-FUNCTION_NAMES = (
-    "websocket_connect",
-    "websocket_message",
-    "websocket_disconnect",
-    "deliver",
-    "push",
-    "fanout",
-)
 
+class FanOutChunkCase:
+    """``fanout``: runs one ``FanOutChunk`` handed off by an earlier invocation."""
 
-def sibling_function(own_name: str | None, name: str) -> str | None:
-    """``name``'s deployed name, from the running function's own (same app and stage)."""
-    if not own_name:
-        return None
-    for known in FUNCTION_NAMES:
-        if own_name.endswith(f"-{known}"):
-            return own_name[: -len(known)] + name
-    return None
+    def __init__(self, clients: Clients) -> None:
+        self._clients = clients
+        self._settings = clients.settings
+        self._registry = clients.registry
+        self._gateway_for = clients.gateway_for
 
-
-class FanOut:
-    """Posts frames to the connections of one channel, handing off what is too much."""
-
-    def __init__(
-        self,
-        registry: Registry,
-        invoker: Invoker,
-        *,
-        chunk_size: int,
-        chunk_function: str | None,
-        metric: Metric,
-        clock: Callable[[], float] = time.time,
-        handshake_grace: float = HANDSHAKE_GRACE_SECONDS,
-    ) -> None:
-        self._registry = registry
-        self._invoker = invoker
-        self._chunk_size = chunk_size
-        self._chunk_function = chunk_function
-        self._metric = metric
-        self._clock = clock
-        self._handshake_grace = handshake_grace
-
-    def for_function(self, own_name: str | None) -> FanOut:
-        """The same fan-out; when no ``fanout`` function is configured, its name derived from ``own_name``."""
-        if self._chunk_function:
-            return self
-        derived = sibling_function(own_name, "fanout")
-        if not derived:
-            return self
-        return FanOut(
-            self._registry,
-            self._invoker,
-            chunk_size=self._chunk_size,
-            chunk_function=derived,
-            metric=self._metric,
-            clock=self._clock,
-            handshake_grace=self._handshake_grace,
-        )
-
-    def remover(self, channel: str, young: set[str] | None = None) -> Callable[[str], None]:
-        """What to do with a connection the Management API called gone (410).
-
-        Its item goes. With ``young``, a connection created in the last
-        ``handshake_grace`` seconds keeps its item and is added to ``young`` instead:
-        API Gateway answers 410 until a handshake completes, so it is tried again later.
-        """
-
-        def remove(connection_id: str) -> None:
-            before = None if young is None else int(self._clock() - self._handshake_grace)
-            if self._registry.delete(channel, connection_id, created_before=before):
-                self._metric("StaleRemoved", 1)
-            elif young is not None:
-                young.add(connection_id)
-
-        return remove
-
-    def to_channel(
-        self, gateway: Gateway, channel: str, ids: list[str], frames: list[bytes], deadline: Deadline
-    ) -> FanOutResult:
-        """Deliver ``frames`` to ``ids``: the first chunk here, the rest handed off."""
-        size = self._chunk_size
-        chunks = [ids[i : i + size] for i in range(0, len(ids), size)] or [[]]
-        queued = 0
-        for chunk in chunks[1:]:
-            if self._hand_off(FanOutChunk(channel, chunk, frames)):
-                queued += len(chunk)
-            else:  # cannot hand it off: deliver it here rather than lose it
-                chunks[0] = chunks[0] + chunk
-        result = self.deliver(gateway, channel, chunks[0], frames, deadline, attempt=0)
-        logger.info(
-            "fan-out",
-            extra={
-                "channel": channel,
-                "connections": len(ids),
-                "delivered": result.delivered,
-                "gone": len(result.gone),
-                "failed": len(result.failed),
-                "unsent": len(result.unsent),
-                "queued": queued,
-                "chunks": len(chunks),
-                "duration_ms": result.duration_ms,
-            },
-        )
-        return result
-
-    def deliver(
-        self,
-        gateway: Gateway,
-        channel: str,
-        ids: list[str],
-        frames: list[bytes],
-        deadline: Deadline,
-        *,
-        attempt: int,
-    ) -> FanOutResult:
-        """Post here, then settle: failures to a later attempt, what had no time to a later chunk."""
-        # the last attempt takes a 410 as final, however young the connection
-        result, failed_from, unsent_from = self._post_all(
-            gateway,
-            channel,
-            ids,
-            frames,
-            deadline,
-            grace=attempt < LATER_ATTEMPTS and self._handshake_grace > 0,
-        )
-        self._settle(gateway, channel, failed_from, frames, attempt, deadline)
-        self._continue(gateway, channel, unsent_from, frames, attempt, deadline)
-        return result
-
-    def _hand_off(self, chunk: FanOutChunk) -> bool:
-        if not self._chunk_function:
-            return False
-        try:
-            self._invoker.invoke_async(self._chunk_function, chunk.to_payload())
-        except Exception as exc:  # noqa: BLE001 - any failure to hand off: deliver here or tell the client
-            logger.warning(
-                "chunk hand-off failed",
-                extra={"channel": chunk.channel, "attempt": chunk.attempt, "error": type(exc).__name__},
+    def handle(
+        self, payload: Any, deadline: Deadline, own_function_name: str | None = None
+    ) -> dict[str, Any]:
+        with HandlerRun("fanout") as run:
+            chunk = FanOutChunk.from_payload(payload, max_attempt=LATER_ATTEMPTS)
+            sender = ChannelSender(self._clients, own_function_name)
+            total = FanOutResult()
+            for endpoint, ids in self._by_endpoint(chunk).items():
+                result = sender.send_here(
+                    self._gateway_for(endpoint),
+                    chunk.channel,
+                    ids,
+                    chunk.frames,
+                    deadline,
+                    attempt=chunk.attempt,
+                )
+                total.merge(result)
+            run.log.update(
+                outcome="delivered",
+                channel=chunk.channel,
+                connections=len(chunk.connection_ids),
+                attempt=chunk.attempt,
+                delivered=total.delivered,
+                gone=len(total.gone),
+                failed=len(total.failed),
+                queued=len(total.unsent),
             )
-            return False
-        return True
+            run.result = {
+                "delivered": total.delivered,
+                "gone": len(total.gone),
+                "failed": len(total.failed) + len(total.too_large),
+                "queued": len(total.unsent),
+            }
+        return run.answer()
 
-    def _post_all(
-        self,
-        gateway: Gateway,
-        channel: str,
-        ids: list[str],
-        frames: list[bytes],
-        deadline: Deadline,
-        *,
-        grace: bool,
-    ) -> tuple[FanOutResult, dict[str, int], dict[str, int]]:
-        """Every frame, in order, to every id; a connection that fails a frame gets no later one.
-
-        Also answers, for each connection that failed, and for each the deadline left
-        no time for, the index of the frame it stopped at.
-        """
-        total = FanOutResult()
-        failed_from: dict[str, int] = {}
-        unsent_from: dict[str, int] = {}
-        started = time.perf_counter()
-        remaining = ids
-        for index, data in enumerate(frames):
-            if not remaining:
-                break
-            young: set[str] = set()  # 410 while maybe still in the handshake: tried again later
-            remove = self.remover(channel, young if grace else None)
-            result = gateway.fan_out(remaining, data, on_gone=remove, deadline=deadline.at)
-            if young:
-                result.gone = [i for i in result.gone if i not in young]
-                result.failed = [*result.failed, *young]
-            total.merge(FanOutResult(0, result.gone, result.too_large, result.failed))
-            total.delivered = result.delivered  # per connection, not per frame
-            failed_from.update((cid, index) for cid in result.failed)
-            unsent_from.update((cid, index) for cid in result.unsent)
-            stopped = set(result.gone) | set(result.failed) | set(result.too_large) | set(result.unsent)
-            remaining = [i for i in remaining if i not in stopped]
-        total.unsent = list(unsent_from)
-        total.duration_ms = elapsed_ms(started)
-        self._metric("FanOutSize", len(ids))
-        return total, failed_from, unsent_from
-
-    def _by_frame(self, stopped_at: dict[str, int]) -> dict[int, list[str]]:
-        groups: dict[int, list[str]] = {}
-        for cid, index in stopped_at.items():
-            groups.setdefault(index, []).append(cid)
+    def _by_endpoint(self, chunk: FanOutChunk) -> dict[str, list[str]]:
+        """The chunk's connections by the endpoint to post through (only live ones of its channel)."""
+        configured = self._settings.api_gateway_endpoint
+        if configured:
+            return {configured: list(chunk.connection_ids)}
+        stored = self._registry.endpoints(chunk.channel, chunk.connection_ids)
+        groups: dict[str, list[str]] = {}
+        for cid in chunk.connection_ids:
+            endpoint = stored.get(cid)
+            if endpoint:
+                groups.setdefault(endpoint, []).append(cid)
+        missing = len(chunk.connection_ids) - sum(len(ids) for ids in groups.values())
+        if missing:
+            logger.info(
+                "fan-out chunk skipped connections no longer in its channel", extra={"skipped": missing}
+            )
         return groups
-
-    def _continue(
-        self,
-        gateway: Gateway,
-        channel: str,
-        unsent_from: dict[str, int],
-        frames: list[bytes],
-        attempt: int,
-        deadline: Deadline,
-    ) -> None:
-        """Connections the deadline left no time for: a later invocation posts what they lack."""
-        lost: list[str] = []
-        for index, ids in self._by_frame(unsent_from).items():
-            if not self._hand_off(FanOutChunk(channel, ids, frames[index:], attempt)):
-                lost += ids
-        if unsent_from:
-            logger.warning(
-                "fan-out out of time", extra={"channel": channel, "handed_off": len(unsent_from) - len(lost)}
-            )
-        if lost:
-            self._tell_failed(gateway, channel, lost, deadline)
-
-    def _settle(
-        self,
-        gateway: Gateway,
-        channel: str,
-        failed_from: dict[str, int],
-        frames: list[bytes],
-        attempt: int,
-        deadline: Deadline,
-    ) -> None:
-        """Posts that failed after the gateway's retries are tried again later, or the client is told."""
-        unsettled: list[str] = []
-        for index, ids in self._by_frame(failed_from).items():
-            later = FanOutChunk(channel, ids, frames[index:], attempt + 1)
-            if not (attempt < LATER_ATTEMPTS and self._hand_off(later)):
-                unsettled += ids
-        if unsettled:
-            self._tell_failed(gateway, channel, unsettled, deadline)
-
-    def _tell_failed(self, gateway: Gateway, channel: str, ids: list[str], deadline: Deadline) -> None:
-        """A ``delivery_failed`` frame to each, best effort (counted whether or not it arrives)."""
-        self._metric("DeliveryFailures", len(ids))
-        logger.warning("delivery failed", extra={"channel": channel, "connections": len(ids)})
-        note = protocol.error_frame(
-            "delivery_failed",
-            "a message could not be delivered to this connection; reload to catch up",
-            retryable=True,
-        )
-        # The reserve past the deadline is for exactly this: the note may use it.
-        reserve = deadline.at + RESERVE_FOR_NOTES
-        gateway.fan_out(ids, protocol.encode(note), on_gone=self.remover(channel), deadline=reserve)
-
-
-#: How far past the work deadline (into the Lambda reserve) ``delivery_failed`` notes may go.
-RESERVE_FOR_NOTES = 1.0

@@ -7,13 +7,10 @@ choice):
 - SigV4 is computed by string formatting with the signing key derived once per
   day (``tests/unit/test_signing.py`` holds it to botocore's own ``SigV4Auth``,
   byte for byte), the payload serialized and hashed once per fan-out;
-- the posts go out over keep-alive HTTP/1.1 connections driven by one asyncio
-  event loop on a thread of its own (``HttpPool``), many posts in flight at once
-  instead of threads contending for the GIL; the request is written in one piece
-  and the answer's status line and framing headers are all that is parsed
-  (``chalicelib.http_connection``), pooled by ``chalicelib.http_pool``; SigV4 is
-  ``chalicelib.signing``. The loop and its connections live as long as the
-  container, so a warm invocation reuses them.
+- the posts go out over the keep-alive connections of the proxy's one HTTP
+  client (``chalicelib.transport``), many in flight on one event loop instead of
+  threads contending for the GIL, each request written in one piece; SigV4 is
+  ``chalicelib.signing``.
 
 Outcomes of one post (docs/protocol.md):
 
@@ -26,7 +23,7 @@ Outcomes of one post (docs/protocol.md):
 - anything else (400, 403) → ``FAILED`` at once;
 - ``UNSENT``: only with a deadline, when no attempt could start before it.
 
-A deadline (a ``time.monotonic()`` value) bounds a post or a fan-out: no post is
+A ``Deadline`` bounds a post or ``post_many``: no post is
 started with less than ``RetryPolicy.min_post_seconds`` left, each attempt's
 connect and read timeouts and each retry's sleep are cut to the time left, and a
 fan-out answers the ids it never attempted in ``FanOutResult.unsent``.
@@ -35,39 +32,27 @@ fan-out answers the ids it never attempted in ``FanOutResult.unsent``.
 from __future__ import annotations
 
 import asyncio
-import enum
 import hashlib
-import inspect
 import logging
 import random
-import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 from botocore.credentials import ReadOnlyCredentials
 
-from chalicelib.http_connection import HttpError
-from chalicelib.http_pool import HttpPool
-from chalicelib.signing import DEFAULT_PORTS, METHOD, RequestSigner, Signer, signing_host
+from chalicelib.deadline import Deadline
+from chalicelib.model import FanOutResult, PostOutcome
+from chalicelib.response_parser import HttpError
+from chalicelib.signing import DEFAULT_PORTS, METHOD, Signer, signing_host
+from chalicelib.transport import Transport
 
 logger = logging.getLogger(__name__)
 
-#: How a post pauses between retries (``asyncio.sleep``, or a plain function in tests).
-Sleep = Callable[[float], Awaitable[None] | None]
-
-_REGION_IN_HOST = re.compile(r"\.execute-api\.([a-z0-9-]+)\.amazonaws\.com")
-
-
-class PostOutcome(enum.Enum):
-    DELIVERED = "delivered"
-    GONE = "gone"
-    TOO_LARGE = "too_large"
-    FAILED = "failed"
-    #: Only with a deadline: not attempted, because it could not finish in time.
-    UNSENT = "unsent"
+#: How a post pauses between retries (``asyncio.sleep``; a recording coroutine in tests).
+Sleep = Callable[[float], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -80,47 +65,26 @@ class RetryPolicy:
     max_delay: float = 1.0
     #: With a deadline, an attempt (first or retry) starts only with this much time left.
     min_post_seconds: float = 0.1
+    #: One attempt's whole time (connect, send, answer), whatever the deadline.
+    attempt_seconds: float = 7.0
 
     def delay(self, attempt: int) -> float:
         """Full-jitter exponential backoff for retry number ``attempt`` (1-based)."""
         return random.uniform(0, min(self.max_delay, self.base_delay * (2 ** (attempt - 1))))  # noqa: S311 - jitter
 
 
-@dataclass
-class FanOutResult:
-    delivered: int = 0
-    gone: list[str] = field(default_factory=list)
-    too_large: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    duration_ms: float = 0.0
-    #: Ids never attempted because the deadline came first (not in ``attempted``).
-    unsent: list[str] = field(default_factory=list)
-
-    @property
-    def attempted(self) -> int:
-        return self.delivered + len(self.gone) + len(self.too_large) + len(self.failed)
-
-    def merge(self, other: FanOutResult) -> None:
-        self.delivered += other.delivered
-        self.gone += other.gone
-        self.too_large += other.too_large
-        self.failed += other.failed
-        self.unsent += other.unsent
-
-
 class ManagementApi:
-    """The ``@connections`` API of one WebSocket API stage, over a shared pool."""
+    """The ``@connections`` API of one WebSocket API stage, over the shared transport."""
 
     def __init__(
         self,
         endpoint: str,
         *,
-        pool: HttpPool,
+        transport: Transport,
         credentials: Callable[[], ReadOnlyCredentials],
         region: str,
         retry: RetryPolicy = RetryPolicy(),
         sleep: Sleep = asyncio.sleep,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         parts = urlsplit(self.endpoint)
@@ -130,12 +94,11 @@ class ManagementApi:
         self._address = (parts.scheme, parts.hostname, parts.port or DEFAULT_PORTS[parts.scheme])
         self._base_path = parts.path
         self._host = signing_host(self.endpoint)
-        self.pool = pool
+        self.transport = transport
         self._credentials = credentials
         self._region = region
         self._retry = retry
         self._sleep = sleep
-        self._clock = clock
 
     def path(self, connection_id: str) -> str:
         quoted = quote(connection_id, safe="~")
@@ -146,34 +109,35 @@ class ManagementApi:
     def url(self, connection_id: str) -> str:
         return f"{self._origin}{self.path(connection_id)}"
 
-    def signer(self, data: bytes) -> RequestSigner:
+    def signer(self, data: bytes) -> Signer:
         return Signer(self._credentials(), self._region, self._host, hashlib.sha256(data).hexdigest())
 
-    def _head(self, signer: RequestSigner, path: str, length: int) -> bytes:
+    def _head(self, signer: Signer, path: str, length: int) -> bytes:
         lines = "".join(f"{name}: {value}\r\n" for name, value in signer.headers(path).items())
         head = f"{METHOD} {path} HTTP/1.1\r\nHost: {self._host}\r\n{lines}Content-Length: {length}\r\n\r\n"
         return head.encode()
 
-    def _left(self, deadline: float | None) -> float:
-        return float("inf") if deadline is None else deadline - self._clock()
+    @staticmethod
+    def _left(deadline: Deadline | None) -> float:
+        return float("inf") if deadline is None else deadline.remaining()
 
     async def post_async(
-        self, connection_id: str, data: bytes, signer: RequestSigner, deadline: float | None = None
+        self, connection_id: str, data: bytes, signer: Signer, deadline: Deadline | None = None
     ) -> PostOutcome:
-        """Post one frame to one connection on the pool's loop, retrying throttles and transient faults."""
+        """Post one frame to one connection on the transport's loop, retrying throttles and faults."""
         retry = self._retry
         if self._left(deadline) < retry.min_post_seconds:
             return PostOutcome.UNSENT
         path = self.path(connection_id)
-        worst = self.pool.connect_timeout + self.pool.read_timeout
         throttled = transient = 0
         last = False
         while True:
-            left = self._left(deadline)
+            request = self._head(signer, path, len(data)) + data
             try:
-                status = await self.pool.send(
-                    self._address, self._head(signer, path, len(data)), data, min(worst, left)
+                response = await self.transport.send(
+                    self._address, request, min(retry.attempt_seconds, self._left(deadline))
                 )
+                status = response.status
             except HttpError as exc:
                 status, reason = 0, str(exc)
             else:
@@ -206,9 +170,7 @@ class ManagementApi:
                     return self._failed(connection_id, f"{reason}; no time left to retry")
                 if delay >= room:  # the backoff is cut to the time left: this is the last try
                     delay, last = room, True
-            slept = self._sleep(delay)
-            if slept is not None and inspect.isawaitable(slept):
-                await slept
+            await self._sleep(delay)
             if self._left(deadline) < retry.min_post_seconds:
                 return self._failed(connection_id, f"{reason}; no time left to retry")
 
@@ -216,12 +178,12 @@ class ManagementApi:
         self,
         connection_id: str,
         data: bytes,
-        signer: RequestSigner | None = None,
+        signer: Signer | None = None,
         *,
-        deadline: float | None = None,
+        deadline: Deadline | None = None,
     ) -> PostOutcome:
-        """``post_async`` from a thread outside the pool's loop."""
-        outcome: PostOutcome = self.pool.run(
+        """``post_async`` from a thread outside the transport's loop."""
+        outcome: PostOutcome = self.transport.run(
             self.post_async(connection_id, data, signer or self.signer(data), deadline)
         )
         return outcome
@@ -240,20 +202,16 @@ class ConnectionGateway:
         self._executor = executor
         self._workers = max(workers, 1)
 
-    @property
-    def endpoint(self) -> str:
-        return self.api.endpoint
-
-    def post(self, connection_id: str, data: bytes, *, deadline: float | None = None) -> PostOutcome:
+    def post(self, connection_id: str, data: bytes, *, deadline: Deadline | None = None) -> PostOutcome:
         return self.api.post(connection_id, data, deadline=deadline)
 
-    def fan_out(
+    def post_many(
         self,
         connection_ids: Iterable[str],
         data: bytes,
         *,
         on_gone: Callable[[str], None] | None = None,
-        deadline: float | None = None,
+        deadline: Deadline | None = None,
     ) -> FanOutResult:
         """Post ``data`` to every id, at most ``workers`` at once.
 
@@ -267,29 +225,22 @@ class ConnectionGateway:
         if not ids:
             return FanOutResult()
         signer = self.api.signer(data)
-        outcomes: list[PostOutcome] = self.api.pool.run(self._fan_out(ids, data, signer, on_gone, deadline))
+        outcomes: list[PostOutcome] = self.api.transport.run(
+            self._post_many(ids, data, signer, on_gone, deadline)
+        )
         result = FanOutResult()
         for connection_id, outcome in zip(ids, outcomes, strict=True):
-            if outcome is PostOutcome.DELIVERED:
-                result.delivered += 1
-            elif outcome is PostOutcome.GONE:
-                result.gone.append(connection_id)
-            elif outcome is PostOutcome.TOO_LARGE:
-                result.too_large.append(connection_id)
-            elif outcome is PostOutcome.UNSENT:
-                result.unsent.append(connection_id)
-            else:
-                result.failed.append(connection_id)
+            result.add(connection_id, outcome)
         result.duration_ms = round((time.perf_counter() - started) * 1000, 1)
         return result
 
-    async def _fan_out(
+    async def _post_many(
         self,
         ids: list[str],
         data: bytes,
-        signer: RequestSigner,
+        signer: Signer,
         on_gone: Callable[[str], None] | None,
-        deadline: float | None,
+        deadline: Deadline | None,
     ) -> list[PostOutcome]:
         loop = asyncio.get_running_loop()
         outcomes = [PostOutcome.UNSENT] * len(ids)

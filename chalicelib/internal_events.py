@@ -7,7 +7,7 @@ connections whose posts failed). Neither carries a Management API endpoint: the
 function that runs it takes the configured one, or the one stored with each
 connection, so no event can make the app post anywhere else. Frames travel compressed
 (zlib + base64) so that large histories fit Lambda's asynchronous payload limit.
-``from_payload`` raises ``ValueError`` for anything that is not such an event.
+``from_payload`` raises ``InvalidEvent`` for anything that is not such an event.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from chalicelib.errors import InvalidEvent
 
 #: Lambda's asynchronous invocation payload limit, with room for the envelope.
 ASYNC_PAYLOAD_LIMIT = 240 * 1024
@@ -33,17 +35,17 @@ def pack_frames(frames: list[bytes]) -> str:
 def unpack_frames(packed: str) -> list[bytes]:
     try:
         frames = json.loads(zlib.decompress(base64.b64decode(packed, validate=True)))
-    except (binascii.Error, zlib.error) as exc:
-        raise ValueError("frames are not packed frames") from exc
+    except (binascii.Error, zlib.error, ValueError) as exc:
+        raise InvalidEvent("frames are not packed frames") from exc
     if not isinstance(frames, list) or not all(isinstance(f, str) for f in frames):
-        raise ValueError("frames must be a list of strings")
+        raise InvalidEvent("frames must be a list of strings")
     return [f.encode("utf-8") for f in frames]
 
 
 def _field(payload: Mapping[str, Any], name: str, kind: type) -> Any:
     value = payload.get(name)
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise ValueError(f"{name} must be a {kind.__name__}")
+        raise InvalidEvent(f"{name} must be a {kind.__name__}")
     return value
 
 
@@ -65,7 +67,7 @@ class DeliveryEvent:
     @classmethod
     def from_payload(cls, payload: Any) -> DeliveryEvent:
         if not isinstance(payload, Mapping):
-            raise ValueError("a delivery event is an object")
+            raise InvalidEvent("a delivery event is an object")
         return cls(
             connection_id=_field(payload, "connection_id", str),
             channel=_field(payload, "channel", str),
@@ -96,14 +98,14 @@ class FanOutChunk:
     @classmethod
     def from_payload(cls, payload: Any, *, max_attempt: int) -> FanOutChunk:
         if not isinstance(payload, Mapping) or not isinstance(payload.get("chunk"), Mapping):
-            raise ValueError("a fan-out chunk is an object with a chunk")
+            raise InvalidEvent("a fan-out chunk is an object with a chunk")
         body = payload["chunk"]
         ids = _field(body, "connection_ids", list)
         if not all(isinstance(i, str) for i in ids):
-            raise ValueError("connection_ids must be strings")
+            raise InvalidEvent("connection_ids must be strings")
         attempt = body.get("attempt", 0)
         if not isinstance(attempt, int) or isinstance(attempt, bool) or not 0 <= attempt <= max_attempt:
-            raise ValueError("attempt out of range")
+            raise InvalidEvent("attempt out of range")
         return cls(
             channel=_field(body, "channel", str),
             connection_ids=ids,

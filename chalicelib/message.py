@@ -15,11 +15,13 @@ an error frame. Other recipients' copies carry no ``ref``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import Any
 
-from chalicelib import protocol
-from chalicelib.config import Settings
+from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
+
+from chalicelib import protocol, wire
+from chalicelib.channel_sender import ChannelSender
+from chalicelib.clients import Clients
 from chalicelib.deadline import Deadline
 from chalicelib.errors import (
     BackendUnavailable,
@@ -31,10 +33,7 @@ from chalicelib.errors import (
     Unauthorized,
     UnknownConnection,
 )
-from chalicelib.fanout import FanOut
-from chalicelib.gateway import FanOutResult, PostOutcome
-from chalicelib.ports import Backend, Gateway, GatewayFor, Metric, Registry
-from chalicelib.registry import Connection
+from chalicelib.model import Connection, Gateway, PostOutcome
 from chalicelib.routes import Route
 from chalicelib.summary import HandlerRun
 
@@ -51,28 +50,18 @@ def with_ref(payload: dict[str, Any], ref: Any) -> dict[str, Any]:
 
 
 class MessageCase:
-    def __init__(
-        self,
-        settings: Settings,
-        registry: Registry,
-        backend: Backend,
-        gateway_for: GatewayFor,
-        fan_out: FanOut,
-        *,
-        metric: Metric,
-    ) -> None:
-        self._settings = settings
-        self._registry = registry
-        self._backend = backend
-        self._gateway_for = gateway_for
-        self._fan_out = fan_out
-        self._metric = metric
+    def __init__(self, clients: Clients) -> None:
+        self._clients = clients
+        self._settings = clients.settings
+        self._registry = clients.registry
+        self._backend = clients.backend
+        self._gateway_for = clients.gateway_for
+        self._metric = clients.metric
 
     def handle(
-        self, event: Mapping[str, Any], deadline: Deadline, own_function_name: str | None = None
+        self, event: APIGatewayWebSocketEvent, deadline: Deadline, own_function_name: str | None = None
     ) -> dict[str, Any]:
-        ctx = event.get("requestContext") or {}
-        connection_id = str(ctx.get("connectionId", ""))
+        connection_id = ""
         ref: Any = None
         gateway: Gateway | None = None
 
@@ -87,17 +76,13 @@ class MessageCase:
             )
             return {"statusCode": 200}
 
-        with HandlerRun(
-            "$default",
-            fallback,
-            last_resort={"statusCode": 200},
-            message="message",
-            connection_id=connection_id,
-        ) as run:
-            gateway = self._gateway_for(self._settings.endpoint_for(ctx))
+        with HandlerRun("$default", on_failure=fallback, last_resort={"statusCode": 200}) as run:
+            context = event.request_context
+            connection_id = run.log["connection_id"] = context.connection_id
+            gateway = self._gateway_for(self._settings.endpoint_for(context.domain_name, context.stage))
             run.result = {"statusCode": 200}
             try:
-                frame = protocol.parse_frame(event.get("body"), is_base64=bool(event.get("isBase64Encoded")))
+                frame = protocol.parse_frame(event.body, is_base64=event.is_base64_encoded)
                 # errors echo ``id`` or (older clients) ``client_id``; answers echo ``id`` only
                 ref = protocol.reference(frame)
                 request = protocol.request_id(frame)
@@ -108,8 +93,8 @@ class MessageCase:
                 elif kind == "auth":
                     self._authenticate(gateway, connection_id, frame, request, deadline, run.log)
                 else:
-                    fan_out = self._fan_out.for_function(own_function_name)
-                    self._forward(gateway, fan_out, connection_id, frame, request, deadline, run.log)
+                    sender = ChannelSender(self._clients, own_function_name)
+                    self._forward(gateway, sender, connection_id, frame, request, deadline, run.log)
                 self._metric("Messages", 1)
             except ProxyError as exc:
                 run.log["outcome"] = exc.code
@@ -160,7 +145,7 @@ class MessageCase:
     def _forward(
         self,
         gateway: Gateway,
-        fan_out: FanOut,
+        sender: ChannelSender,
         connection_id: str,
         frame: dict[str, Any],
         ref: Any,
@@ -174,24 +159,17 @@ class MessageCase:
             body["token"] = conn.token
         answer = self._backend.post(route.message_path(conn.booking_id), body, deadline=deadline)
         broadcast = answer.get("broadcast") is True
-        own = protocol.frames_with_ref(answer, ref)
+        own = wire.frames_with_ref(answer, ref)
         try:
-            if not broadcast:
-                result = mine = fan_out.deliver(
-                    gateway, conn.channel, [connection_id], own, deadline, attempt=0
-                )
-            elif ref is None:  # every copy is the same: the sender is first in the first chunk
-                members = self._registry.channel_ids(conn.channel, conn.connection_type)
-                ids = [connection_id, *(i for i in members if i != connection_id)]
-                result = mine = fan_out.to_channel(gateway, conn.channel, ids, own, deadline)
-            else:  # the sender's copy carries the ref: it goes first, then everyone else's
-                mine = fan_out.deliver(gateway, conn.channel, [connection_id], own, deadline, attempt=0)
+            if broadcast:
                 members = self._registry.channel_ids(conn.channel, conn.connection_type)
                 others = [i for i in members if i != connection_id]
-                result = fan_out.to_channel(
-                    gateway, conn.channel, others, protocol.frames_for(answer), deadline
+                others_frames = own if ref is None else wire.frames_for(answer)
+                result = sender.broadcast(
+                    gateway, conn.channel, connection_id, own, others, others_frames, deadline
                 )
-                result.merge(FanOutResult(mine.delivered, mine.gone, mine.too_large, mine.failed))
+            else:
+                result = sender.send_here(gateway, conn.channel, [connection_id], own, deadline, attempt=0)
         except BackendUnavailable as exc:
             # The backend has accepted the message: resending it would store it twice.
             raise DeliveryFailed(
@@ -202,13 +180,14 @@ class MessageCase:
             delivered=result.delivered,
             gone=len(result.gone),
             failed=len(result.failed),
+            unsent=len(result.unsent),
         )
-        if connection_id in mine.too_large:
+        if connection_id in result.too_large:
             raise TooLarge("the reply is over the message limit")
 
     def _reply(self, gateway: Gateway, connection_id: str, frame: dict[str, Any]) -> None:
         """One of the proxy's own frames (pong, authenticated, error) to the sender, best effort."""
-        outcome = gateway.post(connection_id, protocol.encode(frame))
+        outcome = gateway.post(connection_id, wire.encode(frame))
         if outcome in (PostOutcome.FAILED, PostOutcome.TOO_LARGE):
             logger.warning(
                 "proxy frame refused", extra={"connection_id": connection_id, "error": outcome.value}

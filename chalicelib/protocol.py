@@ -38,17 +38,15 @@ from typing import Any
 
 from chalicelib.errors import BackendError, Forbidden, InvalidMessage, ProxyError, TooLarge, Unauthorized
 from chalicelib.routes import DEFAULT_TYPE, Route
-from chalicelib.wire import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES
-from chalicelib.wire import REPLACEMENT_CHARACTER as REPLACEMENT_CHARACTER
-from chalicelib.wire import SURROGATE_ESCAPE, dumps
-from chalicelib.wire import as_text as as_text
-from chalicelib.wire import depth_exceeds as depth_exceeds
-from chalicelib.wire import encode as encode
-from chalicelib.wire import frames_for as frames_for
-from chalicelib.wire import frames_with_ref as frames_with_ref
-from chalicelib.wire import has_lone_surrogate as has_lone_surrogate
-from chalicelib.wire import is_text as is_text
-from chalicelib.wire import loads as loads
+from chalicelib.wire import (
+    MAX_MESSAGE_BYTES,
+    SURROGATE_ESCAPE,
+    depth_exceeds,
+    dumps,
+    has_lone_surrogate,
+    is_text,
+    loads,
+)
 
 #: Longest token accepted; anything longer is rejected before the backend is called.
 MAX_TOKEN_CHARS = 8192
@@ -214,10 +212,6 @@ def parse_frame(body: str | None, *, is_base64: bool = False) -> dict[str, Any]:
     if problem is not None:
         raise InvalidMessage(problem)
     return frame
-
-
-def is_ping(frame: Mapping[str, Any]) -> bool:
-    return frame.get("type") == "ping"
 
 
 def error_frame(code: str, message: str, *, retryable: bool = False, ref: Any = None) -> dict[str, Any]:

@@ -13,11 +13,10 @@ import logging
 from typing import Any
 
 from chalicelib import protocol
-from chalicelib.config import Settings
+from chalicelib.channel_sender import ChannelSender
+from chalicelib.clients import Clients
 from chalicelib.deadline import Deadline
 from chalicelib.errors import ConfigurationError, InvalidMessage, ProxyError
-from chalicelib.fanout import FanOut
-from chalicelib.ports import GatewayFor, Registry
 from chalicelib.summary import HandlerRun
 
 logger = logging.getLogger(__name__)
@@ -26,26 +25,14 @@ _ROUTE_OF_KIND = {"booking_id": "booking", "user_id": "notification", "feed": "f
 
 
 class PushCase:
-    def __init__(
-        self,
-        settings: Settings,
-        registry: Registry,
-        gateway_for: GatewayFor,
-        fan_out: FanOut,
-    ) -> None:
-        self._settings = settings
-        self._registry = registry
-        self._gateway_for = gateway_for
-        self._fan_out = fan_out
+    def __init__(self, clients: Clients) -> None:
+        self._clients = clients
+        self._settings = clients.settings
+        self._registry = clients.registry
+        self._gateway_for = clients.gateway_for
 
     def handle(self, event: Any, deadline: Deadline, own_function_name: str | None = None) -> dict[str, Any]:
-        def fallback(outcome: str) -> dict[str, Any]:
-            message = "the proxy is misconfigured" if outcome == "misconfigured" else None
-            return {"error": {"code": outcome, "message": message or "the push could not be processed"}}
-
-        with HandlerRun(
-            "push", fallback, last_resort={"error": {"code": "internal_error"}}, message="push"
-        ) as run:
+        with HandlerRun("push") as run:
             try:
                 run.result = self._push(event, deadline, own_function_name, run.log)
             except ProxyError as exc:
@@ -71,8 +58,8 @@ class PushCase:
         ids = [
             i for i in self._registry.channel_ids(channel, target.connection_type) if i not in target.exclude
         ]
-        fan_out = self._fan_out.for_function(own_function_name)
-        result = fan_out.to_channel(gateway, channel, ids, target.frames, deadline)
+        sender = ChannelSender(self._clients, own_function_name)
+        result = sender.send(gateway, channel, ids, target.frames, deadline)
         answer = {
             "delivered": result.delivered,
             "gone": len(result.gone),

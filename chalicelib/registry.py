@@ -25,11 +25,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.connection import ChannelPage as ChannelPage
-from chalicelib.connection import Connection as Connection
-from chalicelib.connection import from_item, to_item
-from chalicelib.connection import item_for as item_for
 from chalicelib.errors import BackendUnavailable, UnknownConnection
+from chalicelib.model import Connection
 from chalicelib.schema import CONNECTION_INDEX, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
 
 logger = logging.getLogger(__name__)
@@ -98,12 +95,15 @@ class ConnectionRegistry:
             self._cache.pop(connection_id, None)
 
     def _call(self, operation: str, *, table_argument: bool = True, **kwargs: Any) -> Any:
+        """The client's answer; None when the call's ``ConditionExpression`` did not hold."""
         if table_argument:
             kwargs["TableName"] = self._table
         try:
             return getattr(self._client, operation)(**kwargs)
         except (ClientError, BotoCoreError) as exc:
             code = exc.response["Error"]["Code"] if isinstance(exc, ClientError) else type(exc).__name__
+            if code == "ConditionalCheckFailedException" and "ConditionExpression" in kwargs:
+                return None
             logger.error("dynamodb call failed", extra={"operation": operation, "error": code})
             raise BackendUnavailable("the connection registry is unavailable; try again") from exc
 
@@ -120,23 +120,14 @@ class ConnectionRegistry:
         if created_before is None:
             self._call("delete_item", Key=self._key(channel, connection_id))
             return True
-        try:
-            self._call(
-                "delete_item",
-                Key=self._key(channel, connection_id),
-                ConditionExpression="attribute_not_exists(#c) OR #c < :before",
-                ExpressionAttributeNames={"#c": "created_at"},
-                ExpressionAttributeValues={":before": {"N": str(created_before)}},
-            )
-        except BackendUnavailable as exc:
-            cause = exc.__cause__
-            if (
-                isinstance(cause, ClientError)
-                and cause.response["Error"]["Code"] == "ConditionalCheckFailedException"
-            ):
-                return False
-            raise
-        return True
+        deleted = self._call(
+            "delete_item",
+            Key=self._key(channel, connection_id),
+            ConditionExpression="attribute_not_exists(#c) OR #c < :before",
+            ExpressionAttributeNames={"#c": "created_at"},
+            ExpressionAttributeValues={":before": {"N": str(created_before)}},
+        )
+        return deleted is not None
 
     def _key(self, channel: str, connection_id: str) -> dict[str, Any]:
         return {PARTITION_KEY: {"S": channel}, SORT_KEY: {"S": connection_id}}
@@ -193,24 +184,17 @@ class ConnectionRegistry:
 
     def update_token(self, conn: Connection, token: str) -> Connection:
         """Replace the stored token of a live connection; the updated connection."""
-        try:
-            self._call(
-                "update_item",
-                Key=self._key(conn.channel, conn.connection_id),
-                UpdateExpression="SET #tok = :tok",
-                ConditionExpression="attribute_exists(#id)",
-                ExpressionAttributeNames={"#tok": "token", "#id": SORT_KEY},
-                ExpressionAttributeValues={":tok": {"S": token}},
-            )
-        except BackendUnavailable as exc:
-            cause = exc.__cause__
-            if (
-                isinstance(cause, ClientError)
-                and cause.response["Error"]["Code"] == "ConditionalCheckFailedException"
-            ):
-                self._forget(conn.connection_id)
-                raise UnknownConnection("this connection is not registered; reconnect") from None
-            raise
+        updated_item = self._call(
+            "update_item",
+            Key=self._key(conn.channel, conn.connection_id),
+            UpdateExpression="SET #tok = :tok",
+            ConditionExpression="attribute_exists(#id)",
+            ExpressionAttributeNames={"#tok": "token", "#id": SORT_KEY},
+            ExpressionAttributeValues={":tok": {"S": token}},
+        )
+        if updated_item is None:
+            self._forget(conn.connection_id)
+            raise UnknownConnection("this connection is not registered; reconnect")
         updated = replace(conn, token=token)
         self._remember(updated)
         return updated
@@ -252,15 +236,10 @@ class ConnectionRegistry:
                 return conn
         return None
 
-    def channel_page(
-        self,
-        channel: str,
-        connection_type: str | None,
-        *,
-        start_key: dict[str, Any] | None = None,
-        limit: int | None = None,
-    ) -> ChannelPage:
-        """One page of live connection ids in ``channel`` (optionally one type)."""
+    def channel_ids(
+        self, channel: str, connection_type: str | None, *, page_size: int | None = None
+    ) -> Iterator[str]:
+        """Every live connection id in ``channel`` (optionally one type), following DynamoDB's pages."""
         names = {"#p": PARTITION_KEY, "#t": TTL_ATTRIBUTE, "#id": SORT_KEY}
         values: dict[str, Any] = {":p": {"S": channel}, ":now": {"N": str(int(self._clock()))}}
         condition = "#t > :now"
@@ -275,20 +254,52 @@ class ConnectionRegistry:
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": values,
         }
-        if start_key:
-            kwargs["ExclusiveStartKey"] = start_key
-        if limit:
-            kwargs["Limit"] = limit
-        response = self._call("query", **kwargs)
-        ids = [item[SORT_KEY]["S"] for item in response.get("Items", [])]
-        return ChannelPage(ids, response.get("LastEvaluatedKey"))
-
-    def channel_ids(self, channel: str, connection_type: str | None) -> Iterator[str]:
-        """Every live connection id in ``channel``, following DynamoDB's pages."""
-        key: dict[str, Any] | None = None
+        if page_size:
+            kwargs["Limit"] = page_size
         while True:
-            page = self.channel_page(channel, connection_type, start_key=key)
-            yield from page.connection_ids
-            key = page.next_key
-            if not key:
+            response = self._call("query", **kwargs)
+            yield from (item[SORT_KEY]["S"] for item in response.get("Items", []))
+            if not response.get("LastEvaluatedKey"):
                 return
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+
+def to_item(conn: Connection) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        PARTITION_KEY: {"S": conn.channel},
+        SORT_KEY: {"S": conn.connection_id},
+        "connection_type": {"S": conn.connection_type},
+        "created_at": {"N": str(conn.created_at)},
+        TTL_ATTRIBUTE: {"N": str(conn.ttl)},
+    }
+    if conn.user_id is not None:
+        item["user_id"] = {"S": conn.user_id}
+    if conn.token is not None:
+        item["token"] = {"S": conn.token}
+    if conn.booking_id is not None:
+        item["booking"] = {"S": conn.booking_id}
+    if conn.endpoint is not None:
+        item["endpoint"] = {"S": conn.endpoint}
+    return item
+
+
+def from_item(item: dict[str, Any]) -> Connection:
+    def s(name: str) -> str | None:
+        value = item.get(name)
+        return value["S"] if value else None
+
+    def n(name: str) -> int:
+        value = item.get(name)
+        return int(float(value["N"])) if value else 0
+
+    return Connection(
+        connection_id=s(SORT_KEY) or "",
+        channel=s(PARTITION_KEY) or "",
+        connection_type=s("connection_type") or "",
+        user_id=s("user_id"),
+        token=s("token"),
+        created_at=n("created_at"),
+        ttl=n(TTL_ATTRIBUTE),
+        booking_id=s("booking"),
+        endpoint=s("endpoint"),
+    )

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import os
 import re
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
 from botocore.credentials import ReadOnlyCredentials
@@ -44,12 +44,6 @@ def signing_host(endpoint: str) -> str:
     if parts.port is not None and parts.port != DEFAULT_PORTS.get(parts.scheme):
         return f"{host}:{parts.port}"
     return host
-
-
-class RequestSigner(Protocol):
-    """What the transport needs from a signer: the headers that sign a POST to ``path``."""
-
-    def headers(self, path: str) -> dict[str, str]: ...
 
 
 class Signer:
@@ -107,6 +101,3 @@ class Signer:
         if self._credentials.token:
             headers["X-Amz-Security-Token"] = self._credentials.token
         return headers
-
-
-# -- HTTP/1.1 over asyncio ------------------------------------------------------

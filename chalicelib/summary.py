@@ -15,7 +15,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from chalicelib.errors import ConfigurationError
+from chalicelib.errors import ConfigurationError, InvalidEvent
 
 logger = logging.getLogger(__name__)
 
@@ -27,30 +27,40 @@ def elapsed_ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 1)
 
 
-class HandlerRun:
-    """``with HandlerRun(route, fallback, ...) as run:`` then set ``run.result`` and ``run.log``.
+#: The summary record's message for each route (the internal functions use their name).
+_MESSAGES = {"$connect": "connect", "$default": "message", "$disconnect": "disconnect"}
 
-    ``fallback(outcome)`` answers when the work raised (``"misconfigured"`` or
-    ``"internal_error"``); if it fails too, that is logged and ``last_resort``
-    is the answer.
+
+def function_failure(route: str, outcome: str) -> Answer:
+    """What an internal function (deliver, push, fanout) answers when its work raised."""
+    what = (
+        "the proxy is misconfigured" if outcome == "misconfigured" else f"the {route} could not be processed"
+    )
+    return {"error": {"code": outcome, "message": what}}
+
+
+class HandlerRun:
+    """``with HandlerRun(route) as run:`` then set ``run.result`` and ``run.log``.
+
+    An ``InvalidEvent`` is answered ``invalid_event``. When the work raises anything
+    else (``"misconfigured"`` for a ``ConfigurationError``, else ``"internal_error"``),
+    the answer is ``on_failure(outcome)``: by default an internal function's
+    (``function_failure``); the WebSocket routes give their own. If that fails too,
+    it is logged and the answer is ``last_resort``.
     """
 
     def __init__(
         self,
         route: str,
-        fallback: Callable[[str], Answer],
         *,
-        last_resort: Answer,
-        message: str,
-        connection_id: str | None = None,
+        on_failure: Callable[[str], Answer] | None = None,
+        last_resort: Answer | None = None,
     ) -> None:
         self.route = route
-        self.message = message
+        self.message = _MESSAGES.get(route, route)
         self.log: dict[str, Any] = {"route": route}
-        if connection_id is not None:
-            self.log["connection_id"] = connection_id
-        self._fallback = fallback
-        self._last_resort = last_resort
+        self._on_failure = on_failure or (lambda outcome: function_failure(route, outcome))
+        self._last_resort = last_resort or {"error": {"code": "internal_error"}}
         self.result: Answer | None = None
         self._started = 0.0
 
@@ -66,7 +76,11 @@ class HandlerRun:
     ) -> bool:
         if exc is not None and not isinstance(exc, Exception):
             return False  # KeyboardInterrupt, SystemExit: not ours to swallow
-        if isinstance(exc, ConfigurationError):
+        if isinstance(exc, InvalidEvent):
+            logger.error("invalid event", extra={**self.log, "error": str(exc)})
+            self.log["outcome"] = "invalid_event"
+            self.result = {"error": {"code": "invalid_event", "message": str(exc)}}
+        elif isinstance(exc, ConfigurationError):
             logger.error("configuration error", extra={**self.log, "error": str(exc)})
             self._fail("misconfigured")
         elif exc is not None:
@@ -79,7 +93,7 @@ class HandlerRun:
     def _fail(self, outcome: str) -> None:
         self.log["outcome"] = outcome
         try:
-            self.result = self._fallback(outcome)
+            self.result = self._on_failure(outcome)
         except Exception:
             logger.exception("the fallback answer failed too", extra=self.log)
 

@@ -9,8 +9,7 @@ from typing import Any
 import boto3
 import pytest
 
-import app as app_module
-from tests.harness import Stack, open_stack, start_moto
+from tests.harness import Stack, fresh_clients, open_stack, start_moto
 
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
@@ -38,6 +37,6 @@ def dynamodb_ops(stack: Stack) -> Iterator[list[str]]:
         calls.append(model.name)
 
     session.events.register("before-call.dynamodb", record)
-    app_module.container.reset()
+    fresh_clients()
     yield calls
     session.events.unregister("before-call.dynamodb", record)

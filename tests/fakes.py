@@ -13,8 +13,7 @@ from typing import Any
 
 from chalicelib.deadline import Deadline
 from chalicelib.errors import ProxyError, UnknownConnection
-from chalicelib.gateway import FanOutResult, PostOutcome
-from chalicelib.registry import ChannelPage, Connection
+from chalicelib.model import Connection, FanOutResult, PostOutcome
 
 
 class FakeRegistry:
@@ -41,31 +40,11 @@ class FakeRegistry:
                 return conn
         return None
 
-    def channel_page(
-        self,
-        channel: str,
-        connection_type: str | None,
-        *,
-        start_key: dict[str, Any] | None = None,
-        limit: int | None = None,
-    ) -> ChannelPage:
-        now = int(self._clock())
-        keys = sorted(cid for ch, cid in self.items if ch == channel)
-        if start_key:
-            keys = [k for k in keys if k > start_key["connection_id"]["S"]]
-        evaluated = keys[:limit] if limit else keys
-        ids = [
-            k
-            for k in evaluated
-            if self.items[(channel, k)].ttl > now
-            and (connection_type is None or self.items[(channel, k)].connection_type == connection_type)
-        ]
-        more = bool(limit) and len(keys) > len(evaluated)
-        next_key = {"booking_id": {"S": channel}, "connection_id": {"S": evaluated[-1]}} if more else None
-        return ChannelPage(ids, next_key)
-
     def channel_ids(self, channel: str, connection_type: str | None) -> Iterator[str]:
-        yield from self.channel_page(channel, connection_type).connection_ids
+        now = int(self._clock())
+        for (ch, cid), conn in sorted(self.items.items()):
+            if ch == channel and conn.ttl > now and connection_type in (None, conn.connection_type):
+                yield cid
 
     def get(self, channel: str, connection_id: str) -> Connection | None:
         conn = self.items.get((channel, connection_id))
@@ -108,7 +87,7 @@ class FakeGateway:
     scripted: dict[str, list[PostOutcome]] = field(default_factory=dict)
     received: dict[str, list[bytes]] = field(default_factory=dict)
 
-    def post(self, connection_id: str, data: bytes, *, deadline: float | None = None) -> PostOutcome:
+    def post(self, connection_id: str, data: bytes, *, deadline: Deadline | None = None) -> PostOutcome:
         script = self.scripted.get(connection_id)
         if script:
             outcome = script.pop(0)
@@ -118,29 +97,20 @@ class FakeGateway:
             self.received.setdefault(connection_id, []).append(data)
         return outcome
 
-    def fan_out(
+    def post_many(
         self,
         connection_ids: Any,
         data: bytes,
         *,
         on_gone: Callable[[str], None] | None = None,
-        deadline: float | None = None,
+        deadline: Deadline | None = None,
     ) -> FanOutResult:
         result = FanOutResult()
         for cid in connection_ids:
             outcome = self.post(cid, data)
-            if outcome is PostOutcome.DELIVERED:
-                result.delivered += 1
-            elif outcome is PostOutcome.GONE:
-                result.gone.append(cid)
-                if on_gone:
-                    on_gone(cid)
-            elif outcome is PostOutcome.TOO_LARGE:
-                result.too_large.append(cid)
-            elif outcome is PostOutcome.UNSENT:
-                result.unsent.append(cid)
-            else:
-                result.failed.append(cid)
+            result.add(cid, outcome)
+            if outcome is PostOutcome.GONE and on_gone:
+                on_gone(cid)
         return result
 
 

@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -31,9 +31,9 @@ import pytest
 from chalice.test import Client
 
 import app as app_module
-from chalicelib.container import Tuning
 from chalicelib.gateway import RetryPolicy
-from chalicelib.registry import Connection, item_for
+from chalicelib.model import Connection
+from chalicelib.registry import to_item
 from chalicelib.routes import DEFAULT_ROUTES
 from chalicelib.schema import create_table_request
 from local_gateway.stack import moto_server
@@ -140,19 +140,24 @@ UNSET_ENV = (
     "BACKEND_ROUTES",
     "CONNECTION_TTL_SECONDS",
     "AWS_SESSION_TOKEN",
+    "AWS_MAX_ATTEMPTS",
+    "MAX_RESPONSE_BYTES",
 )
 
-#: Index lookup retries without real pauses (a miss on moto is final).
+#: Index lookup retries with millisecond pauses (a miss on moto is final).
 FAST_LOOKUP_RETRIES = (0.001, 0.001, 0.001, 0.001)
-#: The Management API's retries: as many attempts as in Lambda, with millisecond pauses.
-FAST_GATEWAY_RETRY = replace(RetryPolicy(), base_delay=0.001, max_delay=0.002)
-#: The timings the functional tests run the app with: the same code paths, shorter pauses
-#: (``open_stack`` also records the app's own pauses instead of sleeping them: ``Stack.pauses``).
-#: Connections here are "open" as soon as the stand-in says so: no handshake grace
-#: (test_hardening.py tries the grace on its own).
-FAST_TUNING = Tuning(
-    lookup_retry_delays=FAST_LOOKUP_RETRIES, gateway_retry=FAST_GATEWAY_RETRY, handshake_grace_seconds=0
-)
+#: The timings the functional tests run the app with (documented settings): the same code
+#: paths, shorter pauses. Connections here are "open" as soon as the stand-in says so: no
+#: handshake grace (test_hardening.py tries the grace on its own). Deliver waits 0.35 s in
+#: all for a handshake (0.05 + 0.1 + 0.2), not 5 s.
+FAST_ENV = {
+    "LOOKUP_RETRY_DELAYS": ",".join(map(str, FAST_LOOKUP_RETRIES)),
+    "POST_RETRY_BASE_SECONDS": "0.001",
+    "HANDSHAKE_GRACE_SECONDS": "0",
+    "DELIVER_RETRY_SECONDS": "0.4",
+}
+#: The Management API's retries in Lambda (the number of attempts the tests count).
+THROTTLE_ATTEMPTS = RetryPolicy().throttle_attempts
 
 
 @dataclass
@@ -165,9 +170,6 @@ class Stack:
     lambdas: LambdaStandIn
     dynamodb: Any
     table: str
-    #: The pauses the app asked for (index lookup retries, deliver's waits for the handshake),
-    #: recorded instead of slept.
-    pauses: list[float] = field(default_factory=list)
 
     def connect(
         self,
@@ -224,7 +226,7 @@ class Stack:
         requests = [
             {
                 "PutRequest": {
-                    "Item": item_for(
+                    "Item": to_item(
                         Connection(
                             connection_id=cid,
                             channel=key,
@@ -256,6 +258,13 @@ class Stack:
         return {item["connection_id"]["S"] for item in self.items()}
 
 
+def fresh_clients() -> None:
+    """Close the app's clients, if built, and drop them: the next event builds them anew."""
+    if app_module.get_clients.cache_info().currsize:
+        app_module.get_clients().close()
+    app_module.get_clients.cache_clear()
+
+
 @contextmanager
 def open_stack(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     """Stand-ins started, the app's environment set, a fresh table; all undone afterwards."""
@@ -263,7 +272,14 @@ def open_stack(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     mgmt = ManagementApiStandIn(events.STAGE).start()
     lambdas = LambdaStandIn().start()
     table = f"connections-{uuid.uuid4().hex[:10]}"
-    env = {**app_env(backend, mgmt, lambdas, moto_endpoint, table), "FANOUT_WORKERS": "8"}
+    # One attempt per AWS call: a failing stand-in fails at once, without botocore's backoff
+    # (test_config.py proves the retries and their pauses on their own).
+    env = {
+        **app_env(backend, mgmt, lambdas, moto_endpoint, table),
+        "FANOUT_WORKERS": "8",
+        "AWS_MAX_ATTEMPTS": "1",
+        **FAST_ENV,
+    }
     for key in UNSET_ENV:
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():
@@ -272,15 +288,13 @@ def open_stack(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     # the table as chalicelib/schema.py defines it (moto's tables are ACTIVE at once; ensure_table,
     # which also waits and enables TTL, has its own test)
     dynamodb.create_table(**create_table_request(table))
-    pauses: list[float] = []
-    # The index is strongly consistent on moto: a miss is final, so its retries need no real pauses.
-    app_module.container.reset(replace(FAST_TUNING, sleep=pauses.append))
+    fresh_clients()
     try:
         # stage "test" has no environment of its own in .chalice/config.json
         client = Client(app_module.app, stage_name="test")
-        yield Stack(client, backend, mgmt, lambdas, dynamodb, table, pauses)
+        yield Stack(client, backend, mgmt, lambdas, dynamodb, table)
     finally:
-        app_module.container.reset(Tuning())
+        fresh_clients()
         # each stop waits for its server's poll interval: all three at once
         stopping = [threading.Thread(target=server.stop) for server in (backend, mgmt, lambdas)]
         for thread in stopping:

@@ -83,6 +83,8 @@ def test_auth_replaces_the_stored_token_and_later_messages_carry_it(
     assert token_of(stack, "A1=") == "new-token-5f1c"
     stack.send("A1=", {"body": "after"})
     assert stack.backend.requests[-1][1]["token"] == "new-token-5f1c"
+    loggers = {r.name.split(".")[0] for r in caplog.records}
+    assert {"botocore", "chalicelib"} <= loggers, loggers  # the check below saw both, at DEBUG
     assert all("new-token-5f1c" not in r.getMessage() + str(r.__dict__) for r in caplog.records)
 
 

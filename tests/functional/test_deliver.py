@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import time
-from dataclasses import replace
 from typing import Any
 
-from chalicelib import protocol
+from chalicelib import wire
 from chalicelib.internal_events import pack_frames
-from tests.harness import FAST_TUNING, Stack, chat_backend
+from tests.harness import Stack, chat_backend
 
 CHAT = {"type": "chat", "booking_id": "1", "token": "tok"}
 
@@ -22,8 +20,7 @@ def test_history_then_receipt_arrive_after_the_handshake_completes(stack: Stack)
     frames = stack.mgmt.frames("D1=")
     assert [f["type"] for f in frames] == ["history", "receipt"]
     assert frames[0] == {"type": "history", "thread": {"id": 7}, "messages": [{"id": 1, "body": "hi"}]}
-    assert stack.mgmt.posts_to("D1=") == 5
-    assert stack.pauses == [0.05, 0.1, 0.2]  # growing pauses between the 410s
+    assert stack.mgmt.posts_to("D1=") == 5  # growing pauses between the 410s: test_use_cases.py
 
 
 def test_connect_answer_without_payloads_schedules_nothing(stack: Stack) -> None:
@@ -48,7 +45,7 @@ def test_large_history_is_delivered_as_ordered_parts_each_within_the_limit(stack
     assert all(p["parts"] == len(parts) for p in parts)
     assert [m for p in parts for m in p["messages"]] == messages
     assert receipt == {"type": "receipt", "last_read": 599}
-    assert all(len(b) <= protocol.MAX_MESSAGE_BYTES for b in stack.mgmt.received["D1="])
+    assert all(len(b) <= wire.MAX_MESSAGE_BYTES for b in stack.mgmt.received["D1="])
 
 
 def test_oversize_payload_that_cannot_be_split_becomes_an_error_frame(stack: Stack) -> None:
@@ -64,17 +61,16 @@ def test_oversize_payload_that_cannot_be_split_becomes_an_error_frame(stack: Sta
 
 
 def test_connection_that_never_opens_is_given_up_and_its_item_removed(stack: Stack) -> None:
-    from app import container
 
     chat_backend(stack.backend)
     stack.connect("D1=", CHAT, establish=False)  # the client left before the handshake ended
-    # 0.3 s of real waiting (the window is measured on the clock) instead of Lambda's 5 s
-    container.reset(replace(FAST_TUNING, deliver_retry_seconds=0.3, sleep=time.sleep))
+    # pauses of 0.4 s in all (DELIVER_RETRY_SECONDS in tests/harness.py) instead of Lambda's 5 s
     (payload,) = stack.lambdas.take("-deliver")
     result = stack.invoke("deliver", payload)
     assert result["outcome"] == "gone"
     assert result["delivered"] == 0
     assert stack.items() == []
+    assert stack.mgmt.posts_to("D1=") == 4  # after pauses of 0.05, 0.1 and 0.2; 0.4 more would pass 0.4 s
 
 
 def test_failed_post_stops_the_sequence_and_tells_the_client(stack: Stack) -> None:
@@ -102,7 +98,7 @@ def test_malformed_delivery_events_answer_an_error(stack: Stack) -> None:
 
 def test_delivery_event_round_trips_unicode_frames(stack: Stack) -> None:
     stack.seed("D9=")
-    frames = [protocol.encode({"type": "history", "messages": [{"body": "❤️ 😀"}]})]
+    frames = [wire.encode({"type": "history", "messages": [{"body": "❤️ 😀"}]})]
     event = {"connection_id": "D9=", "channel": "booking#1", "frames": pack_frames(frames)}
     assert stack.invoke("deliver", event)["delivered"] == 1
     assert stack.mgmt.frames("D9=") == [{"type": "history", "messages": [{"body": "❤️ 😀"}]}]

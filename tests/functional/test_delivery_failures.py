@@ -11,11 +11,10 @@ from typing import Any
 import pytest
 
 from chalicelib.errors import BackendUnavailable
-from tests.harness import FAST_TUNING, Stack, chat_backend
+from tests.harness import THROTTLE_ATTEMPTS, Stack, chat_backend, fresh_clients
 
 CHAT = {"type": "chat", "booking_id": "1", "token": "t"}
 #: The Management API's attempts per post in the app under test (as in Lambda).
-THROTTLE_ATTEMPTS = FAST_TUNING.gateway_retry.throttle_attempts
 
 
 def join(stack: Stack, *cids: str) -> None:
@@ -64,10 +63,9 @@ def test_peer_failing_the_later_attempt_too_is_told(stack: Stack) -> None:
 def test_without_a_fanout_function_the_peer_is_told_at_once(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from app import container
 
     monkeypatch.delenv("FANOUT_FUNCTION_NAME")
-    container.reset()
+    fresh_clients()
     chat_backend(stack.backend)
     join(stack, "A1=", "B1=")
     stack.mgmt.throttle["B1="] = THROTTLE_ATTEMPTS
@@ -113,11 +111,11 @@ def test_later_attempt_resumes_a_split_payload_at_the_part_that_failed(stack: St
 def test_failure_after_the_backend_accepted_is_not_retryable(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from app import container
+    from app import get_clients
 
     chat_backend(stack.backend)
     join(stack, "A1=", "B1=")
-    registry = container.use_cases().registry
+    registry = get_clients().registry
 
     def registry_down(*args: object, **kwargs: object) -> None:
         raise BackendUnavailable("the connection registry is unavailable; try again")

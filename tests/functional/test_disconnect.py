@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness import Stack, chat_backend
+from tests.harness import Stack, chat_backend, fresh_clients
 
 
 def test_disconnect_removes_only_that_connection(stack: Stack, dynamodb_ops: list[str]) -> None:
@@ -26,10 +26,9 @@ def test_unknown_connection_disconnects_quietly(stack: Stack, dynamodb_ops: list
 def test_disconnect_with_dynamodb_down_still_answers_200(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from app import container
 
     monkeypatch.setenv("CONNECTIONS_TABLE", "missing-table")
-    container.reset()
+    fresh_clients()
     assert stack.disconnect("A1=") == {"statusCode": 200}
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib import protocol
+from chalicelib import protocol, wire
 from tests.harness import Stack, chat_backend
 from tests.standins import Reply
 
@@ -121,7 +121,7 @@ def test_a_proxy_frame_the_management_api_refuses_is_counted_and_logged(
     assert getattr(refused[0], "error", None) == "too_large"
     assert getattr(refused[0], "connection_id", None) == "P1="
     too_large = [r for r in app_log.records if r.getMessage() == "post refused as too large"]
-    assert [getattr(r, "bytes", None) for r in too_large] == [len(protocol.encode(protocol.PONG))]
+    assert [getattr(r, "bytes", None) for r in too_large] == [len(wire.encode(protocol.PONG))]
     out, _ = capfd.readouterr()
     metrics = [json.loads(line) for line in out.splitlines() if line.startswith('{"_aws"')]
     assert [m["DeliveryFailures"] for m in metrics if "DeliveryFailures" in m] == [[1.0]]

@@ -18,15 +18,15 @@ from typing import Any
 import boto3
 import pytest
 
-import app as app_module
+from chalicelib.channel_sender import FUNCTION_NAMES
 from chalicelib.internal_events import pack_frames
 from tests import events
-from tests.harness import Stack, chat_backend
+from tests.harness import Stack, chat_backend, fresh_clients
 from tests.standins import Reply
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATIONS = json.loads((ROOT / "infra" / "aws_operations.json").read_text())["operations"]
-FUNCTIONS = ("websocket_connect", "websocket_message", "websocket_disconnect", "deliver", "push", "fanout")
+FUNCTIONS = FUNCTION_NAMES
 HANDLERS = {
     "websocket_connect": "connect",
     "websocket_message": "message",
@@ -82,7 +82,7 @@ def recorder(stack: Stack) -> Iterator[Recorder]:
     session = boto3.DEFAULT_SESSION or boto3.setup_default_session() or boto3.DEFAULT_SESSION
     assert session is not None
     session.events.register("before-parameter-build.dynamodb", recorder.dynamodb)
-    app_module.container.reset()  # clients built from now on carry the hook
+    fresh_clients()  # clients built from now on carry the hook
     yield recorder
     session.events.unregister("before-parameter-build.dynamodb", recorder.dynamodb)
 
@@ -116,7 +116,7 @@ def every_path(recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
     # $default: ping, broadcast in chunks (a stale member removed), auth, a legacy item
     recorder.run("websocket_message", events.message_event("A1=", {"type": "ping"}))
     monkeypatch.setenv("PUSH_CHUNK_SIZE", "2")
-    app_module.container.reset()
+    fresh_clients()
     stack.seed("GHOST=", open_=False)
     recorder.run("websocket_message", events.message_event("A1=", {"body": "hello"}))
     stack.backend.routes["/api/chat/ws/1/connect"] = Reply(200, {})  # the same (no) user: accepted
@@ -128,13 +128,13 @@ def every_path(recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
     assert chunks, "the broadcast handed nothing off"
     recorder.run("fanout", chunks[0])
     monkeypatch.delenv("API_GATEWAY_ENDPOINT")
-    app_module.container.reset()
+    fresh_clients()
     stack.mgmt.throttle["C1="] = 100  # fails past the retries: a later attempt, from fanout itself
     for chunk in chunks[1:] or chunks:
         recorder.run("fanout", chunk)
     monkeypatch.setenv("API_GATEWAY_ENDPOINT", stack.mgmt.endpoint)
     stack.mgmt.throttle.clear()
-    app_module.container.reset()
+    fresh_clients()
     # push: a booking in chunks, with a stale member
     stack.seed(["P1=", "P2=", "P3="], connection_type="booking")
     stack.seed("A0=", connection_type="booking", open_=False)  # sorts first: in the chunk push posts itself

@@ -2,24 +2,64 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
+import os
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from botocore.credentials import ReadOnlyCredentials
 
-from chalicelib.gateway import ConnectionGateway, ManagementApi, PostOutcome, RetryPolicy
-from chalicelib.http_pool import new_pool
+from chalicelib.deadline import Deadline
+from chalicelib.gateway import ConnectionGateway, ManagementApi, RetryPolicy
+from chalicelib.model import PostOutcome
+from chalicelib.response_parser import HttpError, ResponseTooLarge
 from chalicelib.signing import region_for
+from chalicelib.transport import Transport
 from tests.harness import refused_port
 from tests.standins import ManagementApiStandIn
+
+#: What a test opened (transports, executors), closed after it.
+_OPENED: list[Transport | ThreadPoolExecutor] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_what_the_test_opened() -> Iterator[None]:
+    yield
+    while _OPENED:
+        opened = _OPENED.pop()
+        if isinstance(opened, Transport):
+            opened.close()
+        else:
+            opened.shutdown()
+
+
+def transport(workers: int, **options: Any) -> Transport:
+    opened = Transport(workers, **options)
+    _OPENED.append(opened)
+    return opened
+
+
+def executor(workers: int) -> ThreadPoolExecutor:
+    opened = ThreadPoolExecutor(workers)
+    _OPENED.append(opened)
+    return opened
+
+
+def recording(sleeps: list[float] | None) -> Callable[[float], Awaitable[None]]:
+    async def sleep(seconds: float) -> None:
+        if sleeps is not None:
+            sleeps.append(seconds)
+
+    return sleep
 
 
 @pytest.fixture
@@ -32,13 +72,15 @@ def mgmt() -> Iterator[ManagementApiStandIn]:
 def make_gateway(endpoint: str, *, sleeps: list[float] | None = None, workers: int = 4) -> ConnectionGateway:
     api = ManagementApi(
         endpoint,
-        pool=new_pool(workers, connect_timeout=0.5, read_timeout=1.0),
+        transport=transport(workers, connect_timeout=0.5),
         credentials=lambda: ReadOnlyCredentials("AKIDEXAMPLE", "secret", "session-token"),
         region="eu-west-1",
-        retry=RetryPolicy(throttle_attempts=4, transient_attempts=3, base_delay=0.001, max_delay=0.002),
-        sleep=(sleeps.append if sleeps is not None else lambda s: None),
+        retry=RetryPolicy(
+            throttle_attempts=4, transient_attempts=3, base_delay=0.001, max_delay=0.002, attempt_seconds=1.5
+        ),
+        sleep=recording(sleeps),
     )
-    return ConnectionGateway(api, ThreadPoolExecutor(workers), workers)
+    return ConnectionGateway(api, executor(workers), workers)
 
 
 def test_posts_are_sigv4_signed_for_execute_api(mgmt: ManagementApiStandIn) -> None:
@@ -74,7 +116,7 @@ def test_unreachable_endpoint_fails_without_raising() -> None:
     with refused_port() as port:
         gateway = make_gateway(f"http://127.0.0.1:{port}/development")
         assert gateway.post("X=", b"{}") is PostOutcome.FAILED
-        result = gateway.fan_out(["X=", "Y="], b"{}")
+        result = gateway.post_many(["X=", "Y="], b"{}")
     assert result.failed == ["X=", "Y="]
     assert result.delivered == 0
 
@@ -84,10 +126,10 @@ def test_fan_out_sorts_outcomes_and_reports_gone_through_the_callback(mgmt: Mana
     mgmt.max_post_bytes = 10_000
     removed: list[str] = []
     gateway = make_gateway(mgmt.endpoint)
-    result = gateway.fan_out(["A=", "G=", "B="], b'{"m":1}', on_gone=removed.append)
+    result = gateway.post_many(["A=", "G=", "B="], b'{"m":1}', on_gone=removed.append)
     assert (result.delivered, result.gone, result.failed) == (2, ["G="], [])
     assert removed == ["G="]
-    big = gateway.fan_out(["L="], b'{"p":"' + b"x" * 20_000 + b'"}')
+    big = gateway.post_many(["L="], b'{"p":"' + b"x" * 20_000 + b'"}')
     assert big.too_large == ["L="]
 
 
@@ -97,7 +139,7 @@ def test_cleanup_failure_does_not_stop_delivery(mgmt: ManagementApiStandIn) -> N
     def broken(cid: str) -> None:
         raise RuntimeError("dynamodb down")
 
-    result = make_gateway(mgmt.endpoint).fan_out(["A=", "G1=", "G2=", "B="], b"{}", on_gone=broken)
+    result = make_gateway(mgmt.endpoint).post_many(["A=", "G1=", "G2=", "B="], b"{}", on_gone=broken)
     assert result.delivered == 2
     assert sorted(result.gone) == ["G1=", "G2="]
 
@@ -178,19 +220,19 @@ def silent_gateway(endpoint: str, workers: int) -> ConnectionGateway:
     # Timeouts far beyond the test's deadline: only the deadline can end these posts in time.
     api = ManagementApi(
         endpoint,
-        pool=new_pool(workers, connect_timeout=30.0, read_timeout=60.0),
+        transport=transport(workers, connect_timeout=30.0),
         credentials=lambda: ReadOnlyCredentials("AKIDEXAMPLE", "secret", None),
         region="eu-west-1",
-        retry=RetryPolicy(min_post_seconds=0.05),
+        retry=RetryPolicy(min_post_seconds=0.05, attempt_seconds=90.0),
     )
-    return ConnectionGateway(api, ThreadPoolExecutor(2), workers)
+    return ConnectionGateway(api, executor(2), workers)
 
 
 def test_deadline_caps_posts_that_never_answer_and_returns_the_rest_unsent(silent: SilentServer) -> None:
     gateway = silent_gateway(silent.endpoint, workers=3)
     ids = [f"C{i}=" for i in range(10)]
-    deadline = time.monotonic() + 0.4
-    result = gateway.fan_out(ids, b"{}", deadline=deadline)
+    deadline = Deadline.after(0.4)
+    result = gateway.post_many(ids, b"{}", deadline=deadline)
     # The first three went out and were cut at the deadline (failed, a later attempt's job);
     # nothing else was started, because nothing could have finished in time.
     assert result.failed == ids[:3]
@@ -198,22 +240,22 @@ def test_deadline_caps_posts_that_never_answer_and_returns_the_rest_unsent(silen
     assert result.delivered == 0
     assert result.gone == []
     assert result.attempted == 3
-    assert time.monotonic() >= deadline - 0.05  # they waited for an answer until the deadline
+    assert time.monotonic() >= deadline.at - 0.05  # they waited for an answer until the deadline
     assert silent.requests == 3  # one attempt each: no retry could fit
 
 
 def test_a_passed_deadline_attempts_nothing(silent: SilentServer) -> None:
     gateway = silent_gateway(silent.endpoint, workers=4)
-    result = gateway.fan_out(["A=", "B="], b"{}", deadline=time.monotonic() - 1)
+    result = gateway.post_many(["A=", "B="], b"{}", deadline=Deadline.after(-1))
     assert result.unsent == ["A=", "B="]
     assert result.attempted == 0
-    assert gateway.post("A=", b"{}", deadline=time.monotonic() + 0.01) is PostOutcome.UNSENT
+    assert gateway.post("A=", b"{}", deadline=Deadline.after(0.01)) is PostOutcome.UNSENT
     assert silent.requests == 0
 
 
 def test_single_post_with_a_deadline_is_cut_and_failed(silent: SilentServer) -> None:
     gateway = silent_gateway(silent.endpoint, workers=1)
-    assert gateway.post("A=", b"{}", deadline=time.monotonic() + 0.2) is PostOutcome.FAILED
+    assert gateway.post("A=", b"{}", deadline=Deadline.after(0.2)) is PostOutcome.FAILED
     assert silent.requests == 1
 
 
@@ -226,7 +268,7 @@ def test_retry_sleeps_are_capped_to_the_time_left(mgmt: ManagementApiStandIn) ->
     clock = FakeClock()
     sleeps: list[float] = []
 
-    def sleep(seconds: float) -> None:
+    async def sleep(seconds: float) -> None:
         sleeps.append(seconds)
         clock.sleep(seconds)
 
@@ -234,36 +276,35 @@ def test_retry_sleeps_are_capped_to_the_time_left(mgmt: ManagementApiStandIn) ->
     mgmt.throttle["T="] = 100
     api = ManagementApi(
         mgmt.endpoint,
-        pool=new_pool(1, connect_timeout=0.5, read_timeout=1.0),
+        transport=transport(1, connect_timeout=0.5),
         credentials=lambda: ReadOnlyCredentials("AKIDEXAMPLE", "secret", None),
         region="eu-west-1",
-        retry=FixedBackoff(throttle_attempts=50, min_post_seconds=0.1),
+        retry=FixedBackoff(throttle_attempts=50, min_post_seconds=0.1, attempt_seconds=1.5),
         sleep=sleep,
-        clock=clock,
     )
     gateway = ConnectionGateway(api, None, 1)
-    deadline = clock.now + 0.5
+    deadline = Deadline(clock.now + 0.5, clock)
     assert gateway.post("T=", b"{}", deadline=deadline) is PostOutcome.FAILED
     # However long the backoff wanted, no sleep runs past the deadline minus one post's minimum.
     # The 1 s backoff is cut to what leaves one post's minimum: that retry is the last one.
     assert sleeps == [pytest.approx(0.4)]
-    assert clock.now == pytest.approx(deadline - 0.1)
+    assert clock.now == pytest.approx(deadline.at - 0.1)
     assert mgmt.posts_to("T=") == 2
 
 
 def test_without_a_deadline_nothing_is_unsent(mgmt: ManagementApiStandIn) -> None:
     mgmt.open.update({"A=", "B="})
-    result = make_gateway(mgmt.endpoint).fan_out(["A=", "B=", "G="], b"{}")
+    result = make_gateway(mgmt.endpoint).post_many(["A=", "B=", "G="], b"{}")
     assert (result.delivered, result.gone, result.unsent) == (2, ["G="], [])
 
 
 def test_fan_out_and_post_when_the_deadline_leaves_time_deliver(mgmt: ManagementApiStandIn) -> None:
     mgmt.open.update({"A=", "B="})
     gateway = make_gateway(mgmt.endpoint)
-    result = gateway.fan_out(["A=", "B="], b"{}", deadline=time.monotonic() + 30)
+    result = gateway.post_many(["A=", "B="], b"{}", deadline=Deadline.after(30))
     assert result.delivered == 2
     assert result.unsent == []
-    assert gateway.post("A=", b"{}", deadline=time.monotonic() + 30) is PostOutcome.DELIVERED
+    assert gateway.post("A=", b"{}", deadline=Deadline.after(30)) is PostOutcome.DELIVERED
 
 
 # -- the HTTP/1.1 client against servers that misbehave ----------------------------
@@ -295,6 +336,8 @@ class ScriptedServer:
         scheme = "https" if tls else "http"
         self.endpoint = f"{scheme}://127.0.0.1:{self.sock.getsockname()[1]}/development"
         self.connections = 0
+        #: Set each time the server has closed a connection after answering.
+        self.closed = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -339,6 +382,8 @@ class ScriptedServer:
                 conn.sendall(self.answer)
                 if self.close_after:
                     time.sleep(self.close_delay)
+                    conn.close()
+                    self.closed.set()
                     return
 
 
@@ -405,21 +450,87 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
 
 def test_an_idle_connection_the_server_dropped_is_not_used_for_the_next_post() -> None:
     """As after a Lambda container thaws: the close is on the socket, unread by the loop."""
-    server = ScriptedServer(OK, close_delay=0.2)
+    server = ScriptedServer(OK, close_delay=0.001)
     sleeps: list[float] = []
     gateway = make_gateway(server.endpoint, sleeps=sleeps, workers=1)
     try:
         assert gateway.post("A=", b"{}") is PostOutcome.DELIVERED
-        pool = gateway.api.pool
-        # Hold the loop while the server closes the idle connection; the next post is
+        loop = gateway.api.transport.loop
+        # Hold the loop until the server has closed the idle connection; the next post is
         # queued behind the hold, so it runs before the loop reads the close.
-        pool.loop.call_soon_threadsafe(time.sleep, 0.5)
-        assert gateway.post("A=", b"{}") is PostOutcome.DELIVERED
+        held = threading.Event()
+        loop.call_soon_threadsafe(held.wait, 10)
+        assert server.closed.wait(10)
+        future = asyncio.run_coroutine_threadsafe(
+            gateway.api.post_async("A=", b"{}", gateway.api.signer(b"{}")), loop
+        )
+        held.set()
+        assert future.result(10) is PostOutcome.DELIVERED
         assert sleeps == []  # no failed attempt, no retry: a new connection at once
         assert server.connections == 2
-        assert pool.opened == 2
     finally:
         server.sock.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "outcome", "connections"),
+    [
+        # bytes after the answer: the answer counts, the connection is not reused
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}XYZ", PostOutcome.DELIVERED, 2),
+        # a token list with something like close in it is not close
+        (b"HTTP/1.1 200 OK\r\nConnection: xclose\r\nContent-Length: 0\r\n\r\n", PostOutcome.DELIVERED, 1),
+        # close is a token anywhere in the list
+        (b"HTTP/1.1 200 OK\r\nConnection: te, close\r\nContent-Length: 0\r\n\r\n", PostOutcome.DELIVERED, 2),
+    ],
+    ids=["bytes after Content-Length", "xclose", "close among tokens"],
+)
+def test_a_connection_is_reused_only_when_its_answer_ends_cleanly(
+    answer: bytes, outcome: PostOutcome, connections: int
+) -> None:
+    assert scripted_post(answer) == ([outcome, outcome], connections)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXY0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length : 2\r\n\r\n{}",
+    ],
+    ids=["Content-Length and chunked", "no CRLF after a chunk", "space before the colon"],
+)
+def test_ambiguous_framing_fails_the_post_and_its_connection(answer: bytes) -> None:
+    outcomes, connections = scripted_post(answer, posts=1)
+    assert outcomes == [PostOutcome.FAILED]
+    assert connections == 3  # transient: retried on a fresh connection each time
+
+
+def test_an_answer_over_the_body_cap_fails_and_closes_its_connection() -> None:
+    big = b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000
+    server = ScriptedServer(big)
+    capped = transport(1, max_body=4096)
+    origin = ("http", "127.0.0.1", server.sock.getsockname()[1])
+    request = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+    try:
+        for _ in range(2):
+            with pytest.raises(ResponseTooLarge):
+                capped.post(origin, request, 5.0)
+        assert server.connections == 2  # the first was closed, not pooled
+        assert transport(1, max_body=5000).post(origin, request, 5.0).body == b"x" * 5000
+    finally:
+        server.sock.close()
+
+
+def test_connections_are_reused_whatever_their_descriptor_number() -> None:
+    """Past descriptor 1024, where ``select`` cannot look: liveness is still checked."""
+    padding = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        outcomes, connections = scripted_post(OK, posts=3)
+    finally:
+        for fd in padding:
+            os.close(fd)
+    assert outcomes == [PostOutcome.DELIVERED] * 3
+    assert connections == 1
 
 
 def _self_signed(tmp_path: Path) -> tuple[str, str]:
@@ -462,19 +573,21 @@ def test_posts_over_tls_verify_the_server_certificate(tmp_path: Path) -> None:
         trusting = ConnectionGateway(
             ManagementApi(
                 server.endpoint,
-                pool=new_pool(2, ssl_context=ssl.create_default_context(cafile=certfile)),
+                transport=transport(2, ssl_context=ssl.create_default_context(cafile=certfile)),
                 credentials=lambda: ReadOnlyCredentials("AKIDEXAMPLE", "secret", None),
                 region="eu-west-1",
             ),
             None,
             2,
         )
-        assert trusting.fan_out(["A=", "B="], b"{}").delivered == 2
+        assert trusting.post_many(["A=", "B="], b"{}").delivered == 2
         assert trusting.post("C=", b"{}") is PostOutcome.DELIVERED
-        assert trusting.api.pool.opened <= 2  # keep-alive over TLS too
-        # The default context (certifi's CAs) does not trust a self-signed certificate.
+        assert server.connections <= 2  # keep-alive over TLS too
+        # The default context (the system's trust store) does not trust a self-signed certificate.
         refusing = make_gateway(server.endpoint, workers=1)
         assert refusing.post("A=", b"{}") is PostOutcome.FAILED
-        assert refusing.api.pool.opened == 0
+        origin = ("https", "127.0.0.1", server.sock.getsockname()[1])
+        with pytest.raises(HttpError, match="CERTIFICATE_VERIFY_FAILED"):
+            refusing.api.transport.post(origin, b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 5.0)
     finally:
         server.sock.close()

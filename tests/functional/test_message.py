@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import FAST_LOOKUP_RETRIES, Stack, chat_backend, refused_port
+from tests.harness import FAST_LOOKUP_RETRIES, Stack, chat_backend, fresh_clients, refused_port
 from tests.standins import Reply
 
 CHAT = {"type": "chat", "booking_id": "1", "token": "tok-a"}
@@ -88,7 +88,7 @@ def test_frame_over_128_kb_answers_too_large(stack: Stack) -> None:
     assert "/api/chat/ws/1/message" not in stack.backend.paths()
 
 
-def test_unknown_connection_answers_unknown_connection(stack: Stack) -> None:
+def test_unknown_connection_answers_unknown_connection(stack: Stack, dynamodb_ops: list[str]) -> None:
     stack.mgmt.open.add("U1=")
     stack.send("U1=", {"body": "hi", "id": "c-1"})
     frame = last(stack, "U1=")
@@ -96,7 +96,7 @@ def test_unknown_connection_answers_unknown_connection(stack: Stack) -> None:
     assert frame["ref"] == "c-1"
     assert stack.backend.requests == []
     # the index is eventually consistent in AWS: a miss is asked again after each pause
-    assert stack.pauses == list(FAST_LOOKUP_RETRIES)
+    assert dynamodb_ops.count("Query") == 1 + len(FAST_LOOKUP_RETRIES)
 
 
 def test_expired_item_counts_as_unknown(stack: Stack) -> None:
@@ -258,22 +258,37 @@ def test_backend_timeout_is_retryable(stack: Stack, monkeypatch: pytest.MonkeyPa
     chat_backend(stack.backend)
     join(stack, "A1=")
     monkeypatch.setenv("BACKEND_TIMEOUT_SECONDS", "0.3")
-    from app import container
 
-    container.reset()
+    fresh_clients()
     stack.backend.routes["/api/chat/ws/1/message"] = Reply(200, {"type": "late"}, delay=1.5)
     stack.send("A1=", {"body": "hi"})
     assert_error(last(stack, "A1="), "backend_unavailable", True)
 
 
+def test_a_backend_answer_over_the_cap_is_a_backend_error(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+
+    chat_backend(stack.backend)
+    join(stack, "A1=")
+    monkeypatch.setenv("MAX_RESPONSE_BYTES", "2048")
+    fresh_clients()
+    stack.backend.routes["/api/chat/ws/1/message"] = Reply(200, {"type": "huge", "body": "x" * 10_000})
+    stack.send("A1=", {"body": "hi"})
+    assert_error(last(stack, "A1="), "backend_error", False)
+    # the next answer, within the cap, comes on a connection of its own and is delivered whole
+    stack.backend.routes["/api/chat/ws/1/message"] = Reply(200, {"type": "small", "body": "x" * 1000})
+    stack.send("A1=", {"body": "hi"})
+    assert last(stack, "A1=")["type"] == "small"
+
+
 def test_backend_down_is_retryable(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
-    from app import container
 
     chat_backend(stack.backend)
     join(stack, "A1=")
     with refused_port() as port:
         monkeypatch.setenv("BACKEND_URL", f"http://127.0.0.1:{port}")  # nothing listens there
-        container.reset()
+        fresh_clients()
         stack.send("A1=", {"body": "hi"})
     assert_error(last(stack, "A1="), "backend_unavailable", True)
 
@@ -330,9 +345,9 @@ def test_unhandled_failure_still_answers_with_an_error_frame(
 ) -> None:
     chat_backend(stack.backend)
     join(stack, "A1=")
-    from app import container
+    from app import get_clients
 
-    registry = container.use_cases().registry
+    registry = get_clients().registry
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("unexpected")

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Stack
+from tests.harness import Stack, fresh_clients
 from tests.standins import Reply
 
 STATUS = {"type": "booking_status", "booking_id": "1", "status": "confirmed"}
@@ -123,10 +123,9 @@ def test_invalid_events_are_rejected_and_nothing_is_sent(stack: Stack, event: An
 def test_push_without_a_management_endpoint_is_a_configuration_error(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from app import container
 
     monkeypatch.delenv("API_GATEWAY_ENDPOINT")
-    container.reset()
+    fresh_clients()
     result = push(stack, {"channel": {"booking_id": "1"}, "payload": STATUS})
     assert result["error"]["code"] == "misconfigured"
 
@@ -140,10 +139,9 @@ def seed(stack: Stack, booking: str, count: int, ctype: str = "booking") -> list
 def test_large_channel_is_chunked_across_async_invocations_and_each_connection_gets_it_once(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from app import container
 
     monkeypatch.setenv("PUSH_CHUNK_SIZE", "50")
-    container.reset()
+    fresh_clients()
     ids = seed(stack, "1", 230)
     result = push(stack, {"channel": {"booking_id": "1"}, "payload": STATUS})
     assert result == {"delivered": 50, "gone": 0, "failed": 0, "queued": 180}
@@ -159,10 +157,9 @@ def test_large_channel_is_chunked_across_async_invocations_and_each_connection_g
 def test_chunk_that_cannot_be_handed_off_is_delivered_inline(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from app import container
 
     monkeypatch.setenv("PUSH_CHUNK_SIZE", "10")
-    container.reset()
+    fresh_clients()
     ids = seed(stack, "1", 25)
     stack.lambdas.fail = True
     result = push(stack, {"channel": {"booking_id": "1"}, "payload": STATUS})
@@ -173,10 +170,9 @@ def test_chunk_that_cannot_be_handed_off_is_delivered_inline(
 def test_broadcast_in_a_large_channel_answers_the_sender_in_the_first_chunk(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from app import container
 
     monkeypatch.setenv("PUSH_CHUNK_SIZE", "20")
-    container.reset()
+    fresh_clients()
     ids = seed(stack, "1", 60, ctype="chat")
     stack.seed("ZZZZ=", ttl_seconds=60)  # sorts last in the channel, yet must be served first
     stack.backend.routes["/api/chat/ws/1/message"] = lambda req: Reply(

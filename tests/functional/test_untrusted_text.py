@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Stack, chat_backend
+from tests.harness import Stack, chat_backend, fresh_clients
 from tests.standins import Reply
 
 CHAT = {"type": "chat", "booking_id": "1", "token": "tok-a"}
@@ -232,8 +232,6 @@ def test_deliver_that_cannot_remove_a_gone_connection_logs_it_and_answers(
 ) -> None:
     import boto3
 
-    from app import container
-
     chat_backend(stack.backend)
     stack.connect("G1=", CHAT, establish=False)  # the client leaves before the handshake ends
     (payload,) = stack.lambdas.take("-deliver")
@@ -249,10 +247,8 @@ def test_deliver_that_cannot_remove_a_gone_connection_logs_it_and_answers(
     assert session is not None
     session.events.register("before-call.dynamodb.DeleteItem", refuse_delete)
     try:
-        from chalicelib.container import Tuning
-        from tests.harness import FAST_LOOKUP_RETRIES
-
-        container.reset(Tuning(deliver_retry_seconds=0.2, lookup_retry_delays=FAST_LOOKUP_RETRIES))
+        monkeypatch.setenv("DELIVER_RETRY_SECONDS", "0.2")
+        fresh_clients()
         result = stack.invoke("deliver", payload)
     finally:
         session.events.unregister("before-call.dynamodb.DeleteItem", refuse_delete)

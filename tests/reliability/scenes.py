@@ -22,7 +22,8 @@ from typing import Any
 
 import aiohttp
 
-from chalicelib.registry import Connection, item_for
+from chalicelib.model import Connection
+from chalicelib.registry import to_item
 from chalicelib.routes import channel_key
 from tests.e2e.support import Socket, StackProcess, open_socket, run
 from tests.harness import moto_client, start_moto, wait_for
@@ -86,7 +87,7 @@ class Faults:
             booking_id=booking,
             endpoint=self.stack.management,
         )
-        client.put_item(TableName=TABLE, Item=item_for(ghost))
+        client.put_item(TableName=TABLE, Item=to_item(ghost))
 
 
 @contextmanager

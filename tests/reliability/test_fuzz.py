@@ -30,11 +30,12 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import app as app_module
-from chalicelib.registry import Connection, item_for
+from chalicelib.model import Connection
+from chalicelib.registry import to_item
 from chalicelib.routes import channel_key
 from chalicelib.schema import ensure_table
 from tests import events
-from tests.harness import UNSET_ENV, app_env, moto_client
+from tests.harness import UNSET_ENV, app_env, fresh_clients, moto_client
 from tests.standins import BackendStandIn, LambdaStandIn, ManagementApiStandIn, Reply
 
 EXAMPLES = int(os.environ.get("RELIABILITY_EXAMPLES", "150"))
@@ -144,7 +145,7 @@ def harness(moto_endpoint: str) -> Iterator[Harness]:
             mp.delenv(key, raising=False)
         for key, value in env.items():
             mp.setenv(key, value)
-        app_module.container.reset()
+        fresh_clients()
         h = Harness(Client(app_module.app, stage_name="test"), backend, mgmt, lambdas, dynamodb, table)
         handler = _InternalErrors(h.internal_errors)
         logging.getLogger("chalicelib").addHandler(handler)
@@ -159,7 +160,7 @@ def harness(moto_endpoint: str) -> Iterator[Harness]:
                 booking_id="1",
                 endpoint=mgmt.endpoint,
             )
-            dynamodb.put_item(TableName=table, Item=item_for(conn))
+            dynamodb.put_item(TableName=table, Item=to_item(conn))
             mgmt.open.add(cid)
         backend.routes[MESSAGE_PATH] = echo
         backend.routes["/api/ws/bookings/1/connect"] = Reply(200, {"user_id": "u1"})
@@ -172,7 +173,7 @@ def harness(moto_endpoint: str) -> Iterator[Harness]:
             yield h
         finally:
             logging.getLogger("chalicelib").removeHandler(handler)
-            app_module.container.reset()
+            fresh_clients()
             for server in (backend, mgmt, lambdas):
                 server.stop()
             dynamodb.delete_table(TableName=table)

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from chalicelib.clients import aws_config, build_clients
 from chalicelib.config import Settings
-from chalicelib.container import Container, aws_config
 from chalicelib.errors import BackendUnavailable, ConfigurationError
 from chalicelib.routes import DEFAULT_ROUTES, is_channel_key, routes_with_overrides
 from tests.harness import UNSET_ENV
@@ -30,6 +30,9 @@ def test_defaults_are_the_documented_ones() -> None:
     )
     assert s.api_gateway_endpoint is None
     assert s.allowed_origins == ()
+    assert (s.max_response_bytes, s.aws_max_attempts) == (4 * 1024 * 1024, 5)
+    assert (s.deliver_retry_seconds, s.handshake_grace_seconds, s.post_retry_base_seconds) == (5.0, 5.0, 0.05)
+    assert s.lookup_retry_delays == (0.05, 0.1, 0.2, 0.4)
 
 
 def test_values_are_read_and_normalised() -> None:
@@ -46,6 +49,10 @@ def test_values_are_read_and_normalised() -> None:
     assert s.allowed_origins == ("https://a.example", "https://b.example")
     assert s.fanout_workers == 8
     assert s.backend_timeout_seconds == 2.5
+    timings = Settings.from_env(
+        {**BASE, "LOOKUP_RETRY_DELAYS": "0.001, 0.002", "HANDSHAKE_GRACE_SECONDS": "0"}
+    )
+    assert (timings.lookup_retry_delays, timings.handshake_grace_seconds) == ((0.001, 0.002), 0.0)
 
 
 @pytest.mark.parametrize(
@@ -59,6 +66,11 @@ def test_values_are_read_and_normalised() -> None:
         ({**BASE, "PUSH_CHUNK_SIZE": "2.5"}, "whole number"),
         ({**BASE, "BACKEND_TIMEOUT_SECONDS": "30"}, "29 s"),
         ({**BASE, "CONNECTION_TTL_SECONDS": "5"}, "at least 60"),
+        ({**BASE, "MAX_RESPONSE_BYTES": "100"}, "MAX_RESPONSE_BYTES must be at least 1024"),
+        ({**BASE, "AWS_MAX_ATTEMPTS": "0"}, "AWS_MAX_ATTEMPTS must be at least 1"),
+        ({**BASE, "LOOKUP_RETRY_DELAYS": "0.1,soon"}, "numbers separated by commas"),
+        ({**BASE, "LOOKUP_RETRY_DELAYS": "0.1,60"}, "between 0 and 5 seconds"),
+        ({**BASE, "DELIVER_RETRY_SECONDS": "-1"}, "DELIVER_RETRY_SECONDS must be at least 0"),
         ({**BASE, "API_GATEWAY_ENDPOINT": "wss://x/dev"}, "API_GATEWAY_ENDPOINT must start"),
         ({**BASE, "BACKEND_ROUTES": "{"}, "not valid JSON"),
         ({**BASE, "BACKEND_ROUTES": "[]"}, "JSON object"),
@@ -135,12 +147,12 @@ def test_routes_can_be_overridden_by_configuration() -> None:
 
 
 def test_the_aws_clients_have_short_timeouts_and_bounded_retries() -> None:
-    config = aws_config(8)
+    config = aws_config(8, 5)
     assert (config.connect_timeout, config.read_timeout) == (2, 5)
     assert config.retries == {"mode": "standard", "total_max_attempts": 5}
     assert config.max_pool_connections == 10  # never below 10, else as wide as the fan-out
-    assert aws_config(64).max_pool_connections == 64
-    assert aws_config(8, retry_mode="legacy").retries == {"mode": "legacy", "total_max_attempts": 5}
+    assert aws_config(64, 5).max_pool_connections == 64
+    assert aws_config(8, 2, retry_mode="legacy").retries == {"mode": "legacy", "total_max_attempts": 2}
 
 
 @pytest.fixture
@@ -173,7 +185,9 @@ RETRY_PAUSE = re.compile(r"retry, sleeping for ([0-9.]+) seconds")
 def test_the_registry_client_retries_with_dynamodbs_own_short_backoff_then_gives_up(
     throttling_dynamodb: DynamoDbStandIn, caplog: pytest.LogCaptureFixture
 ) -> None:
-    registry = Container().use_cases().registry
+    clients = build_clients()
+    registry = clients.registry
+    clients.close()  # nothing here uses the transport or the fan-out threads
     throttling_dynamodb.throttle = 4  # absorbed: the fifth attempt is answered
     with caplog.at_level(logging.DEBUG, logger="botocore.endpoint"):
         assert registry.find("A=", retry=False, cached=False) is None

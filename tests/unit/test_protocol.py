@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chalicelib import protocol
+from chalicelib import protocol, wire
 from chalicelib.errors import Forbidden, InvalidMessage, TooLarge, Unauthorized
 from chalicelib.routes import DEFAULT_ROUTES
 
-LIMIT = protocol.MAX_MESSAGE_BYTES
+LIMIT = wire.MAX_MESSAGE_BYTES
 
 
 def test_parse_connect_defaults_to_chat_and_reads_the_query_token() -> None:
@@ -119,18 +119,18 @@ def test_lone_surrogates_do_not_crash_the_size_check() -> None:
 
 
 def test_small_payload_is_one_frame_and_non_history_over_the_limit_raises() -> None:
-    assert protocol.frames_for({"type": "message"}) == [b'{"type":"message"}']
+    assert wire.frames_for({"type": "message"}) == [b'{"type":"message"}']
     with pytest.raises(TooLarge):
-        protocol.frames_for({"type": "message", "body": "x" * LIMIT})
+        wire.frames_for({"type": "message", "body": "x" * LIMIT})
     with pytest.raises(TooLarge):
-        protocol.frames_for({"type": "history", "messages": [], "pad": "x" * LIMIT})
+        wire.frames_for({"type": "history", "messages": [], "pad": "x" * LIMIT})
     with pytest.raises(TooLarge):
-        protocol.frames_for([1] * LIMIT)
+        wire.frames_for([1] * LIMIT)
 
 
 def test_history_with_a_single_message_over_the_limit_cannot_be_split() -> None:
     with pytest.raises(TooLarge):
-        protocol.frames_for({"type": "history", "messages": [{"body": "x" * LIMIT}]})
+        wire.frames_for({"type": "history", "messages": [{"body": "x" * LIMIT}]})
 
 
 message_strategy = st.fixed_dictionaries(
@@ -149,7 +149,7 @@ def test_history_frames_fit_the_limit_and_rejoin_in_order(
     messages: list[dict[str, Any]], limit: int, thread: dict[str, str]
 ) -> None:
     payload = {"type": "history", "thread": thread, "messages": messages}
-    frames = protocol.frames_for(payload, limit)
+    frames = wire.frames_for(payload, limit)
     assert all(len(frame) <= limit for frame in frames)
     decoded = [json.loads(frame) for frame in frames]
     if len(frames) == 1:
@@ -164,7 +164,7 @@ def test_history_frames_fit_the_limit_and_rejoin_in_order(
 
 def test_large_history_uses_few_frames() -> None:
     messages = [{"id": i, "body": "x" * 500} for i in range(1000)]
-    frames = protocol.frames_for({"type": "history", "messages": messages})
+    frames = wire.frames_for({"type": "history", "messages": messages})
     total = sum(len(f) for f in frames)
     assert len(frames) == -(-total // LIMIT) or len(frames) == -(-total // LIMIT) + 1
 
@@ -177,21 +177,21 @@ def test_non_finite_numbers_are_not_json(text: str) -> None:
 
 def test_encode_refuses_what_a_browser_could_not_parse() -> None:
     with pytest.raises(ValueError, match="JSON compliant"):
-        protocol.encode({"a": float("nan")})
-    assert protocol.encode({"a": 1.5, "b": "é"}) == '{"a":1.5,"b":"é"}'.encode()
+        wire.encode({"a": float("nan")})
+    assert wire.encode({"a": 1.5, "b": "é"}) == '{"a":1.5,"b":"é"}'.encode()
 
 
 # -- untrusted text and echoed ids -----------------------------------------------------
 
 
 def test_encode_replaces_lone_surrogates_in_keys_and_values() -> None:
-    data = protocol.encode({"a\ud800": ["\udc80", "ok 😀"], "ref": "\udfff"})
+    data = wire.encode({"a\ud800": ["\udc80", "ok 😀"], "ref": "\udfff"})
     assert json.loads(data.decode("utf-8")) == {"a\ufffd": ["\ufffd", "ok 😀"], "ref": "\ufffd"}
 
 
 def test_an_error_frame_with_any_ref_encodes() -> None:
     frame = protocol.error_frame("invalid_message", "bad \ud800", ref="\udc00")
-    assert json.loads(protocol.encode(frame)) == {**frame, "message": "bad \ufffd", "ref": "\ufffd"}
+    assert json.loads(wire.encode(frame)) == {**frame, "message": "bad \ufffd", "ref": "\ufffd"}
 
 
 @pytest.mark.parametrize(
@@ -255,7 +255,7 @@ def test_every_error_frame_is_small_utf8_json_whatever_the_id(ident: str, key: s
         error = protocol.error_frame("backend_error", "refused", ref=protocol.reference(frame))
     except InvalidMessage as exc:
         error = protocol.error_frame_for(exc)
-    data = protocol.encode(error)
+    data = wire.encode(error)
     assert len(data) <= 1024
     assert json.loads(data.decode("utf-8"))["type"] == "error"
 
@@ -283,8 +283,8 @@ def test_push_holding_a_lone_surrogate_is_invalid(event: dict[str, object]) -> N
 
 
 def test_text_helpers() -> None:
-    assert protocol.is_text("ok 😀")
-    assert not protocol.is_text("a\ud800")
-    assert protocol.as_text("a\ud800b\udfff") == "a\ufffdb\ufffd"
-    assert protocol.has_lone_surrogate([{"k": ["x", {"\udc00": 1}]}])
-    assert not protocol.has_lone_surrogate([{"k": ["x", {"y": 1.5, "z": None}]}])
+    assert wire.is_text("ok 😀")
+    assert not wire.is_text("a\ud800")
+    assert wire.as_text("a\ud800b\udfff") == "a\ufffdb\ufffd"
+    assert wire.has_lone_surrogate([{"k": ["x", {"\udc00": 1}]}])
+    assert not wire.has_lone_surrogate([{"k": ["x", {"y": 1.5, "z": None}]}])

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from chalicelib.errors import BackendUnavailable
-from chalicelib.registry import Connection, ConnectionRegistry
+from chalicelib.model import Connection
+from chalicelib.registry import ConnectionRegistry
 from chalicelib.schema import ensure_table
 from tests.fakes import FakeRegistry
 from tests.harness import moto_client
@@ -69,23 +70,23 @@ def test_channel_ids_filter_by_channel_type_and_ttl(registry: Any) -> None:
     assert list(registry.channel_ids("3", None)) == []
 
 
-def test_channel_pages_cover_every_connection_exactly_once(registry: Any) -> None:
-    ids = [f"P{i:02d}=" for i in range(23)]
-    for cid in ids:
-        registry.put(conn(cid, ctype="chat" if int(cid[1:3]) % 3 else "feed"))
-    seen: list[str] = []
-    key = None
-    pages = 0
-    while True:
-        page = registry.channel_page("1", "chat", start_key=key, limit=5)
-        seen += page.connection_ids
-        pages += 1
-        key = page.next_key
-        if not key:
-            break
-        assert pages < 20
-    assert sorted(seen) == sorted(c for c in ids if int(c[1:3]) % 3)
-    assert pages >= 5
+def test_channel_pages_cover_every_connection_exactly_once(moto_endpoint: str) -> None:
+    client = moto_client(moto_endpoint)
+    table = f"registry-{uuid.uuid4().hex[:8]}"
+    ensure_table(client, table)
+    queries: list[str] = []
+    client.meta.events.register("before-call.dynamodb.Query", lambda **kwargs: queries.append("Query"))
+    registry = ConnectionRegistry(client, table, clock=lambda: NOW)
+    try:
+        ids = [f"P{i:02d}=" for i in range(23)]
+        for cid in ids:
+            registry.put(conn(cid, ctype="chat" if int(cid[1:3]) % 3 else "feed"))
+        seen = list(registry.channel_ids("1", "chat", page_size=5))
+        assert sorted(seen) == sorted(c for c in ids if int(c[1:3]) % 3)
+        assert len(seen) == len(set(seen))
+        assert len(queries) >= 5  # one Query per page of 5 items
+    finally:
+        client.delete_table(TableName=table)
 
 
 def test_moto_registry_retries_a_miss_then_gives_up(moto_endpoint: str) -> None:

@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chalicelib.gateway import ConnectionGateway, ManagementApi
-from chalicelib.http_pool import new_pool
 from chalicelib.signing import Signer
+from chalicelib.transport import Transport
 
 ENDPOINTS = [
     "https://a1b2c3d4e5.execute-api.eu-west-1.amazonaws.com/development",
@@ -29,7 +29,7 @@ CREDENTIALS = [
     ReadOnlyCredentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", None),
     ReadOnlyCredentials("ASIAEXAMPLE", "secret/with+chars=", "IQoJb3JpZ2luX2VjE//////////wEaCXVz+token="),
 ]
-POOL = new_pool(4)
+TRANSPORT = Transport(4)
 
 
 def botocore_headers(
@@ -65,7 +65,7 @@ def ours(api: ManagementApi, cid: str, data: bytes, amz_date: str) -> dict[str, 
 def test_signature_matches_botocore(
     endpoint: str, credentials: ReadOnlyCredentials, region: str, cid: str, data: bytes
 ) -> None:
-    api = ManagementApi(endpoint, pool=POOL, credentials=lambda: credentials, region=region)
+    api = ManagementApi(endpoint, transport=TRANSPORT, credentials=lambda: credentials, region=region)
     expected = botocore_headers(api, credentials, region, cid, data)
     mine = ours(api, cid, data, expected["X-Amz-Date"])
     assert mine["Authorization"] == expected["Authorization"]
@@ -80,7 +80,7 @@ def test_signing_key_follows_rotated_credentials_and_the_date(monkeypatch: pytes
     import botocore.auth
 
     current = [CREDENTIALS[0]]
-    api = ManagementApi(ENDPOINTS[0], pool=POOL, credentials=lambda: current[0], region="eu-west-1")
+    api = ManagementApi(ENDPOINTS[0], transport=TRANSPORT, credentials=lambda: current[0], region="eu-west-1")
     seen = set()
     for credentials in (CREDENTIALS[0], ReadOnlyCredentials("AKIDEXAMPLE", "rotated-secret", None)):
         current[0] = credentials
@@ -145,17 +145,19 @@ def test_requests_on_the_wire_carry_a_signature_botocore_computes_from_them(
     import botocore.auth
 
     server = RecordingServer()
+    transport = Transport(2)
     api = ManagementApi(
         f"http://127.0.0.1:{server.port}/development",
-        pool=new_pool(2),
+        transport=transport,
         credentials=lambda: credentials,
         region="eu-west-1",
     )
     ids = ["Ab+/cd=", "x y", "..", "é~"]
     try:
         gateway = ConnectionGateway(api, None, 2)
-        assert gateway.fan_out(ids, b'{"m":"\xc3\xa9"}').delivered == len(ids)
+        assert gateway.post_many(ids, b'{"m":"\xc3\xa9"}').delivered == len(ids)
     finally:
+        transport.close()
         server.sock.close()
     assert len(server.requests) == len(ids)
     for method, path, headers, body in server.requests:

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
-from chalicelib import protocol
+import pytest
+from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
+
+from chalicelib import wire
+from chalicelib.clients import Clients
 from chalicelib.config import Settings
-from chalicelib.container import Tuning, UseCases, wire
+from chalicelib.connect import ConnectCase, DisconnectCase
 from chalicelib.deadline import Deadline
-from chalicelib.gateway import PostOutcome
+from chalicelib.deliver import DeliverCase
+from chalicelib.fanout import FanOutChunkCase
 from chalicelib.internal_events import pack_frames, unpack_frames
-from chalicelib.registry import Connection
+from chalicelib.message import MessageCase
+from chalicelib.model import Connection, PostOutcome
+from chalicelib.push import PushCase
 from chalicelib.routes import DEFAULT_ROUTES
 from tests import events
 from tests.fakes import FakeBackend, FakeGateway, FakeInvoker, FakeRegistry
@@ -20,9 +28,26 @@ NOW = 1_800_000_000
 ENDPOINT = f"https://{events.DOMAIN}/{events.STAGE}"
 
 
+def typed(event: dict[str, Any]) -> APIGatewayWebSocketEvent:
+    return APIGatewayWebSocketEvent(event)
+
+
+class Proxy:
+    """Every use case on one set of clients."""
+
+    def __init__(self, clients: Clients) -> None:
+        self.settings = clients.settings
+        self.connect = ConnectCase(clients)
+        self.message = MessageCase(clients)
+        self.disconnect = DisconnectCase(clients)
+        self.deliver = DeliverCase(clients)
+        self.push = PushCase(clients)
+        self.fanout = FanOutChunkCase(clients)
+
+
 def make(
     **settings: Any,
-) -> tuple[UseCases, FakeRegistry, FakeBackend, dict[str, FakeGateway], FakeInvoker, list[float]]:
+) -> tuple[Proxy, FakeRegistry, FakeBackend, dict[str, FakeGateway], FakeInvoker, list[float]]:
     registry = FakeRegistry(clock=lambda: NOW)
     backend = FakeBackend()
     gateways: dict[str, FakeGateway] = {}
@@ -40,14 +65,8 @@ def make(
         **settings,
     }
     config = Settings(**values)
-    proxy = wire(
-        config,
-        registry,
-        backend,
-        invoker,
-        gateway_for,
-        metric=lambda name, value: None,
-        tuning=Tuning(clock=lambda: NOW, sleep=sleeps.append),
+    proxy = Proxy(
+        Clients(config, registry, backend, invoker, gateway_for, clock=lambda: NOW, sleep=sleeps.append)
     )
     return proxy, registry, backend, gateways, invoker, sleeps
 
@@ -76,7 +95,7 @@ def add(registry: FakeRegistry, cid: str, booking: str = "1", ctype: str = "chat
 def test_connect_stores_the_events_endpoint_and_schedules_delivery_without_it() -> None:
     proxy, registry, backend, _gateways, invoker, _ = make()
     backend.answers["/api/chat/ws/1/connect"] = {"initial": {"type": "history", "messages": []}}
-    proxy.connect.handle(events.connect_event("A=", {"booking_id": "1", "token": "t"}), long())
+    proxy.connect.handle(typed(events.connect_event("A=", {"booking_id": "1", "token": "t"})), long())
     ((_, payload),) = invoker.calls
     assert "endpoint" not in payload
     (conn,) = registry.items.values()
@@ -87,7 +106,7 @@ def test_connect_stores_the_events_endpoint_and_schedules_delivery_without_it() 
 
 def test_endpoint_override_wins_for_custom_domains() -> None:
     proxy, *_ = make(api_gateway_endpoint="https://chat.example.com/v1")
-    assert proxy.settings.endpoint_for({"domainName": "x", "stage": "y"}) == "https://chat.example.com/v1"
+    assert proxy.settings.endpoint_for("x", "y") == "https://chat.example.com/v1"
 
 
 def test_deliver_waits_out_410_with_growing_pauses_and_keeps_order() -> None:
@@ -96,7 +115,7 @@ def test_deliver_waits_out_410_with_growing_pauses_and_keeps_order() -> None:
     gateway = FakeGateway(endpoint=ENDPOINT, open={"A="})
     gateways[ENDPOINT] = gateway
     gateway.scripted["A="] = [PostOutcome.GONE] * 4
-    frames = [protocol.encode({"n": i}) for i in range(3)]
+    frames = [wire.encode({"n": i}) for i in range(3)]
     result = proxy.deliver.handle(
         {"connection_id": "A=", "channel": "booking#1", "frames": pack_frames(frames)}, long()
     )
@@ -110,7 +129,7 @@ def test_deliver_stops_waiting_once_the_connection_has_disconnected() -> None:
     add(registry, "A=")
     gateway = FakeGateway(endpoint=ENDPOINT)  # never opens: 410 for ever
     gateways[ENDPOINT] = gateway
-    frames = [protocol.encode({"n": 1})]
+    frames = [wire.encode({"n": 1})]
     # its $disconnect runs during the first pause
     proxy_sleep = sleeps.append
 
@@ -118,14 +137,16 @@ def test_deliver_stops_waiting_once_the_connection_has_disconnected() -> None:
         proxy_sleep(seconds)
         registry.delete("booking#1", "A=")
 
-    proxy = wire(
-        proxy.settings,
-        registry,
-        FakeBackend(),
-        FakeInvoker(),
-        lambda endpoint: gateway,
-        metric=lambda name, value: None,
-        tuning=Tuning(clock=lambda: NOW, sleep=disconnect_during_pause),
+    proxy = Proxy(
+        Clients(
+            proxy.settings,
+            registry,
+            FakeBackend(),
+            FakeInvoker(),
+            lambda endpoint: gateway,
+            clock=lambda: NOW,
+            sleep=disconnect_during_pause,
+        )
     )
     result = proxy.deliver.handle(
         {"connection_id": "A=", "channel": "booking#1", "frames": pack_frames(frames)}, long()
@@ -160,7 +181,7 @@ def test_sender_gone_during_its_reply_is_removed() -> None:
     proxy, registry, backend, _gateways, _, _ = make()
     add(registry, "A=")
     backend.answers["/api/chat/ws/1/message"] = {"type": "ack"}
-    proxy.message.handle(events.message_event("A=", {"body": "x"}), long())
+    proxy.message.handle(typed(events.message_event("A=", {"body": "x"})), long())
     assert registry.items == {}
 
 
@@ -173,7 +194,7 @@ def test_a_connection_that_fails_a_frame_gets_no_later_frames() -> None:
     gateway.scripted["B="] = [PostOutcome.FAILED]
     history = {"type": "history", "messages": [{"b": "x" * 1000} for _ in range(300)], "broadcast": True}
     backend.answers["/api/chat/ws/1/message"] = history
-    proxy.message.handle(events.message_event("A=", {"body": "load"}), long())
+    proxy.message.handle(typed(events.message_event("A=", {"body": "load"})), long())
     assert len(gateway.received["A="]) >= 3
     assert "B=" not in gateway.received
     assert set(registry.items) == {("booking#1", "A="), ("booking#1", "B=")}  # a failure is not a disconnect
@@ -186,7 +207,7 @@ def test_broadcast_chunks_carry_the_channel_ids_and_frames_but_no_endpoint() -> 
     gateway = FakeGateway(endpoint=ENDPOINT, open={"A=", "B=", "C=", "D=", "E="})
     gateways[gateway.endpoint] = gateway
     backend.answers["/api/chat/ws/1/message"] = {"type": "message", "broadcast": True}
-    proxy.message.handle(events.message_event("E=", {"body": "x"}), long())
+    proxy.message.handle(typed(events.message_event("E=", {"body": "x"})), long())
     assert set(gateway.received) == {"E=", "A="}  # the sender is in the first chunk
     names = [name for name, _ in invoker.calls]
     assert names == ["fanout-fn", "fanout-fn"]
@@ -213,7 +234,29 @@ def test_connect_rejected_by_backend_never_writes_an_item() -> None:
 
     proxy, registry, backend, _, invoker, _ = make()
     backend.answers["/api/chat/ws/1/connect"] = Unauthorized("expired")
-    response = proxy.connect.handle(events.connect_event("A=", {"booking_id": "1", "token": "t"}), long())
+    response = proxy.connect.handle(
+        typed(events.connect_event("A=", {"booking_id": "1", "token": "t"})), long()
+    )
     assert response == {"statusCode": 401, "body": "expired"}
     assert registry.items == {}
     assert invoker.calls == []
+
+
+def test_a_broadcasts_unsent_copy_for_the_sender_is_handed_on_and_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    proxy, registry, backend, gateways, invoker, _ = make()
+    for cid in ("A=", "B="):
+        add(registry, cid)
+    gateway = FakeGateway(endpoint=ENDPOINT, open={"A=", "B="})
+    gateway.scripted["A="] = [PostOutcome.UNSENT]  # the deadline left no time for the sender's copy
+    gateways[gateway.endpoint] = gateway
+    backend.answers["/api/chat/ws/1/message"] = {"type": "message", "broadcast": True}
+    with caplog.at_level(logging.INFO, logger="chalicelib"):
+        proxy.message.handle(typed(events.message_event("A=", {"body": "x", "id": "r1"})), long())
+    assert "B=" in gateway.received
+    ((_, payload),) = invoker.calls  # the sender's copy, with its ref, for a later invocation
+    assert payload["chunk"]["connection_ids"] == ["A="]
+    assert json.loads(unpack_frames(payload["chunk"]["frames"])[0])["ref"] == "r1"
+    (summary,) = [r for r in caplog.records if getattr(r, "summary", False)]
+    assert (summary.delivered, summary.unsent) == (1, 1)  # type: ignore[attr-defined]

@@ -1,0 +1,150 @@
+"""What every handler uses: the settings and the clients, in one small dataclass (``Clients``).
+
+``app.py`` builds them once per Lambda container on first use (a lazy
+getter, as the Chalice samples' ``get_app_db()``): nothing runs at import, so
+``chalice package`` and test imports need no environment. Endpoints come from
+boto3's own variables (``AWS_ENDPOINT_URL_DYNAMODB``, ``AWS_ENDPOINT_URL_LAMBDA``),
+so nothing here knows whether it runs locally. Tests build a ``Clients`` of
+fakes with the constructor.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import botocore.session
+from botocore.config import Config
+
+from chalicelib.backend import BackendClient
+from chalicelib.config import Settings
+from chalicelib.gateway import ConnectionGateway, ManagementApi, RetryPolicy
+from chalicelib.model import Backend, Gateway, GatewayFor, Invoker, Metric, Registry
+from chalicelib.redaction import redact_library_logs
+from chalicelib.registry import ConnectionRegistry
+from chalicelib.signing import region_for
+from chalicelib.transport import Transport
+
+logger = logging.getLogger(__name__)
+
+#: Management API endpoints kept per container. One is the norm (this API's stage);
+#: the bound keeps a container's memory fixed whatever its events name.
+GATEWAY_CACHE_SIZE = 4
+
+
+def no_metric(name: str, value: float) -> None:
+    """A metric sink that drops everything."""
+
+
+@dataclass(frozen=True)
+class Clients:
+    """What every use case is built on: the real ones from ``build_clients``, fakes in tests."""
+
+    settings: Settings
+    registry: Registry
+    backend: Backend
+    invoker: Invoker
+    #: The gateway for a Management API endpoint.
+    gateway_for: GatewayFor
+    metric: Metric = no_metric
+    #: Wall-clock seconds (item ages) and pauses (deliver's waits for a handshake).
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
+    #: Stops the event loop thread and the fan-out threads (scripts and tests; Lambda never calls it).
+    close: Callable[[], None] = lambda: None
+
+
+class LambdaInvoker:
+    """Asynchronous invocations (``InvocationType=Event``) of this app's functions."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def invoke_async(self, function_name: str, payload: Mapping[str, Any]) -> None:
+        response = self._client.invoke(
+            FunctionName=function_name,
+            InvocationType="Event",
+            Payload=json.dumps(payload, separators=(",", ":")).encode("utf-8"),
+        )
+        status = response.get("StatusCode")
+        if status != 202:
+            raise RuntimeError(f"asynchronous invoke answered {status}")
+
+
+def aws_config(workers: int, attempts: int, *, retry_mode: str = "standard") -> Config:
+    """Client settings: short timeouts, bounded retries, a pool as wide as the fan-out.
+
+    DynamoDB uses botocore's ``legacy`` mode, which applies DynamoDB's own backoff
+    (50, 100, 200, 400 ms): ``standard`` mode waits up to 1, 2, 4 s between attempts,
+    which would hold a chat message for seconds during a short throttling burst.
+    """
+    return Config(
+        connect_timeout=2,
+        read_timeout=5,
+        retries={"mode": retry_mode, "total_max_attempts": attempts},
+        max_pool_connections=max(10, workers),
+    )
+
+
+def build_clients(metric: Metric = no_metric, settings: Settings | None = None) -> Clients:
+    """The real clients: DynamoDB, Lambda, the backend and the Management API over one transport."""
+    redact_library_logs()  # before any AWS client exists: no token in any log, at any level
+    settings = settings or Settings.from_env()
+    workers, attempts = settings.fanout_workers, settings.aws_max_attempts
+    dynamodb = boto3.client("dynamodb", config=aws_config(workers, attempts, retry_mode="legacy"))
+    registry = ConnectionRegistry(
+        dynamodb, settings.connections_table, lookup_retry_delays=settings.lookup_retry_delays
+    )
+    transport = Transport(workers, max_body=settings.max_response_bytes)
+    invoker = LambdaInvoker(boto3.client("lambda", config=aws_config(workers, attempts)))
+    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fanout")
+    credentials = botocore.session.get_session().get_credentials()
+    retry = RetryPolicy(base_delay=settings.post_retry_base_seconds)
+
+    def frozen() -> Any:
+        if credentials is None:
+            raise RuntimeError("no AWS credentials to sign Management API calls")
+        return credentials.get_frozen_credentials()
+
+    @functools.lru_cache(maxsize=GATEWAY_CACHE_SIZE)
+    def gateway_for(endpoint: str) -> Gateway:
+        api = ManagementApi(
+            endpoint, transport=transport, credentials=frozen, region=region_for(endpoint), retry=retry
+        )
+        return ConnectionGateway(api, executor, workers)
+
+    backend = BackendClient(settings.backend_url, settings.backend_timeout_seconds, transport)
+
+    def close() -> None:
+        transport.close()
+        executor.shutdown()
+
+    return Clients(settings, registry, backend, invoker, gateway_for, metric, close=close)
+
+
+def answer_with(
+    get_clients: Callable[[], Clients],
+    route: str,
+    misconfigured: dict[str, Any],
+    run: Callable[[Clients], dict[str, Any]],
+) -> dict[str, Any]:
+    """``run`` on the container's clients; when they cannot be built (bad settings), ``misconfigured``."""
+    try:
+        clients = get_clients()
+    except Exception as exc:  # noqa: BLE001 - settings, credentials: answered as misconfigured
+        logger.error("the proxy could not be built", extra={"route": route, "error": str(exc)})
+        return misconfigured
+    return run(clients)
+
+
+def function_name(context: Any) -> str | None:
+    """The running function's name (its siblings' names are derived from it)."""
+    name = getattr(context, "function_name", None)
+    return name if isinstance(name, str) else None

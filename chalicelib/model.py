@@ -1,0 +1,139 @@
+"""The proxy's model, on the ground floor: the value types and the interfaces the use cases use.
+
+Value types: a live ``Connection`` (its item's attributes), a post's ``PostOutcome``
+and the ``FanOutResult`` of many posts. Interfaces (``typing.Protocol``, so tests hand
+fakes in without subclassing): ``Registry`` (implemented by
+``registry.ConnectionRegistry``), ``Backend`` (``backend.BackendClient``), ``Gateway``
+(``gateway.ConnectionGateway``) and ``Invoker`` (``clients.LambdaInvoker``), gathered
+in ``clients.Clients``; ``tests/fakes.py`` holds in-memory ones.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from chalicelib.deadline import Deadline
+from chalicelib.routes import is_channel_key
+
+
+@dataclass(frozen=True)
+class Connection:
+    connection_id: str
+    channel: str
+    connection_type: str
+    user_id: str | None = None
+    token: str | None = None
+    created_at: int = 0
+    ttl: int = 0
+    booking_id: str | None = None
+    endpoint: str | None = None
+
+    def __repr__(self) -> str:  # never show the token, even in a traceback or log
+        return (
+            f"Connection(connection_id={self.connection_id!r}, channel={self.channel!r}, "
+            f"connection_type={self.connection_type!r}, user_id={self.user_id!r})"
+        )
+
+    @property
+    def legacy(self) -> bool:
+        """Written before channel keys had a kind: such a connection must reconnect."""
+        return not is_channel_key(self.channel)
+
+
+class PostOutcome(enum.Enum):
+    DELIVERED = "delivered"
+    GONE = "gone"
+    TOO_LARGE = "too_large"
+    FAILED = "failed"
+    #: Only with a deadline: not attempted, because it could not finish in time.
+    UNSENT = "unsent"
+
+
+@dataclass
+class FanOutResult:
+    delivered: int = 0
+    gone: list[str] = field(default_factory=list)
+    too_large: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    duration_ms: float = 0.0
+    #: Ids never attempted because the deadline came first (not in ``attempted``).
+    unsent: list[str] = field(default_factory=list)
+
+    @property
+    def attempted(self) -> int:
+        return self.delivered + len(self.gone) + len(self.too_large) + len(self.failed)
+
+    def add(self, connection_id: str, outcome: PostOutcome) -> None:
+        """Count one post's outcome."""
+        if outcome is PostOutcome.DELIVERED:
+            self.delivered += 1
+        else:
+            {
+                PostOutcome.GONE: self.gone,
+                PostOutcome.TOO_LARGE: self.too_large,
+                PostOutcome.UNSENT: self.unsent,
+            }.get(outcome, self.failed).append(connection_id)
+
+    def merge(self, other: FanOutResult) -> None:
+        self.delivered += other.delivered
+        self.gone += other.gone
+        self.too_large += other.too_large
+        self.failed += other.failed
+        self.unsent += other.unsent
+
+
+class Registry(Protocol):
+    """The live connections (the DynamoDB connections table)."""
+
+    def put(self, conn: Connection) -> None: ...
+
+    def delete(self, channel: str, connection_id: str, *, created_before: int | None = None) -> bool: ...
+
+    def find(self, connection_id: str, *, retry: bool = True, cached: bool = True) -> Connection | None: ...
+
+    def channel_ids(self, channel: str, connection_type: str | None) -> Iterator[str]: ...
+
+    def get(self, channel: str, connection_id: str) -> Connection | None: ...
+
+    def endpoints(self, channel: str, connection_ids: Sequence[str]) -> dict[str, str | None]: ...
+
+    def update_token(self, conn: Connection, token: str) -> Connection: ...
+
+
+class Backend(Protocol):
+    """The chat backend's HTTP API: the 200 answer as a dict, or a ``ProxyError``."""
+
+    def post(
+        self, path: str, body: dict[str, Any], *, deadline: Deadline | None = None
+    ) -> dict[str, Any]: ...
+
+
+class Gateway(Protocol):
+    """Posting to the WebSocket connections of one API stage."""
+
+    def post(self, connection_id: str, data: bytes, *, deadline: Deadline | None = None) -> PostOutcome: ...
+
+    def post_many(
+        self,
+        connection_ids: Iterable[str],
+        data: bytes,
+        *,
+        on_gone: Callable[[str], None] | None = None,
+        deadline: Deadline | None = None,
+    ) -> FanOutResult: ...
+
+
+class Invoker(Protocol):
+    """Asynchronous invocations of this app's own functions."""
+
+    def invoke_async(self, function_name: str, payload: Mapping[str, Any]) -> None:
+        """Start ``function_name`` with ``payload`` (InvocationType=Event)."""
+
+
+#: The gateway for a Management API endpoint (cached per container).
+GatewayFor = Callable[[str], Gateway]
+#: A CloudWatch metric: name and count.
+Metric = Callable[[str, float], None]
