@@ -9,6 +9,9 @@ Enable them in the root ``conftest.py`` (or a test module)::
 - ``ws_proxy_environment``: that environment, ``environment()``'s defaults (every
   neighbour refused on loopback). Override the fixture to point the app at your
   stand-ins; it may depend on your fixtures.
+
+It also silences Powertools' "No application metrics to publish" warning, which every
+invocation that reports no metric raises.
 """
 
 from __future__ import annotations
@@ -20,6 +23,11 @@ from chalice.app import Chalice
 
 import app
 from ws_proxy_testing.isolation import environment, reset_clients, use_environment
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Powertools warns at every invocation that reports no metric (a ping, a deliver).
+    config.addinivalue_line("filterwarnings", "ignore:No application metrics to publish:UserWarning")
 
 
 @pytest.fixture
