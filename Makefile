@@ -115,7 +115,7 @@ system-deps: ## Install Debian's chromium for the browser test (as root), if mis
 lint: venv ## ruff check, ruff format --check, mypy --strict (deployed code, local stack, infra, tests, bench)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy chalicelib app.py local_gateway infra tests bench
+	$(VENV)/bin/mypy chalicelib app.py local_gateway infra tests bench ws_proxy_testing
 
 test: venv checkov-venv system-deps lint client-test ## lint, type checks and every test (the client's too)
 	$(PY) -m pytest -q

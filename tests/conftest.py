@@ -9,7 +9,8 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.harness import Stack, fresh_clients, open_stack, start_moto
+from tests.harness import Stack, open_stack, start_moto
+from ws_proxy_testing.isolation import reset_clients
 
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
@@ -37,6 +38,6 @@ def dynamodb_ops(stack: Stack) -> Iterator[list[str]]:
         calls.append(model.name)
 
     session.events.register("before-call.dynamodb", record)
-    fresh_clients()
+    reset_clients()
     yield calls
     session.events.unregister("before-call.dynamodb", record)

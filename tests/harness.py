@@ -37,8 +37,9 @@ from chalicelib.registry import to_item
 from chalicelib.routes import DEFAULT_ROUTES
 from chalicelib.schema import create_table_request
 from local_gateway.stack import moto_server
-from tests import events
 from tests.standins import BackendStandIn, LambdaStandIn, ManagementApiStandIn, Reply
+from ws_proxy_testing import events
+from ws_proxy_testing.isolation import environment, reset_clients, use_environment
 
 # -- waiting -------------------------------------------------------------------------
 
@@ -116,33 +117,15 @@ def app_env(
     backend: BackendStandIn, mgmt: ManagementApiStandIn, lambdas: LambdaStandIn, moto: str, table: str
 ) -> dict[str, str]:
     """The app's environment with every neighbour a loopback stand-in (names as in docs/operations.md)."""
-    return {
-        "BACKEND_URL": backend.url,
-        "CONNECTIONS_TABLE": table,
-        "API_GATEWAY_ENDPOINT": mgmt.endpoint,
-        "AWS_ENDPOINT_URL_DYNAMODB": moto,
-        "AWS_ENDPOINT_URL_LAMBDA": lambdas.url,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "DELIVER_FUNCTION_NAME": "ws-proxy-test-deliver",
-        "FANOUT_FUNCTION_NAME": "ws-proxy-test-fanout",
-        "BACKEND_TIMEOUT_SECONDS": "2",
-    }
+    return environment(
+        backend_url=backend.url,
+        api_gateway_endpoint=mgmt.endpoint,
+        dynamodb_endpoint=moto,
+        lambda_endpoint=lambdas.url,
+        table=table,
+        BACKEND_TIMEOUT_SECONDS="2",
+    )
 
-
-#: Variables a developer's shell might set that would change what the tests mean.
-UNSET_ENV = (
-    "AWS_PROFILE",
-    "ALLOWED_ORIGINS",
-    "PUSH_CHUNK_SIZE",
-    "BACKEND_ROUTES",
-    "CONNECTION_TTL_SECONDS",
-    "AWS_SESSION_TOKEN",
-    "AWS_MAX_ATTEMPTS",
-    "MAX_RESPONSE_BYTES",
-)
 
 #: Index lookup retries with millisecond pauses (a miss on moto is final).
 FAST_LOOKUP_RETRIES = (0.001, 0.001, 0.001, 0.001)
@@ -258,13 +241,6 @@ class Stack:
         return {item["connection_id"]["S"] for item in self.items()}
 
 
-def fresh_clients() -> None:
-    """Close the app's clients, if built, and drop them: the next event builds them anew."""
-    if app_module.get_clients.cache_info().currsize:
-        app_module.get_clients().close()
-    app_module.get_clients.cache_clear()
-
-
 @contextmanager
 def open_stack(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     """Stand-ins started, the app's environment set, a fresh table; all undone afterwards."""
@@ -280,21 +256,18 @@ def open_stack(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[
         "AWS_MAX_ATTEMPTS": "1",
         **FAST_ENV,
     }
-    for key in UNSET_ENV:
-        monkeypatch.delenv(key, raising=False)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
+    use_environment(monkeypatch, env)
     dynamodb = moto_client(moto_endpoint)
     # the table as chalicelib/schema.py defines it (moto's tables are ACTIVE at once; ensure_table,
     # which also waits and enables TTL, has its own test)
     dynamodb.create_table(**create_table_request(table))
-    fresh_clients()
+    reset_clients()
     try:
         # stage "test" has no environment of its own in .chalice/config.json
         client = Client(app_module.app, stage_name="test")
         yield Stack(client, backend, mgmt, lambdas, dynamodb, table)
     finally:
-        fresh_clients()
+        reset_clients()
         # each stop waits for its server's poll interval: all three at once
         stopping = [threading.Thread(target=server.stop) for server in (backend, mgmt, lambdas)]
         for thread in stopping:

@@ -176,7 +176,7 @@ def test_origin_allow_list(
     monkeypatch.setenv("ALLOWED_ORIGINS", "https://app.example.com, https://admin.example.com")
     chat_backend(stack.backend)
     event_headers = {"Origin": origin} if origin else {}
-    from tests import events
+    from ws_proxy_testing import events
 
     event = events.connect_event("C1=", CHAT, event_headers)
     if origin is None:

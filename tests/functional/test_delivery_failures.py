@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from chalicelib.errors import BackendUnavailable
-from tests.harness import THROTTLE_ATTEMPTS, Stack, chat_backend, fresh_clients
+from tests.harness import THROTTLE_ATTEMPTS, Stack, chat_backend
+from ws_proxy_testing.isolation import reset_clients
 
 CHAT = {"type": "chat", "booking_id": "1", "token": "t"}
 #: The Management API's attempts per post in the app under test (as in Lambda).
@@ -65,7 +66,7 @@ def test_without_a_fanout_function_the_peer_is_told_at_once(
 ) -> None:
 
     monkeypatch.delenv("FANOUT_FUNCTION_NAME")
-    fresh_clients()
+    reset_clients()
     chat_backend(stack.backend)
     join(stack, "A1=", "B1=")
     stack.mgmt.throttle["B1="] = THROTTLE_ATTEMPTS

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness import Stack, chat_backend, fresh_clients
+from tests.harness import Stack, chat_backend
+from ws_proxy_testing.isolation import reset_clients
 
 
 def test_disconnect_removes_only_that_connection(stack: Stack, dynamodb_ops: list[str]) -> None:
@@ -28,7 +29,7 @@ def test_disconnect_with_dynamodb_down_still_answers_200(
 ) -> None:
 
     monkeypatch.setenv("CONNECTIONS_TABLE", "missing-table")
-    fresh_clients()
+    reset_clients()
     assert stack.disconnect("A1=") == {"statusCode": 200}
 
 

@@ -20,9 +20,10 @@ import pytest
 
 from chalicelib.channel_sender import FUNCTION_NAMES
 from chalicelib.internal_events import pack_frames
-from tests import events
-from tests.harness import Stack, chat_backend, fresh_clients
+from tests.harness import Stack, chat_backend
 from tests.standins import Reply
+from ws_proxy_testing import events
+from ws_proxy_testing.isolation import reset_clients
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATIONS = json.loads((ROOT / "infra" / "aws_operations.json").read_text())["operations"]
@@ -82,7 +83,7 @@ def recorder(stack: Stack) -> Iterator[Recorder]:
     session = boto3.DEFAULT_SESSION or boto3.setup_default_session() or boto3.DEFAULT_SESSION
     assert session is not None
     session.events.register("before-parameter-build.dynamodb", recorder.dynamodb)
-    fresh_clients()  # clients built from now on carry the hook
+    reset_clients()  # clients built from now on carry the hook
     yield recorder
     session.events.unregister("before-parameter-build.dynamodb", recorder.dynamodb)
 
@@ -116,7 +117,7 @@ def every_path(recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
     # $default: ping, broadcast in chunks (a stale member removed), auth, a legacy item
     recorder.run("websocket_message", events.message_event("A1=", {"type": "ping"}))
     monkeypatch.setenv("PUSH_CHUNK_SIZE", "2")
-    fresh_clients()
+    reset_clients()
     stack.seed("GHOST=", open_=False)
     recorder.run("websocket_message", events.message_event("A1=", {"body": "hello"}))
     stack.backend.routes["/api/chat/ws/1/connect"] = Reply(200, {})  # the same (no) user: accepted
@@ -128,13 +129,13 @@ def every_path(recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
     assert chunks, "the broadcast handed nothing off"
     recorder.run("fanout", chunks[0])
     monkeypatch.delenv("API_GATEWAY_ENDPOINT")
-    fresh_clients()
+    reset_clients()
     stack.mgmt.throttle["C1="] = 100  # fails past the retries: a later attempt, from fanout itself
     for chunk in chunks[1:] or chunks:
         recorder.run("fanout", chunk)
     monkeypatch.setenv("API_GATEWAY_ENDPOINT", stack.mgmt.endpoint)
     stack.mgmt.throttle.clear()
-    fresh_clients()
+    reset_clients()
     # push: a booking in chunks, with a stale member
     stack.seed(["P1=", "P2=", "P3="], connection_type="booking")
     stack.seed("A0=", connection_type="booking", open_=False)  # sorts first: in the chunk push posts itself

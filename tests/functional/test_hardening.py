@@ -12,9 +12,10 @@ import pytest
 
 from chalicelib.clients import GATEWAY_CACHE_SIZE
 from chalicelib.internal_events import pack_frames
-from tests import events
-from tests.harness import Stack, chat_backend, fresh_clients
+from tests.harness import Stack, chat_backend
 from tests.standins import ManagementApiStandIn, Reply
+from ws_proxy_testing import events
+from ws_proxy_testing.isolation import reset_clients
 
 NOTE = {"type": "notification", "text": "for alice only"}
 
@@ -134,7 +135,7 @@ def test_internal_events_naming_another_endpoint_post_only_through_this_apis(
     for configured in (True, False):  # API_GATEWAY_ENDPOINT, or the endpoint stored at $connect
         if not configured:
             monkeypatch.delenv("API_GATEWAY_ENDPOINT")
-            fresh_clients()
+            reset_clients()
         stack.invoke(function, event)
     assert listener.calls == []  # no signed request, no session token, to anyone else
     assert stack.mgmt.frames("VICTIM=") == [{"type": "hello"}, {"type": "hello"}]
@@ -145,7 +146,7 @@ def test_a_chunk_posts_only_to_connections_of_its_channel(
 ) -> None:
 
     monkeypatch.delenv("API_GATEWAY_ENDPOINT")
-    fresh_clients()
+    reset_clients()
     stack.seed("MINE=")
     stack.seed("OTHER=", booking="2")
     chunk = {"channel": "booking#1", "connection_ids": ["MINE=", "OTHER="], "frames": pack_frames([b"{}"])}
@@ -172,7 +173,7 @@ def test_the_per_endpoint_cache_is_bounded(stack: Stack, monkeypatch: pytest.Mon
     from app import get_clients
 
     monkeypatch.delenv("API_GATEWAY_ENDPOINT")
-    fresh_clients()
+    reset_clients()
     for n in range(GATEWAY_CACHE_SIZE + 2):
         event = events.message_event("X=", {"type": "ping"})
         event["requestContext"]["domainName"] = f"api{n}.example.com"
@@ -188,7 +189,7 @@ def test_a_trickling_backend_is_cut_off_at_the_timeout_and_the_sender_may_retry(
 ) -> None:
 
     monkeypatch.setenv("BACKEND_TIMEOUT_SECONDS", "0.3")
-    fresh_clients()
+    reset_clients()
     chat_backend(stack.backend)
     assert stack.connect("A1=", {"booking_id": "1", "token": "t"})["statusCode"] == 200
     slow = {"type": "message", "padding": "x" * 200}  # 0.1 s a byte: 20 s to answer in full
@@ -216,7 +217,7 @@ def test_a_hung_management_api_leaves_nobody_without_the_message(
 ) -> None:
 
     monkeypatch.setenv("FANOUT_WORKERS", "2")
-    fresh_clients()
+    reset_clients()
     chat_backend(stack.backend)
     ids = [f"P{i}=" for i in range(6)]
     stack.seed(["S=", *ids])
@@ -250,7 +251,7 @@ def test_a_route_override_gets_the_booking_id_never_the_channel(
 ) -> None:
 
     monkeypatch.setenv("BACKEND_ROUTES", '{"chat": {"message": "/v2/chat/{booking_id}/send"}}')
-    fresh_clients()
+    reset_clients()
     chat_backend(stack.backend)
     stack.backend.routes["/v2/chat/1/send"] = Reply(200, {"type": "ok"})
     assert stack.connect("A1=", {"booking_id": "1", "token": "t"})["statusCode"] == 200
@@ -263,7 +264,7 @@ def test_a_bad_route_template_answers_misconfigured_and_calls_nothing(
 ) -> None:
 
     monkeypatch.setenv("BACKEND_ROUTES", '{"chat": {"message": "/v2/chat/{booking_id}}/send"}}')
-    fresh_clients()
+    reset_clients()
     response = stack.connect("A1=", {"booking_id": "1", "token": "t"})
     assert response == {"statusCode": 500, "body": "the proxy is misconfigured"}
     assert stack.backend.requests == []
@@ -278,7 +279,7 @@ def test_a_broadcast_during_a_handshake_keeps_the_new_connection_and_reaches_it_
 ) -> None:
 
     monkeypatch.setenv("HANDSHAKE_GRACE_SECONDS", "30")
-    fresh_clients()
+    reset_clients()
     chat_backend(stack.backend)
     assert stack.connect("A1=", {"booking_id": "1", "token": "t"})["statusCode"] == 200
     stack.connect("NEW=", {"booking_id": "1", "token": "t"}, establish=False)  # 410 until it completes
@@ -297,7 +298,7 @@ def test_a_young_connection_still_gone_at_the_later_attempt_is_removed(
 ) -> None:
 
     monkeypatch.setenv("HANDSHAKE_GRACE_SECONDS", "30")
-    fresh_clients()
+    reset_clients()
     chat_backend(stack.backend)
     assert stack.connect("A1=", {"booking_id": "1", "token": "t"})["statusCode"] == 200
     stack.connect("LEFT=", {"booking_id": "1", "token": "t"}, establish=False)  # and never opens

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from tests.harness import FAST_LOOKUP_RETRIES, Stack, chat_backend, fresh_clients, refused_port
+from tests.harness import FAST_LOOKUP_RETRIES, Stack, chat_backend, refused_port
 from tests.standins import Reply
+from ws_proxy_testing.isolation import reset_clients
 
 CHAT = {"type": "chat", "booking_id": "1", "token": "tok-a"}
 ERROR_KEYS = {"type", "code", "message", "retryable"}
@@ -259,7 +260,7 @@ def test_backend_timeout_is_retryable(stack: Stack, monkeypatch: pytest.MonkeyPa
     join(stack, "A1=")
     monkeypatch.setenv("BACKEND_TIMEOUT_SECONDS", "0.3")
 
-    fresh_clients()
+    reset_clients()
     stack.backend.routes["/api/chat/ws/1/message"] = Reply(200, {"type": "late"}, delay=1.5)
     stack.send("A1=", {"body": "hi"})
     assert_error(last(stack, "A1="), "backend_unavailable", True)
@@ -272,7 +273,7 @@ def test_a_backend_answer_over_the_cap_is_a_backend_error(
     chat_backend(stack.backend)
     join(stack, "A1=")
     monkeypatch.setenv("MAX_RESPONSE_BYTES", "2048")
-    fresh_clients()
+    reset_clients()
     stack.backend.routes["/api/chat/ws/1/message"] = Reply(200, {"type": "huge", "body": "x" * 10_000})
     stack.send("A1=", {"body": "hi"})
     assert_error(last(stack, "A1="), "backend_error", False)
@@ -288,7 +289,7 @@ def test_backend_down_is_retryable(stack: Stack, monkeypatch: pytest.MonkeyPatch
     join(stack, "A1=")
     with refused_port() as port:
         monkeypatch.setenv("BACKEND_URL", f"http://127.0.0.1:{port}")  # nothing listens there
-        fresh_clients()
+        reset_clients()
         stack.send("A1=", {"body": "hi"})
     assert_error(last(stack, "A1="), "backend_unavailable", True)
 

@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Stack, fresh_clients
+from tests.harness import Stack
 from tests.standins import Reply
+from ws_proxy_testing.isolation import reset_clients
 
 STATUS = {"type": "booking_status", "booking_id": "1", "status": "confirmed"}
 
@@ -125,7 +126,7 @@ def test_push_without_a_management_endpoint_is_a_configuration_error(
 ) -> None:
 
     monkeypatch.delenv("API_GATEWAY_ENDPOINT")
-    fresh_clients()
+    reset_clients()
     result = push(stack, {"channel": {"booking_id": "1"}, "payload": STATUS})
     assert result["error"]["code"] == "misconfigured"
 
@@ -141,7 +142,7 @@ def test_large_channel_is_chunked_across_async_invocations_and_each_connection_g
 ) -> None:
 
     monkeypatch.setenv("PUSH_CHUNK_SIZE", "50")
-    fresh_clients()
+    reset_clients()
     ids = seed(stack, "1", 230)
     result = push(stack, {"channel": {"booking_id": "1"}, "payload": STATUS})
     assert result == {"delivered": 50, "gone": 0, "failed": 0, "queued": 180}
@@ -159,7 +160,7 @@ def test_chunk_that_cannot_be_handed_off_is_delivered_inline(
 ) -> None:
 
     monkeypatch.setenv("PUSH_CHUNK_SIZE", "10")
-    fresh_clients()
+    reset_clients()
     ids = seed(stack, "1", 25)
     stack.lambdas.fail = True
     result = push(stack, {"channel": {"booking_id": "1"}, "payload": STATUS})
@@ -172,7 +173,7 @@ def test_broadcast_in_a_large_channel_answers_the_sender_in_the_first_chunk(
 ) -> None:
 
     monkeypatch.setenv("PUSH_CHUNK_SIZE", "20")
-    fresh_clients()
+    reset_clients()
     ids = seed(stack, "1", 60, ctype="chat")
     stack.seed("ZZZZ=", ttl_seconds=60)  # sorts last in the channel, yet must be served first
     stack.backend.routes["/api/chat/ws/1/message"] = lambda req: Reply(

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Stack, chat_backend, fresh_clients
+from tests.harness import Stack, chat_backend
 from tests.standins import Reply
+from ws_proxy_testing.isolation import reset_clients
 
 CHAT = {"type": "chat", "booking_id": "1", "token": "tok-a"}
 MESSAGE_PATH = "/api/chat/ws/1/message"
@@ -248,7 +249,7 @@ def test_deliver_that_cannot_remove_a_gone_connection_logs_it_and_answers(
     session.events.register("before-call.dynamodb.DeleteItem", refuse_delete)
     try:
         monkeypatch.setenv("DELIVER_RETRY_SECONDS", "0.2")
-        fresh_clients()
+        reset_clients()
         result = stack.invoke("deliver", payload)
     finally:
         session.events.unregister("before-call.dynamodb.DeleteItem", refuse_delete)

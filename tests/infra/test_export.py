@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,15 @@ def test_the_export_holds_chalice_output_and_every_addition(export_dir: Path) ->
     assert {"chalice.tf.json", "deployment.zip", "versions.tf"} <= names
     assert set(build.STATIC_FILES) <= names
     assert {"connections_table.tf.json", "functions.tf.json"} <= names
+
+
+def test_the_package_ships_the_app_and_no_test_or_local_code(export_dir: Path) -> None:
+    with zipfile.ZipFile(export_dir / "deployment.zip") as package:
+        names = package.namelist()
+    tops = {name.split("/", 1)[0] for name in names}
+    assert {"app.py", "chalicelib", "aws_lambda_powertools"} <= tops
+    never = {"ws_proxy_testing", "tests", "local_gateway", "bench", "infra", "client"}
+    assert sorted(tops & never) == []
 
 
 def test_every_reference_resolves_to_a_declaration(tf: Config) -> None:

@@ -34,9 +34,10 @@ from chalicelib.model import Connection
 from chalicelib.registry import to_item
 from chalicelib.routes import channel_key
 from chalicelib.schema import ensure_table
-from tests import events
-from tests.harness import UNSET_ENV, app_env, fresh_clients, moto_client
+from tests.harness import app_env, moto_client
 from tests.standins import BackendStandIn, LambdaStandIn, ManagementApiStandIn, Reply
+from ws_proxy_testing import events
+from ws_proxy_testing.isolation import reset_clients, use_environment
 
 EXAMPLES = int(os.environ.get("RELIABILITY_EXAMPLES", "150"))
 CODES = {
@@ -141,11 +142,8 @@ def harness(moto_endpoint: str) -> Iterator[Harness]:
     dynamodb = moto_client(moto_endpoint)
     ensure_table(dynamodb, table)
     with pytest.MonkeyPatch.context() as mp:
-        for key in UNSET_ENV:
-            mp.delenv(key, raising=False)
-        for key, value in env.items():
-            mp.setenv(key, value)
-        fresh_clients()
+        use_environment(mp, env)
+        reset_clients()
         h = Harness(Client(app_module.app, stage_name="test"), backend, mgmt, lambdas, dynamodb, table)
         handler = _InternalErrors(h.internal_errors)
         logging.getLogger("chalicelib").addHandler(handler)
@@ -173,7 +171,7 @@ def harness(moto_endpoint: str) -> Iterator[Harness]:
             yield h
         finally:
             logging.getLogger("chalicelib").removeHandler(handler)
-            fresh_clients()
+            reset_clients()
             for server in (backend, mgmt, lambdas):
                 server.stop()
             dynamodb.delete_table(TableName=table)

@@ -13,8 +13,8 @@ from chalicelib.clients import aws_config, build_clients
 from chalicelib.config import Settings
 from chalicelib.errors import BackendUnavailable, ConfigurationError
 from chalicelib.routes import DEFAULT_ROUTES, is_channel_key, routes_with_overrides
-from tests.harness import UNSET_ENV
 from tests.standins import DynamoDbStandIn
+from ws_proxy_testing.isolation import use_environment
 
 BASE = {"BACKEND_URL": "https://api.example.com/", "CONNECTIONS_TABLE": "t"}
 
@@ -159,16 +159,14 @@ def test_the_aws_clients_have_short_timeouts_and_bounded_retries() -> None:
 def throttling_dynamodb(monkeypatch: pytest.MonkeyPatch) -> Iterator[DynamoDbStandIn]:
     """The container's DynamoDB is a stand-in that throttles on request."""
     server = DynamoDbStandIn().start()
-    for key in UNSET_ENV:
-        monkeypatch.delenv(key, raising=False)
-    for key, value in {
+    env = {
         **BASE,
         "AWS_ENDPOINT_URL_DYNAMODB": server.url,
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_ACCESS_KEY_ID": "x",
         "AWS_SECRET_ACCESS_KEY": "y",
-    }.items():
-        monkeypatch.setenv(key, value)
+    }
+    use_environment(monkeypatch, env)
     yield server
     server.stop()
 

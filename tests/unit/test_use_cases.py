@@ -21,8 +21,8 @@ from chalicelib.message import MessageCase
 from chalicelib.model import Connection, PostOutcome
 from chalicelib.push import PushCase
 from chalicelib.routes import DEFAULT_ROUTES
-from tests import events
 from tests.fakes import FakeBackend, FakeGateway, FakeInvoker, FakeRegistry
+from ws_proxy_testing import events
 
 NOW = 1_800_000_000
 ENDPOINT = f"https://{events.DOMAIN}/{events.STAGE}"

@@ -1,5 +1,10 @@
-"""API Gateway WebSocket events as AWS delivers them to Lambda: the local stack's builders
-(``local_gateway.aws_shapes``, one for the whole project) with the tests' defaults."""
+"""API Gateway WebSocket events as AWS delivers them to Lambda, for tests.
+
+The shapes come from the local stack's builders (``local_gateway.aws_shapes``, the
+project's one builder, which the local gateway feeds the handlers with); this module
+gives them a test's defaults: one API (``API_ID``, ``DOMAIN``, ``STAGE``), a browser's
+handshake headers, and a body given as JSON or as it is.
+"""
 
 from __future__ import annotations
 
@@ -36,13 +41,15 @@ def connect_event(
     query: dict[str, str] | None = None,
     headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """A ``$connect`` event: the connect query (``type``, ``booking_id``, ``token``) and headers
+    added to (or replacing) a browser's ``HANDSHAKE_HEADERS``."""
     key = base64.b64encode(secrets.token_bytes(16)).decode()
     sent = {**HANDSHAKE_HEADERS, "Sec-WebSocket-Key": key, **(headers or {})}
     return aws_shapes.connect_event(_socket(connection_id), sent.items(), (query or {}).items())
 
 
 def message_event(connection_id: str, body: Any, *, is_base64: bool = False) -> dict[str, Any]:
-    """A ``$default`` event; ``body`` as given (a str or None), else as JSON."""
+    """A ``$default`` event: ``body`` as given when it is a str (or None), else as JSON."""
     if not isinstance(body, (str, type(None))):
         body = json.dumps(body)
     event = aws_shapes.message_event(_socket(connection_id), "")
@@ -51,6 +58,7 @@ def message_event(connection_id: str, body: Any, *, is_base64: bool = False) -> 
 
 
 def disconnect_event(connection_id: str, status: int = 1001) -> dict[str, Any]:
+    """A ``$disconnect`` event with the close code API Gateway reports (1001: going away)."""
     return aws_shapes.disconnect_event(_socket(connection_id), status, "Client-side close frame status code")
 
 
