@@ -154,7 +154,7 @@ class DisconnectCase:
             run.result = {"statusCode": 200}
             connection_id = run.log["connection_id"] = event.request_context.connection_id
             try:
-                conn = self._registry.find(connection_id)
+                conn = self._registry.find(connection_id, token=False)
                 if conn is None:
                     run.log["outcome"] = "unknown"
                 else:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib.errors import BackendUnavailable
+from chalicelib.errors import BackendUnavailable, UnknownConnection
 from chalicelib.model import Connection
 from chalicelib.registry import ConnectionRegistry
 from chalicelib.schema import ensure_table
@@ -172,3 +172,39 @@ def test_found_connections_are_cached_until_deleted_expired_or_aged(moto_endpoin
     registry.find("C=")
     assert counting.queries == 8
     client.delete_table(TableName=table)
+
+
+def test_update_token_replaces_a_token_and_never_adds_one(registry: Any) -> None:
+    registry.put(conn("A=", token="old"))
+    registry.put(conn("B="))
+    registry.update_token(conn("A=", token="old"), "new")
+    assert registry.find("A=").token == "new"
+    with pytest.raises(UnknownConnection):
+        registry.update_token(conn("B="), "new")
+    assert registry.find("B=").token is None
+    with pytest.raises(UnknownConnection):
+        registry.update_token(conn("GONE=", token="old"), "new")
+
+
+def test_find_without_token_answers_none_for_it(registry: Any) -> None:
+    registry.put(conn("A=", token="secret"))
+    assert registry.find("A=", token=False) == conn("A=")
+    assert registry.find("A=").token == "secret"
+    assert registry.find("A=", token=False) == conn("A=")
+
+
+def test_a_cached_connection_gets_the_token_stored_now(moto_endpoint: str) -> None:
+    client = moto_client(moto_endpoint)
+    table = f"cache-{uuid.uuid4().hex[:8]}"
+    ensure_table(client, table)
+    one = ConnectionRegistry(client, table, clock=clock, lookup_retry_delays=())
+    two = ConnectionRegistry(client, table, clock=clock, lookup_retry_delays=())
+    try:
+        one.put(conn("A=", token="first"))
+        assert two.find("A=") == conn("A=", token="first")
+        one.update_token(conn("A=", token="first"), "second")
+        assert two.find("A=") == conn("A=", token="second")
+        one.delete("1", "A=")
+        assert two.find("A=") is None
+    finally:
+        client.delete_table(TableName=table)
