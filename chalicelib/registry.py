@@ -44,6 +44,9 @@ DEFAULT_LOOKUP_RETRY_DELAYS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4)
 #: GSI Query for a connection that already sent a message. Bounded in size and age.
 DEFAULT_CACHE_SIZE = 10_000
 DEFAULT_CACHE_SECONDS = 300.0
+#: A channel counted full is answered full this long without counting it again: a storm
+#: of refused handshakes must not read the whole channel each.
+FULL_CHANNEL_SECONDS = 5.0
 
 
 #: DynamoDB's BatchGetItem limit.
@@ -74,6 +77,8 @@ class ConnectionRegistry:
         self._cache_size = cache_size
         self._cache_seconds = cache_seconds
         self._cache_lock = threading.Lock()
+        # channel -> when it was last counted full
+        self._full: dict[str, float] = {}
 
     def _cached(self, connection_id: str) -> tuple[Connection, bool] | None:
         """The cached connection (without its token) and whether it has a token."""
@@ -270,6 +275,37 @@ class ConnectionRegistry:
             if conn.ttl > now:
                 return conn
         return None
+
+    def count(self, channel: str, limit: int) -> int:
+        """Live connections of ``channel``, counted up to ``limit`` (at most ``limit`` items read).
+
+        A channel counted full (``limit`` or more) is answered ``limit`` for
+        ``FULL_CHANNEL_SECONDS`` without another Query.
+        """
+        now = self._clock()
+        counted_full = self._full.get(channel)
+        if counted_full is not None and now - counted_full < FULL_CHANNEL_SECONDS:
+            return limit
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": "#p = :p",
+            "FilterExpression": "#t > :now",
+            "Select": "COUNT",
+            "ExpressionAttributeNames": {"#p": PARTITION_KEY, "#t": TTL_ATTRIBUTE},
+            "ExpressionAttributeValues": {":p": {"S": channel}, ":now": {"N": str(int(now))}},
+        }
+        counted = 0
+        while counted < limit:
+            kwargs["Limit"] = limit - counted  # items read, before the filter: no more than needed
+            response = self._call("query", **kwargs)
+            counted += int(response.get("Count", 0))
+            if not response.get("LastEvaluatedKey"):
+                break
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        if counted >= limit:
+            self._full[channel] = now
+        else:
+            self._full.pop(channel, None)
+        return min(counted, limit)
 
     def channel_ids(
         self, channel: str, connection_type: str | None, *, page_size: int | None = None

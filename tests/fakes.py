@@ -48,6 +48,9 @@ class FakeRegistry:
             if ch == channel and conn.ttl > now and connection_type in (None, conn.connection_type):
                 yield cid
 
+    def count(self, channel: str, limit: int) -> int:
+        return min(limit, len(list(self.channel_ids(channel, None))))
+
     def get(self, channel: str, connection_id: str) -> Connection | None:
         conn = self.items.get((channel, connection_id))
         return conn if conn is not None and conn.ttl > int(self._clock()) else None

@@ -142,6 +142,7 @@ UNSET_ENV = (
     "AWS_SESSION_TOKEN",
     "AWS_MAX_ATTEMPTS",
     "MAX_RESPONSE_BYTES",
+    "MAX_FEED_CONNECTIONS",
 )
 
 #: Index lookup retries with millisecond pauses (a miss on moto is final).

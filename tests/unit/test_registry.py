@@ -10,7 +10,7 @@ import pytest
 
 from chalicelib.errors import BackendUnavailable, UnknownConnection
 from chalicelib.model import Connection
-from chalicelib.registry import ConnectionRegistry
+from chalicelib.registry import FULL_CHANNEL_SECONDS, ConnectionRegistry
 from chalicelib.schema import ensure_table
 from tests.fakes import FakeRegistry
 from tests.harness import moto_client
@@ -206,5 +206,40 @@ def test_a_cached_connection_gets_the_token_stored_now(moto_endpoint: str) -> No
         assert two.find("A=") == conn("A=", token="second")
         one.delete("1", "A=")
         assert two.find("A=") is None
+    finally:
+        client.delete_table(TableName=table)
+
+
+def test_count_answers_live_connections_of_a_channel_up_to_the_limit(registry: Any) -> None:
+    for cid in ("A=", "B=", "C="):
+        registry.put(conn(cid, channel="feed#", ctype="feed"))
+    registry.put(conn("OLD=", channel="feed#", ctype="feed", ttl=NOW))
+    registry.put(conn("X=", channel="booking#1"))
+    assert registry.count("feed#", 10) == 3
+    assert registry.count("feed#", 2) == 2
+    assert registry.count("user#nobody", 5) == 0
+
+
+def test_count_reads_no_more_than_the_limit_and_remembers_a_full_channel(moto_endpoint: str) -> None:
+    client = moto_client(moto_endpoint)
+    table = f"count-{uuid.uuid4().hex[:8]}"
+    ensure_table(client, table)
+    evaluated: list[int] = []
+    client.meta.events.register(
+        "after-call.dynamodb.Query", lambda parsed, **kwargs: evaluated.append(parsed["ScannedCount"])
+    )
+    now = [float(NOW)]
+    registry = ConnectionRegistry(client, table, clock=lambda: now[0], lookup_retry_delays=())
+    try:
+        for i in range(12):
+            registry.put(conn(f"F{i:02d}=", channel="feed#", ctype="feed", ttl=NOW + 3600))
+        assert registry.count("feed#", 20) == 12
+        assert registry.count("feed#", 5) == 5
+        assert evaluated[1:] == [5]  # one page of at most the limit
+        assert registry.count("feed#", 5) == 5  # full a moment ago: no Query
+        assert len(evaluated) == 2
+        now[0] += FULL_CHANNEL_SECONDS
+        assert registry.count("feed#", 5) == 5
+        assert len(evaluated) == 3
     finally:
         client.delete_table(TableName=table)
