@@ -9,6 +9,12 @@ invocations carrying only the frames it has not received, then a
 ``delivery_failed`` frame. Posts the deadline left no time for are handed off
 as a chunk too. Nothing is dropped without a word.
 
+A connection created less than ``HANDSHAKE_GRACE_SECONDS`` ago that answers 410 may
+still be in its handshake: on every attempt its item is deleted only on the
+condition that it is older than that (a conditional delete on ``created_at``),
+and the last attempt, which may run at once, waits the grace out before its one
+more post to such a connection (then a 410 is final).
+
 The ``fanout`` function posts only through this API's Management endpoint:
 the configured ``API_GATEWAY_ENDPOINT``, or else the endpoint stored with each
 connection by ``$connect``; and only to connections that are still in the
@@ -66,18 +72,20 @@ class ChannelSender:
         self._chunk_function = settings.fanout_function_name or sibling_function(own_function_name, "fanout")
         self._metric = clients.metric
         self._clock = clients.clock
+        self._sleep = clients.sleep
         self._handshake_grace = settings.handshake_grace_seconds
 
     def remover(self, channel: str, young: set[str] | None = None) -> Callable[[str], None]:
         """What to do with a connection the Management API called gone (410).
 
-        Its item goes. With ``young``, a connection created in the last
-        ``handshake_grace`` seconds keeps its item and is added to ``young`` instead:
-        API Gateway answers 410 until a handshake completes, so it is tried again later.
+        Its item goes, unless it was created in the last ``handshake_grace`` seconds:
+        API Gateway answers 410 until a handshake completes, so such a connection keeps
+        its item (and is added to ``young``, when given, to be tried again).
         """
 
         def remove(connection_id: str) -> None:
-            before = None if young is None else int(self._clock() - self._handshake_grace)
+            grace = self._handshake_grace
+            before = int(self._clock() - grace) if grace > 0 else None
             if self._registry.delete(channel, connection_id, created_before=before):
                 self._metric("StaleRemoved", 1)
             elif young is not None:
@@ -142,18 +150,46 @@ class ChannelSender:
         attempt: int,
     ) -> FanOutResult:
         """Post here, then settle: failures to a later attempt, what had no time to a later chunk."""
-        # the last attempt takes a 410 as final, however young the connection
-        result, failed_from, unsent_from = self._post_all(
-            gateway,
-            channel,
-            ids,
-            frames,
-            deadline,
-            grace=attempt < LATER_ATTEMPTS and self._handshake_grace > 0,
-        )
+        result, failed_from, unsent_from, young_from = self._post_all(gateway, channel, ids, frames, deadline)
+        if young_from and attempt >= LATER_ATTEMPTS:
+            self._after_handshakes(
+                gateway, channel, young_from, frames, deadline, result, failed_from, unsent_from
+            )
         self._settle(gateway, channel, failed_from, frames, attempt, deadline)
         self._continue(gateway, channel, unsent_from, frames, attempt, deadline)
         return result
+
+    def _after_handshakes(
+        self,
+        gateway: Gateway,
+        channel: str,
+        young_from: dict[str, int],
+        frames: list[bytes],
+        deadline: Deadline,
+        result: FanOutResult,
+        failed_from: dict[str, int],
+        unsent_from: dict[str, int],
+    ) -> None:
+        """The last attempt: young connections that answered 410 get one more post once the grace is over.
+
+        Without the time to wait (the deadline), they stay failed: their items are kept,
+        and their clients are told if the note can reach them.
+        """
+        # created_at is in whole seconds: one more makes every young one older than the grace
+        wait = self._handshake_grace + 1
+        if deadline.remaining() <= wait:
+            return
+        self._sleep(wait)
+        result.failed = [cid for cid in result.failed if cid not in young_from]
+        for index, ids in self._by_frame(young_from).items():
+            for cid in ids:
+                del failed_from[cid]
+            again, failed_again, unsent_again, _ = self._post_all(
+                gateway, channel, ids, frames[index:], deadline
+            )
+            result.merge(again)
+            failed_from.update((cid, index + i) for cid, i in failed_again.items())
+            unsent_from.update((cid, index + i) for cid, i in unsent_again.items())
 
     def _hand_off(self, chunk: FanOutChunk) -> bool:
         if not self._chunk_function:
@@ -175,28 +211,30 @@ class ChannelSender:
         ids: list[str],
         frames: list[bytes],
         deadline: Deadline,
-        *,
-        grace: bool,
-    ) -> tuple[FanOutResult, dict[str, int], dict[str, int]]:
+    ) -> tuple[FanOutResult, dict[str, int], dict[str, int], dict[str, int]]:
         """Every frame, in order, to every id; a connection that fails a frame gets no later one.
 
-        Also answers, for each connection that failed, and for each the deadline left
-        no time for, the index of the frame it stopped at.
+        Also answers, for each connection that failed, for each the deadline left no
+        time for, and for each young one that answered 410 (among the failed), the index
+        of the frame it stopped at.
         """
         total = FanOutResult()
         failed_from: dict[str, int] = {}
         unsent_from: dict[str, int] = {}
+        young_from: dict[str, int] = {}
         started = time.perf_counter()
         remaining = ids
         for index, data in enumerate(frames):
             if not remaining:
                 break
             young: set[str] = set()  # 410 while maybe still in the handshake: tried again later
-            remove = self.remover(channel, young if grace else None)
-            result = gateway.post_many(remaining, data, on_gone=remove, deadline=deadline)
+            result = gateway.post_many(
+                remaining, data, on_gone=self.remover(channel, young), deadline=deadline
+            )
             if young:
                 result.gone = [i for i in result.gone if i not in young]
                 result.failed = [*result.failed, *young]
+                young_from.update((cid, index) for cid in young)
             total.merge(FanOutResult(0, result.gone, result.too_large, result.failed))
             total.delivered = result.delivered  # per connection, not per frame
             failed_from.update((cid, index) for cid in result.failed)
@@ -206,7 +244,7 @@ class ChannelSender:
         total.unsent = list(unsent_from)
         total.duration_ms = elapsed_ms(started)
         self._metric("FanOutSize", len(ids))
-        return total, failed_from, unsent_from
+        return total, failed_from, unsent_from, young_from
 
     def _by_frame(self, stopped_at: dict[str, int]) -> dict[int, list[str]]:
         groups: dict[int, list[str]] = {}

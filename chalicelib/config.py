@@ -6,6 +6,7 @@ import, so ``chalice package`` and test imports need no environment.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
         value = float(raw)
     except ValueError as exc:
         raise ConfigurationError(f"{name} must be a number, got {raw!r}") from exc
+    if not math.isfinite(value):
+        raise ConfigurationError(f"{name} must be a finite number, got {raw!r}")
     if value < minimum:
         raise ConfigurationError(f"{name} must be at least {minimum:g}, got {raw!r}")
     return value
@@ -70,6 +73,8 @@ class Settings:
     max_response_bytes: int = 4 * 1024 * 1024
     #: Attempts per DynamoDB and Lambda call (botocore's own variable).
     aws_max_attempts: int = 5
+    #: The most connections the feed may have; a feed handshake beyond it is refused (0: no cap).
+    max_feed_connections: int = 0
     #: Timings: the deferred delivery's pauses in all while a handshake completes; how
     #: young a connection answering 410 may still be in its handshake; the pauses between
     #: index lookups that miss; the first backoff of a Management API post's retries.
@@ -111,6 +116,7 @@ class Settings:
             fanout_function_name=env.get("FANOUT_FUNCTION_NAME", "").strip() or None,
             max_response_bytes=_integer(env, "MAX_RESPONSE_BYTES", 4 * 1024 * 1024, minimum=1024),
             aws_max_attempts=_integer(env, "AWS_MAX_ATTEMPTS", 5, minimum=1),
+            max_feed_connections=_integer(env, "MAX_FEED_CONNECTIONS", 0, minimum=0),
             deliver_retry_seconds=_number(env, "DELIVER_RETRY_SECONDS", 5.0, minimum=0),
             handshake_grace_seconds=_number(env, "HANDSHAKE_GRACE_SECONDS", 5.0, minimum=0),
             lookup_retry_delays=_numbers(env, "LOOKUP_RETRY_DELAYS", (0.05, 0.1, 0.2, 0.4)),

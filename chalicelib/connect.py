@@ -18,6 +18,7 @@ from chalicelib.clients import Clients
 from chalicelib.deadline import Deadline
 from chalicelib.errors import (
     BackendError,
+    ChannelFull,
     ConfigurationError,
     DeliveryFailed,
     InvalidMessage,
@@ -75,6 +76,8 @@ class ConnectCase:
         query = event.get("queryStringParameters")
         request = protocol.parse_connect(query, event.headers, self._settings.routes)
         log["type"] = request.connection_type
+        if request.route.channel_kind == "feed":
+            self._check_feed_room(request.route.channel_for(None, None))
         answer: dict[str, Any] = {}
         path = request.route.connect_path(request.booking_id)
         if path is not None:
@@ -123,6 +126,12 @@ class ConnectCase:
             response["headers"] = {"Sec-WebSocket-Protocol": protocol.BEARER_SUBPROTOCOL}
         return response
 
+    def _check_feed_room(self, channel: str) -> None:
+        """With ``MAX_FEED_CONNECTIONS``, a feed that has that many connections takes no more."""
+        cap = self._settings.max_feed_connections
+        if cap and self._registry.count(channel, cap) >= cap:
+            raise ChannelFull(f"the feed has its maximum of {cap} connections; try again later")
+
     def _schedule_delivery(self, conn: Connection, frames: list[bytes]) -> None:
         name = self._settings.deliver_function_name
         if not name:
@@ -154,7 +163,7 @@ class DisconnectCase:
             run.result = {"statusCode": 200}
             connection_id = run.log["connection_id"] = event.request_context.connection_id
             try:
-                conn = self._registry.find(connection_id)
+                conn = self._registry.find(connection_id, token=False)
                 if conn is None:
                     run.log["outcome"] = "unknown"
                 else:

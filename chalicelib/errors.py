@@ -56,6 +56,14 @@ class UnknownConnection(ProxyError):
     status = 410
 
 
+class ChannelFull(ProxyError):
+    """The channel already has as many connections as it may (``MAX_FEED_CONNECTIONS``)."""
+
+    code = "channel_full"
+    status = 429
+    retryable = True
+
+
 class Unauthorized(ProxyError):
     """Missing token, or the backend answered 401."""
 

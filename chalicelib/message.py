@@ -135,6 +135,8 @@ class MessageCase:
         path = route.connect_path(conn.booking_id)
         if path is None:
             raise InvalidMessage(f"{conn.connection_type} connections take no token")
+        if conn.token is None:  # accepted before its type took tokens: it never gets one
+            raise UnknownConnection("this connection was opened without a token; reconnect with one")
         answer = self._backend.post(path, {"connection_id": connection_id, "token": token}, deadline=deadline)
         if protocol.answered_user(answer) != conn.user_id:
             raise Forbidden("the token belongs to another user; reconnect with it instead")

@@ -11,6 +11,12 @@ An item: ``booking_id`` (the partition key; it holds the channel key, e.g.
 ``user_id`` (what the backend answered on connect), ``token`` (only a token the
 backend verified), ``endpoint`` (the Management API endpoint of the API that
 accepted the connection), ``created_at`` and ``ttl``.
+
+Every attribute but the token is fixed for the item's life; ``auth`` replaces the
+token, in whichever container it runs. So the per-container cache of found
+connections holds everything but the token, and ``find`` reads a connection's token
+with a consistent GetItem each time: a message forwards the latest token accepted,
+never one another container has since replaced.
 """
 
 from __future__ import annotations
@@ -33,11 +39,14 @@ logger = logging.getLogger(__name__)
 
 #: Pauses between GSI lookups that miss (the index is eventually consistent).
 DEFAULT_LOOKUP_RETRY_DELAYS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4)
-#: Found connections kept per container: a connection's item never changes while it
-#: lives and ids are never reused, so a warm container skips the GSI Query for a
-#: connection that already sent a message. Bounded in size and age.
+#: Found connections kept per container, without their token: an item's other attributes
+#: never change while it lives and ids are never reused, so a warm container skips the
+#: GSI Query for a connection that already sent a message. Bounded in size and age.
 DEFAULT_CACHE_SIZE = 10_000
 DEFAULT_CACHE_SECONDS = 300.0
+#: A channel counted full is answered full this long without counting it again: a storm
+#: of refused handshakes must not read the whole channel each.
+FULL_CHANNEL_SECONDS = 5.0
 
 
 #: DynamoDB's BatchGetItem limit.
@@ -63,29 +72,34 @@ class ConnectionRegistry:
         self._clock = clock
         self._sleep = sleep
         self._delays = tuple(lookup_retry_delays)
-        self._cache: OrderedDict[str, tuple[float, Connection]] = OrderedDict()
+        # connection id -> (when cached, the connection without its token, whether it has one)
+        self._cache: OrderedDict[str, tuple[float, Connection, bool]] = OrderedDict()
         self._cache_size = cache_size
         self._cache_seconds = cache_seconds
         self._cache_lock = threading.Lock()
+        # channel -> when it was last counted full
+        self._full: dict[str, float] = {}
 
-    def _cached(self, connection_id: str) -> Connection | None:
+    def _cached(self, connection_id: str) -> tuple[Connection, bool] | None:
+        """The cached connection (without its token) and whether it has a token."""
         now = self._clock()
         with self._cache_lock:
             entry = self._cache.get(connection_id)
             if entry is None:
                 return None
-            stored, conn = entry
+            stored, conn, has_token = entry
             if now - stored > self._cache_seconds or conn.ttl <= now:
                 del self._cache[connection_id]
                 return None
             self._cache.move_to_end(connection_id)
-            return conn
+            return conn, has_token
 
     def _remember(self, conn: Connection) -> None:
         if self._cache_size <= 0:
             return
         with self._cache_lock:
-            self._cache[conn.connection_id] = (self._clock(), conn)
+            entry = (self._clock(), replace(conn, token=None), conn.token is not None)
+            self._cache[conn.connection_id] = entry
             self._cache.move_to_end(conn.connection_id)
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
@@ -183,43 +197,69 @@ class ConnectionRegistry:
         return found
 
     def update_token(self, conn: Connection, token: str) -> Connection:
-        """Replace the stored token of a live connection; the updated connection."""
+        """Replace the stored token of a live connection; the updated connection.
+
+        Only an item that has a token gets a new one: whether a connection has a token
+        is fixed for its life, which is what lets ``find`` skip the read for one without.
+        """
         updated_item = self._call(
             "update_item",
             Key=self._key(conn.channel, conn.connection_id),
             UpdateExpression="SET #tok = :tok",
-            ConditionExpression="attribute_exists(#id)",
-            ExpressionAttributeNames={"#tok": "token", "#id": SORT_KEY},
+            ConditionExpression="attribute_exists(#tok)",
+            ExpressionAttributeNames={"#tok": "token"},
             ExpressionAttributeValues={":tok": {"S": token}},
         )
         if updated_item is None:
             self._forget(conn.connection_id)
             raise UnknownConnection("this connection is not registered; reconnect")
-        updated = replace(conn, token=token)
-        self._remember(updated)
-        return updated
+        return replace(conn, token=token)
 
-    def find(self, connection_id: str, *, retry: bool = True, cached: bool = True) -> Connection | None:
+    def find(
+        self, connection_id: str, *, retry: bool = True, cached: bool = True, token: bool = True
+    ) -> Connection | None:
         """The live connection with this id: one GSI Query, retried briefly on a miss.
 
         A connection found before in this container is answered from the cache
-        (``cached=False`` always asks DynamoDB).
+        (``cached=False`` always asks DynamoDB). A connection with a token gets the one
+        stored now (a consistent GetItem: the cache and the eventually consistent index
+        may hold one an ``auth`` has replaced since); ``token=False`` skips that read
+        and answers no token.
         """
         if cached:
             hit = self._cached(connection_id)
             if hit is not None:
-                return hit
+                conn, has_token = hit
+                return self._with_token(conn) if token and has_token else conn
         delays = self._delays if retry else ()
         attempt = 0
         while True:
             found = self._query_index(connection_id)
             if found is not None:
                 self._remember(found)
-                return found
+                if found.token is None:
+                    return found
+                return self._with_token(found) if token else replace(found, token=None)
             if attempt >= len(delays):
                 return None
             self._sleep(delays[attempt])
             attempt += 1
+
+    def _with_token(self, conn: Connection) -> Connection | None:
+        """``conn`` with the token its item holds now; None when the item is gone or expired."""
+        response = self._call(
+            "get_item",
+            Key=self._key(conn.channel, conn.connection_id),
+            ConsistentRead=True,
+            ProjectionExpression="#tok, #t",
+            ExpressionAttributeNames={"#tok": "token", "#t": TTL_ATTRIBUTE},
+        )
+        item = response.get("Item")
+        if not item or int(float(item.get(TTL_ATTRIBUTE, {"N": "0"})["N"])) <= int(self._clock()):
+            self._forget(conn.connection_id)
+            return None
+        stored = item.get("token")
+        return replace(conn, token=stored["S"] if stored else None)
 
     def _query_index(self, connection_id: str) -> Connection | None:
         now = int(self._clock())
@@ -235,6 +275,37 @@ class ConnectionRegistry:
             if conn.ttl > now:
                 return conn
         return None
+
+    def count(self, channel: str, limit: int) -> int:
+        """Live connections of ``channel``, counted up to ``limit`` (at most ``limit`` items read).
+
+        A channel counted full (``limit`` or more) is answered ``limit`` for
+        ``FULL_CHANNEL_SECONDS`` without another Query.
+        """
+        now = self._clock()
+        counted_full = self._full.get(channel)
+        if counted_full is not None and now - counted_full < FULL_CHANNEL_SECONDS:
+            return limit
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": "#p = :p",
+            "FilterExpression": "#t > :now",
+            "Select": "COUNT",
+            "ExpressionAttributeNames": {"#p": PARTITION_KEY, "#t": TTL_ATTRIBUTE},
+            "ExpressionAttributeValues": {":p": {"S": channel}, ":now": {"N": str(int(now))}},
+        }
+        counted = 0
+        while counted < limit:
+            kwargs["Limit"] = limit - counted  # items read, before the filter: no more than needed
+            response = self._call("query", **kwargs)
+            counted += int(response.get("Count", 0))
+            if not response.get("LastEvaluatedKey"):
+                break
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        if counted >= limit:
+            self._full[channel] = now
+        else:
+            self._full.pop(channel, None)
+        return min(counted, limit)
 
     def channel_ids(
         self, channel: str, connection_type: str | None, *, page_size: int | None = None

@@ -87,7 +87,10 @@ ENDPOINT_REFERENCE = (
 #: the stage resource: the stage depends on the routes, the routes on the message handler,
 #: and the message handler on ``push`` (another cycle).
 FUNCTION_ENVIRONMENT = {
-    "websocket_connect": {"DELIVER_FUNCTION_NAME": "${aws_lambda_function.deliver.function_name}"},
+    "websocket_connect": {
+        "DELIVER_FUNCTION_NAME": "${aws_lambda_function.deliver.function_name}",
+        "MAX_FEED_CONNECTIONS": "${var.max_feed_connections}",
+    },
     "websocket_message": {"FANOUT_FUNCTION_NAME": "${aws_lambda_function.fanout.function_name}"},
     "push": {
         "FANOUT_FUNCTION_NAME": "${aws_lambda_function.fanout.function_name}",

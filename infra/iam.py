@@ -15,7 +15,9 @@ policy grants exactly those operations, grouped by resource:
   written by infra/build.py): every resource is a reference, and a function that is
   not in the export is skipped, as is a grant on such a function.
 
-Resource kinds (``resource`` in the list): ``table``, ``index`` (the connection_id-index
+Resource kinds (``resource`` in the list): ``table``, ``feed-count`` (the table, for a
+Query that counts the feed's partition and reads no item: ``dynamodb:Select`` COUNT and
+``dynamodb:LeadingKeys`` the feed's key), ``index`` (the connection_id-index
 GSI), ``connections:POST`` (POST @connections/* of this API stage), ``function:<name>``,
 ``function-logs`` (the function's own log streams), ``function-log-groups`` (its own
 log group; chalice deploy only: Terraform creates the groups) and ``*`` (X-Ray, which
@@ -30,6 +32,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from chalicelib.routes import channel_key
 from chalicelib.schema import CONNECTION_INDEX
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,11 +42,21 @@ CHALICE_DIR = ROOT / ".chalice"
 #: Statement ids by resource kind (function:<name> gets ``Invoke<Name>``).
 SIDS = {
     "table": "ConnectionsTable",
+    "feed-count": "CountFeed",
     "index": "ConnectionsIndex",
     "connections:POST": "ManageConnections",
     "function-logs": "FunctionLogs",
     "function-log-groups": "FunctionLogGroup",
     "*": "XRayTraces",
+}
+
+
+#: The conditions a resource kind's statement carries (IAM's JSON form).
+CONDITIONS: dict[str, dict[str, dict[str, list[str]]]] = {
+    "feed-count": {
+        "StringEquals": {"dynamodb:Select": ["COUNT"]},
+        "ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [channel_key("feed")]},
+    },
 }
 
 
@@ -89,7 +102,7 @@ def _sid(kind: str) -> str:
 
 def chalice_resource(kind: str, function: str, *, app: str, stage: str, api_stage: str, table: str) -> str:
     prefix = f"{app}-{stage}"
-    if kind == "table":
+    if kind in ("table", "feed-count"):
         return f"arn:aws:dynamodb:*:*:table/{table}"
     if kind == "index":
         return f"arn:aws:dynamodb:*:*:table/{table}/index/{CONNECTION_INDEX}"
@@ -110,7 +123,15 @@ def chalice_policy(function: str, *, app: str, stage: str, api_stage: str, table
     statements = []
     for kind, actions in _by_resource(grants(function, path="chalice deploy")).items():
         resource = chalice_resource(kind, function, app=app, stage=stage, api_stage=api_stage, table=table)
-        statements.append({"Sid": _sid(kind), "Effect": "Allow", "Action": actions, "Resource": resource})
+        statement: dict[str, Any] = {
+            "Sid": _sid(kind),
+            "Effect": "Allow",
+            "Action": actions,
+            "Resource": resource,
+        }
+        if kind in CONDITIONS:
+            statement["Condition"] = CONDITIONS[kind]
+        statements.append(statement)
     return {"Version": "2012-10-17", "Statement": statements}
 
 
@@ -138,7 +159,7 @@ def chalice_files(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def terraform_resources(kind: str, function: str, present: set[str]) -> list[str] | str:
-    if kind == "table":
+    if kind in ("table", "feed-count"):
         return ["${aws_dynamodb_table.connections.arn}"]
     if kind == "index":
         return [f"${{aws_dynamodb_table.connections.arn}}/index/{CONNECTION_INDEX}"]
@@ -170,7 +191,14 @@ def terraform_documents(functions: list[str]) -> dict[str, Any]:
         for kind, actions in _by_resource(grants(function)).items():
             resources = terraform_resources(kind, function, present)
             if resources:
-                statements.append({"sid": _sid(kind), "actions": actions, "resources": resources})
+                statement: dict[str, Any] = {"sid": _sid(kind), "actions": actions, "resources": resources}
+                if kind in CONDITIONS:
+                    statement["condition"] = [
+                        {"test": test, "variable": variable, "values": values}
+                        for test, pairs in CONDITIONS[kind].items()
+                        for variable, values in pairs.items()
+                    ]
+                statements.append(statement)
         documents[function] = {"statement": statements}
     return documents
 

@@ -32,12 +32,14 @@ class FakeRegistry:
         self.items.pop((channel, connection_id), None)
         return True
 
-    def find(self, connection_id: str, *, retry: bool = True, cached: bool = True) -> Connection | None:
+    def find(
+        self, connection_id: str, *, retry: bool = True, cached: bool = True, token: bool = True
+    ) -> Connection | None:
         self.lookups += 1
         now = int(self._clock())
         for conn in self.items.values():
             if conn.connection_id == connection_id and conn.ttl > now:
-                return conn
+                return conn if token else replace(conn, token=None)
         return None
 
     def channel_ids(self, channel: str, connection_type: str | None) -> Iterator[str]:
@@ -45,6 +47,9 @@ class FakeRegistry:
         for (ch, cid), conn in sorted(self.items.items()):
             if ch == channel and conn.ttl > now and connection_type in (None, conn.connection_type):
                 yield cid
+
+    def count(self, channel: str, limit: int) -> int:
+        return min(limit, len(list(self.channel_ids(channel, None))))
 
     def get(self, channel: str, connection_id: str) -> Connection | None:
         conn = self.items.get((channel, connection_id))
@@ -55,7 +60,8 @@ class FakeRegistry:
         return {conn.connection_id: conn.endpoint for conn in found if conn is not None}
 
     def update_token(self, conn: Connection, token: str) -> Connection:
-        if (conn.channel, conn.connection_id) not in self.items:
+        stored = self.items.get((conn.channel, conn.connection_id))
+        if stored is None or stored.token is None:
             raise UnknownConnection("this connection is not registered; reconnect")
         updated = replace(conn, token=token)
         self.items[(conn.channel, conn.connection_id)] = updated

@@ -56,6 +56,10 @@ class Recorder:
 
     def dynamodb(self, model: Any, params: dict[str, Any], **kwargs: Any) -> None:
         resource = "index" if params.get("IndexName") else "table"
+        if params.get("Select") == "COUNT" and params.get("ExpressionAttributeValues", {}).get(":p") == {
+            "S": "feed#"
+        }:
+            resource = "feed-count"  # counting the feed, as its own condition allows
         self.calls[self.current].add((f"dynamodb:{model.name}", resource))
 
     def run(self, function: str, event: Any) -> Any:
@@ -104,6 +108,12 @@ def every_path(recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
     stack.lambdas.fail = True
     recorder.run("websocket_connect", events.connect_event("X1=", chat))
     stack.lambdas.fail = False
+    # $connect to a capped feed: the feed is counted first
+    monkeypatch.setenv("MAX_FEED_CONNECTIONS", "100")
+    reset_clients()
+    connect(recorder, "F1=", {"type": "feed"})
+    monkeypatch.delenv("MAX_FEED_CONNECTIONS")
+    reset_clients()
     # deliver: delivered; and a connection gone before its history
     for payload in recorder.take("-deliver"):
         recorder.run("deliver", payload)

@@ -6,12 +6,16 @@ backend, the Management API and the Lambda Invoke API as loopback stand-ins.
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from chalicelib.clients import GATEWAY_CACHE_SIZE
 from chalicelib.internal_events import pack_frames
+from chalicelib.model import Connection
+from chalicelib.registry import to_item
 from tests.harness import Stack, chat_backend
 from tests.standins import ManagementApiStandIn, Reply
 from ws_proxy_testing import events
@@ -293,7 +297,24 @@ def test_a_broadcast_during_a_handshake_keeps_the_new_connection_and_reaches_it_
     assert [f["message"] for f in stack.mgmt.frames("NEW=")] == [{"body": "during the handshake"}]
 
 
-def test_a_young_connection_still_gone_at_the_later_attempt_is_removed(
+def test_a_later_attempt_run_at_once_keeps_a_connection_still_in_its_handshake(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+
+    monkeypatch.setenv("HANDSHAKE_GRACE_SECONDS", "30")  # longer than this fanout has left to wait
+    reset_clients()
+    chat_backend(stack.backend)
+    assert stack.connect("A1=", {"booking_id": "1", "token": "t"})["statusCode"] == 200
+    stack.connect("NEW=", {"booking_id": "1", "token": "t"}, establish=False)  # 410 until it completes
+    stack.lambdas.take("-deliver")
+    stack.send("A1=", {"body": "x"})
+    (later,) = stack.lambdas.take("-fanout")
+    assert stack.invoke("fanout", later)["failed"] == 1  # at once: still in its handshake
+    assert stack.live_ids() == {"A1=", "NEW="}
+    assert stack.lambdas.take("-fanout") == []  # that was the last attempt
+
+
+def test_a_connection_gone_for_longer_than_the_grace_is_removed_at_the_first_attempt(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
 
@@ -301,8 +322,8 @@ def test_a_young_connection_still_gone_at_the_later_attempt_is_removed(
     reset_clients()
     chat_backend(stack.backend)
     assert stack.connect("A1=", {"booking_id": "1", "token": "t"})["statusCode"] == 200
-    stack.connect("LEFT=", {"booking_id": "1", "token": "t"}, establish=False)  # and never opens
+    old = Connection("OLD=", "booking#1", "chat", token="t", created_at=int(time.time()) - 60, ttl=2**31)
+    stack.dynamodb.put_item(TableName=stack.table, Item=to_item(replace(old, booking_id="1")))
     stack.send("A1=", {"body": "x"})
-    (later,) = stack.lambdas.take("-fanout")
-    stack.invoke("fanout", later)
     assert stack.live_ids() == {"A1="}
+    assert stack.lambdas.take("-fanout") == []

@@ -316,29 +316,48 @@ def test_no_scan_is_ever_issued(stack: Stack, dynamodb_ops: list[str]) -> None:
     assert set(dynamodb_ops) <= {"PutItem", "Query", "DeleteItem", "GetItem"}
 
 
-def test_lookup_is_one_query_on_the_connection_index(stack: Stack, dynamodb_ops: list[str]) -> None:
+def test_lookup_is_one_query_on_the_connection_index_and_a_read_of_the_token(
+    stack: Stack, dynamodb_ops: list[str]
+) -> None:
     chat_backend(stack.backend)
     stack.backend.routes["/api/chat/ws/1/message"] = Reply(200, {"type": "ack"})
     join(stack, "A1=")
     dynamodb_ops.clear()
     stack.send("A1=", {"body": "hi"})
-    assert dynamodb_ops == ["Query"]
+    assert dynamodb_ops == ["Query", "GetItem"]
 
 
-def test_a_warm_container_looks_a_connection_up_once(stack: Stack, dynamodb_ops: list[str]) -> None:
+def test_a_warm_container_looks_a_connection_up_once_and_reads_only_its_token_again(
+    stack: Stack, dynamodb_ops: list[str]
+) -> None:
     chat_backend(stack.backend)
     stack.backend.routes["/api/chat/ws/1/message"] = Reply(200, {"type": "ack"})
     join(stack, "A1=")
     dynamodb_ops.clear()
     for _ in range(3):
         stack.send("A1=", {"body": "hi"})
-    assert dynamodb_ops == ["Query"]
+    assert dynamodb_ops == ["Query", "GetItem", "GetItem", "GetItem"]
     assert [path for path, _ in stack.backend.requests].count("/api/chat/ws/1/message") == 3
     stack.disconnect("A1=")
     assert stack.items() == []
     stack.mgmt.open.add("A1=")  # let the answer to a stray frame be seen
     stack.send("A1=", {"body": "after"})  # the disconnect evicted it: DynamoDB is asked again
     assert last(stack, "A1=")["code"] == "unknown_connection"
+
+
+def test_a_connection_without_a_token_costs_one_lookup_per_container(
+    stack: Stack, dynamodb_ops: list[str]
+) -> None:
+    stack.backend.routes["/api/ws/items-feed/message"] = Reply(200, {"type": "ack"})
+    join(stack, "F1=", {"type": "feed"})
+    dynamodb_ops.clear()
+    for _ in range(3):
+        stack.send("F1=", {"body": "hi"})
+    assert dynamodb_ops == ["Query"]
+    assert [body for _, body in stack.backend.requests][-1] == {
+        "connection_id": "F1=",
+        "message": {"body": "hi"},
+    }
 
 
 def test_unhandled_failure_still_answers_with_an_error_frame(
@@ -358,3 +377,18 @@ def test_unhandled_failure_still_answers_with_an_error_frame(
     frame = last(stack, "A1=")
     assert_error(frame, "backend_unavailable", True)
     assert frame["ref"] == "r1"
+
+
+def test_auth_never_gives_a_token_to_a_connection_opened_without_one(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack.seed("F1=", connection_type="feed", booking=None)  # accepted when feed took no token
+    monkeypatch.setenv("BACKEND_ROUTES", '{"feed": {"connect": "/api/ws/items-feed/connect"}}')
+    reset_clients()
+    stack.backend.routes["/api/ws/items-feed/connect"] = Reply(200, {})
+    stack.send("F1=", {"type": "auth", "token": "new", "id": "r"})
+    frame = last(stack, "F1=")
+    assert_error(frame, "unknown_connection", False)
+    assert "without a token" in frame["message"]
+    assert stack.backend.requests == []
+    assert "token" not in stack.items()[0]

@@ -207,6 +207,14 @@ def test_every_function_is_wired_to_the_table_and_backend_by_reference(tf: Confi
             assert variables[key].startswith("${var."), (name, key)
 
 
+def test_the_feed_cap_is_an_optional_variable_for_connect_only(tf: Config) -> None:
+    variable = tf.blocks["var.max_feed_connections"].body
+    assert variable["default"] == 0  # no cap
+    assert "max_feed_connections >= 0" in variable["validation"]["condition"]
+    assert env(tf, "websocket_connect")["MAX_FEED_CONNECTIONS"] == "${var.max_feed_connections}"
+    assert not any("MAX_FEED_CONNECTIONS" in env(tf, n) for n in FUNCTIONS - {"websocket_connect"})
+
+
 def test_function_names_are_wired_where_the_code_invokes_them(tf: Config) -> None:
     assert (
         env(tf, "websocket_connect")["DELIVER_FUNCTION_NAME"]

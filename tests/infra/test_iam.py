@@ -46,6 +46,7 @@ def samples(
     other = "deliver" if function != "deliver" else "push"
     return {
         "table": ([f"{ddb}/{table}"], [f"{ddb}/other-table", f"{ddb}/{table}-copy"]),
+        "feed-count": ([f"{ddb}/{table}"], [f"{ddb}/other-table"]),
         "index": (
             [f"{ddb}/{table}/index/connection_id-index"],
             [f"{ddb}/other-table/index/x", f"{ddb}/{table}/index/another-index"],
@@ -82,6 +83,13 @@ def samples(
     }
 
 
+#: The request each resource kind's samples stand for, where a statement's condition looks at it:
+#: counting the feed. A request without one (an ordinary Query) meets no condition.
+CONTEXTS: dict[str, dict[str, Any]] = {
+    "feed-count": {"dynamodb:Select": "COUNT", "dynamodb:LeadingKeys": ["feed#"]},
+}
+
+
 def _pattern(arn_glob: str) -> re.Pattern[str]:
     """IAM's resource wildcards: ``*`` any run of characters, ``?`` any one."""
     return re.compile(
@@ -93,12 +101,31 @@ def _as_list(value: Any) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
-def allows(statements: list[dict[str, Any]], action: str, arn: str) -> bool:
+def _meets(condition: dict[str, dict[str, list[str]]], context: dict[str, Any]) -> bool:
+    """IAM's ``StringEquals`` (one value) and ``ForAllValues:StringEquals`` (every value), the ones used."""
+    for test, pairs in condition.items():
+        for key, allowed in pairs.items():
+            if test == "StringEquals":
+                if context.get(key) not in allowed:
+                    return False
+            elif test == "ForAllValues:StringEquals":
+                if not all(value in allowed for value in context.get(key, [])):
+                    return False
+            else:
+                raise AssertionError(f"a condition this check cannot evaluate: {test}")
+    return True
+
+
+def allows(
+    statements: list[dict[str, Any]], action: str, arn: str, context: dict[str, Any] | None = None
+) -> bool:
     for statement in statements:
         if statement.get("Effect", "Allow") != "Allow":
             continue
         actions = _as_list(statement.get("Action", []))
         if not any(_pattern(a.lower()).match(action.lower()) for a in actions):
+            continue
+        if "Condition" in statement and not _meets(statement["Condition"], context or {}):
             continue
         if any(_pattern(r).match(arn) for r in _as_list(statement.get("Resource", []))):
             return True
@@ -121,14 +148,16 @@ def assert_function(
         and (present is None or not op["resource"].startswith("function:") or op["resource"][9:] in present)
     ]
     allowed = {(op["action"], arn) for op in granted for arn in kinds[op["resource"]][0]}
-    for action, arn in allowed:
-        assert allows(statements, action, arn), (function, action, arn)
+    for op in granted:
+        for arn in kinds[op["resource"]][0]:
+            assert allows(statements, op["action"], arn, CONTEXTS.get(op["resource"])), (function, op, arn)
     for op in ops:
         allowed_samples, neighbours = kinds[op["resource"]]
         denied = neighbours if op in granted else allowed_samples + neighbours
+        context = CONTEXTS.get(op["resource"])
         for arn in denied:
             if (op["action"], arn) not in allowed:
-                assert not allows(statements, op["action"], arn), (function, op["action"], arn)
+                assert not allows(statements, op["action"], arn, context), (function, op["action"], arn)
 
 
 def assert_no_star_for_restricted(statements: list[dict[str, Any]]) -> None:
@@ -144,7 +173,7 @@ def assert_no_star_for_restricted(statements: list[dict[str, Any]]) -> None:
 MUST_DENY = [
     ("websocket_disconnect", "execute-api:ManageConnections", "connections:POST"),
     ("websocket_disconnect", "lambda:InvokeFunction", "function:fanout"),
-    ("websocket_connect", "dynamodb:Query", "table"),
+    ("websocket_connect", "dynamodb:Query", "table"),  # only a count of the feed (below)
     ("websocket_connect", "dynamodb:Query", "index"),
     ("websocket_connect", "execute-api:ManageConnections", "connections:POST"),
     ("websocket_connect", "lambda:InvokeFunction", "function:fanout"),
@@ -313,14 +342,19 @@ def evaluate(resources: list[str], values: dict[str, str]) -> list[str]:
 
 
 def statements_from(document: dict[str, Any], values: dict[str, str]) -> list[dict[str, Any]]:
-    return [
-        {
+    statements = []
+    for s in document["statement"]:
+        statement: dict[str, Any] = {
             "Effect": s.get("effect", "Allow"),
             "Action": s["actions"],
             "Resource": evaluate(s["resources"], values),
         }
-        for s in document["statement"]
-    ]
+        for block in s.get("condition", []):
+            statement.setdefault("Condition", {}).setdefault(block["test"], {})[block["variable"]] = block[
+                "values"
+            ]
+        statements.append(statement)
+    return statements
 
 
 def check_terraform(documents: dict[str, Any], functions: list[str]) -> None:
@@ -388,3 +422,26 @@ def test_no_terraform_policy_document_grants_star_for_restricted_actions(tf: Con
     for policy in tf.resources("aws_iam_role_policy").values():  # any literal JSON left
         if policy["policy"].startswith("{"):
             assert_no_star_for_restricted(json.loads(policy["policy"])["Statement"])
+
+
+@pytest.mark.parametrize("path", ["chalice deploy", "terraform"])
+def test_connect_may_count_the_feed_and_read_nothing(path: str) -> None:
+    table = "ws-proxy-dev-websocket-connections"
+    if path == "terraform":
+        document = iam.terraform_documents(FUNCTIONS)["websocket_connect"]
+        statements = statements_from(document, sample_values("ws-proxy", "dev", FUNCTIONS))
+    else:
+        statements = json.loads((ROOT / ".chalice" / "policy-dev-websocket_connect.json").read_text())[
+            "Statement"
+        ]
+    arn = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{table}"
+    count = {"dynamodb:Select": "COUNT", "dynamodb:LeadingKeys": ["feed#"]}
+    assert allows(statements, "dynamodb:Query", arn, count)
+    for request in (
+        {**count, "dynamodb:Select": "ALL_ATTRIBUTES"},
+        {**count, "dynamodb:Select": "SPECIFIC_ATTRIBUTES"},
+        {"dynamodb:LeadingKeys": ["feed#"]},
+        {**count, "dynamodb:LeadingKeys": ["booking#1"]},
+        {**count, "dynamodb:LeadingKeys": ["feed#", "user#alice"]},
+    ):
+        assert not allows(statements, "dynamodb:Query", arn, request), request

@@ -33,6 +33,7 @@ def test_defaults_are_the_documented_ones() -> None:
     assert (s.max_response_bytes, s.aws_max_attempts) == (4 * 1024 * 1024, 5)
     assert (s.deliver_retry_seconds, s.handshake_grace_seconds, s.post_retry_base_seconds) == (5.0, 5.0, 0.05)
     assert s.lookup_retry_delays == (0.05, 0.1, 0.2, 0.4)
+    assert s.max_feed_connections == 0  # no cap
 
 
 def test_values_are_read_and_normalised() -> None:
@@ -49,6 +50,7 @@ def test_values_are_read_and_normalised() -> None:
     assert s.allowed_origins == ("https://a.example", "https://b.example")
     assert s.fanout_workers == 8
     assert s.backend_timeout_seconds == 2.5
+    assert Settings.from_env({**BASE, "MAX_FEED_CONNECTIONS": "5000"}).max_feed_connections == 5000
     timings = Settings.from_env(
         {**BASE, "LOOKUP_RETRY_DELAYS": "0.001, 0.002", "HANDSHAKE_GRACE_SECONDS": "0"}
     )
@@ -68,6 +70,11 @@ def test_values_are_read_and_normalised() -> None:
         ({**BASE, "CONNECTION_TTL_SECONDS": "5"}, "at least 60"),
         ({**BASE, "MAX_RESPONSE_BYTES": "100"}, "MAX_RESPONSE_BYTES must be at least 1024"),
         ({**BASE, "AWS_MAX_ATTEMPTS": "0"}, "AWS_MAX_ATTEMPTS must be at least 1"),
+        ({**BASE, "MAX_FEED_CONNECTIONS": "-1"}, "MAX_FEED_CONNECTIONS must be at least 0"),
+        ({**BASE, "MAX_FEED_CONNECTIONS": "1.5"}, "MAX_FEED_CONNECTIONS must be a whole number"),
+        ({**BASE, "MAX_FEED_CONNECTIONS": "lots"}, "MAX_FEED_CONNECTIONS must be a number"),
+        ({**BASE, "MAX_FEED_CONNECTIONS": "inf"}, "MAX_FEED_CONNECTIONS must be a finite number"),
+        ({**BASE, "MAX_FEED_CONNECTIONS": "nan"}, "MAX_FEED_CONNECTIONS must be a finite number"),
         ({**BASE, "LOOKUP_RETRY_DELAYS": "0.1,soon"}, "numbers separated by commas"),
         ({**BASE, "LOOKUP_RETRY_DELAYS": "0.1,60"}, "between 0 and 5 seconds"),
         ({**BASE, "DELIVER_RETRY_SECONDS": "-1"}, "DELIVER_RETRY_SECONDS must be at least 0"),

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from chalicelib.errors import BackendUnavailable
+from chalicelib.errors import BackendUnavailable, UnknownConnection
 from chalicelib.model import Connection
-from chalicelib.registry import ConnectionRegistry
+from chalicelib.registry import FULL_CHANNEL_SECONDS, ConnectionRegistry
 from chalicelib.schema import ensure_table
 from tests.fakes import FakeRegistry
 from tests.harness import moto_client
@@ -172,3 +172,74 @@ def test_found_connections_are_cached_until_deleted_expired_or_aged(moto_endpoin
     registry.find("C=")
     assert counting.queries == 8
     client.delete_table(TableName=table)
+
+
+def test_update_token_replaces_a_token_and_never_adds_one(registry: Any) -> None:
+    registry.put(conn("A=", token="old"))
+    registry.put(conn("B="))
+    registry.update_token(conn("A=", token="old"), "new")
+    assert registry.find("A=").token == "new"
+    with pytest.raises(UnknownConnection):
+        registry.update_token(conn("B="), "new")
+    assert registry.find("B=").token is None
+    with pytest.raises(UnknownConnection):
+        registry.update_token(conn("GONE=", token="old"), "new")
+
+
+def test_find_without_token_answers_none_for_it(registry: Any) -> None:
+    registry.put(conn("A=", token="secret"))
+    assert registry.find("A=", token=False) == conn("A=")
+    assert registry.find("A=").token == "secret"
+    assert registry.find("A=", token=False) == conn("A=")
+
+
+def test_a_cached_connection_gets_the_token_stored_now(moto_endpoint: str) -> None:
+    client = moto_client(moto_endpoint)
+    table = f"cache-{uuid.uuid4().hex[:8]}"
+    ensure_table(client, table)
+    one = ConnectionRegistry(client, table, clock=clock, lookup_retry_delays=())
+    two = ConnectionRegistry(client, table, clock=clock, lookup_retry_delays=())
+    try:
+        one.put(conn("A=", token="first"))
+        assert two.find("A=") == conn("A=", token="first")
+        one.update_token(conn("A=", token="first"), "second")
+        assert two.find("A=") == conn("A=", token="second")
+        one.delete("1", "A=")
+        assert two.find("A=") is None
+    finally:
+        client.delete_table(TableName=table)
+
+
+def test_count_answers_live_connections_of_a_channel_up_to_the_limit(registry: Any) -> None:
+    for cid in ("A=", "B=", "C="):
+        registry.put(conn(cid, channel="feed#", ctype="feed"))
+    registry.put(conn("OLD=", channel="feed#", ctype="feed", ttl=NOW))
+    registry.put(conn("X=", channel="booking#1"))
+    assert registry.count("feed#", 10) == 3
+    assert registry.count("feed#", 2) == 2
+    assert registry.count("user#nobody", 5) == 0
+
+
+def test_count_reads_no_more_than_the_limit_and_remembers_a_full_channel(moto_endpoint: str) -> None:
+    client = moto_client(moto_endpoint)
+    table = f"count-{uuid.uuid4().hex[:8]}"
+    ensure_table(client, table)
+    evaluated: list[int] = []
+    client.meta.events.register(
+        "after-call.dynamodb.Query", lambda parsed, **kwargs: evaluated.append(parsed["ScannedCount"])
+    )
+    now = [float(NOW)]
+    registry = ConnectionRegistry(client, table, clock=lambda: now[0], lookup_retry_delays=())
+    try:
+        for i in range(12):
+            registry.put(conn(f"F{i:02d}=", channel="feed#", ctype="feed", ttl=NOW + 3600))
+        assert registry.count("feed#", 20) == 12
+        assert registry.count("feed#", 5) == 5
+        assert evaluated[1:] == [5]  # one page of at most the limit
+        assert registry.count("feed#", 5) == 5  # full a moment ago: no Query
+        assert len(evaluated) == 2
+        now[0] += FULL_CHANNEL_SECONDS
+        assert registry.count("feed#", 5) == 5
+        assert len(evaluated) == 3
+    finally:
+        client.delete_table(TableName=table)

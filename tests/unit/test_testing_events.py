@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+from pathlib import Path
 
 from aws_lambda_powertools.utilities.parser.models.apigw_websocket import (
     APIGatewayWebSocketConnectEventModel,
@@ -19,6 +21,7 @@ from chalice.app import WebsocketEvent
 
 from ws_proxy_testing import LambdaContext, connect_event, disconnect_event, message_event
 from ws_proxy_testing.events import DOMAIN, STAGE
+from ws_proxy_testing.isolation import CLEARED
 
 
 def test_a_connect_event_has_api_gateway_s_shape_with_the_query_and_headers() -> None:
@@ -57,3 +60,12 @@ def test_chalice_reads_the_events_as_websocket_events() -> None:
     assert (event.connection_id, event.domain_name, event.stage) == ("A=", DOMAIN, STAGE)
     assert event.json_body == {"type": "ping"}
     assert 0 < context.get_remaining_time_in_millis() <= 5_000
+
+
+def test_the_environment_helper_clears_every_documented_setting() -> None:
+    """A setting added to docs/operations.md without a place in CLEARED would leak from the shell."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    section = text.split("\n## Settings", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)`", section, re.MULTILINE))
+    assert len(documented) >= 15, documented
+    assert documented <= set(CLEARED), sorted(documented - set(CLEARED))
