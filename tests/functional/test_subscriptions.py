@@ -470,3 +470,183 @@ def test_a_socket_met_gone_in_a_broadcast_is_removed_from_every_channel(stack: S
     stack.send("B1=", {"body": "anyone?"})
     assert items_of(stack, "U1=") == {}
     assert stack.live_ids() == {"B1="}
+
+
+# -- presence -------------------------------------------------------------------------------
+
+
+def test_presence_answers_the_users_and_connections_of_the_channel_from_one_query(
+    stack: Stack, dynamodb_ops: list[str]
+) -> None:
+    script(stack, "1")
+    open_(stack, "U1=", USER)
+    open_(stack, "A2=", {"booking_id": "1", "token": "tok-alice"})
+    open_(stack, "B1=", {"booking_id": "1", "token": "tok-bob"})
+    open_(stack, "K1=", {"type": "booking", "booking_id": "1", "token": "tok-carol"})  # another type
+    sent(stack, "U1=", {"type": "subscribe", "booking_id": "1"})
+    sent(stack, "U1=", {"type": "ping"})  # the socket's own item is cached from here on
+    dynamodb_ops.clear()
+    (answer,) = sent(stack, "U1=", {"type": "presence", "booking_id": "1", "id": "p1"})
+    assert answer == {
+        "type": "presence",
+        "booking_id": "1",
+        "connection_type": "chat",
+        "users": ["alice", "bob"],
+        "connections": 3,
+        "ref": "p1",
+    }
+    assert dynamodb_ops == ["Query"]
+    (booking,) = sent(stack, "K1=", {"type": "presence", "booking_id": "1", "connection_type": "booking"})
+    assert (booking["users"], booking["connections"]) == (["carol"], 1)
+
+
+def test_presence_from_a_socket_not_in_the_channel_is_forbidden(stack: Stack) -> None:
+    script(stack, "1", "2")
+    open_(stack, "U1=", USER)
+    open_(stack, "B1=", {"booking_id": "1", "token": "tok-bob"})
+    (answer,) = sent(stack, "U1=", {"type": "presence", "booking_id": "1", "id": "p"})
+    assert_error(answer, "forbidden", "p")
+    sent(stack, "U1=", {"type": "subscribe", "booking_id": "1"})
+    (other_type,) = sent(stack, "U1=", {"type": "presence", "booking_id": "1", "connection_type": "booking"})
+    assert_error(other_type, "forbidden")
+
+
+def test_presence_events_announce_a_users_first_socket_and_last_one_only(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PRESENCE_EVENTS", "true")
+    fresh_clients()
+    script(stack, "1")
+    open_(stack, "B1=", {"booking_id": "1", "token": "tok-bob"})
+    open_(stack, "U1=", USER)
+    open_(stack, "U2=", USER)
+    online = {"type": "presence_changed", "booking_id": "1", "connection_type": "chat", "user_id": "alice"}
+
+    def events() -> list[dict[str, Any]]:
+        return [f for f in stack.mgmt.frames("B1=") if f["type"] == "presence_changed"]
+
+    sent(stack, "U1=", {"type": "subscribe", "booking_id": "1"})
+    assert events() == [{**online, "online": True}]
+    sent(stack, "U2=", {"type": "subscribe", "booking_id": "1"})  # alice was there already
+    sent(stack, "U1=", {"type": "subscribe", "booking_id": "1"})  # again: no change
+    sent(stack, "U1=", {"type": "unsubscribe", "booking_id": "1"})  # alice is still there (U2)
+    assert len(events()) == 1
+    assert [f for f in stack.mgmt.frames("U2=") if f["type"] == "presence_changed"] == []
+    sent(stack, "U2=", {"type": "unsubscribe", "booking_id": "1"})
+    assert events() == [{**online, "online": True}, {**online, "online": False}]
+
+
+def test_without_presence_events_nothing_is_announced(stack: Stack) -> None:
+    script(stack, "1")
+    open_(stack, "B1=", {"booking_id": "1", "token": "tok-bob"})
+    open_(stack, "U1=", USER)
+    sent(stack, "U1=", {"type": "subscribe", "booking_id": "1"})
+    sent(stack, "U1=", {"type": "unsubscribe", "booking_id": "1"})
+    assert [f["type"] for f in stack.mgmt.frames("B1=")] == ["history", "receipt"]
+
+
+# -- recipients: each socket once -------------------------------------------------------------
+
+
+def people(stack: Stack) -> None:
+    """Booking 1: bob's per-booking socket B1; alice's user-level U1 (subscribed) and V1 (not),
+    her notification socket N1; carol's user-level W1."""
+    script(stack, "1")
+    stack.backend.routes["/api/notifications/ws/connect"] = Reply(200, {"user_id": "alice"})
+    open_(stack, "B1=", {"booking_id": "1", "token": "tok-bob"})
+    open_(stack, "U1=", USER)
+    open_(stack, "V1=", USER)
+    open_(stack, "N1=", {"type": "notification", "token": "tok-alice"})
+    open_(stack, "W1=", {"type": "chat", "token": "tok-carol"})
+    sent(stack, "U1=", {"type": "subscribe", "booking_id": "1"})
+
+
+def bodies(stack: Stack, cid: str) -> list[Any]:
+    return [f["message"]["body"] for f in stack.mgmt.frames(cid) if f["type"] == "message"]
+
+
+def test_recipients_reach_their_user_level_sockets_each_once_and_are_removed_from_the_frame(
+    stack: Stack,
+) -> None:
+    people(stack)
+    stack.backend.routes["/api/chat/ws/1/message"] = lambda request: Reply(
+        200,
+        {
+            "type": "message",
+            "message": {"body": request["message"]["body"]},
+            "broadcast": True,
+            "recipients": ["alice", "bob", "alice"],
+        },
+    )
+    (own,) = sent(stack, "B1=", {"body": "hello", "id": "m"})
+    assert own == {
+        "type": "message",
+        "message": {"body": "hello"},
+        "broadcast": True,
+        "booking_id": "1",
+        "connection_type": "chat",
+        "ref": "m",
+    }
+    assert bodies(stack, "U1=") == ["hello"]  # in the channel and a recipient: once
+    assert bodies(stack, "V1=") == ["hello"]  # a recipient only
+    assert bodies(stack, "W1=") == []  # not named
+    assert bodies(stack, "N1=") == []  # not a chat socket
+    assert all("recipients" not in f for cid in ("U1=", "V1=") for f in stack.mgmt.frames(cid))
+    # the sender among the recipients' sockets still gets its own copy only
+    (again,) = sent(stack, "U1=", {"booking_id": "1", "body": "from alice", "id": "a"})
+    assert again["ref"] == "a"
+    assert bodies(stack, "U1=") == ["hello", "from alice"]
+    assert bodies(stack, "V1=") == ["hello", "from alice"]
+    assert bodies(stack, "B1=") == ["hello", "from alice"]
+
+
+def test_bad_recipients_are_skipped_and_the_channel_still_gets_the_frame(stack: Stack) -> None:
+    people(stack)
+    stack.backend.routes["/api/chat/ws/1/message"] = Reply(
+        200,
+        {
+            "type": "message",
+            "message": {"body": "x"},
+            "broadcast": True,
+            "recipients": [True, {}, "", "carol"],
+        },
+    )
+    sent(stack, "B1=", {"body": "x"})
+    assert bodies(stack, "W1=") == ["x"]
+    assert bodies(stack, "U1=") == ["x"]
+    stack.backend.routes["/api/chat/ws/1/message"] = Reply(
+        200, {"type": "message", "message": {"body": "y"}, "broadcast": True, "recipients": "carol"}
+    )
+    sent(stack, "B1=", {"body": "y"})
+    assert bodies(stack, "W1=") == ["x"]
+    assert bodies(stack, "U1=") == ["x", "y"]
+
+
+def test_recipients_of_a_reply_that_is_not_broadcast_are_only_removed(stack: Stack) -> None:
+    people(stack)
+    stack.backend.routes["/api/chat/ws/1/message"] = Reply(200, {"type": "ack", "recipients": ["alice"]})
+    assert sent(stack, "B1=", {"body": "x"}) == [
+        {"type": "ack", "booking_id": "1", "connection_type": "chat"}
+    ]
+    assert [f["type"] for f in stack.mgmt.frames("V1=")] == ["conversations"]
+
+
+def test_the_participants_route_supplies_recipients_when_configured_and_the_answer_names_none(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    people(stack)
+    sent(stack, "B1=", {"body": "off by default"})
+    assert bodies(stack, "V1=") == []
+    assert "/api/chat/ws/1/participants" not in stack.backend.paths()
+    routes = {"chat": {"participants": "/api/chat/ws/{booking_id}/participants"}}
+    monkeypatch.setenv("BACKEND_ROUTES", json.dumps(routes))
+    fresh_clients()
+    stack.backend.routes["/api/chat/ws/1/participants"] = Reply(200, {"user_ids": ["alice", "bob"]})
+    sent(stack, "B1=", {"body": "to the parties"})
+    assert stack.backend.requests[-1] == ("/api/chat/ws/1/participants", {"booking_id": "1"})
+    assert bodies(stack, "V1=") == ["to the parties"]
+    assert bodies(stack, "U1=") == ["off by default", "to the parties"]
+    stack.backend.routes["/api/chat/ws/1/participants"] = Reply(503, {})
+    sent(stack, "B1=", {"body": "participants down"})  # the channel still gets it
+    assert bodies(stack, "U1=")[-1] == "participants down"
+    assert bodies(stack, "V1=") == ["to the parties"]
