@@ -24,7 +24,7 @@ from chalicelib.channel_sender import ChannelSender
 from chalicelib.clients import Clients
 from chalicelib.deadline import Deadline
 from chalicelib.errors import Forbidden, InvalidMessage, ProxyError, TooLarge, TooManySubscriptions
-from chalicelib.model import Connection, FanOutResult, Gateway
+from chalicelib.model import Connection, FanOutResult, Gateway, Registry
 from chalicelib.protocol import BookingTarget
 from chalicelib.routes import Route, channel_key
 
@@ -62,6 +62,29 @@ def frames_of(answer: dict[str, Any], booking_id: str, connection_type: str) -> 
         except TooLarge as exc:
             frames.append(wire.encode(protocol.error_frame_for(exc)))
     return frames
+
+
+def presence_change(
+    registry: Registry, conn: Connection, booking_id: str, connection_type: str, *, online: bool
+) -> tuple[list[str], bytes] | None:
+    """Who to tell, and the ``presence_changed`` frame, when ``conn`` joined (``online``) or left
+    a booking's channel as ``connection_type``; None when the user has another socket there,
+    or nobody else is there (one Query)."""
+    if conn.user_id is None:
+        return None
+    channel = channel_key("booking", booking_id)
+    members = registry.channel_members(channel, connection_type)
+    others = [(cid, user) for cid, user in members if cid != conn.connection_id]
+    if not others or any(user == conn.user_id for _, user in others):
+        return None
+    event = {
+        "type": "presence_changed",
+        "booking_id": booking_id,
+        "connection_type": connection_type,
+        "user_id": conn.user_id,
+        "online": online,
+    }
+    return [cid for cid, _ in others], wire.encode(event)
 
 
 class Subscriptions:
@@ -210,22 +233,14 @@ class Subscriptions:
     ) -> None:
         """With ``PRESENCE_EVENTS``: ``presence_changed`` to the channel when the user's first
         socket arrived or last socket left (one Query)."""
-        if not self._settings.presence_events or conn.user_id is None:
+        if not self._settings.presence_events:
             return
-        members = self._registry.channel_members(target.channel, target.connection_type)
-        others = [cid for cid, user in members if cid != conn.connection_id]
-        if any(user == conn.user_id for cid, user in members if cid != conn.connection_id):
-            return  # another socket of the same user was, or still is, there
-        if not others:
-            return
-        event = {
-            "type": "presence_changed",
-            "booking_id": target.booking_id,
-            "connection_type": target.connection_type,
-            "user_id": conn.user_id,
-            "online": online,
-        }
-        self._sender.send(gateway, target.channel, others, [wire.encode(event)], deadline)
+        change = presence_change(
+            self._registry, conn, target.booking_id, target.connection_type, online=online
+        )
+        if change is not None:
+            others, frame = change
+            self._sender.send(gateway, target.channel, others, [frame], deadline)
 
     def recipients(
         self, answer: dict[str, Any], booking_id: str, route: Route, deadline: Deadline
