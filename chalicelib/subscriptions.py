@@ -120,9 +120,12 @@ class Subscriptions:
         path = target.route.connect_path(target.booking_id)
         if path is None:
             raise InvalidMessage(f"{target.connection_type} has no connect route to subscribe through")
+        # the index is eventually consistent: what it says decides the limit and the
+        # announcement, never whether to write (the write adds a type, so it may repeat)
         items = self._registry.connection_items(conn.connection_id)
         there = next((item for item in items if item.channel == target.channel), None)
         joined = there is not None and there.is_type(target.connection_type)
+        own = target.channel == conn.channel and target.connection_type == conn.connection_type
         limit = self._settings.max_subscriptions
         if there is None and sum(1 for item in items if item.subscription) >= limit:
             raise TooManySubscriptions(
@@ -135,8 +138,8 @@ class Subscriptions:
         user = protocol.answered_user(answer)
         if user is not None and user != conn.user_id:
             raise Forbidden("the token belongs to another user than this socket's")
-        if not joined:
-            self._registry.subscribe(self._item(conn, target, there))
+        if not own:
+            self._registry.subscribe(self._item(conn, target))
         log["outcome"] = "subscribed"
         self._reply(
             gateway,
@@ -156,11 +159,11 @@ class Subscriptions:
         if not joined:
             self.announce(gateway, target, conn, online=True, deadline=deadline)
 
-    def _item(self, conn: Connection, target: BookingTarget, there: Connection | None) -> Connection:
-        """What to write: the socket's own item gaining a type, or a subscription item."""
-        if there is not None and not there.subscription:
-            types = (there.types or frozenset({there.connection_type})) | {target.connection_type}
-            return Connection(conn.connection_id, target.channel, there.connection_type, types=types)
+    def _item(self, conn: Connection, target: BookingTarget) -> Connection:
+        """What to write: the socket's own item gaining a type (with its own), or a subscription item."""
+        if target.channel == conn.channel:
+            types = frozenset({conn.connection_type, target.connection_type})
+            return Connection(conn.connection_id, target.channel, conn.connection_type, types=types)
         now = int(self._clock())
         return Connection(
             connection_id=conn.connection_id,
