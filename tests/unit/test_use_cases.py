@@ -289,7 +289,8 @@ def test_a_subscribe_right_after_an_unsubscribe_is_written_whatever_the_index_st
 
     def send(frame: dict[str, Any]) -> dict[str, Any]:
         message.handle(typed(events.message_event("U=", frame)), long())
-        return json.loads(gateway.received["U="][-1])
+        answer: dict[str, Any] = json.loads(gateway.received["U="][-1])
+        return answer
 
     assert send({"type": "subscribe", "booking_id": "2"})["type"] == "subscribed"
     registry.snapshot = registry.connection_items("U=")  # the index still shows the subscription
