@@ -93,7 +93,8 @@ class MessageCase:
                 elif kind == "auth":
                     self._authenticate(gateway, connection_id, frame, request, deadline, run.log)
                 else:
-                    conn, route = self._sender(connection_id)
+                    # presence and unsubscribe send no token: they skip its read
+                    conn, route = self._sender(connection_id, token=kind not in ("presence", "unsubscribe"))
                     run.log.update(channel=conn.channel, type=conn.connection_type)
                     sender = ChannelSender(self._clients, own_function_name)
                     subscriptions = Subscriptions(self._clients, sender, self._reply)
@@ -115,8 +116,9 @@ class MessageCase:
                 self._reply(gateway, connection_id, protocol.error_frame_for(exc, ref))
         return run.answer()
 
-    def _sender(self, connection_id: str) -> tuple[Connection, Route]:
-        conn = self._registry.find(connection_id)
+    def _sender(self, connection_id: str, *, token: bool = True) -> tuple[Connection, Route]:
+        """The sending socket (its own item, with the token stored now unless ``token=False``)."""
+        conn = self._registry.find(connection_id, token=token)
         if conn is None:
             raise UnknownConnection("this connection is not registered; reconnect")
         route = self._settings.routes.get(conn.connection_type)
