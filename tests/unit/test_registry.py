@@ -305,3 +305,31 @@ def test_remove_connection_deletes_every_item_in_batches_expired_ones_too(regist
     assert len(removed) == 32
     assert registry.connection_items("A=", live=False) == []
     assert registry.find("B=") is not None
+
+
+def test_a_subscribed_sockets_token_is_read_from_its_own_item(moto_endpoint: str) -> None:
+    client = moto_client(moto_endpoint)
+    table = f"subtok-{uuid.uuid4().hex[:8]}"
+    ensure_table(client, table)
+    one = ConnectionRegistry(client, table, clock=clock, lookup_retry_delays=())
+    two = ConnectionRegistry(client, table, clock=clock, lookup_retry_delays=())
+    try:
+        one.put(conn("A=", channel="user#u", user_id="u", token="first"))
+        for booking in ("1", "2"):
+            one.subscribe(sub("A=", f"booking#{booking}", "chat"))
+        assert two.find("A=").token == "first"
+        one.update_token(conn("A=", channel="user#u", user_id="u", token="first"), "second")
+        found = two.find("A=")  # from the cache, the token read again from the home item
+        assert (found.channel, found.token) == ("user#u", "second")
+        assert two.find("A=", token=False).token is None
+        with pytest.raises(UnknownConnection):  # a subscription item has no token to replace
+            one.update_token(sub("A=", "booking#1", "chat"), "third")
+    finally:
+        client.delete_table(TableName=table)
+
+
+def test_the_feed_count_is_the_feeds_connections_only(registry: Any) -> None:
+    registry.put(conn("F=", channel="feed#", ctype="feed"))
+    registry.put(conn("A=", channel="user#u", user_id="u", token="t"))
+    registry.subscribe(sub("A=", "booking#1", "chat"))
+    assert registry.count("feed#", 10) == 1
