@@ -317,11 +317,16 @@ def test_a_subscribed_sockets_token_is_read_from_its_own_item(moto_endpoint: str
         one.put(conn("A=", channel="user#u", user_id="u", token="first"))
         for booking in ("1", "2"):
             one.subscribe(sub("A=", f"booking#{booking}", "chat"))
-        assert two.find("A=").token == "first"
+        found = two.find("A=")
+        assert found is not None
+        assert found.token == "first"
         one.update_token(conn("A=", channel="user#u", user_id="u", token="first"), "second")
         found = two.find("A=")  # from the cache, the token read again from the home item
+        assert found is not None
         assert (found.channel, found.token) == ("user#u", "second")
-        assert two.find("A=", token=False).token is None
+        without = two.find("A=", token=False)
+        assert without is not None
+        assert without.token is None
         with pytest.raises(UnknownConnection):  # a subscription item has no token to replace
             one.update_token(sub("A=", "booking#1", "chat"), "third")
     finally:
