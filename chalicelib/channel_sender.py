@@ -78,9 +78,12 @@ class ChannelSender:
     def remover(self, channel: str, young: set[str] | None = None) -> Callable[[str], None]:
         """What to do with a connection the Management API called gone (410).
 
-        Its item goes, unless it was created in the last ``handshake_grace`` seconds:
+        Its items go, in this channel and every other (one Query on the index), unless
+        the item in this channel was created in the last ``handshake_grace`` seconds:
         API Gateway answers 410 until a handshake completes, so such a connection keeps
-        its item (and is added to ``young``, when given, to be tried again).
+        every item (and is added to ``young``, when given, to be tried again). The
+        conditional delete decides both: a subscription item is never older than its
+        socket, so one older than the grace means the socket is too.
         """
 
         def remove(connection_id: str) -> None:
@@ -88,6 +91,8 @@ class ChannelSender:
             before = int(self._clock() - grace) if grace > 0 else None
             if self._registry.delete(channel, connection_id, created_before=before):
                 self._metric("StaleRemoved", 1)
+                # and from every other channel it is in: its own item, its subscriptions
+                self._registry.remove_connection(connection_id)
             elif young is not None:
                 young.add(connection_id)
 

@@ -102,3 +102,39 @@ def test_without_time_to_wait_the_last_attempt_keeps_a_young_connections_item() 
     assert ("booking#1", "NEW=") in world.registry.items  # its delivery_failed note did not remove it
     assert result == {"delivered": 0, "gone": 0, "failed": 1, "queued": 0}
     assert ("DeliveryFailures", 1) in world.metrics
+
+
+def subscribed(world: World, cid: str) -> None:
+    """A user-level socket just opened, subscribed at once to booking 1: two items."""
+    world.registry.put(
+        Connection(cid, "user#u", "chat", user_id="u", token="t", created_at=CREATED, ttl=CREATED + 3600)
+    )
+    world.registry.subscribe(
+        Connection(
+            cid,
+            "booking#1",
+            "chat",
+            user_id="u",
+            created_at=CREATED,
+            ttl=CREATED + 3600,
+            booking_id="1",
+            home="user#u",
+            types=frozenset({"chat"}),
+        )
+    )
+
+
+def test_a_young_socket_keeps_every_item_its_subscriptions_too() -> None:
+    world = World()
+    subscribed(world, "NEW=")
+    world.later_attempt("NEW=", seconds_left=GRACE)
+    assert sorted(world.registry.items) == [("booking#1", "NEW="), ("user#u", "NEW=")]
+
+
+def test_a_socket_still_gone_once_the_grace_is_over_loses_every_item() -> None:
+    world = World()
+    subscribed(world, "LEFT=")
+    result = world.later_attempt("LEFT=", seconds_left=60)
+    assert world.sleeps == [GRACE + 1]
+    assert world.registry.items == {}
+    assert result == {"delivered": 0, "gone": 1, "failed": 0, "queued": 0}
