@@ -88,6 +88,7 @@ ENDPOINT_REFERENCE = (
 #: and the message handler on ``push`` (another cycle).
 FUNCTION_ENVIRONMENT = {
     "websocket_connect": {"DELIVER_FUNCTION_NAME": "${aws_lambda_function.deliver.function_name}"},
+    "websocket_disconnect": {"DELIVER_FUNCTION_NAME": "${aws_lambda_function.deliver.function_name}"},
     "websocket_message": {"FANOUT_FUNCTION_NAME": "${aws_lambda_function.fanout.function_name}"},
     "push": {
         "FANOUT_FUNCTION_NAME": "${aws_lambda_function.fanout.function_name}",

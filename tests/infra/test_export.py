@@ -198,10 +198,8 @@ def test_every_function_is_wired_to_the_table_and_backend_by_reference(tf: Confi
 
 
 def test_function_names_are_wired_where_the_code_invokes_them(tf: Config) -> None:
-    assert (
-        env(tf, "websocket_connect")["DELIVER_FUNCTION_NAME"]
-        == "${aws_lambda_function.deliver.function_name}"
-    )
+    for name in ("websocket_connect", "websocket_disconnect"):  # initial frames; presence events
+        assert env(tf, name)["DELIVER_FUNCTION_NAME"] == "${aws_lambda_function.deliver.function_name}"
     fanout = "${aws_lambda_function.fanout.function_name}"
     assert env(tf, "websocket_message")["FANOUT_FUNCTION_NAME"] == fanout
     assert env(tf, "push")["FANOUT_FUNCTION_NAME"] == fanout
