@@ -141,6 +141,9 @@ class DeliverCase:
             endpoint = configured or member.endpoint
             if endpoint:
                 groups.setdefault(endpoint, []).append(member.connection_id)
+        skipped = len(members) - sum(len(ids) for ids in groups.values())
+        if skipped:
+            logger.warning("presence: connections without an endpoint skipped", extra={"skipped": skipped})
         return groups
 
     def _remove(self, event: DeliveryEvent) -> None:

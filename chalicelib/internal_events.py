@@ -147,7 +147,7 @@ class PresenceEvent:
         connection_id = _field(body, "connection_id", str)
         user_id = _field(body, "user_id", str)
         if not connection_id or not 0 < len(user_id) <= USER_ID_MAX:
-            raise InvalidEvent("connection_id and user_id must not be empty")
+            raise InvalidEvent(f"connection_id must not be empty, user_id 1 to {USER_ID_MAX} characters")
         online = body.get("online")
         if not isinstance(online, bool):
             raise InvalidEvent("online must be true or false")

@@ -204,6 +204,8 @@ def test_a_member_found_gone_loses_its_item_in_that_channel_and_one_in_its_hands
     [
         {"presence": "A1="},
         {"presence": {"connection_id": "A1=", "online": True, "channels": [{"booking_id": "1"}]}},
+        {"presence": {**LEFT["presence"], "user_id": "u" * 129}},
+        {"presence": {**LEFT["presence"], "connection_id": ""}},
         {"presence": {"connection_id": "A1=", "user_id": "alice", "online": "yes", "channels": []}},
         {"presence": {"connection_id": "A1=", "user_id": "alice", "online": True, "channels": []}},
         {
