@@ -56,7 +56,9 @@ def browser() -> Iterator[Any]:
 
 
 def join(page: Any, stack: StackProcess, user: str, booking: str) -> None:
+    """The page's "one booking" way: a chat and a booking socket for ``booking``."""
     page.goto(f"{stack.gateway}/")
+    page.select_option("#mode", "booking")
     page.fill("#user", user)
     page.fill("#booking", booking)
     page.click("#connect")
@@ -169,7 +171,7 @@ def test_the_demo_page_shows_errors_plainly(local_stack: StackProcess, browser: 
     context = browser.new_context()
     try:
         page = context.new_page()
-        page.goto(f"{local_stack.gateway}/")
+        page.goto(f"{local_stack.gateway}/?mode=booking")
         page.fill("#user", "alice")
         page.fill("#booking", new_booking())
         page.click("#connect")
@@ -526,7 +528,7 @@ def test_the_demo_page_says_why_it_cannot_connect_before_the_socket_opens(
     context = browser.new_context()
     try:
         page = context.new_page()
-        page.goto(f"{stack.gateway}/")
+        page.goto(f"{stack.gateway}/?mode=booking")
         page.fill("#booking", new_booking())
         page.click("#connect")
         error = page.locator("#error")
