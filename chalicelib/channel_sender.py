@@ -71,8 +71,9 @@ class ChannelSender:
     def remover(self, channel: str, young: set[str] | None = None) -> Callable[[str], None]:
         """What to do with a connection the Management API called gone (410).
 
-        Its item goes. With ``young``, a connection created in the last
-        ``handshake_grace`` seconds keeps its item and is added to ``young`` instead:
+        Its items go, in this channel and every other (one Query on the index). With
+        ``young``, a connection created in the last ``handshake_grace`` seconds keeps its
+        item and is added to ``young`` instead:
         API Gateway answers 410 until a handshake completes, so it is tried again later.
         """
 
@@ -80,6 +81,8 @@ class ChannelSender:
             before = None if young is None else int(self._clock() - self._handshake_grace)
             if self._registry.delete(channel, connection_id, created_before=before):
                 self._metric("StaleRemoved", 1)
+                # and from every other channel it is in: its own item, its subscriptions
+                self._registry.remove_connection(connection_id)
             elif young is not None:
                 young.add(connection_id)
 

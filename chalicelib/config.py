@@ -54,6 +54,15 @@ def _numbers(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> t
     return values
 
 
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "false", "0", "no"):
+        return False
+    if raw in ("true", "1", "yes"):
+        return True
+    raise ConfigurationError(f"{name} must be true or false, got {env.get(name)!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     backend_url: str
@@ -78,6 +87,10 @@ class Settings:
     lookup_retry_delays: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4)
     post_retry_base_seconds: float = 0.05
     routes: Mapping[str, Route] = field(default_factory=lambda: dict(DEFAULT_ROUTES))
+    #: Booking channels one socket may subscribe to (besides its own).
+    max_subscriptions: int = 50
+    #: Whether joining and leaving a booking's channel broadcast ``presence_changed``.
+    presence_events: bool = False
 
     def endpoint_for(self, domain_name: str, stage: str) -> str:
         """``API_GATEWAY_ENDPOINT``, else ``https://{domainName}/{stage}`` of the event."""
@@ -116,4 +129,6 @@ class Settings:
             lookup_retry_delays=_numbers(env, "LOOKUP_RETRY_DELAYS", (0.05, 0.1, 0.2, 0.4)),
             post_retry_base_seconds=_number(env, "POST_RETRY_BASE_SECONDS", 0.05, minimum=0.001),
             routes=routes_with_overrides(env.get("BACKEND_ROUTES")),
+            max_subscriptions=_integer(env, "MAX_SUBSCRIPTIONS", 50, minimum=0),
+            presence_events=_flag(env, "PRESENCE_EVENTS"),
         )

@@ -3,7 +3,8 @@
 ``$connect`` validates the query, asks the type's backend connect route, writes
 the item only when the backend accepts, and hands the initial frames to
 ``deliver`` (API Gateway refuses posts until the handshake has completed).
-``$disconnect`` removes the item; TTL removes whatever a missed one leaves.
+``$disconnect`` removes every item of the connection (its own and its
+subscriptions); TTL removes whatever a missed one leaves.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from chalicelib.errors import (
 )
 from chalicelib.internal_events import ASYNC_PAYLOAD_LIMIT, DeliveryEvent, pack_frames
 from chalicelib.model import Connection
+from chalicelib.routes import channel_key
 from chalicelib.summary import HandlerRun
 
 logger = logging.getLogger(__name__)
@@ -76,15 +78,19 @@ class ConnectCase:
         request = protocol.parse_connect(query, event.headers, self._settings.routes)
         log["type"] = request.connection_type
         answer: dict[str, Any] = {}
-        path = request.route.connect_path(request.booking_id)
+        path = request.connect_path()
         if path is not None:
-            answer = self._backend.post(
-                path, {"connection_id": connection_id, "token": request.token}, deadline=deadline
-            )
+            body: dict[str, Any] = {"connection_id": connection_id, "token": request.token}
+            if request.since is not None:
+                body["since"] = request.since
+            answer = self._backend.post(path, body, deadline=deadline)
         user = protocol.answered_user(answer)
-        if request.route.channel_kind == "user" and user is None:
+        if (request.route.channel_kind == "user" or request.user_level) and user is None:
             raise BackendError("the chat service did not say which user connected")
-        channel = request.route.channel_for(request.booking_id, user)
+        if request.user_level:  # the user's own socket: in the user's channel
+            channel = channel_key("user", user)
+        else:
+            channel = request.route.channel_for(request.booking_id, user)
         endpoint = self._settings.endpoint_for(context.domain_name, context.stage)
         if len(endpoint) > ENDPOINT_MAX:
             raise InvalidMessage("the request's domain name is too long", status=400)
@@ -94,6 +100,8 @@ class ConnectCase:
             payload = answer.get(key)
             if payload is None:
                 continue
+            if request.booking_id is not None:
+                payload = protocol.tagged(payload, request.booking_id, request.connection_type)
             try:
                 frames.extend(wire.frames_for(payload))
             except TooLarge as exc:
@@ -154,12 +162,19 @@ class DisconnectCase:
             run.result = {"statusCode": 200}
             connection_id = run.log["connection_id"] = event.request_context.connection_id
             try:
-                conn = self._registry.find(connection_id)
-                if conn is None:
+                # every item of the connection: its own and its subscriptions, in batches
+                removed = self._registry.remove_connection(connection_id)
+                if not removed and self._registry.find(connection_id) is not None:
+                    removed = self._registry.remove_connection(connection_id)  # the index caught up
+                home = next((conn for conn in removed if not conn.subscription), None)
+                if not removed:
                     run.log["outcome"] = "unknown"
                 else:
-                    self._registry.delete(conn.channel, connection_id)
-                    run.log.update(outcome="removed", channel=conn.channel)
+                    run.log.update(
+                        outcome="removed",
+                        channel=home.channel if home else None,
+                        subscriptions=sum(1 for conn in removed if conn.subscription),
+                    )
                     self._metric("ConnectionsClosed", 1)
             except ProxyError as exc:  # best effort: TTL removes what we could not
                 run.log["outcome"] = "error"

@@ -42,6 +42,13 @@ class InvalidMessage(ProxyError):
     status = 400
 
 
+class TooManySubscriptions(ProxyError):
+    """A ``subscribe`` beyond ``MAX_SUBSCRIPTIONS`` for one socket."""
+
+    code = "too_many_subscriptions"
+    status = 400
+
+
 class TooLarge(ProxyError):
     """A frame, or a payload for the client, exceeds the API Gateway message limit."""
 

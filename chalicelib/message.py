@@ -2,10 +2,13 @@
 
 The proxy answers three kinds of frame itself: bad frames (an error frame),
 ``{"type": "ping"}`` (``pong``) and ``{"type": "auth", "token"}`` (the token is
-checked by the type's backend connect route and replaces the stored one). Any
+checked by the type's backend connect route and replaces the stored one).
+``subscribe``, ``unsubscribe`` and ``presence`` go to ``subscriptions.py``. Any
 other frame goes, with the connection's stored token, to the type's backend
-message route; the answer goes back to the sender, or with ``broadcast: true``
-to every connection of the channel with the same type.
+message route (a frame naming ``booking_id``: that booking's); the answer goes
+back to the sender, or with ``broadcast: true`` to every connection of the
+channel with the same type and to the users it names as ``recipients``. Frames
+from a booking's channel carry its ``booking_id`` and ``connection_type``.
 
 A frame with an ``id`` gets exactly one frame back carrying ``"ref": id``: the
 reply, the sender's own copy of a broadcast, the pong, ``authenticated``, or
@@ -35,6 +38,7 @@ from chalicelib.errors import (
 )
 from chalicelib.model import Connection, Gateway, PostOutcome
 from chalicelib.routes import Route
+from chalicelib.subscriptions import DEFAULT_SUBSCRIPTION_TYPE, Subscriptions, is_user_level, with_ref
 from chalicelib.summary import HandlerRun
 
 logger = logging.getLogger(__name__)
@@ -43,10 +47,6 @@ _FALLBACK_MESSAGES = {
     "misconfigured": ("the proxy is misconfigured", False),
     "internal_error": ("the message could not be processed; try again", True),
 }
-
-
-def with_ref(payload: dict[str, Any], ref: Any) -> dict[str, Any]:
-    return payload if ref is None else {**payload, "ref": ref}
 
 
 class MessageCase:
@@ -93,8 +93,20 @@ class MessageCase:
                 elif kind == "auth":
                     self._authenticate(gateway, connection_id, frame, request, deadline, run.log)
                 else:
+                    conn, route = self._sender(connection_id)
+                    run.log.update(channel=conn.channel, type=conn.connection_type)
                     sender = ChannelSender(self._clients, own_function_name)
-                    self._forward(gateway, sender, connection_id, frame, request, deadline, run.log)
+                    subscriptions = Subscriptions(self._clients, sender, self._reply)
+                    if route.connect is not None and kind == "subscribe":
+                        subscriptions.subscribe(gateway, conn, frame, request, deadline, run.log)
+                    elif route.connect is not None and kind == "unsubscribe":
+                        subscriptions.unsubscribe(gateway, conn, frame, request, deadline, run.log)
+                    elif route.connect is not None and kind == "presence":
+                        subscriptions.presence(gateway, conn, frame, request, run.log)
+                    else:
+                        self._forward(
+                            gateway, sender, subscriptions, conn, route, frame, request, deadline, run.log
+                        )
                 self._metric("Messages", 1)
             except ProxyError as exc:
                 run.log["outcome"] = exc.code
@@ -110,7 +122,7 @@ class MessageCase:
         route = self._settings.routes.get(conn.connection_type)
         if route is None:
             raise UnknownConnection("this connection's type is no longer served; reconnect")
-        if conn.legacy or (route.needs_booking and not conn.booking_id):
+        if conn.legacy or (route.needs_booking and not conn.booking_id and not is_user_level(conn, route)):
             # Written by an earlier version (channel without a kind): its channel cannot be trusted.
             self._registry.delete(conn.channel, conn.connection_id)
             raise UnknownConnection("this connection was opened by an earlier version; reconnect")
@@ -132,7 +144,7 @@ class MessageCase:
             raise Unauthorized("token is too long")
         conn, route = self._sender(connection_id)
         log.update(channel=conn.channel, type=conn.connection_type)
-        path = route.connect_path(conn.booking_id)
+        path = route.user_connect if is_user_level(conn, route) else route.connect_path(conn.booking_id)
         if path is None:
             raise InvalidMessage(f"{conn.connection_type} connections take no token")
         answer = self._backend.post(path, {"connection_id": connection_id, "token": token}, deadline=deadline)
@@ -142,34 +154,72 @@ class MessageCase:
         log["outcome"] = "authenticated"
         self._reply(gateway, connection_id, with_ref({"type": "authenticated"}, ref))
 
+    def _destination(
+        self, conn: Connection, route: Route, frame: dict[str, Any]
+    ) -> tuple[str, str, str, str | None, Route]:
+        """Where a frame goes: (message path, channel, connection type, booking, route).
+
+        A frame naming ``booking_id`` (on a socket with a token) goes to that booking's message
+        route for its ``connection_type`` (else the socket's booking type, else chat); any other
+        frame goes where the socket belongs.
+        """
+        if "booking_id" in frame and route.connect is not None:
+            default = conn.connection_type if route.needs_booking else DEFAULT_SUBSCRIPTION_TYPE
+            target = protocol.parse_booking_target(frame, self._settings.routes, default)
+            return (
+                target.route.message_path(target.booking_id),
+                target.channel,
+                target.connection_type,
+                target.booking_id,
+                target.route,
+            )
+        if is_user_level(conn, route):
+            raise InvalidMessage(
+                "booking_id required: this socket is the user's, name the booking in each frame"
+            )
+        return route.message_path(conn.booking_id), conn.channel, conn.connection_type, conn.booking_id, route
+
     def _forward(
         self,
         gateway: Gateway,
         sender: ChannelSender,
-        connection_id: str,
+        subscriptions: Subscriptions,
+        conn: Connection,
+        route: Route,
         frame: dict[str, Any],
         ref: Any,
         deadline: Deadline,
         log: dict[str, Any],
     ) -> None:
-        conn, route = self._sender(connection_id)
-        log.update(channel=conn.channel, type=conn.connection_type)
+        connection_id = conn.connection_id
+        path, channel, connection_type, booking, target_route = self._destination(conn, route, frame)
+        if channel != conn.channel:
+            log.update(booking=booking, subscription_type=connection_type)
         body: dict[str, Any] = {"connection_id": connection_id, "message": frame}
         if conn.token is not None:
             body["token"] = conn.token
-        answer = self._backend.post(route.message_path(conn.booking_id), body, deadline=deadline)
+        answer = self._backend.post(path, body, deadline=deadline)
         broadcast = answer.get("broadcast") is True
-        own = wire.frames_with_ref(answer, ref)
+        users: list[str] = []
+        if broadcast and booking is not None:
+            users = subscriptions.recipients(answer, booking, target_route, deadline)
+        payload = {key: value for key, value in answer.items() if key != "recipients"}
+        if booking is not None:
+            payload = protocol.tagged(payload, booking, connection_type)
+        own = wire.frames_with_ref(payload, ref)
         try:
             if broadcast:
-                members = self._registry.channel_ids(conn.channel, conn.connection_type)
+                members = list(self._registry.channel_ids(channel, connection_type))
                 others = [i for i in members if i != connection_id]
-                others_frames = own if ref is None else wire.frames_for(answer)
+                others_frames = own if ref is None else wire.frames_for(payload)
                 result = sender.broadcast(
-                    gateway, conn.channel, connection_id, own, others, others_frames, deadline
+                    gateway, channel, connection_id, own, others, others_frames, deadline
                 )
+                if users:  # each socket once: the channel's and the sender are already served
+                    seen = {connection_id, *members}
+                    result.merge(subscriptions.send_to_users(gateway, users, seen, others_frames, deadline))
             else:
-                result = sender.send_here(gateway, conn.channel, [connection_id], own, deadline, attempt=0)
+                result = sender.send_here(gateway, channel, [connection_id], own, deadline, attempt=0)
         except BackendUnavailable as exc:
             # The backend has accepted the message: resending it would store it twice.
             raise DeliveryFailed(

@@ -30,12 +30,26 @@ class Connection:
     ttl: int = 0
     booking_id: str | None = None
     endpoint: str | None = None
+    #: A subscription item: the channel key of the socket's own (home) item; None for the home item.
+    home: str | None = None
+    #: The connection types this item is in its channel as (subscriptions, and a home item
+    #: subscribed as a second type); empty: ``connection_type`` alone.
+    types: frozenset[str] = frozenset()
 
     def __repr__(self) -> str:  # never show the token, even in a traceback or log
         return (
             f"Connection(connection_id={self.connection_id!r}, channel={self.channel!r}, "
             f"connection_type={self.connection_type!r}, user_id={self.user_id!r})"
         )
+
+    @property
+    def subscription(self) -> bool:
+        """An item a ``subscribe`` wrote: the socket's own item (with its token) is elsewhere."""
+        return self.home is not None
+
+    def is_type(self, connection_type: str) -> bool:
+        """Whether this item is in its channel as ``connection_type``."""
+        return connection_type in self.types if self.types else connection_type == self.connection_type
 
     @property
     def legacy(self) -> bool:
@@ -101,6 +115,16 @@ class Registry(Protocol):
     def endpoints(self, channel: str, connection_ids: Sequence[str]) -> dict[str, str | None]: ...
 
     def update_token(self, conn: Connection, token: str) -> Connection: ...
+
+    def connection_items(self, connection_id: str) -> list[Connection]: ...
+
+    def channel_members(self, channel: str, connection_type: str | None) -> list[tuple[str, str | None]]: ...
+
+    def subscribe(self, item: Connection) -> None: ...
+
+    def unsubscribe(self, channel: str, connection_id: str, connection_type: str) -> bool: ...
+
+    def remove_connection(self, connection_id: str) -> list[Connection]: ...
 
 
 class Backend(Protocol):

@@ -74,6 +74,16 @@ class ConnectRequest:
     token: str | None
     #: True when the token came as the ``bearer`` subprotocol, which must be echoed.
     bearer_subprotocol: bool
+    #: A resuming client's cursor (``since``), passed to a booking's connect route.
+    since: int | None = None
+
+    @property
+    def user_level(self) -> bool:
+        """A booking type opened without a booking: the user's own socket."""
+        return self.route.needs_booking and self.booking_id is None
+
+    def connect_path(self) -> str | None:
+        return self.route.user_connect if self.user_level else self.route.connect_path(self.booking_id)
 
 
 def header(headers: Mapping[str, str] | None, name: str) -> str | None:
@@ -121,9 +131,10 @@ def parse_connect(
         raise InvalidMessage(f"type must be one of {', '.join(sorted(routes))}", status=400)
     booking_id = query.get("booking_id")
     if route.needs_booking:
-        if not booking_id:
-            raise InvalidMessage(f"booking_id is required for type {connection_type}", status=400)
-        if not BOOKING_ID_PATTERN.fullmatch(booking_id):
+        if booking_id is None:  # absent (an empty one is malformed): the user's own socket
+            if route.user_connect is None:
+                raise InvalidMessage(f"booking_id is required for type {connection_type}", status=400)
+        elif not BOOKING_ID_PATTERN.fullmatch(booking_id):
             raise InvalidMessage(
                 "booking_id must be 1-64 characters of letters, digits, '_' or '-'", status=400
             )
@@ -137,7 +148,66 @@ def parse_connect(
         raise Unauthorized("token is not valid text (it holds a lone surrogate)")
     if route.needs_token and not token:
         raise Unauthorized(f"a token is required for type {connection_type}")
-    return ConnectRequest(connection_type, route, booking_id, token, bearer)
+    since = _since_query(query.get("since"))
+    return ConnectRequest(connection_type, route, booking_id, token, bearer, since if booking_id else None)
+
+
+def _since_query(raw: str | None) -> int | None:
+    """The handshake's ``since``: digits of a non-negative integer a browser holds exactly."""
+    if raw is None:
+        return None
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 16 and int(raw) <= MAX_SAFE_INTEGER):
+        raise InvalidMessage(
+            "since must be a non-negative integer (the id of the last message received)", status=400
+        )
+    return int(raw)
+
+
+@dataclass(frozen=True)
+class BookingTarget:
+    """The booking a client frame names (``subscribe``, ``presence``, or any frame with ``booking_id``)."""
+
+    booking_id: str
+    connection_type: str
+    route: Route
+    since: int | None = None
+
+    @property
+    def channel(self) -> str:
+        return self.route.channel_for(self.booking_id, None)
+
+
+def parse_booking_target(
+    frame: Mapping[str, Any], routes: Mapping[str, Route], default_type: str, *, with_since: bool = False
+) -> BookingTarget:
+    """``booking_id`` (required), ``connection_type`` (else ``default_type``) and, when asked, ``since``."""
+    booking_id = frame.get("booking_id")
+    if isinstance(booking_id, int) and not isinstance(booking_id, bool) and booking_id >= 0:
+        booking_id = str(booking_id)
+    if not isinstance(booking_id, str) or not BOOKING_ID_PATTERN.fullmatch(booking_id):
+        raise InvalidMessage("booking_id must be 1-64 characters of letters, digits, '_' or '-'")
+    connection_type = frame.get("connection_type", default_type)
+    booking_types = sorted(name for name, route in routes.items() if route.needs_booking)
+    if connection_type not in booking_types:
+        raise InvalidMessage(f"connection_type must be one of {', '.join(booking_types)}")
+    since = frame.get("since") if with_since else None
+    if since is not None and (
+        not isinstance(since, int) or isinstance(since, bool) or not 0 <= since <= MAX_SAFE_INTEGER
+    ):
+        raise InvalidMessage("since must be a non-negative integer (the id of the last message received)")
+    return BookingTarget(booking_id, connection_type, routes[connection_type], since)
+
+
+def tagged(payload: Any, booking_id: str, connection_type: str | None) -> Any:
+    """A frame from a booking's channel with ``booking_id`` and ``connection_type`` added when absent."""
+    if not isinstance(payload, dict):
+        return payload
+    extra: dict[str, Any] = {}
+    if "booking_id" not in payload:
+        extra["booking_id"] = booking_id
+    if connection_type is not None and "connection_type" not in payload:
+        extra["connection_type"] = connection_type
+    return {**payload, **extra} if extra else payload
 
 
 def _id_problem(value: Any) -> str | None:

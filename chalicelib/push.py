@@ -2,7 +2,8 @@
 
 The backend invokes this function with the AWS SDK. The event is validated
 (``protocol.parse_push``), the channel's live connections are read, and the
-payload is fanned out, large channels in chunks handed to the internal
+payload is fanned out (to a booking: with its ``booking_id`` and ``connection_type``
+added when absent), large channels in chunks handed to the internal
 ``fanout`` function (which the backend is not allowed to invoke). The answer counts what
 happened; a bad event answers ``{"error": {...}}`` (HTTP 200 for the invoke).
 """
@@ -12,11 +13,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from chalicelib import protocol
+from chalicelib import protocol, wire
 from chalicelib.channel_sender import ChannelSender
 from chalicelib.clients import Clients
 from chalicelib.deadline import Deadline
-from chalicelib.errors import ConfigurationError, InvalidMessage, ProxyError
+from chalicelib.errors import ConfigurationError, InvalidMessage, ProxyError, TooLarge
 from chalicelib.summary import HandlerRun
 
 logger = logging.getLogger(__name__)
@@ -58,8 +59,15 @@ class PushCase:
         ids = [
             i for i in self._registry.channel_ids(channel, target.connection_type) if i not in target.exclude
         ]
+        frames = target.frames
+        if target.channel_kind == "booking_id" and value is not None:
+            # a frame from a booking's channel says which (and for which type, when the push does)
+            tagged = protocol.tagged(wire.loads(frames[0]), value, target.connection_type)
+            frames = [wire.encode(tagged)]
+            if len(frames[0]) > wire.MAX_MESSAGE_BYTES:
+                raise TooLarge("the payload with its booking_id is over the message limit")
         sender = ChannelSender(self._clients, own_function_name)
-        result = sender.send(gateway, channel, ids, target.frames, deadline)
+        result = sender.send(gateway, channel, ids, frames, deadline)
         answer = {
             "delivered": result.delivered,
             "gone": len(result.gone),

@@ -11,6 +11,14 @@ An item: ``booking_id`` (the partition key; it holds the channel key, e.g.
 ``user_id`` (what the backend answered on connect), ``token`` (only a token the
 backend verified), ``endpoint`` (the Management API endpoint of the API that
 accepted the connection), ``created_at`` and ``ttl``.
+
+A socket has one item per channel it is in: its own (home) item, written on
+``$connect``, and one per ``subscribe`` (docs/protocol.md, "One socket per user").
+A subscription item carries ``home`` (the channel key of the socket's own item, which
+alone holds the token), the socket's ``user_id``, ``endpoint`` and ``ttl``, and
+``types``: the string set of connection types it is in that channel as. A home item
+subscribed in its own channel as a second type gains ``types`` too (its own type
+and the other). An item without ``types`` is in its channel as ``connection_type``.
 """
 
 from __future__ import annotations
@@ -42,6 +50,10 @@ DEFAULT_CACHE_SECONDS = 300.0
 
 #: DynamoDB's BatchGetItem limit.
 BATCH_GET_KEYS = 100
+#: DynamoDB's BatchWriteItem limit.
+BATCH_WRITE_ITEMS = 25
+#: A channel Query's filter for one connection type (``#ct``, ``#ty``, ``:ct``).
+TYPE_FILTER = "(contains(#ty, :ct) OR (attribute_not_exists(#ty) AND #ct = :ct))"
 
 
 class ConnectionRegistry:
@@ -232,7 +244,7 @@ class ConnectionRegistry:
         )
         for item in response.get("Items", []):
             conn = from_item(item)
-            if conn.ttl > now:
+            if conn.ttl > now and not conn.subscription:  # the socket's own item, with its token
                 return conn
         return None
 
@@ -244,9 +256,9 @@ class ConnectionRegistry:
         values: dict[str, Any] = {":p": {"S": channel}, ":now": {"N": str(int(self._clock()))}}
         condition = "#t > :now"
         if connection_type is not None:
-            names["#ct"] = "connection_type"
+            names.update({"#ct": "connection_type", "#ty": "types"})
             values[":ct"] = {"S": connection_type}
-            condition += " AND #ct = :ct"
+            condition += " AND " + TYPE_FILTER
         kwargs: dict[str, Any] = {
             "KeyConditionExpression": "#p = :p",
             "FilterExpression": condition,
@@ -256,12 +268,149 @@ class ConnectionRegistry:
         }
         if page_size:
             kwargs["Limit"] = page_size
+        for item in self._pages(kwargs):
+            yield item[SORT_KEY]["S"]
+
+    def _pages(self, kwargs: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Every item a Query answers, following DynamoDB's pages."""
         while True:
             response = self._call("query", **kwargs)
-            yield from (item[SORT_KEY]["S"] for item in response.get("Items", []))
+            yield from response.get("Items", [])
             if not response.get("LastEvaluatedKey"):
                 return
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def channel_members(self, channel: str, connection_type: str | None) -> list[tuple[str, str | None]]:
+        """(connection id, user id) of every live connection in ``channel`` of that type: one Query."""
+        names = {"#p": PARTITION_KEY, "#t": TTL_ATTRIBUTE, "#id": SORT_KEY, "#u": "user_id"}
+        values: dict[str, Any] = {":p": {"S": channel}, ":now": {"N": str(int(self._clock()))}}
+        condition = "#t > :now"
+        if connection_type is not None:
+            names.update({"#ct": "connection_type", "#ty": "types"})
+            values[":ct"] = {"S": connection_type}
+            condition += " AND " + TYPE_FILTER
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": "#p = :p",
+            "FilterExpression": condition,
+            "ProjectionExpression": "#id, #u",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
+        return [
+            (item[SORT_KEY]["S"], item["user_id"]["S"] if "user_id" in item else None)
+            for item in self._pages(kwargs)
+        ]
+
+    def connection_items(self, connection_id: str, *, live: bool = True) -> list[Connection]:
+        """Every item of this connection (its own and its subscriptions): one Query on the index.
+
+        Always asks DynamoDB; with ``live=False`` expired items are answered too.
+        """
+        now = int(self._clock())
+        kwargs: dict[str, Any] = {
+            "IndexName": CONNECTION_INDEX,
+            "KeyConditionExpression": "#c = :c",
+            "ExpressionAttributeNames": {"#c": SORT_KEY},
+            "ExpressionAttributeValues": {":c": {"S": connection_id}},
+        }
+        items = [from_item(item) for item in self._pages(kwargs)]
+        return [conn for conn in items if conn.ttl > now or not live]
+
+    def subscribe(self, item: Connection) -> None:
+        """Put the connection in ``item.channel`` as each of ``item.types`` (added to any it is in).
+
+        A subscription item (``item.home`` set) is created or extended, never over a home
+        item; without ``home`` the socket's own item in that channel gains the types.
+        """
+        names: dict[str, str] = {"#ty": "types", "#id": SORT_KEY}
+        values: dict[str, Any] = {":ty": {"SS": sorted(item.types)}}
+        if item.home is None:
+            added = self._call(
+                "update_item",
+                Key=self._key(item.channel, item.connection_id),
+                UpdateExpression="ADD #ty :ty",
+                ConditionExpression="attribute_exists(#id) AND attribute_not_exists(#h)",
+                ExpressionAttributeNames={**names, "#h": "home"},
+                ExpressionAttributeValues=values,
+            )
+            if added is None:
+                raise UnknownConnection("this connection is not registered; reconnect")
+            return
+        sets = ["#ct = if_not_exists(#ct, :ct)", "#c = if_not_exists(#c, :c)", "#t = :t", "#h = :h"]
+        names.update({"#ct": "connection_type", "#c": "created_at", "#t": TTL_ATTRIBUTE, "#h": "home"})
+        values.update(
+            {
+                ":ct": {"S": item.connection_type},
+                ":c": {"N": str(item.created_at)},
+                ":t": {"N": str(item.ttl)},
+                ":h": {"S": item.home},
+            }
+        )
+        for attribute, value in (
+            ("user_id", item.user_id),
+            ("booking", item.booking_id),
+            ("endpoint", item.endpoint),
+        ):
+            if value is not None:
+                sets.append(f"#{attribute} = :{attribute}")
+                names[f"#{attribute}"] = attribute
+                values[f":{attribute}"] = {"S": value}
+        written = self._call(
+            "update_item",
+            Key=self._key(item.channel, item.connection_id),
+            UpdateExpression="SET " + ", ".join(sets) + " ADD #ty :ty",
+            ConditionExpression="attribute_not_exists(#id) OR attribute_exists(#h)",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+        if written is None:
+            raise UnknownConnection("this connection's own item is in that channel; reconnect")
+
+    def unsubscribe(self, channel: str, connection_id: str, connection_type: str) -> bool:
+        """Take the connection out of ``channel`` as ``connection_type``; a subscription item left
+        with no type goes. False when it was not in the channel as that type (nothing changes)."""
+        key = self._key(channel, connection_id)
+        answer = self._call(
+            "update_item",
+            Key=key,
+            UpdateExpression="DELETE #ty :ty",
+            ConditionExpression="attribute_exists(#id) AND contains(#ty, :one)",
+            ExpressionAttributeNames={"#ty": "types", "#id": SORT_KEY},
+            ExpressionAttributeValues={":ty": {"SS": [connection_type]}, ":one": {"S": connection_type}},
+            ReturnValues="ALL_OLD",
+        )
+        if answer is None:
+            return False
+        old = from_item(answer.get("Attributes", {}))
+        if old.subscription and not old.types - {connection_type}:
+            # only if no subscribe has added a type meanwhile
+            self._call(
+                "delete_item",
+                Key=key,
+                ConditionExpression="attribute_not_exists(#ty)",
+                ExpressionAttributeNames={"#ty": "types"},
+            )
+        return True
+
+    def remove_connection(self, connection_id: str) -> list[Connection]:
+        """Delete every item of the connection (found on the index), in batches; the items removed."""
+        self._forget(connection_id)
+        items = self.connection_items(connection_id, live=False)
+        requests = [{"DeleteRequest": {"Key": self._key(c.channel, c.connection_id)}} for c in items]
+        for start in range(0, len(requests), BATCH_WRITE_ITEMS):
+            batch = requests[start : start + BATCH_WRITE_ITEMS]
+            attempts = 0
+            while batch:
+                response = self._call(
+                    "batch_write_item", RequestItems={self._table: batch}, table_argument=False
+                )
+                batch = response.get("UnprocessedItems", {}).get(self._table, [])
+                attempts += 1
+                if batch and attempts >= len(self._delays) + 1:
+                    raise BackendUnavailable("the connection registry is throttling; try again")
+                if batch:
+                    self._sleep(self._delays[attempts - 1])
+        return items
 
 
 def to_item(conn: Connection) -> dict[str, Any]:
@@ -280,6 +429,10 @@ def to_item(conn: Connection) -> dict[str, Any]:
         item["booking"] = {"S": conn.booking_id}
     if conn.endpoint is not None:
         item["endpoint"] = {"S": conn.endpoint}
+    if conn.home is not None:
+        item["home"] = {"S": conn.home}
+    if conn.types:
+        item["types"] = {"SS": sorted(conn.types)}
     return item
 
 
@@ -302,4 +455,6 @@ def from_item(item: dict[str, Any]) -> Connection:
         ttl=n(TTL_ATTRIBUTE),
         booking_id=s("booking"),
         endpoint=s("endpoint"),
+        home=s("home"),
+        types=frozenset(item["types"]["SS"]) if "types" in item else frozenset(),
     )

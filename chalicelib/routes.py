@@ -1,7 +1,9 @@
 """The per-type route table and the channel keys, in one place.
 
 Each connection type has a connect path (``None``: accepted without calling the
-backend), a message path, and a channel kind. Paths are templates that may use
+backend), a message path, and a channel kind; a booking type may also have a
+user-level connect path (a socket opened without a booking: chat's
+``/api/chat/ws/connect``) and a participants path (off by default). Paths are templates that may use
 ``{booking_id}`` (types that have a booking); they can be overridden through
 ``BACKEND_ROUTES`` (a JSON object of type -> ``connect`` / ``message``), which is
 validated when the settings are read, so a bad template fails at start-up with
@@ -50,6 +52,11 @@ class Route:
     connect: str | None
     message: str
     channel_kind: ChannelKind
+    #: A booking type's connect route for a socket opened without a booking (its user's socket).
+    user_connect: str | None = None
+    #: A booking type's route answering ``{"user_ids": [...]}``: whose user-level sockets a
+    #: broadcast that names no ``recipients`` reaches (None: only the booking's channel).
+    participants: str | None = None
 
     @property
     def needs_booking(self) -> bool:
@@ -68,6 +75,9 @@ class Route:
     def message_path(self, booking_id: str | None) -> str:
         return self.message.format(booking_id=booking_id or "")
 
+    def participants_path(self, booking_id: str) -> str | None:
+        return None if self.participants is None else self.participants.format(booking_id=booking_id)
+
     def channel_for(self, booking_id: str | None, user_id: str | None) -> str:
         if self.channel_kind == "booking":
             return channel_key("booking", booking_id)
@@ -81,6 +91,7 @@ DEFAULT_ROUTES: dict[str, Route] = {
         connect="/api/chat/ws/{booking_id}/connect",
         message="/api/chat/ws/{booking_id}/message",
         channel_kind="booking",
+        user_connect="/api/chat/ws/connect",
     ),
     "booking": Route(
         connect="/api/ws/bookings/{booking_id}/connect",
@@ -99,7 +110,9 @@ DEFAULT_ROUTES: dict[str, Route] = {
     ),
 }
 DEFAULT_TYPE = "chat"
-_ALLOWED_FIELDS = {"connect", "message"}
+_ALLOWED_FIELDS = {"connect", "message", "user_connect", "participants"}
+#: Fields only a booking type has.
+_BOOKING_FIELDS = {"user_connect", "participants"}
 
 
 def check_path_template(type_name: str, field: str, value: object, *, has_booking: bool) -> str:
@@ -157,9 +170,15 @@ def routes_with_overrides(raw: str | None) -> Mapping[str, Route]:
                 f"BACKEND_ROUTES: {type_name} must be an object with keys among {sorted(_ALLOWED_FIELDS)}"
             )
         route = table[type_name]
+        if not route.needs_booking and set(fields) & _BOOKING_FIELDS:
+            raise ConfigurationError(
+                f"BACKEND_ROUTES: {type_name} has no booking: user_connect and participants are for "
+                "booking types"
+            )
         for field, value in fields.items():
-            if field == "connect" and value is None:
+            if field in ("connect", "user_connect", "participants") and value is None:
                 continue
-            check_path_template(type_name, field, value, has_booking=route.needs_booking)
+            has_booking = route.needs_booking and field != "user_connect"
+            check_path_template(type_name, field, value, has_booking=has_booking)
         table[type_name] = replace(route, **fields)
     return table

@@ -36,15 +36,65 @@ class FakeRegistry:
         self.lookups += 1
         now = int(self._clock())
         for conn in self.items.values():
-            if conn.connection_id == connection_id and conn.ttl > now:
+            if conn.connection_id == connection_id and conn.ttl > now and not conn.subscription:
                 return conn
         return None
 
     def channel_ids(self, channel: str, connection_type: str | None) -> Iterator[str]:
+        for cid, _ in self.channel_members(channel, connection_type):
+            yield cid
+
+    def channel_members(self, channel: str, connection_type: str | None) -> list[tuple[str, str | None]]:
         now = int(self._clock())
-        for (ch, cid), conn in sorted(self.items.items()):
-            if ch == channel and conn.ttl > now and connection_type in (None, conn.connection_type):
-                yield cid
+        return [
+            (cid, conn.user_id)
+            for (ch, cid), conn in sorted(self.items.items())
+            if ch == channel and conn.ttl > now and (connection_type is None or conn.is_type(connection_type))
+        ]
+
+    def connection_items(self, connection_id: str, *, live: bool = True) -> list[Connection]:
+        now = int(self._clock())
+        return [
+            conn
+            for (_, cid), conn in sorted(self.items.items())
+            if cid == connection_id and (conn.ttl > now or not live)
+        ]
+
+    def subscribe(self, item: Connection) -> None:
+        key = (item.channel, item.connection_id)
+        there = self.items.get(key)
+        if item.home is None:
+            if there is None or there.subscription:
+                raise UnknownConnection("this connection is not registered; reconnect")
+            self.items[key] = replace(there, types=there.types | item.types)
+        elif there is None:
+            self.items[key] = item
+        elif not there.subscription:
+            raise UnknownConnection("this connection's own item is in that channel; reconnect")
+        else:
+            self.items[key] = replace(
+                item,
+                connection_type=there.connection_type,
+                created_at=there.created_at,
+                types=there.types | item.types,
+            )
+
+    def unsubscribe(self, channel: str, connection_id: str, connection_type: str) -> bool:
+        there = self.items.get((channel, connection_id))
+        if there is None or connection_type not in there.types:
+            return False
+        left = replace(there, types=there.types - {connection_type})
+        if left.subscription and not left.types:
+            del self.items[(channel, connection_id)]
+        else:
+            self.items[(channel, connection_id)] = left
+        return True
+
+    def remove_connection(self, connection_id: str) -> list[Connection]:
+        removed = self.connection_items(connection_id, live=False)
+        for conn in removed:
+            del self.items[(conn.channel, conn.connection_id)]
+        return removed
 
     def get(self, channel: str, connection_id: str) -> Connection | None:
         conn = self.items.get((channel, connection_id))

@@ -117,7 +117,13 @@ def _post(store: MemoryStore, booking: Booking, user: str, frame: dict[str, Any]
         message["client_id"] = client_id
     booking.messages.append(message)
     booking.join(user)
-    return {"type": "message", "message": message, "thread": booking.thread(), "broadcast": True}
+    return {
+        "type": "message",
+        "message": message,
+        "thread": booking.thread(),
+        "broadcast": True,
+        "recipients": list(booking.participants),  # their user-level sockets get it too
+    }
 
 
 def _react(booking: Booking, user: str, frame: dict[str, Any]) -> dict[str, Any]:
@@ -142,6 +148,7 @@ def _react(booking: Booking, user: str, frame: dict[str, Any]) -> dict[str, Any]
         "user_id": user,
         "reactions": target["reactions"],
         "broadcast": True,
+        "recipients": list(booking.participants),
     }
 
 

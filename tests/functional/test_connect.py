@@ -56,17 +56,22 @@ def test_type_defaults_to_chat(stack: Stack) -> None:
     ("query", "status"),
     [
         ({"type": "video", "booking_id": "1", "token": "t"}, 400),
-        ({"type": "chat", "token": "t"}, 400),
         ({"type": "booking", "token": "t"}, 400),
         ({"type": "chat", "booking_id": "", "token": "t"}, 400),
         ({"type": "chat", "booking_id": "a" * 65, "token": "t"}, 400),
         ({"type": "chat", "booking_id": "1/../2", "token": "t"}, 400),
         ({"type": "chat", "booking_id": "1 2", "token": "t"}, 400),
+        ({"type": "chat", "booking_id": "1", "token": "t", "since": "-1"}, 400),
+        ({"type": "chat", "booking_id": "1", "token": "t", "since": "12a"}, 400),
+        ({"type": "chat", "booking_id": "1", "token": "t", "since": "1.5"}, 400),
+        ({"type": "chat", "booking_id": "1", "token": "t", "since": ""}, 400),
+        ({"type": "chat", "booking_id": "1", "token": "t", "since": "9" * 17}, 400),
+        ({"type": "chat", "booking_id": "1", "token": "t", "since": "٣"}, 400),
         ({"type": "chat", "booking_id": "1"}, 401),
         ({"type": "booking", "booking_id": "1"}, 401),
         ({"type": "notification"}, 401),
         ({"type": "chat", "booking_id": "1", "token": "x" * 9000}, 401),
-        (None, 400),
+        (None, 401),  # a chat socket without a booking is the user's: it needs a token
     ],
 )
 def test_bad_query_is_rejected_without_calling_the_backend(

@@ -28,7 +28,9 @@ def test_a_reply_carries_the_requests_id_as_ref(stack: Stack) -> None:
     join(stack, "A1=")
     stack.backend.routes["/api/chat/ws/1/message"] = Reply(200, {"type": "ack"})
     stack.send("A1=", {"id": "r-1", "body": "x"})
-    assert stack.mgmt.frames("A1=") == [{"type": "ack", "ref": "r-1"}]
+    assert stack.mgmt.frames("A1=") == [
+        {"type": "ack", "booking_id": "1", "connection_type": "chat", "ref": "r-1"}
+    ]
 
 
 def test_only_the_senders_copy_of_a_broadcast_carries_the_ref(stack: Stack) -> None:

@@ -9,6 +9,8 @@ from chalicelib.internal_events import pack_frames
 from tests.harness import Stack, chat_backend
 
 CHAT = {"type": "chat", "booking_id": "1", "token": "tok"}
+#: What every frame from booking 1's channel carries.
+TAG = {"booking_id": "1", "connection_type": "chat"}
 
 
 def test_history_then_receipt_arrive_after_the_handshake_completes(stack: Stack) -> None:
@@ -19,7 +21,12 @@ def test_history_then_receipt_arrive_after_the_handshake_completes(stack: Stack)
     assert result == {"delivered": 2, "frames": 2, "outcome": "delivered"}
     frames = stack.mgmt.frames("D1=")
     assert [f["type"] for f in frames] == ["history", "receipt"]
-    assert frames[0] == {"type": "history", "thread": {"id": 7}, "messages": [{"id": 1, "body": "hi"}]}
+    assert frames[0] == {
+        "type": "history",
+        "thread": {"id": 7},
+        "messages": [{"id": 1, "body": "hi"}],
+        **TAG,
+    }
     assert stack.mgmt.posts_to("D1=") == 5  # growing pauses between the 410s: test_use_cases.py
 
 
@@ -44,7 +51,7 @@ def test_large_history_is_delivered_as_ordered_parts_each_within_the_limit(stack
     assert [p["part"] for p in parts] == list(range(1, len(parts) + 1))
     assert all(p["parts"] == len(parts) for p in parts)
     assert [m for p in parts for m in p["messages"]] == messages
-    assert receipt == {"type": "receipt", "last_read": 599}
+    assert receipt == {"type": "receipt", "last_read": 599, **TAG}
     assert all(len(b) <= wire.MAX_MESSAGE_BYTES for b in stack.mgmt.received["D1="])
 
 
@@ -57,7 +64,7 @@ def test_oversize_payload_that_cannot_be_split_becomes_an_error_frame(stack: Sta
     first, second = stack.mgmt.frames("D1=")
     assert first["type"] == "error"
     assert first["code"] == "too_large"
-    assert second == {"type": "receipt"}
+    assert second == {"type": "receipt", **TAG}
 
 
 def test_connection_that_never_opens_is_given_up_and_its_item_removed(stack: Stack) -> None:

@@ -1,4 +1,4 @@
-"""$disconnect: find the connection, delete its item; unknown is fine."""
+"""$disconnect: find the connection's items, delete them in batches; unknown is fine."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def test_disconnect_removes_only_that_connection(stack: Stack, dynamodb_ops: lis
     dynamodb_ops.clear()
     assert stack.disconnect("A1=") == {"statusCode": 200}
     assert stack.live_ids() == {"B1="}
-    assert dynamodb_ops == ["Query", "DeleteItem"]
+    assert dynamodb_ops == ["Query", "BatchWriteItem"]  # one batch for every item of the connection
 
 
 def test_unknown_connection_disconnects_quietly(stack: Stack, dynamodb_ops: list[str]) -> None:

@@ -118,11 +118,23 @@ def every_path(recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PUSH_CHUNK_SIZE", "2")
     fresh_clients()
     stack.seed("GHOST=", open_=False)
+    stack.seed("GHOST=", booking="2", open_=False)  # gone: removed from every channel it is in
     recorder.run("websocket_message", events.message_event("A1=", {"body": "hello"}))
     stack.backend.routes["/api/chat/ws/1/connect"] = Reply(200, {})  # the same (no) user: accepted
     recorder.run("websocket_message", events.message_event("A1=", {"type": "auth", "token": "t2"}))
     stack.seed("OLD=", channel="1")
     recorder.run("websocket_message", events.message_event("OLD=", {"body": "x"}))
+    # $default on a user-level socket: subscribe, presence, unsubscribe; a reply to a socket gone
+    stack.backend.routes["/api/chat/ws/connect"] = Reply(200, {"user_id": "u"})
+    stack.backend.routes["/api/chat/ws/1/connect"] = Reply(200, {"user_id": "u"})
+    connect(recorder, "U1=", {"type": "chat", "token": "t"})
+    for frame in ({"type": "subscribe", "booking_id": "1"}, {"type": "presence", "booking_id": "1"}):
+        recorder.run("websocket_message", events.message_event("U1=", frame))
+    recorder.run("websocket_message", events.message_event("U1=", {"type": "unsubscribe", "booking_id": "1"}))
+    stack.backend.routes["/api/chat/ws/1/message"] = Reply(200, {"type": "ack"})
+    stack.mgmt.open.discard("U1=")
+    recorder.run("websocket_message", events.message_event("U1=", {"booking_id": "1", "body": "x"}))
+    chat_backend(stack.backend)
     # fanout: the chunks, with the endpoint configured and without it (read from the items)
     chunks = recorder.take("-fanout")
     assert chunks, "the broadcast handed nothing off"
@@ -138,6 +150,7 @@ def every_path(recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
     # push: a booking in chunks, with a stale member
     stack.seed(["P1=", "P2=", "P3="], connection_type="booking")
     stack.seed("A0=", connection_type="booking", open_=False)  # sorts first: in the chunk push posts itself
+    stack.seed("A0=", booking="2", open_=False)  # and in another channel: removed from there too
     recorder.run("push", {"channel": {"booking_id": "1"}, "payload": {"type": "status"}})
     # $disconnect
     recorder.run("websocket_disconnect", events.disconnect_event("B1="))

@@ -12,6 +12,8 @@ from tests.standins import Reply
 
 CHAT = {"type": "chat", "booking_id": "1", "token": "tok-a"}
 ERROR_KEYS = {"type", "code", "message", "retryable"}
+#: What every frame from booking 1's channel carries.
+TAG = {"booking_id": "1", "connection_type": "chat"}
 
 
 def join(stack: Stack, cid: str, query: dict[str, str] | None = None) -> None:
@@ -134,7 +136,7 @@ def test_answer_without_broadcast_goes_to_the_sender_only(stack: Stack) -> None:
     join(stack, "A1=")
     join(stack, "B1=")
     stack.send("A1=", {"body": "hi"})
-    assert stack.mgmt.frames("A1=") == [{"type": "ack", "ok": True, "broadcast": "yes"}]
+    assert stack.mgmt.frames("A1=") == [{"type": "ack", "ok": True, "broadcast": "yes", **TAG}]
     assert stack.mgmt.frames("B1=") == []
 
 
@@ -147,7 +149,13 @@ def test_broadcast_reaches_every_connection_of_the_channel_and_type_only(stack: 
     join(stack, "X2=", {"booking_id": "2", "token": "t"})
     join(stack, "K1=", {"type": "booking", "booking_id": "1", "token": "t"})
     stack.send("A1=", {"body": "Hello"})
-    expected = {"type": "message", "message": {"body": "Hello"}, "thread": {"id": 7}, "broadcast": True}
+    expected = {
+        "type": "message",
+        "message": {"body": "Hello"},
+        "thread": {"id": 7},
+        "broadcast": True,
+        **TAG,
+    }
     assert stack.mgmt.frames("A1=") == [expected]
     assert stack.mgmt.frames("B1=") == [expected]
     assert stack.mgmt.frames("X2=") == []
@@ -312,7 +320,7 @@ def test_no_scan_is_ever_issued(stack: Stack, dynamodb_ops: list[str]) -> None:
     stack.disconnect("B1=")
     assert dynamodb_ops, "the hook saw no DynamoDB calls at all"
     assert "Scan" not in dynamodb_ops
-    assert set(dynamodb_ops) <= {"PutItem", "Query", "DeleteItem", "GetItem"}
+    assert set(dynamodb_ops) <= {"PutItem", "Query", "DeleteItem", "GetItem", "BatchWriteItem"}
 
 
 def test_lookup_is_one_query_on_the_connection_index(stack: Stack, dynamodb_ops: list[str]) -> None:

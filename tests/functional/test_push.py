@@ -37,7 +37,7 @@ def test_connection_type_filter(stack: Stack) -> None:
     add(stack, "1", "C1=", "chat")
     result = push(stack, {"channel": {"booking_id": 1}, "connection_type": "booking", "payload": STATUS})
     assert result["delivered"] == 1
-    assert stack.mgmt.frames("B1=") == [STATUS]
+    assert stack.mgmt.frames("B1=") == [{**STATUS, "connection_type": "booking"}]  # the type it was for
     assert stack.mgmt.frames("C1=") == []
 
 

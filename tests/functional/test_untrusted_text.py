@@ -122,7 +122,12 @@ def test_history_with_a_lone_surrogate_does_not_lock_the_booking(stack: Stack, a
     for cid in ("A1=", "B1="):
         history_frame, receipt = posted(stack, cid)
         assert history_frame["messages"] == [{"id": 1, "body": "bad \ufffd text"}, {"id": 2, "body": "ok"}]
-        assert receipt == {"type": "receipt", "last_read": "\ufffd"}
+        assert receipt == {
+            "type": "receipt",
+            "last_read": "\ufffd",
+            "booking_id": "1",
+            "connection_type": "chat",
+        }
     assert app_log.internal_errors() == []
 
 
@@ -135,7 +140,13 @@ def test_backend_reply_with_lone_surrogates_reaches_everyone_with_replacement_ch
         200, {"type": "message", "message": {"body": "x\ud800y", "\udc00k": 1}, "broadcast": True}
     )
     stack.send("A1=", {"body": "hi"})
-    expected = {"type": "message", "message": {"body": "x\ufffdy", "\ufffdk": 1}, "broadcast": True}
+    expected = {
+        "type": "message",
+        "message": {"body": "x\ufffdy", "\ufffdk": 1},
+        "broadcast": True,
+        "booking_id": "1",
+        "connection_type": "chat",
+    }
     assert posted(stack, "A1=") == [expected] == posted(stack, "B1=")
     assert app_log.internal_errors() == []
 
@@ -220,7 +231,7 @@ def test_push_with_a_lone_surrogate_is_an_invalid_event_and_posts_nothing(
     assert "surrogate" in result["error"]["message"]
     json.dumps(result, ensure_ascii=False).encode("utf-8")
     assert stack.mgmt.calls == []
-    assert posted(stack, "B1=") == [clean["payload"]]
+    assert posted(stack, "B1=") == [{**clean["payload"], "booking_id": "1"}]  # tagged with its booking
     assert app_log.internal_errors() == []
 
 

@@ -350,7 +350,11 @@ def test_with_all_six_functions_each_terraform_policy_is_its_own() -> None:
     check_terraform(documents, FUNCTIONS)
     fanout = {s["sid"]: s for s in documents["fanout"]["statement"]}
     assert fanout["InvokeFanout"]["resources"] == ["${aws_lambda_function.fanout.arn}"]
-    assert fanout["ConnectionsTable"]["actions"] == ["dynamodb:DeleteItem", "dynamodb:BatchGetItem"]
+    assert fanout["ConnectionsTable"]["actions"] == [
+        "dynamodb:DeleteItem",
+        "dynamodb:BatchGetItem",
+        "dynamodb:BatchWriteItem",
+    ]
 
 
 def test_a_grant_on_a_function_missing_from_the_export_is_dropped() -> None:

@@ -135,3 +135,19 @@ def test_the_participants_are_the_host_and_everyone_who_joined_the_booking() -> 
     post(store, "42", "bob", "hello")
     assert chat_participants("42", store).user_ids == ["host", "alice", "bob"]
     assert chat_participants("43", store).user_ids == ["host"]
+
+
+def test_broadcasts_name_the_bookings_parties_as_recipients() -> None:
+    store = MemoryStore()
+    connect(store, "42", "alice")
+    post(store, "42", "bob", "hello")
+    answer = chat_message(
+        MessageBody(connection_id="c", message={"body": "again"}, token=token("alice")), "42", store, TOKENS
+    )
+    assert answer["broadcast"] is True
+    assert answer["recipients"] == ["host", "alice", "bob"]
+    reaction = {"type": "reaction", "emoji": "+1", "message_id": answer["message"]["id"]}
+    reacted = chat_message(
+        MessageBody(connection_id="c", message=reaction, token=token("bob")), "42", store, TOKENS
+    )
+    assert reacted["recipients"] == ["host", "alice", "bob"]

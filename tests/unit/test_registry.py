@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib.errors import BackendUnavailable
+from chalicelib.errors import BackendUnavailable, UnknownConnection
 from chalicelib.model import Connection
 from chalicelib.registry import ConnectionRegistry
 from chalicelib.schema import ensure_table
@@ -172,3 +172,65 @@ def test_found_connections_are_cached_until_deleted_expired_or_aged(moto_endpoin
     registry.find("C=")
     assert counting.queries == 8
     client.delete_table(TableName=table)
+
+
+# -- one socket, several channels ------------------------------------------------------------
+
+
+def sub(cid: str, channel: str, *types: str, home: str = "user#u") -> Connection:
+    return Connection(
+        cid, channel, types[0], user_id="u", created_at=NOW, ttl=NOW + 60, home=home, types=frozenset(types)
+    )
+
+
+def test_find_answers_the_sockets_own_item_not_a_subscription(registry: Any) -> None:
+    registry.subscribe(sub("A=", "booking#1", "chat"))
+    registry.subscribe(sub("A=", "booking#2", "chat"))
+    assert registry.find("A=") is None  # subscriptions alone are no socket
+    registry.put(conn("A=", channel="user#u", user_id="u", token="secret"))
+    found = registry.find("A=", cached=False)
+    assert found is not None
+    assert (found.channel, found.token, found.subscription) == ("user#u", "secret", False)
+    assert sorted(c.channel for c in registry.connection_items("A=")) == ["booking#1", "booking#2", "user#u"]
+
+
+def test_a_subscription_item_is_in_its_channel_as_each_of_its_types(registry: Any) -> None:
+    registry.put(conn("OLD=", channel="booking#1"))  # an item from before subscriptions
+    registry.subscribe(sub("A=", "booking#1", "chat"))
+    registry.subscribe(sub("A=", "booking#1", "booking"))
+    (item,) = [c for c in registry.connection_items("A=") if c.channel == "booking#1"]
+    assert item.types == {"chat", "booking"}
+    assert item.connection_type == "chat"  # the first type stays
+    assert sorted(registry.channel_ids("booking#1", "chat")) == ["A=", "OLD="]
+    assert sorted(registry.channel_ids("booking#1", "booking")) == ["A="]
+    assert registry.channel_members("booking#1", "booking") == [("A=", "u")]
+    assert registry.unsubscribe("booking#1", "A=", "chat") is True
+    assert sorted(registry.channel_ids("booking#1", "chat")) == ["OLD="]
+    assert registry.unsubscribe("booking#1", "A=", "chat") is False  # not in it as chat any more
+    assert registry.unsubscribe("booking#1", "A=", "booking") is True
+    assert registry.connection_items("A=") == []  # no type left: the item is gone
+    assert registry.unsubscribe("booking#1", "OLD=", "chat") is False  # a socket's own item stays
+
+
+def test_a_sockets_own_item_gains_a_type_and_never_becomes_a_subscription(registry: Any) -> None:
+    registry.put(conn("C=", channel="booking#1", token="t"))
+    registry.subscribe(Connection("C=", "booking#1", "chat", types=frozenset({"chat", "booking"})))
+    assert sorted(registry.channel_ids("booking#1", "booking")) == ["C="]
+    assert sorted(registry.channel_ids("booking#1", "chat")) == ["C="]
+    with pytest.raises(UnknownConnection):
+        registry.subscribe(sub("C=", "booking#1", "chat", home="user#u"))
+    assert registry.unsubscribe("booking#1", "C=", "booking") is True
+    assert [c.token for c in registry.connection_items("C=")] == ["t"]
+    assert sorted(registry.channel_ids("booking#1", "chat")) == ["C="]
+
+
+def test_remove_connection_deletes_every_item_in_batches_expired_ones_too(registry: Any) -> None:
+    registry.put(conn("A=", channel="user#u"))
+    for booking in range(30):
+        registry.subscribe(sub("A=", f"booking#{booking}", "chat"))
+    registry.put(conn("A=", channel="booking#old", ttl=NOW - 5))
+    registry.put(conn("B=", channel="booking#1"))
+    removed = registry.remove_connection("A=")
+    assert len(removed) == 32
+    assert registry.connection_items("A=", live=False) == []
+    assert registry.find("B=") is not None

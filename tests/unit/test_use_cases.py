@@ -214,7 +214,9 @@ def test_broadcast_chunks_carry_the_channel_ids_and_frames_but_no_endpoint() -> 
     chunks = [payload["chunk"] for _, payload in invoker.calls]
     assert [c["connection_ids"] for c in chunks] == [["B=", "C="], ["D="]]
     assert all(c["channel"] == "booking#1" and "endpoint" not in c for c in chunks)
-    assert unpack_frames(chunks[0]["frames"]) == [b'{"type":"message","broadcast":true}']
+    assert unpack_frames(chunks[0]["frames"]) == [
+        b'{"type":"message","broadcast":true,"booking_id":"1","connection_type":"chat"}'
+    ]
 
 
 def test_push_without_configured_name_chunks_through_its_sibling_fanout_function() -> None:

@@ -40,12 +40,17 @@ async function subscriptionsUnsupported(stack) {
 
 const live = new Set();
 
-/** Bodies in a list of frames: history messages and message frames. */
+/**
+ * Bodies in a list of frames: history messages and message frames. The reference backend
+ * opens every booking with a welcome message from its host (again after a restart, which
+ * empties it): it is left out, so that only what the tests send is compared.
+ */
 function bodies(frames) {
   const out = [];
+  const sent = (m) => m.user_id !== "host";
   for (const frame of frames) {
-    if (frame.type === "history") out.push(...frame.messages.map((m) => m.body));
-    if (frame.type === "message") out.push(frame.message.body);
+    if (frame.type === "history") out.push(...frame.messages.filter(sent).map((m) => m.body));
+    if (frame.type === "message" && sent(frame.message)) out.push(frame.message.body);
   }
   return out;
 }
@@ -255,6 +260,8 @@ describe("one socket per user, against the local stack", { skip: noPython }, () 
     await carol.socket.connect();
     await until(() => carol.seen.frames.some((f) => f.type === "history"), "carol's history");
     assert.equal(count(bodies(carol.seen.frames), "alice during the outage"), 1);
-    assert.deepEqual(alice.seen.errors, []);
+    // The token provider is the stack itself: down during the outage, which the client says (and retries).
+    const unexpected = alice.seen.errors.filter((e) => !(e.source === "client" && e.code === "token_unavailable"));
+    assert.deepEqual(unexpected, []);
   });
 });

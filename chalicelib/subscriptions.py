@@ -1,0 +1,281 @@
+"""One socket per user: ``subscribe``, ``unsubscribe``, ``presence`` and who a booking's broadcast reaches.
+
+A socket that has a user may join other bookings' channels (docs/protocol.md, "One
+socket per user"): ``subscribe`` asks the type's connect route for that booking with the
+socket's token (the backend decides, as for a per-booking connect) and on 2xx writes a
+subscription item for the connection in the booking's channel, answers ``subscribed``
+and then posts the answer's ``initial`` and ``receipt``, tagged with the booking.
+``unsubscribe`` removes the connection from the channel (never from its own), and
+``presence`` answers who is in the channel, from one Query.
+
+A broadcast in a booking reaches the booking's channel and, when the answer names
+``recipients`` (or the type's ``participants`` route does), those users' user-level
+sockets: each socket once, whatever the paths, the sender's copy only to the sender.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from chalicelib import protocol, wire
+from chalicelib.channel_sender import ChannelSender
+from chalicelib.clients import Clients
+from chalicelib.deadline import Deadline
+from chalicelib.errors import Forbidden, InvalidMessage, ProxyError, TooLarge, TooManySubscriptions
+from chalicelib.model import Connection, FanOutResult, Gateway
+from chalicelib.protocol import BookingTarget
+from chalicelib.routes import Route, channel_key
+
+logger = logging.getLogger(__name__)
+
+#: The connection type of a subscribe, unsubscribe or presence frame that names none.
+DEFAULT_SUBSCRIPTION_TYPE = "chat"
+#: Most users a broadcast's ``recipients`` may name (each is one Query).
+MAX_RECIPIENTS = 100
+#: The connection type of the user-level sockets that recipients reach.
+USER_SOCKET_TYPE = "chat"
+
+#: Posts one of the proxy's own frames to a connection (``MessageCase._reply``).
+Reply = Callable[[Gateway, str, dict[str, Any]], None]
+
+
+def with_ref(payload: dict[str, Any], ref: Any) -> dict[str, Any]:
+    return payload if ref is None else {**payload, "ref": ref}
+
+
+def is_user_level(conn: Connection, route: Route) -> bool:
+    """A socket of a booking type opened without a booking: its own item is in its user's channel."""
+    return route.needs_booking and conn.booking_id is None and conn.channel.startswith("user#")
+
+
+def frames_of(answer: dict[str, Any], booking_id: str, connection_type: str) -> list[bytes]:
+    """A connect answer's ``initial`` and ``receipt``, tagged with the booking, as frames in order."""
+    frames: list[bytes] = []
+    for key in ("initial", "receipt"):
+        payload = answer.get(key)
+        if payload is None:
+            continue
+        try:
+            frames.extend(wire.frames_for(protocol.tagged(payload, booking_id, connection_type)))
+        except TooLarge as exc:
+            frames.append(wire.encode(protocol.error_frame_for(exc)))
+    return frames
+
+
+class Subscriptions:
+    """The subscription frames of one ``$default`` invocation, and a broadcast's recipients."""
+
+    def __init__(self, clients: Clients, sender: ChannelSender, reply: Reply) -> None:
+        self._settings = clients.settings
+        self._registry = clients.registry
+        self._backend = clients.backend
+        self._clock = clients.clock
+        self._metric = clients.metric
+        self._sender = sender
+        self._reply = reply
+
+    def _target(self, frame: dict[str, Any], *, with_since: bool = False) -> BookingTarget:
+        return protocol.parse_booking_target(
+            frame, self._settings.routes, DEFAULT_SUBSCRIPTION_TYPE, with_since=with_since
+        )
+
+    def subscribe(
+        self,
+        gateway: Gateway,
+        conn: Connection,
+        frame: dict[str, Any],
+        ref: Any,
+        deadline: Deadline,
+        log: dict[str, Any],
+    ) -> None:
+        target = self._target(frame, with_since=True)
+        log.update(booking=target.booking_id, subscription_type=target.connection_type)
+        if conn.user_id is None or conn.token is None:
+            raise InvalidMessage("this socket has no user: subscribe on a socket opened with a token")
+        path = target.route.connect_path(target.booking_id)
+        if path is None:
+            raise InvalidMessage(f"{target.connection_type} has no connect route to subscribe through")
+        items = self._registry.connection_items(conn.connection_id)
+        there = next((item for item in items if item.channel == target.channel), None)
+        joined = there is not None and there.is_type(target.connection_type)
+        limit = self._settings.max_subscriptions
+        if there is None and sum(1 for item in items if item.subscription) >= limit:
+            raise TooManySubscriptions(
+                f"a socket may subscribe to at most {limit} bookings; unsubscribe from one first"
+            )
+        body: dict[str, Any] = {"connection_id": conn.connection_id, "token": conn.token}
+        if target.since is not None:
+            body["since"] = target.since
+        answer = self._backend.post(path, body, deadline=deadline)
+        user = protocol.answered_user(answer)
+        if user is not None and user != conn.user_id:
+            raise Forbidden("the token belongs to another user than this socket's")
+        if not joined:
+            self._registry.subscribe(self._item(conn, target, there))
+        log["outcome"] = "subscribed"
+        self._reply(
+            gateway,
+            conn.connection_id,
+            with_ref(
+                {
+                    "type": "subscribed",
+                    "booking_id": target.booking_id,
+                    "connection_type": target.connection_type,
+                },
+                ref,
+            ),
+        )
+        frames = frames_of(answer, target.booking_id, target.connection_type)
+        if frames:
+            self._sender.send_here(gateway, target.channel, [conn.connection_id], frames, deadline, attempt=0)
+        if not joined:
+            self.announce(gateway, target, conn, online=True, deadline=deadline)
+
+    def _item(self, conn: Connection, target: BookingTarget, there: Connection | None) -> Connection:
+        """What to write: the socket's own item gaining a type, or a subscription item."""
+        if there is not None and not there.subscription:
+            types = (there.types or frozenset({there.connection_type})) | {target.connection_type}
+            return Connection(conn.connection_id, target.channel, there.connection_type, types=types)
+        now = int(self._clock())
+        return Connection(
+            connection_id=conn.connection_id,
+            channel=target.channel,
+            connection_type=target.connection_type,
+            user_id=conn.user_id,
+            created_at=now,
+            ttl=conn.ttl,  # a subscription lives no longer than its socket
+            booking_id=target.booking_id,
+            endpoint=conn.endpoint,
+            home=conn.channel,
+            types=frozenset({target.connection_type}),
+        )
+
+    def unsubscribe(
+        self,
+        gateway: Gateway,
+        conn: Connection,
+        frame: dict[str, Any],
+        ref: Any,
+        deadline: Deadline,
+        log: dict[str, Any],
+    ) -> None:
+        target = self._target(frame)
+        log.update(booking=target.booking_id, subscription_type=target.connection_type)
+        if target.channel == conn.channel and target.connection_type == conn.connection_type:
+            raise InvalidMessage(
+                "a socket cannot unsubscribe from the booking it connected to; close the socket instead"
+            )
+        left = self._registry.unsubscribe(target.channel, conn.connection_id, target.connection_type)
+        log["outcome"] = "unsubscribed"
+        self._reply(
+            gateway,
+            conn.connection_id,
+            with_ref(
+                {
+                    "type": "unsubscribed",
+                    "booking_id": target.booking_id,
+                    "connection_type": target.connection_type,
+                },
+                ref,
+            ),
+        )
+        if left:
+            self.announce(gateway, target, conn, online=False, deadline=deadline)
+
+    def presence(
+        self, gateway: Gateway, conn: Connection, frame: dict[str, Any], ref: Any, log: dict[str, Any]
+    ) -> None:
+        target = self._target(frame)
+        log.update(booking=target.booking_id, subscription_type=target.connection_type)
+        members = self._registry.channel_members(target.channel, target.connection_type)
+        if all(cid != conn.connection_id for cid, _ in members):
+            raise Forbidden(
+                f"this socket is not in booking {target.booking_id}'s channel as {target.connection_type}; "
+                "subscribe first"
+            )
+        log["outcome"] = "presence"
+        answer = {
+            "type": "presence",
+            "booking_id": target.booking_id,
+            "connection_type": target.connection_type,
+            "users": sorted({user for _, user in members if user is not None}),
+            "connections": len(members),
+        }
+        self._reply(gateway, conn.connection_id, with_ref(answer, ref))
+
+    def announce(
+        self, gateway: Gateway, target: BookingTarget, conn: Connection, *, online: bool, deadline: Deadline
+    ) -> None:
+        """With ``PRESENCE_EVENTS``: ``presence_changed`` to the channel when the user's first
+        socket arrived or last socket left (one Query)."""
+        if not self._settings.presence_events or conn.user_id is None:
+            return
+        members = self._registry.channel_members(target.channel, target.connection_type)
+        others = [cid for cid, user in members if cid != conn.connection_id]
+        if any(user == conn.user_id for cid, user in members if cid != conn.connection_id):
+            return  # another socket of the same user was, or still is, there
+        if not others:
+            return
+        event = {
+            "type": "presence_changed",
+            "booking_id": target.booking_id,
+            "connection_type": target.connection_type,
+            "user_id": conn.user_id,
+            "online": online,
+        }
+        self._sender.send(gateway, target.channel, others, [wire.encode(event)], deadline)
+
+    def recipients(
+        self, answer: dict[str, Any], booking_id: str, route: Route, deadline: Deadline
+    ) -> list[str]:
+        """The users whose user-level sockets a broadcast also reaches: the answer's ``recipients``,
+        else the type's ``participants`` route (when configured), else none."""
+        named = answer.get("recipients")
+        if named is None:
+            path = route.participants_path(booking_id)
+            if path is None:
+                return []
+            try:
+                named = self._backend.post(path, {"booking_id": booking_id}, deadline=deadline).get(
+                    "user_ids"
+                )
+            except ProxyError as exc:  # the message is stored: deliver it to the channel regardless
+                logger.error("participants lookup failed", extra={"booking": booking_id, "error": exc.code})
+                self._metric("BackendErrors", 1)
+                return []
+        if not isinstance(named, list):
+            logger.error("recipients is not a list; ignored", extra={"booking": booking_id})
+            return []
+        users: list[str] = []
+        for user in named:
+            if isinstance(user, bool) or not isinstance(user, (str, int)):
+                continue
+            text = str(user)
+            if 0 < len(text) <= protocol.USER_ID_MAX and wire.is_text(text) and text not in users:
+                users.append(text)
+        if len(users) != len(named) or len(users) > MAX_RECIPIENTS:
+            logger.warning(
+                "recipients: invalid or repeated users skipped, or too many",
+                extra={"booking": booking_id, "named": len(named), "kept": min(len(users), MAX_RECIPIENTS)},
+            )
+        return users[:MAX_RECIPIENTS]
+
+    def send_to_users(
+        self,
+        gateway: Gateway,
+        users: list[str],
+        seen: set[str],
+        frames: list[bytes],
+        deadline: Deadline,
+    ) -> FanOutResult:
+        """``frames`` to the users' user-level sockets not in ``seen`` (which gains them)."""
+        total = FanOutResult()
+        for user in users:
+            channel = channel_key("user", user)
+            ids = [cid for cid in self._registry.channel_ids(channel, USER_SOCKET_TYPE) if cid not in seen]
+            seen.update(ids)
+            if ids:
+                total.merge(self._sender.send(gateway, channel, ids, frames, deadline))
+        return total
