@@ -4,9 +4,10 @@
 // booking_id, so one listener on the socket routes each frame to its conversation; the client
 // module subscribes again after every reconnect, from the last message each booking had.
 //
-// Unread counts are the page's: what the backend counted when a conversation was first
-// subscribed (its receipt), plus every message from someone else that arrived since while the
-// conversation was not the one shown. The one shown tells the backend what it showed (`read`).
+// Unread counts are the page's: the messages the backend counted unread when a conversation
+// was first subscribed (its receipt), and every message from someone else that arrived since
+// while the conversation was not the one shown, as long as the conversation has it. The one
+// shown tells the backend what it showed (`read`).
 import { ChatSocket } from "/client/index.js";
 import {
   $,
@@ -79,7 +80,7 @@ export class Inbox {
       title: `Booking ${id}`,
       threadId: `booking-${id}`,
       status: null,
-      unread: 0, // counted by the page
+      unseen: new Set(), // keys of the messages from others it has that the page has not shown
       listed: 0, // the backend's count in the conversations frame, until the first receipt
       receipted: false,
       loaded: false, // its first history has come
@@ -87,7 +88,7 @@ export class Inbox {
       histories: 0,
       messages: new Map(), // message key -> { data, el }
       byId: new Map(),
-      received: new Map(), // message id -> how many `message` frames brought it
+      received: new Map(), // message key -> how many `message` frames brought it
       online: new Set(),
       lastRead: null,
       chat: null,
@@ -152,7 +153,7 @@ export class Inbox {
     const previous = this.selected;
     this.selected = id;
     if (this.shownCount(conv)) this.markRead(conv, this.lastMessage(conv));
-    conv.unread = 0;
+    conv.unseen.clear();
     conv.listed = 0;
     if (conv.loaded) conv.shown = true;
     if (previous !== null && this.convs.has(previous)) this.draw(this.convs.get(previous));
@@ -215,7 +216,10 @@ export class Inbox {
         return;
       case "message":
         if (!frame.message || typeof frame.message !== "object") return;
-        conv.received.set(frame.message.id, (conv.received.get(frame.message.id) || 0) + 1);
+        {
+          const key = messageKey(frame.message);
+          conv.received.set(key, (conv.received.get(key) || 0) + 1);
+        }
         this.addMessage(conv, frame.message, true);
         this.draw(conv);
         return;
@@ -283,10 +287,12 @@ export class Inbox {
       // Subscribed again with a cursor: what was missed, each new one counted.
       for (const message of messages) this.addMessage(conv, message, true);
     } else {
-      // A whole history in place of what was shown (the backend started over): new ones count.
+      // A whole history in place of what was shown (the backend started over): new ones count,
+      // and what is no longer there no longer does.
       const before = conv.messages;
       conv.messages = new Map();
       conv.byId = new Map();
+      for (const key of [...conv.unseen]) if (!messages.some((m) => messageKey(m) === key)) conv.unseen.delete(key);
       for (const message of messages) {
         const key = messageKey(message);
         if (before.has(key)) {
@@ -308,7 +314,15 @@ export class Inbox {
     }
     if (conv.receipted) return; // after a reconnect the page counts what its history brought
     conv.receipted = true;
-    if (!conv.shown) conv.unread += Number(frame.unread) || 0;
+    if (!conv.shown) {
+      // The backend counts the messages from others after the last one read: the last ones.
+      const count = Number(frame.unread) || 0;
+      const fromOthers = [...conv.messages.values()]
+        .map((entry) => entry.data)
+        .filter((message) => message.user_id !== this.user && !conv.unseen.has(messageKey(message)))
+        .sort((x, y) => x.id - y.id);
+      for (const message of count ? fromOthers.slice(-count) : []) conv.unseen.add(messageKey(message));
+    }
     this.draw(conv);
   }
 
@@ -333,7 +347,7 @@ export class Inbox {
     }
     if (count && message.user_id !== this.user) {
       if (this.selected === conv.id) this.markRead(conv, message);
-      else conv.unread += 1;
+      else conv.unseen.add(key);
     }
   }
 
@@ -414,7 +428,7 @@ export class Inbox {
 
   /** What the count shows: the backend's count until the first receipt replaces it, then the page's. */
   shownCount(conv) {
-    return conv.receipted ? conv.unread : conv.listed + conv.unread;
+    return conv.receipted ? conv.unseen.size : conv.listed + conv.unseen.size;
   }
 
   draw(conv) {
