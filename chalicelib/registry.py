@@ -281,7 +281,8 @@ class ConnectionRegistry:
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
     def channel_members(self, channel: str, connection_type: str | None) -> list[tuple[str, str | None]]:
-        """(connection id, user id) of every live connection in ``channel`` of that type: one Query."""
+        """(connection id, user id) of every live connection in ``channel`` of that type: one
+        strongly consistent Query."""
         names = {"#p": PARTITION_KEY, "#t": TTL_ATTRIBUTE, "#id": SORT_KEY, "#u": "user_id"}
         values: dict[str, Any] = {":p": {"S": channel}, ":now": {"N": str(int(self._clock()))}}
         condition = "#t > :now"
@@ -295,6 +296,8 @@ class ConnectionRegistry:
             "ProjectionExpression": "#id, #u",
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": values,
+            # a socket asking right after its subscribe must find itself
+            "ConsistentRead": True,
         }
         return [
             (item[SORT_KEY]["S"], item["user_id"]["S"] if "user_id" in item else None)

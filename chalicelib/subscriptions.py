@@ -24,7 +24,7 @@ from chalicelib.channel_sender import ChannelSender
 from chalicelib.clients import Clients
 from chalicelib.deadline import Deadline
 from chalicelib.errors import Forbidden, InvalidMessage, ProxyError, TooLarge, TooManySubscriptions
-from chalicelib.model import Connection, FanOutResult, Gateway
+from chalicelib.model import Connection, FanOutResult, Gateway, Registry
 from chalicelib.protocol import BookingTarget
 from chalicelib.routes import Route, channel_key
 
@@ -64,6 +64,29 @@ def frames_of(answer: dict[str, Any], booking_id: str, connection_type: str) -> 
     return frames
 
 
+def presence_change(
+    registry: Registry, conn: Connection, booking_id: str, connection_type: str, *, online: bool
+) -> tuple[list[str], bytes] | None:
+    """Who to tell, and the ``presence_changed`` frame, when ``conn`` joined (``online``) or left
+    a booking's channel as ``connection_type``; None when the user has another socket there,
+    or nobody else is there (one Query)."""
+    if conn.user_id is None:
+        return None
+    channel = channel_key("booking", booking_id)
+    members = registry.channel_members(channel, connection_type)
+    others = [(cid, user) for cid, user in members if cid != conn.connection_id]
+    if not others or any(user == conn.user_id for _, user in others):
+        return None
+    event = {
+        "type": "presence_changed",
+        "booking_id": booking_id,
+        "connection_type": connection_type,
+        "user_id": conn.user_id,
+        "online": online,
+    }
+    return [cid for cid, _ in others], wire.encode(event)
+
+
 class Subscriptions:
     """The subscription frames of one ``$default`` invocation, and a broadcast's recipients."""
 
@@ -97,9 +120,12 @@ class Subscriptions:
         path = target.route.connect_path(target.booking_id)
         if path is None:
             raise InvalidMessage(f"{target.connection_type} has no connect route to subscribe through")
+        # the index is eventually consistent: what it says decides the limit and the
+        # announcement, never whether to write (the write adds a type, so it may repeat)
         items = self._registry.connection_items(conn.connection_id)
         there = next((item for item in items if item.channel == target.channel), None)
         joined = there is not None and there.is_type(target.connection_type)
+        own = target.channel == conn.channel and target.connection_type == conn.connection_type
         limit = self._settings.max_subscriptions
         if there is None and sum(1 for item in items if item.subscription) >= limit:
             raise TooManySubscriptions(
@@ -112,8 +138,8 @@ class Subscriptions:
         user = protocol.answered_user(answer)
         if user is not None and user != conn.user_id:
             raise Forbidden("the token belongs to another user than this socket's")
-        if not joined:
-            self._registry.subscribe(self._item(conn, target, there))
+        if not own:
+            self._registry.subscribe(self._item(conn, target))
         log["outcome"] = "subscribed"
         self._reply(
             gateway,
@@ -133,11 +159,11 @@ class Subscriptions:
         if not joined:
             self.announce(gateway, target, conn, online=True, deadline=deadline)
 
-    def _item(self, conn: Connection, target: BookingTarget, there: Connection | None) -> Connection:
-        """What to write: the socket's own item gaining a type, or a subscription item."""
-        if there is not None and not there.subscription:
-            types = (there.types or frozenset({there.connection_type})) | {target.connection_type}
-            return Connection(conn.connection_id, target.channel, there.connection_type, types=types)
+    def _item(self, conn: Connection, target: BookingTarget) -> Connection:
+        """What to write: the socket's own item gaining a type (with its own), or a subscription item."""
+        if target.channel == conn.channel:
+            types = frozenset({conn.connection_type, target.connection_type})
+            return Connection(conn.connection_id, target.channel, conn.connection_type, types=types)
         now = int(self._clock())
         return Connection(
             connection_id=conn.connection_id,
@@ -210,22 +236,14 @@ class Subscriptions:
     ) -> None:
         """With ``PRESENCE_EVENTS``: ``presence_changed`` to the channel when the user's first
         socket arrived or last socket left (one Query)."""
-        if not self._settings.presence_events or conn.user_id is None:
+        if not self._settings.presence_events:
             return
-        members = self._registry.channel_members(target.channel, target.connection_type)
-        others = [cid for cid, user in members if cid != conn.connection_id]
-        if any(user == conn.user_id for cid, user in members if cid != conn.connection_id):
-            return  # another socket of the same user was, or still is, there
-        if not others:
-            return
-        event = {
-            "type": "presence_changed",
-            "booking_id": target.booking_id,
-            "connection_type": target.connection_type,
-            "user_id": conn.user_id,
-            "online": online,
-        }
-        self._sender.send(gateway, target.channel, others, [wire.encode(event)], deadline)
+        change = presence_change(
+            self._registry, conn, target.booking_id, target.connection_type, online=online
+        )
+        if change is not None:
+            others, frame = change
+            self._sender.send(gateway, target.channel, others, [frame], deadline)
 
     def recipients(
         self, answer: dict[str, Any], booking_id: str, route: Route, deadline: Deadline

@@ -170,6 +170,7 @@ def test_server_push_reaches_booking_sockets_and_not_chat_sockets(local_stack: S
                 "type": "booking_status",
                 "booking_id": booking,
                 "status": "confirmed",
+                "connection_type": "booking",  # the push named it: the proxy says so
             }
             await chat.assert_nothing_pending()
             await watcher.send({"type": "status"})

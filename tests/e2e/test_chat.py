@@ -132,7 +132,9 @@ def test_invalid_frames_are_answered_with_error_frames(local_stack: StackProcess
     [
         ({"type": "chat", "booking_id": "1", "token": "not-a-jwt"}, 401),
         ({"type": "chat", "booking_id": "1"}, 401),
-        ({"type": "chat", "token": "x"}, 400),
+        ({"type": "chat", "token": "x"}, 401),  # no booking: the user's socket, its token refused
+        ({"type": "booking", "token": "x"}, 400),
+        ({"type": "chat", "booking_id": "1", "token": "x", "since": "last"}, 400),
         ({"type": "chat", "booking_id": "no spaces allowed", "token": "x"}, 400),
         ({"type": "carrier-pigeon", "booking_id": "1", "token": "x"}, 400),
     ],

@@ -233,8 +233,9 @@ def test_a_flooding_socket_has_a_bounded_number_of_frames_in_flight(
             flooder = await open_socket(
                 session, stack.ws_url(type="chat", booking_id=new_booking(), token="flooder")
             )
+            bystanders_booking = new_booking()
             bystander = await open_socket(
-                session, stack.ws_url(type="chat", booking_id=new_booking(), token="bystander")
+                session, stack.ws_url(type="chat", booking_id=bystanders_booking, token="bystander")
             )
             for n in range(frames):
                 await flooder.send({"hold": True, "n": n})
@@ -244,7 +245,8 @@ def test_a_flooding_socket_has_a_bounded_number_of_frames_in_flight(
                 await asyncio.sleep(0.02)
             # While the flooder's frames are held, another socket is served: the flood holds only its share.
             await bystander.send({"n": "hello"})
-            assert (await bystander.recv(timeout=5)) == {"type": "ack", "n": "hello"}
+            tag = {"booking_id": bystanders_booking, "connection_type": "chat"}
+            assert (await bystander.recv(timeout=5)) == {"type": "ack", "n": "hello", **tag}
             assert flood_backend.most["flooder"] == FRAMES_IN_FLIGHT
             stack.wait_for_log(rf"back-pressure +\S+ {FRAMES_IN_FLIGHT} frames in flight: reading paused")
             flood_backend.release.set()

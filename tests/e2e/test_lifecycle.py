@@ -95,7 +95,13 @@ def test_the_management_api_answers_410_until_the_handshake_completes(
                 held_backend.release.set()
                 sock = await connecting
                 # The deferred delivery retried its 410s and got through once the handshake completed.
-                assert await sock.recv() == {"type": "history", "messages": []}
+                history = {
+                    "type": "history",
+                    "messages": [],
+                    "booking_id": "held-1",
+                    "connection_type": "chat",
+                }
+                assert await sock.recv() == history
                 async with session.post(management, data=b'{"late": true}') as response:
                     assert response.status == 200
                 assert await sock.recv() == {"late": True}

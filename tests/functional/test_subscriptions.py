@@ -650,3 +650,13 @@ def test_the_participants_route_supplies_recipients_when_configured_and_the_answ
     sent(stack, "B1=", {"body": "participants down"})  # the channel still gets it
     assert bodies(stack, "U1=")[-1] == "participants down"
     assert bodies(stack, "V1=") == ["to the parties"]
+
+
+def test_a_push_to_a_user_reaches_the_users_own_socket_untagged(stack: Stack) -> None:
+    people(stack)
+    result = stack.invoke("push", {"channel": {"user_id": "alice"}, "payload": {"type": "note"}})
+    assert result["delivered"] == 3  # U1 and V1 (user-level chat) and N1 (notification)
+    for cid in ("U1=", "V1=", "N1="):
+        assert stack.mgmt.frames(cid)[-1] == {"type": "note"}
+    chat_only = {"channel": {"user_id": "alice"}, "connection_type": "chat", "payload": {"type": "x"}}
+    assert stack.invoke("push", chat_only)["delivered"] == 2

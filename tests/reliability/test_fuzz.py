@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 
 import app as app_module
 from chalicelib.model import Connection
+from chalicelib.protocol import tagged
 from chalicelib.registry import to_item
 from chalicelib.routes import channel_key
 from chalicelib.schema import ensure_table
@@ -55,6 +56,8 @@ PEER = "FUZZPEER000001="
 #: A booking-type connection of booking 1, made through $connect (the push target).
 LISTENER = "FUZZLISTENER01="
 MESSAGE_PATH = "/api/chat/ws/1/message"
+#: What every frame from booking 1's chat channel carries (unless the backend set its own).
+TAG = {"booking_id": "1", "connection_type": "chat"}
 #: Error frames are small whatever the client sent: the echoed ref is bounded.
 ERROR_FRAME_BOUND = 2048
 _LONE = re.compile("[\ud800-\udfff]")
@@ -213,8 +216,8 @@ def check_frame(raw: bytes, sent: Any) -> None:
         assert frame.pop("ref") == sent.get("id")
     if frame == {"type": "pong"}:
         return
-    # otherwise it must be exactly the backend's echo of what was sent
-    assert frame == {"type": "message", "message": sent, "broadcast": True}
+    # otherwise it must be exactly the backend's echo of what was sent, tagged with the booking
+    assert frame == {"type": "message", "message": sent, "broadcast": True, **TAG}
 
 
 json_leaf = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40)
@@ -420,7 +423,8 @@ def test_fuzzed_backend_answers_reach_clients_as_utf8_json(harness: Harness, rep
         expected = scrubbed(json.loads(json.dumps(reply.body)))  # as it crossed the wire: pairs joined
     elif reply.status == 200:
         expected = dict(_RAW_ANSWERS)[reply.body]
-    if expected is not None:
+    if expected is not None:  # recipients never reach a client; the booking is added when absent
+        expected = tagged({k: v for k, v in expected.items() if k != "recipients"}, "1", "chat")
         assert [strict_json(raw) for raw in to_sender] == [expected]
         assert [strict_json(raw) for raw in to_peer] == (
             [expected] if expected.get("broadcast") is True else []
@@ -475,8 +479,8 @@ def test_fuzzed_histories_are_delivered_as_utf8_json(
         frames = [strict_json(raw) for raw in harness.mgmt.received.pop(cid, [])]
         assert all(len(raw) <= 128 * 1024 for raw in harness.mgmt.received.get(cid, []))
         if receipt is not None:
-            assert frames.pop() == scrubbed(json.loads(json.dumps(receipt)))
-        expected = scrubbed(json.loads(json.dumps(initial)))
+            assert frames.pop() == tagged(scrubbed(json.loads(json.dumps(receipt))), "7", "chat")
+        expected = tagged(scrubbed(json.loads(json.dumps(initial))), "7", "chat")
         event("history: one frame" if len(frames) == 1 else "history: in parts")
         if len(frames) == 1:
             assert frames == [expected]
@@ -522,8 +526,11 @@ def test_fuzzed_pushes_reach_clients_as_utf8_json_or_are_refused(
         assert result["error"]["code"] == "invalid_event"
         return
     assert "error" not in result, result
+    payload = event["payload"]
+    if event["channel"] == {"booking_id": "1"}:  # from a booking's channel: tagged with it
+        payload = tagged(payload, "1", "booking")
     for cid, frames in posted.items():
-        assert [strict_json(raw) for raw in frames] == [event["payload"]], cid
+        assert [strict_json(raw) for raw in frames] == [payload], cid
     recipients = (
         {LISTENER} - set(event.get("exclude", [])) if event["channel"] == {"booking_id": "1"} else set()
     )

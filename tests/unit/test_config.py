@@ -93,6 +93,13 @@ def test_values_are_read_and_normalised() -> None:
         ({**BASE, "BACKEND_ROUTES": '{"chat": {"message": "/x?b={booking_id}"}}'}, "no query"),
         # channels are fixed by type: a template could make two kinds share one
         ({**BASE, "BACKEND_ROUTES": '{"chat": {"channel": "chat-{booking_id}"}}'}, "channels are fixed"),
+        ({**BASE, "BACKEND_ROUTES": '{"notification": {"participants": "/p"}}'}, "for booking types"),
+        ({**BASE, "BACKEND_ROUTES": '{"feed": {"user_connect": "/c"}}'}, "for booking types"),
+        ({**BASE, "BACKEND_ROUTES": '{"chat": {"user_connect": "/c/{booking_id}"}}'}, "unknown placeholder"),
+        ({**BASE, "BACKEND_ROUTES": '{"chat": {"participants": "p/{booking_id}"}}'}, "starting with '/'"),
+        ({**BASE, "MAX_SUBSCRIPTIONS": "-1"}, "MAX_SUBSCRIPTIONS must be at least 0"),
+        ({**BASE, "MAX_SUBSCRIPTIONS": "many"}, "MAX_SUBSCRIPTIONS must be a number"),
+        ({**BASE, "PRESENCE_EVENTS": "sometimes"}, "PRESENCE_EVENTS must be true or false"),
     ],
 )
 def test_bad_configuration_is_explained(env: dict[str, str], words: str) -> None:
@@ -199,3 +206,17 @@ def test_the_registry_client_retries_with_dynamodbs_own_short_backoff_then_gives
         registry.find("A=", retry=False, cached=False)
     assert throttling_dynamodb.operations == ["Query"] * 10
     assert throttling_dynamodb.throttle == 1
+
+
+def test_one_socket_per_user_settings_and_routes() -> None:
+    defaults = Settings.from_env(BASE)
+    assert (defaults.max_subscriptions, defaults.presence_events) == (50, False)
+    chat = defaults.routes["chat"]
+    assert (chat.user_connect, chat.participants) == ("/api/chat/ws/connect", None)
+    assert defaults.routes["booking"].user_connect is None
+    routes = {"chat": {"participants": "/p/{booking_id}", "user_connect": None}}
+    env = {**BASE, "MAX_SUBSCRIPTIONS": "3", "PRESENCE_EVENTS": "TRUE", "BACKEND_ROUTES": json.dumps(routes)}
+    settings = Settings.from_env(env)
+    assert (settings.max_subscriptions, settings.presence_events) == (3, True)
+    assert settings.routes["chat"].participants_path("9") == "/p/9"
+    assert settings.routes["chat"].user_connect is None

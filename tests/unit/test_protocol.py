@@ -288,3 +288,61 @@ def test_text_helpers() -> None:
     assert wire.as_text("a\ud800b\udfff") == "a\ufffdb\ufffd"
     assert wire.has_lone_surrogate([{"k": ["x", {"\udc00": 1}]}])
     assert not wire.has_lone_surrogate([{"k": ["x", {"y": 1.5, "z": None}]}])
+
+
+# -- one socket per user ------------------------------------------------------------------
+
+
+def test_a_chat_connect_without_booking_id_is_the_users_socket_and_a_booking_one_is_not() -> None:
+    request = protocol.parse_connect({"token": "t"}, None, DEFAULT_ROUTES)
+    assert request.user_level
+    assert request.connect_path() == "/api/chat/ws/connect"
+    per_booking = protocol.parse_connect({"booking_id": "4", "token": "t"}, None, DEFAULT_ROUTES)
+    assert not per_booking.user_level
+    assert per_booking.connect_path() == "/api/chat/ws/4/connect"
+    with pytest.raises(InvalidMessage):
+        protocol.parse_connect({"type": "booking", "token": "t"}, None, DEFAULT_ROUTES)
+
+
+@pytest.mark.parametrize(("raw", "since"), [("0", 0), ("1187", 1187), (str(2**53 - 1), 2**53 - 1)])
+def test_since_in_the_url_is_a_non_negative_integer(raw: str, since: int) -> None:
+    request = protocol.parse_connect({"booking_id": "4", "token": "t", "since": raw}, None, DEFAULT_ROUTES)
+    assert request.since == since
+
+
+@pytest.mark.parametrize("raw", ["", "-1", "+1", "1.0", "1e3", " 1", "0x10", "٣", str(2**53), "9" * 40])
+def test_since_in_the_url_that_is_not_one_is_400(raw: str) -> None:
+    with pytest.raises(InvalidMessage) as info:
+        protocol.parse_connect({"booking_id": "4", "token": "t", "since": raw}, None, DEFAULT_ROUTES)
+    assert info.value.status == 400
+    assert "since" in info.value.message
+
+
+def test_a_booking_target_defaults_and_checks_its_fields() -> None:
+    target = protocol.parse_booking_target({"booking_id": 42}, DEFAULT_ROUTES, "chat", with_since=True)
+    assert (target.booking_id, target.connection_type, target.since, target.channel) == (
+        "42",
+        "chat",
+        None,
+        "booking#42",
+    )
+    booking = protocol.parse_booking_target(
+        {"booking_id": "b", "connection_type": "booking", "since": 5}, DEFAULT_ROUTES, "chat"
+    )
+    assert (booking.connection_type, booking.since) == ("booking", None)  # since only when asked
+    with pytest.raises(InvalidMessage, match="connection_type"):
+        protocol.parse_booking_target({"booking_id": "b", "connection_type": "feed"}, DEFAULT_ROUTES, "chat")
+
+
+def test_tagging_adds_booking_id_and_connection_type_only_when_absent() -> None:
+    assert protocol.tagged({"type": "m"}, "4", "chat") == {
+        "type": "m",
+        "booking_id": "4",
+        "connection_type": "chat",
+    }
+    assert protocol.tagged({"booking_id": "x"}, "4", None) == {"booking_id": "x"}
+    assert protocol.tagged({"connection_type": "y"}, "4", "chat") == {
+        "connection_type": "y",
+        "booking_id": "4",
+    }
+    assert protocol.tagged([1], "4", "chat") == [1]

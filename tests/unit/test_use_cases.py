@@ -262,3 +262,39 @@ def test_a_broadcasts_unsent_copy_for_the_sender_is_handed_on_and_reported(
     assert json.loads(unpack_frames(payload["chunk"]["frames"])[0])["ref"] == "r1"
     (summary,) = [r for r in caplog.records if getattr(r, "summary", False)]
     assert (summary.delivered, summary.unsent) == (1, 1)  # type: ignore[attr-defined]
+
+
+class LaggingIndex(FakeRegistry):
+    """The connection_id index as DynamoDB may serve it: what it held a moment ago."""
+
+    def __init__(self) -> None:
+        super().__init__(clock=lambda: NOW)
+        self.snapshot: list[Connection] | None = None
+
+    def connection_items(self, connection_id: str, *, live: bool = True) -> list[Connection]:
+        if self.snapshot is not None:
+            return [c for c in self.snapshot if c.connection_id == connection_id]
+        return super().connection_items(connection_id, live=live)
+
+
+def test_a_subscribe_right_after_an_unsubscribe_is_written_whatever_the_index_still_says() -> None:
+    registry = LaggingIndex()
+    backend = FakeBackend(answers={"/api/chat/ws/2/connect": {"user_id": "u"}})
+    gateway = FakeGateway(endpoint=ENDPOINT, open={"U="})
+    settings = Settings(backend_url="https://api.example.com", connections_table="t")
+    clients = Clients(settings, registry, backend, FakeInvoker(), lambda _: gateway, clock=lambda: NOW)
+    message = MessageCase(clients)
+    home = Connection("U=", "user#u", "chat", user_id="u", token="t", created_at=NOW, ttl=NOW + 60)
+    registry.put(home)
+
+    def send(frame: dict[str, Any]) -> dict[str, Any]:
+        message.handle(typed(events.message_event("U=", frame)), long())
+        answer: dict[str, Any] = json.loads(gateway.received["U="][-1])
+        return answer
+
+    assert send({"type": "subscribe", "booking_id": "2"})["type"] == "subscribed"
+    registry.snapshot = registry.connection_items("U=")  # the index still shows the subscription
+    assert send({"type": "unsubscribe", "booking_id": "2"})["type"] == "unsubscribed"
+    assert ("booking#2", "U=") not in registry.items
+    assert send({"type": "subscribe", "booking_id": "2"})["type"] == "subscribed"
+    assert registry.items[("booking#2", "U=")].types == {"chat"}
