@@ -606,6 +606,17 @@ def test_the_user_socket_lists_the_users_conversations_with_what_they_missed(
         # Bob's "one booking" sockets count as his presence in it.
         wait_conversation(alice, b, f"c.online.includes('{other}')")
         assert alice.inner_text("#presence") == f"· {other} online"
+
+        # A booking she joins elsewhere (another tab, one booking) is listed once its first
+        # message reaches her socket: the backend names the booking's parties as recipients.
+        d = new_booking()
+        join(context.new_page(), local_stack, user, d)
+        join(bob, local_stack, other, d)
+        bob.fill("#message", "in d")
+        bob.click("#send")
+        wait_subscribed(alice, [d])
+        wait_conversation(alice, d, "c.messages.includes('in d')")
+        assert [conv["id"] for conv in inbox(alice).values()] == [a, b, d]
         assert alice.locator("#error").is_hidden(), alice.inner_text("#error")
     finally:
         context.close()
