@@ -284,7 +284,11 @@ async function start() {
   $("open").addEventListener("submit", (event) => {
     event.preventDefault();
     const id = $("open-booking").value.trim();
-    if (!state.inbox || !id) return;
+    if (!id) return;
+    if (!state.inbox) {
+      showError("not connected");
+      return;
+    }
     state.inbox.open(id, { select: true });
     $("open-booking").value = "";
   });
