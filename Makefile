@@ -14,6 +14,8 @@ PYTHON := $(shell for v in 3.13 3.12; do \
 endif
 NO_PYTHON := error: no Python 3.13 found (nor 3.12, the oldest accepted: it deploys python3.12): install 3.13 (pyenv install 3.13, or your system's python3.13 package), or pass PYTHON=/path/to/python3.13
 STAGE  ?= dev
+# pytest's processes in make test (pytest-xdist): one per core; TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= auto
 # chalice package (make package, make test) needs a region, though the export names none:
 # us-east-1 stands in when none is set. The targets that call AWS (table, redrive) drop
 # this stand-in and use yours: AWS_DEFAULT_REGION or AWS_PROFILE's (boto3 and chalice
@@ -118,7 +120,7 @@ lint: venv ## ruff check, ruff format --check, mypy --strict (deployed code, loc
 	$(VENV)/bin/mypy chalicelib app.py local_gateway infra tests bench ws_proxy_testing
 
 test: venv checkov-venv system-deps lint client-test ## lint, type checks and every test (the client's too)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 # The client module (client/): its devDependencies (ws, typescript) from package-lock.json,
 # the declarations type-checked, then node's test runner: unit tests on a fake clock, and
