@@ -63,13 +63,25 @@ def sibling_function(own_name: str | None, name: str) -> str | None:
 class ChannelSender:
     """Posts frames to the connections of one channel, handing off what is too much."""
 
-    def __init__(self, clients: Clients, own_function_name: str | None) -> None:
-        """Chunks go to ``FANOUT_FUNCTION_NAME``, else to the sibling of the running function."""
+    def __init__(self, clients: Clients, own_function_name: str | None, *, contained: bool = False) -> None:
+        """Chunks go to ``FANOUT_FUNCTION_NAME``, else to the sibling of the running function.
+
+        ``contained``: for a function that may neither invoke ``fanout`` nor read the
+        connection_id index (``deliver``). It posts every chunk itself and hands nothing
+        on (what fails or runs out of time is told ``delivery_failed`` at once); a
+        connection found gone loses its item in this channel only (its ``$disconnect``, or
+        TTL, removes the rest); one still in its handshake (410 within the grace) is skipped.
+        """
         settings = clients.settings
         self._registry = clients.registry
         self._invoker = clients.invoker
         self._chunk_size = settings.push_chunk_size
-        self._chunk_function = settings.fanout_function_name or sibling_function(own_function_name, "fanout")
+        self._contained = contained
+        self._chunk_function = (
+            None
+            if contained
+            else settings.fanout_function_name or sibling_function(own_function_name, "fanout")
+        )
         self._metric = clients.metric
         self._clock = clients.clock
         self._sleep = clients.sleep
@@ -91,8 +103,9 @@ class ChannelSender:
             before = int(self._clock() - grace) if grace > 0 else None
             if self._registry.delete(channel, connection_id, created_before=before):
                 self._metric("StaleRemoved", 1)
-                # and from every other channel it is in: its own item, its subscriptions
-                self._registry.remove_connection(connection_id)
+                if not self._contained:
+                    # and from every other channel it is in: its own item, its subscriptions
+                    self._registry.remove_connection(connection_id)
             elif young is not None:
                 young.add(connection_id)
 
@@ -238,13 +251,18 @@ class ChannelSender:
             )
             if young:
                 result.gone = [i for i in result.gone if i not in young]
-                result.failed = [*result.failed, *young]
-                young_from.update((cid, index) for cid in young)
+                if self._contained:  # no later attempt to hand them: skipped, kept
+                    logger.info("skipped connections still in their handshake", extra={"skipped": len(young)})
+                else:
+                    result.failed = [*result.failed, *young]
+                    young_from.update((cid, index) for cid in young)
             total.merge(FanOutResult(0, result.gone, result.too_large, result.failed))
             total.delivered = result.delivered  # per connection, not per frame
             failed_from.update((cid, index) for cid in result.failed)
             unsent_from.update((cid, index) for cid in result.unsent)
-            stopped = set(result.gone) | set(result.failed) | set(result.too_large) | set(result.unsent)
+            stopped = (
+                set(result.gone) | set(result.failed) | set(result.too_large) | set(result.unsent) | young
+            )
             remaining = [i for i in remaining if i not in stopped]
         total.unsent = list(unsent_from)
         total.duration_ms = elapsed_ms(started)

@@ -5,6 +5,11 @@ the item only when the backend accepts, and hands the initial frames to
 ``deliver`` (API Gateway refuses posts until the handshake has completed).
 ``$disconnect`` removes every item of the connection (its own and its
 subscriptions); TTL removes whatever a missed one leaves.
+
+With ``PRESENCE_EVENTS``, both hand the booking channels the socket joined or left
+to ``deliver`` (a ``PresenceEvent``, asynchronously): neither may read a channel or
+post, and a socket in its handshake cannot be posted to. Best effort: a hand-off that
+fails is logged and changes nothing else.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEven
 
 from chalicelib import protocol, wire
 from chalicelib.clients import Clients
+from chalicelib.config import Settings
 from chalicelib.deadline import Deadline
 from chalicelib.errors import (
     BackendError,
@@ -26,8 +32,8 @@ from chalicelib.errors import (
     ProxyError,
     TooLarge,
 )
-from chalicelib.internal_events import ASYNC_PAYLOAD_LIMIT, DeliveryEvent, pack_frames
-from chalicelib.model import Connection
+from chalicelib.internal_events import ASYNC_PAYLOAD_LIMIT, DeliveryEvent, PresenceEvent, pack_frames
+from chalicelib.model import Connection, Invoker
 from chalicelib.routes import channel_key
 from chalicelib.summary import HandlerRun
 
@@ -35,6 +41,42 @@ logger = logging.getLogger(__name__)
 
 #: Longest Management API endpoint stored with a connection.
 ENDPOINT_MAX = 512
+
+
+def presence_channels(items: list[Connection]) -> tuple[tuple[str, str], ...]:
+    """(booking id, connection type) of each booking channel and type these items are in."""
+    return tuple(
+        (item.booking_id, connection_type)
+        for item in items
+        if item.booking_id is not None and item.channel == channel_key("booking", item.booking_id)
+        for connection_type in sorted(item.types or {item.connection_type})
+    )
+
+
+def hand_presence(
+    settings: Settings, invoker: Invoker, connection_id: str, items: list[Connection], *, online: bool
+) -> str | None:
+    """With ``PRESENCE_EVENTS``: the socket's arrival in (or departure from) its booking channels
+    to ``deliver``, which announces it; what happened (for the log), None when nothing was to do."""
+    if not settings.presence_events:
+        return None
+    user = next((item.user_id for item in items if item.user_id is not None), None)
+    channels = presence_channels(items)
+    if user is None or not channels:
+        return None
+    name = settings.deliver_function_name
+    if not name:
+        logger.error("DELIVER_FUNCTION_NAME is required for PRESENCE_EVENTS")
+        return "failed"
+    try:
+        invoker.invoke_async(name, PresenceEvent(connection_id, user, online, channels).to_payload())
+    except Exception as exc:  # noqa: BLE001 - best effort: the socket's own work is done
+        logger.error(
+            "presence could not be handed to deliver",
+            extra={"connection_id": connection_id, "error": type(exc).__name__},
+        )
+        return "failed"
+    return "handed"
 
 
 def _refused(outcome: str) -> dict[str, Any]:
@@ -129,6 +171,9 @@ class ConnectCase:
             except Exception:
                 self._registry.delete(channel, connection_id)
                 raise
+        presence = hand_presence(self._settings, self._invoker, connection_id, [conn], online=True)
+        if presence:
+            log["presence"] = presence
         response: dict[str, Any] = {"statusCode": 200}
         if request.bearer_subprotocol:
             response["headers"] = {"Sec-WebSocket-Protocol": protocol.BEARER_SUBPROTOCOL}
@@ -163,7 +208,9 @@ class ConnectCase:
 
 class DisconnectCase:
     def __init__(self, clients: Clients) -> None:
+        self._settings = clients.settings
         self._registry = clients.registry
+        self._invoker = clients.invoker
         self._metric = clients.metric
 
     def handle(self, event: APIGatewayWebSocketEvent) -> dict[str, Any]:
@@ -185,6 +232,11 @@ class DisconnectCase:
                         subscriptions=sum(1 for conn in removed if conn.subscription),
                     )
                     self._metric("ConnectionsClosed", 1)
+                    presence = hand_presence(
+                        self._settings, self._invoker, connection_id, removed, online=False
+                    )
+                    if presence:
+                        run.log["presence"] = presence
             except ProxyError as exc:  # best effort: TTL removes what we could not
                 run.log["outcome"] = "error"
                 logger.error("disconnect cleanup failed", extra={**run.log, "error": exc.code})

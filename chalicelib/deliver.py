@@ -6,6 +6,12 @@ this asynchronous invocation, which retries 410 with growing pauses (at most
 ``DELIVER_RETRY_SECONDS`` of them in all), then posts the frames in order. It posts through the configured
 endpoint, or the one ``$connect`` stored with the connection, and stops as soon
 as the connection's item is gone (its ``$disconnect`` ran).
+
+With ``PRESENCE_EVENTS``, ``$connect`` and ``$disconnect`` (which may neither read a
+channel nor post) also hand it a ``PresenceEvent``: for each booking channel the socket
+joined or left, one consistent Query of the channel tells whether it was the user's
+first socket there (or last), and if so the others get ``presence_changed`` through
+the channel sender, contained (this function hands nothing to ``fanout``).
 """
 
 from __future__ import annotations
@@ -14,11 +20,14 @@ import logging
 from typing import Any
 
 from chalicelib import protocol, wire
+from chalicelib.channel_sender import ChannelSender
 from chalicelib.clients import Clients
 from chalicelib.deadline import Deadline
 from chalicelib.errors import ProxyError
-from chalicelib.internal_events import DeliveryEvent
-from chalicelib.model import PostOutcome
+from chalicelib.internal_events import DeliveryEvent, PresenceEvent
+from chalicelib.model import Member, PostOutcome
+from chalicelib.routes import channel_key
+from chalicelib.subscriptions import presence_change
 from chalicelib.summary import HandlerRun
 
 logger = logging.getLogger(__name__)
@@ -26,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 class DeliverCase:
     def __init__(self, clients: Clients) -> None:
+        self._clients = clients
         self._settings = clients.settings
         self._registry = clients.registry
         self._gateway_for = clients.gateway_for
@@ -35,6 +45,9 @@ class DeliverCase:
 
     def handle(self, payload: Any, deadline: Deadline) -> dict[str, Any]:
         with HandlerRun("deliver") as run:
+            if isinstance(payload, dict) and "presence" in payload:
+                run.result = self._announce(payload, deadline, run.log)
+                return run.answer()
             event = DeliveryEvent.from_payload(payload)
             run.log.update(connection_id=event.connection_id, channel=event.channel, frames=len(event.frames))
             delivered, outcome = self._deliver(event, deadline)
@@ -87,6 +100,51 @@ class DeliverCase:
                 self._metric("DeliveryFailures", 1)
             return delivered, result.value
         return delivered, "delivered"
+
+    def _announce(self, payload: Any, deadline: Deadline, log: dict[str, Any]) -> dict[str, Any]:
+        """A ``PresenceEvent``: ``presence_changed`` to each channel where the user's first socket
+        arrived or last socket left (one Query per channel and type)."""
+        booking_types = [name for name, route in self._settings.routes.items() if route.needs_booking]
+        event = PresenceEvent.from_payload(payload, booking_types=booking_types)
+        log.update(connection_id=event.connection_id, online=event.online, channels=len(event.channels))
+        if not self._settings.presence_events:  # turned off since the event was sent
+            log["outcome"] = "off"
+            return {"announced": 0, "outcome": "off"}
+        sender = ChannelSender(self._clients, None, contained=True)
+        announced = delivered = 0
+        for booking_id, connection_type in event.channels:
+            change = presence_change(
+                self._registry,
+                event.connection_id,
+                event.user_id,
+                booking_id,
+                connection_type,
+                online=event.online,
+            )
+            if change is None:
+                continue
+            others, frame = change
+            announced += 1
+            channel = channel_key("booking", booking_id)
+            for endpoint, ids in self._by_endpoint(others).items():
+                delivered += sender.send(
+                    self._gateway_for(endpoint), channel, ids, [frame], deadline
+                ).delivered
+        log.update(outcome="presence", announced=announced, delivered=delivered)
+        return {"announced": announced, "delivered": delivered, "outcome": "presence"}
+
+    def _by_endpoint(self, members: list[Member]) -> dict[str, list[str]]:
+        """The members by the endpoint to post through: the configured one, else each one's own."""
+        configured = self._settings.api_gateway_endpoint
+        groups: dict[str, list[str]] = {}
+        for member in members:
+            endpoint = configured or member.endpoint
+            if endpoint:
+                groups.setdefault(endpoint, []).append(member.connection_id)
+        skipped = len(members) - sum(len(ids) for ids in groups.values())
+        if skipped:
+            logger.warning("presence: connections without an endpoint skipped", extra={"skipped": skipped})
+        return groups
 
     def _remove(self, event: DeliveryEvent) -> None:
         try:

@@ -1,9 +1,11 @@
 """The events the app sends itself: typed, with their encoding in one place.
 
 ``DeliveryEvent`` goes from ``$connect`` to ``deliver`` (the initial frames);
+``PresenceEvent`` from ``$connect`` and ``$disconnect`` to ``deliver`` (with
+``PRESENCE_EVENTS``: a socket arrived in, or left, booking channels);
 ``FanOutChunk`` goes from a fan-out to ``fanout`` (a later chunk of a large
 channel, the connections a fan-out had no time left for, or a later attempt for
-connections whose posts failed). Neither carries a Management API endpoint: the
+connections whose posts failed). None carries a Management API endpoint: the
 function that runs it takes the configured one, or the one stored with each
 connection, so no event can make the app post anywhere else. Frames travel compressed
 (zlib + base64) so that large histories fit Lambda's asynchronous payload limit.
@@ -16,11 +18,12 @@ import base64
 import binascii
 import json
 import zlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.errors import InvalidEvent
+from chalicelib.protocol import BOOKING_ID_PATTERN, USER_ID_MAX
 
 #: Lambda's asynchronous invocation payload limit, with room for the envelope.
 ASYNC_PAYLOAD_LIMIT = 240 * 1024
@@ -112,3 +115,52 @@ class FanOutChunk:
             frames=unpack_frames(_field(body, "frames", str)),
             attempt=attempt,
         )
+
+
+@dataclass(frozen=True)
+class PresenceEvent:
+    """A user's socket arrived in (``online``) or left booking channels: ``deliver`` tells each
+    channel ``presence_changed`` when it was the user's first socket there, or last."""
+
+    connection_id: str
+    user_id: str
+    online: bool
+    #: (booking id, connection type) of each channel and type the socket joined or left.
+    channels: tuple[tuple[str, str], ...]
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "presence": {
+                "connection_id": self.connection_id,
+                "user_id": self.user_id,
+                "online": self.online,
+                "channels": [{"booking_id": b, "connection_type": t} for b, t in self.channels],
+            }
+        }
+
+    @classmethod
+    def from_payload(cls, payload: Any, *, booking_types: Collection[str]) -> PresenceEvent:
+        """The event, whose connection types must be among ``booking_types``."""
+        if not isinstance(payload, Mapping) or not isinstance(payload.get("presence"), Mapping):
+            raise InvalidEvent("a presence event is an object with a presence")
+        body = payload["presence"]
+        connection_id = _field(body, "connection_id", str)
+        user_id = _field(body, "user_id", str)
+        if not connection_id or not 0 < len(user_id) <= USER_ID_MAX:
+            raise InvalidEvent(f"connection_id must not be empty, user_id 1 to {USER_ID_MAX} characters")
+        online = body.get("online")
+        if not isinstance(online, bool):
+            raise InvalidEvent("online must be true or false")
+        channels: list[tuple[str, str]] = []
+        for entry in _field(body, "channels", list):
+            if not isinstance(entry, Mapping):
+                raise InvalidEvent("each channel is an object")
+            booking_id, connection_type = entry.get("booking_id"), entry.get("connection_type")
+            if not isinstance(booking_id, str) or not BOOKING_ID_PATTERN.fullmatch(booking_id):
+                raise InvalidEvent("booking_id must be a booking id")
+            if not isinstance(connection_type, str) or connection_type not in booking_types:
+                raise InvalidEvent("connection_type must be a booking's connection type")
+            channels.append((booking_id, connection_type))
+        if not channels:
+            raise InvalidEvent("channels must name at least one channel")
+        return cls(connection_id, user_id, online, tuple(channels))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from chalicelib.deadline import Deadline
 from chalicelib.routes import is_channel_key
@@ -55,6 +55,15 @@ class Connection:
     def legacy(self) -> bool:
         """Written before channel keys had a kind: such a connection must reconnect."""
         return not is_channel_key(self.channel)
+
+
+class Member(NamedTuple):
+    """A live connection of a channel, as a channel read answers it."""
+
+    connection_id: str
+    user_id: str | None
+    #: The Management API endpoint stored with it (``$connect``'s), if any.
+    endpoint: str | None = None
 
 
 class PostOutcome(enum.Enum):
@@ -122,7 +131,7 @@ class Registry(Protocol):
 
     def connection_items(self, connection_id: str) -> list[Connection]: ...
 
-    def channel_members(self, channel: str, connection_type: str | None) -> list[tuple[str, str | None]]: ...
+    def channel_members(self, channel: str, connection_type: str | None) -> list[Member]: ...
 
     def subscribe(self, item: Connection) -> None: ...
 

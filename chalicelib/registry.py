@@ -40,7 +40,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.errors import BackendUnavailable, UnknownConnection
-from chalicelib.model import Connection
+from chalicelib.model import Connection, Member
 from chalicelib.schema import CONNECTION_INDEX, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
 
 logger = logging.getLogger(__name__)
@@ -351,10 +351,10 @@ class ConnectionRegistry:
                 return
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
-    def channel_members(self, channel: str, connection_type: str | None) -> list[tuple[str, str | None]]:
-        """(connection id, user id) of every live connection in ``channel`` of that type: one
-        strongly consistent Query."""
-        names = {"#p": PARTITION_KEY, "#t": TTL_ATTRIBUTE, "#id": SORT_KEY, "#u": "user_id"}
+    def channel_members(self, channel: str, connection_type: str | None) -> list[Member]:
+        """Connection id, user id and stored endpoint of every live connection in ``channel`` of
+        that type: one strongly consistent Query."""
+        names = {"#p": PARTITION_KEY, "#t": TTL_ATTRIBUTE, "#id": SORT_KEY, "#u": "user_id", "#e": "endpoint"}
         values: dict[str, Any] = {":p": {"S": channel}, ":now": {"N": str(int(self._clock()))}}
         condition = "#t > :now"
         if connection_type is not None:
@@ -364,14 +364,18 @@ class ConnectionRegistry:
         kwargs: dict[str, Any] = {
             "KeyConditionExpression": "#p = :p",
             "FilterExpression": condition,
-            "ProjectionExpression": "#id, #u",
+            "ProjectionExpression": "#id, #u, #e",
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": values,
             # a socket asking right after its subscribe must find itself
             "ConsistentRead": True,
         }
         return [
-            (item[SORT_KEY]["S"], item["user_id"]["S"] if "user_id" in item else None)
+            Member(
+                item[SORT_KEY]["S"],
+                item["user_id"]["S"] if "user_id" in item else None,
+                item["endpoint"]["S"] if "endpoint" in item else None,
+            )
             for item in self._pages(kwargs)
         ]
 

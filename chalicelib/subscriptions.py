@@ -24,7 +24,7 @@ from chalicelib.channel_sender import ChannelSender
 from chalicelib.clients import Clients
 from chalicelib.deadline import Deadline
 from chalicelib.errors import Forbidden, InvalidMessage, ProxyError, TooLarge, TooManySubscriptions
-from chalicelib.model import Connection, FanOutResult, Gateway, Registry
+from chalicelib.model import Connection, FanOutResult, Gateway, Member, Registry
 from chalicelib.protocol import BookingTarget
 from chalicelib.routes import Route, channel_key
 
@@ -65,26 +65,37 @@ def frames_of(answer: dict[str, Any], booking_id: str, connection_type: str) -> 
 
 
 def presence_change(
-    registry: Registry, conn: Connection, booking_id: str, connection_type: str, *, online: bool
-) -> tuple[list[str], bytes] | None:
-    """Who to tell, and the ``presence_changed`` frame, when ``conn`` joined (``online``) or left
-    a booking's channel as ``connection_type``; None when the user has another socket there,
-    or nobody else is there (one Query)."""
-    if conn.user_id is None:
+    registry: Registry,
+    connection_id: str,
+    user_id: str | None,
+    booking_id: str,
+    connection_type: str,
+    *,
+    online: bool,
+) -> tuple[list[Member], bytes] | None:
+    """Who to tell, and the ``presence_changed`` frame, when the user's socket ``connection_id``
+    joined (``online``) or left a booking's channel as ``connection_type``: one consistent Query.
+
+    None when the user has another socket there, when nobody else is there, or, for a
+    join, when the socket is no longer there itself (it left before this ran).
+    """
+    if user_id is None:
         return None
     channel = channel_key("booking", booking_id)
     members = registry.channel_members(channel, connection_type)
-    others = [(cid, user) for cid, user in members if cid != conn.connection_id]
-    if not others or any(user == conn.user_id for _, user in others):
+    others = [member for member in members if member.connection_id != connection_id]
+    if online and len(others) == len(members):
+        return None
+    if not others or any(member.user_id == user_id for member in others):
         return None
     event = {
         "type": "presence_changed",
         "booking_id": booking_id,
         "connection_type": connection_type,
-        "user_id": conn.user_id,
+        "user_id": user_id,
         "online": online,
     }
-    return [cid for cid, _ in others], wire.encode(event)
+    return others, wire.encode(event)
 
 
 class Subscriptions:
@@ -216,7 +227,7 @@ class Subscriptions:
         target = self._target(frame)
         log.update(booking=target.booking_id, subscription_type=target.connection_type)
         members = self._registry.channel_members(target.channel, target.connection_type)
-        if all(cid != conn.connection_id for cid, _ in members):
+        if all(member.connection_id != conn.connection_id for member in members):
             raise Forbidden(
                 f"this socket is not in booking {target.booking_id}'s channel as {target.connection_type}; "
                 "subscribe first"
@@ -226,7 +237,7 @@ class Subscriptions:
             "type": "presence",
             "booking_id": target.booking_id,
             "connection_type": target.connection_type,
-            "users": sorted({user for _, user in members if user is not None}),
+            "users": sorted({member.user_id for member in members if member.user_id is not None}),
             "connections": len(members),
         }
         self._reply(gateway, conn.connection_id, with_ref(answer, ref))
@@ -239,11 +250,17 @@ class Subscriptions:
         if not self._settings.presence_events:
             return
         change = presence_change(
-            self._registry, conn, target.booking_id, target.connection_type, online=online
+            self._registry,
+            conn.connection_id,
+            conn.user_id,
+            target.booking_id,
+            target.connection_type,
+            online=online,
         )
         if change is not None:
             others, frame = change
-            self._sender.send(gateway, target.channel, others, [frame], deadline)
+            ids = [member.connection_id for member in others]
+            self._sender.send(gateway, target.channel, ids, [frame], deadline)
 
     def recipients(
         self, answer: dict[str, Any], booking_id: str, route: Route, deadline: Deadline

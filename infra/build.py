@@ -91,6 +91,7 @@ FUNCTION_ENVIRONMENT = {
         "DELIVER_FUNCTION_NAME": "${aws_lambda_function.deliver.function_name}",
         "MAX_FEED_CONNECTIONS": "${var.max_feed_connections}",
     },
+    "websocket_disconnect": {"DELIVER_FUNCTION_NAME": "${aws_lambda_function.deliver.function_name}"},
     "websocket_message": {"FANOUT_FUNCTION_NAME": "${aws_lambda_function.fanout.function_name}"},
     "push": {
         "FANOUT_FUNCTION_NAME": "${aws_lambda_function.fanout.function_name}",

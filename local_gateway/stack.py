@@ -122,6 +122,10 @@ class LocalOnlyWsgi:
     def __init__(self, app: Any, trust: Trust) -> None:
         self.app = app
         self.trust = trust
+        # One request at a time: moto's update_item is not atomic across its threads (two
+        # concurrent conditional ADDs to one item can lose one, or fail the other's condition),
+        # where DynamoDB applies each write to an item whole.
+        self._lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         host = environ.get("HTTP_HOST")
@@ -136,7 +140,8 @@ class LocalOnlyWsgi:
             kept = [(k, v) for k, v in headers if not k.lower().startswith("access-control-")]
             return start_response(status, kept, exc_info)
 
-        return self.app(environ, without_cors)
+        with self._lock:
+            return self.app(environ, without_cors)
 
     @staticmethod
     def _refuse(start_response: Any, reason: str) -> list[bytes]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from chalicelib.deadline import Deadline
 from chalicelib.errors import ProxyError, UnknownConnection
-from chalicelib.model import Connection, FanOutResult, PostOutcome
+from chalicelib.model import Connection, FanOutResult, Member, PostOutcome
 
 
 class FakeRegistry:
@@ -43,13 +43,13 @@ class FakeRegistry:
         return None
 
     def channel_ids(self, channel: str, connection_type: str | None) -> Iterator[str]:
-        for cid, _ in self.channel_members(channel, connection_type):
+        for cid, _, _ in self.channel_members(channel, connection_type):
             yield cid
 
-    def channel_members(self, channel: str, connection_type: str | None) -> list[tuple[str, str | None]]:
+    def channel_members(self, channel: str, connection_type: str | None) -> list[Member]:
         now = int(self._clock())
         return [
-            (cid, conn.user_id)
+            Member(cid, conn.user_id, conn.endpoint)
             for (ch, cid), conn in sorted(self.items.items())
             if ch == channel and conn.ttl > now and (connection_type is None or conn.is_type(connection_type))
         ]

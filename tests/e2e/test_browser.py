@@ -56,7 +56,9 @@ def browser() -> Iterator[Any]:
 
 
 def join(page: Any, stack: StackProcess, user: str, booking: str) -> None:
+    """The page's "one booking" way: a chat and a booking socket for ``booking``."""
     page.goto(f"{stack.gateway}/")
+    page.select_option("#mode", "booking")
     page.fill("#user", user)
     page.fill("#booking", booking)
     page.click("#connect")
@@ -169,7 +171,7 @@ def test_the_demo_page_shows_errors_plainly(local_stack: StackProcess, browser: 
     context = browser.new_context()
     try:
         page = context.new_page()
-        page.goto(f"{local_stack.gateway}/")
+        page.goto(f"{local_stack.gateway}/?mode=booking")
         page.fill("#user", "alice")
         page.fill("#booking", new_booking())
         page.click("#connect")
@@ -354,6 +356,333 @@ def test_the_page_reconnects_by_itself_after_the_stack_restarts(browser: Any) ->
         stack.stop()
 
 
+# -- all my bookings on one socket --------------------------------------------------------------
+
+
+def inbox_join(page: Any, stack: StackProcess, user: str, booking: str = "") -> None:
+    """The page's "all my bookings" way: the user's one socket, ``booking`` opened and shown."""
+    page.goto(f"{stack.gateway}/?mode=user")
+    page.fill("#user", user)
+    page.fill("#booking", booking)
+    page.click("#connect")
+    page.wait_for_selector("#state.open", timeout=TIMEOUT_MS)
+
+
+def open_booking(page: Any, booking: str) -> None:
+    page.fill("#open-booking", booking)
+    page.press("#open-booking", "Enter")
+
+
+def inbox(page: Any) -> dict[str, Any]:
+    """The page's conversations by booking id (``demo.inbox.summary()``)."""
+    summary: dict[str, Any] = page.evaluate("demo.inbox.summary()")
+    return {conv["id"]: conv for conv in summary["conversations"]}
+
+
+def wait_conversation(page: Any, booking: str, condition: str, timeout: int = TIMEOUT_MS) -> None:
+    """Wait until the conversation of ``booking`` (``c`` in the JavaScript ``condition``) meets it;
+    else fail with what the page has."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(
+            f"""(() => {{
+                const all = demo.inbox ? demo.inbox.summary().conversations : [];
+                const c = all.find((x) => x.id === {json.dumps(booking)});
+                return Boolean(c) && ({condition});
+            }})()""",
+            timeout=timeout,
+        )
+    except PlaywrightTimeout:
+        have = page.evaluate("demo.inbox && demo.inbox.summary()")
+        banner = page.inner_text("#error")
+        raise AssertionError(f"booking {booking}: not {condition}: {have}; banner: {banner!r}") from None
+
+
+def wait_subscribed(page: Any, bookings: list[str], histories: int = 1, timeout: int = TIMEOUT_MS) -> None:
+    """Both subscriptions of every booking live, each with ``histories`` histories received."""
+    for booking in bookings:
+        wait_conversation(
+            page,
+            booking,
+            f"c.chat === 'subscribed' && c.watch === 'subscribed' && c.histories >= {histories} && !c.failed",
+            timeout,
+        )
+
+
+def select(page: Any, booking: str) -> None:
+    page.click(f".conversation[data-booking='{booking}']")
+    page.wait_for_selector(f".conversation.selected[data-booking='{booking}']", timeout=TIMEOUT_MS)
+
+
+def say_in(page: Any, booking: str, text: str) -> None:
+    """Select ``booking`` and send ``text`` into it; it shows in the thread (the sender's copy)."""
+    select(page, booking)
+    page.fill("#message", text)
+    page.click("#send")
+    page.locator("#messages .message", has_text=text).wait_for(timeout=TIMEOUT_MS)
+
+
+def thread(page: Any) -> list[str]:
+    """The bodies of the thread shown."""
+    bodies: list[str] = page.locator("#messages .message .body").all_inner_texts()
+    return bodies
+
+
+def badge(page: Any, booking: str) -> str:
+    """The unread count the list shows for ``booking`` ("" when hidden)."""
+    count = page.locator(f".conversation[data-booking='{booking}'] .count")
+    return "" if count.is_hidden() else str(count.inner_text())
+
+
+def test_one_socket_carries_three_bookings_and_survives_a_restart(
+    browser: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PRESENCE_EVENTS", "true")  # read by the proxy in the stack's process
+    stack = StackProcess("browser-inbox")
+    ports = {flag: str(urlsplit(stack.endpoints[key]).port) for flag, key in PORT_FLAGS.items()}
+    a, b, c = new_booking(), new_booking(), new_booking()
+    context = browser.new_context(viewport={"width": 1100, "height": 700})
+    try:
+        alice, bob = context.new_page(), context.new_page()
+        errors: list[str] = []
+        for page in (alice, bob):
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+        sockets: dict[str, list[str]] = {"alice": [], "bob": []}
+        for page, user in ((alice, "alice"), (bob, "bob")):
+            page.on("websocket", lambda ws, user=user: sockets[user].append(ws.url))
+
+        for page, user in ((bob, "bob"), (alice, "alice")):
+            inbox_join(page, stack, user, a)
+            wait_subscribed(page, [a])
+            for booking in (b, c):
+                open_booking(page, booking)  # and shown: its welcome is read
+                wait_subscribed(page, [booking])
+        # One WebSocket per page, the user's, for three bookings.
+        assert [len(urls) for urls in sockets.values()] == [1, 1], sockets
+        assert all("booking_id" not in url for urls in sockets.values() for url in urls), sockets
+        # Bob is there in every booking: the presence answers to Alice's subscribes say so; and
+        # Bob's page, which asked before she came, hears her arrive (presence_changed).
+        for booking in (a, b, c):
+            wait_conversation(alice, booking, "c.online.includes('bob')")
+            wait_conversation(bob, booking, "c.online.includes('alice')")
+        assert alice.locator(".conversation .dot.online").count() == 3
+        assert bob.locator(".conversation .dot.online").count() == 3
+
+        # Each booking's traffic in its place, once; unread counts only what was not shown.
+        select(alice, a)
+        say_in(bob, b, "b one")
+        say_in(bob, b, "b two")
+        say_in(bob, c, "c one")
+        say_in(bob, a, "a one")
+        alice.locator("#messages .message", has_text="a one").wait_for(timeout=TIMEOUT_MS)
+        wait_conversation(alice, b, "Object.keys(c.received).length === 2")
+        wait_conversation(alice, c, "Object.keys(c.received).length === 1")
+        convs = inbox(alice)
+        assert convs[a]["messages"][1:] == ["a one"]
+        assert convs[b]["messages"][1:] == ["b one", "b two"]
+        assert convs[c]["messages"][1:] == ["c one"]
+        assert all(n == 1 for conv in convs.values() for n in conv["received"].values()), convs
+        assert [convs[x]["unread"] for x in (a, b, c)] == [0, 2, 1]
+        assert [badge(alice, x) for x in (a, b, c)] == ["", "2", "1"]
+        assert "b one" not in thread(alice)
+        assert "c one" not in thread(alice)
+        ARTIFACTS.mkdir(exist_ok=True)
+        alice.screenshot(path=str(ARTIFACTS / "demo-inbox.png"))
+
+        select(alice, b)
+        assert thread(alice)[1:] == ["b one", "b two"]
+        assert badge(alice, b) == ""
+        assert badge(alice, c) == "1"
+        # What the page showed is read at the backend too.
+        read_id = alice.locator("#messages .message", has_text="b two").get_attribute("data-id")
+        wait_conversation(alice, b, f"c.lastRead === {read_id}")
+        assert alice.inner_text("#presence") == "· bob online"
+        say_in(alice, b, "reply in b")
+        wait_conversation(bob, b, "c.messages.includes('reply in b')")
+        assert inbox(bob)[b]["unread"] == 1  # Bob shows booking a
+
+        # Status changes reach both pages' booking subscriptions.
+        alice.click(".actions button:has-text('Confirm')")
+        for page in (alice, bob):
+            wait_conversation(page, b, "c.status === 'confirmed'")
+        assert alice.inner_text("#booking-status") == "Confirmed"
+        assert alice.inner_text(f".conversation[data-booking='{b}'] .status") == "Confirmed"
+
+        # A full stop and start of the stack: every subscription comes back by itself.
+        assert stack.stop() == 0
+        for page in (alice, bob):
+            page.wait_for_selector("#state.reconnecting", timeout=TIMEOUT_MS)
+        alice.fill("#message", "typed during the outage")
+        alice.click("#send")
+        assert alice.evaluate("demo.inbox.socket.queued") >= 1
+        stack = StackProcess("browser-inbox-2", *[arg for pair in ports.items() for arg in pair])
+        for page in (alice, bob):
+            page.wait_for_selector("#state.open", timeout=30_000)
+            wait_subscribed(page, [a, b, c], histories=2, timeout=30_000)
+        alice.locator("#messages .message", has_text="typed during the outage").wait_for(timeout=TIMEOUT_MS)
+        wait_conversation(bob, b, "c.messages.includes('typed during the outage')")
+        # The restart wiped the backend: each thread is what it has now, not the old beside it.
+        assert "b one" not in thread(alice)
+        assert thread(alice).count("typed during the outage") == 1
+        # Booking b is pending again at the new backend: its status subscription said so.
+        wait_conversation(alice, b, "c.status === 'pending'")
+
+        for booking, text in ((a, "after a"), (c, "after c"), (b, "after b")):
+            say_in(bob, booking, text)
+        alice.locator("#messages .message", has_text="after b").wait_for(timeout=TIMEOUT_MS)
+        wait_conversation(alice, a, "c.messages.includes('after a')")
+        wait_conversation(alice, c, "c.messages.includes('after c')")
+        convs = inbox(alice)
+        for booking, text in ((a, "after a"), (b, "after b"), (c, "after c")):
+            assert convs[booking]["messages"].count(text) == 1, convs[booking]
+            others = {x for x in (a, b, c) if x != booking}
+            assert all(text not in convs[x]["messages"] for x in others), convs
+        for page in (alice, bob):
+            received = [n for conv in inbox(page).values() for n in conv["received"].values()]
+            assert received, inbox(page)
+            assert all(n == 1 for n in received), inbox(page)
+        # Not shown: the new backend's welcome and one message, in a and in c.
+        assert [convs[x]["unread"] for x in (a, b, c)] == [2, 0, 2], convs
+        assert [badge(alice, x) for x in (a, b, c)] == ["2", "", "2"]
+        # Bob is there again in every booking (the page asks who is when one is shown).
+        for booking in (a, c, b):
+            select(alice, booking)
+            wait_conversation(alice, booking, "c.online.includes('bob')")
+        status, answer = post_json(f"{stack.backend}/dev/bookings/{c}/status", {"status": "cancelled"})
+        assert status == 200, answer
+        wait_conversation(alice, c, "c.status === 'cancelled'")
+        assert alice.inner_text(f".conversation[data-booking='{c}'] .status") == "Cancelled"
+        # Bob leaves: his dots go out on Alice's page (asked again when a conversation is shown).
+        bob.click("#disconnect")
+        bob.wait_for_selector("#state.closed", timeout=TIMEOUT_MS)
+        for booking in (a, c, b):
+            select(alice, booking)
+            wait_conversation(alice, booking, "c.online.length === 0")
+        assert alice.locator(".conversation .dot.online").count() == 0
+        assert alice.inner_text("#presence") == ""
+        for page in (alice, bob):
+            assert page.locator("#error").is_hidden(), page.inner_text("#error")
+        assert not errors
+    finally:
+        context.close()
+        stack.stop()
+
+
+def test_the_user_socket_lists_the_users_conversations_with_what_they_missed(
+    local_stack: StackProcess, browser: Any
+) -> None:
+    a, b = new_booking(), new_booking()
+    # Users of their own: the session's stack lists every booking a user has had in it.
+    user, other = f"alice-{a}", f"bob-{a}"
+    context = browser.new_context()
+    try:
+        alice, bob = context.new_page(), context.new_page()
+        inbox_join(alice, local_stack, user, a)
+        open_booking(alice, b)
+        wait_subscribed(alice, [a, b])
+        alice.click("#disconnect")
+        alice.wait_for_selector("#state.closed", timeout=TIMEOUT_MS)
+        assert alice.locator(".conversation").count() == 0
+
+        join(bob, local_stack, other, b)  # the "one booking" way, beside it
+        for text in ("while away 1", "while away 2"):
+            bob.fill("#message", text)
+            bob.click("#send")
+            bob.locator("#messages .message", has_text=text).wait_for(timeout=TIMEOUT_MS)
+
+        # No booking named: the socket's first frame lists Alice's conversations, and the page
+        # subscribes to each; the first is shown, the other counts what she missed.
+        inbox_join(alice, local_stack, user)
+        wait_subscribed(alice, [a, b])
+        assert [conv["id"] for conv in inbox(alice).values()] == [a, b]
+        alice.wait_for_selector(f".conversation.selected[data-booking='{a}']", timeout=TIMEOUT_MS)
+        wait_conversation(alice, b, "c.unread === 2")
+        assert badge(alice, b) == "2"
+        select(alice, b)
+        assert thread(alice)[-2:] == ["while away 1", "while away 2"]
+        assert badge(alice, b) == ""
+
+        # Bob's "one booking" sockets count as his presence in it.
+        wait_conversation(alice, b, f"c.online.includes('{other}')")
+        assert alice.inner_text("#presence") == f"· {other} online"
+
+        # A booking she joins elsewhere (another tab, one booking) is listed once its first
+        # message reaches her socket: the backend names the booking's parties as recipients.
+        d = new_booking()
+        join(context.new_page(), local_stack, user, d)
+        join(bob, local_stack, other, d)
+        bob.fill("#message", "in d")
+        bob.click("#send")
+        wait_subscribed(alice, [d])
+        wait_conversation(alice, d, "c.messages.includes('in d')")
+        assert [conv["id"] for conv in inbox(alice).values()] == [a, b, d]
+        assert alice.locator("#error").is_hidden(), alice.inner_text("#error")
+    finally:
+        context.close()
+
+
+class InboxBackend:
+    """A backend of one's own (``--backend-url``): the user's socket lists booking 7, and every
+    booking's connect (a subscribe) is refused with 403."""
+
+    def __init__(self) -> None:
+        self.http = LoopbackHttp(self.answer)
+        self.url = f"http://127.0.0.1:{self.http.port}"
+
+    def answer(self, method: str, path: str, body: bytes) -> tuple[int, str, bytes]:
+        answer: dict[str, Any] = {"detail": "Not Found"}
+        status = 404
+        if path == "/dev/token":
+            status, answer = 200, {"token": "opaque-token-of-another-backend", "expires_at": 0}
+        elif path == "/api/chat/ws/connect":
+            conversation = {"booking_id": "7", "thread_id": "t7", "title": "Flat 7", "status": "pending"}
+            initial = {"type": "conversations", "conversations": [{**conversation, "unread": 3}]}
+            status, answer = 200, {"user_id": "alice", "initial": initial}
+        elif path.endswith("/connect"):
+            status, answer = 403, {"detail": "not a participant of this booking"}
+        return status, "application/json", json.dumps(answer).encode()
+
+
+def test_a_booking_the_backend_refuses_is_named_in_the_banner(
+    local_stack: StackProcess, browser: Any
+) -> None:
+    backend = InboxBackend()
+    stack = gateway_only("demo-inbox-refused", local_stack, backend.url)
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        inbox_join(page, stack, "alice")
+        # The socket's first frame lists booking 7; its subscribe is refused.
+        error = page.locator("#error")
+        error.wait_for(state="visible", timeout=TIMEOUT_MS)
+        text = error.inner_text()
+        assert text.startswith("Booking 7 could not be subscribed: forbidden: "), text
+        wait_conversation(page, "7", "Boolean(c.failed) && c.chat === null && c.watch === null")
+        item = page.locator(".conversation[data-booking='7']")
+        assert item.locator(".title").inner_text() == "Flat 7"
+        assert item.locator(".status").inner_text() == "not subscribed"
+        # One opened by hand is refused the same way, and named.
+        open_booking(page, "8")
+        page.wait_for_function(
+            "document.getElementById('error').textContent.startsWith('Booking 8 could not be subscribed')",
+            timeout=TIMEOUT_MS,
+        )
+        # Sending into it says why it cannot.
+        page.fill("#message", "hello")
+        page.click("#send")
+        page.wait_for_function(
+            "document.getElementById('error').textContent"
+            ".startsWith('Booking 8 is not subscribed (forbidden: ')",
+            timeout=TIMEOUT_MS,
+        )
+        assert page.inner_text("#state") == "connected as alice"
+    finally:
+        context.close()
+        assert stack.stop() == 0
+        backend.http.close()
+
+
 def side_by_side(images: list[Path], target: Path) -> None:
     from PIL import Image
 
@@ -526,7 +855,7 @@ def test_the_demo_page_says_why_it_cannot_connect_before_the_socket_opens(
     context = browser.new_context()
     try:
         page = context.new_page()
-        page.goto(f"{stack.gateway}/")
+        page.goto(f"{stack.gateway}/?mode=booking")
         page.fill("#booking", new_booking())
         page.click("#connect")
         error = page.locator("#error")

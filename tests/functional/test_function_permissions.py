@@ -165,6 +165,16 @@ def every_path(recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
     recorder.run("push", {"channel": {"booking_id": "1"}, "payload": {"type": "status"}})
     # $disconnect
     recorder.run("websocket_disconnect", events.disconnect_event("B1="))
+    # PRESENCE_EVENTS: $connect and $disconnect hand the presence to deliver, which reads the channel
+    monkeypatch.setenv("PRESENCE_EVENTS", "true")
+    reset_clients()
+    stack.backend.routes["/api/chat/ws/1/connect"] = Reply(200, {"user_id": "v"})
+    connect(recorder, "V1=", chat)
+    for payload in recorder.take("-deliver"):
+        recorder.run("deliver", payload)
+    recorder.run("websocket_disconnect", events.disconnect_event("V1="))
+    for payload in recorder.take("-deliver"):
+        recorder.run("deliver", payload)
 
 
 def test_each_function_calls_exactly_what_its_policy_grants(

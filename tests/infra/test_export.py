@@ -216,10 +216,8 @@ def test_the_feed_cap_is_an_optional_variable_for_connect_only(tf: Config) -> No
 
 
 def test_function_names_are_wired_where_the_code_invokes_them(tf: Config) -> None:
-    assert (
-        env(tf, "websocket_connect")["DELIVER_FUNCTION_NAME"]
-        == "${aws_lambda_function.deliver.function_name}"
-    )
+    for name in ("websocket_connect", "websocket_disconnect"):  # initial frames; presence events
+        assert env(tf, name)["DELIVER_FUNCTION_NAME"] == "${aws_lambda_function.deliver.function_name}"
     fanout = "${aws_lambda_function.fanout.function_name}"
     assert env(tf, "websocket_message")["FANOUT_FUNCTION_NAME"] == fanout
     assert env(tf, "push")["FANOUT_FUNCTION_NAME"] == fanout

@@ -173,6 +173,7 @@ def assert_no_star_for_restricted(statements: list[dict[str, Any]]) -> None:
 MUST_DENY = [
     ("websocket_disconnect", "execute-api:ManageConnections", "connections:POST"),
     ("websocket_disconnect", "lambda:InvokeFunction", "function:fanout"),
+    ("websocket_disconnect", "dynamodb:Query", "table"),
     ("websocket_connect", "dynamodb:Query", "table"),  # only a count of the feed (below)
     ("websocket_connect", "dynamodb:Query", "index"),
     ("websocket_connect", "execute-api:ManageConnections", "connections:POST"),

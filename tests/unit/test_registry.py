@@ -16,6 +16,7 @@ from tests.fakes import FakeRegistry
 from tests.harness import moto_client
 
 NOW = 1_800_000_000
+ENDPOINT = "https://api.example.com/development"
 
 
 def clock() -> float:
@@ -266,7 +267,7 @@ def test_find_answers_the_sockets_own_item_not_a_subscription(registry: Any) -> 
 
 
 def test_a_subscription_item_is_in_its_channel_as_each_of_its_types(registry: Any) -> None:
-    registry.put(conn("OLD=", channel="booking#1"))  # an item from before subscriptions
+    registry.put(conn("OLD=", channel="booking#1", endpoint=ENDPOINT))  # an item from before subscriptions
     registry.subscribe(sub("A=", "booking#1", "chat"))
     registry.subscribe(sub("A=", "booking#1", "booking"))
     (item,) = [c for c in registry.connection_items("A=") if c.channel == "booking#1"]
@@ -274,7 +275,8 @@ def test_a_subscription_item_is_in_its_channel_as_each_of_its_types(registry: An
     assert item.connection_type == "chat"  # the first type stays
     assert sorted(registry.channel_ids("booking#1", "chat")) == ["A=", "OLD="]
     assert sorted(registry.channel_ids("booking#1", "booking")) == ["A="]
-    assert registry.channel_members("booking#1", "booking") == [("A=", "u")]
+    assert registry.channel_members("booking#1", "booking") == [("A=", "u", None)]
+    assert registry.channel_members("booking#1", "chat") == [("A=", "u", None), ("OLD=", None, ENDPOINT)]
     assert registry.unsubscribe("booking#1", "A=", "chat") is True
     assert sorted(registry.channel_ids("booking#1", "chat")) == ["OLD="]
     assert registry.unsubscribe("booking#1", "A=", "chat") is False  # not in it as chat any more
