@@ -68,7 +68,9 @@ class ChannelSender:
         self._clock = clients.clock
         self._handshake_grace = settings.handshake_grace_seconds
 
-    def remover(self, channel: str, young: set[str] | None = None) -> Callable[[str], None]:
+    def remover(
+        self, channel: str, young: set[str] | None = None, deadline: Deadline | None = None
+    ) -> Callable[[str], None]:
         """What to do with a connection the Management API called gone (410).
 
         Its item goes. With ``young``, a connection created in the last
@@ -78,7 +80,7 @@ class ChannelSender:
 
         def remove(connection_id: str) -> None:
             before = None if young is None else int(self._clock() - self._handshake_grace)
-            if self._registry.delete(channel, connection_id, created_before=before):
+            if self._registry.delete(channel, connection_id, created_before=before, deadline=deadline):
                 self._metric("StaleRemoved", 1)
             elif young is not None:
                 young.add(connection_id)
@@ -192,7 +194,7 @@ class ChannelSender:
             if not remaining:
                 break
             young: set[str] = set()  # 410 while maybe still in the handshake: tried again later
-            remove = self.remover(channel, young if grace else None)
+            remove = self.remover(channel, young if grace else None, deadline)
             result = gateway.post_many(remaining, data, on_gone=remove, deadline=deadline)
             if young:
                 result.gone = [i for i in result.gone if i not in young]
@@ -264,7 +266,9 @@ class ChannelSender:
         )
         # The reserve past the deadline is for exactly this: the note may use it.
         reserve = deadline.later(RESERVE_FOR_NOTES)
-        gateway.post_many(ids, wire.encode(note), on_gone=self.remover(channel), deadline=reserve)
+        gateway.post_many(
+            ids, wire.encode(note), on_gone=self.remover(channel, None, reserve), deadline=reserve
+        )
 
 
 #: How far past the work deadline (into the Lambda reserve) ``delivery_failed`` notes may go.

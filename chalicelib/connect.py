@@ -111,12 +111,13 @@ class ConnectCase:
             booking_id=request.booking_id,
             endpoint=endpoint,
         )
-        self._registry.put(conn)
+        self._registry.put(conn, deadline=deadline)
         if frames:
             try:
                 self._schedule_delivery(conn, frames)
             except Exception:
-                self._registry.delete(channel, connection_id)
+                # the rollback may use the time kept back from the deadline
+                self._registry.delete(channel, connection_id, deadline=deadline.later(1.0))
                 raise
         response: dict[str, Any] = {"statusCode": 200}
         if request.bearer_subprotocol:

@@ -103,8 +103,8 @@ class MessageCase:
                 self._reply(gateway, connection_id, protocol.error_frame_for(exc, ref))
         return run.answer()
 
-    def _sender(self, connection_id: str) -> tuple[Connection, Route]:
-        conn = self._registry.find(connection_id)
+    def _sender(self, connection_id: str, deadline: Deadline) -> tuple[Connection, Route]:
+        conn = self._registry.find(connection_id, deadline=deadline)
         if conn is None:
             raise UnknownConnection("this connection is not registered; reconnect")
         route = self._settings.routes.get(conn.connection_type)
@@ -112,7 +112,7 @@ class MessageCase:
             raise UnknownConnection("this connection's type is no longer served; reconnect")
         if conn.legacy or (route.needs_booking and not conn.booking_id):
             # Written by an earlier version (channel without a kind): its channel cannot be trusted.
-            self._registry.delete(conn.channel, conn.connection_id)
+            self._registry.delete(conn.channel, conn.connection_id, deadline=deadline)
             raise UnknownConnection("this connection was opened by an earlier version; reconnect")
         return conn, route
 
@@ -130,7 +130,7 @@ class MessageCase:
             raise InvalidMessage("auth needs a token: a non-empty string")
         if len(token) > protocol.MAX_TOKEN_CHARS:
             raise Unauthorized("token is too long")
-        conn, route = self._sender(connection_id)
+        conn, route = self._sender(connection_id, deadline)
         log.update(channel=conn.channel, type=conn.connection_type)
         path = route.connect_path(conn.booking_id)
         if path is None:
@@ -138,7 +138,7 @@ class MessageCase:
         answer = self._backend.post(path, {"connection_id": connection_id, "token": token}, deadline=deadline)
         if protocol.answered_user(answer) != conn.user_id:
             raise Forbidden("the token belongs to another user; reconnect with it instead")
-        self._registry.update_token(conn, token)
+        self._registry.update_token(conn, token, deadline=deadline)
         log["outcome"] = "authenticated"
         self._reply(gateway, connection_id, with_ref({"type": "authenticated"}, ref))
 
@@ -152,7 +152,7 @@ class MessageCase:
         deadline: Deadline,
         log: dict[str, Any],
     ) -> None:
-        conn, route = self._sender(connection_id)
+        conn, route = self._sender(connection_id, deadline)
         log.update(channel=conn.channel, type=conn.connection_type)
         body: dict[str, Any] = {"connection_id": connection_id, "message": frame}
         if conn.token is not None:
@@ -162,9 +162,18 @@ class MessageCase:
         own = wire.frames_with_ref(answer, ref)
         try:
             if broadcast:
-                members = self._registry.channel_ids(conn.channel, conn.connection_type)
-                others = [i for i in members if i != connection_id]
+                others: list[str] = []
                 others_frames = own if ref is None else wire.frames_for(answer)
+                try:
+                    members = self._registry.channel_ids(
+                        conn.channel, conn.connection_type, deadline=deadline
+                    )
+                    others.extend(i for i in members if i != connection_id)
+                except BackendUnavailable:
+                    # The channel could not be read in time: the members found so far get the
+                    # message (handed off if no time is left), the sender is told (below).
+                    sender.send(gateway, conn.channel, others, others_frames, deadline)
+                    raise
                 result = sender.broadcast(
                     gateway, conn.channel, connection_id, own, others, others_frames, deadline
                 )

@@ -86,21 +86,46 @@ class FanOutResult:
 
 
 class Registry(Protocol):
-    """The live connections (the DynamoDB connections table)."""
+    """The live connections (the DynamoDB connections table).
 
-    def put(self, conn: Connection) -> None: ...
+    Each call is bounded by ``deadline`` when one is given: past it, ``BackendUnavailable``.
+    """
 
-    def delete(self, channel: str, connection_id: str, *, created_before: int | None = None) -> bool: ...
+    def put(self, conn: Connection, *, deadline: Deadline | None = None) -> None: ...
 
-    def find(self, connection_id: str, *, retry: bool = True, cached: bool = True) -> Connection | None: ...
+    def delete(
+        self,
+        channel: str,
+        connection_id: str,
+        *,
+        created_before: int | None = None,
+        deadline: Deadline | None = None,
+    ) -> bool: ...
 
-    def channel_ids(self, channel: str, connection_type: str | None) -> Iterator[str]: ...
+    def find(
+        self,
+        connection_id: str,
+        *,
+        retry: bool = True,
+        cached: bool = True,
+        deadline: Deadline | None = None,
+    ) -> Connection | None: ...
 
-    def get(self, channel: str, connection_id: str) -> Connection | None: ...
+    def channel_ids(
+        self, channel: str, connection_type: str | None, *, deadline: Deadline | None = None
+    ) -> Iterator[str]: ...
 
-    def endpoints(self, channel: str, connection_ids: Sequence[str]) -> dict[str, str | None]: ...
+    def get(
+        self, channel: str, connection_id: str, *, deadline: Deadline | None = None
+    ) -> Connection | None: ...
 
-    def update_token(self, conn: Connection, token: str) -> Connection: ...
+    def endpoints(
+        self, channel: str, connection_ids: Sequence[str], *, deadline: Deadline | None = None
+    ) -> dict[str, str | None]: ...
+
+    def update_token(
+        self, conn: Connection, token: str, *, deadline: Deadline | None = None
+    ) -> Connection: ...
 
 
 class Backend(Protocol):

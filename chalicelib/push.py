@@ -55,9 +55,8 @@ class PushCase:
         else:
             channel = route.channel_for(None, value)
         gateway = self._gateway_for(endpoint)
-        ids = [
-            i for i in self._registry.channel_ids(channel, target.connection_type) if i not in target.exclude
-        ]
+        members = self._registry.channel_ids(channel, target.connection_type, deadline=deadline)
+        ids = [i for i in members if i not in target.exclude]
         sender = ChannelSender(self._clients, own_function_name)
         result = sender.send(gateway, channel, ids, target.frames, deadline)
         answer = {

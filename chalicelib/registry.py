@@ -1,9 +1,15 @@
 """ConnectionRegistry: the connections table (``chalicelib/schema.py``).
 
-Uses the low-level DynamoDB client (thread-safe, shared by fan-out threads).
-A ``$default`` or ``$disconnect`` finds its connection with one Query on the
-``connection_id-index`` GSI, never a Scan. Reads skip items whose ``ttl`` has
-passed. AWS failures surface as ``BackendUnavailable`` (retryable).
+Uses the thin DynamoDB client (``chalicelib.aws.DynamoDB``: botocore's low-level
+names and shapes, thread-safe, shared by fan-out threads). A ``$default`` or
+``$disconnect`` finds its connection with one Query on the ``connection_id-index``
+GSI, never a Scan. Reads skip items whose ``ttl`` has passed. AWS failures surface
+as ``BackendUnavailable`` (retryable).
+
+Every method takes the caller's ``deadline``: each DynamoDB call gets the time left
+(its attempts and their timeouts, ``chalicelib.aws``), a lookup's pauses and a
+Query's next page start only with time left, and a call with none left fails as
+``BackendUnavailable`` instead of running past the handler's deadline.
 
 An item: ``booking_id`` (the partition key; it holds the channel key, e.g.
 ``booking#42``, see ``routes.channel_key``), ``connection_id`` (sort key),
@@ -23,8 +29,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
+from chalicelib.aws import AwsError
+from chalicelib.deadline import Deadline
 from chalicelib.errors import BackendUnavailable, UnknownConnection
 from chalicelib.model import Connection
 from chalicelib.schema import CONNECTION_INDEX, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
@@ -42,6 +48,8 @@ DEFAULT_CACHE_SECONDS = 300.0
 
 #: DynamoDB's BatchGetItem limit.
 BATCH_GET_KEYS = 100
+#: A pause between calls (a lookup's retry, unprocessed keys) is taken only if it leaves this much time.
+MIN_CALL_SECONDS = 0.05
 
 
 class ConnectionRegistry:
@@ -94,23 +102,36 @@ class ConnectionRegistry:
         with self._cache_lock:
             self._cache.pop(connection_id, None)
 
-    def _call(self, operation: str, *, table_argument: bool = True, **kwargs: Any) -> Any:
+    def _call(
+        self, operation: str, *, table_argument: bool = True, deadline: Deadline | None = None, **kwargs: Any
+    ) -> Any:
         """The client's answer; None when the call's ``ConditionExpression`` did not hold."""
         if table_argument:
             kwargs["TableName"] = self._table
         try:
-            return getattr(self._client, operation)(**kwargs)
-        except (ClientError, BotoCoreError) as exc:
-            code = exc.response["Error"]["Code"] if isinstance(exc, ClientError) else type(exc).__name__
-            if code == "ConditionalCheckFailedException" and "ConditionExpression" in kwargs:
+            return getattr(self._client, operation)(deadline=deadline, **kwargs)
+        except AwsError as exc:
+            if exc.code == "ConditionalCheckFailedException" and "ConditionExpression" in kwargs:
                 return None
-            logger.error("dynamodb call failed", extra={"operation": operation, "error": code})
+            logger.error("dynamodb call failed", extra={"operation": operation, "error": exc.code})
             raise BackendUnavailable("the connection registry is unavailable; try again") from exc
 
-    def put(self, conn: Connection) -> None:
-        self._call("put_item", Item=to_item(conn))
+    @staticmethod
+    def _time_for(pause: float, deadline: Deadline | None) -> bool:
+        """Whether ``pause`` leaves time for another call before ``deadline``."""
+        return deadline is None or deadline.remaining() - pause >= MIN_CALL_SECONDS
 
-    def delete(self, channel: str, connection_id: str, *, created_before: int | None = None) -> bool:
+    def put(self, conn: Connection, *, deadline: Deadline | None = None) -> None:
+        self._call("put_item", Item=to_item(conn), deadline=deadline)
+
+    def delete(
+        self,
+        channel: str,
+        connection_id: str,
+        *,
+        created_before: int | None = None,
+        deadline: Deadline | None = None,
+    ) -> bool:
         """Remove the item; with ``created_before``, only an item created before that time.
 
         False when the condition kept the item (a connection so new that it may still be in
@@ -118,7 +139,7 @@ class ConnectionRegistry:
         """
         self._forget(connection_id)
         if created_before is None:
-            self._call("delete_item", Key=self._key(channel, connection_id))
+            self._call("delete_item", Key=self._key(channel, connection_id), deadline=deadline)
             return True
         deleted = self._call(
             "delete_item",
@@ -126,22 +147,27 @@ class ConnectionRegistry:
             ConditionExpression="attribute_not_exists(#c) OR #c < :before",
             ExpressionAttributeNames={"#c": "created_at"},
             ExpressionAttributeValues={":before": {"N": str(created_before)}},
+            deadline=deadline,
         )
         return deleted is not None
 
     def _key(self, channel: str, connection_id: str) -> dict[str, Any]:
         return {PARTITION_KEY: {"S": channel}, SORT_KEY: {"S": connection_id}}
 
-    def get(self, channel: str, connection_id: str) -> Connection | None:
+    def get(self, channel: str, connection_id: str, *, deadline: Deadline | None = None) -> Connection | None:
         """The live item of this connection in this channel (a consistent read), or None."""
-        response = self._call("get_item", Key=self._key(channel, connection_id), ConsistentRead=True)
+        response = self._call(
+            "get_item", Key=self._key(channel, connection_id), ConsistentRead=True, deadline=deadline
+        )
         item = response.get("Item")
         if not item:
             return None
         conn = from_item(item)
         return conn if conn.ttl > int(self._clock()) else None
 
-    def endpoints(self, channel: str, connection_ids: Sequence[str]) -> dict[str, str | None]:
+    def endpoints(
+        self, channel: str, connection_ids: Sequence[str], *, deadline: Deadline | None = None
+    ) -> dict[str, str | None]:
         """For each live connection of ``channel`` among ``connection_ids``: its stored endpoint.
 
         Ids that are not (or no longer) in the channel are absent from the answer.
@@ -169,6 +195,7 @@ class ConnectionRegistry:
                         }
                     },
                     table_argument=False,
+                    deadline=deadline,
                 )
                 for item in response.get("Responses", {}).get(self._table, []):
                     conn = from_item(item)
@@ -176,13 +203,16 @@ class ConnectionRegistry:
                         found[conn.connection_id] = conn.endpoint
                 keys = response.get("UnprocessedKeys", {}).get(self._table, {}).get("Keys", [])
                 attempts += 1
-                if keys and attempts >= len(self._delays) + 1:
+                if keys and (
+                    attempts >= len(self._delays) + 1
+                    or not self._time_for(self._delays[attempts - 1], deadline)
+                ):
                     raise BackendUnavailable("the connection registry is throttling; try again")
                 if keys:
                     self._sleep(self._delays[attempts - 1])
         return found
 
-    def update_token(self, conn: Connection, token: str) -> Connection:
+    def update_token(self, conn: Connection, token: str, *, deadline: Deadline | None = None) -> Connection:
         """Replace the stored token of a live connection; the updated connection."""
         updated_item = self._call(
             "update_item",
@@ -191,6 +221,7 @@ class ConnectionRegistry:
             ConditionExpression="attribute_exists(#id)",
             ExpressionAttributeNames={"#tok": "token", "#id": SORT_KEY},
             ExpressionAttributeValues={":tok": {"S": token}},
+            deadline=deadline,
         )
         if updated_item is None:
             self._forget(conn.connection_id)
@@ -199,8 +230,15 @@ class ConnectionRegistry:
         self._remember(updated)
         return updated
 
-    def find(self, connection_id: str, *, retry: bool = True, cached: bool = True) -> Connection | None:
-        """The live connection with this id: one GSI Query, retried briefly on a miss.
+    def find(
+        self,
+        connection_id: str,
+        *,
+        retry: bool = True,
+        cached: bool = True,
+        deadline: Deadline | None = None,
+    ) -> Connection | None:
+        """The live connection with this id: one GSI Query, retried briefly on a miss (time allowing).
 
         A connection found before in this container is answered from the cache
         (``cached=False`` always asks DynamoDB).
@@ -212,16 +250,16 @@ class ConnectionRegistry:
         delays = self._delays if retry else ()
         attempt = 0
         while True:
-            found = self._query_index(connection_id)
+            found = self._query_index(connection_id, deadline)
             if found is not None:
                 self._remember(found)
                 return found
-            if attempt >= len(delays):
+            if attempt >= len(delays) or not self._time_for(delays[attempt], deadline):
                 return None
             self._sleep(delays[attempt])
             attempt += 1
 
-    def _query_index(self, connection_id: str) -> Connection | None:
+    def _query_index(self, connection_id: str, deadline: Deadline | None) -> Connection | None:
         now = int(self._clock())
         response = self._call(
             "query",
@@ -229,6 +267,7 @@ class ConnectionRegistry:
             KeyConditionExpression="#c = :c",
             ExpressionAttributeNames={"#c": SORT_KEY},
             ExpressionAttributeValues={":c": {"S": connection_id}},
+            deadline=deadline,
         )
         for item in response.get("Items", []):
             conn = from_item(item)
@@ -237,9 +276,18 @@ class ConnectionRegistry:
         return None
 
     def channel_ids(
-        self, channel: str, connection_type: str | None, *, page_size: int | None = None
+        self,
+        channel: str,
+        connection_type: str | None,
+        *,
+        page_size: int | None = None,
+        deadline: Deadline | None = None,
     ) -> Iterator[str]:
-        """Every live connection id in ``channel`` (optionally one type), following DynamoDB's pages."""
+        """Every live connection id in ``channel`` (optionally one type), following DynamoDB's pages.
+
+        A page that cannot be read before ``deadline`` raises ``BackendUnavailable``
+        (after the ids of the pages already read).
+        """
         names = {"#p": PARTITION_KEY, "#t": TTL_ATTRIBUTE, "#id": SORT_KEY}
         values: dict[str, Any] = {":p": {"S": channel}, ":now": {"N": str(int(self._clock()))}}
         condition = "#t > :now"
@@ -257,7 +305,7 @@ class ConnectionRegistry:
         if page_size:
             kwargs["Limit"] = page_size
         while True:
-            response = self._call("query", **kwargs)
+            response = self._call("query", deadline=deadline, **kwargs)
             yield from (item[SORT_KEY]["S"] for item in response.get("Items", []))
             if not response.get("LastEvaluatedKey"):
                 return

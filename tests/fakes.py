@@ -22,17 +22,31 @@ class FakeRegistry:
         self._clock = clock
         self.lookups = 0
 
-    def put(self, conn: Connection) -> None:
+    def put(self, conn: Connection, *, deadline: Deadline | None = None) -> None:
         self.items[(conn.channel, conn.connection_id)] = conn
 
-    def delete(self, channel: str, connection_id: str, *, created_before: int | None = None) -> bool:
+    def delete(
+        self,
+        channel: str,
+        connection_id: str,
+        *,
+        created_before: int | None = None,
+        deadline: Deadline | None = None,
+    ) -> bool:
         conn = self.items.get((channel, connection_id))
         if conn is not None and created_before is not None and conn.created_at >= created_before:
             return False
         self.items.pop((channel, connection_id), None)
         return True
 
-    def find(self, connection_id: str, *, retry: bool = True, cached: bool = True) -> Connection | None:
+    def find(
+        self,
+        connection_id: str,
+        *,
+        retry: bool = True,
+        cached: bool = True,
+        deadline: Deadline | None = None,
+    ) -> Connection | None:
         self.lookups += 1
         now = int(self._clock())
         for conn in self.items.values():
@@ -40,21 +54,25 @@ class FakeRegistry:
                 return conn
         return None
 
-    def channel_ids(self, channel: str, connection_type: str | None) -> Iterator[str]:
+    def channel_ids(
+        self, channel: str, connection_type: str | None, *, deadline: Deadline | None = None
+    ) -> Iterator[str]:
         now = int(self._clock())
         for (ch, cid), conn in sorted(self.items.items()):
             if ch == channel and conn.ttl > now and connection_type in (None, conn.connection_type):
                 yield cid
 
-    def get(self, channel: str, connection_id: str) -> Connection | None:
+    def get(self, channel: str, connection_id: str, *, deadline: Deadline | None = None) -> Connection | None:
         conn = self.items.get((channel, connection_id))
         return conn if conn is not None and conn.ttl > int(self._clock()) else None
 
-    def endpoints(self, channel: str, connection_ids: Sequence[str]) -> dict[str, str | None]:
+    def endpoints(
+        self, channel: str, connection_ids: Sequence[str], *, deadline: Deadline | None = None
+    ) -> dict[str, str | None]:
         found = (self.get(channel, cid) for cid in connection_ids)
         return {conn.connection_id: conn.endpoint for conn in found if conn is not None}
 
-    def update_token(self, conn: Connection, token: str) -> Connection:
+    def update_token(self, conn: Connection, token: str, *, deadline: Deadline | None = None) -> Connection:
         if (conn.channel, conn.connection_id) not in self.items:
             raise UnknownConnection("this connection is not registered; reconnect")
         updated = replace(conn, token=token)

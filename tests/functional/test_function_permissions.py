@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from chalicelib.channel_sender import FUNCTION_NAMES
 from chalicelib.internal_events import pack_frames
 from tests import events
 from tests.harness import Stack, chat_backend, fresh_clients
-from tests.standins import Reply
+from tests.standins import DynamoDbRecorder, Reply
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATIONS = json.loads((ROOT / "infra" / "aws_operations.json").read_text())["operations"]
@@ -48,23 +46,23 @@ def granted() -> dict[str, set[tuple[str, str]]]:
 class Recorder:
     """What each function called, attributed to the function running at the time."""
 
-    def __init__(self, stack: Stack) -> None:
+    def __init__(self, stack: Stack, dynamodb: DynamoDbRecorder) -> None:
         self.stack = stack
+        self.dynamodb = dynamodb
         self.current = ""
         self.calls: dict[str, set[tuple[str, str]]] = defaultdict(set)
-
-    def dynamodb(self, model: Any, params: dict[str, Any], **kwargs: Any) -> None:
-        resource = "index" if params.get("IndexName") else "table"
-        self.calls[self.current].add((f"dynamodb:{model.name}", resource))
 
     def run(self, function: str, event: Any) -> Any:
         """Invoke ``function``'s handler; its posts and invocations are counted as its own."""
         self.current = function
         posts = len(self.stack.mgmt.calls)
         invoked = len(self.stack.lambdas.invocations)
+        looked_up = len(self.dynamodb.calls)
         try:
             return self.stack.invoke(HANDLERS.get(function, function), event)
         finally:
+            for operation, resource in self.dynamodb.calls[looked_up:]:
+                self.calls[function].add((f"dynamodb:{operation}", resource))
             if any(m == "POST" for m, _, _ in self.stack.mgmt.calls[posts:]):
                 self.calls[function].add(("execute-api:ManageConnections", "connections:POST"))
             for name, _, _ in self.stack.lambdas.invocations[invoked:]:
@@ -77,14 +75,9 @@ class Recorder:
 
 
 @pytest.fixture
-def recorder(stack: Stack) -> Iterator[Recorder]:
-    recorder = Recorder(stack)
-    session = boto3.DEFAULT_SESSION or boto3.setup_default_session() or boto3.DEFAULT_SESSION
-    assert session is not None
-    session.events.register("before-parameter-build.dynamodb", recorder.dynamodb)
-    fresh_clients()  # clients built from now on carry the hook
-    yield recorder
-    session.events.unregister("before-parameter-build.dynamodb", recorder.dynamodb)
+def recorder(stack: Stack, dynamodb_recorder: DynamoDbRecorder) -> Recorder:
+    """DynamoDB calls are seen on the wire (a recording hop in front of moto), whatever the client."""
+    return Recorder(stack, dynamodb_recorder)
 
 
 def connect(recorder: Recorder, cid: str, query: dict[str, str]) -> None:

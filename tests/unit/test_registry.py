@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 
+from chalicelib.deadline import Deadline
 from chalicelib.errors import BackendUnavailable
 from chalicelib.model import Connection
 from chalicelib.registry import ConnectionRegistry
 from chalicelib.schema import ensure_table
 from tests.fakes import FakeRegistry
-from tests.harness import moto_client
+from tests.harness import moto_client, moto_registry_client
 
 NOW = 1_800_000_000
 
@@ -35,7 +36,7 @@ def registry(request: pytest.FixtureRequest) -> Iterator[Any]:
     client = moto_client(endpoint)
     table = f"registry-{uuid.uuid4().hex[:8]}"
     ensure_table(client, table)
-    yield ConnectionRegistry(client, table, clock=clock, lookup_retry_delays=())
+    yield ConnectionRegistry(moto_registry_client(endpoint), table, clock=clock, lookup_retry_delays=())
     client.delete_table(TableName=table)
 
 
@@ -70,13 +71,23 @@ def test_channel_ids_filter_by_channel_type_and_ttl(registry: Any) -> None:
     assert list(registry.channel_ids("3", None)) == []
 
 
+class CountingClient:
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.queries = 0
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "query":
+            self.queries += 1
+        return getattr(self._client, name)
+
+
 def test_channel_pages_cover_every_connection_exactly_once(moto_endpoint: str) -> None:
     client = moto_client(moto_endpoint)
     table = f"registry-{uuid.uuid4().hex[:8]}"
     ensure_table(client, table)
-    queries: list[str] = []
-    client.meta.events.register("before-call.dynamodb.Query", lambda **kwargs: queries.append("Query"))
-    registry = ConnectionRegistry(client, table, clock=lambda: NOW)
+    counting = CountingClient(moto_registry_client(moto_endpoint))
+    registry = ConnectionRegistry(counting, table, clock=lambda: NOW)
     try:
         ids = [f"P{i:02d}=" for i in range(23)]
         for cid in ids:
@@ -84,7 +95,7 @@ def test_channel_pages_cover_every_connection_exactly_once(moto_endpoint: str) -
         seen = list(registry.channel_ids("1", "chat", page_size=5))
         assert sorted(seen) == sorted(c for c in ids if int(c[1:3]) % 3)
         assert len(seen) == len(set(seen))
-        assert len(queries) >= 5  # one Query per page of 5 items
+        assert counting.queries >= 5  # one Query per page of 5 items
     finally:
         client.delete_table(TableName=table)
 
@@ -94,7 +105,9 @@ def test_moto_registry_retries_a_miss_then_gives_up(moto_endpoint: str) -> None:
     table = f"registry-{uuid.uuid4().hex[:8]}"
     ensure_table(client, table)
     sleeps: list[float] = []
-    registry = ConnectionRegistry(client, table, sleep=sleeps.append, lookup_retry_delays=(0.01, 0.02))
+    registry = ConnectionRegistry(
+        moto_registry_client(moto_endpoint), table, sleep=sleeps.append, lookup_retry_delays=(0.01, 0.02)
+    )
     assert registry.find("missing=") is None
     assert sleeps == [0.01, 0.02]
     sleeps.clear()
@@ -104,8 +117,9 @@ def test_moto_registry_retries_a_miss_then_gives_up(moto_endpoint: str) -> None:
 
 
 def test_aws_failures_become_backend_unavailable(moto_endpoint: str) -> None:
-    client = moto_client(moto_endpoint)
-    registry = ConnectionRegistry(client, "no-such-table", lookup_retry_delays=())
+    registry = ConnectionRegistry(
+        moto_registry_client(moto_endpoint), "no-such-table", lookup_retry_delays=()
+    )
     with pytest.raises(BackendUnavailable) as info:
         registry.put(conn("A="))
     assert info.value.retryable is True
@@ -131,22 +145,11 @@ def test_connection_repr_never_shows_the_token() -> None:
     assert "secret" not in repr(conn("A=", token="secret"))
 
 
-class CountingClient:
-    def __init__(self, client: Any) -> None:
-        self._client = client
-        self.queries = 0
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "query":
-            self.queries += 1
-        return getattr(self._client, name)
-
-
 def test_found_connections_are_cached_until_deleted_expired_or_aged(moto_endpoint: str) -> None:
     client = moto_client(moto_endpoint)
     table = f"cache-{uuid.uuid4().hex[:8]}"
     ensure_table(client, table)
-    counting = CountingClient(client)
+    counting = CountingClient(moto_registry_client(moto_endpoint))
     now = [float(NOW)]
     registry = ConnectionRegistry(
         counting, table, clock=lambda: now[0], lookup_retry_delays=(), cache_size=2, cache_seconds=60
@@ -172,3 +175,25 @@ def test_found_connections_are_cached_until_deleted_expired_or_aged(moto_endpoin
     registry.find("C=")
     assert counting.queries == 8
     client.delete_table(TableName=table)
+
+
+def test_a_channel_query_reads_no_page_past_the_deadline(moto_endpoint: str) -> None:
+    """The pages read before the deadline are answered; the next one is never asked for."""
+    client = moto_client(moto_endpoint)
+    table = f"pages-{uuid.uuid4().hex[:8]}"
+    ensure_table(client, table)
+    counting = CountingClient(moto_registry_client(moto_endpoint))
+    registry = ConnectionRegistry(counting, table, clock=clock)
+    try:
+        for i in range(12):
+            registry.put(conn(f"P{i:02d}="))
+        # the clock the deadline reads: time enough for one call, then none
+        readings = iter([0.0])
+        deadline = Deadline(10.0, lambda: next(readings, 100.0))
+        seen: list[str] = []
+        with pytest.raises(BackendUnavailable):
+            seen.extend(registry.channel_ids("1", "chat", page_size=5, deadline=deadline))
+        assert len(seen) == 5  # the first page
+        assert counting.queries == 2  # the second was asked for, and not sent
+    finally:
+        client.delete_table(TableName=table)
