@@ -172,7 +172,8 @@ class MessageCase:
                 except BackendUnavailable:
                     # The channel could not be read in time: the members found so far get the
                     # message (handed off if no time is left), the sender is told (below).
-                    sender.send(gateway, conn.channel, others, others_frames, deadline)
+                    if others:
+                        sender.send(gateway, conn.channel, others, others_frames, deadline)
                     raise
                 result = sender.broadcast(
                     gateway, conn.channel, connection_id, own, others, others_frames, deadline
