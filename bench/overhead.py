@@ -13,7 +13,7 @@ Each message is a chat frame the backend answers with ``broadcast: true``, so
 a message is: one GSI Query, one backend POST, one channel Query, a fan-out to
 the channel. Time spent inside ``BackendClient.post`` and the gateway's
 ``post``/``post_many`` is measured by wrapping them and subtracted; the time
-inside DynamoDB calls (botocore + moto over loopback) is reported beside it.
+inside DynamoDB calls (the client + moto over loopback) is reported beside it.
 
 Run in its own interpreter (``python -m bench.overhead``); the handler's logs
 (stdout, as in Lambda) go to /dev/null.
@@ -216,7 +216,7 @@ def summarize(rows: list[dict[str, float]], channel: int = CHANNEL) -> dict[str,
 
     overhead = [r["total"] - r["backend"] - r["management_api"] for r in rows]
     # What is left when DynamoDB's own time (moto's server, loopback) is also taken
-    # out, but botocore's work in this process (its CPU inside those calls) kept.
+    # out, but the client's work in this process (its CPU inside those calls) kept.
     own = [o - r["dynamodb"] + r["dynamodb_client_cpu"] for o, r in zip(overhead, rows, strict=True)]
     return {
         "messages": len(rows),
@@ -285,8 +285,8 @@ def lines(res: dict[str, Any]) -> list[str]:
         row("handler (app.message, whole)", "handler"),
         row("  in backend (BackendClient.post)", "backend"),
         row("  in Management API (gateway post/post_many)", "management_api"),
-        row("  in DynamoDB calls (botocore + moto server, loopback)", "dynamodb"),
-        row("    of which botocore CPU in this process", "dynamodb_client_cpu"),
+        row("  in DynamoDB calls (client + moto server, loopback)", "dynamodb"),
+        row("    of which client CPU in this process (every thread)", "dynamodb_client_cpu"),
         row("overhead = handler - backend - Management API", "overhead"),
         row("overhead without moto's server time", "overhead_without_dynamodb_server"),
         row("process CPU per message (all threads)", "cpu_per_message"),
@@ -371,7 +371,7 @@ def targets(res: dict[str, Any]) -> list[Target]:
             f"{own:.2f} ms without moto's server time)",
         ),
         Target(
-            "  the same, without moto's server time (botocore's CPU kept)",
+            "  the same, without moto's server time (the client's CPU kept)",
             own <= 5.0,
             f"{own:.2f} ms median, p99 {res['overhead_without_dynamodb_server']['p99_ms']:.2f} ms",
         ),
@@ -394,7 +394,8 @@ NOTE = (
     "- **Per-message overhead**: measured for this code and, the same way, for the baseline's "
     "`app.py` and `chalicelib` (see Cold start) run from a `git archive` of it: 4 rounds, each a "
     "fresh process of each (alternating which goes first) against the same stand-in and moto "
-    "server, 300 messages per round after 20 of warm-up. "
+    "server, 300 messages per round after 20 of warm-up; once for a channel of 4 and once for a "
+    "booking of two (the sender and one other, each on a per-booking socket). "
     "`app.message(event, context)` (Chalice's handler with the Powertools "
     "middleware), dependencies built by `get_clients()` from the environment: `BACKEND_URL` and "
     "`API_GATEWAY_ENDPOINT` point at the stand-in (answering at once), `AWS_ENDPOINT_URL_DYNAMODB` "
@@ -404,8 +405,8 @@ NOTE = (
     "so it still holds the DynamoDB round trips to moto's server: the channel Query, plus the "
     "GSI Query for a connection's first message in a container (the 20 warm-up messages cover the "
     "4 senders' first ones, so the measured messages are a warm container's: one Query each); the "
-    "line below it also takes out moto's server time (DynamoDB wall time minus botocore's CPU in "
-    "this process)."
+    "line below it also takes out moto's server time (DynamoDB wall time minus the client's CPU in "
+    "this process, every thread)."
 )
 
 if __name__ == "__main__":
