@@ -43,7 +43,7 @@ class DeliverCase:
         return run.answer()
 
     def _deliver(self, event: DeliveryEvent, deadline: Deadline) -> tuple[int, str]:
-        conn = self._registry.get(event.channel, event.connection_id)
+        conn = self._registry.get(event.channel, event.connection_id, deadline=deadline)
         if conn is None:
             return 0, "gone"  # closed (and cleaned up) before its history could be sent
         endpoint = self._settings.api_gateway_endpoint or conn.endpoint
@@ -65,13 +65,13 @@ class DeliverCase:
                 self._sleep(delay)  # 410 until API Gateway has completed the handshake
                 waited += delay
                 delay = min(delay * 2, 0.5)
-                if self._registry.get(event.channel, event.connection_id) is None:
+                if self._registry.get(event.channel, event.connection_id, deadline=deadline) is None:
                     return delivered, "gone"  # its $disconnect ran: nobody is waiting
             if result is PostOutcome.DELIVERED:
                 delivered += 1
                 continue
             if result is PostOutcome.GONE:
-                self._remove(event)
+                self._remove(event, deadline)
             else:
                 gateway.post(
                     event.connection_id,
@@ -88,9 +88,9 @@ class DeliverCase:
             return delivered, result.value
         return delivered, "delivered"
 
-    def _remove(self, event: DeliveryEvent) -> None:
+    def _remove(self, event: DeliveryEvent, deadline: Deadline) -> None:
         try:
-            self._registry.delete(event.channel, event.connection_id)
+            self._registry.delete(event.channel, event.connection_id, deadline=deadline.later(1.0))
             self._metric("StaleRemoved", 1)
         except ProxyError as exc:  # TTL removes it if we cannot
             logger.error("stale connection cleanup failed", extra={"error": exc.code})
