@@ -62,3 +62,32 @@ def test_a_hung_lookup_answers_unavailable_before_the_deadline(
     assert stack.backend.requests == []  # the backend never got a message nobody could deliver
     (frame,) = stack.mgmt.frames("A1=")
     assert (frame["code"], frame["retryable"], frame["ref"]) == ("backend_unavailable", True, "m-1")
+
+
+def test_a_hung_token_read_answers_unavailable_before_the_deadline(
+    stack: Stack, dynamodb_recorder: DynamoDbRecorder
+) -> None:
+    """The sender's token, read from its own item at each message, keeps the deadline too."""
+    chat_backend(stack.backend)
+    stack.seed("A1=")
+    dynamodb_recorder.hang = lambda operation, request: operation == "GetItem"
+    answer = send_in_time(stack, "A1=", {"body": "hi", "id": "m-1"})
+    assert answer == {"statusCode": 200}
+    assert set(dynamodb_recorder.hung) == {"GetItem"}
+    assert stack.backend.requests == []
+    (frame,) = stack.mgmt.frames("A1=")
+    assert (frame["code"], frame["retryable"], frame["ref"]) == ("backend_unavailable", True, "m-1")
+
+
+def test_a_hung_removal_of_a_sockets_items_ends_before_the_deadline(
+    stack: Stack, dynamodb_recorder: DynamoDbRecorder
+) -> None:
+    """``$disconnect`` removes every item of the socket in batches, within its own deadline."""
+    stack.seed("A1=")
+    stack.seed("A1=", booking="2")
+    dynamodb_recorder.hang = lambda operation, request: operation == "BatchWriteItem"
+    started = time.monotonic()
+    answer = stack.invoke("disconnect", events.disconnect_event("A1="), time_left_ms=TIME_LEFT_MS)
+    assert time.monotonic() - started < TIME_LEFT_MS / 1000, "the handler ran past its Lambda deadline"
+    assert answer == {"statusCode": 200}
+    assert set(dynamodb_recorder.hung) == {"BatchWriteItem"}

@@ -370,3 +370,46 @@ def test_a_channel_query_reads_no_page_past_the_deadline(moto_endpoint: str) -> 
         assert counting.queries == 2  # the second was asked for, and not sent
     finally:
         client.delete_table(TableName=table)
+
+
+class Unprocessed:
+    """The thin client, but every BatchWriteItem leaves its whole batch unprocessed."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.writes = 0
+        self.now = 0.0  # the deadline's clock
+        self.write_takes = 0.0  # how far each BatchWriteItem moves it
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def batch_write_item(self, *, deadline: Deadline | None = None, **params: Any) -> dict[str, Any]:
+        self.writes += 1
+        self.now += self.write_takes
+        return {"UnprocessedItems": params["RequestItems"]}
+
+
+def test_unprocessed_deletes_are_retried_only_with_time_left(moto_endpoint: str) -> None:
+    client = moto_client(moto_endpoint)
+    table = f"unproc-{uuid.uuid4().hex[:8]}"
+    ensure_table(client, table)
+    unprocessed = Unprocessed(moto_registry_client(moto_endpoint))
+    sleeps: list[float] = []
+    registry = ConnectionRegistry(
+        unprocessed, table, clock=clock, sleep=sleeps.append, lookup_retry_delays=(0.01, 0.02)
+    )
+    try:
+        registry.put(conn("A=", channel="user#u"))
+        registry.subscribe(sub("A=", "booking#1", "chat"))
+        with pytest.raises(BackendUnavailable):  # time enough: every pause taken, then given up
+            registry.remove_connection("A=", deadline=Deadline.after(10.0))
+        assert (unprocessed.writes, sleeps) == (3, [0.01, 0.02])
+        unprocessed.writes, unprocessed.write_takes = 0, 0.44
+        deadline = Deadline(0.5, lambda: unprocessed.now)  # the call made, no time for a pause
+        with pytest.raises(BackendUnavailable):
+            registry.remove_connection("A=", deadline=deadline)
+        assert (unprocessed.writes, sleeps) == (1, [0.01, 0.02])
+        assert len(registry.connection_items("A=")) == 2  # nothing was removed
+    finally:
+        client.delete_table(TableName=table)
