@@ -80,11 +80,12 @@ def message(event: WebsocketEvent) -> dict[str, Any]:
 
 @app.on_ws_disconnect()
 def disconnect(event: WebsocketEvent) -> dict[str, Any]:
+    deadline = Deadline.from_context(event.context)
     return answer_with(
         get_clients,
         "$disconnect",
         {"statusCode": 200},
-        lambda clients: DisconnectCase(clients).handle(APIGatewayWebSocketEvent(event.to_dict())),
+        lambda clients: DisconnectCase(clients).handle(APIGatewayWebSocketEvent(event.to_dict()), deadline),
     )
 
 

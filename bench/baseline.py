@@ -10,14 +10,19 @@ from pathlib import Path
 
 from bench.servers import ROOT
 
-#: The code before this round's changes (one module per use case, hardening, the
-#: asyncio fan-out): what cold start and overhead are held to unless BENCH_BASELINE_REF
-#: names another commit.
+#: The baseline where no ``main`` branch is found (a checkout without it): the code before
+#: one module per use case, hardening and the asyncio fan-out.
 DEFAULT_BASELINE = "e6265c1"
 
 
 def baseline_ref() -> str:
-    return os.environ.get("BENCH_BASELINE_REF") or DEFAULT_BASELINE
+    """``BENCH_BASELINE_REF``, else where this branch left ``main`` (``git merge-base HEAD main``)."""
+    if os.environ.get("BENCH_BASELINE_REF"):
+        return os.environ["BENCH_BASELINE_REF"]
+    found = subprocess.run(
+        ["git", "merge-base", "HEAD", "main"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    return found.stdout.strip() or DEFAULT_BASELINE
 
 
 def extract(ref: str, into: Path) -> str:

@@ -181,7 +181,7 @@ def main() -> None:
     if "overhead" in spec:
         from bench.overhead import measure
 
-        result = measure(int(spec["overhead"]), spec["standin"], spec["moto"])
+        result = measure(int(spec["overhead"]), spec["standin"], spec["moto"], int(spec.get("channel", 4)))
     elif "sweep" in spec:
         result = sweep(spec)
     else:

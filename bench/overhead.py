@@ -13,7 +13,7 @@ Each message is a chat frame the backend answers with ``broadcast: true``, so
 a message is: one GSI Query, one backend POST, one channel Query, a fan-out to
 the channel. Time spent inside ``BackendClient.post`` and the gateway's
 ``post``/``post_many`` is measured by wrapping them and subtracted; the time
-inside DynamoDB calls (botocore + moto over loopback) is reported beside it.
+inside DynamoDB calls (the client + moto over loopback) is reported beside it.
 
 Run in its own interpreter (``python -m bench.overhead``); the handler's logs
 (stdout, as in Lambda) go to /dev/null.
@@ -37,6 +37,8 @@ MESSAGES = 1200
 ROUNDS = 4
 WARMUP = 20
 CHANNEL = 4  # a booking's chat: the sender and three others
+#: The common case: a booking of two, the sender and one other (each on a per-booking socket).
+PAIR = 2
 TABLE = "bench-overhead-connections"
 TOKEN = "eyJhbGciOiJIUzI1NiJ9." + "x" * 280
 
@@ -75,7 +77,11 @@ def event(connection_id: str, body: str, i: int) -> dict[str, Any]:
 
 
 class Timer:
-    """Accumulates wall time (and the calling thread's CPU) inside wrapped calls, per kind."""
+    """Accumulates wall time (and the process's CPU, every thread) inside wrapped calls, per kind.
+
+    Every thread: a client may do its work on another thread (the transport's event loop),
+    and nothing else runs in this process meanwhile (moto and the stand-ins have their own).
+    """
 
     def __init__(self) -> None:
         self.spent: dict[str, float] = {}
@@ -85,14 +91,14 @@ class Timer:
 
     def wrap(self, kind: str, func: Callable[..., Any]) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
-            cpu = time.thread_time()
+            cpu = time.process_time()
             started = time.perf_counter()
             try:
                 return func(*args, **kwargs)
             finally:
                 spent = self.spent
                 spent[kind] = spent.get(kind, 0.0) + time.perf_counter() - started
-                spent[kind + "_cpu"] = spent.get(kind + "_cpu", 0.0) + time.thread_time() - cpu
+                spent[kind + "_cpu"] = spent.get(kind + "_cpu", 0.0) + time.process_time() - cpu
 
         return timed
 
@@ -102,7 +108,7 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def measure(messages: int, standin_base: str, moto_base: str) -> dict[str, Any]:
+def measure(messages: int, standin_base: str, moto_base: str, channel: int = CHANNEL) -> dict[str, Any]:
     """The handler in this process (``bench.invoke`` runs it, in this tree or the baseline's).
 
     Answers each message's times (seconds), after ``WARMUP`` messages not kept.
@@ -131,7 +137,8 @@ def measure(messages: int, standin_base: str, moto_base: str) -> dict[str, Any]:
     now = int(time.time())
     if hasattr(application, "get_clients"):  # one module per use case, channel keys with kinds
         # ids of their own: the baseline's items (no channel kind) share the table
-        ids = [f"kind{i:08d}Q=" for i in range(CHANNEL)]
+        ids = [f"kind{channel}-{i:06d}Q=" for i in range(channel)]
+        booking = f"b-{1000 + channel}"
         from chalicelib.routes import channel_key
 
         clients = application.get_clients()
@@ -142,23 +149,25 @@ def measure(messages: int, standin_base: str, moto_base: str) -> dict[str, Any]:
             registry.put(
                 Connection(
                     connection_id,
-                    channel_key("booking", "b-1001"),
+                    channel_key("booking", booking),
                     "chat",
                     f"u{i}",
                     TOKEN,
                     now,
                     now + 86400,
-                    booking_id="b-1001",
+                    booking_id=booking,
                     endpoint=endpoint,
                 )
             )
     else:  # the code before that (the baseline of the comparison)
-        ids = [f"conn{i:08d}Q=" for i in range(CHANNEL)]
+        ids = [f"conn{channel}-{i:06d}Q=" for i in range(channel)]
         proxy = application.container.proxy()
         registry, backend = proxy.registry, proxy.backend
         gateway = proxy.gateway_for(proxy.endpoint_for({}))
         for i, connection_id in enumerate(ids):
-            registry.put(Connection(connection_id, "b-1001", "chat", f"u{i}", TOKEN, now, now + 86400))
+            registry.put(
+                Connection(connection_id, f"b-{1000 + channel}", "chat", f"u{i}", TOKEN, now, now + 86400)
+            )
 
     timer = Timer()
     backend.post = timer.wrap("backend", backend.post)
@@ -174,7 +183,7 @@ def measure(messages: int, standin_base: str, moto_base: str) -> dict[str, Any]:
         timer.reset()
         cpu = time.process_time()
         started = time.perf_counter()
-        answer = app_module.message(event(ids[i % CHANNEL], body, i), LambdaContext(f"req-{i}"))
+        answer = app_module.message(event(ids[i % channel], body, i), LambdaContext(f"req-{i}"))
         total = time.perf_counter() - started
         cpu = time.process_time() - cpu
         if answer.get("statusCode") != 200:
@@ -194,25 +203,25 @@ def measure(messages: int, standin_base: str, moto_base: str) -> dict[str, Any]:
     backend_calls = standin_stats(standin_base)["backend"] - backend_calls
     posts = standin_stats(standin_base)["posts"] - posts
     expected = WARMUP + messages
-    if backend_calls != expected or posts != expected * CHANNEL:
+    if backend_calls != expected or posts != expected * channel:
         raise RuntimeError(f"{backend_calls} backend calls and {posts} posts for {expected} messages")
 
     return {"rows": rows}
 
 
-def summarize(rows: list[dict[str, float]]) -> dict[str, Any]:
+def summarize(rows: list[dict[str, float]], channel: int = CHANNEL) -> dict[str, Any]:
     def summary(values: list[float]) -> dict[str, float]:
         ms = [v * 1000 for v in values]
         return {"median_ms": statistics.median(ms), "p99_ms": _percentile(ms, 0.99)}
 
     overhead = [r["total"] - r["backend"] - r["management_api"] for r in rows]
     # What is left when DynamoDB's own time (moto's server, loopback) is also taken
-    # out, but botocore's work in this process (its CPU inside those calls) kept.
+    # out, but the client's work in this process (its CPU inside those calls) kept.
     own = [o - r["dynamodb"] + r["dynamodb_client_cpu"] for o, r in zip(overhead, rows, strict=True)]
     return {
         "messages": len(rows),
         "warmup": WARMUP,
-        "channel": CHANNEL,
+        "channel": channel,
         "handler": summary([r["total"] for r in rows]),
         "backend": summary([r["backend"] for r in rows]),
         "management_api": summary([r["management_api"] for r in rows]),
@@ -228,8 +237,15 @@ def run(messages: int = MESSAGES, rounds: int = ROUNDS) -> dict[str, Any]:
     """This code and the baseline's, each round a fresh process of each, alternating.
 
     Both use the same stand-in and moto server; each process is a new container
-    (``WARMUP`` messages first, not kept).
+    (``WARMUP`` messages first, not kept). Once for a channel of ``CHANNEL``, once for a
+    booking of two (``PAIR``, under ``"pair"``).
     """
+    four = run_channel(messages, rounds, CHANNEL)
+    return {**four, "pair": run_channel(messages, rounds, PAIR)}
+
+
+def run_channel(messages: int, rounds: int, channel: int) -> dict[str, Any]:
+    """``run`` for one channel size."""
     from bench.baseline import baseline_ref, extract
     from bench.servers import ROOT, run_json
 
@@ -241,16 +257,18 @@ def run(messages: int = MESSAGES, rounds: int = ROUNDS) -> dict[str, Any]:
         tempfile.TemporaryDirectory(prefix="bench-base-") as base,
     ):
         commit = extract(baseline_ref(), Path(base))
-        spec = json.dumps({"overhead": -(-messages // rounds), "standin": stand.base, "moto": moto.base})
+        spec = json.dumps(
+            {"overhead": -(-messages // rounds), "standin": stand.base, "moto": moto.base, "channel": channel}
+        )
         trees = {"this": (str(ROOT), None), "baseline": (base, {**os.environ, "PYTHONPATH": str(ROOT)})}
         for i in range(rounds):
             for name in list(trees) if i % 2 == 0 else list(trees)[::-1]:
                 cwd, env = trees[name]
                 rows[name] += run_json(["-m", "bench.invoke", spec], timeout=600, env=env, cwd=cwd)["rows"]
     return {
-        **summarize(rows["this"]),
+        **summarize(rows["this"], channel),
         "rounds": rounds,
-        "baseline": {"commit": commit, **summarize(rows["baseline"])},
+        "baseline": {"commit": commit, **summarize(rows["baseline"], channel)},
     }
 
 
@@ -267,8 +285,8 @@ def lines(res: dict[str, Any]) -> list[str]:
         row("handler (app.message, whole)", "handler"),
         row("  in backend (BackendClient.post)", "backend"),
         row("  in Management API (gateway post/post_many)", "management_api"),
-        row("  in DynamoDB calls (botocore + moto server, loopback)", "dynamodb"),
-        row("    of which botocore CPU in this process", "dynamodb_client_cpu"),
+        row("  in DynamoDB calls (client + moto server, loopback)", "dynamodb"),
+        row("    of which client CPU in this process (every thread)", "dynamodb_client_cpu"),
         row("overhead = handler - backend - Management API", "overhead"),
         row("overhead without moto's server time", "overhead_without_dynamodb_server"),
         row("process CPU per message (all threads)", "cpu_per_message"),
@@ -284,7 +302,58 @@ def lines(res: dict[str, Any]) -> list[str]:
             row("overhead without moto's server time", "overhead_without_dynamodb_server", base),
             row("process CPU per message (all threads)", "cpu_per_message", base),
         ]
+    pair = res.get("pair")
+    if pair:
+        out += pair_lines(pair)
     return out
+
+
+def ratio(res: dict[str, Any], key: str) -> float:
+    """This code's median over the baseline's, for one line of the report."""
+    return float(res[key]["median_ms"] / res["baseline"][key]["median_ms"])
+
+
+def pair_lines(pair: dict[str, Any]) -> list[str]:
+    """The booking of two: this code against the baseline, each line with its ratio."""
+    base = pair["baseline"]
+    out = [
+        (
+            f"A booking of two (the sender and one other, per-booking sockets): {pair['messages']:,} "
+            f"$default messages each, this code against {base['commit']} "
+            f"({pair['rounds']} rounds, alternating)"
+        ),
+        f"  {'ms per message (median)':<54} {'this':>7} {'base':>7} {'ratio':>7}",
+    ]
+    for name, key in (
+        ("handler (app.message, whole)", "handler"),
+        ("  in DynamoDB calls (client + moto server)", "dynamodb"),
+        ("    of which client CPU (every thread)", "dynamodb_client_cpu"),
+        ("handler's own time (without backend, Management API, moto)", "overhead_without_dynamodb_server"),
+        ("process CPU per message (all threads)", "cpu_per_message"),
+    ):
+        this, that = pair[key]["median_ms"], base[key]["median_ms"]
+        out.append(f"  {name:<54} {this:>7.2f} {that:>7.2f} {ratio(pair, key):>6.2f}x")
+    return out
+
+
+def pair_targets(pair: dict[str, Any]) -> list[Target]:
+    commit = pair["baseline"]["commit"]
+    own_key = "overhead_without_dynamodb_server"
+    cpu, own = ratio(pair, "cpu_per_message"), ratio(pair, own_key)
+    return [
+        Target(
+            f"a booking of two: CPU per message <= 0.5x {commit}'s",
+            cpu <= 0.5,
+            f"{cpu:.2f}x ({pair['cpu_per_message']['median_ms']:.2f} ms vs "
+            f"{pair['baseline']['cpu_per_message']['median_ms']:.2f} ms median, the same run)",
+        ),
+        Target(
+            f"a booking of two: the handler's own time <= 0.5x {commit}'s",
+            own <= 0.5,
+            f"{own:.2f}x ({pair[own_key]['median_ms']:.2f} ms vs "
+            f"{pair['baseline'][own_key]['median_ms']:.2f} ms median, the same run)",
+        ),
+    ]
 
 
 def targets(res: dict[str, Any]) -> list[Target]:
@@ -302,7 +371,7 @@ def targets(res: dict[str, Any]) -> list[Target]:
             f"{own:.2f} ms without moto's server time)",
         ),
         Target(
-            "  the same, without moto's server time (botocore's CPU kept)",
+            "  the same, without moto's server time (the client's CPU kept)",
             own <= 5.0,
             f"{own:.2f} ms median, p99 {res['overhead_without_dynamodb_server']['p99_ms']:.2f} ms",
         ),
@@ -317,6 +386,7 @@ def targets(res: dict[str, Any]) -> list[Target]:
             if "baseline" in res
             else []
         ),
+        *(pair_targets(res["pair"]) if "pair" in res else []),
     ]
 
 
@@ -324,7 +394,8 @@ NOTE = (
     "- **Per-message overhead**: measured for this code and, the same way, for the baseline's "
     "`app.py` and `chalicelib` (see Cold start) run from a `git archive` of it: 4 rounds, each a "
     "fresh process of each (alternating which goes first) against the same stand-in and moto "
-    "server, 300 messages per round after 20 of warm-up. "
+    "server, 300 messages per round after 20 of warm-up; once for a channel of 4 and once for a "
+    "booking of two (the sender and one other, each on a per-booking socket). "
     "`app.message(event, context)` (Chalice's handler with the Powertools "
     "middleware), dependencies built by `get_clients()` from the environment: `BACKEND_URL` and "
     "`API_GATEWAY_ENDPOINT` point at the stand-in (answering at once), `AWS_ENDPOINT_URL_DYNAMODB` "
@@ -334,8 +405,8 @@ NOTE = (
     "so it still holds the DynamoDB round trips to moto's server: the channel Query, plus the "
     "GSI Query for a connection's first message in a container (the 20 warm-up messages cover the "
     "4 senders' first ones, so the measured messages are a warm container's: one Query each); the "
-    "line below it also takes out moto's server time (DynamoDB wall time minus botocore's CPU in "
-    "this process)."
+    "line below it also takes out moto's server time (DynamoDB wall time minus the client's CPU in "
+    "this process, every thread)."
 )
 
 if __name__ == "__main__":

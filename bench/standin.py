@@ -7,7 +7,10 @@ port (printed as ``READY <port>`` on stdout):
   ``--delay`` seconds (a timer on the event loop, no task per post). The stage
   ``instant`` answers at once (CPU profiling without waiting).
 - ``POST /api/...``: the backend. Answers at once with a small message payload;
-  ``broadcast`` is true unless the request path contains ``/reply/``.
+  ``broadcast`` is true unless the request path contains ``/reply/``; a path ending
+  in ``/connect`` gets a connect answer instead (a short history and a read receipt).
+- ``POST /2015-03-31/functions/{name}/invocations``: Lambda's Invoke API, answering
+  202 (an asynchronous invocation accepted) at once.
 - ``GET /_stats``: posts answered so far and this process's CPU seconds, so the
   bench can check that the stand-in is never the bottleneck.
 
@@ -39,6 +42,17 @@ _ANSWER = json.dumps(
     }
 ).encode()
 _REPLY = json.dumps({"type": "ack", "message": {"id": 1}}).encode()
+_CONNECTED = json.dumps(
+    {
+        "initial": {
+            "type": "history",
+            "thread": {"booking_id": "b1"},
+            "messages": [{"id": 1, "body": "Hello"}],
+        },
+        "receipt": {"type": "receipt", "last_read": 1},
+    }
+).encode()
+_ACCEPTED = b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n"
 _OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
 _NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
 
@@ -100,7 +114,12 @@ class StandInProtocol(asyncio.Protocol):
                 self._posted(transport)
         elif method == b"POST" and path.startswith(b"/api/"):
             Stats.backend += 1
-            transport.write(_json(_REPLY if b"/reply/" in path else _ANSWER))
+            if path.endswith(b"/connect"):
+                transport.write(_json(_CONNECTED))
+            else:
+                transport.write(_json(_REPLY if b"/reply/" in path else _ANSWER))
+        elif method == b"POST" and path.startswith(b"/2015-03-31/functions/"):
+            transport.write(_ACCEPTED)
         elif method == b"GET" and path == b"/_stats":
             stats = {
                 "posts": Stats.posts,

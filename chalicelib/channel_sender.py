@@ -87,7 +87,9 @@ class ChannelSender:
         self._sleep = clients.sleep
         self._handshake_grace = settings.handshake_grace_seconds
 
-    def remover(self, channel: str, young: set[str] | None = None) -> Callable[[str], None]:
+    def remover(
+        self, channel: str, young: set[str] | None = None, deadline: Deadline | None = None
+    ) -> Callable[[str], None]:
         """What to do with a connection the Management API called gone (410).
 
         Its items go, in this channel and every other (one Query on the index), unless
@@ -101,11 +103,11 @@ class ChannelSender:
         def remove(connection_id: str) -> None:
             grace = self._handshake_grace
             before = int(self._clock() - grace) if grace > 0 else None
-            if self._registry.delete(channel, connection_id, created_before=before):
+            if self._registry.delete(channel, connection_id, created_before=before, deadline=deadline):
                 self._metric("StaleRemoved", 1)
                 if not self._contained:
                     # and from every other channel it is in: its own item, its subscriptions
-                    self._registry.remove_connection(connection_id)
+                    self._registry.remove_connection(connection_id, deadline=deadline)
             elif young is not None:
                 young.add(connection_id)
 
@@ -247,7 +249,7 @@ class ChannelSender:
                 break
             young: set[str] = set()  # 410 while maybe still in the handshake: tried again later
             result = gateway.post_many(
-                remaining, data, on_gone=self.remover(channel, young), deadline=deadline
+                remaining, data, on_gone=self.remover(channel, young, deadline), deadline=deadline
             )
             if young:
                 result.gone = [i for i in result.gone if i not in young]
@@ -325,7 +327,9 @@ class ChannelSender:
         )
         # The reserve past the deadline is for exactly this: the note may use it.
         reserve = deadline.later(RESERVE_FOR_NOTES)
-        gateway.post_many(ids, wire.encode(note), on_gone=self.remover(channel), deadline=reserve)
+        gateway.post_many(
+            ids, wire.encode(note), on_gone=self.remover(channel, None, reserve), deadline=reserve
+        )
 
 
 #: How far past the work deadline (into the Lambda reserve) ``delivery_failed`` notes may go.

@@ -6,6 +6,10 @@ getter, as the Chalice samples' ``get_app_db()``): nothing runs at import, so
 boto3's own variables (``AWS_ENDPOINT_URL_DYNAMODB``, ``AWS_ENDPOINT_URL_LAMBDA``),
 so nothing here knows whether it runs locally. Tests build a ``Clients`` of
 fakes with the constructor.
+
+DynamoDB and Lambda are reached through the thin clients of ``chalicelib.aws``
+over the same transport as everything else: no boto3 is imported on the way to
+a handler's answer (``bench/RESULTS.md``, Cold start).
 """
 
 from __future__ import annotations
@@ -19,10 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
-import botocore.session
-from botocore.config import Config
-
+from chalicelib import aws
 from chalicelib.backend import BackendClient
 from chalicelib.config import Settings
 from chalicelib.gateway import ConnectionGateway, ManagementApi, RetryPolicy
@@ -78,45 +79,33 @@ class LambdaInvoker:
             raise RuntimeError(f"asynchronous invoke answered {status}")
 
 
-def aws_config(workers: int, attempts: int, *, retry_mode: str = "standard") -> Config:
-    """Client settings: short timeouts, bounded retries, a pool as wide as the fan-out.
-
-    DynamoDB uses botocore's ``legacy`` mode, which applies DynamoDB's own backoff
-    (50, 100, 200, 400 ms): ``standard`` mode waits up to 1, 2, 4 s between attempts,
-    which would hold a chat message for seconds during a short throttling burst.
-    """
-    return Config(
-        connect_timeout=2,
-        read_timeout=5,
-        retries={"mode": retry_mode, "total_max_attempts": attempts},
-        max_pool_connections=max(10, workers),
-    )
-
-
 def build_clients(metric: Metric = no_metric, settings: Settings | None = None) -> Clients:
     """The real clients: DynamoDB, Lambda, the backend and the Management API over one transport."""
     redact_library_logs()  # before any AWS client exists: no token in any log, at any level
     settings = settings or Settings.from_env()
     workers, attempts = settings.fanout_workers, settings.aws_max_attempts
-    dynamodb = boto3.client("dynamodb", config=aws_config(workers, attempts, retry_mode="legacy"))
+    transport = Transport(workers, max_body=settings.max_response_bytes)
+    credentials = aws.credentials_source()
+    region = aws.region()
+    # DynamoDB's own short backoff (botocore's legacy mode for it: 50, 100, 200, 400 ms), not
+    # standard mode's pauses of up to 1, 2, 4 s, which would hold a chat message for seconds.
+    dynamodb = aws.DynamoDB(
+        aws.endpoint("dynamodb", region), region, credentials, transport, max_attempts=attempts
+    )
     registry = ConnectionRegistry(
         dynamodb, settings.connections_table, lookup_retry_delays=settings.lookup_retry_delays
     )
-    transport = Transport(workers, max_body=settings.max_response_bytes)
-    invoker = LambdaInvoker(boto3.client("lambda", config=aws_config(workers, attempts)))
+    lambda_client = aws.LambdaClient(
+        aws.endpoint("lambda", region), region, credentials, transport, max_attempts=attempts
+    )
+    invoker = LambdaInvoker(lambda_client)
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fanout")
-    credentials = botocore.session.get_session().get_credentials()
     retry = RetryPolicy(base_delay=settings.post_retry_base_seconds)
-
-    def frozen() -> Any:
-        if credentials is None:
-            raise RuntimeError("no AWS credentials to sign Management API calls")
-        return credentials.get_frozen_credentials()
 
     @functools.lru_cache(maxsize=GATEWAY_CACHE_SIZE)
     def gateway_for(endpoint: str) -> Gateway:
         api = ManagementApi(
-            endpoint, transport=transport, credentials=frozen, region=region_for(endpoint), retry=retry
+            endpoint, transport=transport, credentials=credentials, region=region_for(endpoint), retry=retry
         )
         return ConnectionGateway(api, executor, workers)
 

@@ -121,7 +121,7 @@ class ConnectCase:
         request = protocol.parse_connect(query, event.headers, self._settings.routes)
         log["type"] = request.connection_type
         if request.route.channel_kind == "feed":
-            self._check_feed_room(request.route.channel_for(None, None))
+            self._check_feed_room(request.route.channel_for(None, None), deadline)
         answer: dict[str, Any] = {}
         path = request.connect_path()
         if path is not None:
@@ -164,12 +164,13 @@ class ConnectCase:
             booking_id=request.booking_id,
             endpoint=endpoint,
         )
-        self._registry.put(conn)
+        self._registry.put(conn, deadline=deadline)
         if frames:
             try:
                 self._schedule_delivery(conn, frames)
             except Exception:
-                self._registry.delete(channel, connection_id)
+                # the rollback may use the time kept back from the deadline
+                self._registry.delete(channel, connection_id, deadline=deadline.later(1.0))
                 raise
         presence = hand_presence(self._settings, self._invoker, connection_id, [conn], online=True)
         if presence:
@@ -179,10 +180,10 @@ class ConnectCase:
             response["headers"] = {"Sec-WebSocket-Protocol": protocol.BEARER_SUBPROTOCOL}
         return response
 
-    def _check_feed_room(self, channel: str) -> None:
+    def _check_feed_room(self, channel: str, deadline: Deadline) -> None:
         """With ``MAX_FEED_CONNECTIONS``, a feed that has that many connections takes no more."""
         cap = self._settings.max_feed_connections
-        if cap and self._registry.count(channel, cap) >= cap:
+        if cap and self._registry.count(channel, cap, deadline=deadline) >= cap:
             raise ChannelFull(f"the feed has its maximum of {cap} connections; try again later")
 
     def _schedule_delivery(self, conn: Connection, frames: list[bytes]) -> None:
@@ -213,15 +214,16 @@ class DisconnectCase:
         self._invoker = clients.invoker
         self._metric = clients.metric
 
-    def handle(self, event: APIGatewayWebSocketEvent) -> dict[str, Any]:
+    def handle(self, event: APIGatewayWebSocketEvent, deadline: Deadline | None = None) -> dict[str, Any]:
         with HandlerRun("$disconnect", on_failure=lambda _: {"statusCode": 200}) as run:
             run.result = {"statusCode": 200}
             connection_id = run.log["connection_id"] = event.request_context.connection_id
             try:
                 # every item of the connection: its own and its subscriptions, in batches
-                removed = self._registry.remove_connection(connection_id)
-                if not removed and self._registry.find(connection_id, token=False) is not None:
-                    removed = self._registry.remove_connection(connection_id)  # the index caught up
+                removed = self._registry.remove_connection(connection_id, deadline=deadline)
+                if not removed and self._registry.find(connection_id, token=False, deadline=deadline):
+                    # the index caught up
+                    removed = self._registry.remove_connection(connection_id, deadline=deadline)
                 home = next((conn for conn in removed if not conn.subscription), None)
                 if not removed:
                     run.log["outcome"] = "unknown"

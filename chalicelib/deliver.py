@@ -56,7 +56,7 @@ class DeliverCase:
         return run.answer()
 
     def _deliver(self, event: DeliveryEvent, deadline: Deadline) -> tuple[int, str]:
-        conn = self._registry.get(event.channel, event.connection_id)
+        conn = self._registry.get(event.channel, event.connection_id, deadline=deadline)
         if conn is None:
             return 0, "gone"  # closed (and cleaned up) before its history could be sent
         endpoint = self._settings.api_gateway_endpoint or conn.endpoint
@@ -78,13 +78,13 @@ class DeliverCase:
                 self._sleep(delay)  # 410 until API Gateway has completed the handshake
                 waited += delay
                 delay = min(delay * 2, 0.5)
-                if self._registry.get(event.channel, event.connection_id) is None:
+                if self._registry.get(event.channel, event.connection_id, deadline=deadline) is None:
                     return delivered, "gone"  # its $disconnect ran: nobody is waiting
             if result is PostOutcome.DELIVERED:
                 delivered += 1
                 continue
             if result is PostOutcome.GONE:
-                self._remove(event)
+                self._remove(event, deadline)
             else:
                 gateway.post(
                     event.connection_id,
@@ -120,6 +120,7 @@ class DeliverCase:
                 booking_id,
                 connection_type,
                 online=event.online,
+                deadline=deadline,
             )
             if change is None:
                 continue
@@ -146,9 +147,9 @@ class DeliverCase:
             logger.warning("presence: connections without an endpoint skipped", extra={"skipped": skipped})
         return groups
 
-    def _remove(self, event: DeliveryEvent) -> None:
+    def _remove(self, event: DeliveryEvent, deadline: Deadline) -> None:
         try:
-            self._registry.delete(event.channel, event.connection_id)
+            self._registry.delete(event.channel, event.connection_id, deadline=deadline.later(1.0))
             self._metric("StaleRemoved", 1)
         except ProxyError as exc:  # TTL removes it if we cannot
             logger.error("stale connection cleanup failed", extra={"error": exc.code})

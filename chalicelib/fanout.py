@@ -37,7 +37,7 @@ class FanOutChunkCase:
             chunk = FanOutChunk.from_payload(payload, max_attempt=LATER_ATTEMPTS)
             sender = ChannelSender(self._clients, own_function_name)
             total = FanOutResult()
-            for endpoint, ids in self._by_endpoint(chunk).items():
+            for endpoint, ids in self._by_endpoint(chunk, deadline).items():
                 result = sender.send_here(
                     self._gateway_for(endpoint),
                     chunk.channel,
@@ -65,12 +65,12 @@ class FanOutChunkCase:
             }
         return run.answer()
 
-    def _by_endpoint(self, chunk: FanOutChunk) -> dict[str, list[str]]:
+    def _by_endpoint(self, chunk: FanOutChunk, deadline: Deadline) -> dict[str, list[str]]:
         """The chunk's connections by the endpoint to post through (only live ones of its channel)."""
         configured = self._settings.api_gateway_endpoint
         if configured:
             return {configured: list(chunk.connection_ids)}
-        stored = self._registry.endpoints(chunk.channel, chunk.connection_ids)
+        stored = self._registry.endpoints(chunk.channel, chunk.connection_ids, deadline=deadline)
         groups: dict[str, list[str]] = {}
         for cid in chunk.connection_ids:
             endpoint = stored.get(cid)

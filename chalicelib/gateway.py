@@ -39,15 +39,17 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
-
-from botocore.credentials import ReadOnlyCredentials
 
 from chalicelib.deadline import Deadline
 from chalicelib.model import FanOutResult, PostOutcome
 from chalicelib.response_parser import HttpError
-from chalicelib.signing import DEFAULT_PORTS, METHOD, Signer, signing_host
+from chalicelib.signing import DEFAULT_PORTS, METHOD, Credentials, Signer, signing_host
 from chalicelib.transport import Transport
+
+if TYPE_CHECKING:
+    from botocore.credentials import ReadOnlyCredentials
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +83,7 @@ class ManagementApi:
         endpoint: str,
         *,
         transport: Transport,
-        credentials: Callable[[], ReadOnlyCredentials],
+        credentials: Callable[[], Credentials | ReadOnlyCredentials],
         region: str,
         retry: RetryPolicy = RetryPolicy(),
         sleep: Sleep = asyncio.sleep,

@@ -94,7 +94,9 @@ class MessageCase:
                     self._authenticate(gateway, connection_id, frame, request, deadline, run.log)
                 else:
                     # presence and unsubscribe send no token: they skip its read
-                    conn, route = self._sender(connection_id, token=kind not in ("presence", "unsubscribe"))
+                    conn, route = self._sender(
+                        connection_id, deadline, token=kind not in ("presence", "unsubscribe")
+                    )
                     run.log.update(channel=conn.channel, type=conn.connection_type)
                     sender = ChannelSender(self._clients, own_function_name)
                     subscriptions = Subscriptions(self._clients, sender, self._reply)
@@ -103,7 +105,7 @@ class MessageCase:
                     elif route.connect is not None and kind == "unsubscribe":
                         subscriptions.unsubscribe(gateway, conn, frame, request, deadline, run.log)
                     elif route.connect is not None and kind == "presence":
-                        subscriptions.presence(gateway, conn, frame, request, run.log)
+                        subscriptions.presence(gateway, conn, frame, request, deadline, run.log)
                     else:
                         self._forward(
                             gateway, sender, subscriptions, conn, route, frame, request, deadline, run.log
@@ -116,9 +118,11 @@ class MessageCase:
                 self._reply(gateway, connection_id, protocol.error_frame_for(exc, ref))
         return run.answer()
 
-    def _sender(self, connection_id: str, *, token: bool = True) -> tuple[Connection, Route]:
+    def _sender(
+        self, connection_id: str, deadline: Deadline, *, token: bool = True
+    ) -> tuple[Connection, Route]:
         """The sending socket (its own item, with the token stored now unless ``token=False``)."""
-        conn = self._registry.find(connection_id, token=token)
+        conn = self._registry.find(connection_id, token=token, deadline=deadline)
         if conn is None:
             raise UnknownConnection("this connection is not registered; reconnect")
         route = self._settings.routes.get(conn.connection_type)
@@ -126,7 +130,7 @@ class MessageCase:
             raise UnknownConnection("this connection's type is no longer served; reconnect")
         if conn.legacy or (route.needs_booking and not conn.booking_id and not is_user_level(conn, route)):
             # Written by an earlier version (channel without a kind): its channel cannot be trusted.
-            self._registry.delete(conn.channel, conn.connection_id)
+            self._registry.delete(conn.channel, conn.connection_id, deadline=deadline)
             raise UnknownConnection("this connection was opened by an earlier version; reconnect")
         return conn, route
 
@@ -144,7 +148,7 @@ class MessageCase:
             raise InvalidMessage("auth needs a token: a non-empty string")
         if len(token) > protocol.MAX_TOKEN_CHARS:
             raise Unauthorized("token is too long")
-        conn, route = self._sender(connection_id)
+        conn, route = self._sender(connection_id, deadline)
         log.update(channel=conn.channel, type=conn.connection_type)
         path = route.user_connect if is_user_level(conn, route) else route.connect_path(conn.booking_id)
         if path is None:
@@ -154,7 +158,7 @@ class MessageCase:
         answer = self._backend.post(path, {"connection_id": connection_id, "token": token}, deadline=deadline)
         if protocol.answered_user(answer) != conn.user_id:
             raise Forbidden("the token belongs to another user; reconnect with it instead")
-        self._registry.update_token(conn, token)
+        self._registry.update_token(conn, token, deadline=deadline)
         log["outcome"] = "authenticated"
         self._reply(gateway, connection_id, with_ref({"type": "authenticated"}, ref))
 
@@ -213,9 +217,20 @@ class MessageCase:
         own = wire.frames_with_ref(payload, ref)
         try:
             if broadcast:
-                members = list(self._registry.channel_ids(channel, connection_type))
-                others = [i for i in members if i != connection_id]
+                members: list[str] = []
+                others: list[str] = []
                 others_frames = own if ref is None else wire.frames_for(payload)
+                try:
+                    for member in self._registry.channel_ids(channel, connection_type, deadline=deadline):
+                        members.append(member)
+                        if member != connection_id:
+                            others.append(member)
+                except BackendUnavailable:
+                    # The channel could not be read in time: the members found so far get the
+                    # message (handed off if no time is left), the sender is told (below).
+                    if others:
+                        sender.send(gateway, channel, others, others_frames, deadline)
+                    raise
                 result = sender.broadcast(
                     gateway, channel, connection_id, own, others, others_frames, deadline
                 )

@@ -56,9 +56,8 @@ class PushCase:
         else:
             channel = route.channel_for(None, value)
         gateway = self._gateway_for(endpoint)
-        ids = [
-            i for i in self._registry.channel_ids(channel, target.connection_type) if i not in target.exclude
-        ]
+        members = self._registry.channel_ids(channel, target.connection_type, deadline=deadline)
+        ids = [i for i in members if i not in target.exclude]
         frames = target.frames
         if target.channel_kind == "booking_id" and value is not None:
             # a frame from a booking's channel says which (and for which type, when the push does)

@@ -36,8 +36,6 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from botocore.model import OperationModel
-
 #: The library loggers that print request or response content at DEBUG.
 CONTENT_LOGGERS = (
     "botocore.endpoint",
@@ -47,12 +45,19 @@ CONTENT_LOGGERS = (
     "botocore.utils",
 )
 REDACTED = "[redacted]"
-#: Arguments that cannot carry text: kept as they are (an operation prints as its name).
-_SAFE_TYPES = (bool, int, float, type(None), OperationModel)
+#: Arguments that cannot carry text: kept as they are.
+_SAFE_TYPES = (bool, int, float, type(None))
 
 
 def _safe(value: Any) -> Any:
-    return value if isinstance(value, _SAFE_TYPES) else REDACTED
+    if isinstance(value, _SAFE_TYPES):
+        return value
+    # botocore's OperationModel prints as its name (checked by name: botocore is imported
+    # only where the proxy falls back to its credential chain, never for this)
+    kind = type(value)
+    if kind.__name__ == "OperationModel" and kind.__module__ == "botocore.model":
+        return value
+    return REDACTED
 
 
 class RedactArguments(logging.Filter):

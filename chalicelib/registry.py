@@ -1,9 +1,15 @@
 """ConnectionRegistry: the connections table (``chalicelib/schema.py``).
 
-Uses the low-level DynamoDB client (thread-safe, shared by fan-out threads).
-A ``$default`` or ``$disconnect`` finds its connection with one Query on the
-``connection_id-index`` GSI, never a Scan. Reads skip items whose ``ttl`` has
-passed. AWS failures surface as ``BackendUnavailable`` (retryable).
+Uses the thin DynamoDB client (``chalicelib.aws.DynamoDB``: botocore's low-level
+names and shapes, thread-safe, shared by fan-out threads). A ``$default`` or
+``$disconnect`` finds its connection with one Query on the ``connection_id-index``
+GSI, never a Scan. Reads skip items whose ``ttl`` has passed. AWS failures surface
+as ``BackendUnavailable`` (retryable).
+
+Every method takes the caller's ``deadline``: each DynamoDB call gets the time left
+(its attempts and their timeouts, ``chalicelib.aws``), a lookup's pauses and a
+Query's next page start only with time left, and a call with none left fails as
+``BackendUnavailable`` instead of running past the handler's deadline.
 
 An item: ``booking_id`` (the partition key; it holds the channel key, e.g.
 ``booking#42``, see ``routes.channel_key``), ``connection_id`` (sort key),
@@ -37,8 +43,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
+from chalicelib.aws import AwsError
+from chalicelib.deadline import Deadline
 from chalicelib.errors import BackendUnavailable, UnknownConnection
 from chalicelib.model import Connection, Member
 from chalicelib.schema import CONNECTION_INDEX, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
@@ -61,6 +67,8 @@ FULL_CHANNEL_SECONDS = 5.0
 BATCH_GET_KEYS = 100
 #: DynamoDB's BatchWriteItem limit.
 BATCH_WRITE_ITEMS = 25
+#: A pause between calls (a lookup's retry, unprocessed keys) is taken only if it leaves this much time.
+MIN_CALL_SECONDS = 0.05
 #: A channel Query's filter for one connection type (``#ct``, ``#ty``, ``:ct``).
 TYPE_FILTER = "(contains(#ty, :ct) OR (attribute_not_exists(#ty) AND #ct = :ct))"
 
@@ -120,23 +128,36 @@ class ConnectionRegistry:
         with self._cache_lock:
             self._cache.pop(connection_id, None)
 
-    def _call(self, operation: str, *, table_argument: bool = True, **kwargs: Any) -> Any:
+    def _call(
+        self, operation: str, *, table_argument: bool = True, deadline: Deadline | None = None, **kwargs: Any
+    ) -> Any:
         """The client's answer; None when the call's ``ConditionExpression`` did not hold."""
         if table_argument:
             kwargs["TableName"] = self._table
         try:
-            return getattr(self._client, operation)(**kwargs)
-        except (ClientError, BotoCoreError) as exc:
-            code = exc.response["Error"]["Code"] if isinstance(exc, ClientError) else type(exc).__name__
-            if code == "ConditionalCheckFailedException" and "ConditionExpression" in kwargs:
+            return getattr(self._client, operation)(deadline=deadline, **kwargs)
+        except AwsError as exc:
+            if exc.code == "ConditionalCheckFailedException" and "ConditionExpression" in kwargs:
                 return None
-            logger.error("dynamodb call failed", extra={"operation": operation, "error": code})
+            logger.error("dynamodb call failed", extra={"operation": operation, "error": exc.code})
             raise BackendUnavailable("the connection registry is unavailable; try again") from exc
 
-    def put(self, conn: Connection) -> None:
-        self._call("put_item", Item=to_item(conn))
+    @staticmethod
+    def _time_for(pause: float, deadline: Deadline | None) -> bool:
+        """Whether ``pause`` leaves time for another call before ``deadline``."""
+        return deadline is None or deadline.remaining() - pause >= MIN_CALL_SECONDS
 
-    def delete(self, channel: str, connection_id: str, *, created_before: int | None = None) -> bool:
+    def put(self, conn: Connection, *, deadline: Deadline | None = None) -> None:
+        self._call("put_item", Item=to_item(conn), deadline=deadline)
+
+    def delete(
+        self,
+        channel: str,
+        connection_id: str,
+        *,
+        created_before: int | None = None,
+        deadline: Deadline | None = None,
+    ) -> bool:
         """Remove the item; with ``created_before``, only an item created before that time.
 
         False when the condition kept the item (a connection so new that it may still be in
@@ -144,7 +165,7 @@ class ConnectionRegistry:
         """
         self._forget(connection_id)
         if created_before is None:
-            self._call("delete_item", Key=self._key(channel, connection_id))
+            self._call("delete_item", Key=self._key(channel, connection_id), deadline=deadline)
             return True
         deleted = self._call(
             "delete_item",
@@ -152,22 +173,27 @@ class ConnectionRegistry:
             ConditionExpression="attribute_not_exists(#c) OR #c < :before",
             ExpressionAttributeNames={"#c": "created_at"},
             ExpressionAttributeValues={":before": {"N": str(created_before)}},
+            deadline=deadline,
         )
         return deleted is not None
 
     def _key(self, channel: str, connection_id: str) -> dict[str, Any]:
         return {PARTITION_KEY: {"S": channel}, SORT_KEY: {"S": connection_id}}
 
-    def get(self, channel: str, connection_id: str) -> Connection | None:
+    def get(self, channel: str, connection_id: str, *, deadline: Deadline | None = None) -> Connection | None:
         """The live item of this connection in this channel (a consistent read), or None."""
-        response = self._call("get_item", Key=self._key(channel, connection_id), ConsistentRead=True)
+        response = self._call(
+            "get_item", Key=self._key(channel, connection_id), ConsistentRead=True, deadline=deadline
+        )
         item = response.get("Item")
         if not item:
             return None
         conn = from_item(item)
         return conn if conn.ttl > int(self._clock()) else None
 
-    def endpoints(self, channel: str, connection_ids: Sequence[str]) -> dict[str, str | None]:
+    def endpoints(
+        self, channel: str, connection_ids: Sequence[str], *, deadline: Deadline | None = None
+    ) -> dict[str, str | None]:
         """For each live connection of ``channel`` among ``connection_ids``: its stored endpoint.
 
         Ids that are not (or no longer) in the channel are absent from the answer.
@@ -195,6 +221,7 @@ class ConnectionRegistry:
                         }
                     },
                     table_argument=False,
+                    deadline=deadline,
                 )
                 for item in response.get("Responses", {}).get(self._table, []):
                     conn = from_item(item)
@@ -202,13 +229,16 @@ class ConnectionRegistry:
                         found[conn.connection_id] = conn.endpoint
                 keys = response.get("UnprocessedKeys", {}).get(self._table, {}).get("Keys", [])
                 attempts += 1
-                if keys and attempts >= len(self._delays) + 1:
+                if keys and (
+                    attempts >= len(self._delays) + 1
+                    or not self._time_for(self._delays[attempts - 1], deadline)
+                ):
                     raise BackendUnavailable("the connection registry is throttling; try again")
                 if keys:
                     self._sleep(self._delays[attempts - 1])
         return found
 
-    def update_token(self, conn: Connection, token: str) -> Connection:
+    def update_token(self, conn: Connection, token: str, *, deadline: Deadline | None = None) -> Connection:
         """Replace the stored token of a live connection; the updated connection.
 
         Only an item that has a token gets a new one: whether a connection has a token
@@ -221,6 +251,7 @@ class ConnectionRegistry:
             ConditionExpression="attribute_exists(#tok)",
             ExpressionAttributeNames={"#tok": "token"},
             ExpressionAttributeValues={":tok": {"S": token}},
+            deadline=deadline,
         )
         if updated_item is None:
             self._forget(conn.connection_id)
@@ -228,9 +259,15 @@ class ConnectionRegistry:
         return replace(conn, token=token)
 
     def find(
-        self, connection_id: str, *, retry: bool = True, cached: bool = True, token: bool = True
+        self,
+        connection_id: str,
+        *,
+        retry: bool = True,
+        cached: bool = True,
+        token: bool = True,
+        deadline: Deadline | None = None,
     ) -> Connection | None:
-        """The live connection with this id: one GSI Query, retried briefly on a miss.
+        """The live connection with this id: one GSI Query, retried briefly on a miss (time allowing).
 
         A connection found before in this container is answered from the cache
         (``cached=False`` always asks DynamoDB). A connection with a token gets the one
@@ -242,22 +279,22 @@ class ConnectionRegistry:
             hit = self._cached(connection_id)
             if hit is not None:
                 conn, has_token = hit
-                return self._with_token(conn) if token and has_token else conn
+                return self._with_token(conn, deadline) if token and has_token else conn
         delays = self._delays if retry else ()
         attempt = 0
         while True:
-            found = self._query_index(connection_id)
+            found = self._query_index(connection_id, deadline)
             if found is not None:
                 self._remember(found)
                 if found.token is None:
                     return found
-                return self._with_token(found) if token else replace(found, token=None)
-            if attempt >= len(delays):
+                return self._with_token(found, deadline) if token else replace(found, token=None)
+            if attempt >= len(delays) or not self._time_for(delays[attempt], deadline):
                 return None
             self._sleep(delays[attempt])
             attempt += 1
 
-    def _with_token(self, conn: Connection) -> Connection | None:
+    def _with_token(self, conn: Connection, deadline: Deadline | None) -> Connection | None:
         """``conn`` with the token its item holds now; None when the item is gone or expired."""
         response = self._call(
             "get_item",
@@ -265,6 +302,7 @@ class ConnectionRegistry:
             ConsistentRead=True,
             ProjectionExpression="#tok, #t",
             ExpressionAttributeNames={"#tok": "token", "#t": TTL_ATTRIBUTE},
+            deadline=deadline,
         )
         item = response.get("Item")
         if not item or int(float(item.get(TTL_ATTRIBUTE, {"N": "0"})["N"])) <= int(self._clock()):
@@ -273,7 +311,7 @@ class ConnectionRegistry:
         stored = item.get("token")
         return replace(conn, token=stored["S"] if stored else None)
 
-    def _query_index(self, connection_id: str) -> Connection | None:
+    def _query_index(self, connection_id: str, deadline: Deadline | None) -> Connection | None:
         now = int(self._clock())
         response = self._call(
             "query",
@@ -281,6 +319,7 @@ class ConnectionRegistry:
             KeyConditionExpression="#c = :c",
             ExpressionAttributeNames={"#c": SORT_KEY},
             ExpressionAttributeValues={":c": {"S": connection_id}},
+            deadline=deadline,
         )
         for item in response.get("Items", []):
             conn = from_item(item)
@@ -288,7 +327,7 @@ class ConnectionRegistry:
                 return conn
         return None
 
-    def count(self, channel: str, limit: int) -> int:
+    def count(self, channel: str, limit: int, *, deadline: Deadline | None = None) -> int:
         """Live connections of ``channel``, counted up to ``limit`` (at most ``limit`` items read).
 
         A channel counted full (``limit`` or more) is answered ``limit`` for
@@ -308,7 +347,7 @@ class ConnectionRegistry:
         counted = 0
         while counted < limit:
             kwargs["Limit"] = limit - counted  # items read, before the filter: no more than needed
-            response = self._call("query", **kwargs)
+            response = self._call("query", deadline=deadline, **kwargs)
             counted += int(response.get("Count", 0))
             if not response.get("LastEvaluatedKey"):
                 break
@@ -320,9 +359,18 @@ class ConnectionRegistry:
         return min(counted, limit)
 
     def channel_ids(
-        self, channel: str, connection_type: str | None, *, page_size: int | None = None
+        self,
+        channel: str,
+        connection_type: str | None,
+        *,
+        page_size: int | None = None,
+        deadline: Deadline | None = None,
     ) -> Iterator[str]:
-        """Every live connection id in ``channel`` (optionally one type), following DynamoDB's pages."""
+        """Every live connection id in ``channel`` (optionally one type), following DynamoDB's pages.
+
+        A page that cannot be read before ``deadline`` raises ``BackendUnavailable``
+        (after the ids of the pages already read).
+        """
         names = {"#p": PARTITION_KEY, "#t": TTL_ATTRIBUTE, "#id": SORT_KEY}
         values: dict[str, Any] = {":p": {"S": channel}, ":now": {"N": str(int(self._clock()))}}
         condition = "#t > :now"
@@ -339,19 +387,21 @@ class ConnectionRegistry:
         }
         if page_size:
             kwargs["Limit"] = page_size
-        for item in self._pages(kwargs):
+        for item in self._pages(kwargs, deadline):
             yield item[SORT_KEY]["S"]
 
-    def _pages(self, kwargs: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        """Every item a Query answers, following DynamoDB's pages."""
+    def _pages(self, kwargs: dict[str, Any], deadline: Deadline | None) -> Iterator[dict[str, Any]]:
+        """Every item a Query answers, following DynamoDB's pages (each read only with time left)."""
         while True:
-            response = self._call("query", **kwargs)
+            response = self._call("query", deadline=deadline, **kwargs)
             yield from response.get("Items", [])
             if not response.get("LastEvaluatedKey"):
                 return
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
-    def channel_members(self, channel: str, connection_type: str | None) -> list[Member]:
+    def channel_members(
+        self, channel: str, connection_type: str | None, *, deadline: Deadline | None = None
+    ) -> list[Member]:
         """Connection id, user id and stored endpoint of every live connection in ``channel`` of
         that type: one strongly consistent Query."""
         names = {"#p": PARTITION_KEY, "#t": TTL_ATTRIBUTE, "#id": SORT_KEY, "#u": "user_id", "#e": "endpoint"}
@@ -376,10 +426,12 @@ class ConnectionRegistry:
                 item["user_id"]["S"] if "user_id" in item else None,
                 item["endpoint"]["S"] if "endpoint" in item else None,
             )
-            for item in self._pages(kwargs)
+            for item in self._pages(kwargs, deadline)
         ]
 
-    def connection_items(self, connection_id: str, *, live: bool = True) -> list[Connection]:
+    def connection_items(
+        self, connection_id: str, *, live: bool = True, deadline: Deadline | None = None
+    ) -> list[Connection]:
         """Every item of this connection (its own and its subscriptions): one Query on the index.
 
         Always asks DynamoDB; with ``live=False`` expired items are answered too.
@@ -391,10 +443,10 @@ class ConnectionRegistry:
             "ExpressionAttributeNames": {"#c": SORT_KEY},
             "ExpressionAttributeValues": {":c": {"S": connection_id}},
         }
-        items = [from_item(item) for item in self._pages(kwargs)]
+        items = [from_item(item) for item in self._pages(kwargs, deadline)]
         return [conn for conn in items if conn.ttl > now or not live]
 
-    def subscribe(self, item: Connection) -> None:
+    def subscribe(self, item: Connection, *, deadline: Deadline | None = None) -> None:
         """Put the connection in ``item.channel`` as each of ``item.types`` (added to any it is in).
 
         A subscription item (``item.home`` set) is created or extended, never over a home
@@ -410,6 +462,7 @@ class ConnectionRegistry:
                 ConditionExpression="attribute_exists(#id) AND attribute_not_exists(#h)",
                 ExpressionAttributeNames={**names, "#h": "home"},
                 ExpressionAttributeValues=values,
+                deadline=deadline,
             )
             if added is None:
                 raise UnknownConnection("this connection is not registered; reconnect")
@@ -440,11 +493,14 @@ class ConnectionRegistry:
             ConditionExpression="attribute_not_exists(#id) OR attribute_exists(#h)",
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=values,
+            deadline=deadline,
         )
         if written is None:
             raise UnknownConnection("this connection's own item is in that channel; reconnect")
 
-    def unsubscribe(self, channel: str, connection_id: str, connection_type: str) -> bool:
+    def unsubscribe(
+        self, channel: str, connection_id: str, connection_type: str, *, deadline: Deadline | None = None
+    ) -> bool:
         """Take the connection out of ``channel`` as ``connection_type``; a subscription item left
         with no type goes. False when it was not in the channel as that type (nothing changes)."""
         key = self._key(channel, connection_id)
@@ -456,6 +512,7 @@ class ConnectionRegistry:
             ExpressionAttributeNames={"#ty": "types", "#id": SORT_KEY},
             ExpressionAttributeValues={":ty": {"SS": [connection_type]}, ":one": {"S": connection_type}},
             ReturnValues="ALL_OLD",
+            deadline=deadline,
         )
         if answer is None:
             return False
@@ -467,24 +524,34 @@ class ConnectionRegistry:
                 Key=key,
                 ConditionExpression="attribute_not_exists(#ty)",
                 ExpressionAttributeNames={"#ty": "types"},
+                deadline=deadline,
             )
         return True
 
-    def remove_connection(self, connection_id: str) -> list[Connection]:
-        """Delete every item of the connection (found on the index), in batches; the items removed."""
+    def remove_connection(self, connection_id: str, *, deadline: Deadline | None = None) -> list[Connection]:
+        """Delete every item of the connection (found on the index), in batches; the items removed.
+
+        Unprocessed deletes are retried after the lookup's pauses, each only with time left.
+        """
         self._forget(connection_id)
-        items = self.connection_items(connection_id, live=False)
+        items = self.connection_items(connection_id, live=False, deadline=deadline)
         requests = [{"DeleteRequest": {"Key": self._key(c.channel, c.connection_id)}} for c in items]
         for start in range(0, len(requests), BATCH_WRITE_ITEMS):
             batch = requests[start : start + BATCH_WRITE_ITEMS]
             attempts = 0
             while batch:
                 response = self._call(
-                    "batch_write_item", RequestItems={self._table: batch}, table_argument=False
+                    "batch_write_item",
+                    RequestItems={self._table: batch},
+                    table_argument=False,
+                    deadline=deadline,
                 )
                 batch = response.get("UnprocessedItems", {}).get(self._table, [])
                 attempts += 1
-                if batch and attempts >= len(self._delays) + 1:
+                if batch and (
+                    attempts >= len(self._delays) + 1
+                    or not self._time_for(self._delays[attempts - 1], deadline)
+                ):
                     raise BackendUnavailable("the connection registry is throttling; try again")
                 if batch:
                     self._sleep(self._delays[attempts - 1])

@@ -1,9 +1,11 @@
-"""SigV4 for the Management API's ``POST @connections/{id}``, by string formatting.
+"""SigV4 by string formatting: the Management API's ``POST @connections/{id}``, DynamoDB's, Lambda's.
 
 ``Signer`` computes what botocore's ``SigV4Auth`` computes for this one request
 shape, with the signing key derived once per day and secret and the payload
 hashed once per fan-out (``tests/unit/test_signing.py`` holds it to botocore byte
-for byte; ``bench/RESULTS.md`` has the measurement that keeps it).
+for byte; ``bench/RESULTS.md`` has the measurement that keeps it). ``sign_request``
+signs any request without a query string, for the thin DynamoDB and Lambda clients
+(``chalicelib.aws``; ``tests/unit/test_aws.py`` holds them to botocore).
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import hashlib
 import hmac
 import os
 import re
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 from urllib.parse import quote, urlsplit
 
-from botocore.credentials import ReadOnlyCredentials
+if TYPE_CHECKING:
+    from botocore.credentials import ReadOnlyCredentials
 
 #: The one Management API call made here: ``POST @connections/{id}`` (execute-api:ManageConnections).
 METHOD = "POST"
@@ -57,7 +60,9 @@ class Signer:
 
     _keys: ClassVar[dict[tuple[str, str, str], bytes]] = {}
 
-    def __init__(self, credentials: ReadOnlyCredentials, region: str, host: str, payload_hash: str) -> None:
+    def __init__(
+        self, credentials: Credentials | ReadOnlyCredentials, region: str, host: str, payload_hash: str
+    ) -> None:
         self._credentials = credentials
         self._region = region
         self._host = host
@@ -101,3 +106,80 @@ class Signer:
         if self._credentials.token:
             headers["X-Amz-Security-Token"] = self._credentials.token
         return headers
+
+
+class Credentials(NamedTuple):
+    """Frozen AWS credentials (the fields of botocore's ``ReadOnlyCredentials``)."""
+
+    access_key: str
+    secret_key: str
+    token: str | None
+
+
+_service_keys: dict[tuple[str, str, str, str], bytes] = {}
+
+
+def _service_key(secret_key: str, date: str, region: str, service: str) -> bytes:
+    cache_key = (secret_key, date, region, service)
+    key = _service_keys.get(cache_key)
+    if key is None:
+        key = hmac.new(f"AWS4{secret_key}".encode(), date.encode(), hashlib.sha256).digest()
+        for part in (region, service, "aws4_request"):
+            key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+        if len(_service_keys) > 8:  # a few services and regions for today's credentials
+            _service_keys.clear()
+        _service_keys[cache_key] = key
+    return key
+
+
+def amz_now() -> str:
+    """The ``X-Amz-Date`` of a request signed now."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def sign_request(
+    credentials: Credentials | ReadOnlyCredentials,
+    service: str,
+    region: str,
+    method: str,
+    host: str,
+    path: str,
+    headers: dict[str, str],
+    payload: bytes,
+    amz_date: str,
+) -> dict[str, str]:
+    """SigV4 for a request with no query string: ``headers`` and the signing headers, all signed.
+
+    The same computation as botocore's ``SigV4Auth.add_auth`` for such a request
+    (``tests/unit/test_aws.py`` holds it to botocore byte for byte): every
+    header in ``headers`` (names as sent, values already trimmed) is signed, with
+    ``host``, ``x-amz-date`` and, with session credentials, ``x-amz-security-token``;
+    ``path`` is as sent (URL-quoted once) and encoded once more in the canonical
+    request, as botocore does for every service but S3.
+    """
+    signed = dict(headers)
+    signed["X-Amz-Date"] = amz_date
+    if credentials.token:
+        signed["X-Amz-Security-Token"] = credentials.token
+    lines = sorted([("host", host), *((name.lower(), value) for name, value in signed.items())])
+    names = ";".join(name for name, _ in lines)
+    canonical = "\n".join(
+        (
+            method,
+            quote(path, safe="/~"),
+            "",
+            "".join(f"{name}:{value}\n" for name, value in lines),
+            names,
+            hashlib.sha256(payload).hexdigest(),
+        )
+    )
+    date = amz_date[:8]
+    scope = f"{date}/{region}/{service}/aws4_request"
+    to_sign = f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+    key = _service_key(credentials.secret_key, date, region, service)
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    signed["Authorization"] = (
+        f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
+        f"SignedHeaders={names}, Signature={signature}"
+    )
+    return signed

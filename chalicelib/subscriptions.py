@@ -72,6 +72,7 @@ def presence_change(
     connection_type: str,
     *,
     online: bool,
+    deadline: Deadline | None = None,
 ) -> tuple[list[Member], bytes] | None:
     """Who to tell, and the ``presence_changed`` frame, when the user's socket ``connection_id``
     joined (``online``) or left a booking's channel as ``connection_type``: one consistent Query.
@@ -82,7 +83,7 @@ def presence_change(
     if user_id is None:
         return None
     channel = channel_key("booking", booking_id)
-    members = registry.channel_members(channel, connection_type)
+    members = registry.channel_members(channel, connection_type, deadline=deadline)
     others = [member for member in members if member.connection_id != connection_id]
     if online and len(others) == len(members):
         return None
@@ -133,7 +134,7 @@ class Subscriptions:
             raise InvalidMessage(f"{target.connection_type} has no connect route to subscribe through")
         # the index is eventually consistent: what it says decides the limit and the
         # announcement, never whether to write (the write adds a type, so it may repeat)
-        items = self._registry.connection_items(conn.connection_id)
+        items = self._registry.connection_items(conn.connection_id, deadline=deadline)
         there = next((item for item in items if item.channel == target.channel), None)
         joined = there is not None and there.is_type(target.connection_type)
         own = target.channel == conn.channel and target.connection_type == conn.connection_type
@@ -150,7 +151,7 @@ class Subscriptions:
         if user is not None and user != conn.user_id:
             raise Forbidden("the token belongs to another user than this socket's")
         if not own:
-            self._registry.subscribe(self._item(conn, target))
+            self._registry.subscribe(self._item(conn, target), deadline=deadline)
         log["outcome"] = "subscribed"
         self._reply(
             gateway,
@@ -204,7 +205,9 @@ class Subscriptions:
             raise InvalidMessage(
                 "a socket cannot unsubscribe from the booking it connected to; close the socket instead"
             )
-        left = self._registry.unsubscribe(target.channel, conn.connection_id, target.connection_type)
+        left = self._registry.unsubscribe(
+            target.channel, conn.connection_id, target.connection_type, deadline=deadline
+        )
         log["outcome"] = "unsubscribed"
         self._reply(
             gateway,
@@ -222,11 +225,17 @@ class Subscriptions:
             self.announce(gateway, target, conn, online=False, deadline=deadline)
 
     def presence(
-        self, gateway: Gateway, conn: Connection, frame: dict[str, Any], ref: Any, log: dict[str, Any]
+        self,
+        gateway: Gateway,
+        conn: Connection,
+        frame: dict[str, Any],
+        ref: Any,
+        deadline: Deadline,
+        log: dict[str, Any],
     ) -> None:
         target = self._target(frame)
         log.update(booking=target.booking_id, subscription_type=target.connection_type)
-        members = self._registry.channel_members(target.channel, target.connection_type)
+        members = self._registry.channel_members(target.channel, target.connection_type, deadline=deadline)
         if all(member.connection_id != conn.connection_id for member in members):
             raise Forbidden(
                 f"this socket is not in booking {target.booking_id}'s channel as {target.connection_type}; "
@@ -256,6 +265,7 @@ class Subscriptions:
             target.booking_id,
             target.connection_type,
             online=online,
+            deadline=deadline,
         )
         if change is not None:
             others, frame = change
@@ -309,7 +319,8 @@ class Subscriptions:
         total = FanOutResult()
         for user in users:
             channel = channel_key("user", user)
-            ids = [cid for cid in self._registry.channel_ids(channel, USER_SOCKET_TYPE) if cid not in seen]
+            members = self._registry.channel_ids(channel, USER_SOCKET_TYPE, deadline=deadline)
+            ids = [cid for cid in members if cid not in seen]
             seen.update(ids)
             if ids:
                 total.merge(self._sender.send(gateway, channel, ids, frames, deadline))

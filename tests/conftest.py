@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any
 
-import boto3
 import pytest
 
 from tests.harness import Stack, open_stack, start_moto
+from tests.standins import DynamoDbRecorder
 from ws_proxy_testing.isolation import reset_clients
 
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
@@ -28,16 +27,17 @@ def stack(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack
 
 
 @pytest.fixture
-def dynamodb_ops(stack: Stack) -> Iterator[list[str]]:
-    """Every DynamoDB operation the app's clients make (registered before they exist)."""
-    calls: list[str] = []
-    session = boto3.DEFAULT_SESSION or boto3.setup_default_session() or boto3.DEFAULT_SESSION
-    assert session is not None
-
-    def record(model: Any, **kwargs: Any) -> None:
-        calls.append(model.name)
-
-    session.events.register("before-call.dynamodb", record)
+def dynamodb_recorder(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[DynamoDbRecorder]:
+    """The app's DynamoDB calls go through a recording hop in front of moto (from the next event)."""
+    recorder = DynamoDbRecorder(os.environ["AWS_ENDPOINT_URL_DYNAMODB"]).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", recorder.url)
     reset_clients()
-    yield calls
-    session.events.unregister("before-call.dynamodb", record)
+    yield recorder
+    reset_clients()
+    recorder.stop()
+
+
+@pytest.fixture
+def dynamodb_ops(dynamodb_recorder: DynamoDbRecorder) -> list[str]:
+    """Every DynamoDB operation the app's clients make, in order (the test may clear it)."""
+    return dynamodb_recorder.operations

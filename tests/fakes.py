@@ -22,10 +22,17 @@ class FakeRegistry:
         self._clock = clock
         self.lookups = 0
 
-    def put(self, conn: Connection) -> None:
+    def put(self, conn: Connection, *, deadline: Deadline | None = None) -> None:
         self.items[(conn.channel, conn.connection_id)] = conn
 
-    def delete(self, channel: str, connection_id: str, *, created_before: int | None = None) -> bool:
+    def delete(
+        self,
+        channel: str,
+        connection_id: str,
+        *,
+        created_before: int | None = None,
+        deadline: Deadline | None = None,
+    ) -> bool:
         conn = self.items.get((channel, connection_id))
         if conn is not None and created_before is not None and conn.created_at >= created_before:
             return False
@@ -33,7 +40,13 @@ class FakeRegistry:
         return True
 
     def find(
-        self, connection_id: str, *, retry: bool = True, cached: bool = True, token: bool = True
+        self,
+        connection_id: str,
+        *,
+        retry: bool = True,
+        cached: bool = True,
+        token: bool = True,
+        deadline: Deadline | None = None,
     ) -> Connection | None:
         self.lookups += 1
         now = int(self._clock())
@@ -42,11 +55,15 @@ class FakeRegistry:
                 return conn if token else replace(conn, token=None)
         return None
 
-    def channel_ids(self, channel: str, connection_type: str | None) -> Iterator[str]:
+    def channel_ids(
+        self, channel: str, connection_type: str | None, *, deadline: Deadline | None = None
+    ) -> Iterator[str]:
         for cid, _, _ in self.channel_members(channel, connection_type):
             yield cid
 
-    def channel_members(self, channel: str, connection_type: str | None) -> list[Member]:
+    def channel_members(
+        self, channel: str, connection_type: str | None, *, deadline: Deadline | None = None
+    ) -> list[Member]:
         now = int(self._clock())
         return [
             Member(cid, conn.user_id, conn.endpoint)
@@ -54,7 +71,9 @@ class FakeRegistry:
             if ch == channel and conn.ttl > now and (connection_type is None or conn.is_type(connection_type))
         ]
 
-    def connection_items(self, connection_id: str, *, live: bool = True) -> list[Connection]:
+    def connection_items(
+        self, connection_id: str, *, live: bool = True, deadline: Deadline | None = None
+    ) -> list[Connection]:
         now = int(self._clock())
         return [
             conn
@@ -62,7 +81,7 @@ class FakeRegistry:
             if cid == connection_id and (conn.ttl > now or not live)
         ]
 
-    def subscribe(self, item: Connection) -> None:
+    def subscribe(self, item: Connection, *, deadline: Deadline | None = None) -> None:
         key = (item.channel, item.connection_id)
         there = self.items.get(key)
         if item.home is None:
@@ -81,7 +100,9 @@ class FakeRegistry:
                 types=there.types | item.types,
             )
 
-    def unsubscribe(self, channel: str, connection_id: str, connection_type: str) -> bool:
+    def unsubscribe(
+        self, channel: str, connection_id: str, connection_type: str, *, deadline: Deadline | None = None
+    ) -> bool:
         there = self.items.get((channel, connection_id))
         if there is None or connection_type not in there.types:
             return False
@@ -92,24 +113,26 @@ class FakeRegistry:
             self.items[(channel, connection_id)] = left
         return True
 
-    def remove_connection(self, connection_id: str) -> list[Connection]:
+    def remove_connection(self, connection_id: str, *, deadline: Deadline | None = None) -> list[Connection]:
         removed = self.connection_items(connection_id, live=False)
         for conn in removed:
             del self.items[(conn.channel, conn.connection_id)]
         return removed
 
-    def count(self, channel: str, limit: int) -> int:
+    def count(self, channel: str, limit: int, *, deadline: Deadline | None = None) -> int:
         return min(limit, len(list(self.channel_ids(channel, None))))
 
-    def get(self, channel: str, connection_id: str) -> Connection | None:
+    def get(self, channel: str, connection_id: str, *, deadline: Deadline | None = None) -> Connection | None:
         conn = self.items.get((channel, connection_id))
         return conn if conn is not None and conn.ttl > int(self._clock()) else None
 
-    def endpoints(self, channel: str, connection_ids: Sequence[str]) -> dict[str, str | None]:
+    def endpoints(
+        self, channel: str, connection_ids: Sequence[str], *, deadline: Deadline | None = None
+    ) -> dict[str, str | None]:
         found = (self.get(channel, cid) for cid in connection_ids)
         return {conn.connection_id: conn.endpoint for conn in found if conn is not None}
 
-    def update_token(self, conn: Connection, token: str) -> Connection:
+    def update_token(self, conn: Connection, token: str, *, deadline: Deadline | None = None) -> Connection:
         stored = self.items.get((conn.channel, conn.connection_id))
         if stored is None or stored.token is None:
             raise UnknownConnection("this connection is not registered; reconnect")

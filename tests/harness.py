@@ -3,8 +3,8 @@
 - ``wait_until`` / ``wait_for`` / ``poll``: poll a condition, bounded (threads / asyncio).
 - ``refused_port``: a loopback port where connections are refused, held for the
   test so no other process can start listening there meanwhile.
-- ``start_moto`` / ``moto_client``: an embedded DynamoDB (moto, on a port the
-  kernel picks) and a client for it.
+- ``start_moto`` / ``moto_client`` / ``moto_registry_client``: an embedded DynamoDB
+  (moto, on a port the kernel picks), a boto3 client for it and the proxy's own.
 - ``Stack`` (built by ``open_stack``): the app driven as API Gateway drives it,
   with its backend, Management API and Lambda Invoke API as loopback stand-ins
   and DynamoDB on moto; ``chat_backend`` scripts the chat routes.
@@ -31,11 +31,14 @@ import pytest
 from chalice.test import Client
 
 import app as app_module
+from chalicelib import aws
 from chalicelib.gateway import RetryPolicy
 from chalicelib.model import Connection
 from chalicelib.registry import to_item
 from chalicelib.routes import DEFAULT_ROUTES
 from chalicelib.schema import create_table_request
+from chalicelib.signing import Credentials
+from chalicelib.transport import Transport
 from local_gateway.stack import moto_server
 from tests.standins import BackendStandIn, LambdaStandIn, ManagementApiStandIn, Reply
 from ws_proxy_testing import events
@@ -108,6 +111,12 @@ def moto_client(endpoint: str) -> Any:
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
     )
+
+
+@functools.cache
+def moto_registry_client(endpoint: str) -> aws.DynamoDB:
+    """The proxy's own DynamoDB client for a moto endpoint, with dummy credentials (shared)."""
+    return aws.DynamoDB(endpoint, "us-east-1", lambda: Credentials("testing", "testing", None), Transport(4))
 
 
 # -- the app on loopback stand-ins ------------------------------------------------------

@@ -7,6 +7,8 @@
   headers, and a ``before_request`` hook to change the rules mid-delivery.
 - ``LambdaStandIn``: the Lambda ``Invoke`` API; records asynchronous invocations.
 - ``DynamoDbStandIn``: DynamoDB's JSON API throttling on request (retry policies).
+- ``DynamoDbRecorder``: a hop in front of moto recording each DynamoDB operation, or
+  holding chosen requests unanswered (a DynamoDB that hangs).
 
 Each is a threaded HTTP/1.1 server (keep-alive, deep accept queue) on a free
 port of 127.0.0.1, started and stopped by the fixture that owns it.
@@ -14,6 +16,7 @@ port of 127.0.0.1, started and stopped by the fixture that owns it.
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import threading
@@ -23,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 MAX_POST_BYTES = 128 * 1024
 #: A stand-in's answer: status, body (bytes, or JSON-encoded), extra headers.
@@ -305,3 +308,60 @@ class DynamoDbStandIn(StandIn):
             }
             return 400, error, {}
         return 200, {"Items": [], "Count": 0, "ScannedCount": 0}, {}
+
+
+class DynamoDbRecorder(StandIn):
+    """A loopback hop in front of a real DynamoDB (moto): forwards every request as it came
+    and records each operation, its parameters and whether it named an index, and each
+    answer forwarded. ``hang`` says which requests
+    get no answer until ``stop``, ``throttle`` which are answered throttled (predicates on
+    the operation's name and the request)."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__()
+        parts = urlsplit(target)
+        self._target = (parts.hostname or "127.0.0.1", parts.port or 80)
+        #: (operation, "index" or "table") of each request, in order.
+        self.calls: list[tuple[str, str]] = []
+        #: The operation of each request, in order.
+        self.operations: list[str] = []
+        #: (operation, the request's parameters) of each request, in order.
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+        #: (operation, DynamoDB's answer) of each request forwarded, in order of answer.
+        self.answers: list[tuple[str, dict[str, Any]]] = []
+        self.hang: Callable[[str, dict[str, Any]], bool] = lambda operation, request: False
+        #: Which requests answer ``ProvisionedThroughputExceededException`` instead.
+        self.throttle: Callable[[str, dict[str, Any]], bool] = lambda operation, request: False
+        #: Operations that got no answer.
+        self.hung: list[str] = []
+        self._released = threading.Event()
+        self._lock = threading.Lock()
+
+    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
+        operation = headers.get("X-Amz-Target", "?").rsplit(".", 1)[-1]
+        request = json.loads(body or b"{}")
+        with self._lock:
+            self.calls.append((operation, "index" if request.get("IndexName") else "table"))
+            self.operations.append(operation)
+            self.requests.append((operation, request))
+        if self.hang(operation, request):
+            self.hung.append(operation)
+            self._released.wait(60)  # bounded: the client gave up long before
+            return 503, {"__type": "ServiceUnavailable"}, {}
+        if self.throttle(operation, request):
+            error = {"__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException"}
+            return 400, {**error, "message": "slow down"}, {}
+        connection = http.client.HTTPConnection(*self._target, timeout=30)
+        try:
+            connection.request(method, path, body, {k: v for k, v in headers.items() if k.lower() != "host"})
+            answer = connection.getresponse()
+            status, content = answer.status, answer.read()
+            with self._lock:
+                self.answers.append((operation, json.loads(content or b"{}")))
+            return status, content, {}
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self._released.set()
+        super().stop()

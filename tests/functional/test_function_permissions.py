@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from chalicelib.channel_sender import FUNCTION_NAMES
 from chalicelib.internal_events import pack_frames
 from tests.harness import Stack, chat_backend
-from tests.standins import Reply
+from tests.standins import DynamoDbRecorder, Reply
 from ws_proxy_testing import events
 from ws_proxy_testing.isolation import reset_clients
 
@@ -49,27 +47,36 @@ def granted() -> dict[str, set[tuple[str, str]]]:
 class Recorder:
     """What each function called, attributed to the function running at the time."""
 
-    def __init__(self, stack: Stack) -> None:
+    def __init__(self, stack: Stack, dynamodb: DynamoDbRecorder) -> None:
         self.stack = stack
+        self.dynamodb = dynamodb
         self.current = ""
         self.calls: dict[str, set[tuple[str, str]]] = defaultdict(set)
+        self.seen = 0  # DynamoDB requests attributed so far
 
-    def dynamodb(self, model: Any, params: dict[str, Any], **kwargs: Any) -> None:
-        resource = "index" if params.get("IndexName") else "table"
-        if params.get("Select") == "COUNT" and params.get("ExpressionAttributeValues", {}).get(":p") == {
+    @staticmethod
+    def resource(request: dict[str, Any]) -> str:
+        """The resource kind a DynamoDB request needs granted: the table, the index, or the feed's count."""
+        if request.get("Select") == "COUNT" and request.get("ExpressionAttributeValues", {}).get(":p") == {
             "S": "feed#"
         }:
-            resource = "feed-count"  # counting the feed, as its own condition allows
-        self.calls[self.current].add((f"dynamodb:{model.name}", resource))
+            return "feed-count"  # counting the feed, as its own condition allows
+        return "index" if request.get("IndexName") else "table"
 
     def run(self, function: str, event: Any) -> Any:
         """Invoke ``function``'s handler; its posts and invocations are counted as its own."""
         self.current = function
         posts = len(self.stack.mgmt.calls)
         invoked = len(self.stack.lambdas.invocations)
+        looked_up = len(self.dynamodb.requests)
+        for operation, request in self.dynamodb.requests[self.seen : looked_up]:
+            self.calls[""].add((f"dynamodb:{operation}", self.resource(request)))  # outside any handler
         try:
             return self.stack.invoke(HANDLERS.get(function, function), event)
         finally:
+            self.seen = len(self.dynamodb.requests)
+            for operation, request in self.dynamodb.requests[looked_up : self.seen]:
+                self.calls[function].add((f"dynamodb:{operation}", self.resource(request)))
             if any(m == "POST" for m, _, _ in self.stack.mgmt.calls[posts:]):
                 self.calls[function].add(("execute-api:ManageConnections", "connections:POST"))
             for name, _, _ in self.stack.lambdas.invocations[invoked:]:
@@ -82,14 +89,9 @@ class Recorder:
 
 
 @pytest.fixture
-def recorder(stack: Stack) -> Iterator[Recorder]:
-    recorder = Recorder(stack)
-    session = boto3.DEFAULT_SESSION or boto3.setup_default_session() or boto3.DEFAULT_SESSION
-    assert session is not None
-    session.events.register("before-parameter-build.dynamodb", recorder.dynamodb)
-    reset_clients()  # clients built from now on carry the hook
-    yield recorder
-    session.events.unregister("before-parameter-build.dynamodb", recorder.dynamodb)
+def recorder(stack: Stack, dynamodb_recorder: DynamoDbRecorder) -> Recorder:
+    """DynamoDB calls are seen on the wire (a recording hop in front of moto), whatever the client."""
+    return Recorder(stack, dynamodb_recorder)
 
 
 def connect(recorder: Recorder, cid: str, query: dict[str, str]) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.harness import Stack, chat_backend
-from tests.standins import Reply
+from tests.standins import DynamoDbRecorder, Reply
 from ws_proxy_testing.isolation import reset_clients
 
 CHAT = {"type": "chat", "booking_id": "1", "token": "tok-a"}
@@ -240,30 +240,15 @@ def test_push_with_a_lone_surrogate_is_an_invalid_event_and_posts_nothing(
 
 
 def test_deliver_that_cannot_remove_a_gone_connection_logs_it_and_answers(
-    stack: Stack, app_log: _Records, monkeypatch: pytest.MonkeyPatch
+    stack: Stack, app_log: _Records, monkeypatch: pytest.MonkeyPatch, dynamodb_recorder: DynamoDbRecorder
 ) -> None:
-    import boto3
-
     chat_backend(stack.backend)
     stack.connect("G1=", CHAT, establish=False)  # the client leaves before the handshake ends
     (payload,) = stack.lambdas.take("-deliver")
-
-    class Throttled:
-        status_code = 400
-
-    def refuse_delete(**kwargs: Any) -> tuple[Any, dict[str, Any]]:
-        error = {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}
-        return Throttled(), {"Error": error, "ResponseMetadata": {"HTTPStatusCode": 400}}
-
-    session = boto3.DEFAULT_SESSION or boto3.setup_default_session() or boto3.DEFAULT_SESSION
-    assert session is not None
-    session.events.register("before-call.dynamodb.DeleteItem", refuse_delete)
-    try:
-        monkeypatch.setenv("DELIVER_RETRY_SECONDS", "0.2")
-        reset_clients()
-        result = stack.invoke("deliver", payload)
-    finally:
-        session.events.unregister("before-call.dynamodb.DeleteItem", refuse_delete)
+    dynamodb_recorder.throttle = lambda operation, request: operation == "DeleteItem"
+    monkeypatch.setenv("DELIVER_RETRY_SECONDS", "0.2")
+    reset_clients()
+    result = stack.invoke("deliver", payload)
     assert result == {"delivered": 0, "frames": 2, "outcome": "gone"}
     assert app_log.internal_errors() == []
     cleanup = [r for r in app_log.records if r.getMessage() == "stale connection cleanup failed"]

@@ -2,8 +2,10 @@
 
 A static scan of ``app.py`` and ``chalicelib/``:
 
-- boto3 clients: every ``boto3.client("<service>")`` names a service the list
-  knows; every attribute call or string literal that is the snake_case name of
+- AWS clients: every ``boto3.client("<service>")``, and every thin client of
+  ``chalicelib/aws.py`` built (``aws.DynamoDB(...)``, ``aws.LambdaClient(...)``, which
+  take botocore's operation names), names a service the list knows; every attribute
+  call or string literal that is the snake_case name of
   one of those services' API operations (botocore's model: ``put_item``,
   ``query``, ``invoke``...) must be in the list, or listed as not made at
   runtime. String literals count because the registry dispatches by name
@@ -39,6 +41,8 @@ LISTED = {op["call"] for op in LIST["operations"] if op["call"] != "runtime"}
 NOT_AT_RUNTIME = {k for k in LIST["not_at_runtime"] if k != "//"}
 COLLISIONS = {k for k in LIST["name_collisions"] if k != "//"}
 HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"}
+#: The thin clients of chalicelib/aws.py and the service each calls.
+THIN_CLIENTS = {"DynamoDB": "dynamodb", "LambdaClient": "lambda"}
 
 
 def deployed_sources() -> dict[str, ast.Module]:
@@ -49,6 +53,10 @@ def deployed_sources() -> dict[str, ast.Module]:
 def boto3_services(tree: ast.Module) -> set[str]:
     services: set[str] = set()
     for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            called = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            if called in THIN_CLIENTS:
+                services.add(THIN_CLIENTS[called])
         if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
             continue
         owner = node.func.value

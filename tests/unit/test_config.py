@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
-import logging
-import re
 from collections.abc import Iterator
 
 import pytest
 
-from chalicelib.clients import aws_config, build_clients
+from chalicelib import aws
+from chalicelib.clients import build_clients
 from chalicelib.config import Settings
 from chalicelib.errors import BackendUnavailable, ConfigurationError
 from chalicelib.routes import DEFAULT_ROUTES, is_channel_key, routes_with_overrides
+from chalicelib.signing import Credentials
+from chalicelib.transport import Transport
 from tests.standins import DynamoDbStandIn
 from ws_proxy_testing.isolation import use_environment
 
@@ -160,15 +161,6 @@ def test_routes_can_be_overridden_by_configuration() -> None:
     assert routes_with_overrides(None) == DEFAULT_ROUTES
 
 
-def test_the_aws_clients_have_short_timeouts_and_bounded_retries() -> None:
-    config = aws_config(8, 5)
-    assert (config.connect_timeout, config.read_timeout) == (2, 5)
-    assert config.retries == {"mode": "standard", "total_max_attempts": 5}
-    assert config.max_pool_connections == 10  # never below 10, else as wide as the fan-out
-    assert aws_config(64, 5).max_pool_connections == 64
-    assert aws_config(8, 2, retry_mode="legacy").retries == {"mode": "legacy", "total_max_attempts": 2}
-
-
 @pytest.fixture
 def throttling_dynamodb(monkeypatch: pytest.MonkeyPatch) -> Iterator[DynamoDbStandIn]:
     """The container's DynamoDB is a stand-in that throttles on request."""
@@ -185,32 +177,44 @@ def throttling_dynamodb(monkeypatch: pytest.MonkeyPatch) -> Iterator[DynamoDbSta
     server.stop()
 
 
-def botocore_pauses(caplog: pytest.LogCaptureFixture) -> list[float]:
-    """The pauses botocore logged before each retry (its DEBUG record, one per retry)."""
-    found = (RETRY_PAUSE.search(record.getMessage()) for record in caplog.records)
-    return [float(match.group(1)) for match in found if match]
-
-
-RETRY_PAUSE = re.compile(r"retry, sleeping for ([0-9.]+) seconds")
-
-
 def test_the_registry_client_retries_with_dynamodbs_own_short_backoff_then_gives_up(
-    throttling_dynamodb: DynamoDbStandIn, caplog: pytest.LogCaptureFixture
+    throttling_dynamodb: DynamoDbStandIn,
 ) -> None:
-    clients = build_clients()
-    registry = clients.registry
-    clients.close()  # nothing here uses the transport or the fan-out threads
-    throttling_dynamodb.throttle = 4  # absorbed: the fifth attempt is answered
-    with caplog.at_level(logging.DEBUG, logger="botocore.endpoint"):
+    clients = build_clients()  # AWS_MAX_ATTEMPTS: 5 by default
+    try:
+        registry = clients.registry
+        throttling_dynamodb.throttle = 4  # absorbed: the fifth attempt is answered
         assert registry.find("A=", retry=False, cached=False) is None
-    assert throttling_dynamodb.operations == ["Query"] * 5
-    # DynamoDB's own backoff (legacy mode), not standard mode's pauses of up to 1, 2, 4 s
-    assert botocore_pauses(caplog) == [0.05, 0.1, 0.2, 0.4]
-    throttling_dynamodb.throttle = 6  # five attempts, all throttled: the caller is told
-    with pytest.raises(BackendUnavailable):
-        registry.find("A=", retry=False, cached=False)
-    assert throttling_dynamodb.operations == ["Query"] * 10
-    assert throttling_dynamodb.throttle == 1
+        assert throttling_dynamodb.operations == ["Query"] * 5
+        throttling_dynamodb.throttle = 6  # five attempts, all throttled: the caller is told
+        with pytest.raises(BackendUnavailable):
+            registry.find("A=", retry=False, cached=False)
+        assert throttling_dynamodb.operations == ["Query"] * 10
+        assert throttling_dynamodb.throttle == 1
+    finally:
+        clients.close()
+
+
+def test_dynamodb_retries_pause_as_botocore_legacy_mode_does_for_dynamodb(
+    throttling_dynamodb: DynamoDbStandIn,
+) -> None:
+    """DynamoDB's own backoff (50 ms doubling), not standard mode's pauses of up to 1, 2, 4 s."""
+    pauses: list[float] = []
+    transport = Transport(2)
+    client = aws.DynamoDB(
+        throttling_dynamodb.url,
+        "us-east-1",
+        lambda: Credentials("AKID", "secret", None),
+        transport,
+        max_attempts=5,
+        sleep=pauses.append,
+    )
+    try:
+        throttling_dynamodb.throttle = 4
+        assert client.query(TableName="t")["Items"] == []
+        assert pauses == [0.05, 0.1, 0.2, 0.4]
+    finally:
+        transport.close()
 
 
 def test_one_socket_per_user_settings_and_routes() -> None:

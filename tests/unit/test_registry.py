@@ -8,12 +8,14 @@ from typing import Any
 
 import pytest
 
+from chalicelib.deadline import Deadline
 from chalicelib.errors import BackendUnavailable, UnknownConnection
 from chalicelib.model import Connection
 from chalicelib.registry import FULL_CHANNEL_SECONDS, ConnectionRegistry
 from chalicelib.schema import ensure_table
 from tests.fakes import FakeRegistry
-from tests.harness import moto_client
+from tests.harness import moto_client, moto_registry_client
+from tests.standins import DynamoDbRecorder
 
 NOW = 1_800_000_000
 ENDPOINT = "https://api.example.com/development"
@@ -36,7 +38,7 @@ def registry(request: pytest.FixtureRequest) -> Iterator[Any]:
     client = moto_client(endpoint)
     table = f"registry-{uuid.uuid4().hex[:8]}"
     ensure_table(client, table)
-    yield ConnectionRegistry(client, table, clock=clock, lookup_retry_delays=())
+    yield ConnectionRegistry(moto_registry_client(endpoint), table, clock=clock, lookup_retry_delays=())
     client.delete_table(TableName=table)
 
 
@@ -71,13 +73,23 @@ def test_channel_ids_filter_by_channel_type_and_ttl(registry: Any) -> None:
     assert list(registry.channel_ids("3", None)) == []
 
 
+class CountingClient:
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.queries = 0
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "query":
+            self.queries += 1
+        return getattr(self._client, name)
+
+
 def test_channel_pages_cover_every_connection_exactly_once(moto_endpoint: str) -> None:
     client = moto_client(moto_endpoint)
     table = f"registry-{uuid.uuid4().hex[:8]}"
     ensure_table(client, table)
-    queries: list[str] = []
-    client.meta.events.register("before-call.dynamodb.Query", lambda **kwargs: queries.append("Query"))
-    registry = ConnectionRegistry(client, table, clock=lambda: NOW)
+    counting = CountingClient(moto_registry_client(moto_endpoint))
+    registry = ConnectionRegistry(counting, table, clock=lambda: NOW)
     try:
         ids = [f"P{i:02d}=" for i in range(23)]
         for cid in ids:
@@ -85,7 +97,7 @@ def test_channel_pages_cover_every_connection_exactly_once(moto_endpoint: str) -
         seen = list(registry.channel_ids("1", "chat", page_size=5))
         assert sorted(seen) == sorted(c for c in ids if int(c[1:3]) % 3)
         assert len(seen) == len(set(seen))
-        assert len(queries) >= 5  # one Query per page of 5 items
+        assert counting.queries >= 5  # one Query per page of 5 items
     finally:
         client.delete_table(TableName=table)
 
@@ -95,7 +107,9 @@ def test_moto_registry_retries_a_miss_then_gives_up(moto_endpoint: str) -> None:
     table = f"registry-{uuid.uuid4().hex[:8]}"
     ensure_table(client, table)
     sleeps: list[float] = []
-    registry = ConnectionRegistry(client, table, sleep=sleeps.append, lookup_retry_delays=(0.01, 0.02))
+    registry = ConnectionRegistry(
+        moto_registry_client(moto_endpoint), table, sleep=sleeps.append, lookup_retry_delays=(0.01, 0.02)
+    )
     assert registry.find("missing=") is None
     assert sleeps == [0.01, 0.02]
     sleeps.clear()
@@ -105,8 +119,9 @@ def test_moto_registry_retries_a_miss_then_gives_up(moto_endpoint: str) -> None:
 
 
 def test_aws_failures_become_backend_unavailable(moto_endpoint: str) -> None:
-    client = moto_client(moto_endpoint)
-    registry = ConnectionRegistry(client, "no-such-table", lookup_retry_delays=())
+    registry = ConnectionRegistry(
+        moto_registry_client(moto_endpoint), "no-such-table", lookup_retry_delays=()
+    )
     with pytest.raises(BackendUnavailable) as info:
         registry.put(conn("A="))
     assert info.value.retryable is True
@@ -132,22 +147,11 @@ def test_connection_repr_never_shows_the_token() -> None:
     assert "secret" not in repr(conn("A=", token="secret"))
 
 
-class CountingClient:
-    def __init__(self, client: Any) -> None:
-        self._client = client
-        self.queries = 0
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "query":
-            self.queries += 1
-        return getattr(self._client, name)
-
-
 def test_found_connections_are_cached_until_deleted_expired_or_aged(moto_endpoint: str) -> None:
     client = moto_client(moto_endpoint)
     table = f"cache-{uuid.uuid4().hex[:8]}"
     ensure_table(client, table)
-    counting = CountingClient(client)
+    counting = CountingClient(moto_registry_client(moto_endpoint))
     now = [float(NOW)]
     registry = ConnectionRegistry(
         counting, table, clock=lambda: now[0], lookup_retry_delays=(), cache_size=2, cache_seconds=60
@@ -198,8 +202,9 @@ def test_a_cached_connection_gets_the_token_stored_now(moto_endpoint: str) -> No
     client = moto_client(moto_endpoint)
     table = f"cache-{uuid.uuid4().hex[:8]}"
     ensure_table(client, table)
-    one = ConnectionRegistry(client, table, clock=clock, lookup_retry_delays=())
-    two = ConnectionRegistry(client, table, clock=clock, lookup_retry_delays=())
+    ours = moto_registry_client(moto_endpoint)
+    one = ConnectionRegistry(ours, table, clock=clock, lookup_retry_delays=())
+    two = ConnectionRegistry(ours, table, clock=clock, lookup_retry_delays=())
     try:
         one.put(conn("A=", token="first"))
         assert two.find("A=") == conn("A=", token="first")
@@ -225,24 +230,28 @@ def test_count_reads_no_more_than_the_limit_and_remembers_a_full_channel(moto_en
     client = moto_client(moto_endpoint)
     table = f"count-{uuid.uuid4().hex[:8]}"
     ensure_table(client, table)
-    evaluated: list[int] = []
-    client.meta.events.register(
-        "after-call.dynamodb.Query", lambda parsed, **kwargs: evaluated.append(parsed["ScannedCount"])
-    )
+    recorder = DynamoDbRecorder(moto_endpoint).start()  # DynamoDB's answers, seen on the wire
+
+    def evaluated() -> list[int]:
+        return [answer["ScannedCount"] for operation, answer in recorder.answers if operation == "Query"]
+
     now = [float(NOW)]
-    registry = ConnectionRegistry(client, table, clock=lambda: now[0], lookup_retry_delays=())
+    registry = ConnectionRegistry(
+        moto_registry_client(recorder.url), table, clock=lambda: now[0], lookup_retry_delays=()
+    )
     try:
         for i in range(12):
             registry.put(conn(f"F{i:02d}=", channel="feed#", ctype="feed", ttl=NOW + 3600))
         assert registry.count("feed#", 20) == 12
         assert registry.count("feed#", 5) == 5
-        assert evaluated[1:] == [5]  # one page of at most the limit
+        assert evaluated()[1:] == [5]  # one page of at most the limit
         assert registry.count("feed#", 5) == 5  # full a moment ago: no Query
-        assert len(evaluated) == 2
+        assert len(evaluated()) == 2
         now[0] += FULL_CHANNEL_SECONDS
         assert registry.count("feed#", 5) == 5
-        assert len(evaluated) == 3
+        assert len(evaluated()) == 3
     finally:
+        recorder.stop()
         client.delete_table(TableName=table)
 
 
@@ -313,8 +322,9 @@ def test_a_subscribed_sockets_token_is_read_from_its_own_item(moto_endpoint: str
     client = moto_client(moto_endpoint)
     table = f"subtok-{uuid.uuid4().hex[:8]}"
     ensure_table(client, table)
-    one = ConnectionRegistry(client, table, clock=clock, lookup_retry_delays=())
-    two = ConnectionRegistry(client, table, clock=clock, lookup_retry_delays=())
+    ours = moto_registry_client(moto_endpoint)
+    one = ConnectionRegistry(ours, table, clock=clock, lookup_retry_delays=())
+    two = ConnectionRegistry(ours, table, clock=clock, lookup_retry_delays=())
     try:
         one.put(conn("A=", channel="user#u", user_id="u", token="first"))
         for booking in ("1", "2"):
@@ -340,3 +350,68 @@ def test_the_feed_count_is_the_feeds_connections_only(registry: Any) -> None:
     registry.put(conn("A=", channel="user#u", user_id="u", token="t"))
     registry.subscribe(sub("A=", "booking#1", "chat"))
     assert registry.count("feed#", 10) == 1
+
+
+def test_a_channel_query_reads_no_page_past_the_deadline(moto_endpoint: str) -> None:
+    """The pages read before the deadline are answered; the next one is never asked for."""
+    client = moto_client(moto_endpoint)
+    table = f"pages-{uuid.uuid4().hex[:8]}"
+    ensure_table(client, table)
+    counting = CountingClient(moto_registry_client(moto_endpoint))
+    registry = ConnectionRegistry(counting, table, clock=clock)
+    try:
+        for i in range(12):
+            registry.put(conn(f"P{i:02d}="))
+        # the clock the deadline reads: time enough for one call, then none
+        readings = iter([0.0])
+        deadline = Deadline(10.0, lambda: next(readings, 100.0))
+        seen: list[str] = []
+        with pytest.raises(BackendUnavailable):
+            seen.extend(registry.channel_ids("1", "chat", page_size=5, deadline=deadline))
+        assert len(seen) == 5  # the first page
+        assert counting.queries == 2  # the second was asked for, and not sent
+    finally:
+        client.delete_table(TableName=table)
+
+
+class Unprocessed:
+    """The thin client, but every BatchWriteItem leaves its whole batch unprocessed."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.writes = 0
+        self.now = 0.0  # the deadline's clock
+        self.write_takes = 0.0  # how far each BatchWriteItem moves it
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def batch_write_item(self, *, deadline: Deadline | None = None, **params: Any) -> dict[str, Any]:
+        self.writes += 1
+        self.now += self.write_takes
+        return {"UnprocessedItems": params["RequestItems"]}
+
+
+def test_unprocessed_deletes_are_retried_only_with_time_left(moto_endpoint: str) -> None:
+    client = moto_client(moto_endpoint)
+    table = f"unproc-{uuid.uuid4().hex[:8]}"
+    ensure_table(client, table)
+    unprocessed = Unprocessed(moto_registry_client(moto_endpoint))
+    sleeps: list[float] = []
+    registry = ConnectionRegistry(
+        unprocessed, table, clock=clock, sleep=sleeps.append, lookup_retry_delays=(0.01, 0.02)
+    )
+    try:
+        registry.put(conn("A=", channel="user#u"))
+        registry.subscribe(sub("A=", "booking#1", "chat"))
+        with pytest.raises(BackendUnavailable):  # time enough: every pause taken, then given up
+            registry.remove_connection("A=", deadline=Deadline.after(10.0))
+        assert (unprocessed.writes, sleeps) == (3, [0.01, 0.02])
+        unprocessed.writes, unprocessed.write_takes = 0, 0.44
+        deadline = Deadline(0.5, lambda: unprocessed.now)  # the call made, no time for a pause
+        with pytest.raises(BackendUnavailable):
+            registry.remove_connection("A=", deadline=deadline)
+        assert (unprocessed.writes, sleeps) == (1, [0.01, 0.02])
+        assert len(registry.connection_items("A=")) == 2  # nothing was removed
+    finally:
+        client.delete_table(TableName=table)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from chalicelib.config import Settings
 from chalicelib.connect import ConnectCase, DisconnectCase
 from chalicelib.deadline import Deadline
 from chalicelib.deliver import DeliverCase
+from chalicelib.errors import BackendUnavailable
 from chalicelib.fanout import FanOutChunkCase
 from chalicelib.internal_events import pack_frames, unpack_frames
 from chalicelib.message import MessageCase
@@ -271,10 +273,12 @@ class LaggingIndex(FakeRegistry):
         super().__init__(clock=lambda: NOW)
         self.snapshot: list[Connection] | None = None
 
-    def connection_items(self, connection_id: str, *, live: bool = True) -> list[Connection]:
+    def connection_items(
+        self, connection_id: str, *, live: bool = True, deadline: Deadline | None = None
+    ) -> list[Connection]:
         if self.snapshot is not None:
             return [c for c in self.snapshot if c.connection_id == connection_id]
-        return super().connection_items(connection_id, live=live)
+        return super().connection_items(connection_id, live=live, deadline=deadline)
 
 
 def test_a_subscribe_right_after_an_unsubscribe_is_written_whatever_the_index_still_says() -> None:
@@ -298,3 +302,24 @@ def test_a_subscribe_right_after_an_unsubscribe_is_written_whatever_the_index_st
     assert ("booking#2", "U=") not in registry.items
     assert send({"type": "subscribe", "booking_id": "2"})["type"] == "subscribed"
     assert registry.items[("booking#2", "U=")].types == {"chat"}
+
+
+def test_a_channel_read_cut_short_sends_to_the_members_found_and_tells_the_sender() -> None:
+    """The channel's second page could not be read in time: the first page's members still
+    get the message, the sender is told it was accepted but not delivered to everyone."""
+    proxy, registry, backend, gateways, _, _ = make()
+    for cid in ("A=", "B=", "C="):
+        add(registry, cid)
+    gateway = gateways.setdefault(ENDPOINT, FakeGateway(endpoint=ENDPOINT, open={"A=", "B=", "C="}))
+    backend.answers["/api/chat/ws/1/message"] = {"type": "message", "broadcast": True}
+
+    def first_page_only(channel: str, connection_type: str | None, **kwargs: Any) -> Iterator[str]:
+        yield "B="
+        raise BackendUnavailable("the connection registry is unavailable; try again")
+
+    registry.channel_ids = first_page_only  # type: ignore[method-assign]
+    proxy.message.handle(typed(events.message_event("A=", {"body": "x", "id": "m-1"})), long())
+    assert [json.loads(f)["type"] for f in gateway.received["B="]] == ["message"]
+    assert "C=" not in gateway.received
+    (frame,) = (json.loads(f) for f in gateway.received["A="])
+    assert (frame["code"], frame["ref"]) == ("delivery_failed", "m-1")
