@@ -181,7 +181,13 @@ def main() -> None:
     if "overhead" in spec:
         from bench.overhead import measure
 
-        result = measure(int(spec["overhead"]), spec["standin"], spec["moto"], int(spec.get("channel", 4)))
+        result = measure(
+            int(spec["overhead"]),
+            spec["standin"],
+            spec["moto"],
+            int(spec.get("channel", 4)),
+            user_level=bool(spec.get("user_level", False)),
+        )
     elif "sweep" in spec:
         result = sweep(spec)
     else:

@@ -99,6 +99,7 @@ class Timer:
                 spent = self.spent
                 spent[kind] = spent.get(kind, 0.0) + time.perf_counter() - started
                 spent[kind + "_cpu"] = spent.get(kind + "_cpu", 0.0) + time.process_time() - cpu
+                spent[kind + "_calls"] = spent.get(kind + "_calls", 0.0) + 1
 
         return timed
 
@@ -108,10 +109,14 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def measure(messages: int, standin_base: str, moto_base: str, channel: int = CHANNEL) -> dict[str, Any]:
+def measure(
+    messages: int, standin_base: str, moto_base: str, channel: int = CHANNEL, *, user_level: bool = False
+) -> dict[str, Any]:
     """The handler in this process (``bench.invoke`` runs it, in this tree or the baseline's).
 
-    Answers each message's times (seconds), after ``WARMUP`` messages not kept.
+    Answers each message's times (seconds), after ``WARMUP`` messages not kept. With
+    ``user_level`` (this code only), every socket is its user's own, subscribed to the
+    booking, and each frame names the booking.
     """
     use_dummy_aws_env()
     os.environ.update(
@@ -135,30 +140,50 @@ def measure(messages: int, standin_base: str, moto_base: str, channel: int = CHA
 
     application: Any = app_module  # ours, or the baseline's (another shape)
     now = int(time.time())
+    # a booking of its own for user-level sockets: both variants share the table
+    booking = f"b-{1000 + channel}" + ("-u" if user_level else "")
     if hasattr(application, "get_clients"):  # one module per use case, channel keys with kinds
         # ids of their own: the baseline's items (no channel kind) share the table
         ids = [f"kind{channel}-{i:06d}Q=" for i in range(channel)]
-        booking = f"b-{1000 + channel}"
         from chalicelib.routes import channel_key
 
         clients = application.get_clients()
         registry, backend = clients.registry, clients.backend
         gateway = clients.gateway_for(clients.settings.endpoint_for("", ""))
         endpoint = clients.settings.api_gateway_endpoint
+        if user_level:
+            ids = [f"user{channel}-{i:06d}Q=" for i in range(channel)]
         for i, connection_id in enumerate(ids):
+            own = channel_key("user", f"u{i}") if user_level else channel_key("booking", booking)
             registry.put(
                 Connection(
                     connection_id,
-                    channel_key("booking", booking),
+                    own,
                     "chat",
                     f"u{i}",
                     TOKEN,
                     now,
                     now + 86400,
-                    booking_id=booking,
+                    booking_id=None if user_level else booking,
                     endpoint=endpoint,
                 )
             )
+            if user_level:
+                registry.subscribe(
+                    Connection(
+                        connection_id,
+                        channel_key("booking", booking),
+                        "chat",
+                        f"u{i}",
+                        None,
+                        now,
+                        now + 86400,
+                        booking_id=booking,
+                        endpoint=endpoint,
+                        home=own,
+                        types=frozenset({"chat"}),
+                    )
+                )
     else:  # the code before that (the baseline of the comparison)
         ids = [f"conn{channel}-{i:06d}Q=" for i in range(channel)]
         proxy = application.container.proxy()
@@ -174,12 +199,13 @@ def measure(messages: int, standin_base: str, moto_base: str, channel: int = CHA
     gateway.post = timer.wrap("management_api", gateway.post)
     gateway.post_many = timer.wrap("management_api", gateway.post_many)
     registry._call = timer.wrap("dynamodb", registry._call)  # noqa: SLF001 - times DynamoDB at its one dispatcher
+    extra = {"booking_id": booking} if user_level else {}
 
     rows: list[dict[str, float]] = []
     backend_calls = standin_stats(standin_base)["backend"]
     posts = standin_stats(standin_base)["posts"]
     for i in range(WARMUP + messages):
-        body = json.dumps({"body": f"Hello #{i}", "client_id": f"k{i}"})
+        body = json.dumps({"body": f"Hello #{i}", "client_id": f"k{i}", **extra})
         timer.reset()
         cpu = time.process_time()
         started = time.perf_counter()
@@ -197,6 +223,7 @@ def measure(messages: int, standin_base: str, moto_base: str, channel: int = CHA
                     "management_api": spent.get("management_api", 0.0),
                     "dynamodb": spent.get("dynamodb", 0.0),
                     "dynamodb_client_cpu": spent.get("dynamodb_cpu", 0.0),
+                    "dynamodb_calls": spent.get("dynamodb_calls", 0.0),
                     "cpu": cpu,
                 }
             )
@@ -230,6 +257,7 @@ def summarize(rows: list[dict[str, float]], channel: int = CHANNEL) -> dict[str,
         "dynamodb_client_cpu": summary([r["dynamodb_client_cpu"] for r in rows]),
         "overhead_without_dynamodb_server": summary(own),
         "cpu_per_message": summary([r["cpu"] for r in rows]),
+        "dynamodb_calls": statistics.median([r.get("dynamodb_calls", 0.0) for r in rows]),
     }
 
 
@@ -241,7 +269,74 @@ def run(messages: int = MESSAGES, rounds: int = ROUNDS) -> dict[str, Any]:
     booking of two (``PAIR``, under ``"pair"``).
     """
     four = run_channel(messages, rounds, CHANNEL)
-    return {**four, "pair": run_channel(messages, rounds, PAIR)}
+    return {
+        **four,
+        "pair": run_channel(messages, rounds, PAIR),
+        "user_level": run_user_level(messages, rounds),
+    }
+
+
+def run_user_level(messages: int, rounds: int) -> dict[str, Any]:
+    """A booking of two on user-level sockets (each subscribed to the booking, each frame naming
+    it) against the same booking on per-booking sockets: this code both times, alternating."""
+    from bench.servers import run_json
+
+    use_dummy_aws_env()
+    rows: dict[str, list[dict[str, float]]] = {"user_level": [], "per_booking": []}
+    with standin(delay=0.0) as stand, moto_server() as moto:
+        for i in range(rounds):
+            for name in list(rows) if i % 2 == 0 else list(rows)[::-1]:
+                spec = {
+                    "overhead": -(-messages // rounds),
+                    "standin": stand.base,
+                    "moto": moto.base,
+                    "channel": PAIR,
+                    "user_level": name == "user_level",
+                }
+                rows[name] += run_json(["-m", "bench.invoke", json.dumps(spec)], timeout=600)["rows"]
+    return {name: summarize(found, PAIR) for name, found in rows.items()} | {"rounds": rounds}
+
+
+def user_level_lines(res: dict[str, Any]) -> list[str]:
+    """One socket per user against per-booking sockets, in a booking of two."""
+    user, booking = res["user_level"], res["per_booking"]
+    out = [
+        (
+            f"A booking of two on user-level sockets (subscribed; frames name the booking) against "
+            f"per-booking sockets: {user['messages']:,} $default messages each, this code both "
+            f"({res['rounds']} rounds, alternating)"
+        ),
+        f"  {'per message (median)':<54} {'user':>7} {'booking':>7} {'ratio':>7}",
+    ]
+    for name, key in (
+        ("handler (app.message, whole), ms", "handler"),
+        ("handler's own time, ms", "overhead_without_dynamodb_server"),
+        ("process CPU per message, ms", "cpu_per_message"),
+    ):
+        this, that = user[key]["median_ms"], booking[key]["median_ms"]
+        out.append(f"  {name:<54} {this:>7.2f} {that:>7.2f} {this / that:>6.2f}x")
+    calls = f"{user['dynamodb_calls']:>7.0f} {booking['dynamodb_calls']:>7.0f}"
+    out.append(f"  {'DynamoDB calls per message':<54} {calls}")
+    return out
+
+
+def user_level_targets(res: dict[str, Any]) -> list[Target]:
+    user, booking = res["user_level"], res["per_booking"]
+    cpu = user["cpu_per_message"]["median_ms"] / booking["cpu_per_message"]["median_ms"]
+    extra = user["dynamodb_calls"] - booking["dynamodb_calls"]
+    return [
+        Target(
+            "one socket per user: CPU per message <= 1.10x per-booking sockets'",
+            cpu <= 1.10,
+            f"{cpu:.2f}x ({user['cpu_per_message']['median_ms']:.2f} ms vs "
+            f"{booking['cpu_per_message']['median_ms']:.2f} ms median, the same run)",
+        ),
+        Target(
+            "one socket per user: at most one DynamoDB call more per message",
+            extra <= 1,
+            f"{user['dynamodb_calls']:.0f} calls vs {booking['dynamodb_calls']:.0f}",
+        ),
+    ]
 
 
 def run_channel(messages: int, rounds: int, channel: int) -> dict[str, Any]:
@@ -305,6 +400,8 @@ def lines(res: dict[str, Any]) -> list[str]:
     pair = res.get("pair")
     if pair:
         out += pair_lines(pair)
+    if "user_level" in res:
+        out += user_level_lines(res["user_level"])
     return out
 
 
@@ -387,6 +484,7 @@ def targets(res: dict[str, Any]) -> list[Target]:
             else []
         ),
         *(pair_targets(res["pair"]) if "pair" in res else []),
+        *(user_level_targets(res["user_level"]) if "user_level" in res else []),
     ]
 
 
@@ -395,7 +493,9 @@ NOTE = (
     "`app.py` and `chalicelib` (see Cold start) run from a `git archive` of it: 4 rounds, each a "
     "fresh process of each (alternating which goes first) against the same stand-in and moto "
     "server, 300 messages per round after 20 of warm-up; once for a channel of 4 and once for a "
-    "booking of two (the sender and one other, each on a per-booking socket). "
+    "booking of two (the sender and one other, each on a per-booking socket); then the same "
+    "booking of two on user-level sockets (each its user's own, subscribed to the booking, every "
+    "frame naming it) against per-booking sockets, this code both times, in the same way. "
     "`app.message(event, context)` (Chalice's handler with the Powertools "
     "middleware), dependencies built by `get_clients()` from the environment: `BACKEND_URL` and "
     "`API_GATEWAY_ENDPOINT` point at the stand-in (answering at once), `AWS_ENDPOINT_URL_DYNAMODB` "
