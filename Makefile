@@ -119,8 +119,16 @@ lint: venv ## ruff check, ruff format --check, mypy --strict (deployed code, loc
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy chalicelib app.py local_gateway infra tests bench ws_proxy_testing
 
-test: venv checkov-venv system-deps lint client-test ## lint, type checks and every test (the client's too)
-	$(PY) -m pytest -q -n $(TEST_WORKERS)
+# pytest runs beside the client module's tests (much of their time is spent waiting on
+# sockets and npm): its output is kept in build/pytest.log and printed after them, so its
+# summary is the last line; make fails if either fails.
+test: venv checkov-venv system-deps lint $(CLIENT_STAMP) ## lint, type checks and every test (the client's too)
+	@mkdir -p build
+	@$(PY) -m pytest -q -n $(TEST_WORKERS) > build/pytest.log 2>&1 & pytest=$$!; \
+	  $(MAKE) --no-print-directory client-test; client=$$?; \
+	  wait $$pytest; status=$$?; cat build/pytest.log; \
+	  if [ $$client -ne 0 ]; then echo "make test: the client module's tests failed (above)"; exit 1; fi; \
+	  exit $$status
 
 # The client module (client/): its devDependencies (ws, typescript) from package-lock.json,
 # the declarations type-checked, then node's test runner: unit tests on a fake clock, and
