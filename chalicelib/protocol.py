@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.errors import BackendError, Forbidden, InvalidMessage, ProxyError, TooLarge, Unauthorized
-from chalicelib.routes import DEFAULT_TYPE, Route
+from chalicelib.routes import DEFAULT_TYPE, Route, channel_key
 from chalicelib.wire import (
     MAX_MESSAGE_BYTES,
     SURROGATE_ESCAPE,
@@ -109,6 +109,14 @@ class ConnectRequest:
 
     def connect_path(self) -> str | None:
         return self.route.user_connect if self.user_level else self.route.connect_path(self.booking_id)
+
+    def channel(self, user_id: str | None) -> str:
+        """The connection's channel: a user-level socket is in its user's."""
+        return (
+            channel_key("user", user_id)
+            if self.user_level
+            else self.route.channel_for(self.booking_id, user_id)
+        )
 
 
 def header(headers: Mapping[str, str] | None, name: str) -> str | None:
