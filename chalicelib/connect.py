@@ -19,19 +19,10 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
 
-from chalicelib import protocol, wire
+from chalicelib import errors, protocol, wire
 from chalicelib.clients import Clients
 from chalicelib.config import Settings
 from chalicelib.deadline import Deadline
-from chalicelib.errors import (
-    BackendError,
-    ChannelFull,
-    ConfigurationError,
-    DeliveryFailed,
-    InvalidMessage,
-    ProxyError,
-    TooLarge,
-)
 from chalicelib.internal_events import ASYNC_PAYLOAD_LIMIT, DeliveryEvent, PresenceEvent, pack_frames
 from chalicelib.model import Connection, Invoker
 from chalicelib.routes import channel_key
@@ -97,7 +88,7 @@ class ConnectCase:
                 run.result = self._connect(event, deadline, run.log)
                 run.log["outcome"] = "accepted"
                 metric("ConnectionsOpened", 1)
-            except ProxyError as exc:
+            except errors.ProxyError as exc:
                 run.log["outcome"] = exc.code
                 run.result = {"statusCode": exc.status, "body": exc.message}
                 metric("ConnectionsRejected", 1)
@@ -122,7 +113,7 @@ class ConnectCase:
             and cap
             and registry.count(channel_key("feed"), cap, deadline=deadline) >= cap
         ):
-            raise ChannelFull(f"the feed has its maximum of {cap} connections; try again later")
+            raise errors.ChannelFull(f"the feed has its maximum of {cap} connections; try again later")
         answer: dict[str, Any] = {}
         path = request.connect_path()
         if path is not None:
@@ -131,11 +122,11 @@ class ConnectCase:
             answer = self._clients.backend.post(path, body, deadline=deadline)
         user = protocol.answered_user(answer)
         if (request.route.channel_kind == "user" or request.user_level) and user is None:
-            raise BackendError("the chat service did not say which user connected")
+            raise errors.BackendError("the chat service did not say which user connected")
         channel = request.channel(user)
         endpoint = settings.endpoint_for(context.domain_name, context.stage)
         if len(endpoint) > ENDPOINT_MAX:
-            raise InvalidMessage("the request's domain name is too long", status=400)
+            raise errors.InvalidMessage("the request's domain name is too long", status=400)
         log["channel"] = channel
         frames: list[bytes] = []
         for key in ("initial", "receipt"):
@@ -144,7 +135,7 @@ class ConnectCase:
                 payload = protocol.tagged(payload, request.booking_id, request.connection_type)
             try:
                 frames.extend(wire.frames_for(payload) if payload is not None else [])
-            except TooLarge as exc:
+            except errors.TooLarge as exc:
                 frames.append(wire.encode(protocol.error_frame_for(exc)))
         now = int(self._clients.clock())
         conn = Connection(
@@ -177,7 +168,7 @@ class ConnectCase:
     def _schedule_delivery(self, conn: Connection, frames: list[bytes]) -> None:
         name = self._settings.deliver_function_name
         if not name:
-            raise ConfigurationError("DELIVER_FUNCTION_NAME is required to deliver initial payloads")
+            raise errors.ConfigurationError("DELIVER_FUNCTION_NAME is required to deliver initial payloads")
         if len(pack_frames(frames)) > ASYNC_PAYLOAD_LIMIT:
             # Too large even compressed: say so to the client instead of dropping it.
             note = protocol.error_frame(
@@ -193,7 +184,7 @@ class ConnectCase:
                 "deferred delivery could not be scheduled",
                 extra={"connection_id": conn.connection_id, "error": type(exc).__name__},
             )
-            raise DeliveryFailed("the chat history could not be scheduled; reconnect") from exc
+            raise errors.DeliveryFailed("the chat history could not be scheduled; reconnect") from exc
 
 
 class DisconnectCase:
@@ -222,7 +213,7 @@ class DisconnectCase:
                     )
                     if presence:
                         run.log["presence"] = presence
-            except ProxyError as exc:  # best effort: TTL removes what we could not
+            except errors.ProxyError as exc:  # best effort: TTL removes what we could not
                 run.log["outcome"] = "error"
                 logger.error("disconnect cleanup failed", extra={**run.log, "error": exc.code})
         return run.answer()

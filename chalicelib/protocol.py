@@ -36,17 +36,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from chalicelib import wire
 from chalicelib.errors import BackendError, Forbidden, InvalidMessage, ProxyError, TooLarge, Unauthorized
 from chalicelib.routes import DEFAULT_TYPE, Route, channel_key
-from chalicelib.wire import (
-    MAX_MESSAGE_BYTES,
-    SURROGATE_ESCAPE,
-    depth_exceeds,
-    dumps,
-    has_lone_surrogate,
-    is_text,
-    loads,
-)
 
 #: Longest token accepted; anything longer is rejected before the backend is called.
 MAX_TOKEN_CHARS = 8192
@@ -82,7 +74,7 @@ def booking_id_of(value: Any) -> str | None:
 def user_id_of(value: Any) -> str | None:
     """``value`` as a user id (a string or integer, 1 to ``USER_ID_MAX`` characters of text), else None."""
     text = str(value) if isinstance(value, str) or _integer(value) else ""
-    return text if 0 < len(text) <= USER_ID_MAX and is_text(text) else None
+    return text if 0 < len(text) <= USER_ID_MAX and wire.is_text(text) else None
 
 
 def _is_since(value: Any) -> bool:
@@ -155,7 +147,7 @@ def parse_connect(
     token = query.get("token") or (after[0] if after else None)
     if token is not None and len(token) > MAX_TOKEN_CHARS:
         raise Unauthorized("token is too long")
-    if token is not None and not is_text(token):
+    if token is not None and not wire.is_text(token):
         raise Unauthorized("token is not valid text (it holds a lone surrogate)")
     if route.needs_token and not token:
         raise Unauthorized(f"a token is required for type {connection_type}")
@@ -213,7 +205,7 @@ def _id_problem(value: Any) -> str | None:
             f"id is {len(value)} characters long; ids of up to {MAX_REF_CHARS} characters "
             "are echoed as ref, longer ones are refused"
         )
-    if isinstance(value, str) and not is_text(value):
+    if isinstance(value, str) and not wire.is_text(value):
         return "id is not valid text (it holds a lone surrogate) and cannot be echoed as ref"
     if isinstance(value, float) and not math.isfinite(value):
         return "id is not a finite number"
@@ -245,17 +237,20 @@ def parse_frame(body: str | None, *, is_base64: bool = False) -> dict[str, Any]:
         raise InvalidMessage("binary frames are not supported; send JSON text")
     if body is None or not body.strip():
         raise InvalidMessage("the frame is empty; send a JSON object")
-    if len(body) > MAX_MESSAGE_BYTES or len(body.encode("utf-8", "surrogatepass")) > MAX_MESSAGE_BYTES:
-        raise TooLarge(f"the frame is over {MAX_MESSAGE_BYTES // 1024} KB")
+    if (
+        len(body) > wire.MAX_MESSAGE_BYTES
+        or len(body.encode("utf-8", "surrogatepass")) > wire.MAX_MESSAGE_BYTES
+    ):
+        raise TooLarge(f"the frame is over {wire.MAX_MESSAGE_BYTES // 1024} KB")
     try:
-        frame = loads(body)
+        frame = wire.loads(body)
     except (ValueError, RecursionError):
         raise InvalidMessage("the frame is not valid JSON") from None
     if not isinstance(frame, dict):
         raise InvalidMessage("the frame must be a JSON object")
-    if depth_exceeds(frame, MAX_FRAME_DEPTH):
+    if wire.depth_exceeds(frame, MAX_FRAME_DEPTH):
         raise InvalidMessage(f"the frame is nested more than {MAX_FRAME_DEPTH} levels deep")
-    if not is_text(body) or (SURROGATE_ESCAPE.search(body) and has_lone_surrogate(frame)):
+    if not wire.is_text(body) or (wire.SURROGATE_ESCAPE.search(body) and wire.has_lone_surrogate(frame)):
         raise InvalidMessage(
             "the frame holds a lone surrogate (\\ud800-\\udfff), which is not text; send valid Unicode",
             ref=reference(frame),
@@ -338,13 +333,15 @@ def parse_push(event: Any, connection_types: Mapping[str, Route]) -> PushTarget:
     if not isinstance(event["payload"], dict):
         raise InvalidMessage("payload must be a JSON object")
     try:
-        data = dumps(event["payload"]).encode("utf-8")
+        data = wire.dumps(event["payload"]).encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidMessage(
             "payload holds a lone surrogate (\\ud800-\\udfff), which is not text; send valid Unicode"
         ) from None
     except ValueError:
         raise InvalidMessage("payload must be valid JSON (no NaN or Infinity)") from None
-    if len(data) > MAX_MESSAGE_BYTES:
-        raise TooLarge(f"the payload is {len(data)} bytes, over the {MAX_MESSAGE_BYTES // 1024} KB limit")
+    if len(data) > wire.MAX_MESSAGE_BYTES:
+        raise TooLarge(
+            f"the payload is {len(data)} bytes, over the {wire.MAX_MESSAGE_BYTES // 1024} KB limit"
+        )
     return PushTarget(kind, value, connection_type, [data], frozenset(exclude))

@@ -33,19 +33,12 @@ def as_text(value: str) -> str:
 
 
 def has_lone_surrogate(value: Any) -> bool:
-    """Whether any string in ``value``, keys included, holds a lone surrogate (no recursion)."""
-    stack = [value]
-    while stack:
-        current = stack.pop()
-        if isinstance(current, str):
-            if _LONE_SURROGATE.search(current):
-                return True
-        elif isinstance(current, dict):
-            stack.extend(current)
-            stack.extend(current.values())
-        elif isinstance(current, list):
-            stack.extend(current)
-    return False
+    """Whether any string in ``value``, keys included, holds a lone surrogate.
+
+    Checked on its JSON text, so ``value`` must nest less deeply than the recursion limit
+    (a client frame's depth is checked first).
+    """
+    return not is_text(json.dumps(value, ensure_ascii=False))
 
 
 def _no_constant(name: str) -> Any:
