@@ -82,18 +82,17 @@ class ConnectCase:
         self._settings = clients.settings
 
     def handle(self, event: APIGatewayWebSocketEvent, deadline: Deadline) -> dict[str, Any]:
-        metric = self._clients.metric
         with HandlerRun("$connect", on_failure=_refused) as run:
             try:
                 run.result = self._connect(event, deadline, run.log)
                 run.log["outcome"] = "accepted"
-                metric("ConnectionsOpened", 1)
+                self._clients.metric("ConnectionsOpened", 1)
             except errors.ProxyError as exc:
                 run.log["outcome"] = exc.code
                 run.result = {"statusCode": exc.status, "body": exc.message}
-                metric("ConnectionsRejected", 1)
+                self._clients.metric("ConnectionsRejected", 1)
                 if exc.code in ("backend_unavailable", "backend_error"):
-                    metric("BackendErrors", 1)
+                    self._clients.metric("BackendErrors", 1)
         return run.answer()
 
     def _connect(
