@@ -19,19 +19,10 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
 
-from chalicelib import protocol, wire
+from chalicelib import errors, protocol, wire
 from chalicelib.clients import Clients
 from chalicelib.config import Settings
 from chalicelib.deadline import Deadline
-from chalicelib.errors import (
-    BackendError,
-    ChannelFull,
-    ConfigurationError,
-    DeliveryFailed,
-    InvalidMessage,
-    ProxyError,
-    TooLarge,
-)
 from chalicelib.internal_events import ASYNC_PAYLOAD_LIMIT, DeliveryEvent, PresenceEvent, pack_frames
 from chalicelib.model import Connection, Invoker
 from chalicelib.routes import channel_key
@@ -87,71 +78,65 @@ def _refused(outcome: str) -> dict[str, Any]:
 
 class ConnectCase:
     def __init__(self, clients: Clients) -> None:
+        self._clients = clients
         self._settings = clients.settings
-        self._registry = clients.registry
-        self._backend = clients.backend
-        self._invoker = clients.invoker
-        self._clock = clients.clock
-        self._metric = clients.metric
 
     def handle(self, event: APIGatewayWebSocketEvent, deadline: Deadline) -> dict[str, Any]:
         with HandlerRun("$connect", on_failure=_refused) as run:
             try:
                 run.result = self._connect(event, deadline, run.log)
                 run.log["outcome"] = "accepted"
-                self._metric("ConnectionsOpened", 1)
-            except ProxyError as exc:
+                self._clients.metric("ConnectionsOpened", 1)
+            except errors.ProxyError as exc:
                 run.log["outcome"] = exc.code
                 run.result = {"statusCode": exc.status, "body": exc.message}
-                self._metric("ConnectionsRejected", 1)
+                self._clients.metric("ConnectionsRejected", 1)
                 if exc.code in ("backend_unavailable", "backend_error"):
-                    self._metric("BackendErrors", 1)
-        response = run.answer()
-        run.log["status"] = response["statusCode"]
-        return response
+                    self._clients.metric("BackendErrors", 1)
+        return run.answer()
 
     def _connect(
         self, event: APIGatewayWebSocketEvent, deadline: Deadline, log: dict[str, Any]
     ) -> dict[str, Any]:
+        settings, registry = self._settings, self._clients.registry
         context = event.request_context
         connection_id = log["connection_id"] = context.connection_id
-        protocol.check_origin(event.headers, self._settings.allowed_origins)
+        protocol.check_origin(event.headers, settings.allowed_origins)
         # the query as sent: its names are case-sensitive, unlike the headers'
-        query = event.get("queryStringParameters")
-        request = protocol.parse_connect(query, event.headers, self._settings.routes)
+        request = protocol.parse_connect(event.get("queryStringParameters"), event.headers, settings.routes)
         log["type"] = request.connection_type
-        if request.route.channel_kind == "feed":
-            self._check_feed_room(request.route.channel_for(None, None), deadline)
+        cap = settings.max_feed_connections
+        # with MAX_FEED_CONNECTIONS, a feed that has that many connections takes no more
+        if (
+            request.route.channel_kind == "feed"
+            and cap
+            and registry.count(channel_key("feed"), cap, deadline=deadline) >= cap
+        ):
+            raise errors.ChannelFull(f"the feed has its maximum of {cap} connections; try again later")
         answer: dict[str, Any] = {}
         path = request.connect_path()
         if path is not None:
-            body: dict[str, Any] = {"connection_id": connection_id, "token": request.token}
-            if request.since is not None:
-                body["since"] = request.since
-            answer = self._backend.post(path, body, deadline=deadline)
+            since = {} if request.since is None else {"since": request.since}
+            body = {"connection_id": connection_id, "token": request.token, **since}
+            answer = self._clients.backend.post(path, body, deadline=deadline)
         user = protocol.answered_user(answer)
         if (request.route.channel_kind == "user" or request.user_level) and user is None:
-            raise BackendError("the chat service did not say which user connected")
-        if request.user_level:  # the user's own socket: in the user's channel
-            channel = channel_key("user", user)
-        else:
-            channel = request.route.channel_for(request.booking_id, user)
-        endpoint = self._settings.endpoint_for(context.domain_name, context.stage)
+            raise errors.BackendError("the chat service did not say which user connected")
+        channel = request.channel(user)
+        endpoint = settings.endpoint_for(context.domain_name, context.stage)
         if len(endpoint) > ENDPOINT_MAX:
-            raise InvalidMessage("the request's domain name is too long", status=400)
+            raise errors.InvalidMessage("the request's domain name is too long", status=400)
         log["channel"] = channel
         frames: list[bytes] = []
         for key in ("initial", "receipt"):
             payload = answer.get(key)
-            if payload is None:
-                continue
-            if request.booking_id is not None:
+            if payload is not None and request.booking_id is not None:
                 payload = protocol.tagged(payload, request.booking_id, request.connection_type)
             try:
-                frames.extend(wire.frames_for(payload))
-            except TooLarge as exc:
+                frames.extend(wire.frames_for(payload) if payload is not None else [])
+            except errors.TooLarge as exc:
                 frames.append(wire.encode(protocol.error_frame_for(exc)))
-        now = int(self._clock())
+        now = int(self._clients.clock())
         conn = Connection(
             connection_id=connection_id,
             channel=channel,
@@ -160,86 +145,74 @@ class ConnectCase:
             # Only a token the backend has verified is stored (and forwarded with messages).
             token=request.token if path is not None else None,
             created_at=now,
-            ttl=now + self._settings.connection_ttl_seconds,
+            ttl=now + settings.connection_ttl_seconds,
             booking_id=request.booking_id,
             endpoint=endpoint,
         )
-        self._registry.put(conn, deadline=deadline)
+        registry.put(conn, deadline=deadline)
         if frames:
             try:
                 self._schedule_delivery(conn, frames)
             except Exception:
                 # the rollback may use the time kept back from the deadline
-                self._registry.delete(channel, connection_id, deadline=deadline.later(1.0))
+                registry.delete(channel, connection_id, deadline=deadline.later(1.0))
                 raise
-        presence = hand_presence(self._settings, self._invoker, connection_id, [conn], online=True)
+        presence = hand_presence(settings, self._clients.invoker, connection_id, [conn], online=True)
         if presence:
             log["presence"] = presence
-        response: dict[str, Any] = {"statusCode": 200}
         if request.bearer_subprotocol:
-            response["headers"] = {"Sec-WebSocket-Protocol": protocol.BEARER_SUBPROTOCOL}
-        return response
-
-    def _check_feed_room(self, channel: str, deadline: Deadline) -> None:
-        """With ``MAX_FEED_CONNECTIONS``, a feed that has that many connections takes no more."""
-        cap = self._settings.max_feed_connections
-        if cap and self._registry.count(channel, cap, deadline=deadline) >= cap:
-            raise ChannelFull(f"the feed has its maximum of {cap} connections; try again later")
+            return {"statusCode": 200, "headers": {"Sec-WebSocket-Protocol": protocol.BEARER_SUBPROTOCOL}}
+        return {"statusCode": 200}
 
     def _schedule_delivery(self, conn: Connection, frames: list[bytes]) -> None:
         name = self._settings.deliver_function_name
         if not name:
-            raise ConfigurationError("DELIVER_FUNCTION_NAME is required to deliver initial payloads")
+            raise errors.ConfigurationError("DELIVER_FUNCTION_NAME is required to deliver initial payloads")
         if len(pack_frames(frames)) > ASYNC_PAYLOAD_LIMIT:
             # Too large even compressed: say so to the client instead of dropping it.
             note = protocol.error_frame(
                 "too_large", "the initial payload is too large to deliver; reload in smaller pages"
             )
             frames = [wire.encode(note)]
-        event = DeliveryEvent(conn.connection_id, conn.channel, frames)
         try:
-            self._invoker.invoke_async(name, event.to_payload())
+            self._clients.invoker.invoke_async(
+                name, DeliveryEvent(conn.connection_id, conn.channel, frames).to_payload()
+            )
         except Exception as exc:
             logger.error(
                 "deferred delivery could not be scheduled",
                 extra={"connection_id": conn.connection_id, "error": type(exc).__name__},
             )
-            raise DeliveryFailed("the chat history could not be scheduled; reconnect") from exc
+            raise errors.DeliveryFailed("the chat history could not be scheduled; reconnect") from exc
 
 
 class DisconnectCase:
     def __init__(self, clients: Clients) -> None:
-        self._settings = clients.settings
-        self._registry = clients.registry
-        self._invoker = clients.invoker
-        self._metric = clients.metric
+        self._clients = clients
 
     def handle(self, event: APIGatewayWebSocketEvent, deadline: Deadline | None = None) -> dict[str, Any]:
+        registry = self._clients.registry
         with HandlerRun("$disconnect", on_failure=lambda _: {"statusCode": 200}) as run:
             run.result = {"statusCode": 200}
             connection_id = run.log["connection_id"] = event.request_context.connection_id
             try:
                 # every item of the connection: its own and its subscriptions, in batches
-                removed = self._registry.remove_connection(connection_id, deadline=deadline)
-                if not removed and self._registry.find(connection_id, token=False, deadline=deadline):
+                removed = registry.remove_connection(connection_id, deadline=deadline)
+                if not removed and registry.find(connection_id, token=False, deadline=deadline):
                     # the index caught up
-                    removed = self._registry.remove_connection(connection_id, deadline=deadline)
-                home = next((conn for conn in removed if not conn.subscription), None)
-                if not removed:
-                    run.log["outcome"] = "unknown"
-                else:
-                    run.log.update(
-                        outcome="removed",
-                        channel=home.channel if home else None,
-                        subscriptions=sum(1 for conn in removed if conn.subscription),
-                    )
-                    self._metric("ConnectionsClosed", 1)
+                    removed = registry.remove_connection(connection_id, deadline=deadline)
+                run.log["outcome"] = "removed" if removed else "unknown"
+                if removed:
+                    home = next((conn for conn in removed if not conn.subscription), None)
+                    run.log["channel"] = home.channel if home else None
+                    run.log["subscriptions"] = sum(1 for conn in removed if conn.subscription)
+                    self._clients.metric("ConnectionsClosed", 1)
                     presence = hand_presence(
-                        self._settings, self._invoker, connection_id, removed, online=False
+                        self._clients.settings, self._clients.invoker, connection_id, removed, online=False
                     )
                     if presence:
                         run.log["presence"] = presence
-            except ProxyError as exc:  # best effort: TTL removes what we could not
+            except errors.ProxyError as exc:  # best effort: TTL removes what we could not
                 run.log["outcome"] = "error"
                 logger.error("disconnect cleanup failed", extra={**run.log, "error": exc.code})
         return run.answer()

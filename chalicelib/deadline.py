@@ -38,14 +38,11 @@ class Deadline:
         clock: Callable[[], float] = time.monotonic,
     ) -> Deadline:
         """The context's remaining time less ``reserve`` (never negative)."""
-        remaining = getattr(context, "get_remaining_time_in_millis", None)
-        if not callable(remaining):
-            return cls.after(UNBOUNDED_SECONDS, clock)
         try:
-            seconds = float(remaining()) / 1000
-        except (TypeError, ValueError):
+            seconds = float(context.get_remaining_time_in_millis()) / 1000 - reserve
+        except (AttributeError, TypeError, ValueError):  # no Lambda context
             return cls.after(UNBOUNDED_SECONDS, clock)
-        return cls.after(max(0.0, seconds - reserve), clock)
+        return cls.after(max(0.0, seconds), clock)
 
     def remaining(self) -> float:
         return max(0.0, self.at - self.clock())

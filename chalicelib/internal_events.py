@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.errors import InvalidEvent
-from chalicelib.protocol import BOOKING_ID_PATTERN, USER_ID_MAX
+from chalicelib.protocol import USER_ID_MAX, booking_id_of
 
 #: Lambda's asynchronous invocation payload limit, with room for the envelope.
 ASYNC_PAYLOAD_LIMIT = 240 * 1024
@@ -52,6 +52,14 @@ def _field(payload: Mapping[str, Any], name: str, kind: type) -> Any:
     return value
 
 
+def _body(payload: Any, key: str, what: str) -> Mapping[str, Any]:
+    """``payload[key]``, the object an event wraps, or ``InvalidEvent``."""
+    body = payload.get(key) if isinstance(payload, Mapping) else None
+    if not isinstance(body, Mapping):
+        raise InvalidEvent(f"a {what} is an object with a {key}")
+    return body
+
+
 @dataclass(frozen=True)
 class DeliveryEvent:
     """A new connection's initial frames, posted once its handshake is complete."""
@@ -72,9 +80,9 @@ class DeliveryEvent:
         if not isinstance(payload, Mapping):
             raise InvalidEvent("a delivery event is an object")
         return cls(
-            connection_id=_field(payload, "connection_id", str),
-            channel=_field(payload, "channel", str),
-            frames=unpack_frames(_field(payload, "frames", str)),
+            _field(payload, "connection_id", str),
+            _field(payload, "channel", str),
+            unpack_frames(_field(payload, "frames", str)),
         )
 
 
@@ -89,32 +97,20 @@ class FanOutChunk:
     attempt: int = 0
 
     def to_payload(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "channel": self.channel,
-            "connection_ids": list(self.connection_ids),
-            "frames": pack_frames(self.frames),
-        }
-        if self.attempt:
-            body["attempt"] = self.attempt
-        return {"chunk": body}
+        body = {"channel": self.channel, "connection_ids": list(self.connection_ids)}
+        attempt = {"attempt": self.attempt} if self.attempt else {}
+        return {"chunk": {**body, "frames": pack_frames(self.frames), **attempt}}
 
     @classmethod
     def from_payload(cls, payload: Any, *, max_attempt: int) -> FanOutChunk:
-        if not isinstance(payload, Mapping) or not isinstance(payload.get("chunk"), Mapping):
-            raise InvalidEvent("a fan-out chunk is an object with a chunk")
-        body = payload["chunk"]
+        body = _body(payload, "chunk", "fan-out chunk")
         ids = _field(body, "connection_ids", list)
         if not all(isinstance(i, str) for i in ids):
             raise InvalidEvent("connection_ids must be strings")
         attempt = body.get("attempt", 0)
         if not isinstance(attempt, int) or isinstance(attempt, bool) or not 0 <= attempt <= max_attempt:
             raise InvalidEvent("attempt out of range")
-        return cls(
-            channel=_field(body, "channel", str),
-            connection_ids=ids,
-            frames=unpack_frames(_field(body, "frames", str)),
-            attempt=attempt,
-        )
+        return cls(_field(body, "channel", str), ids, unpack_frames(_field(body, "frames", str)), attempt)
 
 
 @dataclass(frozen=True)
@@ -129,38 +125,35 @@ class PresenceEvent:
     channels: tuple[tuple[str, str], ...]
 
     def to_payload(self) -> dict[str, Any]:
+        channels = [{"booking_id": b, "connection_type": t} for b, t in self.channels]
         return {
             "presence": {
                 "connection_id": self.connection_id,
                 "user_id": self.user_id,
                 "online": self.online,
-                "channels": [{"booking_id": b, "connection_type": t} for b, t in self.channels],
+                "channels": channels,
             }
         }
 
     @classmethod
     def from_payload(cls, payload: Any, *, booking_types: Collection[str]) -> PresenceEvent:
         """The event, whose connection types must be among ``booking_types``."""
-        if not isinstance(payload, Mapping) or not isinstance(payload.get("presence"), Mapping):
-            raise InvalidEvent("a presence event is an object with a presence")
-        body = payload["presence"]
-        connection_id = _field(body, "connection_id", str)
-        user_id = _field(body, "user_id", str)
+        body = _body(payload, "presence", "presence event")
+        connection_id, user_id = _field(body, "connection_id", str), _field(body, "user_id", str)
         if not connection_id or not 0 < len(user_id) <= USER_ID_MAX:
             raise InvalidEvent(f"connection_id must not be empty, user_id 1 to {USER_ID_MAX} characters")
-        online = body.get("online")
-        if not isinstance(online, bool):
+        if not isinstance(body.get("online"), bool):
             raise InvalidEvent("online must be true or false")
         channels: list[tuple[str, str]] = []
         for entry in _field(body, "channels", list):
             if not isinstance(entry, Mapping):
                 raise InvalidEvent("each channel is an object")
             booking_id, connection_type = entry.get("booking_id"), entry.get("connection_type")
-            if not isinstance(booking_id, str) or not BOOKING_ID_PATTERN.fullmatch(booking_id):
+            if not isinstance(booking_id, str) or booking_id_of(booking_id) is None:
                 raise InvalidEvent("booking_id must be a booking id")
             if not isinstance(connection_type, str) or connection_type not in booking_types:
                 raise InvalidEvent("connection_type must be a booking's connection type")
             channels.append((booking_id, connection_type))
         if not channels:
             raise InvalidEvent("channels must name at least one channel")
-        return cls(connection_id, user_id, online, tuple(channels))
+        return cls(connection_id, user_id, body["online"], tuple(channels))

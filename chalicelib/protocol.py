@@ -36,17 +36,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from chalicelib import wire
 from chalicelib.errors import BackendError, Forbidden, InvalidMessage, ProxyError, TooLarge, Unauthorized
-from chalicelib.routes import DEFAULT_TYPE, Route
-from chalicelib.wire import (
-    MAX_MESSAGE_BYTES,
-    SURROGATE_ESCAPE,
-    depth_exceeds,
-    dumps,
-    has_lone_surrogate,
-    is_text,
-    loads,
-)
+from chalicelib.routes import DEFAULT_TYPE, Route, channel_key
 
 #: Longest token accepted; anything longer is rejected before the backend is called.
 MAX_TOKEN_CHARS = 8192
@@ -59,9 +51,34 @@ MAX_ANSWER_DEPTH = 256
 MAX_REF_CHARS = 128
 #: Largest integer a browser holds exactly (``Number.MAX_SAFE_INTEGER``).
 MAX_SAFE_INTEGER = 2**53 - 1
+#: Longest user id accepted from the backend (connect answers and push targets).
+USER_ID_MAX = 128
 BEARER_SUBPROTOCOL = "bearer"
 BOOKING_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 PONG = {"type": "pong"}
+#: What a well-formed booking id is, and a cursor, as the error messages say it.
+BOOKING_ID_RULE = "booking_id must be 1-64 characters of letters, digits, '_' or '-'"
+SINCE_RULE = "since must be a non-negative integer (the id of the last message received)"
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def booking_id_of(value: Any) -> str | None:
+    """``value`` as a booking id (a string of the pattern or a non-negative integer), else None."""
+    text = str(value) if _integer(value) and value >= 0 else value
+    return text if isinstance(text, str) and BOOKING_ID_PATTERN.fullmatch(text) else None
+
+
+def user_id_of(value: Any) -> str | None:
+    """``value`` as a user id (a string or integer, 1 to ``USER_ID_MAX`` characters of text), else None."""
+    text = str(value) if isinstance(value, str) or _integer(value) else ""
+    return text if 0 < len(text) <= USER_ID_MAX and wire.is_text(text) else None
+
+
+def _is_since(value: Any) -> bool:
+    return _integer(value) and 0 <= value <= MAX_SAFE_INTEGER
 
 
 @dataclass(frozen=True)
@@ -85,36 +102,24 @@ class ConnectRequest:
     def connect_path(self) -> str | None:
         return self.route.user_connect if self.user_level else self.route.connect_path(self.booking_id)
 
+    def channel(self, user_id: str | None) -> str:
+        """The connection's channel: a user-level socket is in its user's."""
+        return (
+            channel_key("user", user_id)
+            if self.user_level
+            else self.route.channel_for(self.booking_id, user_id)
+        )
+
 
 def header(headers: Mapping[str, str] | None, name: str) -> str | None:
     """A request header by case-insensitive name."""
-    if not headers:
-        return None
-    wanted = name.lower()
-    for key, value in headers.items():
-        if key.lower() == wanted:
-            return value
-    return None
-
-
-def _subprotocol_token(headers: Mapping[str, str] | None) -> tuple[bool, str | None]:
-    raw = header(headers, "Sec-WebSocket-Protocol")
-    if not raw:
-        return False, None
-    offered = [p.strip() for p in raw.split(",") if p.strip()]
-    if BEARER_SUBPROTOCOL not in offered:
-        return False, None
-    index = offered.index(BEARER_SUBPROTOCOL)
-    token = offered[index + 1] if index + 1 < len(offered) else None
-    return True, token
+    return next((value for key, value in (headers or {}).items() if key.lower() == name.lower()), None)
 
 
 def check_origin(headers: Mapping[str, str] | None, allowed: tuple[str, ...]) -> None:
     """With an allow-list, the handshake's Origin must be on it (403 otherwise)."""
-    if not allowed:
-        return
     origin = (header(headers, "Origin") or "").rstrip("/")
-    if origin not in allowed:
+    if allowed and origin not in allowed:
         raise Forbidden("origin not allowed" if origin else "an Origin header is required")
 
 
@@ -129,38 +134,28 @@ def parse_connect(
     route = routes.get(connection_type)
     if route is None:
         raise InvalidMessage(f"type must be one of {', '.join(sorted(routes))}", status=400)
-    booking_id = query.get("booking_id")
-    if route.needs_booking:
-        if booking_id is None:  # absent (an empty one is malformed): the user's own socket
-            if route.user_connect is None:
-                raise InvalidMessage(f"booking_id is required for type {connection_type}", status=400)
-        elif not BOOKING_ID_PATTERN.fullmatch(booking_id):
-            raise InvalidMessage(
-                "booking_id must be 1-64 characters of letters, digits, '_' or '-'", status=400
-            )
-    else:
-        booking_id = None
-    bearer, sub_token = _subprotocol_token(headers)
-    token = query.get("token") or sub_token or None
+    booking_id = query.get("booking_id") if route.needs_booking else None
+    # absent (an empty one is malformed): the user's own socket, for a type that has one
+    if booking_id is None and route.needs_booking and route.user_connect is None:
+        raise InvalidMessage(f"booking_id is required for type {connection_type}", status=400)
+    if booking_id is not None and not BOOKING_ID_PATTERN.fullmatch(booking_id):
+        raise InvalidMessage(BOOKING_ID_RULE, status=400)
+    # the token: the query's, else the one after ``bearer`` among the offered subprotocols
+    offered = [p.strip() for p in (header(headers, "Sec-WebSocket-Protocol") or "").split(",") if p.strip()]
+    bearer = BEARER_SUBPROTOCOL in offered
+    after = offered[offered.index(BEARER_SUBPROTOCOL) + 1 :] if bearer else []
+    token = query.get("token") or (after[0] if after else None)
     if token is not None and len(token) > MAX_TOKEN_CHARS:
         raise Unauthorized("token is too long")
-    if token is not None and not is_text(token):
+    if token is not None and not wire.is_text(token):
         raise Unauthorized("token is not valid text (it holds a lone surrogate)")
     if route.needs_token and not token:
         raise Unauthorized(f"a token is required for type {connection_type}")
-    since = _since_query(query.get("since"))
+    raw = query.get("since")  # digits only: no sign, no spaces, no other script's digits
+    since = int(raw) if raw is not None and raw.isascii() and raw.isdigit() and len(raw) <= 16 else None
+    if raw is not None and not _is_since(since):
+        raise InvalidMessage(SINCE_RULE, status=400)
     return ConnectRequest(connection_type, route, booking_id, token, bearer, since if booking_id else None)
-
-
-def _since_query(raw: str | None) -> int | None:
-    """The handshake's ``since``: digits of a non-negative integer a browser holds exactly."""
-    if raw is None:
-        return None
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 16 and int(raw) <= MAX_SAFE_INTEGER):
-        raise InvalidMessage(
-            "since must be a non-negative integer (the id of the last message received)", status=400
-        )
-    return int(raw)
 
 
 @dataclass(frozen=True)
@@ -181,20 +176,16 @@ def parse_booking_target(
     frame: Mapping[str, Any], routes: Mapping[str, Route], default_type: str, *, with_since: bool = False
 ) -> BookingTarget:
     """``booking_id`` (required), ``connection_type`` (else ``default_type``) and, when asked, ``since``."""
-    booking_id = frame.get("booking_id")
-    if isinstance(booking_id, int) and not isinstance(booking_id, bool) and booking_id >= 0:
-        booking_id = str(booking_id)
-    if not isinstance(booking_id, str) or not BOOKING_ID_PATTERN.fullmatch(booking_id):
-        raise InvalidMessage("booking_id must be 1-64 characters of letters, digits, '_' or '-'")
+    booking_id = booking_id_of(frame.get("booking_id"))
+    if booking_id is None:
+        raise InvalidMessage(BOOKING_ID_RULE)
     connection_type = frame.get("connection_type", default_type)
     booking_types = sorted(name for name, route in routes.items() if route.needs_booking)
     if connection_type not in booking_types:
         raise InvalidMessage(f"connection_type must be one of {', '.join(booking_types)}")
     since = frame.get("since") if with_since else None
-    if since is not None and (
-        not isinstance(since, int) or isinstance(since, bool) or not 0 <= since <= MAX_SAFE_INTEGER
-    ):
-        raise InvalidMessage("since must be a non-negative integer (the id of the last message received)")
+    if since is not None and not _is_since(since):
+        raise InvalidMessage(SINCE_RULE)
     return BookingTarget(booking_id, connection_type, routes[connection_type], since)
 
 
@@ -202,31 +193,23 @@ def tagged(payload: Any, booking_id: str, connection_type: str | None) -> Any:
     """A frame from a booking's channel with ``booking_id`` and ``connection_type`` added when absent."""
     if not isinstance(payload, dict):
         return payload
-    extra: dict[str, Any] = {}
-    if "booking_id" not in payload:
-        extra["booking_id"] = booking_id
-    if connection_type is not None and "connection_type" not in payload:
-        extra["connection_type"] = connection_type
+    tags = {"booking_id": booking_id, "connection_type": connection_type}
+    extra = {key: value for key, value in tags.items() if value is not None and key not in payload}
     return {**payload, **extra} if extra else payload
 
 
 def _id_problem(value: Any) -> str | None:
     """Why a string or number id cannot be echoed as ``ref``; None when it can (or is no id)."""
-    if isinstance(value, str):
-        if len(value) > MAX_REF_CHARS:
-            return (
-                f"id is {len(value)} characters long; ids of up to {MAX_REF_CHARS} characters "
-                "are echoed as ref, longer ones are refused"
-            )
-        if not is_text(value):
-            return "id is not valid text (it holds a lone surrogate) and cannot be echoed as ref"
-    elif isinstance(value, float) and not math.isfinite(value):
+    if isinstance(value, str) and len(value) > MAX_REF_CHARS:
+        return (
+            f"id is {len(value)} characters long; ids of up to {MAX_REF_CHARS} characters "
+            "are echoed as ref, longer ones are refused"
+        )
+    if isinstance(value, str) and not wire.is_text(value):
+        return "id is not valid text (it holds a lone surrogate) and cannot be echoed as ref"
+    if isinstance(value, float) and not math.isfinite(value):
         return "id is not a finite number"
-    elif (
-        isinstance(value, int)
-        and not isinstance(value, bool)
-        and not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER
-    ):
+    if _integer(value) and abs(value) > MAX_SAFE_INTEGER:
         return (
             "id is an integer beyond ±(2^53-1), which a browser cannot hold exactly, so it "
             "cannot be echoed as ref; send it as a string"
@@ -234,27 +217,18 @@ def _id_problem(value: Any) -> str | None:
     return None
 
 
-def _echoable(value: Any) -> bool:
-    return isinstance(value, (str, int, float)) and not isinstance(value, bool) and _id_problem(value) is None
-
-
-def request_id(frame: Any) -> Any:
-    """The client's ``id``, which the one frame answering this request echoes as ``ref``."""
-    if isinstance(frame, dict):
-        value = frame.get("id")
-        if _echoable(value):
+def reference(frame: Any, keys: tuple[str, ...] = ("id", "client_id")) -> Any:
+    """The client's ``id`` (or ``client_id``) to echo as ``ref``: only what can be echoed."""
+    for key in keys if isinstance(frame, dict) else ():
+        value = frame.get(key)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and not _id_problem(value):
             return value
     return None
 
 
-def reference(frame: Any) -> Any:
-    """The client's ``id`` (or ``client_id``) to echo as ``ref``: only what can be echoed."""
-    if isinstance(frame, dict):
-        for key in ("id", "client_id"):
-            value = frame.get(key)
-            if _echoable(value):
-                return value
-    return None
+def request_id(frame: Any) -> Any:
+    """The client's ``id``, which the one frame answering this request echoes as ``ref``."""
+    return reference(frame, ("id",))
 
 
 def parse_frame(body: str | None, *, is_base64: bool = False) -> dict[str, Any]:
@@ -263,17 +237,20 @@ def parse_frame(body: str | None, *, is_base64: bool = False) -> dict[str, Any]:
         raise InvalidMessage("binary frames are not supported; send JSON text")
     if body is None or not body.strip():
         raise InvalidMessage("the frame is empty; send a JSON object")
-    if len(body) > MAX_MESSAGE_BYTES or len(body.encode("utf-8", "surrogatepass")) > MAX_MESSAGE_BYTES:
-        raise TooLarge(f"the frame is over {MAX_MESSAGE_BYTES // 1024} KB")
+    if (
+        len(body) > wire.MAX_MESSAGE_BYTES
+        or len(body.encode("utf-8", "surrogatepass")) > wire.MAX_MESSAGE_BYTES
+    ):
+        raise TooLarge(f"the frame is over {wire.MAX_MESSAGE_BYTES // 1024} KB")
     try:
-        frame = loads(body)
+        frame = wire.loads(body)
     except (ValueError, RecursionError):
         raise InvalidMessage("the frame is not valid JSON") from None
     if not isinstance(frame, dict):
         raise InvalidMessage("the frame must be a JSON object")
-    if depth_exceeds(frame, MAX_FRAME_DEPTH):
+    if wire.depth_exceeds(frame, MAX_FRAME_DEPTH):
         raise InvalidMessage(f"the frame is nested more than {MAX_FRAME_DEPTH} levels deep")
-    if not is_text(body) or (SURROGATE_ESCAPE.search(body) and has_lone_surrogate(frame)):
+    if not wire.is_text(body) or (wire.SURROGATE_ESCAPE.search(body) and wire.has_lone_surrogate(frame)):
         raise InvalidMessage(
             "the frame holds a lone surrogate (\\ud800-\\udfff), which is not text; send valid Unicode",
             ref=reference(frame),
@@ -286,15 +263,8 @@ def parse_frame(body: str | None, *, is_base64: bool = False) -> dict[str, Any]:
 
 def error_frame(code: str, message: str, *, retryable: bool = False, ref: Any = None) -> dict[str, Any]:
     """The one error frame shape (docs/protocol.md, "Errors")."""
-    frame: dict[str, Any] = {
-        "type": "error",
-        "code": code,
-        "message": message,
-        "retryable": retryable,
-    }
-    if ref is not None:
-        frame["ref"] = ref
-    return frame
+    frame = {"type": "error", "code": code, "message": message, "retryable": retryable}
+    return frame if ref is None else {**frame, "ref": ref}
 
 
 def error_frame_for(exc: ProxyError, ref: Any = None) -> dict[str, Any]:
@@ -302,10 +272,18 @@ def error_frame_for(exc: ProxyError, ref: Any = None) -> dict[str, Any]:
     return error_frame(exc.code, exc.message, retryable=exc.retryable, ref=exc.ref if ref is None else ref)
 
 
-# -- server push (the backend's events to the push function) -------------------
+def answered_user(answer: Mapping[str, Any]) -> str | None:
+    """The ``user_id`` of a backend's connect answer (None: not named), or ``BackendError``."""
+    value = answer.get("user_id")
+    if value is None or value == "":
+        return None
+    user = user_id_of(value)
+    if user is None:
+        raise BackendError("the chat service answered an invalid user_id")
+    return user
 
-#: Longest user id accepted from the backend (connect answers and push targets).
-USER_ID_MAX = 128
+
+# -- server push (the backend's events to the push function) -------------------
 
 
 @dataclass(frozen=True)
@@ -323,30 +301,17 @@ def _push_channel(spec: Any) -> tuple[str, str | None]:
     if not isinstance(spec, dict) or len(spec) != 1:
         raise InvalidMessage('channel must be one of {"booking_id": ...}, {"user_id": ...}, {"feed": true}')
     ((kind, value),) = spec.items()
-    if kind == "booking_id":
-        if (
-            not isinstance(value, (str, int))
-            or isinstance(value, bool)
-            or not BOOKING_ID_PATTERN.fullmatch(str(value))
-        ):
-            raise InvalidMessage("channel.booking_id must be 1-64 characters of letters, digits, '_' or '-'")
-        return kind, str(value)
-    if kind == "user_id":
-        if (
-            not isinstance(value, (str, int))
-            or isinstance(value, bool)
-            or not str(value)
-            or len(str(value)) > USER_ID_MAX
-        ):
-            raise InvalidMessage("channel.user_id must be a non-empty string or number")
-        if not is_text(str(value)):
+    if kind == "booking_id" and booking_id_of(value) is None:
+        raise InvalidMessage(f"channel.{BOOKING_ID_RULE}")
+    if kind == "user_id" and user_id_of(value) is None:
+        if isinstance(value, str) and 0 < len(value) <= USER_ID_MAX:
             raise InvalidMessage("channel.user_id is not valid text (it holds a lone surrogate)")
-        return kind, str(value)
-    if kind == "feed":
-        if value is not True:
-            raise InvalidMessage("channel.feed must be true")
-        return kind, None
-    raise InvalidMessage(f"unknown channel kind {kind!r}")
+        raise InvalidMessage("channel.user_id must be a non-empty string or number")
+    if kind == "feed" and value is not True:
+        raise InvalidMessage("channel.feed must be true")
+    if kind not in ("booking_id", "user_id", "feed"):
+        raise InvalidMessage(f"unknown channel kind {kind!r}")
+    return kind, None if kind == "feed" else str(value)
 
 
 def parse_push(event: Any, connection_types: Mapping[str, Route]) -> PushTarget:
@@ -365,28 +330,18 @@ def parse_push(event: Any, connection_types: Mapping[str, Route]) -> PushTarget:
         raise InvalidMessage("exclude must be a list of connection ids")
     if "payload" not in event:
         raise InvalidMessage("payload is required")
-    payload = event["payload"]
-    if not isinstance(payload, dict):
+    if not isinstance(event["payload"], dict):
         raise InvalidMessage("payload must be a JSON object")
     try:
-        data = dumps(payload).encode("utf-8")
+        data = wire.dumps(event["payload"]).encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidMessage(
             "payload holds a lone surrogate (\\ud800-\\udfff), which is not text; send valid Unicode"
         ) from None
     except ValueError:
         raise InvalidMessage("payload must be valid JSON (no NaN or Infinity)") from None
-    if len(data) > MAX_MESSAGE_BYTES:
-        raise TooLarge(f"the payload is {len(data)} bytes, over the {MAX_MESSAGE_BYTES // 1024} KB limit")
+    if len(data) > wire.MAX_MESSAGE_BYTES:
+        raise TooLarge(
+            f"the payload is {len(data)} bytes, over the {wire.MAX_MESSAGE_BYTES // 1024} KB limit"
+        )
     return PushTarget(kind, value, connection_type, [data], frozenset(exclude))
-
-
-def answered_user(answer: Mapping[str, Any]) -> str | None:
-    """The ``user_id`` of a backend's connect answer (None: not named), or ``BackendError``."""
-    user_id = answer.get("user_id")
-    if isinstance(user_id, bool) or not isinstance(user_id, (str, int, type(None))):
-        raise BackendError("the chat service answered an invalid user_id")
-    user = None if user_id is None or user_id == "" else str(user_id)
-    if user is not None and (len(user) > USER_ID_MAX or not is_text(user)):
-        raise BackendError("the chat service answered an invalid user_id")
-    return user

@@ -50,14 +50,11 @@ _SAFE_TYPES = (bool, int, float, type(None))
 
 
 def _safe(value: Any) -> Any:
-    if isinstance(value, _SAFE_TYPES):
-        return value
     # botocore's OperationModel prints as its name (checked by name: botocore is imported
     # only where the proxy falls back to its credential chain, never for this)
     kind = type(value)
-    if kind.__name__ == "OperationModel" and kind.__module__ == "botocore.model":
-        return value
-    return REDACTED
+    operation = (kind.__module__, kind.__name__) == ("botocore.model", "OperationModel")
+    return value if operation or isinstance(value, _SAFE_TYPES) else REDACTED
 
 
 class RedactArguments(logging.Filter):

@@ -28,22 +28,18 @@ from typing import Literal
 from chalicelib.errors import ConfigurationError
 
 ChannelKind = Literal["booking", "user", "feed"]
-#: The separator between a channel key's kind and its id.
-KIND_SEPARATOR = "#"
 
 
 def channel_key(kind: ChannelKind, value: str | None = None) -> str:
     """The stored channel key: ``booking#1``, ``user#alice``, ``feed#``."""
-    if kind == "feed":
-        return f"feed{KIND_SEPARATOR}"
-    if not value:
+    if kind != "feed" and not value:
         raise ValueError(f"a {kind} channel needs an id")
-    return f"{kind}{KIND_SEPARATOR}{value}"
+    return f"{kind}#{'' if kind == 'feed' else value}"
 
 
 def is_channel_key(channel: str) -> bool:
     """Whether ``channel`` has a kind (items written before kinds existed have none)."""
-    kind, separator, _ = channel.partition(KIND_SEPARATOR)
+    kind, separator, _ = channel.partition("#")
     return bool(separator) and kind in ("booking", "user", "feed")
 
 
@@ -68,9 +64,7 @@ class Route:
         return self.connect is not None
 
     def connect_path(self, booking_id: str | None) -> str | None:
-        if self.connect is None:
-            return None
-        return self.connect.format(booking_id=booking_id or "")
+        return None if self.connect is None else self.connect.format(booking_id=booking_id or "")
 
     def message_path(self, booking_id: str | None) -> str:
         return self.message.format(booking_id=booking_id or "")
@@ -79,39 +73,26 @@ class Route:
         return None if self.participants is None else self.participants.format(booking_id=booking_id)
 
     def channel_for(self, booking_id: str | None, user_id: str | None) -> str:
-        if self.channel_kind == "booking":
-            return channel_key("booking", booking_id)
-        if self.channel_kind == "user":
-            return channel_key("user", user_id)
-        return channel_key("feed")
+        """The channel of a connection of this type (a feed's ignores both ids)."""
+        return channel_key(self.channel_kind, booking_id if self.needs_booking else user_id)
 
 
 DEFAULT_ROUTES: dict[str, Route] = {
     "chat": Route(
-        connect="/api/chat/ws/{booking_id}/connect",
-        message="/api/chat/ws/{booking_id}/message",
-        channel_kind="booking",
+        "/api/chat/ws/{booking_id}/connect",
+        "/api/chat/ws/{booking_id}/message",
+        "booking",
         user_connect="/api/chat/ws/connect",
     ),
     "booking": Route(
-        connect="/api/ws/bookings/{booking_id}/connect",
-        message="/api/ws/bookings/{booking_id}/message",
-        channel_kind="booking",
+        "/api/ws/bookings/{booking_id}/connect", "/api/ws/bookings/{booking_id}/message", "booking"
     ),
-    "notification": Route(
-        connect="/api/notifications/ws/connect",
-        message="/api/notifications/ws/message",
-        channel_kind="user",
-    ),
-    "feed": Route(
-        connect=None,
-        message="/api/ws/items-feed/message",
-        channel_kind="feed",
-    ),
+    "notification": Route("/api/notifications/ws/connect", "/api/notifications/ws/message", "user"),
+    "feed": Route(None, "/api/ws/items-feed/message", "feed"),
 }
 DEFAULT_TYPE = "chat"
+#: The fields ``BACKEND_ROUTES`` may set, and those only a booking type has.
 _ALLOWED_FIELDS = {"connect", "message", "user_connect", "participants"}
-#: Fields only a booking type has.
 _BOOKING_FIELDS = {"user_connect", "participants"}
 
 
@@ -122,7 +103,6 @@ def check_path_template(type_name: str, field: str, value: object, *, has_bookin
         raise ConfigurationError(f"{where} must be a non-empty string")
     if not value.startswith("/") or any(c in value for c in "?# \t\r\n"):
         raise ConfigurationError(f"{where} must be a path starting with '/' (no query, fragment or spaces)")
-    allowed = {"booking_id"} if has_booking else set()
     try:
         parsed = [
             (name, spec, conv) for _, name, spec, conv in string.Formatter().parse(value) if name is not None
@@ -131,8 +111,7 @@ def check_path_template(type_name: str, field: str, value: object, *, has_bookin
         raise ConfigurationError(
             f"{where} is not a valid template ({exc}); write a literal brace twice"
         ) from exc
-    fields = [name for name, _, _ in parsed]
-    unknown = set(fields) - allowed
+    unknown = {name for name, _, _ in parsed} - ({"booking_id"} if has_booking else set())
     if unknown:
         raise ConfigurationError(
             f"{where} uses unknown placeholder(s) {sorted(unknown)}"
@@ -145,40 +124,33 @@ def check_path_template(type_name: str, field: str, value: object, *, has_bookin
 
 def routes_with_overrides(raw: str | None) -> Mapping[str, Route]:
     """The default table with ``BACKEND_ROUTES`` (JSON) merged over it."""
-    if not raw:
-        return dict(DEFAULT_ROUTES)
+    table = dict(DEFAULT_ROUTES)
     try:
-        overrides = json.loads(raw)
+        overrides = json.loads(raw or "{}")
     except ValueError as exc:
         raise ConfigurationError(f"BACKEND_ROUTES is not valid JSON: {exc}") from exc
     if not isinstance(overrides, dict):
         raise ConfigurationError("BACKEND_ROUTES must be a JSON object of type -> route")
-    table = dict(DEFAULT_ROUTES)
     for type_name, fields in overrides.items():
+        where = f"BACKEND_ROUTES: {type_name}"
         if type_name not in table:
             raise ConfigurationError(
                 f"BACKEND_ROUTES: unknown connection type {type_name!r} (known: {', '.join(sorted(table))})"
             )
         if not isinstance(fields, dict):
-            raise ConfigurationError(f"BACKEND_ROUTES: {type_name} must be an object")
+            raise ConfigurationError(f"{where} must be an object")
         if "channel" in fields:
-            raise ConfigurationError(
-                f"BACKEND_ROUTES: {type_name}.channel cannot be set: channels are fixed by connection type"
-            )
+            raise ConfigurationError(f"{where}.channel cannot be set: channels are fixed by connection type")
         if not set(fields) <= _ALLOWED_FIELDS:
-            raise ConfigurationError(
-                f"BACKEND_ROUTES: {type_name} must be an object with keys among {sorted(_ALLOWED_FIELDS)}"
-            )
+            raise ConfigurationError(f"{where} must be an object with keys among {sorted(_ALLOWED_FIELDS)}")
         route = table[type_name]
         if not route.needs_booking and set(fields) & _BOOKING_FIELDS:
             raise ConfigurationError(
-                f"BACKEND_ROUTES: {type_name} has no booking: user_connect and participants are for "
-                "booking types"
+                f"{where} has no booking: user_connect and participants are for booking types"
             )
         for field, value in fields.items():
-            if field in ("connect", "user_connect", "participants") and value is None:
-                continue
-            has_booking = route.needs_booking and field != "user_connect"
-            check_path_template(type_name, field, value, has_booking=has_booking)
+            if value is not None or field == "message":  # a route other than message may be removed
+                has_booking = route.needs_booking and field != "user_connect"
+                check_path_template(type_name, field, value, has_booking=has_booking)
         table[type_name] = replace(route, **fields)
     return table

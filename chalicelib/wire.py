@@ -20,7 +20,6 @@ MAX_MESSAGE_BYTES = 128 * 1024
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 #: A JSON escape of a surrogate (paired or not): only then can parsed text hold a lone one.
 SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-REPLACEMENT_CHARACTER = "\ufffd"
 
 
 def is_text(value: str) -> bool:
@@ -30,23 +29,16 @@ def is_text(value: str) -> bool:
 
 def as_text(value: str) -> str:
     """``value`` with each lone surrogate replaced by U+FFFD."""
-    return _LONE_SURROGATE.sub(REPLACEMENT_CHARACTER, value)
+    return _LONE_SURROGATE.sub("\ufffd", value)
 
 
 def has_lone_surrogate(value: Any) -> bool:
-    """Whether any string in ``value``, keys included, holds a lone surrogate (no recursion)."""
-    stack = [value]
-    while stack:
-        current = stack.pop()
-        if isinstance(current, str):
-            if _LONE_SURROGATE.search(current):
-                return True
-        elif isinstance(current, dict):
-            stack.extend(current)
-            stack.extend(current.values())
-        elif isinstance(current, list):
-            stack.extend(current)
-    return False
+    """Whether any string in ``value``, keys included, holds a lone surrogate.
+
+    Checked on its JSON text, so ``value`` must nest less deeply than the recursion limit
+    (a client frame's depth is checked first).
+    """
+    return not is_text(json.dumps(value, ensure_ascii=False))
 
 
 def _no_constant(name: str) -> Any:
@@ -104,17 +96,10 @@ def frames_for(payload: Any, limit: int = MAX_MESSAGE_BYTES) -> list[bytes]:
     data = encode(payload)
     if len(data) <= limit:
         return [data]
-    if not (
-        isinstance(payload, dict)
-        and payload.get("type") == "history"
-        and isinstance(payload.get("messages"), list)
-        and payload["messages"]
-    ):
-        kind = payload.get("type") if isinstance(payload, dict) else None
-        raise TooLarge(
-            f"a {kind or 'payload'} of {len(data)} bytes is over the {limit // 1024} KB message limit"
-        )
-    return _split_history(payload, limit)
+    kind = payload.get("type") if isinstance(payload, dict) else None
+    if kind == "history" and isinstance(payload.get("messages"), list) and payload["messages"]:
+        return _split_history(payload, limit)
+    raise TooLarge(f"a {kind or 'payload'} of {len(data)} bytes is over the {limit // 1024} KB message limit")
 
 
 def frames_with_ref(payload: Any, ref: Any) -> list[bytes]:
@@ -134,27 +119,21 @@ def frames_with_ref(payload: Any, ref: Any) -> list[bytes]:
 
 def _split_history(payload: dict[str, Any], limit: int) -> list[bytes]:
     messages: list[Any] = payload["messages"]
-    sizes = [len(encode(m)) for m in messages]
-    widest = len(str(len(messages)))
-    # An upper bound of everything in a part but its messages: widest part numbers.
-    shell = {**payload, "messages": [], "part": 10**widest - 1, "parts": 10**widest - 1}
-    overhead = len(encode(shell))
-    groups: list[list[Any]] = []
-    current: list[Any] = []
+    widest = 10 ** len(str(len(messages))) - 1
+    # An upper bound of everything in a part but its messages: the widest part numbers.
+    overhead = len(encode({**payload, "messages": [], "part": widest, "parts": widest}))
+    groups: list[list[Any]] = [[]]
     used = overhead
-    for message, size in zip(messages, sizes, strict=True):
-        extra = size + (1 if current else 0)
+    for message in messages:
+        size = len(encode(message))
         if overhead + size > limit:
             raise TooLarge(f"a history message of {size} bytes cannot fit in one {limit // 1024} KB frame")
-        if current and used + extra > limit:
-            groups.append(current)
-            current, used = [], overhead
-            extra = size
-        current.append(message)
-        used += extra
-    groups.append(current)
-    total = len(groups)
+        if groups[-1] and used + 1 + size > limit:
+            groups.append([])
+            used = overhead
+        used += size + (1 if groups[-1] else 0)  # the comma before all but the first
+        groups[-1].append(message)
     return [
-        encode({**payload, "messages": group, "part": index, "parts": total})
+        encode({**payload, "messages": group, "part": index, "parts": len(groups)})
         for index, group in enumerate(groups, start=1)
     ]

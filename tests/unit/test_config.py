@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -113,6 +115,13 @@ def test_values_are_read_and_normalised() -> None:
 def test_bad_configuration_is_explained(env: dict[str, str], words: str) -> None:
     with pytest.raises(ConfigurationError, match=words):
         Settings.from_env(env)
+
+
+def test_every_setting_reads_a_variable_documented_in_operations_md() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    names = [s.metadata.get("name", s.name.upper()) for s in dataclasses.fields(Settings)]
+    assert len(names) == 20
+    assert [name for name in names if f"| `{name}` |" not in text] == []
 
 
 def test_route_table_matches_the_contract() -> None:

@@ -346,3 +346,35 @@ def test_tagging_adds_booking_id_and_connection_type_only_when_absent() -> None:
         "booking_id": "4",
     }
     assert protocol.tagged([1], "4", "chat") == [1]
+
+
+@pytest.mark.parametrize(
+    ("channel", "value"),
+    [
+        ({"booking_id": 42}, "42"),
+        ({"booking_id": "b-1"}, "b-1"),
+        ({"user_id": 7}, "7"),
+        ({"feed": True}, None),
+    ],
+)
+def test_a_push_channel_takes_the_ids_a_frame_takes(channel: dict[str, object], value: object) -> None:
+    assert protocol.parse_push({"channel": channel, "payload": {}}, DEFAULT_ROUTES).channel_value == value
+
+
+@pytest.mark.parametrize(
+    ("channel", "words"),
+    [
+        ({"booking_id": -1}, "channel.booking_id must be 1-64"),
+        ({"booking_id": True}, "channel.booking_id must be 1-64"),
+        ({"booking_id": "1/2"}, "channel.booking_id must be 1-64"),
+        ({"user_id": ""}, "channel.user_id must be a non-empty string or number"),
+        ({"user_id": "u" * 129}, "channel.user_id must be a non-empty string or number"),
+        ({"user_id": False}, "channel.user_id must be a non-empty string or number"),
+        ({"feed": 1}, "channel.feed must be true"),
+        ({"room": "1"}, "unknown channel kind 'room'"),
+        ({"feed": True, "user_id": "u"}, "channel must be one of"),
+    ],
+)
+def test_a_bad_push_channel_is_explained(channel: dict[str, object], words: str) -> None:
+    with pytest.raises(InvalidMessage, match=words):
+        protocol.parse_push({"channel": channel, "payload": {}}, DEFAULT_ROUTES)
