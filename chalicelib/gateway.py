@@ -167,17 +167,10 @@ class ManagementApi:
             if left() < retry.min_post_seconds:
                 return self._failed(connection_id, f"{reason}; no time left to retry")
 
-    def post(
-        self,
-        connection_id: str,
-        data: bytes,
-        signer: Signer | None = None,
-        *,
-        deadline: Deadline | None = None,
-    ) -> PostOutcome:
+    def post(self, connection_id: str, data: bytes, *, deadline: Deadline | None = None) -> PostOutcome:
         """``post_async`` from a thread outside the transport's loop."""
         outcome: PostOutcome = self.transport.run(
-            self.post_async(connection_id, data, signer or self.signer(data), deadline)
+            self.post_async(connection_id, data, self.signer(data), deadline)
         )
         return outcome
 
@@ -215,42 +208,31 @@ class ConnectionGateway:
         """
         started = time.perf_counter()
         ids = list(connection_ids)
-        if not ids:
-            return FanOutResult()
-        outcomes: list[PostOutcome] = self.api.transport.run(
-            self._post_many(ids, data, self.api.signer(data), on_gone, deadline)
-        )
         result = FanOutResult()
+        if not ids:
+            return result
+        post, signer = self.api.post_async, self.api.signer(data)
+        outcomes = [PostOutcome.UNSENT] * len(ids)
+        queue = iter(range(len(ids)))
+
+        async def posts() -> None:  # on the transport's loop
+            loop = asyncio.get_running_loop()
+            cleanups: list[asyncio.Future[None]] = []
+
+            async def worker() -> None:
+                for index in queue:
+                    outcomes[index] = outcome = await post(ids[index], data, signer, deadline)
+                    if outcome is PostOutcome.GONE and on_gone is not None:
+                        cleanups.append(loop.run_in_executor(self._executor, _cleanup, on_gone, ids[index]))
+
+            await asyncio.gather(*(worker() for _ in range(min(self._workers, len(ids)))))
+            await asyncio.gather(*cleanups)
+
+        self.api.transport.run(posts())
         for connection_id, outcome in zip(ids, outcomes, strict=True):
             result.add(connection_id, outcome)
         result.duration_ms = round((time.perf_counter() - started) * 1000, 1)
         return result
-
-    async def _post_many(
-        self,
-        ids: list[str],
-        data: bytes,
-        signer: Signer,
-        on_gone: Callable[[str], None] | None,
-        deadline: Deadline | None,
-    ) -> list[PostOutcome]:
-        loop = asyncio.get_running_loop()
-        outcomes = [PostOutcome.UNSENT] * len(ids)
-        cleanups: list[asyncio.Future[None]] = []
-        post = self.api.post_async
-        queue = iter(range(len(ids)))
-
-        async def worker() -> None:
-            for index in queue:
-                outcome = await post(ids[index], data, signer, deadline)
-                outcomes[index] = outcome
-                if outcome is PostOutcome.GONE and on_gone is not None:
-                    cleanups.append(loop.run_in_executor(self._executor, _cleanup, on_gone, ids[index]))
-
-        await asyncio.gather(*(worker() for _ in range(min(self._workers, len(ids)))))
-        if cleanups:
-            await asyncio.gather(*cleanups)
-        return outcomes
 
 
 def _cleanup(on_gone: Callable[[str], None], connection_id: str) -> None:
