@@ -45,7 +45,7 @@ from urllib.parse import quote, urlsplit
 from chalicelib.deadline import Deadline
 from chalicelib.model import FanOutResult, PostOutcome
 from chalicelib.response_parser import HttpError
-from chalicelib.signing import DEFAULT_PORTS, Credentials, Signer, signing_host
+from chalicelib.signing import DEFAULT_PORTS, METHOD, Credentials, Signer, signing_host
 from chalicelib.transport import Transport
 
 if TYPE_CHECKING:
@@ -122,7 +122,7 @@ class ManagementApi:
 
     def _head(self, signer: Signer, path: str, length: int) -> bytes:
         lines = "".join(f"{name}: {value}\r\n" for name, value in signer.headers(path).items())
-        head = f"POST {path} HTTP/1.1\r\nHost: {self._host}\r\n{lines}Content-Length: {length}\r\n\r\n"
+        head = f"{METHOD} {path} HTTP/1.1\r\nHost: {self._host}\r\n{lines}Content-Length: {length}\r\n\r\n"
         return head.encode()
 
     async def post_async(

@@ -21,6 +21,8 @@ from urllib.parse import quote, urlsplit
 if TYPE_CHECKING:
     from botocore.credentials import ReadOnlyCredentials
 
+#: The one Management API call made here: ``POST @connections/{id}`` (execute-api:ManageConnections).
+METHOD = "POST"
 _REGION_IN_HOST = re.compile(r"\.execute-api\.([a-z0-9-]+)\.amazonaws\.com")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -112,7 +114,7 @@ class Signer:
         """The headers that sign a POST of the payload to ``path`` (already URL-quoted once)."""
         amz_date = amz_date or amz_now()
         canonical = (
-            f"POST\n{quote(path, safe='/~')}\n\ncontent-type:application/json\nhost:{self._host}\n"
+            f"{METHOD}\n{quote(path, safe='/~')}\n\ncontent-type:application/json\nhost:{self._host}\n"
             f"x-amz-date:{amz_date}\n{self._token_line}\n{self._signed}\n{self._payload_hash}"
         )
         authorization = _authorization(
