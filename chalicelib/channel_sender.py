@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 #: A post that still fails after the gateway's own retries gets this many more tries,
 #: each from a later asynchronous invocation; then the client is told.
 LATER_ATTEMPTS = 1
+#: How far past the work deadline (into the Lambda reserve) ``delivery_failed`` notes may go.
+RESERVE_FOR_NOTES = 1.0
 #: The names of this app's functions (``ws-proxy-{stage}-{name}`` once deployed).
 FUNCTION_NAMES = (
     "websocket_connect",
@@ -52,12 +54,40 @@ FUNCTION_NAMES = (
 
 def sibling_function(own_name: str | None, name: str) -> str | None:
     """``name``'s deployed name, from the running function's own (same app and stage)."""
-    if not own_name:
-        return None
     for known in FUNCTION_NAMES:
-        if own_name.endswith(f"-{known}"):
+        if own_name and own_name.endswith(f"-{known}"):
             return own_name[: -len(known)] + name
     return None
+
+
+def by_endpoint(configured: str | None, members: list[tuple[str, str | None]]) -> dict[str, list[str]]:
+    """Connection ids by the Management endpoint to post through: the configured one, else each
+    one's own (stored by ``$connect``); ids with neither are left out (and logged)."""
+    groups: dict[str, list[str]] = {}
+    for connection_id, endpoint in members:
+        if configured or endpoint:
+            groups.setdefault(configured or endpoint or "", []).append(connection_id)
+    skipped = len(members) - sum(len(ids) for ids in groups.values())
+    if skipped:
+        logger.info("connections skipped: not in the channel, or no endpoint", extra={"skipped": skipped})
+    return groups
+
+
+def counts(result: FanOutResult, queued: int) -> dict[str, int]:
+    """What ``push`` and ``fanout`` answer: how many posts went which way."""
+    return {
+        "delivered": result.delivered,
+        "gone": len(result.gone),
+        "failed": len(result.failed) + len(result.too_large),
+        "queued": queued,
+    }
+
+
+def _by_frame(stopped_at: dict[str, int]) -> dict[int, list[str]]:
+    groups: dict[int, list[str]] = {}
+    for connection_id, index in stopped_at.items():
+        groups.setdefault(index, []).append(connection_id)
+    return groups
 
 
 class ChannelSender:
@@ -72,20 +102,14 @@ class ChannelSender:
         connection found gone loses its item in this channel only (its ``$disconnect``, or
         TTL, removes the rest); one still in its handshake (410 within the grace) is skipped.
         """
-        settings = clients.settings
-        self._registry = clients.registry
-        self._invoker = clients.invoker
-        self._chunk_size = settings.push_chunk_size
+        self._clients = clients
+        self._settings = settings = clients.settings
         self._contained = contained
         self._chunk_function = (
             None
             if contained
             else settings.fanout_function_name or sibling_function(own_function_name, "fanout")
         )
-        self._metric = clients.metric
-        self._clock = clients.clock
-        self._sleep = clients.sleep
-        self._handshake_grace = settings.handshake_grace_seconds
 
     def remover(
         self, channel: str, young: set[str] | None = None, deadline: Deadline | None = None
@@ -99,15 +123,15 @@ class ChannelSender:
         conditional delete decides both: a subscription item is never older than its
         socket, so one older than the grace means the socket is too.
         """
+        registry, grace = self._clients.registry, self._settings.handshake_grace_seconds
 
         def remove(connection_id: str) -> None:
-            grace = self._handshake_grace
-            before = int(self._clock() - grace) if grace > 0 else None
-            if self._registry.delete(channel, connection_id, created_before=before, deadline=deadline):
-                self._metric("StaleRemoved", 1)
+            before = int(self._clients.clock() - grace) if grace > 0 else None
+            if registry.delete(channel, connection_id, created_before=before, deadline=deadline):
+                self._clients.metric("StaleRemoved", 1)
                 if not self._contained:
                     # and from every other channel it is in: its own item, its subscriptions
-                    self._registry.remove_connection(connection_id, deadline=deadline)
+                    registry.remove_connection(connection_id, deadline=deadline)
             elif young is not None:
                 young.add(connection_id)
 
@@ -117,15 +141,15 @@ class ChannelSender:
         self, gateway: Gateway, channel: str, ids: list[str], frames: list[bytes], deadline: Deadline
     ) -> FanOutResult:
         """Send ``frames`` to ``ids``: the first chunk here, the rest handed off."""
-        size = self._chunk_size
+        size = self._settings.push_chunk_size
         chunks = [ids[i : i + size] for i in range(0, len(ids), size)] or [[]]
-        queued = 0
+        here, queued = chunks[0], 0
         for chunk in chunks[1:]:
             if self._hand_off(FanOutChunk(channel, chunk, frames)):
                 queued += len(chunk)
             else:  # cannot hand it off: send it here rather than lose it
-                chunks[0] = chunks[0] + chunk
-        result = self.send_here(gateway, channel, chunks[0], frames, deadline, attempt=0)
+                here = here + chunk
+        result = self.send_here(gateway, channel, here, frames, deadline)
         logger.info(
             "fan-out",
             extra={
@@ -155,7 +179,7 @@ class ChannelSender:
         """The sender's copy (``own``, with its ``ref``) first, then ``frames`` to ``others``: one result."""
         if own == frames:  # every copy the same: the sender is first in the first chunk
             return self.send(gateway, channel, [sender, *others], frames, deadline)
-        result = self.send_here(gateway, channel, [sender], own, deadline, attempt=0)
+        result = self.send_here(gateway, channel, [sender], own, deadline)
         result.merge(self.send(gateway, channel, others, frames, deadline))
         return result
 
@@ -167,62 +191,36 @@ class ChannelSender:
         frames: list[bytes],
         deadline: Deadline,
         *,
-        attempt: int,
+        attempt: int = 0,
     ) -> FanOutResult:
-        """Post here, then settle: failures to a later attempt, what had no time to a later chunk."""
+        """Post here, then settle: failures to a later attempt (or the client is told), what had
+        no time to a later chunk (or the client is told)."""
         result, failed_from, unsent_from, young_from = self._post_all(gateway, channel, ids, frames, deadline)
-        if young_from and attempt >= LATER_ATTEMPTS:
-            self._after_handshakes(
-                gateway, channel, young_from, frames, deadline, result, failed_from, unsent_from
-            )
-        self._settle(gateway, channel, failed_from, frames, attempt, deadline)
-        self._continue(gateway, channel, unsent_from, frames, attempt, deadline)
-        return result
-
-    def _after_handshakes(
-        self,
-        gateway: Gateway,
-        channel: str,
-        young_from: dict[str, int],
-        frames: list[bytes],
-        deadline: Deadline,
-        result: FanOutResult,
-        failed_from: dict[str, int],
-        unsent_from: dict[str, int],
-    ) -> None:
-        """The last attempt: young connections that answered 410 get one more post once the grace is over.
-
-        Without the time to wait (the deadline), they stay failed: their items are kept,
-        and their clients are told if the note can reach them.
-        """
-        # created_at is in whole seconds: one more makes every young one older than the grace
-        wait = self._handshake_grace + 1
-        if deadline.remaining() <= wait:
-            return
-        self._sleep(wait)
-        result.failed = [cid for cid in result.failed if cid not in young_from]
-        for index, ids in self._by_frame(young_from).items():
-            for cid in ids:
-                del failed_from[cid]
-            again, failed_again, unsent_again, _ = self._post_all(
-                gateway, channel, ids, frames[index:], deadline
-            )
-            result.merge(again)
-            failed_from.update((cid, index + i) for cid, i in failed_again.items())
-            unsent_from.update((cid, index + i) for cid, i in unsent_again.items())
-
-    def _hand_off(self, chunk: FanOutChunk) -> bool:
-        if not self._chunk_function:
-            return False
-        try:
-            self._invoker.invoke_async(self._chunk_function, chunk.to_payload())
-        except Exception as exc:  # noqa: BLE001 - any failure to hand off: deliver here or tell the client
+        # The last attempt: young connections that answered 410 get one more post once the grace
+        # is over (created_at is in whole seconds: one more makes each older than the grace).
+        # Without the time to wait, they stay failed: their items are kept, their clients told.
+        wait = self._settings.handshake_grace_seconds + 1
+        if young_from and attempt >= LATER_ATTEMPTS and deadline.remaining() > wait:
+            self._clients.sleep(wait)
+            result.failed = [cid for cid in result.failed if cid not in young_from]
+            failed_from = {cid: i for cid, i in failed_from.items() if cid not in young_from}
+            for index, young in _by_frame(young_from).items():
+                again, failed_again, unsent_again, _ = self._post_all(
+                    gateway, channel, young, frames, deadline, index
+                )
+                result.merge(again)
+                failed_from.update(failed_again)
+                unsent_from.update(unsent_again)
+        lost = self._hand_on(channel, failed_from, frames, attempt + 1)
+        out_of_time = self._hand_on(channel, unsent_from, frames, attempt)
+        if unsent_from:
             logger.warning(
-                "chunk hand-off failed",
-                extra={"channel": chunk.channel, "attempt": chunk.attempt, "error": type(exc).__name__},
+                "fan-out out of time",
+                extra={"channel": channel, "handed_off": len(unsent_from) - len(out_of_time)},
             )
-            return False
-        return True
+        if lost or out_of_time:
+            self._tell_failed(gateway, channel, lost + out_of_time, deadline)
+        return result
 
     def _post_all(
         self,
@@ -231,8 +229,9 @@ class ChannelSender:
         ids: list[str],
         frames: list[bytes],
         deadline: Deadline,
+        start: int = 0,
     ) -> tuple[FanOutResult, dict[str, int], dict[str, int], dict[str, int]]:
-        """Every frame, in order, to every id; a connection that fails a frame gets no later one.
+        """Every frame from ``start``, in order, to every id; one that fails a frame gets no later one.
 
         Also answers, for each connection that failed, for each the deadline left no
         time for, and for each young one that answered 410 (among the failed), the index
@@ -244,12 +243,12 @@ class ChannelSender:
         young_from: dict[str, int] = {}
         started = time.perf_counter()
         remaining = ids
-        for index, data in enumerate(frames):
+        for index in range(start, len(frames)):
             if not remaining:
                 break
             young: set[str] = set()  # 410 while maybe still in the handshake: tried again later
             result = gateway.post_many(
-                remaining, data, on_gone=self.remover(channel, young, deadline), deadline=deadline
+                remaining, frames[index], on_gone=self.remover(channel, young, deadline), deadline=deadline
             )
             if young:
                 result.gone = [i for i in result.gone if i not in young]
@@ -257,68 +256,47 @@ class ChannelSender:
                     logger.info("skipped connections still in their handshake", extra={"skipped": len(young)})
                 else:
                     result.failed = [*result.failed, *young]
-                    young_from.update((cid, index) for cid in young)
+                    young_from.update(dict.fromkeys(young, index))
             total.merge(FanOutResult(0, result.gone, result.too_large, result.failed))
             total.delivered = result.delivered  # per connection, not per frame
-            failed_from.update((cid, index) for cid in result.failed)
-            unsent_from.update((cid, index) for cid in result.unsent)
-            stopped = (
-                set(result.gone) | set(result.failed) | set(result.too_large) | set(result.unsent) | young
-            )
+            failed_from.update(dict.fromkeys(result.failed, index))
+            unsent_from.update(dict.fromkeys(result.unsent, index))
+            stopped = {*result.gone, *result.failed, *result.too_large, *result.unsent, *young}
             remaining = [i for i in remaining if i not in stopped]
         total.unsent = list(unsent_from)
         total.duration_ms = elapsed_ms(started)
-        self._metric("FanOutSize", len(ids))
+        self._clients.metric("FanOutSize", len(ids))
         return total, failed_from, unsent_from, young_from
 
-    def _by_frame(self, stopped_at: dict[str, int]) -> dict[int, list[str]]:
-        groups: dict[int, list[str]] = {}
-        for cid, index in stopped_at.items():
-            groups.setdefault(index, []).append(cid)
-        return groups
-
-    def _continue(
-        self,
-        gateway: Gateway,
-        channel: str,
-        unsent_from: dict[str, int],
-        frames: list[bytes],
-        attempt: int,
-        deadline: Deadline,
-    ) -> None:
-        """Connections the deadline left no time for: a later invocation posts what they lack."""
+    def _hand_on(
+        self, channel: str, stopped_at: dict[str, int], frames: list[bytes], attempt: int
+    ) -> list[str]:
+        """A chunk of the frames they lack to a later invocation, per frame they stopped at:
+        answers the ids no chunk could be handed off for."""
         lost: list[str] = []
-        for index, ids in self._by_frame(unsent_from).items():
+        for index, ids in _by_frame(stopped_at).items():
             if not self._hand_off(FanOutChunk(channel, ids, frames[index:], attempt)):
                 lost += ids
-        if unsent_from:
-            logger.warning(
-                "fan-out out of time", extra={"channel": channel, "handed_off": len(unsent_from) - len(lost)}
-            )
-        if lost:
-            self._tell_failed(gateway, channel, lost, deadline)
+        return lost
 
-    def _settle(
-        self,
-        gateway: Gateway,
-        channel: str,
-        failed_from: dict[str, int],
-        frames: list[bytes],
-        attempt: int,
-        deadline: Deadline,
-    ) -> None:
-        """Posts that failed after the gateway's retries are tried again later, or the client is told."""
-        unsettled: list[str] = []
-        for index, ids in self._by_frame(failed_from).items():
-            later = FanOutChunk(channel, ids, frames[index:], attempt + 1)
-            if not (attempt < LATER_ATTEMPTS and self._hand_off(later)):
-                unsettled += ids
-        if unsettled:
-            self._tell_failed(gateway, channel, unsettled, deadline)
+    def _hand_off(self, chunk: FanOutChunk) -> bool:
+        """``chunk`` to the ``fanout`` function; False if there is none, the chunk is past the last
+        attempt, or the invoke fails."""
+        if not self._chunk_function or chunk.attempt > LATER_ATTEMPTS:
+            return False
+        try:
+            self._clients.invoker.invoke_async(self._chunk_function, chunk.to_payload())
+        except Exception as exc:  # noqa: BLE001 - any failure to hand off: deliver here or tell the client
+            logger.warning(
+                "chunk hand-off failed",
+                extra={"channel": chunk.channel, "attempt": chunk.attempt, "error": type(exc).__name__},
+            )
+            return False
+        return True
 
     def _tell_failed(self, gateway: Gateway, channel: str, ids: list[str], deadline: Deadline) -> None:
         """A ``delivery_failed`` frame to each, best effort (counted whether or not it arrives)."""
-        self._metric("DeliveryFailures", len(ids))
+        self._clients.metric("DeliveryFailures", len(ids))
         logger.warning("delivery failed", extra={"channel": channel, "connections": len(ids)})
         note = protocol.error_frame(
             "delivery_failed",
@@ -330,7 +308,3 @@ class ChannelSender:
         gateway.post_many(
             ids, wire.encode(note), on_gone=self.remover(channel, None, reserve), deadline=reserve
         )
-
-
-#: How far past the work deadline (into the Lambda reserve) ``delivery_failed`` notes may go.
-RESERVE_FOR_NOTES = 1.0

@@ -20,12 +20,12 @@ import logging
 from typing import Any
 
 from chalicelib import protocol, wire
-from chalicelib.channel_sender import ChannelSender
+from chalicelib.channel_sender import ChannelSender, by_endpoint
 from chalicelib.clients import Clients
 from chalicelib.deadline import Deadline
 from chalicelib.errors import ProxyError
 from chalicelib.internal_events import DeliveryEvent, PresenceEvent
-from chalicelib.model import Member, PostOutcome
+from chalicelib.model import PostOutcome
 from chalicelib.routes import channel_key
 from chalicelib.subscriptions import presence_change
 from chalicelib.summary import HandlerRun
@@ -38,10 +38,6 @@ class DeliverCase:
         self._clients = clients
         self._settings = clients.settings
         self._registry = clients.registry
-        self._gateway_for = clients.gateway_for
-        self._sleep = clients.sleep
-        self._retry_seconds = clients.settings.deliver_retry_seconds
-        self._metric = clients.metric
 
     def handle(self, payload: Any, deadline: Deadline) -> dict[str, Any]:
         with HandlerRun("deliver") as run:
@@ -56,50 +52,48 @@ class DeliverCase:
         return run.answer()
 
     def _deliver(self, event: DeliveryEvent, deadline: Deadline) -> tuple[int, str]:
-        conn = self._registry.get(event.channel, event.connection_id, deadline=deadline)
+        channel, connection_id = event.channel, event.connection_id
+        conn = self._registry.get(channel, connection_id, deadline=deadline)
         if conn is None:
             return 0, "gone"  # closed (and cleaned up) before its history could be sent
         endpoint = self._settings.api_gateway_endpoint or conn.endpoint
         if not endpoint:
-            logger.error("no Management API endpoint for this connection", extra={"channel": event.channel})
+            logger.error("no Management API endpoint for this connection", extra={"channel": channel})
             return 0, "no_endpoint"
-        gateway = self._gateway_for(endpoint)
-        delivered = 0
-        delay, waited = 0.05, 0.0
+        gateway = self._clients.gateway_for(endpoint)
+        delivered, delay, waited = 0, 0.05, 0.0
         for frame in event.frames:
-            while True:
-                result = gateway.post(event.connection_id, frame, deadline=deadline)
-                if (
-                    result is not PostOutcome.GONE
-                    or waited + delay > self._retry_seconds
-                    or deadline.remaining() <= delay
-                ):
-                    break
-                self._sleep(delay)  # 410 until API Gateway has completed the handshake
-                waited += delay
-                delay = min(delay * 2, 0.5)
-                if self._registry.get(event.channel, event.connection_id, deadline=deadline) is None:
+            result = gateway.post(connection_id, frame, deadline=deadline)
+            while (
+                result is PostOutcome.GONE
+                and waited + delay <= self._settings.deliver_retry_seconds
+                and deadline.remaining() > delay
+            ):
+                self._clients.sleep(delay)  # 410 until API Gateway has completed the handshake
+                waited, delay = waited + delay, min(delay * 2, 0.5)
+                if self._registry.get(channel, connection_id, deadline=deadline) is None:
                     return delivered, "gone"  # its $disconnect ran: nobody is waiting
-            if result is PostOutcome.DELIVERED:
-                delivered += 1
-                continue
-            if result is PostOutcome.GONE:
-                self._remove(event, deadline)
-            else:
-                gateway.post(
-                    event.connection_id,
-                    wire.encode(
-                        protocol.error_frame(
-                            "delivery_failed",
-                            "part of the initial payload could not be delivered; reconnect",
-                            retryable=True,
-                        )
-                    ),
-                    deadline=deadline.later(1.0),
-                )
-                self._metric("DeliveryFailures", 1)
-            return delivered, result.value
-        return delivered, "delivered"
+                result = gateway.post(connection_id, frame, deadline=deadline)
+            if result is not PostOutcome.DELIVERED:
+                break
+            delivered += 1
+        else:
+            return delivered, "delivered"
+        if result is PostOutcome.GONE:
+            try:
+                self._registry.delete(channel, connection_id, deadline=deadline.later(1.0))
+                self._clients.metric("StaleRemoved", 1)
+            except ProxyError as exc:  # TTL removes it if we cannot
+                logger.error("stale connection cleanup failed", extra={"error": exc.code})
+        else:
+            note = protocol.error_frame(
+                "delivery_failed",
+                "part of the initial payload could not be delivered; reconnect",
+                retryable=True,
+            )
+            gateway.post(connection_id, wire.encode(note), deadline=deadline.later(1.0))
+            self._clients.metric("DeliveryFailures", 1)
+        return delivered, result.value
 
     def _announce(self, payload: Any, deadline: Deadline, log: dict[str, Any]) -> dict[str, Any]:
         """A ``PresenceEvent``: ``presence_changed`` to each channel where the user's first socket
@@ -126,30 +120,11 @@ class DeliverCase:
                 continue
             others, frame = change
             announced += 1
-            channel = channel_key("booking", booking_id)
-            for endpoint, ids in self._by_endpoint(others).items():
+            members = [(member.connection_id, member.endpoint) for member in others]
+            for endpoint, ids in by_endpoint(self._settings.api_gateway_endpoint, members).items():
+                gateway = self._clients.gateway_for(endpoint)
                 delivered += sender.send(
-                    self._gateway_for(endpoint), channel, ids, [frame], deadline
+                    gateway, channel_key("booking", booking_id), ids, [frame], deadline
                 ).delivered
         log.update(outcome="presence", announced=announced, delivered=delivered)
         return {"announced": announced, "delivered": delivered, "outcome": "presence"}
-
-    def _by_endpoint(self, members: list[Member]) -> dict[str, list[str]]:
-        """The members by the endpoint to post through: the configured one, else each one's own."""
-        configured = self._settings.api_gateway_endpoint
-        groups: dict[str, list[str]] = {}
-        for member in members:
-            endpoint = configured or member.endpoint
-            if endpoint:
-                groups.setdefault(endpoint, []).append(member.connection_id)
-        skipped = len(members) - sum(len(ids) for ids in groups.values())
-        if skipped:
-            logger.warning("presence: connections without an endpoint skipped", extra={"skipped": skipped})
-        return groups
-
-    def _remove(self, event: DeliveryEvent, deadline: Deadline) -> None:
-        try:
-            self._registry.delete(event.channel, event.connection_id, deadline=deadline.later(1.0))
-            self._metric("StaleRemoved", 1)
-        except ProxyError as exc:  # TTL removes it if we cannot
-            logger.error("stale connection cleanup failed", extra={"error": exc.code})

@@ -8,17 +8,14 @@ still in the chunk's channel.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-from chalicelib.channel_sender import LATER_ATTEMPTS, ChannelSender
+from chalicelib.channel_sender import LATER_ATTEMPTS, ChannelSender, by_endpoint, counts
 from chalicelib.clients import Clients
 from chalicelib.deadline import Deadline
 from chalicelib.internal_events import FanOutChunk
 from chalicelib.model import FanOutResult
 from chalicelib.summary import HandlerRun
-
-logger = logging.getLogger(__name__)
 
 
 class FanOutChunkCase:
@@ -26,59 +23,29 @@ class FanOutChunkCase:
 
     def __init__(self, clients: Clients) -> None:
         self._clients = clients
-        self._settings = clients.settings
-        self._registry = clients.registry
-        self._gateway_for = clients.gateway_for
 
     def handle(
         self, payload: Any, deadline: Deadline, own_function_name: str | None = None
     ) -> dict[str, Any]:
+        clients = self._clients
         with HandlerRun("fanout") as run:
             chunk = FanOutChunk.from_payload(payload, max_attempt=LATER_ATTEMPTS)
-            sender = ChannelSender(self._clients, own_function_name)
+            channel, ids, configured = (
+                chunk.channel,
+                chunk.connection_ids,
+                clients.settings.api_gateway_endpoint,
+            )
+            # without a configured endpoint, each one's own: only connections still in the channel have one
+            stored = {} if configured else clients.registry.endpoints(channel, ids, deadline=deadline)
+            sender = ChannelSender(clients, own_function_name)
             total = FanOutResult()
-            for endpoint, ids in self._by_endpoint(chunk, deadline).items():
-                result = sender.send_here(
-                    self._gateway_for(endpoint),
-                    chunk.channel,
-                    ids,
-                    chunk.frames,
-                    deadline,
-                    attempt=chunk.attempt,
+            for endpoint, group in by_endpoint(configured, [(cid, stored.get(cid)) for cid in ids]).items():
+                gateway = clients.gateway_for(endpoint)
+                total.merge(
+                    sender.send_here(gateway, channel, group, chunk.frames, deadline, attempt=chunk.attempt)
                 )
-                total.merge(result)
+            run.result = answer = counts(total, queued=len(total.unsent))
             run.log.update(
-                outcome="delivered",
-                channel=chunk.channel,
-                connections=len(chunk.connection_ids),
-                attempt=chunk.attempt,
-                delivered=total.delivered,
-                gone=len(total.gone),
-                failed=len(total.failed),
-                queued=len(total.unsent),
+                answer, outcome="delivered", channel=channel, connections=len(ids), attempt=chunk.attempt
             )
-            run.result = {
-                "delivered": total.delivered,
-                "gone": len(total.gone),
-                "failed": len(total.failed) + len(total.too_large),
-                "queued": len(total.unsent),
-            }
         return run.answer()
-
-    def _by_endpoint(self, chunk: FanOutChunk, deadline: Deadline) -> dict[str, list[str]]:
-        """The chunk's connections by the endpoint to post through (only live ones of its channel)."""
-        configured = self._settings.api_gateway_endpoint
-        if configured:
-            return {configured: list(chunk.connection_ids)}
-        stored = self._registry.endpoints(chunk.channel, chunk.connection_ids, deadline=deadline)
-        groups: dict[str, list[str]] = {}
-        for cid in chunk.connection_ids:
-            endpoint = stored.get(cid)
-            if endpoint:
-                groups.setdefault(endpoint, []).append(cid)
-        missing = len(chunk.connection_ids) - sum(len(ids) for ids in groups.values())
-        if missing:
-            logger.info(
-                "fan-out chunk skipped connections no longer in its channel", extra={"skipped": missing}
-            )
-        return groups

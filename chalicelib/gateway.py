@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+_OUTCOMES = {200: PostOutcome.DELIVERED, 410: PostOutcome.GONE, 413: PostOutcome.TOO_LARGE}
+
 #: How a post pauses between retries (``asyncio.sleep``; a recording coroutine in tests).
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -73,6 +75,10 @@ class RetryPolicy:
     def delay(self, attempt: int) -> float:
         """Full-jitter exponential backoff for retry number ``attempt`` (1-based)."""
         return random.uniform(0, min(self.max_delay, self.base_delay * (2 ** (attempt - 1))))  # noqa: S311 - jitter
+
+
+def _unbounded() -> float:
+    return float("inf")
 
 
 class ManagementApi:
@@ -119,74 +125,52 @@ class ManagementApi:
         head = f"{METHOD} {path} HTTP/1.1\r\nHost: {self._host}\r\n{lines}Content-Length: {length}\r\n\r\n"
         return head.encode()
 
-    @staticmethod
-    def _left(deadline: Deadline | None) -> float:
-        return float("inf") if deadline is None else deadline.remaining()
-
     async def post_async(
         self, connection_id: str, data: bytes, signer: Signer, deadline: Deadline | None = None
     ) -> PostOutcome:
         """Post one frame to one connection on the transport's loop, retrying throttles and faults."""
         retry = self._retry
-        if self._left(deadline) < retry.min_post_seconds:
+        left = _unbounded if deadline is None else deadline.remaining
+        if left() < retry.min_post_seconds:
             return PostOutcome.UNSENT
         path = self.path(connection_id)
-        throttled = transient = 0
+        tries = {True: 0, False: 0}  # throttled (429); transient faults (5xx, network)
         last = False
         while True:
             request = self._head(signer, path, len(data)) + data
             try:
                 response = await self.transport.send(
-                    self._address, request, min(retry.attempt_seconds, self._left(deadline))
+                    self._address, request, min(retry.attempt_seconds, left())
                 )
-                status = response.status
+                status, reason = response.status, str(response.status)
             except HttpError as exc:
                 status, reason = 0, str(exc)
-            else:
-                reason = str(status)
-            if status == 200:
-                return PostOutcome.DELIVERED
-            if status == 410:
-                return PostOutcome.GONE
-            if status == 413:
-                logger.warning(
-                    "post refused as too large", extra={"connection_id": connection_id, "bytes": len(data)}
-                )
-                return PostOutcome.TOO_LARGE
-            if status == 429:
-                throttled += 1
-                if throttled >= retry.throttle_attempts:
-                    return self._failed(connection_id, reason)
-                attempt = throttled
-            elif status == 0 or status >= 500:
-                transient += 1
-                if transient >= retry.transient_attempts:
-                    return self._failed(connection_id, reason)
-                attempt = transient
-            else:
+            if status in _OUTCOMES:
+                if status == 413:
+                    logger.warning(
+                        "post refused as too large",
+                        extra={"connection_id": connection_id, "bytes": len(data)},
+                    )
+                return _OUTCOMES[status]
+            throttled = status == 429
+            if not (throttled or status == 0 or status >= 500):  # 400, 403: a retry would not help
                 return self._failed(connection_id, reason)
-            delay = retry.delay(attempt)
-            if deadline is not None:
-                room = self._left(deadline) - retry.min_post_seconds
-                if room <= 0 or last:
-                    return self._failed(connection_id, f"{reason}; no time left to retry")
-                if delay >= room:  # the backoff is cut to the time left: this is the last try
-                    delay, last = room, True
+            tries[throttled] += 1
+            if tries[throttled] >= (retry.throttle_attempts if throttled else retry.transient_attempts):
+                return self._failed(connection_id, reason)
+            delay, room = retry.delay(tries[throttled]), left() - retry.min_post_seconds
+            if room <= 0 or last:
+                return self._failed(connection_id, f"{reason}; no time left to retry")
+            if delay >= room:  # the backoff is cut to the time left: this is the last try
+                delay, last = room, True
             await self._sleep(delay)
-            if self._left(deadline) < retry.min_post_seconds:
+            if left() < retry.min_post_seconds:
                 return self._failed(connection_id, f"{reason}; no time left to retry")
 
-    def post(
-        self,
-        connection_id: str,
-        data: bytes,
-        signer: Signer | None = None,
-        *,
-        deadline: Deadline | None = None,
-    ) -> PostOutcome:
+    def post(self, connection_id: str, data: bytes, *, deadline: Deadline | None = None) -> PostOutcome:
         """``post_async`` from a thread outside the transport's loop."""
         outcome: PostOutcome = self.transport.run(
-            self.post_async(connection_id, data, signer or self.signer(data), deadline)
+            self.post_async(connection_id, data, self.signer(data), deadline)
         )
         return outcome
 
@@ -224,47 +208,31 @@ class ConnectionGateway:
         """
         started = time.perf_counter()
         ids = list(connection_ids)
-        if not ids:
-            return FanOutResult()
-        signer = self.api.signer(data)
-        outcomes: list[PostOutcome] = self.api.transport.run(
-            self._post_many(ids, data, signer, on_gone, deadline)
-        )
         result = FanOutResult()
+        if not ids:
+            return result
+        post, signer = self.api.post_async, self.api.signer(data)
+        outcomes = [PostOutcome.UNSENT] * len(ids)
+        queue = iter(range(len(ids)))
+
+        async def posts() -> None:  # on the transport's loop
+            loop = asyncio.get_running_loop()
+            cleanups: list[asyncio.Future[None]] = []
+
+            async def worker() -> None:
+                for index in queue:
+                    outcomes[index] = outcome = await post(ids[index], data, signer, deadline)
+                    if outcome is PostOutcome.GONE and on_gone is not None:
+                        cleanups.append(loop.run_in_executor(self._executor, _cleanup, on_gone, ids[index]))
+
+            await asyncio.gather(*(worker() for _ in range(min(self._workers, len(ids)))))
+            await asyncio.gather(*cleanups)
+
+        self.api.transport.run(posts())
         for connection_id, outcome in zip(ids, outcomes, strict=True):
             result.add(connection_id, outcome)
         result.duration_ms = round((time.perf_counter() - started) * 1000, 1)
         return result
-
-    async def _post_many(
-        self,
-        ids: list[str],
-        data: bytes,
-        signer: Signer,
-        on_gone: Callable[[str], None] | None,
-        deadline: Deadline | None,
-    ) -> list[PostOutcome]:
-        loop = asyncio.get_running_loop()
-        outcomes = [PostOutcome.UNSENT] * len(ids)
-        cleanups: list[asyncio.Future[None]] = []
-        post = self.api.post_async
-        queue = iter(range(len(ids)))
-
-        async def worker() -> None:
-            for index in queue:
-                outcome = await post(ids[index], data, signer, deadline)
-                outcomes[index] = outcome
-                if outcome is PostOutcome.GONE and on_gone is not None:
-                    cleanups.append(loop.run_in_executor(self._executor, _cleanup, on_gone, ids[index]))
-
-        workers = min(self._workers, len(ids))
-        if workers == 1:
-            await worker()
-        elif workers > 1:
-            await asyncio.gather(*(worker() for _ in range(workers)))
-        if cleanups:
-            await asyncio.gather(*cleanups)
-        return outcomes
 
 
 def _cleanup(on_gone: Callable[[str], None], connection_id: str) -> None:

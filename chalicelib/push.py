@@ -10,17 +10,14 @@ happened; a bad event answers ``{"error": {...}}`` (HTTP 200 for the invoke).
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from chalicelib import protocol, wire
-from chalicelib.channel_sender import ChannelSender
+from chalicelib.channel_sender import ChannelSender, counts
 from chalicelib.clients import Clients
 from chalicelib.deadline import Deadline
 from chalicelib.errors import ConfigurationError, InvalidMessage, ProxyError, TooLarge
 from chalicelib.summary import HandlerRun
-
-logger = logging.getLogger(__name__)
 
 _ROUTE_OF_KIND = {"booking_id": "booking", "user_id": "notification", "feed": "feed"}
 
@@ -28,9 +25,6 @@ _ROUTE_OF_KIND = {"booking_id": "booking", "user_id": "notification", "feed": "f
 class PushCase:
     def __init__(self, clients: Clients) -> None:
         self._clients = clients
-        self._settings = clients.settings
-        self._registry = clients.registry
-        self._gateway_for = clients.gateway_for
 
     def handle(self, event: Any, deadline: Deadline, own_function_name: str | None = None) -> dict[str, Any]:
         with HandlerRun("push") as run:
@@ -45,33 +39,23 @@ class PushCase:
     def _push(
         self, event: Any, deadline: Deadline, own_function_name: str | None, log: dict[str, Any]
     ) -> dict[str, Any]:
-        endpoint = self._settings.api_gateway_endpoint
-        if not endpoint:
+        settings = self._clients.settings
+        if not settings.api_gateway_endpoint:
             raise ConfigurationError("API_GATEWAY_ENDPOINT is required for push")
-        target = protocol.parse_push(event, self._settings.routes)
-        route = self._settings.routes[_ROUTE_OF_KIND[target.channel_kind]]
-        value = target.channel_value
-        if target.channel_kind == "booking_id":
-            channel = route.channel_for(value, None)
-        else:
-            channel = route.channel_for(None, value)
-        gateway = self._gateway_for(endpoint)
-        members = self._registry.channel_ids(channel, target.connection_type, deadline=deadline)
+        target = protocol.parse_push(event, settings.routes)
+        value, connection_type = target.channel_value, target.connection_type
+        # the value is the booking's or the user's id, whichever the route's channel is keyed on
+        channel = settings.routes[_ROUTE_OF_KIND[target.channel_kind]].channel_for(value, value)
+        members = self._clients.registry.channel_ids(channel, connection_type, deadline=deadline)
         ids = [i for i in members if i not in target.exclude]
         frames = target.frames
         if target.channel_kind == "booking_id" and value is not None:
             # a frame from a booking's channel says which (and for which type, when the push does)
-            tagged = protocol.tagged(wire.loads(frames[0]), value, target.connection_type)
-            frames = [wire.encode(tagged)]
+            frames = [wire.encode(protocol.tagged(wire.loads(frames[0]), value, connection_type))]
             if len(frames[0]) > wire.MAX_MESSAGE_BYTES:
                 raise TooLarge("the payload with its booking_id is over the message limit")
-        sender = ChannelSender(self._clients, own_function_name)
-        result = sender.send(gateway, channel, ids, frames, deadline)
-        answer = {
-            "delivered": result.delivered,
-            "gone": len(result.gone),
-            "failed": len(result.failed) + len(result.too_large),
-            "queued": len(ids) - result.attempted,  # handed to the fanout function
-        }
-        log.update(outcome="pushed", channel=channel, connections=len(ids), **answer)
+        gateway = self._clients.gateway_for(settings.api_gateway_endpoint)
+        result = ChannelSender(self._clients, own_function_name).send(gateway, channel, ids, frames, deadline)
+        answer = counts(result, queued=len(ids) - result.attempted)  # queued: handed to the fanout function
+        log.update(answer, outcome="pushed", channel=channel, connections=len(ids))
         return answer

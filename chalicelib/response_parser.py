@@ -81,7 +81,7 @@ class ResponseParser:
         while True:
             state = self._state
             if state in (_HEAD, _TRAILERS):
-                end = buf.find(b"\r\n\r\n", self._scanned) if state == _HEAD else _line_end(buf)
+                end = buf.find(b"\r\n\r\n", self._scanned) if state == _HEAD else buf.find(b"\r\n")
                 if end < 0:
                     if len(buf) > MAX_HEAD_BYTES:
                         raise HttpError("response head too large")
@@ -114,7 +114,7 @@ class ResponseParser:
                 del buf[:2]
                 self._state = _CHUNK_SIZE
             elif state == _CHUNK_SIZE:
-                end = _line_end(buf)
+                end = buf.find(b"\r\n")
                 if end < 0:
                     if len(buf) > MAX_CHUNK_LINE:
                         raise HttpError("chunk size line too long")
@@ -194,7 +194,3 @@ class ResponseParser:
     def _check_size(self, size: int) -> None:
         if size > self._max_body:
             raise ResponseTooLarge(f"response body over {self._max_body} bytes")
-
-
-def _line_end(buf: bytearray) -> int:
-    return buf.find(b"\r\n")

@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import os
 import re
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote, urlsplit
 
 if TYPE_CHECKING:
@@ -24,6 +24,15 @@ if TYPE_CHECKING:
 #: The one Management API call made here: ``POST @connections/{id}`` (execute-api:ManageConnections).
 METHOD = "POST"
 _REGION_IN_HOST = re.compile(r"\.execute-api\.([a-z0-9-]+)\.amazonaws\.com")
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class Credentials(NamedTuple):
+    """Frozen AWS credentials (the fields of botocore's ``ReadOnlyCredentials``)."""
+
+    access_key: str
+    secret_key: str
+    token: str | None
 
 
 def region_for(endpoint: str, env: Any = os.environ) -> str:
@@ -33,9 +42,6 @@ def region_for(endpoint: str, env: Any = os.environ) -> str:
             return str(env[name])
     match = _REGION_IN_HOST.search(urlsplit(endpoint).netloc)
     return match.group(1) if match else "us-east-1"
-
-
-DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def signing_host(endpoint: str) -> str:
@@ -49,6 +55,41 @@ def signing_host(endpoint: str) -> str:
     return host
 
 
+def amz_now() -> str:
+    """The ``X-Amz-Date`` of a request signed now."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+_keys: dict[tuple[str, str, str, str], bytes] = {}
+
+
+def _authorization(
+    credentials: Credentials | ReadOnlyCredentials,
+    region: str,
+    service: str,
+    amz_date: str,
+    canonical: str,
+    signed_headers: str,
+) -> str:
+    """The ``Authorization`` header for the canonical request, with the day's signing key (cached)."""
+    date = amz_date[:8]
+    scope = f"{date}/{region}/{service}/aws4_request"
+    key = _keys.get((credentials.secret_key, date, region, service))
+    if key is None:
+        key = hmac.new(f"AWS4{credentials.secret_key}".encode(), date.encode(), hashlib.sha256).digest()
+        for part in (region, service, "aws4_request"):
+            key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+        if len(_keys) > 8:  # a few services and regions for today's credentials
+            _keys.clear()
+        _keys[(credentials.secret_key, date, region, service)] = key
+    to_sign = f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    return (
+        f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
+        f"SignedHeaders={signed_headers}, Signature={signature}"
+    )
+
+
 class Signer:
     """SigV4 for ``POST {stage}/@connections/{id}`` with one payload, for one fan-out.
 
@@ -57,8 +98,6 @@ class Signer:
     credentials, ``x-amz-security-token``; the path encoded twice, as botocore does
     for every service but S3), without building an ``AWSRequest`` per post.
     """
-
-    _keys: ClassVar[dict[tuple[str, str, str], bytes]] = {}
 
     def __init__(
         self, credentials: Credentials | ReadOnlyCredentials, region: str, host: str, payload_hash: str
@@ -71,70 +110,20 @@ class Signer:
         self._signed = "content-type;host;x-amz-date" + (";x-amz-security-token" if token else "")
         self._token_line = f"x-amz-security-token:{token}\n" if token else ""
 
-    def _key(self, date: str) -> bytes:
-        cache_key = (self._credentials.secret_key, self._region, date)
-        key = Signer._keys.get(cache_key)
-        if key is None:
-            key = hmac.new(
-                f"AWS4{self._credentials.secret_key}".encode(), date.encode(), hashlib.sha256
-            ).digest()
-            for part in (self._region, "execute-api", "aws4_request"):
-                key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-            Signer._keys = {cache_key: key}  # one day's key for the current credentials
-        return key
-
     def headers(self, path: str, amz_date: str | None = None) -> dict[str, str]:
         """The headers that sign a POST of the payload to ``path`` (already URL-quoted once)."""
-        if amz_date is None:
-            amz_date = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-        date = amz_date[:8]
+        amz_date = amz_date or amz_now()
         canonical = (
             f"{METHOD}\n{quote(path, safe='/~')}\n\ncontent-type:application/json\nhost:{self._host}\n"
             f"x-amz-date:{amz_date}\n{self._token_line}\n{self._signed}\n{self._payload_hash}"
         )
-        scope = f"{date}/{self._region}/execute-api/aws4_request"
-        to_sign = f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-        signature = hmac.new(self._key(date), to_sign.encode(), hashlib.sha256).hexdigest()
-        headers = {
-            "Content-Type": "application/json",
-            "X-Amz-Date": amz_date,
-            "Authorization": (
-                f"AWS4-HMAC-SHA256 Credential={self._credentials.access_key}/{scope}, "
-                f"SignedHeaders={self._signed}, Signature={signature}"
-            ),
-        }
+        authorization = _authorization(
+            self._credentials, self._region, "execute-api", amz_date, canonical, self._signed
+        )
+        headers = {"Content-Type": "application/json", "X-Amz-Date": amz_date, "Authorization": authorization}
         if self._credentials.token:
             headers["X-Amz-Security-Token"] = self._credentials.token
         return headers
-
-
-class Credentials(NamedTuple):
-    """Frozen AWS credentials (the fields of botocore's ``ReadOnlyCredentials``)."""
-
-    access_key: str
-    secret_key: str
-    token: str | None
-
-
-_service_keys: dict[tuple[str, str, str, str], bytes] = {}
-
-
-def _service_key(secret_key: str, date: str, region: str, service: str) -> bytes:
-    cache_key = (secret_key, date, region, service)
-    key = _service_keys.get(cache_key)
-    if key is None:
-        key = hmac.new(f"AWS4{secret_key}".encode(), date.encode(), hashlib.sha256).digest()
-        for part in (region, service, "aws4_request"):
-            key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-        if len(_service_keys) > 8:  # a few services and regions for today's credentials
-            _service_keys.clear()
-        _service_keys[cache_key] = key
-    return key
-
-
-def amz_now() -> str:
-    """The ``X-Amz-Date`` of a request signed now."""
-    return datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def sign_request(
@@ -163,23 +152,8 @@ def sign_request(
         signed["X-Amz-Security-Token"] = credentials.token
     lines = sorted([("host", host), *((name.lower(), value) for name, value in signed.items())])
     names = ";".join(name for name, _ in lines)
-    canonical = "\n".join(
-        (
-            method,
-            quote(path, safe="/~"),
-            "",
-            "".join(f"{name}:{value}\n" for name, value in lines),
-            names,
-            hashlib.sha256(payload).hexdigest(),
-        )
-    )
-    date = amz_date[:8]
-    scope = f"{date}/{region}/{service}/aws4_request"
-    to_sign = f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-    key = _service_key(credentials.secret_key, date, region, service)
-    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-    signed["Authorization"] = (
-        f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
-        f"SignedHeaders={names}, Signature={signature}"
-    )
+    header_lines = "".join(f"{name}:{value}\n" for name, value in lines)
+    payload_hash = hashlib.sha256(payload).hexdigest()
+    canonical = f"{method}\n{quote(path, safe='/~')}\n\n{header_lines}\n{names}\n{payload_hash}"
+    signed["Authorization"] = _authorization(credentials, region, service, amz_date, canonical, names)
     return signed
