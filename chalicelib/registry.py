@@ -22,7 +22,6 @@ since replaced.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -34,7 +33,18 @@ from chalicelib.aws import AwsError
 from chalicelib.deadline import Deadline
 from chalicelib.errors import BackendUnavailable, UnknownConnection
 from chalicelib.model import Connection, Member
-from chalicelib.schema import CONNECTION_INDEX, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE, from_item, to_item
+from chalicelib.schema import (
+    CONNECTION_INDEX,
+    PARTITION_KEY,
+    SORT_KEY,
+    TTL_ATTRIBUTE,
+    attribute_names,
+    channel_query,
+    from_item,
+    key,
+    projection_of,
+    to_item,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +64,6 @@ BATCH_GET_KEYS = 100
 BATCH_WRITE_ITEMS = 25
 #: A pause between calls (a lookup's retry, unprocessed keys) is taken only if it leaves this much time.
 MIN_CALL_SECONDS = 0.05
-#: A channel Query's filter for one connection type: an item is in its channel as its types, else as its
-#: connection type.
-TYPE_FILTER = "(contains(#types, :type) OR (attribute_not_exists(#types) AND #connection_type = :type))"
 
 
 class ConnectionRegistry:
@@ -90,24 +97,21 @@ class ConnectionRegistry:
         """The cached connection (without its token) and whether it has a token."""
         now = self._clock()
         with self._cache_lock:
-            entry = self._cache.get(connection_id)
-            if entry is None:
+            entry = self._cache.pop(connection_id, None)
+            if entry is None or now - entry[0] > self._cache_seconds or entry[1].ttl <= now:
                 return None
-            stored, conn, has_token = entry
-            if now - stored > self._cache_seconds or conn.ttl <= now:
-                del self._cache[connection_id]
-                return None
-            self._cache.move_to_end(connection_id)
-            return conn, has_token
+            self._cache[connection_id] = entry  # the most recently used, last
+            return entry[1], entry[2]
 
     def _remember(self, conn: Connection) -> None:
-        if self._cache_size <= 0:
-            return
         with self._cache_lock:
-            entry = (self._clock(), replace(conn, token=None), conn.token is not None)
-            self._cache[conn.connection_id] = entry
-            self._cache.move_to_end(conn.connection_id)
-            while len(self._cache) > self._cache_size:
+            self._cache.pop(conn.connection_id, None)
+            self._cache[conn.connection_id] = (
+                self._clock(),
+                replace(conn, token=None),
+                conn.token is not None,
+            )
+            while len(self._cache) > max(self._cache_size, 0):
                 self._cache.popitem(last=False)
 
     def _forget(self, connection_id: str) -> None:
@@ -117,8 +121,7 @@ class ConnectionRegistry:
     def _call(self, operation: str, *, deadline: Deadline | None = None, **kwargs: Any) -> Any:
         """The client's answer; None when the call's ``ConditionExpression`` did not hold.
 
-        The expressions name attributes as ``#`` and the name (``#ttl``): their
-        ``ExpressionAttributeNames`` come from them.
+        The expressions' ``ExpressionAttributeNames`` are derived from them (``schema.attribute_names``).
         """
         if "RequestItems" not in kwargs:  # a batch call names its table in its requests
             kwargs["TableName"] = self._table
@@ -156,21 +159,6 @@ class ConnectionRegistry:
     def _items(self, deadline: Deadline | None, query: dict[str, Any]) -> Iterator[dict[str, Any]]:
         for page in self._pages(deadline, query):
             yield from page.get("Items", [])
-
-    def _channel_query(self, channel: str, connection_type: str | None, *projection: str) -> dict[str, Any]:
-        """A Query of ``channel``'s live items (only those of ``connection_type``, unless None),
-        answering the ``projection`` attributes."""
-        values: dict[str, Any] = {":p": {"S": channel}, ":now": {"N": str(int(self._clock()))}}
-        condition = f"#{TTL_ATTRIBUTE} > :now"
-        if connection_type is not None:
-            values[":type"] = {"S": connection_type}
-            condition += f" AND {TYPE_FILTER}"
-        query = {
-            "KeyConditionExpression": f"#{PARTITION_KEY} = :p",
-            "FilterExpression": condition,
-            "ExpressionAttributeValues": values,
-        }
-        return query | ({"ProjectionExpression": projection_of(*projection)} if projection else {})
 
     def _batches(
         self, operation: str, requests: list[Any], deadline: Deadline | None, **shape: Any
@@ -220,18 +208,15 @@ class ConnectionRegistry:
             is not None
         )
 
-    def get(self, channel: str, connection_id: str, *, deadline: Deadline | None = None) -> Connection | None:
-        """The live item of this connection in this channel (a consistent read), or None."""
-        return self._get(key(channel, connection_id), deadline)
-
-    def _get(
-        self, item_key: dict[str, Any], deadline: Deadline | None, *projection: str
+    def get(
+        self, channel: str, connection_id: str, *projection: str, deadline: Deadline | None = None
     ) -> Connection | None:
-        read = {"ProjectionExpression": projection_of(*projection)} if projection else {}
-        item = self._call("get_item", Key=item_key, ConsistentRead=True, deadline=deadline, **read).get(
-            "Item"
-        )
-        conn = from_item(item or {})
+        """The live item of this connection in this channel (a consistent read), or None.
+
+        With ``projection``, only those attributes are read.
+        """
+        read = {"Key": key(channel, connection_id), "ConsistentRead": True} | projection_of(*projection)
+        conn = from_item(self._call("get_item", deadline=deadline, **read).get("Item") or {})
         return conn if conn.ttl > int(self._clock()) else None
 
     def endpoints(
@@ -243,8 +228,8 @@ class ConnectionRegistry:
         """
         now = int(self._clock())
         keys = [key(channel, cid) for cid in dict.fromkeys(connection_ids)]
-        projection = projection_of(SORT_KEY, "endpoint", TTL_ATTRIBUTE)
-        shape = {"ProjectionExpression": projection, "ExpressionAttributeNames": attribute_names(projection)}
+        shape: dict[str, Any] = projection_of(SORT_KEY, "endpoint", TTL_ATTRIBUTE)
+        shape["ExpressionAttributeNames"] = attribute_names(shape["ProjectionExpression"])
         found: dict[str, str | None] = {}
         for response in self._batches("batch_get_item", keys, deadline, **shape):
             for conn in map(from_item, response.get("Responses", {}).get(self._table, [])):
@@ -282,33 +267,32 @@ class ConnectionRegistry:
     ) -> Connection | None:
         """The live connection with this id: one GSI Query, retried briefly on a miss (time allowing).
 
-        A connection found before in this container is answered from the cache
-        (``cached=False`` always asks DynamoDB). A connection with a token gets the one
-        stored now (a consistent GetItem: the cache and the eventually consistent index
-        may hold one an ``auth`` has replaced since); ``token=False`` skips that read
-        and answers no token.
+        The answer is the socket's own item (a subscription item has no token). A connection
+        found before in this container is answered from the cache (``cached=False`` always
+        asks DynamoDB). A connection with a token gets the one stored now (a consistent
+        GetItem: the cache and the eventually consistent index may hold one an ``auth`` has
+        replaced since); ``token=False`` skips that read and answers no token.
         """
         hit = self._cached(connection_id) if cached else None
         if hit is None:
             pauses = self._pauses(deadline) if retry else iter(())
-            # the socket's own item, with its token (a subscription item has none)
-            while not (
-                own := [
-                    c for c in self.connection_items(connection_id, deadline=deadline) if not c.subscription
-                ]
-            ):
+            while (own := self._own_item(connection_id, deadline)) is None:
                 if next(pauses, False) is False:
                     return None
-            self._remember(own[0])
-            hit = replace(own[0], token=None), own[0].token is not None
+            self._remember(own)
+            hit = replace(own, token=None), own.token is not None
         conn, has_token = hit
         if not (token and has_token):
             return conn
-        stored = self._get(key(conn.channel, conn.connection_id), deadline, "token", TTL_ATTRIBUTE)
+        stored = self.get(conn.channel, connection_id, "token", TTL_ATTRIBUTE, deadline=deadline)
         if stored is None:  # gone or expired since
             self._forget(connection_id)
             return None
         return replace(conn, token=stored.token)
+
+    def _own_item(self, connection_id: str, deadline: Deadline | None) -> Connection | None:
+        items = self.connection_items(connection_id, deadline=deadline)
+        return next((conn for conn in items if not conn.subscription), None)
 
     def count(self, channel: str, limit: int, *, deadline: Deadline | None = None) -> int:
         """Live connections of ``channel``, counted up to ``limit`` (at most ``limit`` items read).
@@ -321,7 +305,7 @@ class ConnectionRegistry:
         if counted_full is not None and now - counted_full < FULL_CHANNEL_SECONDS:
             return limit
         counted = 0
-        query = self._channel_query(channel, None) | {"Select": "COUNT", "Limit": limit}
+        query = channel_query(channel, None, int(now)) | {"Select": "COUNT", "Limit": limit}
         for page in self._pages(deadline, query):
             counted += int(page.get("Count", 0))
             if counted >= limit:
@@ -344,10 +328,8 @@ class ConnectionRegistry:
         A page that cannot be read before ``deadline`` raises ``BackendUnavailable``
         (after the ids of the pages already read).
         """
-        query = self._channel_query(channel, connection_type, SORT_KEY) | (
-            {"Limit": page_size} if page_size else {}
-        )
-        for item in self._items(deadline, query):
+        query = channel_query(channel, connection_type, int(self._clock()), SORT_KEY)
+        for item in self._items(deadline, query | ({"Limit": page_size} if page_size else {})):
             yield item[SORT_KEY]["S"]
 
     def channel_members(
@@ -355,7 +337,7 @@ class ConnectionRegistry:
     ) -> list[Member]:
         """Connection id, user id and stored endpoint of every live connection in ``channel`` of
         that type: one strongly consistent Query (a socket asking right after its subscribe finds itself)."""
-        query = self._channel_query(channel, connection_type, SORT_KEY, "user_id", "endpoint")
+        query = channel_query(channel, connection_type, int(self._clock()), SORT_KEY, "user_id", "endpoint")
         items = map(from_item, self._items(deadline, query | {"ConsistentRead": True}))
         return [Member(conn.connection_id, conn.user_id, conn.endpoint) for conn in items]
 
@@ -377,23 +359,17 @@ class ConnectionRegistry:
         A subscription item (``item.home`` set) is created or extended, never over a home
         item; without ``home`` the socket's own item in that channel gains the types.
         """
+        values: dict[str, Any] = {":types": {"SS": sorted(item.types)}}
         if item.home is None:
-            values: dict[str, Any] = {":types": {"SS": sorted(item.types)}}
             update = "ADD #types :types"
             condition = f"attribute_exists(#{SORT_KEY}) AND attribute_not_exists(#home)"
             refused = "this connection is not registered; reconnect"
         else:
-            values = {
-                f":{name}": v for name, v in to_item(item).items() if name not in (PARTITION_KEY, SORT_KEY)
-            }
+            stored = {n: v for n, v in to_item(item).items() if n not in (PARTITION_KEY, SORT_KEY, "types")}
+            values |= {f":{name}": value for name, value in stored.items()}
             # the first type subscribed and its time stay; the rest is the latest subscribe's
-            sets = [
-                f"#{v[1:]} = if_not_exists(#{v[1:]}, {v})"
-                if v in (":connection_type", ":created_at")
-                else f"#{v[1:]} = {v}"
-                for v in values
-                if v != ":types"
-            ]
+            first = ("connection_type", "created_at")
+            sets = [f"#{n} = if_not_exists(#{n}, :{n})" if n in first else f"#{n} = :{n}" for n in stored]
             update = "SET " + ", ".join(sets) + " ADD #types :types"
             condition = f"attribute_not_exists(#{SORT_KEY}) OR attribute_exists(#home)"
             refused = "this connection's own item is in that channel; reconnect"
@@ -443,18 +419,3 @@ class ConnectionRegistry:
         for _ in self._batches("batch_write_item", deletes, deadline):
             pass
         return items
-
-
-def key(channel: str, connection_id: str) -> dict[str, Any]:
-    """The key of the connection's item in ``channel``."""
-    return {PARTITION_KEY: {"S": channel}, SORT_KEY: {"S": connection_id}}
-
-
-def projection_of(*names: str) -> str:
-    """A ``ProjectionExpression`` of these attributes."""
-    return ", ".join(f"#{name}" for name in names)
-
-
-def attribute_names(*expressions: str) -> dict[str, str]:
-    """The ``ExpressionAttributeNames`` of expressions that name each attribute ``#`` and its name."""
-    return {f"#{name}": name for expression in expressions for name in re.findall(r"#(\w+)", expression)}

@@ -2,13 +2,15 @@
 
 docs/operations.md ("The connections table") describes every attribute and the items
 of a socket. ``ATTRIBUTES`` maps them to ``model.Connection``'s fields; ``to_item`` and
-``from_item`` convert with it. ``create_table_request`` is the boto3 ``CreateTable``
+``from_item`` convert with it; ``key``, ``channel_query`` and ``attribute_names`` write
+the expressions that address them. ``create_table_request`` is the boto3 ``CreateTable``
 request; the Terraform export and ``make table`` derive their table from it, and the
 embedded local DynamoDB is created from it too.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from chalicelib.model import Connection
@@ -52,6 +54,39 @@ def from_item(item: dict[str, Any]) -> Connection:
             value = item[name][kind]
             fields[field] = int(float(value)) if kind == "N" else frozenset(value) if kind == "SS" else value
     return Connection(**fields)
+
+
+#: A channel Query's filter for one connection type: an item is in its channel as its
+#: ``types``, else (an item without them) as its ``connection_type``.
+TYPE_FILTER = "(contains(#types, :type) OR (attribute_not_exists(#types) AND #connection_type = :type))"
+
+
+def key(channel: str, connection_id: str) -> dict[str, Any]:
+    """The key of the connection's item in ``channel``."""
+    return {PARTITION_KEY: {"S": channel}, SORT_KEY: {"S": connection_id}}
+
+
+def channel_query(channel: str, connection_type: str | None, now: int, *projection: str) -> dict[str, Any]:
+    """A Query of ``channel``'s items live at ``now`` (only those in it as ``connection_type``,
+    unless None), answering the ``projection`` attributes."""
+    values: dict[str, Any] = {":p": {"S": channel}, ":now": {"N": str(now)}}
+    condition = f"#{TTL_ATTRIBUTE} > :now"
+    if connection_type is not None:
+        values[":type"] = {"S": connection_type}
+        condition += f" AND {TYPE_FILTER}"
+    query = {"KeyConditionExpression": f"#{PARTITION_KEY} = :p", "FilterExpression": condition}
+    return query | {"ExpressionAttributeValues": values} | projection_of(*projection)
+
+
+def projection_of(*names: str) -> dict[str, str]:
+    """The ``ProjectionExpression`` of these attributes (none: every attribute)."""
+    return {"ProjectionExpression": ", ".join(f"#{name}" for name in names)} if names else {}
+
+
+def attribute_names(*expressions: str) -> dict[str, str]:
+    """The ``ExpressionAttributeNames`` of expressions written, as here, with ``#`` and each
+    attribute's own name (``#ttl``)."""
+    return {f"#{name}": name for expression in expressions for name in re.findall(r"#(\w+)", expression)}
 
 
 def create_table_request(table_name: str) -> dict[str, Any]:
