@@ -66,6 +66,10 @@ BATCH_WRITE_ITEMS = 25
 MIN_CALL_SECONDS = 0.05
 
 
+#: What a subscribe never SETs on a subscription item: the key, ``types`` (ADDed) and a token.
+NOT_SET = (PARTITION_KEY, SORT_KEY, "types", "token")
+
+
 class ConnectionRegistry:
     """The live connections, keyed by channel and connection id."""
 
@@ -302,7 +306,7 @@ class ConnectionRegistry:
         """
         now = self._clock()
         counted_full = self._full.get(channel)
-        if counted_full is not None and now - counted_full < FULL_CHANNEL_SECONDS:
+        if limit <= 0 or (counted_full is not None and now - counted_full < FULL_CHANNEL_SECONDS):
             return limit
         counted = 0
         query = channel_query(channel, None, int(now)) | {"Select": "COUNT", "Limit": limit}
@@ -365,9 +369,9 @@ class ConnectionRegistry:
             condition = f"attribute_exists(#{SORT_KEY}) AND attribute_not_exists(#home)"
             refused = "this connection is not registered; reconnect"
         else:
-            stored = {n: v for n, v in to_item(item).items() if n not in (PARTITION_KEY, SORT_KEY, "types")}
+            stored = {n: v for n, v in to_item(item).items() if n not in NOT_SET}
             values |= {f":{name}": value for name, value in stored.items()}
-            # the first type subscribed and its time stay; the rest is the latest subscribe's
+            # the first type subscribed and its time stay; the rest is the latest subscribe's (never a token)
             first = ("connection_type", "created_at")
             sets = [f"#{n} = if_not_exists(#{n}, :{n})" if n in first else f"#{n} = :{n}" for n in stored]
             update = "SET " + ", ".join(sets) + " ADD #types :types"

@@ -128,18 +128,11 @@ class Subscriptions:
         return target
 
     def _answer(
-        self,
-        gateway: Gateway,
-        conn: Connection,
-        target: BookingTarget,
-        ref: Any,
-        log: Json,
-        kind: str,
-        **extra: Any,
+        self, gateway: Gateway, cid: str, target: BookingTarget, ref: Any, log: Json, kind: str, **extra: Any
     ) -> None:
         log["outcome"] = kind
         answer = {"type": kind, "booking_id": target.booking_id, "connection_type": target.connection_type}
-        self._reply(gateway, conn.connection_id, with_ref(answer | extra, ref))
+        self._reply(gateway, cid, with_ref(answer | extra, ref))
 
     def subscribe(
         self, gateway: Gateway, conn: Connection, frame: Json, ref: Any, deadline: Deadline, log: Json
@@ -181,7 +174,7 @@ class Subscriptions:
             types = frozenset({conn.connection_type, target.connection_type})
             own = Connection(conn.connection_id, conn.channel, conn.connection_type, types=types)
             self._registry.subscribe(own, deadline=deadline)
-        self._answer(gateway, conn, target, ref, log, "subscribed")
+        self._answer(gateway, conn.connection_id, target, ref, log, "subscribed")
         frames = frames_of(answer, target.booking_id, target.connection_type)
         if frames:
             self._sender.send_here(gateway, target.channel, [conn.connection_id], frames, deadline, attempt=0)
@@ -198,7 +191,7 @@ class Subscriptions:
             )
         channel, connection_type = target.channel, target.connection_type
         left = self._registry.unsubscribe(channel, conn.connection_id, connection_type, deadline=deadline)
-        self._answer(gateway, conn, target, ref, log, "unsubscribed")
+        self._answer(gateway, conn.connection_id, target, ref, log, "unsubscribed")
         if left:
             self.announce(gateway, target, conn, online=False, deadline=deadline)
 
@@ -213,7 +206,9 @@ class Subscriptions:
                 "subscribe first"
             )
         users = sorted({member.user_id for member in members if member.user_id is not None})
-        self._answer(gateway, conn, target, ref, log, "presence", users=users, connections=len(members))
+        self._answer(
+            gateway, conn.connection_id, target, ref, log, "presence", users=users, connections=len(members)
+        )
 
     def announce(
         self, gateway: Gateway, target: BookingTarget, conn: Connection, *, online: bool, deadline: Deadline
