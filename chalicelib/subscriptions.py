@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from chalicelib import protocol, wire
@@ -37,8 +38,10 @@ MAX_RECIPIENTS = 100
 #: The connection type of the user-level sockets that recipients reach.
 USER_SOCKET_TYPE = "chat"
 
+#: A frame, a backend's answer, a log record.
+Json = dict[str, Any]
 #: Posts one of the proxy's own frames to a connection (``MessageCase._reply``).
-Reply = Callable[[Gateway, str, dict[str, Any]], None]
+Reply = Callable[[Gateway, str, Json], None]
 
 
 def with_ref(payload: dict[str, Any], ref: Any) -> dict[str, Any]:
@@ -100,7 +103,12 @@ def presence_change(
 
 
 class Subscriptions:
-    """The subscription frames of one ``$default`` invocation, and a broadcast's recipients."""
+    """The subscription frames of one ``$default`` invocation, and a broadcast's recipients.
+
+    ``subscribe``, ``unsubscribe`` and ``presence`` each take the socket's frame and its
+    ``ref``, answer the socket (``subscribed``, ``unsubscribed``, ``presence``) and log
+    the booking, the type and the outcome in ``log``.
+    """
 
     def __init__(self, clients: Clients, sender: ChannelSender, reply: Reply) -> None:
         self._settings = clients.settings
@@ -111,22 +119,25 @@ class Subscriptions:
         self._sender = sender
         self._reply = reply
 
-    def _target(self, frame: dict[str, Any], *, with_since: bool = False) -> BookingTarget:
-        return protocol.parse_booking_target(
-            frame, self._settings.routes, DEFAULT_SUBSCRIPTION_TYPE, with_since=with_since
+    def _target(self, frame: Json, log: Json, *, with_since: bool = False) -> BookingTarget:
+        routes = self._settings.routes
+        target = protocol.parse_booking_target(
+            frame, routes, DEFAULT_SUBSCRIPTION_TYPE, with_since=with_since
         )
+        log.update(booking=target.booking_id, subscription_type=target.connection_type)
+        return target
+
+    def _answer(
+        self, gateway: Gateway, cid: str, target: BookingTarget, ref: Any, log: Json, kind: str, **extra: Any
+    ) -> None:
+        log["outcome"] = kind
+        answer = {"type": kind, "booking_id": target.booking_id, "connection_type": target.connection_type}
+        self._reply(gateway, cid, with_ref(answer | extra, ref))
 
     def subscribe(
-        self,
-        gateway: Gateway,
-        conn: Connection,
-        frame: dict[str, Any],
-        ref: Any,
-        deadline: Deadline,
-        log: dict[str, Any],
+        self, gateway: Gateway, conn: Connection, frame: Json, ref: Any, deadline: Deadline, log: Json
     ) -> None:
-        target = self._target(frame, with_since=True)
-        log.update(booking=target.booking_id, subscription_type=target.connection_type)
+        target = self._target(frame, log, with_since=True)
         if conn.user_id is None or conn.token is None:
             raise InvalidMessage("this socket has no user: subscribe on a socket opened with a token")
         path = target.route.connect_path(target.booking_id)
@@ -136,120 +147,68 @@ class Subscriptions:
         # announcement, never whether to write (the write adds a type, so it may repeat)
         items = self._registry.connection_items(conn.connection_id, deadline=deadline)
         there = next((item for item in items if item.channel == target.channel), None)
-        joined = there is not None and there.is_type(target.connection_type)
-        own = target.channel == conn.channel and target.connection_type == conn.connection_type
         limit = self._settings.max_subscriptions
         if there is None and sum(1 for item in items if item.subscription) >= limit:
             raise TooManySubscriptions(
                 f"a socket may subscribe to at most {limit} bookings; unsubscribe from one first"
             )
-        body: dict[str, Any] = {"connection_id": conn.connection_id, "token": conn.token}
-        if target.since is not None:
-            body["since"] = target.since
+        since = {} if target.since is None else {"since": target.since}
+        body = {"connection_id": conn.connection_id, "token": conn.token, **since}
         answer = self._backend.post(path, body, deadline=deadline)
         user = protocol.answered_user(answer)
         if user is not None and user != conn.user_id:
             raise Forbidden("the token belongs to another user than this socket's")
-        if not own:
-            self._registry.subscribe(self._item(conn, target), deadline=deadline)
-        log["outcome"] = "subscribed"
-        self._reply(
-            gateway,
-            conn.connection_id,
-            with_ref(
-                {
-                    "type": "subscribed",
-                    "booking_id": target.booking_id,
-                    "connection_type": target.connection_type,
-                },
-                ref,
-            ),
-        )
+        if target.channel != conn.channel:  # a subscription item
+            item = replace(
+                conn,
+                channel=target.channel,
+                connection_type=target.connection_type,
+                token=None,  # only the socket's own item holds it
+                created_at=int(self._clock()),  # and the socket's ttl: it lives no longer than its socket
+                booking_id=target.booking_id,
+                home=conn.channel,
+                types=frozenset({target.connection_type}),
+            )
+            self._registry.subscribe(item, deadline=deadline)
+        elif target.connection_type != conn.connection_type:  # its own item gains the type
+            types = frozenset({conn.connection_type, target.connection_type})
+            own = Connection(conn.connection_id, conn.channel, conn.connection_type, types=types)
+            self._registry.subscribe(own, deadline=deadline)
+        self._answer(gateway, conn.connection_id, target, ref, log, "subscribed")
         frames = frames_of(answer, target.booking_id, target.connection_type)
         if frames:
             self._sender.send_here(gateway, target.channel, [conn.connection_id], frames, deadline, attempt=0)
-        if not joined:
+        if there is None or not there.is_type(target.connection_type):
             self.announce(gateway, target, conn, online=True, deadline=deadline)
 
-    def _item(self, conn: Connection, target: BookingTarget) -> Connection:
-        """What to write: the socket's own item gaining a type (with its own), or a subscription item."""
-        if target.channel == conn.channel:
-            types = frozenset({conn.connection_type, target.connection_type})
-            return Connection(conn.connection_id, target.channel, conn.connection_type, types=types)
-        now = int(self._clock())
-        return Connection(
-            connection_id=conn.connection_id,
-            channel=target.channel,
-            connection_type=target.connection_type,
-            user_id=conn.user_id,
-            created_at=now,
-            ttl=conn.ttl,  # a subscription lives no longer than its socket
-            booking_id=target.booking_id,
-            endpoint=conn.endpoint,
-            home=conn.channel,
-            types=frozenset({target.connection_type}),
-        )
-
     def unsubscribe(
-        self,
-        gateway: Gateway,
-        conn: Connection,
-        frame: dict[str, Any],
-        ref: Any,
-        deadline: Deadline,
-        log: dict[str, Any],
+        self, gateway: Gateway, conn: Connection, frame: Json, ref: Any, deadline: Deadline, log: Json
     ) -> None:
-        target = self._target(frame)
-        log.update(booking=target.booking_id, subscription_type=target.connection_type)
+        target = self._target(frame, log)
         if target.channel == conn.channel and target.connection_type == conn.connection_type:
             raise InvalidMessage(
                 "a socket cannot unsubscribe from the booking it connected to; close the socket instead"
             )
-        left = self._registry.unsubscribe(
-            target.channel, conn.connection_id, target.connection_type, deadline=deadline
-        )
-        log["outcome"] = "unsubscribed"
-        self._reply(
-            gateway,
-            conn.connection_id,
-            with_ref(
-                {
-                    "type": "unsubscribed",
-                    "booking_id": target.booking_id,
-                    "connection_type": target.connection_type,
-                },
-                ref,
-            ),
-        )
+        channel, connection_type = target.channel, target.connection_type
+        left = self._registry.unsubscribe(channel, conn.connection_id, connection_type, deadline=deadline)
+        self._answer(gateway, conn.connection_id, target, ref, log, "unsubscribed")
         if left:
             self.announce(gateway, target, conn, online=False, deadline=deadline)
 
     def presence(
-        self,
-        gateway: Gateway,
-        conn: Connection,
-        frame: dict[str, Any],
-        ref: Any,
-        deadline: Deadline,
-        log: dict[str, Any],
+        self, gateway: Gateway, conn: Connection, frame: Json, ref: Any, deadline: Deadline, log: Json
     ) -> None:
-        target = self._target(frame)
-        log.update(booking=target.booking_id, subscription_type=target.connection_type)
+        target = self._target(frame, log)
         members = self._registry.channel_members(target.channel, target.connection_type, deadline=deadline)
         if all(member.connection_id != conn.connection_id for member in members):
             raise Forbidden(
                 f"this socket is not in booking {target.booking_id}'s channel as {target.connection_type}; "
                 "subscribe first"
             )
-        log["outcome"] = "presence"
-        answer = {
-            "type": "presence",
-            "booking_id": target.booking_id,
-            "connection_type": target.connection_type,
-            "users": sorted({member.user_id for member in members if member.user_id is not None}),
-            "connections": len(members),
-        }
-        self._reply(gateway, conn.connection_id, with_ref(answer, ref))
+        users = sorted({member.user_id for member in members if member.user_id is not None})
+        self._answer(
+            gateway, conn.connection_id, target, ref, log, "presence", users=users, connections=len(members)
+        )
 
     def announce(
         self, gateway: Gateway, target: BookingTarget, conn: Connection, *, online: bool, deadline: Deadline
@@ -258,19 +217,13 @@ class Subscriptions:
         socket arrived or last socket left (one Query)."""
         if not self._settings.presence_events:
             return
+        cid, booking_id, connection_type = conn.connection_id, target.booking_id, target.connection_type
         change = presence_change(
-            self._registry,
-            conn.connection_id,
-            conn.user_id,
-            target.booking_id,
-            target.connection_type,
-            online=online,
-            deadline=deadline,
+            self._registry, cid, conn.user_id, booking_id, connection_type, online=online, deadline=deadline
         )
         if change is not None:
             others, frame = change
-            ids = [member.connection_id for member in others]
-            self._sender.send(gateway, target.channel, ids, [frame], deadline)
+            self._sender.send(gateway, target.channel, [m.connection_id for m in others], [frame], deadline)
 
     def recipients(
         self, answer: dict[str, Any], booking_id: str, route: Route, deadline: Deadline
@@ -293,13 +246,10 @@ class Subscriptions:
         if not isinstance(named, list):
             logger.error("recipients is not a list; ignored", extra={"booking": booking_id})
             return []
-        users: list[str] = []
-        for user in named:
-            if isinstance(user, bool) or not isinstance(user, (str, int)):
-                continue
-            text = str(user)
-            if 0 < len(text) <= protocol.USER_ID_MAX and wire.is_text(text) and text not in users:
-                users.append(text)
+        texts = (str(user) for user in named if isinstance(user, (str, int)) and not isinstance(user, bool))
+        users = list(
+            dict.fromkeys(t for t in texts if 0 < len(t) <= protocol.USER_ID_MAX and wire.is_text(t))
+        )
         if len(users) != len(named) or len(users) > MAX_RECIPIENTS:
             logger.warning(
                 "recipients: invalid or repeated users skipped, or too many",
@@ -308,12 +258,7 @@ class Subscriptions:
         return users[:MAX_RECIPIENTS]
 
     def send_to_users(
-        self,
-        gateway: Gateway,
-        users: list[str],
-        seen: set[str],
-        frames: list[bytes],
-        deadline: Deadline,
+        self, gateway: Gateway, users: list[str], seen: set[str], frames: list[bytes], deadline: Deadline
     ) -> FanOutResult:
         """``frames`` to the users' user-level sockets not in ``seen`` (which gains them)."""
         total = FanOutResult()

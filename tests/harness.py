@@ -34,9 +34,8 @@ import app as app_module
 from chalicelib import aws
 from chalicelib.gateway import RetryPolicy
 from chalicelib.model import Connection
-from chalicelib.registry import to_item
 from chalicelib.routes import DEFAULT_ROUTES
-from chalicelib.schema import create_table_request
+from chalicelib.schema import create_table_request, to_item
 from chalicelib.signing import Credentials
 from chalicelib.transport import Transport
 from local_gateway.stack import moto_server

@@ -15,7 +15,7 @@ import pytest
 from chalicelib.clients import GATEWAY_CACHE_SIZE
 from chalicelib.internal_events import pack_frames
 from chalicelib.model import Connection
-from chalicelib.registry import to_item
+from chalicelib.schema import to_item
 from tests.harness import Stack, chat_backend
 from tests.standins import ManagementApiStandIn, Reply
 from ws_proxy_testing import events

@@ -23,8 +23,8 @@ from typing import Any
 import aiohttp
 
 from chalicelib.model import Connection
-from chalicelib.registry import to_item
 from chalicelib.routes import channel_key
+from chalicelib.schema import to_item
 from tests.e2e.support import Socket, StackProcess, open_socket, run
 from tests.harness import moto_client, start_moto, wait_for
 from tests.reliability.support import DynamoFaultProxy, FaultBackend, Tracker, pump, stack_alive

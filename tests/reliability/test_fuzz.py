@@ -32,9 +32,8 @@ from hypothesis import strategies as st
 import app as app_module
 from chalicelib.model import Connection
 from chalicelib.protocol import tagged
-from chalicelib.registry import to_item
 from chalicelib.routes import channel_key
-from chalicelib.schema import ensure_table
+from chalicelib.schema import ensure_table, to_item
 from tests.harness import app_env, moto_client
 from tests.standins import BackendStandIn, LambdaStandIn, ManagementApiStandIn, Reply
 from ws_proxy_testing import events
