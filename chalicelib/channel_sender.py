@@ -54,23 +54,8 @@ FUNCTION_NAMES = (
 
 def sibling_function(own_name: str | None, name: str) -> str | None:
     """``name``'s deployed name, from the running function's own (same app and stage)."""
-    for known in FUNCTION_NAMES:
-        if own_name and own_name.endswith(f"-{known}"):
-            return own_name[: -len(known)] + name
-    return None
-
-
-def by_endpoint(configured: str | None, members: list[tuple[str, str | None]]) -> dict[str, list[str]]:
-    """Connection ids by the Management endpoint to post through: the configured one, else each
-    one's own (stored by ``$connect``); ids with neither are left out (and logged)."""
-    groups: dict[str, list[str]] = {}
-    for connection_id, endpoint in members:
-        if configured or endpoint:
-            groups.setdefault(configured or endpoint or "", []).append(connection_id)
-    skipped = len(members) - sum(len(ids) for ids in groups.values())
-    if skipped:
-        logger.info("connections skipped: not in the channel, or no endpoint", extra={"skipped": skipped})
-    return groups
+    known = next((k for k in FUNCTION_NAMES if own_name and own_name.endswith(f"-{k}")), None)
+    return own_name[: -len(known)] + name if own_name and known else None
 
 
 def counts(result: FanOutResult, queued: int) -> dict[str, int]:
@@ -83,10 +68,10 @@ def counts(result: FanOutResult, queued: int) -> dict[str, int]:
     }
 
 
-def _by_frame(stopped_at: dict[str, int]) -> dict[int, list[str]]:
+def _by_frame(ids: list[str], stopped_at: dict[str, int]) -> dict[int, list[str]]:
     groups: dict[int, list[str]] = {}
-    for connection_id, index in stopped_at.items():
-        groups.setdefault(index, []).append(connection_id)
+    for connection_id in ids:
+        groups.setdefault(stopped_at[connection_id], []).append(connection_id)
     return groups
 
 
@@ -137,6 +122,32 @@ class ChannelSender:
 
         return remove
 
+    def send_to(
+        self,
+        channel: str,
+        members: list[tuple[str, str | None]],
+        frames: list[bytes],
+        deadline: Deadline,
+        attempt: int | None = None,
+    ) -> FanOutResult:
+        """``frames`` to ``members`` (id, stored endpoint) through the configured Management endpoint,
+        else each one's own (stored by ``$connect``); ids with neither are left out (and logged).
+        With ``attempt`` (a handed-off chunk's), every id is posted here."""
+        configured, groups = self._settings.api_gateway_endpoint, dict[str, list[str]]()
+        for connection_id, endpoint in members:
+            if configured or endpoint:
+                groups.setdefault(configured or endpoint or "", []).append(connection_id)
+        if skipped := len(members) - sum(len(ids) for ids in groups.values()):
+            logger.info("connections skipped: not in the channel, or no endpoint", extra={"skipped": skipped})
+        total = FanOutResult()
+        for endpoint, ids in groups.items():
+            gateway = self._clients.gateway_for(endpoint)
+            if attempt is None:
+                total.merge(self.send(gateway, channel, ids, frames, deadline))
+            else:
+                total.merge(self.send_here(gateway, channel, ids, frames, deadline, attempt=attempt))
+        return total
+
     def send(
         self, gateway: Gateway, channel: str, ids: list[str], frames: list[bytes], deadline: Deadline
     ) -> FanOutResult:
@@ -150,19 +161,10 @@ class ChannelSender:
             else:  # cannot hand it off: send it here rather than lose it
                 here = here + chunk
         result = self.send_here(gateway, channel, here, frames, deadline)
+        counted = {"connections": len(ids), **counts(result, queued), "unsent": len(result.unsent)}
         logger.info(
             "fan-out",
-            extra={
-                "channel": channel,
-                "connections": len(ids),
-                "delivered": result.delivered,
-                "gone": len(result.gone),
-                "failed": len(result.failed),
-                "unsent": len(result.unsent),
-                "queued": queued,
-                "chunks": len(chunks),
-                "duration_ms": result.duration_ms,
-            },
+            extra={"channel": channel, **counted, "chunks": len(chunks), "duration_ms": result.duration_ms},
         )
         return result
 
@@ -195,28 +197,24 @@ class ChannelSender:
     ) -> FanOutResult:
         """Post here, then settle: failures to a later attempt (or the client is told), what had
         no time to a later chunk (or the client is told)."""
-        result, failed_from, unsent_from, young_from = self._post_all(gateway, channel, ids, frames, deadline)
+        result, stopped_at, young = self._post_all(gateway, channel, ids, frames, deadline)
         # The last attempt: young connections that answered 410 get one more post once the grace
         # is over (created_at is in whole seconds: one more makes each older than the grace).
         # Without the time to wait, they stay failed: their items are kept, their clients told.
         wait = self._settings.handshake_grace_seconds + 1
-        if young_from and attempt >= LATER_ATTEMPTS and deadline.remaining() > wait:
+        if young and attempt >= LATER_ATTEMPTS and deadline.remaining() > wait:
             self._clients.sleep(wait)
-            result.failed = [cid for cid in result.failed if cid not in young_from]
-            failed_from = {cid: i for cid, i in failed_from.items() if cid not in young_from}
-            for index, young in _by_frame(young_from).items():
-                again, failed_again, unsent_again, _ = self._post_all(
-                    gateway, channel, young, frames, deadline, index
-                )
-                result.merge(again)
-                failed_from.update(failed_again)
-                unsent_from.update(unsent_again)
-        lost = self._hand_on(channel, failed_from, frames, attempt + 1)
-        out_of_time = self._hand_on(channel, unsent_from, frames, attempt)
-        if unsent_from:
+            result.failed = [cid for cid in result.failed if cid not in young]
+            for index, again in _by_frame(list(young), stopped_at).items():
+                more, more_stopped_at, _ = self._post_all(gateway, channel, again, frames, deadline, index)
+                result.merge(more)
+                stopped_at.update(more_stopped_at)
+        lost = self._hand_on(channel, result.failed, stopped_at, frames, attempt + 1)
+        out_of_time = self._hand_on(channel, result.unsent, stopped_at, frames, attempt)
+        if result.unsent:
             logger.warning(
                 "fan-out out of time",
-                extra={"channel": channel, "handed_off": len(unsent_from) - len(out_of_time)},
+                extra={"channel": channel, "handed_off": len(result.unsent) - len(out_of_time)},
             )
         if lost or out_of_time:
             self._tell_failed(gateway, channel, lost + out_of_time, deadline)
@@ -230,53 +228,46 @@ class ChannelSender:
         frames: list[bytes],
         deadline: Deadline,
         start: int = 0,
-    ) -> tuple[FanOutResult, dict[str, int], dict[str, int], dict[str, int]]:
+    ) -> tuple[FanOutResult, dict[str, int], set[str]]:
         """Every frame from ``start``, in order, to every id; one that fails a frame gets no later one.
 
-        Also answers, for each connection that failed, for each the deadline left no
-        time for, and for each young one that answered 410 (among the failed), the index
-        of the frame it stopped at.
+        Also answers the index of the frame each failed or unsent id stopped at, and the young
+        ones among the failed (410 while maybe still in the handshake: tried again later).
         """
-        total = FanOutResult()
-        failed_from: dict[str, int] = {}
-        unsent_from: dict[str, int] = {}
-        young_from: dict[str, int] = {}
+        total, stopped_at, young_ones = FanOutResult(), dict[str, int](), set[str]()
         started = time.perf_counter()
         remaining = ids
         for index in range(start, len(frames)):
             if not remaining:
                 break
-            young: set[str] = set()  # 410 while maybe still in the handshake: tried again later
+            young: set[str] = set()
             result = gateway.post_many(
                 remaining, frames[index], on_gone=self.remover(channel, young, deadline), deadline=deadline
             )
-            if young:
-                result.gone = [i for i in result.gone if i not in young]
-                if self._contained:  # no later attempt to hand them: skipped, kept
-                    logger.info("skipped connections still in their handshake", extra={"skipped": len(young)})
-                else:
-                    result.failed = [*result.failed, *young]
-                    young_from.update(dict.fromkeys(young, index))
-            total.merge(FanOutResult(0, result.gone, result.too_large, result.failed))
+            result.gone = [i for i in result.gone if i not in young]
+            if young and self._contained:  # no later attempt to hand them: skipped, kept
+                logger.info("skipped connections still in their handshake", extra={"skipped": len(young)})
+            elif young:
+                result.failed = [*result.failed, *young]
+                young_ones |= young
+            total.merge(result)
             total.delivered = result.delivered  # per connection, not per frame
-            failed_from.update(dict.fromkeys(result.failed, index))
-            unsent_from.update(dict.fromkeys(result.unsent, index))
+            stopped_at.update(dict.fromkeys([*result.failed, *result.unsent], index))
             stopped = {*result.gone, *result.failed, *result.too_large, *result.unsent, *young}
             remaining = [i for i in remaining if i not in stopped]
-        total.unsent = list(unsent_from)
         total.duration_ms = elapsed_ms(started)
         self._clients.metric("FanOutSize", len(ids))
-        return total, failed_from, unsent_from, young_from
+        return total, stopped_at, young_ones
 
     def _hand_on(
-        self, channel: str, stopped_at: dict[str, int], frames: list[bytes], attempt: int
+        self, channel: str, ids: list[str], stopped_at: dict[str, int], frames: list[bytes], attempt: int
     ) -> list[str]:
         """A chunk of the frames they lack to a later invocation, per frame they stopped at:
         answers the ids no chunk could be handed off for."""
         lost: list[str] = []
-        for index, ids in _by_frame(stopped_at).items():
-            if not self._hand_off(FanOutChunk(channel, ids, frames[index:], attempt)):
-                lost += ids
+        for index, group in _by_frame(ids, stopped_at).items():
+            if not self._hand_off(FanOutChunk(channel, group, frames[index:], attempt)):
+                lost += group
         return lost
 
     def _hand_off(self, chunk: FanOutChunk) -> bool:

@@ -20,7 +20,7 @@ import logging
 from typing import Any
 
 from chalicelib import protocol, wire
-from chalicelib.channel_sender import ChannelSender, by_endpoint
+from chalicelib.channel_sender import ChannelSender
 from chalicelib.clients import Clients
 from chalicelib.deadline import Deadline
 from chalicelib.errors import ProxyError
@@ -121,10 +121,8 @@ class DeliverCase:
             others, frame = change
             announced += 1
             members = [(member.connection_id, member.endpoint) for member in others]
-            for endpoint, ids in by_endpoint(self._settings.api_gateway_endpoint, members).items():
-                gateway = self._clients.gateway_for(endpoint)
-                delivered += sender.send(
-                    gateway, channel_key("booking", booking_id), ids, [frame], deadline
-                ).delivered
+            delivered += sender.send_to(
+                channel_key("booking", booking_id), members, [frame], deadline
+            ).delivered
         log.update(outcome="presence", announced=announced, delivered=delivered)
         return {"announced": announced, "delivered": delivered, "outcome": "presence"}

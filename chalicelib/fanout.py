@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib.channel_sender import LATER_ATTEMPTS, ChannelSender, by_endpoint, counts
+from chalicelib.channel_sender import LATER_ATTEMPTS, ChannelSender, counts
 from chalicelib.clients import Clients
 from chalicelib.deadline import Deadline
 from chalicelib.internal_events import FanOutChunk
-from chalicelib.model import FanOutResult
 from chalicelib.summary import HandlerRun
 
 
@@ -30,20 +29,13 @@ class FanOutChunkCase:
         clients = self._clients
         with HandlerRun("fanout") as run:
             chunk = FanOutChunk.from_payload(payload, max_attempt=LATER_ATTEMPTS)
-            channel, ids, configured = (
-                chunk.channel,
-                chunk.connection_ids,
-                clients.settings.api_gateway_endpoint,
-            )
+            channel, ids = chunk.channel, chunk.connection_ids
             # without a configured endpoint, each one's own: only connections still in the channel have one
+            configured = clients.settings.api_gateway_endpoint
             stored = {} if configured else clients.registry.endpoints(channel, ids, deadline=deadline)
-            sender = ChannelSender(clients, own_function_name)
-            total = FanOutResult()
-            for endpoint, group in by_endpoint(configured, [(cid, stored.get(cid)) for cid in ids]).items():
-                gateway = clients.gateway_for(endpoint)
-                total.merge(
-                    sender.send_here(gateway, channel, group, chunk.frames, deadline, attempt=chunk.attempt)
-                )
+            total = ChannelSender(clients, own_function_name).send_to(
+                channel, [(cid, stored.get(cid)) for cid in ids], chunk.frames, deadline, chunk.attempt
+            )
             run.result = answer = counts(total, queued=len(total.unsent))
             run.log.update(
                 answer, outcome="delivered", channel=channel, connections=len(ids), attempt=chunk.attempt

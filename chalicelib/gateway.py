@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -75,10 +76,6 @@ class RetryPolicy:
     def delay(self, attempt: int) -> float:
         """Full-jitter exponential backoff for retry number ``attempt`` (1-based)."""
         return random.uniform(0, min(self.max_delay, self.base_delay * (2 ** (attempt - 1))))  # noqa: S311 - jitter
-
-
-def _unbounded() -> float:
-    return float("inf")
 
 
 class ManagementApi:
@@ -130,7 +127,7 @@ class ManagementApi:
     ) -> PostOutcome:
         """Post one frame to one connection on the transport's loop, retrying throttles and faults."""
         retry = self._retry
-        left = _unbounded if deadline is None else deadline.remaining
+        left = deadline.remaining if deadline is not None else lambda: math.inf
         if left() < retry.min_post_seconds:
             return PostOutcome.UNSENT
         path = self.path(connection_id)
@@ -167,13 +164,6 @@ class ManagementApi:
             if left() < retry.min_post_seconds:
                 return self._failed(connection_id, f"{reason}; no time left to retry")
 
-    def post(self, connection_id: str, data: bytes, *, deadline: Deadline | None = None) -> PostOutcome:
-        """``post_async`` from a thread outside the transport's loop."""
-        outcome: PostOutcome = self.transport.run(
-            self.post_async(connection_id, data, self.signer(data), deadline)
-        )
-        return outcome
-
     @staticmethod
     def _failed(connection_id: str, reason: str) -> PostOutcome:
         logger.warning("post failed", extra={"connection_id": connection_id, "reason": reason})
@@ -189,7 +179,11 @@ class ConnectionGateway:
         self._workers = max(workers, 1)
 
     def post(self, connection_id: str, data: bytes, *, deadline: Deadline | None = None) -> PostOutcome:
-        return self.api.post(connection_id, data, deadline=deadline)
+        """One post, from a thread outside the transport's loop."""
+        outcome: PostOutcome = self.api.transport.run(
+            self.api.post_async(connection_id, data, self.api.signer(data), deadline)
+        )
+        return outcome
 
     def post_many(
         self,

@@ -89,38 +89,32 @@ class ConnectionRegistry:
         self._clock = clock
         self._sleep = sleep
         self._delays = tuple(lookup_retry_delays)
-        # connection id -> (when cached, the connection without its token, whether it has one)
-        self._cache: OrderedDict[str, tuple[float, Connection, bool]] = OrderedDict()
+        # connection id -> (when cached, the connection with ``""`` for a token it has)
+        self._cache: OrderedDict[str, tuple[float, Connection | None]] = OrderedDict()
         self._cache_size = cache_size
         self._cache_seconds = cache_seconds
         self._cache_lock = threading.Lock()
         # channel -> when it was last counted full
         self._full: dict[str, float] = {}
 
-    def _cached(self, connection_id: str) -> tuple[Connection, bool] | None:
-        """The cached connection (without its token) and whether it has a token."""
+    def _cached(self, connection_id: str) -> Connection | None:
+        """The cached connection; its token is ``""`` when it has one (a token is never kept)."""
         now = self._clock()
         with self._cache_lock:
-            entry = self._cache.pop(connection_id, None)
-            if entry is None or now - entry[0] > self._cache_seconds or entry[1].ttl <= now:
+            when, conn = self._cache.pop(connection_id, (0.0, None))
+            if conn is None or now - when > self._cache_seconds or conn.ttl <= now:
                 return None
-            self._cache[connection_id] = entry  # the most recently used, last
-            return entry[1], entry[2]
+            self._cache[connection_id] = when, conn  # the most recently used, last
+            return conn
 
-    def _remember(self, conn: Connection) -> None:
-        with self._cache_lock:
-            self._cache.pop(conn.connection_id, None)
-            self._cache[conn.connection_id] = (
-                self._clock(),
-                replace(conn, token=None),
-                conn.token is not None,
-            )
-            while len(self._cache) > max(self._cache_size, 0):
-                self._cache.popitem(last=False)
-
-    def _forget(self, connection_id: str) -> None:
+    def _keep(self, connection_id: str, conn: Connection | None) -> None:
+        """Cache ``conn`` without its token, or (None) forget the connection."""
         with self._cache_lock:
             self._cache.pop(connection_id, None)
+            if conn is not None:
+                self._cache[connection_id] = self._clock(), replace(conn, token=conn.token and "")
+            while len(self._cache) > max(self._cache_size, 0):
+                self._cache.popitem(last=False)
 
     def _call(self, operation: str, *, deadline: Deadline | None = None, **kwargs: Any) -> Any:
         """The client's answer; None when the call's ``ConditionExpression`` did not hold.
@@ -200,7 +194,7 @@ class ConnectionRegistry:
         False when the condition kept the item (a connection so new that it may still be in
         its handshake, for which the Management API answers 410 too).
         """
-        self._forget(connection_id)
+        self._keep(connection_id, None)
         condition: dict[str, Any] = {}
         if created_before is not None:
             condition = {
@@ -247,17 +241,15 @@ class ConnectionRegistry:
         Only an item that has a token gets a new one: whether a connection has a token
         is fixed for its life, which is what lets ``find`` skip the read for one without.
         """
-        updated = self._call(
-            "update_item",
-            Key=key(conn.channel, conn.connection_id),
+        self._update(
+            conn.channel,
+            conn.connection_id,
+            "this connection is not registered; reconnect",
             UpdateExpression="SET #token = :token",
             ConditionExpression="attribute_exists(#token)",
             ExpressionAttributeValues={":token": {"S": token}},
             deadline=deadline,
         )
-        if updated is None:
-            self._forget(conn.connection_id)
-            raise UnknownConnection("this connection is not registered; reconnect")
         return replace(conn, token=token)
 
     def find(
@@ -277,20 +269,18 @@ class ConnectionRegistry:
         GetItem: the cache and the eventually consistent index may hold one an ``auth`` has
         replaced since); ``token=False`` skips that read and answers no token.
         """
-        hit = self._cached(connection_id) if cached else None
-        if hit is None:
+        conn = self._cached(connection_id) if cached else None
+        if conn is None:
             pauses = self._pauses(deadline) if retry else iter(())
-            while (own := self._own_item(connection_id, deadline)) is None:
+            while (conn := self._own_item(connection_id, deadline)) is None:
                 if next(pauses, False) is False:
                     return None
-            self._remember(own)
-            hit = replace(own, token=None), own.token is not None
-        conn, has_token = hit
-        if not (token and has_token):
-            return conn
+            self._keep(connection_id, conn)
+        if not token or conn.token is None:
+            return replace(conn, token=None)
         stored = self.get(conn.channel, connection_id, "token", TTL_ATTRIBUTE, deadline=deadline)
         if stored is None:  # gone or expired since
-            self._forget(connection_id)
+            self._keep(connection_id, None)
             return None
         return replace(conn, token=stored.token)
 
@@ -377,15 +367,23 @@ class ConnectionRegistry:
             update = "SET " + ", ".join(sets) + " ADD #types :types"
             condition = f"attribute_not_exists(#{SORT_KEY}) OR attribute_exists(#home)"
             refused = "this connection's own item is in that channel; reconnect"
-        written = self._call(
-            "update_item",
-            Key=key(item.channel, item.connection_id),
+        self._update(
+            item.channel,
+            item.connection_id,
+            refused,
             UpdateExpression=update,
             ConditionExpression=condition,
             ExpressionAttributeValues=values,
             deadline=deadline,
         )
-        if written is None:
+
+    def _update(
+        self, channel: str, connection_id: str, refused: str, *, deadline: Deadline | None, **request: Any
+    ) -> None:
+        """A conditional ``update_item`` of the item; ``UnknownConnection(refused)`` (and the
+        connection forgotten) when the condition does not hold."""
+        if self._call("update_item", Key=key(channel, connection_id), deadline=deadline, **request) is None:
+            self._keep(connection_id, None)
             raise UnknownConnection(refused)
 
     def unsubscribe(
@@ -417,7 +415,7 @@ class ConnectionRegistry:
 
         Unprocessed deletes are retried after the lookup's pauses, each only with time left.
         """
-        self._forget(connection_id)
+        self._keep(connection_id, None)
         items = self.connection_items(connection_id, live=False, deadline=deadline)
         deletes = [{"DeleteRequest": {"Key": key(c.channel, c.connection_id)}} for c in items]
         for _ in self._batches("batch_write_item", deletes, deadline):
