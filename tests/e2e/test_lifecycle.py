@@ -156,6 +156,11 @@ def test_idle_sockets_and_old_sockets_are_closed_with_1001(local_stack: StackPro
                 assert pongs >= 3
 
         run(scenario)
+        # each $disconnect is logged after its close frame went out: wait for the second line
+        wait_until(
+            lambda: len(re.findall(r"\$disconnect .*close=1001", stack.output)) >= 2,
+            what="both sockets' $disconnect logged",
+        )
         assert len(re.findall(r"\$disconnect .*close=1001", stack.output)) == 2
         assert stack.output.count("closing: idle timeout") == 1
         assert stack.output.count("closing: maximum lifetime") == 1
