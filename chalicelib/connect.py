@@ -127,15 +127,7 @@ class ConnectCase:
         if len(endpoint) > ENDPOINT_MAX:
             raise errors.InvalidMessage("the request's domain name is too long", status=400)
         log["channel"] = channel
-        frames: list[bytes] = []
-        for key in ("initial", "receipt"):
-            payload = answer.get(key)
-            if payload is not None and request.booking_id is not None:
-                payload = protocol.tagged(payload, request.booking_id, request.connection_type)
-            try:
-                frames.extend(wire.frames_for(payload) if payload is not None else [])
-            except errors.TooLarge as exc:
-                frames.append(wire.encode(protocol.error_frame_for(exc)))
+        frames = protocol.initial_frames(answer, request.booking_id, request.connection_type)
         now = int(self._clients.clock())
         conn = Connection(
             connection_id=connection_id,

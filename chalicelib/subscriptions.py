@@ -24,7 +24,7 @@ from chalicelib import protocol, wire
 from chalicelib.channel_sender import ChannelSender
 from chalicelib.clients import Clients
 from chalicelib.deadline import Deadline
-from chalicelib.errors import Forbidden, InvalidMessage, ProxyError, TooLarge, TooManySubscriptions
+from chalicelib.errors import Forbidden, InvalidMessage, ProxyError, TooManySubscriptions
 from chalicelib.model import Connection, FanOutResult, Gateway, Member, Registry
 from chalicelib.protocol import BookingTarget
 from chalicelib.routes import Route, channel_key
@@ -51,20 +51,6 @@ def with_ref(payload: dict[str, Any], ref: Any) -> dict[str, Any]:
 def is_user_level(conn: Connection, route: Route) -> bool:
     """A socket of a booking type opened without a booking: its own item is in its user's channel."""
     return route.needs_booking and conn.booking_id is None and conn.channel.startswith("user#")
-
-
-def frames_of(answer: dict[str, Any], booking_id: str, connection_type: str) -> list[bytes]:
-    """A connect answer's ``initial`` and ``receipt``, tagged with the booking, as frames in order."""
-    frames: list[bytes] = []
-    for key in ("initial", "receipt"):
-        payload = answer.get(key)
-        if payload is None:
-            continue
-        try:
-            frames.extend(wire.frames_for(protocol.tagged(payload, booking_id, connection_type)))
-        except TooLarge as exc:
-            frames.append(wire.encode(protocol.error_frame_for(exc)))
-    return frames
 
 
 def presence_change(
@@ -175,7 +161,7 @@ class Subscriptions:
             own = Connection(conn.connection_id, conn.channel, conn.connection_type, types=types)
             self._registry.subscribe(own, deadline=deadline)
         self._answer(gateway, conn.connection_id, target, ref, log, "subscribed")
-        frames = frames_of(answer, target.booking_id, target.connection_type)
+        frames = protocol.initial_frames(answer, target.booking_id, target.connection_type)
         if frames:
             self._sender.send_here(gateway, target.channel, [conn.connection_id], frames, deadline, attempt=0)
         if there is None or not there.is_type(target.connection_type):
@@ -246,10 +232,7 @@ class Subscriptions:
         if not isinstance(named, list):
             logger.error("recipients is not a list; ignored", extra={"booking": booking_id})
             return []
-        texts = (str(user) for user in named if isinstance(user, (str, int)) and not isinstance(user, bool))
-        users = list(
-            dict.fromkeys(t for t in texts if 0 < len(t) <= protocol.USER_ID_MAX and wire.is_text(t))
-        )
+        users = list(dict.fromkeys(user for user in map(protocol.user_id_of, named) if user is not None))
         if len(users) != len(named) or len(users) > MAX_RECIPIENTS:
             logger.warning(
                 "recipients: invalid or repeated users skipped, or too many",
