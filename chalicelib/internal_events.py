@@ -126,14 +126,8 @@ class PresenceEvent:
 
     def to_payload(self) -> dict[str, Any]:
         channels = [{"booking_id": b, "connection_type": t} for b, t in self.channels]
-        return {
-            "presence": {
-                "connection_id": self.connection_id,
-                "user_id": self.user_id,
-                "online": self.online,
-                "channels": channels,
-            }
-        }
+        body = {"connection_id": self.connection_id, "user_id": self.user_id, "online": self.online}
+        return {"presence": {**body, "channels": channels}}
 
     @classmethod
     def from_payload(cls, payload: Any, *, booking_types: Collection[str]) -> PresenceEvent:
