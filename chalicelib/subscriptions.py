@@ -97,11 +97,7 @@ class Subscriptions:
     """
 
     def __init__(self, clients: Clients, sender: ChannelSender, reply: Reply) -> None:
-        self._settings = clients.settings
-        self._registry = clients.registry
-        self._backend = clients.backend
-        self._clock = clients.clock
-        self._metric = clients.metric
+        self._clients, self._settings, self._registry = clients, clients.settings, clients.registry
         self._sender = sender
         self._reply = reply
 
@@ -140,7 +136,7 @@ class Subscriptions:
             )
         since = {} if target.since is None else {"since": target.since}
         body = {"connection_id": conn.connection_id, "token": conn.token, **since}
-        answer = self._backend.post(path, body, deadline=deadline)
+        answer = self._clients.backend.post(path, body, deadline=deadline)
         user = protocol.answered_user(answer)
         if user is not None and user != conn.user_id:
             raise Forbidden("the token belongs to another user than this socket's")
@@ -149,8 +145,9 @@ class Subscriptions:
                 conn,
                 channel=target.channel,
                 connection_type=target.connection_type,
-                token=None,  # only the socket's own item holds it
-                created_at=int(self._clock()),  # and the socket's ttl: it lives no longer than its socket
+                # no token (only the socket's own item holds it); the socket's ttl: it never outlives it
+                token=None,
+                created_at=int(self._clients.clock()),
                 booking_id=target.booking_id,
                 home=conn.channel,
                 types=frozenset({target.connection_type}),
@@ -222,12 +219,12 @@ class Subscriptions:
             if path is None:
                 return []
             try:
-                named = self._backend.post(path, {"booking_id": booking_id}, deadline=deadline).get(
+                named = self._clients.backend.post(path, {"booking_id": booking_id}, deadline=deadline).get(
                     "user_ids"
                 )
             except ProxyError as exc:  # the message is stored: deliver it to the channel regardless
                 logger.error("participants lookup failed", extra={"booking": booking_id, "error": exc.code})
-                self._metric("BackendErrors", 1)
+                self._clients.metric("BackendErrors", 1)
                 return []
         if not isinstance(named, list):
             logger.error("recipients is not a list; ignored", extra={"booking": booking_id})
