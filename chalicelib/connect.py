@@ -45,29 +45,27 @@ def presence_channels(items: list[Connection]) -> tuple[tuple[str, str], ...]:
 
 
 def hand_presence(
-    settings: Settings, invoker: Invoker, connection_id: str, items: list[Connection], *, online: bool
-) -> str | None:
+    settings: Settings, invoker: Invoker, items: list[Connection], log: dict[str, Any], *, online: bool
+) -> None:
     """With ``PRESENCE_EVENTS``: the socket's arrival in (or departure from) its booking channels
-    to ``deliver``, which announces it; what happened (for the log), None when nothing was to do."""
-    if not settings.presence_events:
-        return None
+    to ``deliver``, which announces it; ``log["presence"]`` says how that went, if there was any."""
     user = next((item.user_id for item in items if item.user_id is not None), None)
     channels = presence_channels(items)
-    if user is None or not channels:
-        return None
-    name = settings.deliver_function_name
+    if not settings.presence_events or user is None or not channels:
+        return
+    connection_id, name = items[0].connection_id, settings.deliver_function_name
+    log["presence"] = "failed"
     if not name:
         logger.error("DELIVER_FUNCTION_NAME is required for PRESENCE_EVENTS")
-        return "failed"
+        return
     try:
         invoker.invoke_async(name, PresenceEvent(connection_id, user, online, channels).to_payload())
+        log["presence"] = "handed"
     except Exception as exc:  # noqa: BLE001 - best effort: the socket's own work is done
         logger.error(
             "presence could not be handed to deliver",
             extra={"connection_id": connection_id, "error": type(exc).__name__},
         )
-        return "failed"
-    return "handed"
 
 
 def _refused(outcome: str) -> dict[str, Any]:
@@ -127,15 +125,7 @@ class ConnectCase:
         if len(endpoint) > ENDPOINT_MAX:
             raise errors.InvalidMessage("the request's domain name is too long", status=400)
         log["channel"] = channel
-        frames: list[bytes] = []
-        for key in ("initial", "receipt"):
-            payload = answer.get(key)
-            if payload is not None and request.booking_id is not None:
-                payload = protocol.tagged(payload, request.booking_id, request.connection_type)
-            try:
-                frames.extend(wire.frames_for(payload) if payload is not None else [])
-            except errors.TooLarge as exc:
-                frames.append(wire.encode(protocol.error_frame_for(exc)))
+        frames = protocol.initial_frames(answer, request.booking_id, request.connection_type)
         now = int(self._clients.clock())
         conn = Connection(
             connection_id=connection_id,
@@ -157,9 +147,7 @@ class ConnectCase:
                 # the rollback may use the time kept back from the deadline
                 registry.delete(channel, connection_id, deadline=deadline.later(1.0))
                 raise
-        presence = hand_presence(settings, self._clients.invoker, connection_id, [conn], online=True)
-        if presence:
-            log["presence"] = presence
+        hand_presence(settings, self._clients.invoker, [conn], log, online=True)
         if request.bearer_subprotocol:
             return {"statusCode": 200, "headers": {"Sec-WebSocket-Protocol": protocol.BEARER_SUBPROTOCOL}}
         return {"statusCode": 200}
@@ -207,11 +195,9 @@ class DisconnectCase:
                     run.log["channel"] = home.channel if home else None
                     run.log["subscriptions"] = sum(1 for conn in removed if conn.subscription)
                     self._clients.metric("ConnectionsClosed", 1)
-                    presence = hand_presence(
-                        self._clients.settings, self._clients.invoker, connection_id, removed, online=False
+                    hand_presence(
+                        self._clients.settings, self._clients.invoker, removed, run.log, online=False
                     )
-                    if presence:
-                        run.log["presence"] = presence
             except errors.ProxyError as exc:  # best effort: TTL removes what we could not
                 run.log["outcome"] = "error"
                 logger.error("disconnect cleanup failed", extra={**run.log, "error": exc.code})

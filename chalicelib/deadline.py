@@ -26,23 +26,17 @@ class Deadline:
     clock: Callable[[], float] = time.monotonic
 
     @classmethod
-    def after(cls, seconds: float, clock: Callable[[], float] = time.monotonic) -> Deadline:
-        return cls(clock() + seconds, clock)
+    def after(cls, seconds: float) -> Deadline:
+        return cls(time.monotonic() + seconds)
 
     @classmethod
-    def from_context(
-        cls,
-        context: Any,
-        *,
-        reserve: float = RESERVE_SECONDS,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> Deadline:
-        """The context's remaining time less ``reserve`` (never negative)."""
+    def from_context(cls, context: Any) -> Deadline:
+        """The context's remaining time less ``RESERVE_SECONDS`` (never negative)."""
         try:
-            seconds = float(context.get_remaining_time_in_millis()) / 1000 - reserve
+            seconds = float(context.get_remaining_time_in_millis()) / 1000 - RESERVE_SECONDS
         except (AttributeError, TypeError, ValueError):  # no Lambda context
-            return cls.after(UNBOUNDED_SECONDS, clock)
-        return cls.after(max(0.0, seconds), clock)
+            return cls.after(UNBOUNDED_SECONDS)
+        return cls.after(max(0.0, seconds))
 
     def remaining(self) -> float:
         return max(0.0, self.at - self.clock())

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.errors import InvalidEvent
-from chalicelib.protocol import USER_ID_MAX, booking_id_of
+from chalicelib.protocol import USER_ID_MAX, booking_id_of, user_id_of
 
 #: Lambda's asynchronous invocation payload limit, with room for the envelope.
 ASYNC_PAYLOAD_LIMIT = 240 * 1024
@@ -126,21 +126,15 @@ class PresenceEvent:
 
     def to_payload(self) -> dict[str, Any]:
         channels = [{"booking_id": b, "connection_type": t} for b, t in self.channels]
-        return {
-            "presence": {
-                "connection_id": self.connection_id,
-                "user_id": self.user_id,
-                "online": self.online,
-                "channels": channels,
-            }
-        }
+        body = {"connection_id": self.connection_id, "user_id": self.user_id, "online": self.online}
+        return {"presence": {**body, "channels": channels}}
 
     @classmethod
     def from_payload(cls, payload: Any, *, booking_types: Collection[str]) -> PresenceEvent:
         """The event, whose connection types must be among ``booking_types``."""
         body = _body(payload, "presence", "presence event")
-        connection_id, user_id = _field(body, "connection_id", str), _field(body, "user_id", str)
-        if not connection_id or not 0 < len(user_id) <= USER_ID_MAX:
+        connection_id, user_id = _field(body, "connection_id", str), user_id_of(_field(body, "user_id", str))
+        if not connection_id or user_id is None:
             raise InvalidEvent(f"connection_id must not be empty, user_id 1 to {USER_ID_MAX} characters")
         if not isinstance(body.get("online"), bool):
             raise InvalidEvent("online must be true or false")

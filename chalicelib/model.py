@@ -109,7 +109,7 @@ class FanOutResult:
 
 
 class Registry(Protocol):
-    """The live connections (the DynamoDB connections table).
+    """The live connections (the DynamoDB connections table), as the handlers call them.
 
     Each call is bounded by ``deadline`` when one is given: past it, ``BackendUnavailable``.
     """
@@ -126,13 +126,7 @@ class Registry(Protocol):
     ) -> bool: ...
 
     def find(
-        self,
-        connection_id: str,
-        *,
-        retry: bool = True,
-        cached: bool = True,
-        token: bool = True,
-        deadline: Deadline | None = None,
+        self, connection_id: str, *, token: bool = True, deadline: Deadline | None = None
     ) -> Connection | None: ...
 
     def channel_ids(

@@ -189,13 +189,27 @@ def parse_booking_target(
     return BookingTarget(booking_id, connection_type, routes[connection_type], since)
 
 
-def tagged(payload: Any, booking_id: str, connection_type: str | None) -> Any:
-    """A frame from a booking's channel with ``booking_id`` and ``connection_type`` added when absent."""
-    if not isinstance(payload, dict):
+def tagged(payload: Any, booking_id: str | None, connection_type: str | None) -> Any:
+    """A frame from a booking's channel with ``booking_id`` and ``connection_type`` added when absent
+    (none: no booking)."""
+    if not isinstance(payload, dict) or booking_id is None:
         return payload
     tags = {"booking_id": booking_id, "connection_type": connection_type}
     extra = {key: value for key, value in tags.items() if value is not None and key not in payload}
     return {**payload, **extra} if extra else payload
+
+
+def initial_frames(answer: Mapping[str, Any], booking_id: str | None, connection_type: str) -> list[bytes]:
+    """A connect answer's ``initial`` and ``receipt`` as frames, in order and tagged with the booking
+    (if any); one too large for the client becomes its ``too_large`` error frame."""
+    frames: list[bytes] = []
+    for payload in (answer.get("initial"), answer.get("receipt")):
+        try:
+            if payload is not None:
+                frames += wire.frames_for(tagged(payload, booking_id, connection_type))
+        except TooLarge as exc:
+            frames.append(wire.encode(error_frame_for(exc)))
+    return frames
 
 
 def _id_problem(value: Any) -> str | None:

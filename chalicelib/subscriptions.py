@@ -24,7 +24,7 @@ from chalicelib import protocol, wire
 from chalicelib.channel_sender import ChannelSender
 from chalicelib.clients import Clients
 from chalicelib.deadline import Deadline
-from chalicelib.errors import Forbidden, InvalidMessage, ProxyError, TooLarge, TooManySubscriptions
+from chalicelib.errors import Forbidden, InvalidMessage, ProxyError, TooManySubscriptions
 from chalicelib.model import Connection, FanOutResult, Gateway, Member, Registry
 from chalicelib.protocol import BookingTarget
 from chalicelib.routes import Route, channel_key
@@ -51,20 +51,6 @@ def with_ref(payload: dict[str, Any], ref: Any) -> dict[str, Any]:
 def is_user_level(conn: Connection, route: Route) -> bool:
     """A socket of a booking type opened without a booking: its own item is in its user's channel."""
     return route.needs_booking and conn.booking_id is None and conn.channel.startswith("user#")
-
-
-def frames_of(answer: dict[str, Any], booking_id: str, connection_type: str) -> list[bytes]:
-    """A connect answer's ``initial`` and ``receipt``, tagged with the booking, as frames in order."""
-    frames: list[bytes] = []
-    for key in ("initial", "receipt"):
-        payload = answer.get(key)
-        if payload is None:
-            continue
-        try:
-            frames.extend(wire.frames_for(protocol.tagged(payload, booking_id, connection_type)))
-        except TooLarge as exc:
-            frames.append(wire.encode(protocol.error_frame_for(exc)))
-    return frames
 
 
 def presence_change(
@@ -111,11 +97,7 @@ class Subscriptions:
     """
 
     def __init__(self, clients: Clients, sender: ChannelSender, reply: Reply) -> None:
-        self._settings = clients.settings
-        self._registry = clients.registry
-        self._backend = clients.backend
-        self._clock = clients.clock
-        self._metric = clients.metric
+        self._clients, self._settings, self._registry = clients, clients.settings, clients.registry
         self._sender = sender
         self._reply = reply
 
@@ -154,7 +136,7 @@ class Subscriptions:
             )
         since = {} if target.since is None else {"since": target.since}
         body = {"connection_id": conn.connection_id, "token": conn.token, **since}
-        answer = self._backend.post(path, body, deadline=deadline)
+        answer = self._clients.backend.post(path, body, deadline=deadline)
         user = protocol.answered_user(answer)
         if user is not None and user != conn.user_id:
             raise Forbidden("the token belongs to another user than this socket's")
@@ -163,8 +145,9 @@ class Subscriptions:
                 conn,
                 channel=target.channel,
                 connection_type=target.connection_type,
-                token=None,  # only the socket's own item holds it
-                created_at=int(self._clock()),  # and the socket's ttl: it lives no longer than its socket
+                # no token (only the socket's own item holds it); the socket's ttl: it never outlives it
+                token=None,
+                created_at=int(self._clients.clock()),
                 booking_id=target.booking_id,
                 home=conn.channel,
                 types=frozenset({target.connection_type}),
@@ -175,7 +158,7 @@ class Subscriptions:
             own = Connection(conn.connection_id, conn.channel, conn.connection_type, types=types)
             self._registry.subscribe(own, deadline=deadline)
         self._answer(gateway, conn.connection_id, target, ref, log, "subscribed")
-        frames = frames_of(answer, target.booking_id, target.connection_type)
+        frames = protocol.initial_frames(answer, target.booking_id, target.connection_type)
         if frames:
             self._sender.send_here(gateway, target.channel, [conn.connection_id], frames, deadline, attempt=0)
         if there is None or not there.is_type(target.connection_type):
@@ -236,20 +219,17 @@ class Subscriptions:
             if path is None:
                 return []
             try:
-                named = self._backend.post(path, {"booking_id": booking_id}, deadline=deadline).get(
+                named = self._clients.backend.post(path, {"booking_id": booking_id}, deadline=deadline).get(
                     "user_ids"
                 )
             except ProxyError as exc:  # the message is stored: deliver it to the channel regardless
                 logger.error("participants lookup failed", extra={"booking": booking_id, "error": exc.code})
-                self._metric("BackendErrors", 1)
+                self._clients.metric("BackendErrors", 1)
                 return []
         if not isinstance(named, list):
             logger.error("recipients is not a list; ignored", extra={"booking": booking_id})
             return []
-        texts = (str(user) for user in named if isinstance(user, (str, int)) and not isinstance(user, bool))
-        users = list(
-            dict.fromkeys(t for t in texts if 0 < len(t) <= protocol.USER_ID_MAX and wire.is_text(t))
-        )
+        users = list(dict.fromkeys(user for user in map(protocol.user_id_of, named) if user is not None))
         if len(users) != len(named) or len(users) > MAX_RECIPIENTS:
             logger.warning(
                 "recipients: invalid or repeated users skipped, or too many",

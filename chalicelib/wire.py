@@ -102,19 +102,15 @@ def frames_for(payload: Any, limit: int = MAX_MESSAGE_BYTES) -> list[bytes]:
     raise TooLarge(f"a {kind or 'payload'} of {len(data)} bytes is over the {limit // 1024} KB message limit")
 
 
-def frames_with_ref(payload: Any, ref: Any) -> list[bytes]:
+def frames_with_ref(payload: dict[str, Any], ref: Any) -> list[bytes]:
     """``frames_for(payload)`` with ``ref`` on the last frame only (a split reply answers once)."""
     if ref is None:
         return frames_for(payload)
-    if isinstance(payload, dict):  # the usual answer: one frame, encoded once
-        data = encode({**payload, "ref": ref})
-        if len(data) <= MAX_MESSAGE_BYTES:
-            return [data]
-    room = len(encode({"ref": ref}))
-    frames = frames_for(payload, MAX_MESSAGE_BYTES - room)
-    last = loads(frames[-1])
-    last["ref"] = ref
-    return [*frames[:-1], encode(last)]
+    data = encode({**payload, "ref": ref})  # the usual answer: one frame, encoded once
+    if len(data) <= MAX_MESSAGE_BYTES:
+        return [data]
+    frames = frames_for(payload, MAX_MESSAGE_BYTES - len(encode({"ref": ref})))
+    return [*frames[:-1], encode({**loads(frames[-1]), "ref": ref})]
 
 
 def _split_history(payload: dict[str, Any], limit: int) -> list[bytes]:

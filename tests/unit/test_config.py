@@ -13,6 +13,7 @@ from chalicelib import aws
 from chalicelib.clients import build_clients
 from chalicelib.config import Settings
 from chalicelib.errors import BackendUnavailable, ConfigurationError
+from chalicelib.registry import ConnectionRegistry
 from chalicelib.routes import DEFAULT_ROUTES, is_channel_key, routes_with_overrides
 from chalicelib.signing import Credentials
 from chalicelib.transport import Transport
@@ -192,6 +193,7 @@ def test_the_registry_client_retries_with_dynamodbs_own_short_backoff_then_gives
     clients = build_clients()  # AWS_MAX_ATTEMPTS: 5 by default
     try:
         registry = clients.registry
+        assert isinstance(registry, ConnectionRegistry)  # the real one, whose lookups skip the cache here
         throttling_dynamodb.throttle = 4  # absorbed: the fifth attempt is answered
         assert registry.find("A=", retry=False, cached=False) is None
         assert throttling_dynamodb.operations == ["Query"] * 5
