@@ -16,11 +16,13 @@ same rules:
 - **a body cap on every answer** (``max_body``): a bigger answer fails and its
   connection is closed, whatever the server sends after.
 
-The loop runs on a daemon thread of its own for the life of the container, so
-many posts are in flight at once instead of threads contending for the GIL;
-other threads call ``post`` (or ``run`` for a coroutine). A Lambda container is
-frozen between invocations, loop and connections with it, so a warm invocation
-reuses them.
+``post`` (or ``run``, for a coroutine) runs the loop in the calling thread, each
+thread on a loop and connections of its own (no hop to another thread, and no
+thread waiting on another's loop: a fan-out's cleanups, run on other threads
+while it awaits them, call through their own); a fan-out has many posts in
+flight on one loop instead of threads contending for the GIL. A Lambda
+container is frozen between invocations, loop and connections with it, so a
+warm invocation reuses them.
 """
 
 from __future__ import annotations
@@ -135,33 +137,26 @@ class Transport:
         self.max_body = max_body
         self.connect_timeout = connect_timeout
         self._ssl = ssl_context
-        self._idle: dict[Origin, list[_Connection]] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        # idle connections by loop and origin: a connection belongs to the loop that opened it
+        self._idle: dict[tuple[asyncio.AbstractEventLoop, Origin], list[_Connection]] = {}
+        self._local = threading.local()
+        self._loops: list[asyncio.AbstractEventLoop] = []
         self._lock = threading.Lock()
 
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        loop = self._loop
-        if loop is None:
-            with self._lock:
-                if self._loop is None:
-                    new = asyncio.new_event_loop()
-                    thread = threading.Thread(target=new.run_forever, name="http-loop", daemon=True)
-                    thread.start()
-                    self._thread, self._loop = thread, new
-                loop = self._loop
-        return loop
-
     def run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
-        """Run ``coroutine`` on the loop and wait for its result (from any other thread)."""
-        loop = self.loop
-        if threading.current_thread() is self._thread:
-            raise RuntimeError("Transport.run called from its own event loop thread")
-        return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+        """Run ``coroutine`` to its end on this thread's loop (not from a coroutine on it)."""
+        loop: asyncio.AbstractEventLoop | None = getattr(self._local, "loop", None)
+        if loop is None or loop.is_closed():
+            loop = self._local.loop = asyncio.new_event_loop()
+            with self._lock:
+                self._loops.append(loop)
+        elif loop.is_running():
+            coroutine.close()
+            raise RuntimeError("Transport.run called from a coroutine on its own loop")
+        return loop.run_until_complete(coroutine)
 
     def post(self, origin: Origin, data: bytes, timeout: float) -> Response:
-        """``send`` from a thread outside the loop."""
+        """``send`` from outside a coroutine."""
         response: Response = self.run(self.send(origin, data, timeout))
         return response
 
@@ -174,7 +169,7 @@ class Transport:
             raise HttpTimeout("no time left to send")
         loop = asyncio.get_running_loop()
         expires = loop.time() + timeout
-        idle = self._idle.setdefault(origin, [])
+        idle = self._idle.setdefault((loop, origin), [])
         connection: _Connection | None = None
         while idle and connection is None:
             candidate = idle.pop()
@@ -222,22 +217,16 @@ class Transport:
         return connection
 
     def close(self) -> None:
-        """Close every idle connection and stop the loop thread (tests and scripts; Lambda never calls it)."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-
-        def shutdown() -> None:
-            for connections in self._idle.values():
-                for connection in connections:
+        """Close every idle connection and every thread's loop (tests and scripts, nothing in flight)."""
+        with self._lock:
+            loops, self._loops = self._loops, []
+        for loop in loops:
+            for key in [key for key in self._idle if key[0] is loop]:
+                for connection in self._idle.pop(key):
                     connection.close()
-            self._idle.clear()
-            loop.stop()
-
-        loop.call_soon_threadsafe(shutdown)
-        thread.join(5)
-        loop.close()
-        self._loop = self._thread = None
+            if not loop.is_running():
+                loop.run_until_complete(asyncio.sleep(0))  # the aborted sockets are closed
+                loop.close()
 
 
 def _expire(waiter: asyncio.Future[Response]) -> None:
