@@ -1,9 +1,9 @@
-"""The proxy's one HTTP client: keep-alive HTTP/1.1 connections driven by one asyncio loop.
+"""The proxy's one HTTP client: keep-alive HTTP/1.1 connections, one request or many at once.
 
 Both the backend calls and the Management API posts go through it, with the
 same rules:
 
-- **one overall deadline per request**: the ``timeout`` given to ``send`` covers
+- **one overall deadline per request**: the ``timeout`` given covers
   connecting, writing and reading the whole answer; a server that trickles bytes
   cannot hold a request past it (``HttpTimeout``); connecting alone takes at
   most ``connect_timeout``;
@@ -16,21 +16,25 @@ same rules:
 - **a body cap on every answer** (``max_body``): a bigger answer fails and its
   connection is closed, whatever the server sends after.
 
-``post`` (or ``run``, for a coroutine) runs the loop in the calling thread, each
-thread on a loop and connections of its own (no hop to another thread, and no
-thread waiting on another's loop: a fan-out's cleanups, run on other threads
-while it awaits them, call through their own); a fan-out has many posts in
-flight on one loop instead of threads contending for the GIL. A Lambda
-container is frozen between invocations, loop and connections with it, so a
-warm invocation reuses them.
+``post`` sends one request and blocks for its answer on a kept socket: no event
+loop, the least CPU for the calls a handler makes one at a time (DynamoDB, the
+backend, Lambda). Many requests at once (a fan-out) are coroutines awaiting
+``send``, run by ``run`` on the calling thread's own asyncio loop: many posts in
+flight on one loop instead of threads contending for the GIL, and no thread ever
+waits on another's loop (a fan-out's cleanups, on other threads while it awaits
+them, call ``post``). A Lambda container is frozen between invocations, loops
+and connections with it, so a warm invocation reuses them; a connection the
+server closed meanwhile is noticed before it is used (``_quiet``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import select
+import socket
 import ssl
 import threading
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -101,25 +105,12 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
     def reusable(self) -> bool:
-        """Open, and nothing arrived while idle (a close from the server not yet seen by the loop).
-
-        After a Lambda container thaws, the loop may run a request before it has read
-        the FIN of a connection the server closed meanwhile: a zero-timeout ``poll`` of
-        the socket (not ``select``, which fails past descriptor 1024) catches that, as
-        urllib3's ``wait_for_read`` does, so the request goes out on a new connection.
-        """
+        """Open, and nothing arrived while idle (a close from the server not yet seen by the loop)."""
         transport = self.transport
         if self.closed or transport is None or transport.is_closing():
             return False
         sock = transport.get_extra_info("socket")
-        if sock is None:
-            return False
-        poller = select.poll()
-        poller.register(sock.fileno(), select.POLLIN)
-        try:
-            return not poller.poll(0)
-        except OSError:
-            return False
+        return sock is not None and _quiet(sock)
 
 
 class Transport:
@@ -139,6 +130,7 @@ class Transport:
         self._ssl = ssl_context
         # idle connections by loop and origin: a connection belongs to the loop that opened it
         self._idle: dict[tuple[asyncio.AbstractEventLoop, Origin], list[_Connection]] = {}
+        self._sockets: dict[Origin, list[socket.socket]] = {}  # ``post``'s, shared by every thread
         self._local = threading.local()
         self._loops: list[asyncio.AbstractEventLoop] = []
         self._lock = threading.Lock()
@@ -156,9 +148,51 @@ class Transport:
         return loop.run_until_complete(coroutine)
 
     def post(self, origin: Origin, data: bytes, timeout: float) -> Response:
-        """``send`` from outside a coroutine."""
-        response: Response = self.run(self.send(origin, data, timeout))
+        """``send``'s request, blocking on an idle or new socket (from outside a coroutine)."""
+        if timeout <= 0:
+            raise HttpTimeout("no time left to send")
+        expires = time.monotonic() + timeout
+        idle = self._sockets.setdefault(origin, [])
+        sock: socket.socket | None = None
+        while sock is None and idle:
+            try:
+                sock = idle.pop()
+            except IndexError:  # another thread took the last one
+                break
+            if not _quiet(sock):
+                sock.close()
+                sock = None
+        if sock is None:
+            sock = self._connect(origin, min(self.connect_timeout, timeout))
+        try:
+            response = _exchange(sock, data, ResponseParser(self.max_body), expires)
+        except BaseException:
+            sock.close()
+            raise
+        if response.keep_alive and len(idle) < self.idle_per_origin:
+            idle.append(sock)
+        else:
+            sock.close()
         return response
+
+    def _connect(self, origin: Origin, timeout: float) -> socket.socket:
+        scheme, host, port = origin
+        sock: socket.socket | None = None
+        try:
+            sock = socket.create_connection((host, port), timeout=max(timeout, 0.001))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return self._tls().wrap_socket(sock, server_hostname=host) if scheme == "https" else sock
+        except OSError as exc:  # ssl.SSLError and TimeoutError among them
+            if sock is not None:
+                sock.close()
+            if isinstance(exc, TimeoutError):
+                raise HttpTimeout("connect: timed out") from None
+            raise HttpError(f"connect: {type(exc).__name__}: {exc}") from None
+
+    def _tls(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context()
+        return self._ssl
 
     async def send(self, origin: Origin, data: bytes, timeout: float) -> Response:
         """One request (head and body in ``data``) on an idle or new connection; its answer or ``HttpError``.
@@ -197,15 +231,13 @@ class Transport:
     async def _open(self, origin: Origin, timeout: float) -> _Connection:
         scheme, host, port = origin
         tls = scheme == "https"
-        if tls and self._ssl is None:
-            self._ssl = ssl.create_default_context()
         try:
             _, connection = await asyncio.wait_for(
                 asyncio.get_running_loop().create_connection(
                     lambda: _Connection(self.max_body),
                     host,
                     port,
-                    ssl=self._ssl if tls else None,
+                    ssl=self._tls() if tls else None,
                     server_hostname=host if tls else None,
                 ),
                 max(timeout, 0.0),
@@ -227,6 +259,50 @@ class Transport:
             if not loop.is_running():
                 loop.run_until_complete(asyncio.sleep(0))  # the aborted sockets are closed
                 loop.close()
+        for socks in self._sockets.values():
+            for sock in socks:
+                sock.close()
+        self._sockets.clear()
+
+
+def _exchange(sock: socket.socket, data: bytes, parser: ResponseParser, expires: float) -> Response:
+    """Write ``data``, read its answer, all before ``expires`` (``time.monotonic``)."""
+    try:
+        sock.settimeout(_left(expires))
+        sock.sendall(data)
+        while True:
+            sock.settimeout(_left(expires))
+            chunk = sock.recv(65536)
+            response = parser.feed(chunk) if chunk else parser.eof()
+            if response is not None:
+                return response
+    except TimeoutError:
+        raise HttpTimeout("timed out") from None
+    except OSError as exc:
+        raise HttpError(f"{type(exc).__name__}: {exc}") from None
+
+
+def _left(expires: float) -> float:
+    left = expires - time.monotonic()
+    if left <= 0:
+        raise HttpTimeout("timed out")
+    return left
+
+
+def _quiet(sock: socket.socket) -> bool:
+    """Nothing arrived on an idle socket: no close from the server unread (as after a thaw).
+
+    After a Lambda container thaws, a request may go out before the FIN of a connection
+    the server closed meanwhile is read: a zero-timeout ``poll`` (not ``select``, which
+    fails past descriptor 1024) catches that, as urllib3's ``wait_for_read`` does, so the
+    request goes out on a new connection.
+    """
+    poller = select.poll()
+    try:
+        poller.register(sock.fileno(), select.POLLIN)
+        return not poller.poll(0)
+    except (OSError, ValueError):
+        return False
 
 
 def _expire(waiter: asyncio.Future[Response]) -> None:

@@ -212,11 +212,11 @@ class SilentServer:
         self._lock = threading.Lock()
         self._conns: list[socket.socket] = []
         self._stop = threading.Event()
+        self.sock.settimeout(0.05)  # before the thread: the test may close the socket at once
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
 
     def _accept(self) -> None:
-        self.sock.settimeout(0.05)
         while not self._stop.is_set():
             try:
                 conn, _ = self.sock.accept()
