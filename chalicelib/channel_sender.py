@@ -32,7 +32,7 @@ from chalicelib.clients import Clients
 from chalicelib.deadline import Deadline
 from chalicelib.internal_events import FanOutChunk
 from chalicelib.model import FanOutResult, Gateway
-from chalicelib.summary import elapsed_ms
+from chalicelib.summary import elapsed_ms, note
 
 logger = logging.getLogger(__name__)
 
@@ -126,9 +126,10 @@ class ChannelSender:
             else:  # cannot hand it off: send it here rather than lose it
                 chunks[0] = chunks[0] + chunk
         result = self.send_here(gateway, channel, chunks[0], frames, deadline, attempt=0)
-        logger.info(
+        note(
+            "fanouts",
             "fan-out",
-            extra={
+            {
                 "channel": channel,
                 "connections": len(ids),
                 "delivered": result.delivered,
