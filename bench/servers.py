@@ -125,7 +125,7 @@ def serve_moto() -> None:
     ``Connection: close`` and then discards whatever the client sent next), so each
     call would open a TCP connection; DynamoDB keeps them alive, and the stand-in
     must not be the bottleneck. This handler reads each request's body whole, runs
-    moto's WSGI app, and answers with a ``Content-Length`` in one piece, without
+    moto's WSGI app, and answers with a ``Content-Length`` in one write, without
     Nagle's delay, on a connection kept open.
     """
     import io
@@ -144,6 +144,7 @@ def serve_moto() -> None:
     class KeepAlive(MotoRequestHandler):
         protocol_version = "HTTP/1.1"
         disable_nagle_algorithm = True
+        wbufsize = -1  # head and body written together, flushed once per answer
 
         def run_wsgi(self) -> None:
             environ = self.make_environ()
