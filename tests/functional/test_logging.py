@@ -72,6 +72,7 @@ def test_log_lines_are_json_with_route_connection_outcome_and_duration(
     for record in routes.values():
         assert record["connection_id"] == "A1="
         assert record["service"] == "ws-proxy"
+        assert {"cold_start", "function_name", "function_request_id"} <= set(record)  # Lambda's context
         assert "outcome" in record
         assert isinstance(record["duration_ms"], float)
     assert routes["$default"]["channel"] == "booking#1"
