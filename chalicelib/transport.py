@@ -148,22 +148,23 @@ class Transport:
         return loop.run_until_complete(coroutine)
 
     def post(self, origin: Origin, data: bytes, timeout: float) -> Response:
-        """``send``'s request, blocking on an idle or new socket (from outside a coroutine)."""
+        """One request (head and body in ``data``) on an idle or new socket; its answer or ``HttpError``.
+
+        The request is never sent with no time left: a backend must not get a message nobody waits for.
+        """
         if timeout <= 0:
             raise HttpTimeout("no time left to send")
         expires = time.monotonic() + timeout
         idle = self._sockets.setdefault(origin, [])
-        sock: socket.socket | None = None
-        while sock is None and idle:
+        while True:
             try:
                 sock = idle.pop()
-            except IndexError:  # another thread took the last one
+            except IndexError:  # none idle (another thread may have taken the last): a new one
+                sock = self._connect(origin, min(self.connect_timeout, timeout))
                 break
-            if not _quiet(sock):
-                sock.close()
-                sock = None
-        if sock is None:
-            sock = self._connect(origin, min(self.connect_timeout, timeout))
+            if _quiet(sock):
+                break
+            sock.close()
         try:
             response = _exchange(sock, data, ResponseParser(self.max_body), expires)
         except BaseException:
@@ -195,10 +196,7 @@ class Transport:
         return self._ssl
 
     async def send(self, origin: Origin, data: bytes, timeout: float) -> Response:
-        """One request (head and body in ``data``) on an idle or new connection; its answer or ``HttpError``.
-
-        The request is never sent with no time left: a backend must not get a message nobody waits for.
-        """
+        """``post`` from a coroutine: on a connection of the running loop, many in flight at once."""
         if timeout <= 0:
             raise HttpTimeout("no time left to send")
         loop = asyncio.get_running_loop()
