@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -16,7 +17,7 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from chalice.app import Chalice, ConvertToMiddleware, WebsocketEvent
+from chalice.app import Chalice, WebsocketEvent
 
 from chalicelib.clients import Clients, answer_with, build_clients, function_name
 from chalicelib.connect import ConnectCase, DisconnectCase
@@ -48,10 +49,17 @@ def get_clients() -> Clients:
 
 
 # log_event stays False whatever the environment says: events carry tokens.
-app.register_middleware(
-    ConvertToMiddleware(functools.partial(logger.inject_lambda_context, log_event=False)), "all"
-)
-app.register_middleware(ConvertToMiddleware(metrics.log_metrics), "all")
+@logger.inject_lambda_context(log_event=False)
+@metrics.log_metrics
+def _observed(respond: Callable[[], Any], context: Any) -> Any:
+    """Powertools' work around every invocation (the context's keys on each log line, the
+    metrics flushed after), its decorators applied once rather than per invocation."""
+    return respond()
+
+
+@app.middleware("all")
+def _powertools(event: Any, get_response: Callable[[Any], Any]) -> Any:
+    return _observed(lambda: get_response(event), event.context)
 
 
 @app.on_ws_connect()

@@ -6,7 +6,7 @@ the container's lazily built dependencies), against:
 
 - a backend stand-in and a Management API stand-in (``bench.standin``, one
   process, both answering at once: stage ``instant``), keep-alive;
-- moto's DynamoDB in its own process (``ThreadedMotoServer``), reached through
+- moto's DynamoDB in its own process (``bench.servers.serve_moto``, keep-alive), reached through
   ``AWS_ENDPOINT_URL_DYNAMODB``, holding a channel of ``CHANNEL`` connections.
 
 Each message is a chat frame the backend answers with ``broadcast: true``, so

@@ -8,6 +8,7 @@ import selectors
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -117,22 +118,80 @@ def standin(delay: float = 0.02, tls: tuple[str, str] | None = None) -> Iterator
         _stop(process)
 
 
+def serve_moto() -> None:
+    """moto's DynamoDB on an ephemeral port, keep-alive as DynamoDB is, until stdin closes.
+
+    Werkzeug's own request handler closes every connection (it answers
+    ``Connection: close`` and then discards whatever the client sent next), so each
+    call would open a TCP connection; DynamoDB keeps them alive, and the stand-in
+    must not be the bottleneck. This handler reads each request's body whole, runs
+    moto's WSGI app, and answers with a ``Content-Length`` in one write, without
+    Nagle's delay, on a connection kept open.
+    """
+    import io
+    import logging
+
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    app = DomainDispatcherApplication(create_backend_app)
+
+    class KeepAlive(MotoRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
+        wbufsize = -1  # head and body written together, flushed once per answer
+
+        def run_wsgi(self) -> None:
+            environ = self.make_environ()
+            stream = environ["wsgi.input"]
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            body = stream.read() if environ.get("wsgi.input_terminated") else stream.read(length)
+            environ["wsgi.input"] = io.BytesIO(body)
+            answer: list[Any] = []
+            chunks: list[bytes] = []
+
+            def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+                answer[:] = [status, headers]
+                return chunks.append
+
+            result = app(environ, start_response)
+            try:
+                chunks.extend(result)
+            finally:
+                getattr(result, "close", lambda: None)()
+            data = b"".join(chunks)
+            code, _, reason = answer[0].partition(" ")
+            self.send_response(int(code), reason)
+            for name, value in answer[1]:
+                if name.lower() not in ("content-length", "connection", "transfer-encoding"):
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=KeepAlive)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    print("READY", server.server_port, flush=True)
+    sys.stdin.read()
+    server.shutdown()
+
+
 @contextmanager
 def moto_server() -> Iterator[Server]:
-    """moto's DynamoDB emulation over HTTP, in its own process, on an ephemeral port."""
-    code = (
-        "import logging, sys\n"
-        "logging.getLogger('werkzeug').setLevel(logging.ERROR)\n"
-        "from moto.server import ThreadedMotoServer\n"
-        "s = ThreadedMotoServer(ip_address='127.0.0.1', port=0, verbose=False)\n"
-        "s.start()\n"
-        "print('READY', s.get_host_and_port()[1], flush=True)\n"
-        "sys.stdin.read()\n"
-        "s.stop()\n"
-    )
+    """moto's DynamoDB emulation over HTTP (``serve_moto``), in its own process, on an ephemeral port."""
     env = {**os.environ, **DUMMY_AWS_ENV}
     process = subprocess.Popen(
-        [PY, "-c", code], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        [PY, "-c", "from bench.servers import serve_moto; serve_moto()"],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         line = _wait_ready(process, "READY ", timeout=60)

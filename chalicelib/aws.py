@@ -144,16 +144,21 @@ def standard_backoff(attempt: int) -> float:
 class _Service:
     """One AWS service endpoint: signed requests over the transport, retried within a deadline."""
 
+    #: The service's signing name.
+    name = ""
+    #: Attempts per call unless ``max_attempts`` says otherwise.
+    attempts = 1
+    #: The pause before retry ``attempt`` (1-based).
+    backoff: Callable[[int], float] = staticmethod(standard_backoff)
+
     def __init__(
         self,
-        name: str,
         url: str,
         region_name: str,
         credentials: Callable[[], Credentials],
         transport: Transport,
         *,
-        max_attempts: int,
-        backoff: Callable[[int], float],
+        max_attempts: int | None = None,
         attempt_seconds: float = ATTEMPT_SECONDS,
         sleep: Callable[[float], None] = time.sleep,
         amz_date: Callable[[], str] = amz_now,
@@ -161,15 +166,13 @@ class _Service:
         parts = urlsplit(url.rstrip("/"))
         if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
             raise ValueError(f"not an http(s) endpoint: {url!r}")
-        self.name = name
         self._origin = (parts.scheme, parts.hostname, parts.port or DEFAULT_PORTS[parts.scheme])
         self._base_path = parts.path
         self._host = signing_host(url)
         self._region = region_name
         self._credentials = credentials
         self._transport = transport
-        self._max_attempts = max(1, max_attempts)
-        self._backoff = backoff
+        self._max_attempts = max(1, self.attempts if max_attempts is None else max_attempts)
         self._attempt_seconds = attempt_seconds
         self._sleep = sleep
         self._amz_date = amz_date
@@ -187,14 +190,7 @@ class _Service:
         )
         return head.encode() + body
 
-    def send(
-        self,
-        path: str,
-        headers: dict[str, str],
-        body: bytes,
-        deadline: Deadline | None,
-        error: Callable[[Response], AwsError],
-    ) -> Response:
+    def send(self, path: str, headers: dict[str, str], body: bytes, deadline: Deadline | None) -> Response:
         """The first answer under 300 (or the last error), retrying what AWS says may be retried."""
         attempt = 0
         while True:
@@ -210,10 +206,10 @@ class _Service:
             else:
                 if response.status < 300:
                     return response
-                failure = error(response)
+                failure = _json_error(response)
             if not failure.retryable or attempt >= self._max_attempts:
                 raise failure
-            pause = self._backoff(attempt)
+            pause = self.backoff(attempt)
             if deadline is not None and deadline.remaining() - pause < MIN_ATTEMPT_SECONDS:
                 raise failure  # no time for another attempt after the pause
             self._sleep(pause)
@@ -232,33 +228,12 @@ def _json_error(response: Response) -> AwsError:
     return AwsError(kind.rsplit("#", 1)[-1], str(message), response.status)
 
 
-class DynamoDB:
+class DynamoDB(_Service):
     """DynamoDB's low-level operations the registry uses, botocore's names and shapes."""
 
-    def __init__(
-        self,
-        url: str,
-        region_name: str,
-        credentials: Callable[[], Credentials],
-        transport: Transport,
-        *,
-        max_attempts: int = 10,
-        attempt_seconds: float = ATTEMPT_SECONDS,
-        sleep: Callable[[float], None] = time.sleep,
-        amz_date: Callable[[], str] = amz_now,
-    ) -> None:
-        self._service = _Service(
-            "dynamodb",
-            url,
-            region_name,
-            credentials,
-            transport,
-            max_attempts=max_attempts,
-            backoff=dynamodb_backoff,
-            attempt_seconds=attempt_seconds,
-            sleep=sleep,
-            amz_date=amz_date,
-        )
+    name = "dynamodb"
+    attempts = 10
+    backoff = staticmethod(dynamodb_backoff)
 
     def call(
         self, operation: str, params: dict[str, Any], deadline: Deadline | None = None
@@ -266,7 +241,7 @@ class DynamoDB:
         """One operation (``PutItem``...) with botocore's parameters; DynamoDB's answer."""
         headers = {"X-Amz-Target": f"{DYNAMODB_TARGET}.{operation}", "Content-Type": DYNAMODB_CONTENT_TYPE}
         body = json.dumps(params).encode()
-        response = self._service.send("/", headers, body, deadline, _json_error)
+        response = self.send("/", headers, body, deadline)
         answer: dict[str, Any] = json.loads(response.body) if response.body else {}
         return answer
 
@@ -292,33 +267,11 @@ class DynamoDB:
         return self.call("BatchWriteItem", params, deadline)
 
 
-class LambdaClient:
+class LambdaClient(_Service):
     """Lambda's ``invoke``, botocore's parameters (a bytes ``Payload``) and answer's ``StatusCode``."""
 
-    def __init__(
-        self,
-        url: str,
-        region_name: str,
-        credentials: Callable[[], Credentials],
-        transport: Transport,
-        *,
-        max_attempts: int = 3,
-        attempt_seconds: float = ATTEMPT_SECONDS,
-        sleep: Callable[[float], None] = time.sleep,
-        amz_date: Callable[[], str] = amz_now,
-    ) -> None:
-        self._service = _Service(
-            "lambda",
-            url,
-            region_name,
-            credentials,
-            transport,
-            max_attempts=max_attempts,
-            backoff=standard_backoff,
-            attempt_seconds=attempt_seconds,
-            sleep=sleep,
-            amz_date=amz_date,
-        )
+    name = "lambda"
+    attempts = 3
 
     def invoke(
         self,
@@ -330,5 +283,5 @@ class LambdaClient:
     ) -> dict[str, Any]:
         path = LAMBDA_INVOKE_PATH.format(quote(FunctionName, safe="-_.~"))
         headers = {"X-Amz-Invocation-Type": InvocationType}
-        response = self._service.send(path, headers, Payload, deadline, _json_error)
+        response = self.send(path, headers, Payload, deadline)
         return {"StatusCode": response.status}

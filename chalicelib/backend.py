@@ -25,7 +25,6 @@ token is sent in the body and never logged.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,9 +34,8 @@ from chalicelib.deadline import Deadline
 from chalicelib.errors import BackendError, BackendUnavailable, Forbidden, Unauthorized
 from chalicelib.response_parser import HttpError, HttpTimeout, Response, ResponseTooLarge
 from chalicelib.signing import DEFAULT_PORTS, signing_host
+from chalicelib.summary import elapsed_ms, note
 from chalicelib.transport import Transport
-
-logger = logging.getLogger(__name__)
 
 
 class BackendClient:
@@ -77,14 +75,8 @@ class BackendClient:
             status = response.status
             return self._answer(response)
         finally:
-            logger.info(
-                "backend call",
-                extra={
-                    "path": path,
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-                },
-            )
+            record = {"path": path, "status": status, "duration_ms": elapsed_ms(started)}
+            note("backend_calls", "backend call", record)
 
     @staticmethod
     def _detail(response: Response) -> str | None:

@@ -32,7 +32,7 @@ from chalicelib.clients import Clients
 from chalicelib.deadline import Deadline
 from chalicelib.internal_events import FanOutChunk
 from chalicelib.model import FanOutResult, Gateway
-from chalicelib.summary import elapsed_ms
+from chalicelib.summary import elapsed_ms, note
 
 logger = logging.getLogger(__name__)
 
@@ -162,9 +162,10 @@ class ChannelSender:
                 here = here + chunk
         result = self.send_here(gateway, channel, here, frames, deadline)
         counted = {"connections": len(ids), **counts(result, queued), "unsent": len(result.unsent)}
-        logger.info(
+        note(
+            "fanouts",
             "fan-out",
-            extra={"channel": channel, **counted, "chunks": len(chunks), "duration_ms": result.duration_ms},
+            {"channel": channel, **counted, "chunks": len(chunks), "duration_ms": result.duration_ms},
         )
         return result
 

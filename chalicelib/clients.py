@@ -58,7 +58,7 @@ class Clients:
     #: Wall-clock seconds (item ages) and pauses (deliver's waits for a handshake).
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
-    #: Stops the event loop thread and the fan-out threads (scripts and tests; Lambda never calls it).
+    #: Closes the transport's loops and the fan-out threads (scripts and tests; Lambda never calls it).
     close: Callable[[], None] = lambda: None
 
 

@@ -4,7 +4,9 @@ Every use case runs its work inside ``HandlerRun``: it times the call, collects
 the fields of the summary (route, connection id, outcome, counts), turns a
 ``ConfigurationError`` or any unexpected exception into the use case's fallback
 answer, and logs exactly one record carrying ``summary=True`` (the local
-gateway's terminal shows these). Tokens and message bodies are never fields.
+gateway's terminal shows these). What the work ``note``s (each backend call, each
+fan-out) goes into that record too, not into lines of its own: one JSON line per
+message. Tokens and message bodies are never fields.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from types import TracebackType
 from typing import Any
 
@@ -21,6 +24,17 @@ logger = logging.getLogger(__name__)
 
 #: What a Lambda handler answers.
 Answer = dict[str, Any]
+#: The running handler's summary fields (unset outside a ``HandlerRun``, and on other threads).
+_running: ContextVar[dict[str, Any] | None] = ContextVar("summary", default=None)
+
+
+def note(field: str, message: str, record: dict[str, Any]) -> None:
+    """``record`` appended to the running summary's list ``field``; outside a run, logged as ``message``."""
+    log = _running.get()
+    if log is None:
+        logger.info(message, extra=record)
+    else:
+        log.setdefault(field, []).append(record)
 
 
 def elapsed_ms(started: float) -> float:
@@ -66,6 +80,7 @@ class HandlerRun:
 
     def __enter__(self) -> HandlerRun:
         self._started = time.perf_counter()
+        self._token = _running.set(self.log)
         return self
 
     def __exit__(
@@ -74,6 +89,7 @@ class HandlerRun:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
+        _running.reset(self._token)
         if exc is not None and not isinstance(exc, Exception):
             return False  # KeyboardInterrupt, SystemExit: not ours to swallow
         if isinstance(exc, InvalidEvent):

@@ -1,9 +1,9 @@
-"""The proxy's one HTTP client: keep-alive HTTP/1.1 connections driven by one asyncio loop.
+"""The proxy's one HTTP client: keep-alive HTTP/1.1 connections, one request or many at once.
 
 Both the backend calls and the Management API posts go through it, with the
 same rules:
 
-- **one overall deadline per request**: the ``timeout`` given to ``send`` covers
+- **one overall deadline per request**: the ``timeout`` given covers
   connecting, writing and reading the whole answer; a server that trickles bytes
   cannot hold a request past it (``HttpTimeout``); connecting alone takes at
   most ``connect_timeout``;
@@ -16,19 +16,25 @@ same rules:
 - **a body cap on every answer** (``max_body``): a bigger answer fails and its
   connection is closed, whatever the server sends after.
 
-The loop runs on a daemon thread of its own for the life of the container, so
-many posts are in flight at once instead of threads contending for the GIL;
-other threads call ``post`` (or ``run`` for a coroutine). A Lambda container is
-frozen between invocations, loop and connections with it, so a warm invocation
-reuses them.
+``post`` sends one request and blocks for its answer on a kept socket: no event
+loop, the least CPU for the calls a handler makes one at a time (DynamoDB, the
+backend, Lambda). Many requests at once (a fan-out) are coroutines awaiting
+``send``, run by ``run`` on the calling thread's own asyncio loop: many posts in
+flight on one loop instead of threads contending for the GIL, and no thread ever
+waits on another's loop (a fan-out's cleanups, on other threads while it awaits
+them, call ``post``). A Lambda container is frozen between invocations, loops
+and connections with it, so a warm invocation reuses them; a connection the
+server closed meanwhile is noticed before it is used (``_quiet``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import select
+import socket
 import ssl
 import threading
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -99,25 +105,12 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
     def reusable(self) -> bool:
-        """Open, and nothing arrived while idle (a close from the server not yet seen by the loop).
-
-        After a Lambda container thaws, the loop may run a request before it has read
-        the FIN of a connection the server closed meanwhile: a zero-timeout ``poll`` of
-        the socket (not ``select``, which fails past descriptor 1024) catches that, as
-        urllib3's ``wait_for_read`` does, so the request goes out on a new connection.
-        """
+        """Open, and nothing arrived while idle (a close from the server not yet seen by the loop)."""
         transport = self.transport
         if self.closed or transport is None or transport.is_closing():
             return False
         sock = transport.get_extra_info("socket")
-        if sock is None:
-            return False
-        poller = select.poll()
-        poller.register(sock.fileno(), select.POLLIN)
-        try:
-            return not poller.poll(0)
-        except OSError:
-            return False
+        return sock is not None and _quiet(sock)
 
 
 class Transport:
@@ -135,46 +128,80 @@ class Transport:
         self.max_body = max_body
         self.connect_timeout = connect_timeout
         self._ssl = ssl_context
-        self._idle: dict[Origin, list[_Connection]] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        # idle connections by loop and origin: a connection belongs to the loop that opened it
+        self._idle: dict[tuple[asyncio.AbstractEventLoop, Origin], list[_Connection]] = {}
+        self._sockets: dict[Origin, list[socket.socket]] = {}  # ``post``'s, shared by every thread
+        self._local = threading.local()
+        self._loops: list[asyncio.AbstractEventLoop] = []
         self._lock = threading.Lock()
 
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        loop = self._loop
-        if loop is None:
-            with self._lock:
-                if self._loop is None:
-                    new = asyncio.new_event_loop()
-                    thread = threading.Thread(target=new.run_forever, name="http-loop", daemon=True)
-                    thread.start()
-                    self._thread, self._loop = thread, new
-                loop = self._loop
-        return loop
-
     def run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
-        """Run ``coroutine`` on the loop and wait for its result (from any other thread)."""
-        loop = self.loop
-        if threading.current_thread() is self._thread:
-            raise RuntimeError("Transport.run called from its own event loop thread")
-        return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+        """Run ``coroutine`` to its end on this thread's loop (not from a coroutine on it)."""
+        loop: asyncio.AbstractEventLoop | None = getattr(self._local, "loop", None)
+        if loop is None or loop.is_closed():
+            loop = self._local.loop = asyncio.new_event_loop()
+            with self._lock:
+                self._loops.append(loop)
+        elif loop.is_running():
+            coroutine.close()
+            raise RuntimeError("Transport.run called from a coroutine on its own loop")
+        return loop.run_until_complete(coroutine)
 
     def post(self, origin: Origin, data: bytes, timeout: float) -> Response:
-        """``send`` from a thread outside the loop."""
-        response: Response = self.run(self.send(origin, data, timeout))
-        return response
-
-    async def send(self, origin: Origin, data: bytes, timeout: float) -> Response:
-        """One request (head and body in ``data``) on an idle or new connection; its answer or ``HttpError``.
+        """One request (head and body in ``data``) on an idle or new socket; its answer or ``HttpError``.
 
         The request is never sent with no time left: a backend must not get a message nobody waits for.
         """
         if timeout <= 0:
             raise HttpTimeout("no time left to send")
+        expires = time.monotonic() + timeout
+        idle = self._sockets.setdefault(origin, [])
+        while True:
+            try:
+                sock = idle.pop()
+            except IndexError:  # none idle (another thread may have taken the last): a new one
+                sock = self._connect(origin, min(self.connect_timeout, timeout))
+                break
+            if _quiet(sock):
+                break
+            sock.close()
+        try:
+            response = _exchange(sock, data, ResponseParser(self.max_body), expires)
+        except BaseException:
+            sock.close()
+            raise
+        if response.keep_alive and len(idle) < self.idle_per_origin:
+            idle.append(sock)
+        else:
+            sock.close()
+        return response
+
+    def _connect(self, origin: Origin, timeout: float) -> socket.socket:
+        scheme, host, port = origin
+        sock: socket.socket | None = None
+        try:
+            sock = socket.create_connection((host, port), timeout=max(timeout, 0.001))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return self._tls().wrap_socket(sock, server_hostname=host) if scheme == "https" else sock
+        except OSError as exc:  # ssl.SSLError and TimeoutError among them
+            if sock is not None:
+                sock.close()
+            if isinstance(exc, TimeoutError):
+                raise HttpTimeout("connect: timed out") from None
+            raise HttpError(f"connect: {type(exc).__name__}: {exc}") from None
+
+    def _tls(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context()
+        return self._ssl
+
+    async def send(self, origin: Origin, data: bytes, timeout: float) -> Response:
+        """``post`` from a coroutine: on a connection of the running loop, many in flight at once."""
+        if timeout <= 0:
+            raise HttpTimeout("no time left to send")
         loop = asyncio.get_running_loop()
         expires = loop.time() + timeout
-        idle = self._idle.setdefault(origin, [])
+        idle = self._idle.setdefault((loop, origin), [])
         connection: _Connection | None = None
         while idle and connection is None:
             candidate = idle.pop()
@@ -202,15 +229,13 @@ class Transport:
     async def _open(self, origin: Origin, timeout: float) -> _Connection:
         scheme, host, port = origin
         tls = scheme == "https"
-        if tls and self._ssl is None:
-            self._ssl = ssl.create_default_context()
         try:
             _, connection = await asyncio.wait_for(
                 asyncio.get_running_loop().create_connection(
                     lambda: _Connection(self.max_body),
                     host,
                     port,
-                    ssl=self._ssl if tls else None,
+                    ssl=self._tls() if tls else None,
                     server_hostname=host if tls else None,
                 ),
                 max(timeout, 0.0),
@@ -222,22 +247,60 @@ class Transport:
         return connection
 
     def close(self) -> None:
-        """Close every idle connection and stop the loop thread (tests and scripts; Lambda never calls it)."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-
-        def shutdown() -> None:
-            for connections in self._idle.values():
-                for connection in connections:
+        """Close every idle connection and every thread's loop (tests and scripts, nothing in flight)."""
+        with self._lock:
+            loops, self._loops = self._loops, []
+        for loop in loops:
+            for key in [key for key in self._idle if key[0] is loop]:
+                for connection in self._idle.pop(key):
                     connection.close()
-            self._idle.clear()
-            loop.stop()
+            if not loop.is_running():
+                loop.run_until_complete(asyncio.sleep(0))  # the aborted sockets are closed
+                loop.close()
+        for socks in self._sockets.values():
+            for sock in socks:
+                sock.close()
+        self._sockets.clear()
 
-        loop.call_soon_threadsafe(shutdown)
-        thread.join(5)
-        loop.close()
-        self._loop = self._thread = None
+
+def _exchange(sock: socket.socket, data: bytes, parser: ResponseParser, expires: float) -> Response:
+    """Write ``data``, read its answer, all before ``expires`` (``time.monotonic``)."""
+    try:
+        sock.settimeout(_left(expires))
+        sock.sendall(data)
+        while True:
+            sock.settimeout(_left(expires))
+            chunk = sock.recv(65536)
+            response = parser.feed(chunk) if chunk else parser.eof()
+            if response is not None:
+                return response
+    except TimeoutError:
+        raise HttpTimeout("timed out") from None
+    except OSError as exc:
+        raise HttpError(f"{type(exc).__name__}: {exc}") from None
+
+
+def _left(expires: float) -> float:
+    left = expires - time.monotonic()
+    if left <= 0:
+        raise HttpTimeout("timed out")
+    return left
+
+
+def _quiet(sock: socket.socket) -> bool:
+    """Nothing arrived on an idle socket: no close from the server unread (as after a thaw).
+
+    After a Lambda container thaws, a request may go out before the FIN of a connection
+    the server closed meanwhile is read: a zero-timeout ``poll`` (not ``select``, which
+    fails past descriptor 1024) catches that, as urllib3's ``wait_for_read`` does, so the
+    request goes out on a new connection.
+    """
+    poller = select.poll()
+    try:
+        poller.register(sock.fileno(), select.POLLIN)
+        return not poller.poll(0)
+    except (OSError, ValueError):
+        return False
 
 
 def _expire(waiter: asyncio.Future[Response]) -> None:

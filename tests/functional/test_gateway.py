@@ -144,6 +144,53 @@ def test_cleanup_failure_does_not_stop_delivery(mgmt: ManagementApiStandIn) -> N
     assert sorted(result.gone) == ["G1=", "G2="]
 
 
+def test_a_cleanup_posts_through_the_same_transport_while_the_fan_out_awaits_it(
+    mgmt: ManagementApiStandIn,
+) -> None:
+    """As the registry's DynamoDB calls do from ``on_gone``, on the executor's threads."""
+    mgmt.open.update({"A=", "N="})
+    gateway = make_gateway(mgmt.endpoint)
+    removed: list[str] = []
+
+    def remove(cid: str) -> None:
+        assert gateway.post("N=", f'{{"gone":"{cid}"}}'.encode()) is PostOutcome.DELIVERED
+        removed.append(cid)
+
+    result = gateway.post_many(["A=", "G1=", "G2=", "G3="], b"{}", on_gone=remove)
+    assert (result.delivered, sorted(result.gone)) == (1, ["G1=", "G2=", "G3="])
+    assert sorted(removed) == ["G1=", "G2=", "G3="]  # every cleanup done before the answer
+    assert sorted(frame["gone"] for frame in mgmt.frames("N=")) == ["G1=", "G2=", "G3="]
+
+
+def test_threads_calling_at_once_each_get_their_own_answers(mgmt: ManagementApiStandIn) -> None:
+    ids = [f"T{i}=" for i in range(8)]
+    mgmt.open.update(ids)
+    gateway = make_gateway(mgmt.endpoint)
+    together = threading.Barrier(len(ids))
+
+    def posts(cid: str) -> list[PostOutcome]:
+        together.wait(10)
+        return [gateway.post(cid, f'{{"n":{n}}}'.encode()) for n in range(5)]
+
+    with ThreadPoolExecutor(len(ids)) as pool:
+        outcomes = list(pool.map(posts, ids))
+    assert outcomes == [[PostOutcome.DELIVERED] * 5] * len(ids)
+    for cid in ids:
+        assert mgmt.frames(cid) == [{"n": n} for n in range(5)]
+    gateway.api.transport.close()  # every thread's loop and connections; a later call opens anew
+    assert gateway.post("T0=", b'{"n":5}') is PostOutcome.DELIVERED
+
+
+def test_a_call_from_a_coroutine_on_the_transports_own_loop_is_refused() -> None:
+    shared = transport(1)
+
+    async def nested() -> None:
+        shared.run(asyncio.sleep(0))
+
+    with pytest.raises(RuntimeError, match="its own loop"):
+        shared.run(nested())
+
+
 def test_region_comes_from_lambda_or_the_endpoint() -> None:
     assert region_for("https://abc.execute-api.ap-south-1.amazonaws.com/dev", {}) == "ap-south-1"
     assert region_for("https://chat.example.com/dev", {"AWS_REGION": "eu-central-1"}) == "eu-central-1"
@@ -165,11 +212,11 @@ class SilentServer:
         self._lock = threading.Lock()
         self._conns: list[socket.socket] = []
         self._stop = threading.Event()
+        self.sock.settimeout(0.05)  # before the thread: the test may close the socket at once
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
 
     def _accept(self) -> None:
-        self.sock.settimeout(0.05)
         while not self._stop.is_set():
             try:
                 conn, _ = self.sock.accept()
@@ -449,23 +496,15 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
 
 
 def test_an_idle_connection_the_server_dropped_is_not_used_for_the_next_post() -> None:
-    """As after a Lambda container thaws: the close is on the socket, unread by the loop."""
+    """As after a Lambda container thaws: the close is on the socket, unread by the loop
+    (it runs only while a call does)."""
     server = ScriptedServer(OK, close_delay=0.001)
     sleeps: list[float] = []
     gateway = make_gateway(server.endpoint, sleeps=sleeps, workers=1)
     try:
         assert gateway.post("A=", b"{}") is PostOutcome.DELIVERED
-        loop = gateway.api.transport.loop
-        # Hold the loop until the server has closed the idle connection; the next post is
-        # queued behind the hold, so it runs before the loop reads the close.
-        held = threading.Event()
-        loop.call_soon_threadsafe(held.wait, 10)
         assert server.closed.wait(10)
-        future = asyncio.run_coroutine_threadsafe(
-            gateway.api.post_async("A=", b"{}", gateway.api.signer(b"{}")), loop
-        )
-        held.set()
-        assert future.result(10) is PostOutcome.DELIVERED
+        assert gateway.post("A=", b"{}") is PostOutcome.DELIVERED
         assert sleeps == []  # no failed attempt, no retry: a new connection at once
         assert server.connections == 2
     finally:

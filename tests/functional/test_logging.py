@@ -72,12 +72,17 @@ def test_log_lines_are_json_with_route_connection_outcome_and_duration(
     for record in routes.values():
         assert record["connection_id"] == "A1="
         assert record["service"] == "ws-proxy"
+        assert {"cold_start", "function_name", "function_request_id"} <= set(record)  # Lambda's context
         assert "outcome" in record
         assert isinstance(record["duration_ms"], float)
     assert routes["$default"]["channel"] == "booking#1"
-    fanout = [r for r in records if r.get("message") == "fan-out"]
-    assert fanout
-    assert fanout[0]["delivered"] == 1
+    # the backend call and the fan-out are fields of the summary, not lines of their own
+    assert not [r for r in records if r.get("message") in ("backend call", "fan-out")]
+    (call,) = routes["$default"]["backend_calls"]
+    assert (call["path"], call["status"], type(call["duration_ms"])) == ("/api/chat/ws/1/message", 200, float)
+    (fanout,) = routes["$default"]["fanouts"]
+    assert (fanout["channel"], fanout["connections"], fanout["delivered"]) == ("booking#1", 1, 1)
+    assert routes["$connect"]["backend_calls"][0]["path"] == "/api/chat/ws/1/connect"
     metrics = [r for r in records if "_aws" in r]
     names = {m["Name"] for r in metrics for d in r["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]}
     assert {"ConnectionsOpened", "Messages", "FanOutSize"} <= names
