@@ -195,7 +195,7 @@ def run(runs: int = RUNS) -> dict[str, Any]:
     use_dummy_aws_env()
     import boto3
 
-    from chalicelib.schema import ensure_table
+    from infra.table import ensure_table
 
     ref = baseline_ref()
     with (

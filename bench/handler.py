@@ -80,7 +80,7 @@ def prepare(moto_base: str, sizes: list[int], table: str = TABLE) -> None:
     """The table and one channel per size (plus the warm-up channel)."""
     import boto3
 
-    from chalicelib.schema import ensure_table
+    from infra.table import ensure_table
 
     client = boto3.client("dynamodb", endpoint_url=moto_base)
     ensure_table(client, table)

@@ -132,7 +132,7 @@ def measure(
     import boto3
 
     from chalicelib.model import Connection
-    from chalicelib.schema import ensure_table
+    from infra.table import ensure_table
 
     ensure_table(boto3.client("dynamodb"), TABLE)
 

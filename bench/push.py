@@ -114,7 +114,7 @@ def run(sizes: Sequence[int] = SIZES) -> dict[str, Any]:
                 "FANOUT_WORKERS": str(WORKERS),
             }
         )
-        from chalicelib.schema import ensure_table
+        from infra.table import ensure_table
 
         client = boto3.client("dynamodb", endpoint_url=moto.base)
         for n in sizes:

@@ -5,7 +5,7 @@ of a socket. ``ATTRIBUTES`` maps them to ``model.Connection``'s fields; ``to_ite
 ``from_item`` convert with it; ``key``, ``channel_query`` and ``attribute_names`` write
 the expressions that address them. ``create_table_request`` is the boto3 ``CreateTable``
 request; the Terraform export and ``make table`` derive their table from it, and the
-embedded local DynamoDB is created from it too.
+embedded local DynamoDB is created from it too (``infra.table.ensure_table``: tooling, not shipped).
 """
 
 from __future__ import annotations
@@ -110,26 +110,3 @@ def create_table_request(table_name: str) -> dict[str, Any]:
         ],
         "BillingMode": "PAY_PER_REQUEST",
     }
-
-
-def ensure_table(client: Any, table_name: str) -> bool:
-    """Create the table (and enable TTL) unless it exists. True when created.
-
-    Idempotent: an existing table is left as it is, except that TTL is
-    enabled on it if it is not yet.
-    """
-    created = False
-    try:
-        client.describe_table(TableName=table_name)
-    except client.exceptions.ResourceNotFoundException:
-        client.create_table(**create_table_request(table_name))
-        client.get_waiter("table_exists").wait(TableName=table_name)
-        created = True
-    ttl = client.describe_time_to_live(TableName=table_name)
-    status = ttl.get("TimeToLiveDescription", {}).get("TimeToLiveStatus")
-    if status not in ("ENABLED", "ENABLING"):
-        client.update_time_to_live(
-            TableName=table_name,
-            TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
-        )
-    return created

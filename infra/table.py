@@ -21,10 +21,33 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.schema import ensure_table
+from chalicelib.schema import TTL_ATTRIBUTE, create_table_request
 from infra import region as regions
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def ensure_table(client: Any, table_name: str) -> bool:
+    """Create the table (and enable TTL) unless it exists. True when created.
+
+    Idempotent: an existing table is left as it is, except that TTL is
+    enabled on it if it is not yet.
+    """
+    created = False
+    try:
+        client.describe_table(TableName=table_name)
+    except client.exceptions.ResourceNotFoundException:
+        client.create_table(**create_table_request(table_name))
+        client.get_waiter("table_exists").wait(TableName=table_name)
+        created = True
+    ttl = client.describe_time_to_live(TableName=table_name)
+    status = ttl.get("TimeToLiveDescription", {}).get("TimeToLiveStatus")
+    if status not in ("ENABLED", "ENABLING"):
+        client.update_time_to_live(
+            TableName=table_name,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
+        )
+    return created
 
 
 def stage_table_name(stage: str, config_path: Path = ROOT / ".chalice" / "config.json") -> str:

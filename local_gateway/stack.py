@@ -305,7 +305,7 @@ class LocalStack:
         from botocore.config import Config
         from botocore.exceptions import BotoCoreError, ClientError
 
-        from chalicelib.schema import ensure_table
+        from infra.table import ensure_table
 
         client = boto3.client(
             "dynamodb",

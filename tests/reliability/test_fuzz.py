@@ -33,7 +33,8 @@ import app as app_module
 from chalicelib.model import Connection
 from chalicelib.protocol import tagged
 from chalicelib.routes import channel_key
-from chalicelib.schema import ensure_table, to_item
+from chalicelib.schema import to_item
+from infra.table import ensure_table
 from tests.harness import app_env, moto_client
 from tests.standins import BackendStandIn, LambdaStandIn, ManagementApiStandIn, Reply
 from ws_proxy_testing import events

@@ -306,7 +306,7 @@ def test_the_lambda_invoke_is_botocores_byte_for_byte(recording: Recording, name
 
 @pytest.fixture
 def table(moto_endpoint: str) -> Iterator[str]:
-    from chalicelib.schema import ensure_table
+    from infra.table import ensure_table
 
     name = f"aws-{uuid.uuid4().hex[:8]}"
     ensure_table(moto_client(moto_endpoint), name)

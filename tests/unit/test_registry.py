@@ -12,7 +12,7 @@ from chalicelib.deadline import Deadline
 from chalicelib.errors import BackendUnavailable, UnknownConnection
 from chalicelib.model import Connection
 from chalicelib.registry import FULL_CHANNEL_SECONDS, ConnectionRegistry
-from chalicelib.schema import ensure_table
+from infra.table import ensure_table
 from tests.fakes import FakeRegistry
 from tests.harness import moto_client, moto_registry_client
 from tests.standins import DynamoDbRecorder
