@@ -52,115 +52,107 @@ _FALLBACK_MESSAGES = {
 class MessageCase:
     def __init__(self, clients: Clients) -> None:
         self._clients = clients
-        self._settings = clients.settings
-        self._registry = clients.registry
-        self._backend = clients.backend
-        self._gateway_for = clients.gateway_for
-        self._metric = clients.metric
 
     def handle(
         self, event: APIGatewayWebSocketEvent, deadline: Deadline, own_function_name: str | None = None
     ) -> dict[str, Any]:
-        connection_id = ""
-        ref: Any = None
-        gateway: Gateway | None = None
-
-        def fallback(outcome: str) -> dict[str, Any]:
-            message, retryable = _FALLBACK_MESSAGES.get(outcome, _FALLBACK_MESSAGES["internal_error"])
-            if gateway is None:
-                return {"statusCode": 500}
-            self._reply(
-                gateway,
-                connection_id,
-                protocol.error_frame("backend_unavailable", message, retryable=retryable, ref=ref),
-            )
-            return {"statusCode": 200}
-
-        with HandlerRun("$default", on_failure=fallback, last_resort={"statusCode": 200}) as run:
-            context = event.request_context
-            connection_id = run.log["connection_id"] = context.connection_id
-            gateway = self._gateway_for(self._settings.endpoint_for(context.domain_name, context.stage))
-            run.result = {"statusCode": 200}
-            try:
-                frame = protocol.parse_frame(event.body, is_base64=event.is_base64_encoded)
-                # errors echo ``id`` or (older clients) ``client_id``; answers echo ``id`` only
-                ref = protocol.reference(frame)
-                request = protocol.request_id(frame)
-                kind = frame.get("type")
-                if kind == "ping":
-                    run.log["outcome"] = "pong"
-                    self._reply(gateway, connection_id, with_ref(protocol.PONG, request))
-                elif kind == "auth":
-                    self._authenticate(gateway, connection_id, frame, request, deadline, run.log)
-                else:
-                    # presence and unsubscribe send no token: they skip its read
-                    conn, route = self._sender(
-                        connection_id, deadline, token=kind not in ("presence", "unsubscribe")
-                    )
-                    run.log.update(channel=conn.channel, type=conn.connection_type)
-                    sender = ChannelSender(self._clients, own_function_name)
-                    subscriptions = Subscriptions(self._clients, sender, self._reply)
-                    if route.connect is not None and kind == "subscribe":
-                        subscriptions.subscribe(gateway, conn, frame, request, deadline, run.log)
-                    elif route.connect is not None and kind == "unsubscribe":
-                        subscriptions.unsubscribe(gateway, conn, frame, request, deadline, run.log)
-                    elif route.connect is not None and kind == "presence":
-                        subscriptions.presence(gateway, conn, frame, request, deadline, run.log)
-                    else:
-                        self._forward(
-                            gateway, sender, subscriptions, conn, route, frame, request, deadline, run.log
-                        )
-                self._metric("Messages", 1)
-            except ProxyError as exc:
-                run.log["outcome"] = exc.code
-                if exc.code in ("backend_unavailable", "backend_error"):
-                    self._metric("BackendErrors", 1)
-                self._reply(gateway, connection_id, protocol.error_frame_for(exc, ref))
+        turn = _Turn(self._clients, deadline, own_function_name)
+        with HandlerRun("$default", on_failure=turn.fail, last_resort={"statusCode": 200}) as run:
+            turn.log = run.log
+            run.result = turn.run(event)
         return run.answer()
 
-    def _sender(
-        self, connection_id: str, deadline: Deadline, *, token: bool = True
-    ) -> tuple[Connection, Route]:
+
+class _Turn:
+    """One frame from one socket: where its answers go (``gateway``, ``ref``) and its summary ``log``."""
+
+    def __init__(self, clients: Clients, deadline: Deadline, own_function_name: str | None) -> None:
+        self.clients, self.settings, self.registry = clients, clients.settings, clients.registry
+        self.deadline, self.sender = deadline, ChannelSender(clients, own_function_name)
+        self.log: dict[str, Any] = {}
+        self.gateway: Gateway | None = None
+        self.connection_id = ""
+        #: What error frames echo: ``id`` or (older clients) ``client_id``; answers echo ``id`` only.
+        self.ref: Any = None
+
+    def run(self, event: APIGatewayWebSocketEvent) -> dict[str, Any]:
+        context = event.request_context
+        self.connection_id = self.log["connection_id"] = context.connection_id
+        gateway = self.gateway = self.clients.gateway_for(
+            self.settings.endpoint_for(context.domain_name, context.stage)
+        )
+        try:
+            frame = protocol.parse_frame(event.body, is_base64=event.is_base64_encoded)
+            self.ref, request, kind = protocol.reference(frame), protocol.request_id(frame), frame.get("type")
+            if kind == "ping":
+                self.log["outcome"] = "pong"
+                self.reply(with_ref(protocol.PONG, request))
+            elif kind == "auth":
+                self._authenticate(frame, request)
+            else:
+                # presence and unsubscribe send no token: they skip its read
+                conn, route = self._sender(token=kind not in ("presence", "unsubscribe"))
+                subscriptions = Subscriptions(
+                    self.clients, self.sender, self.reply, gateway, conn, self.deadline, self.log
+                )
+                if route.connect is not None and kind == "subscribe":
+                    subscriptions.subscribe(frame, request)
+                elif route.connect is not None and kind == "unsubscribe":
+                    subscriptions.unsubscribe(frame, request)
+                elif route.connect is not None and kind == "presence":
+                    subscriptions.presence(frame, request)
+                else:
+                    self._forward(gateway, subscriptions, conn, route, frame, request)
+            self.clients.metric("Messages", 1)
+        except ProxyError as exc:
+            self.log["outcome"] = exc.code
+            if exc.code in ("backend_unavailable", "backend_error"):
+                self.clients.metric("BackendErrors", 1)
+            self.reply(protocol.error_frame_for(exc, self.ref))
+        return {"statusCode": 200}
+
+    def fail(self, outcome: str) -> dict[str, Any]:
+        """When the work raised (``misconfigured``, ``internal_error``): the sender is told, if it can be."""
+        message, retryable = _FALLBACK_MESSAGES.get(outcome, _FALLBACK_MESSAGES["internal_error"])
+        if self.gateway is None:
+            return {"statusCode": 500}
+        self.reply(protocol.error_frame("backend_unavailable", message, retryable=retryable, ref=self.ref))
+        return {"statusCode": 200}
+
+    def _sender(self, *, token: bool = True) -> tuple[Connection, Route]:
         """The sending socket (its own item, with the token stored now unless ``token=False``)."""
-        conn = self._registry.find(connection_id, token=token, deadline=deadline)
+        conn = self.registry.find(self.connection_id, token=token, deadline=self.deadline)
         if conn is None:
             raise UnknownConnection("this connection is not registered; reconnect")
-        route = self._settings.routes.get(conn.connection_type)
+        route = self.settings.routes.get(conn.connection_type)
         if route is None:
             raise UnknownConnection("this connection's type is no longer served; reconnect")
         if conn.legacy or (route.needs_booking and not conn.booking_id and not is_user_level(conn, route)):
             # Written by an earlier version (channel without a kind): its channel cannot be trusted.
-            self._registry.delete(conn.channel, conn.connection_id, deadline=deadline)
+            self.registry.delete(conn.channel, conn.connection_id, deadline=self.deadline)
             raise UnknownConnection("this connection was opened by an earlier version; reconnect")
+        self.log.update(channel=conn.channel, type=conn.connection_type)
         return conn, route
 
-    def _authenticate(
-        self,
-        gateway: Gateway,
-        connection_id: str,
-        frame: dict[str, Any],
-        ref: Any,
-        deadline: Deadline,
-        log: dict[str, Any],
-    ) -> None:
+    def _authenticate(self, frame: dict[str, Any], request: Any) -> None:
         token = frame.get("token")
         if not isinstance(token, str) or not token:
             raise InvalidMessage("auth needs a token: a non-empty string")
         if len(token) > protocol.MAX_TOKEN_CHARS:
             raise Unauthorized("token is too long")
-        conn, route = self._sender(connection_id, deadline)
-        log.update(channel=conn.channel, type=conn.connection_type)
+        conn, route = self._sender()
         path = route.user_connect if is_user_level(conn, route) else route.connect_path(conn.booking_id)
         if path is None:
             raise InvalidMessage(f"{conn.connection_type} connections take no token")
         if conn.token is None:  # accepted before its type took tokens: it never gets one
             raise UnknownConnection("this connection was opened without a token; reconnect with one")
-        answer = self._backend.post(path, {"connection_id": connection_id, "token": token}, deadline=deadline)
+        body = {"connection_id": self.connection_id, "token": token}
+        answer = self.clients.backend.post(path, body, deadline=self.deadline)
         if protocol.answered_user(answer) != conn.user_id:
             raise Forbidden("the token belongs to another user; reconnect with it instead")
-        self._registry.update_token(conn, token, deadline=deadline)
-        log["outcome"] = "authenticated"
-        self._reply(gateway, connection_id, with_ref({"type": "authenticated"}, ref))
+        self.registry.update_token(conn, token, deadline=self.deadline)
+        self.log["outcome"] = "authenticated"
+        self.reply(with_ref({"type": "authenticated"}, request))
 
     def _destination(
         self, conn: Connection, route: Route, frame: dict[str, Any]
@@ -173,7 +165,7 @@ class MessageCase:
         """
         if "booking_id" in frame and route.connect is not None:
             default = conn.connection_type if route.needs_booking else DEFAULT_SUBSCRIPTION_TYPE
-            target = protocol.parse_booking_target(frame, self._settings.routes, default)
+            target = protocol.parse_booking_target(frame, self.settings.routes, default)
             return (
                 target.route.message_path(target.booking_id),
                 target.channel,
@@ -190,38 +182,35 @@ class MessageCase:
     def _forward(
         self,
         gateway: Gateway,
-        sender: ChannelSender,
         subscriptions: Subscriptions,
         conn: Connection,
         route: Route,
         frame: dict[str, Any],
-        ref: Any,
-        deadline: Deadline,
-        log: dict[str, Any],
+        request: Any,
     ) -> None:
-        connection_id = conn.connection_id
+        connection_id, deadline, log, sender = conn.connection_id, self.deadline, self.log, self.sender
         path, channel, connection_type, booking, target_route = self._destination(conn, route, frame)
         if channel != conn.channel:
             log.update(booking=booking, subscription_type=connection_type)
         body: dict[str, Any] = {"connection_id": connection_id, "message": frame}
         if conn.token is not None:
             body["token"] = conn.token
-        answer = self._backend.post(path, body, deadline=deadline)
+        answer = self.clients.backend.post(path, body, deadline=deadline)
         broadcast = answer.get("broadcast") is True
         users: list[str] = []
         if broadcast and booking is not None:
-            users = subscriptions.recipients(answer, booking, target_route, deadline)
+            users = subscriptions.recipients(answer, booking, target_route)
         payload = {key: value for key, value in answer.items() if key != "recipients"}
         if booking is not None:
             payload = protocol.tagged(payload, booking, connection_type)
-        own = wire.frames_with_ref(payload, ref)
+        own = wire.frames_with_ref(payload, request)
         try:
             if broadcast:
                 members: list[str] = []
                 others: list[str] = []
-                others_frames = own if ref is None else wire.frames_for(payload)
+                others_frames = own if request is None else wire.frames_for(payload)
                 try:
-                    for member in self._registry.channel_ids(channel, connection_type, deadline=deadline):
+                    for member in self.registry.channel_ids(channel, connection_type, deadline=deadline):
                         members.append(member)
                         if member != connection_id:
                             others.append(member)
@@ -236,9 +225,9 @@ class MessageCase:
                 )
                 if users:  # each socket once: the channel's and the sender are already served
                     seen = {connection_id, *members}
-                    result.merge(subscriptions.send_to_users(gateway, users, seen, others_frames, deadline))
+                    result.merge(subscriptions.send_to_users(users, seen, others_frames))
             else:
-                result = sender.send_here(gateway, channel, [connection_id], own, deadline, attempt=0)
+                result = sender.send_here(gateway, channel, [connection_id], own, deadline)
         except BackendUnavailable as exc:
             # The backend has accepted the message: resending it would store it twice.
             raise DeliveryFailed(
@@ -254,11 +243,13 @@ class MessageCase:
         if connection_id in result.too_large:
             raise TooLarge("the reply is over the message limit")
 
-    def _reply(self, gateway: Gateway, connection_id: str, frame: dict[str, Any]) -> None:
+    def reply(self, frame: dict[str, Any]) -> None:
         """One of the proxy's own frames (pong, authenticated, error) to the sender, best effort."""
-        outcome = gateway.post(connection_id, wire.encode(frame))
+        if self.gateway is None:
+            return
+        outcome = self.gateway.post(self.connection_id, wire.encode(frame))
         if outcome in (PostOutcome.FAILED, PostOutcome.TOO_LARGE):
             logger.warning(
-                "proxy frame refused", extra={"connection_id": connection_id, "error": outcome.value}
+                "proxy frame refused", extra={"connection_id": self.connection_id, "error": outcome.value}
             )
-            self._metric("DeliveryFailures", 1)
+            self.clients.metric("DeliveryFailures", 1)

@@ -40,8 +40,8 @@ USER_SOCKET_TYPE = "chat"
 
 #: A frame, a backend's answer, a log record.
 Json = dict[str, Any]
-#: Posts one of the proxy's own frames to a connection (``MessageCase._reply``).
-Reply = Callable[[Gateway, str, Json], None]
+#: Posts one of the proxy's own frames to the socket that sent the frame being handled.
+Reply = Callable[[Json], None]
 
 
 def with_ref(payload: dict[str, Any], ref: Any) -> dict[str, Any]:
@@ -89,37 +89,44 @@ def presence_change(
 
 
 class Subscriptions:
-    """The subscription frames of one ``$default`` invocation, and a broadcast's recipients.
+    """The subscription frames of one ``$default`` invocation from socket ``conn``, and a
+    broadcast's recipients.
 
     ``subscribe``, ``unsubscribe`` and ``presence`` each take the socket's frame and its
     ``ref``, answer the socket (``subscribed``, ``unsubscribed``, ``presence``) and log
     the booking, the type and the outcome in ``log``.
     """
 
-    def __init__(self, clients: Clients, sender: ChannelSender, reply: Reply) -> None:
+    def __init__(
+        self,
+        clients: Clients,
+        sender: ChannelSender,
+        reply: Reply,
+        gateway: Gateway,
+        conn: Connection,
+        deadline: Deadline,
+        log: Json,
+    ) -> None:
         self._clients, self._settings, self._registry = clients, clients.settings, clients.registry
-        self._sender = sender
-        self._reply = reply
+        self._sender, self._reply, self._gateway = sender, reply, gateway
+        self._conn, self._deadline, self._log = conn, deadline, log
 
-    def _target(self, frame: Json, log: Json, *, with_since: bool = False) -> BookingTarget:
+    def _target(self, frame: Json, *, with_since: bool = False) -> BookingTarget:
         routes = self._settings.routes
         target = protocol.parse_booking_target(
             frame, routes, DEFAULT_SUBSCRIPTION_TYPE, with_since=with_since
         )
-        log.update(booking=target.booking_id, subscription_type=target.connection_type)
+        self._log.update(booking=target.booking_id, subscription_type=target.connection_type)
         return target
 
-    def _answer(
-        self, gateway: Gateway, cid: str, target: BookingTarget, ref: Any, log: Json, kind: str, **extra: Any
-    ) -> None:
-        log["outcome"] = kind
+    def _answer(self, target: BookingTarget, ref: Any, kind: str, **extra: Any) -> None:
+        self._log["outcome"] = kind
         answer = {"type": kind, "booking_id": target.booking_id, "connection_type": target.connection_type}
-        self._reply(gateway, cid, with_ref(answer | extra, ref))
+        self._reply(with_ref(answer | extra, ref))
 
-    def subscribe(
-        self, gateway: Gateway, conn: Connection, frame: Json, ref: Any, deadline: Deadline, log: Json
-    ) -> None:
-        target = self._target(frame, log, with_since=True)
+    def subscribe(self, frame: Json, ref: Any) -> None:
+        conn, deadline = self._conn, self._deadline
+        target = self._target(frame, with_since=True)
         if conn.user_id is None or conn.token is None:
             raise InvalidMessage("this socket has no user: subscribe on a socket opened with a token")
         path = target.route.connect_path(target.booking_id)
@@ -157,60 +164,61 @@ class Subscriptions:
             types = frozenset({conn.connection_type, target.connection_type})
             own = Connection(conn.connection_id, conn.channel, conn.connection_type, types=types)
             self._registry.subscribe(own, deadline=deadline)
-        self._answer(gateway, conn.connection_id, target, ref, log, "subscribed")
+        self._answer(target, ref, "subscribed")
         frames = protocol.initial_frames(answer, target.booking_id, target.connection_type)
         if frames:
-            self._sender.send_here(gateway, target.channel, [conn.connection_id], frames, deadline, attempt=0)
+            self._sender.send_here(self._gateway, target.channel, [conn.connection_id], frames, deadline)
         if there is None or not there.is_type(target.connection_type):
-            self.announce(gateway, target, conn, online=True, deadline=deadline)
+            self._announce(target, online=True)
 
-    def unsubscribe(
-        self, gateway: Gateway, conn: Connection, frame: Json, ref: Any, deadline: Deadline, log: Json
-    ) -> None:
-        target = self._target(frame, log)
+    def unsubscribe(self, frame: Json, ref: Any) -> None:
+        conn, target = self._conn, self._target(frame)
         if target.channel == conn.channel and target.connection_type == conn.connection_type:
             raise InvalidMessage(
                 "a socket cannot unsubscribe from the booking it connected to; close the socket instead"
             )
         channel, connection_type = target.channel, target.connection_type
-        left = self._registry.unsubscribe(channel, conn.connection_id, connection_type, deadline=deadline)
-        self._answer(gateway, conn.connection_id, target, ref, log, "unsubscribed")
+        left = self._registry.unsubscribe(
+            channel, conn.connection_id, connection_type, deadline=self._deadline
+        )
+        self._answer(target, ref, "unsubscribed")
         if left:
-            self.announce(gateway, target, conn, online=False, deadline=deadline)
+            self._announce(target, online=False)
 
-    def presence(
-        self, gateway: Gateway, conn: Connection, frame: Json, ref: Any, deadline: Deadline, log: Json
-    ) -> None:
-        target = self._target(frame, log)
-        members = self._registry.channel_members(target.channel, target.connection_type, deadline=deadline)
-        if all(member.connection_id != conn.connection_id for member in members):
+    def presence(self, frame: Json, ref: Any) -> None:
+        target = self._target(frame)
+        members = self._registry.channel_members(
+            target.channel, target.connection_type, deadline=self._deadline
+        )
+        if all(member.connection_id != self._conn.connection_id for member in members):
             raise Forbidden(
                 f"this socket is not in booking {target.booking_id}'s channel as {target.connection_type}; "
                 "subscribe first"
             )
         users = sorted({member.user_id for member in members if member.user_id is not None})
-        self._answer(
-            gateway, conn.connection_id, target, ref, log, "presence", users=users, connections=len(members)
-        )
+        self._answer(target, ref, "presence", users=users, connections=len(members))
 
-    def announce(
-        self, gateway: Gateway, target: BookingTarget, conn: Connection, *, online: bool, deadline: Deadline
-    ) -> None:
+    def _announce(self, target: BookingTarget, *, online: bool) -> None:
         """With ``PRESENCE_EVENTS``: ``presence_changed`` to the channel when the user's first
         socket arrived or last socket left (one Query)."""
         if not self._settings.presence_events:
             return
-        cid, booking_id, connection_type = conn.connection_id, target.booking_id, target.connection_type
+        conn, deadline = self._conn, self._deadline
         change = presence_change(
-            self._registry, cid, conn.user_id, booking_id, connection_type, online=online, deadline=deadline
+            self._registry,
+            conn.connection_id,
+            conn.user_id,
+            target.booking_id,
+            target.connection_type,
+            online=online,
+            deadline=deadline,
         )
         if change is not None:
             others, frame = change
-            self._sender.send(gateway, target.channel, [m.connection_id for m in others], [frame], deadline)
+            ids = [m.connection_id for m in others]
+            self._sender.send(self._gateway, target.channel, ids, [frame], deadline)
 
-    def recipients(
-        self, answer: dict[str, Any], booking_id: str, route: Route, deadline: Deadline
-    ) -> list[str]:
+    def recipients(self, answer: Json, booking_id: str, route: Route) -> list[str]:
         """The users whose user-level sockets a broadcast also reaches: the answer's ``recipients``,
         else the type's ``participants`` route (when configured), else none."""
         named = answer.get("recipients")
@@ -219,9 +227,8 @@ class Subscriptions:
             if path is None:
                 return []
             try:
-                named = self._clients.backend.post(path, {"booking_id": booking_id}, deadline=deadline).get(
-                    "user_ids"
-                )
+                body = {"booking_id": booking_id}
+                named = self._clients.backend.post(path, body, deadline=self._deadline).get("user_ids")
             except ProxyError as exc:  # the message is stored: deliver it to the channel regardless
                 logger.error("participants lookup failed", extra={"booking": booking_id, "error": exc.code})
                 self._clients.metric("BackendErrors", 1)
@@ -237,16 +244,14 @@ class Subscriptions:
             )
         return users[:MAX_RECIPIENTS]
 
-    def send_to_users(
-        self, gateway: Gateway, users: list[str], seen: set[str], frames: list[bytes], deadline: Deadline
-    ) -> FanOutResult:
+    def send_to_users(self, users: list[str], seen: set[str], frames: list[bytes]) -> FanOutResult:
         """``frames`` to the users' user-level sockets not in ``seen`` (which gains them)."""
         total = FanOutResult()
         for user in users:
             channel = channel_key("user", user)
-            members = self._registry.channel_ids(channel, USER_SOCKET_TYPE, deadline=deadline)
+            members = self._registry.channel_ids(channel, USER_SOCKET_TYPE, deadline=self._deadline)
             ids = [cid for cid in members if cid not in seen]
             seen.update(ids)
             if ids:
-                total.merge(self._sender.send(gateway, channel, ids, frames, deadline))
+                total.merge(self._sender.send(self._gateway, channel, ids, frames, self._deadline))
         return total
