@@ -41,12 +41,12 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from chalicelib.deadline import Deadline
 from chalicelib.response_parser import HttpError, Response
-from chalicelib.signing import DEFAULT_PORTS, Credentials, amz_now, sign_request, signing_host
-from chalicelib.transport import Transport
+from chalicelib.signing import Credentials, amz_now, sign_request
+from chalicelib.transport import Transport, address
 
 #: An attempt starts only with this much time left before the caller's deadline.
 MIN_ATTEMPT_SECONDS = 0.05
@@ -163,12 +163,7 @@ class _Service:
         sleep: Callable[[float], None] = time.sleep,
         amz_date: Callable[[], str] = amz_now,
     ) -> None:
-        parts = urlsplit(url.rstrip("/"))
-        if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
-            raise ValueError(f"not an http(s) endpoint: {url!r}")
-        self._origin = (parts.scheme, parts.hostname, parts.port or DEFAULT_PORTS[parts.scheme])
-        self._base_path = parts.path
-        self._host = signing_host(url)
+        self._origin, self._base_path, self._host = address(url)
         self._region = region_name
         self._credentials = credentials
         self._transport = transport

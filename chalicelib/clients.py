@@ -26,7 +26,7 @@ from typing import Any
 from chalicelib import aws
 from chalicelib.backend import BackendClient
 from chalicelib.config import Settings
-from chalicelib.gateway import ConnectionGateway, ManagementApi, RetryPolicy
+from chalicelib.gateway import ConnectionGateway, RetryPolicy
 from chalicelib.model import Backend, Gateway, GatewayFor, Invoker, Metric, Registry
 from chalicelib.redaction import redact_library_logs
 from chalicelib.registry import ConnectionRegistry
@@ -104,10 +104,15 @@ def build_clients(metric: Metric = no_metric, settings: Settings | None = None) 
 
     @functools.lru_cache(maxsize=GATEWAY_CACHE_SIZE)
     def gateway_for(endpoint: str) -> Gateway:
-        api = ManagementApi(
-            endpoint, transport=transport, credentials=credentials, region=region_for(endpoint), retry=retry
+        return ConnectionGateway(
+            endpoint,
+            transport=transport,
+            credentials=credentials,
+            region=region_for(endpoint),
+            executor=executor,
+            workers=workers,
+            retry=retry,
         )
-        return ConnectionGateway(api, executor, workers)
 
     backend = BackendClient(settings.backend_url, settings.backend_timeout_seconds, transport)
 

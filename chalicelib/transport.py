@@ -18,7 +18,7 @@ same rules:
 
 ``post`` sends one request and blocks for its answer on a kept socket: no event
 loop, the least CPU for the calls a handler makes one at a time (DynamoDB, the
-backend, Lambda). Many requests at once (a fan-out) are coroutines awaiting
+backend, Lambda, a lone Management API post). Many requests at once (a fan-out) are coroutines awaiting
 ``send``, run by ``run`` on the calling thread's own asyncio loop: many posts in
 flight on one loop instead of threads contending for the GIL, and no thread ever
 waits on another's loop (a fan-out's cleanups, on other threads while it awaits
@@ -36,7 +36,8 @@ import ssl
 import threading
 import time
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 from chalicelib.response_parser import HttpError, HttpTimeout, Response, ResponseParser
 
@@ -44,6 +45,27 @@ from chalicelib.response_parser import HttpError, HttpTimeout, Response, Respons
 DEFAULT_MAX_BODY = 4 * 1024 * 1024
 #: An origin: scheme, host, port.
 Origin = tuple[str, str, int]
+_PORTS = {"http": 80, "https": 443}
+
+
+class Address(NamedTuple):
+    """Where a URL's requests go: its ``origin``, its ``path`` (no trailing slash) and the
+    ``Host`` header as sent (and signed): the port only when it is not the scheme's."""
+
+    origin: Origin
+    path: str
+    host: str
+
+
+def address(url: str) -> Address:
+    parts = urlsplit(url.rstrip("/"))
+    scheme, name, port = parts.scheme, parts.hostname, parts.port
+    if scheme not in _PORTS or not name:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    host = f"[{name}]" if ":" in name else name  # an IPv6 literal
+    if port is not None and port != _PORTS[scheme]:
+        host = f"{host}:{port}"
+    return Address((scheme, name, port or _PORTS[scheme]), parts.path, host)
 
 
 class _Connection(asyncio.Protocol):
