@@ -81,7 +81,6 @@ def ours(endpoint: str, workers: int = WORKERS) -> tuple[ConnectionGateway, Thre
         credentials=credentials.get_frozen_credentials,
         region="us-east-1",
         executor=executor,
-        workers=workers,
     )
     return gateway, executor
 
@@ -238,7 +237,6 @@ def tls_cost(posts: int) -> dict[str, float]:
                 transport=transport,
                 credentials=credentials.get_frozen_credentials,
                 region="us-east-1",
-                workers=WORKERS,
             )
             gateway.post_many(connection_ids(8, "w"), PAYLOAD)  # the loop thread, not a TLS connection yet
             opened = server.stats()["connections"]

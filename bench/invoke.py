@@ -148,7 +148,6 @@ def sweep(spec: dict[str, Any]) -> dict[str, Any]:
             region="us-east-1",
             credentials=lambda: ReadOnlyCredentials("AKIDEXAMPLE", "secret", "token"),
             executor=ThreadPoolExecutor(2),
-            workers=workers,
         )
         gateway.post_many(connection_ids(workers, "warm"), PAYLOAD)
         runs = []

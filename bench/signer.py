@@ -80,7 +80,6 @@ def gateways(endpoint: str) -> dict[str, ConnectionGateway]:
             credentials=lambda: CREDENTIALS,
             region="us-east-1",
             executor=executor,
-            workers=WORKERS,
         )
     return made
 

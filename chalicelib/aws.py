@@ -17,7 +17,9 @@ the same parsed answers from moto.
   400 ms...), at most ``max_attempts`` attempts; any other error answer raises
   ``AwsError`` with DynamoDB's code (``ConditionalCheckFailedException``...).
 - ``LambdaClient``: ``invoke`` (``POST /2015-03-31/functions/{name}/invocations``),
-  retried like botocore's ``standard`` mode (throttling and 5xx, jittered backoff).
+  retried like botocore's ``standard`` mode (throttling and 5xx, jittered backoff);
+  ``invoke_async``, the asynchronous invocations (``InvocationType=Event``) of the app's
+  own functions.
 
 **Deadlines.** Every call takes ``deadline``: no attempt starts with less than
 ``MIN_ATTEMPT_SECONDS`` left, each attempt's whole time (connect, send, answer) is
@@ -280,3 +282,10 @@ class LambdaClient(_Service):
         headers = {"X-Amz-Invocation-Type": InvocationType}
         response = self.send(path, headers, Payload, deadline)
         return {"StatusCode": response.status}
+
+    def invoke_async(self, function_name: str, payload: Mapping[str, Any]) -> None:
+        """Start ``function_name`` with ``payload`` (``InvocationType=Event``); it must answer 202."""
+        data = json.dumps(payload, separators=(",", ":")).encode("utf-8")
+        status = self.invoke(FunctionName=function_name, InvocationType="Event", Payload=data)["StatusCode"]
+        if status != 202:
+            raise RuntimeError(f"asynchronous invoke answered {status}")

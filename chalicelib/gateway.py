@@ -78,17 +78,17 @@ class RetryPolicy:
 
 class ConnectionGateway:
     """The ``@connections`` API of one WebSocket API stage: posts to one connection, or fans
-    out to many, ``workers`` posts in flight (``on_gone`` cleanups on ``executor``'s threads)."""
+    out to many, as many posts in flight as ``transport`` keeps connections per origin
+    (``on_gone`` cleanups on ``executor``'s threads)."""
 
     def __init__(
         self,
         endpoint: str,
-        *,
-        transport: Transport,
-        credentials: Callable[[], Credentials | ReadOnlyCredentials],
         region: str,
+        credentials: Callable[[], Credentials | ReadOnlyCredentials],
+        transport: Transport,
+        *,
         executor: Executor | None = None,
-        workers: int = 1,
         retry: RetryPolicy = RetryPolicy(),
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -97,7 +97,6 @@ class ConnectionGateway:
         self._credentials = credentials
         self._region = region
         self._executor = executor
-        self._workers = max(workers, 1)
         self._retry = retry
         self._sleep = sleep
 
@@ -184,7 +183,7 @@ class ConnectionGateway:
         on_gone: Callable[[str], None] | None = None,
         deadline: Deadline | None = None,
     ) -> FanOutResult:
-        """Post ``data`` to every id, at most ``workers`` at once, on this thread's event loop.
+        """Post ``data`` to every id, ``transport.idle_per_origin`` at once, on this thread's event loop.
 
         ``on_gone`` runs (on the executor's threads) for each connection that
         answered 410, so stale items are removed while delivery goes on; the
@@ -210,7 +209,7 @@ class ConnectionGateway:
                     if outcome is PostOutcome.GONE and on_gone is not None:
                         cleanups.append(loop.run_in_executor(self._executor, _cleanup, on_gone, ids[index]))
 
-            await asyncio.gather(*(worker() for _ in range(min(self._workers, len(ids)))))
+            await asyncio.gather(*(worker() for _ in range(min(self.transport.idle_per_origin, len(ids)))))
             await asyncio.gather(*cleanups)
 
         self.transport.run(posts())

@@ -36,7 +36,7 @@ import ssl
 import threading
 import time
 from collections.abc import Coroutine
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import urlsplit
 
 from chalicelib.response_parser import HttpError, HttpTimeout, Response, ResponseParser
@@ -48,16 +48,9 @@ Origin = tuple[str, str, int]
 _PORTS = {"http": 80, "https": 443}
 
 
-class Address(NamedTuple):
-    """Where a URL's requests go: its ``origin``, its ``path`` (no trailing slash) and the
-    ``Host`` header as sent (and signed): the port only when it is not the scheme's."""
-
-    origin: Origin
-    path: str
-    host: str
-
-
-def address(url: str) -> Address:
+def address(url: str) -> tuple[Origin, str, str]:
+    """A URL's origin, its path (no trailing slash) and its ``Host`` header as sent (and
+    signed): the port only when it is not the scheme's."""
     parts = urlsplit(url.rstrip("/"))
     scheme, name, port = parts.scheme, parts.hostname, parts.port
     if scheme not in _PORTS or not name:
@@ -65,7 +58,7 @@ def address(url: str) -> Address:
     host = f"[{name}]" if ":" in name else name  # an IPv6 literal
     if port is not None and port != _PORTS[scheme]:
         host = f"{host}:{port}"
-    return Address((scheme, name, port or _PORTS[scheme]), parts.path, host)
+    return (scheme, name, port or _PORTS[scheme]), parts.path, host
 
 
 class _Connection(asyncio.Protocol):

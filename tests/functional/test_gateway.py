@@ -76,7 +76,6 @@ def make_gateway(endpoint: str, *, sleeps: list[float] | None = None, workers: i
         credentials=lambda: ReadOnlyCredentials("AKIDEXAMPLE", "secret", "session-token"),
         region="eu-west-1",
         executor=executor(workers),
-        workers=workers,
         retry=RetryPolicy(
             throttle_attempts=4, transient_attempts=3, base_delay=0.001, max_delay=0.002, attempt_seconds=1.5
         ),
@@ -272,7 +271,6 @@ def silent_gateway(endpoint: str, workers: int) -> ConnectionGateway:
         credentials=lambda: ReadOnlyCredentials("AKIDEXAMPLE", "secret", None),
         region="eu-west-1",
         executor=executor(2),
-        workers=workers,
         retry=RetryPolicy(min_post_seconds=0.05, attempt_seconds=90.0),
     )
 
@@ -625,7 +623,6 @@ def test_posts_over_tls_verify_the_server_certificate(tmp_path: Path) -> None:
             transport=transport(2, ssl_context=ssl.create_default_context(cafile=certfile)),
             credentials=lambda: ReadOnlyCredentials("AKIDEXAMPLE", "secret", None),
             region="eu-west-1",
-            workers=2,
         )
         assert trusting.post_many(["A=", "B="], b"{}").delivered == 2
         assert trusting.post("C=", b"{}") is PostOutcome.DELIVERED

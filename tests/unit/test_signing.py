@@ -155,7 +155,6 @@ def test_requests_on_the_wire_carry_a_signature_botocore_computes_from_them(
         transport=transport,
         credentials=lambda: credentials,
         region="eu-west-1",
-        workers=2,
     )
     ids = ["Ab+/cd=", "x y", "..", "é~"]
     try:
