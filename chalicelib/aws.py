@@ -133,16 +133,6 @@ def credentials_source(env: Mapping[str, str] = os.environ) -> Callable[[], Cred
     return refreshed
 
 
-def dynamodb_backoff(attempt: int) -> float:
-    """botocore's ``legacy`` delay for DynamoDB before retry ``attempt`` (1-based): 50 ms doubling."""
-    return 0.05 * 2.0 ** (attempt - 1)
-
-
-def standard_backoff(attempt: int) -> float:
-    """botocore's ``standard`` mode delay before retry ``attempt``: full jitter, capped at 20 s."""
-    return random.uniform(0, min(20.0, 2.0 ** (attempt - 1)))  # noqa: S311 - jitter
-
-
 class _Service:
     """One AWS service endpoint: signed requests over the transport, retried within a deadline."""
 
@@ -150,8 +140,6 @@ class _Service:
     name = ""
     #: Attempts per call unless ``max_attempts`` says otherwise.
     attempts = 1
-    #: The pause before retry ``attempt`` (1-based).
-    backoff: Callable[[int], float] = staticmethod(standard_backoff)
 
     def __init__(
         self,
@@ -173,6 +161,10 @@ class _Service:
         self._attempt_seconds = attempt_seconds
         self._sleep = sleep
         self._amz_date = amz_date
+
+    def backoff(self, attempt: int) -> float:
+        """botocore's ``standard`` pause before retry ``attempt`` (1-based): full jitter, at most 20 s."""
+        return random.uniform(0, min(20.0, 2.0 ** (attempt - 1)))  # noqa: S311 - jitter
 
     def request(self, path: str, headers: dict[str, str], body: bytes, amz_date: str) -> bytes:
         """The whole request as sent: head (signed) and body."""
@@ -230,7 +222,10 @@ class DynamoDB(_Service):
 
     name = "dynamodb"
     attempts = 10
-    backoff = staticmethod(dynamodb_backoff)
+
+    def backoff(self, attempt: int) -> float:
+        """botocore's ``legacy`` pause for DynamoDB: 50 ms doubling."""
+        return 0.05 * 2.0 ** (attempt - 1)
 
     def call(
         self, operation: str, params: dict[str, Any], deadline: Deadline | None = None

@@ -109,11 +109,6 @@ class ConnectionGateway:
     def signer(self, data: bytes) -> Signer:
         return Signer(self._credentials(), self._region, self._host, hashlib.sha256(data).hexdigest())
 
-    def _head(self, signer: Signer, path: str, length: int) -> bytes:
-        lines = "".join(f"{name}: {value}\r\n" for name, value in signer.headers(path).items())
-        head = f"{METHOD} {path} HTTP/1.1\r\nHost: {self._host}\r\n{lines}Content-Length: {length}\r\n\r\n"
-        return head.encode()
-
     def post(self, connection_id: str, data: bytes, *, deadline: Deadline | None = None) -> PostOutcome:
         """One post, blocking on a kept socket: no event loop for a lone frame."""
         attempts = self._post(connection_id, data, self.signer(data), deadline, blocking=True)
@@ -138,10 +133,13 @@ class ConnectionGateway:
         if left() < retry.min_post_seconds:
             return PostOutcome.UNSENT
         path = self.path(connection_id)
+        start = f"{METHOD} {path} HTTP/1.1\r\nHost: {self._host}\r\n"
         tries = {True: 0, False: 0}  # throttled (429); transient faults (5xx, network)
         last = False
         while True:
-            request, timeout = self._head(signer, path, len(data)) + data, min(retry.attempt_seconds, left())
+            lines = "".join(f"{name}: {value}\r\n" for name, value in signer.headers(path).items())
+            request = f"{start}{lines}Content-Length: {len(data)}\r\n\r\n".encode() + data
+            timeout = min(retry.attempt_seconds, left())
             try:
                 if blocking:
                     response = self.transport.post(self._origin, request, timeout)

@@ -36,7 +36,7 @@ import ssl
 import threading
 import time
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from chalicelib.response_parser import HttpError, HttpTimeout, Response, ResponseParser
@@ -64,17 +64,16 @@ def address(url: str) -> tuple[Origin, str, str]:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection: one request at a time, its answer parsed as it arrives."""
 
+    transport: asyncio.Transport  # set before ``create_connection`` answers the connection
+
     def __init__(self, max_body: int) -> None:
-        self.transport: asyncio.Transport | None = None
         self.closed = False
         self._max_body = max_body
         self._parser: ResponseParser | None = None
         self._waiter: asyncio.Future[Response] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if not isinstance(transport, asyncio.Transport):
-            raise TypeError("a stream transport is needed")
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -98,8 +97,6 @@ class _Connection(asyncio.Protocol):
             self._settle(response)
 
     def request(self, data: bytes) -> asyncio.Future[Response]:
-        if self.transport is None:
-            raise HttpError("not connected")
         self._waiter = asyncio.get_running_loop().create_future()
         self._parser = ResponseParser(self._max_body)
         self.transport.write(data)
@@ -116,15 +113,13 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
-        if self.transport is not None:
-            self.transport.abort()
+        self.transport.abort()
 
     def reusable(self) -> bool:
         """Open, and nothing arrived while idle (a close from the server not yet seen by the loop)."""
-        transport = self.transport
-        if self.closed or transport is None or transport.is_closing():
+        if self.closed or self.transport.is_closing():
             return False
-        sock = transport.get_extra_info("socket")
+        sock = self.transport.get_extra_info("socket")
         return sock is not None and _quiet(sock)
 
 
