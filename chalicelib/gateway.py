@@ -79,7 +79,8 @@ class RetryPolicy:
 class ConnectionGateway:
     """The ``@connections`` API of one WebSocket API stage: posts to one connection, or fans
     out to many, as many posts in flight as ``transport`` keeps connections per origin
-    (``on_gone`` cleanups on ``executor``'s threads)."""
+    (``on_gone`` cleanups on ``executor``'s threads). ``sleep``: a lone post's pause between
+    retries (a fan-out's is ``asyncio.sleep``)."""
 
     def __init__(
         self,
@@ -127,7 +128,8 @@ class ConnectionGateway:
         deadline: Deadline | None,
         blocking: bool = False,
     ) -> PostOutcome:
-        """Post one frame to one connection, retrying throttles and faults."""
+        """Post one frame to one connection, retrying throttles and faults: ``blocking``, with
+        ``transport.post`` and ``sleep`` (``post``), else on the running loop (``post_many``)."""
         retry = self._retry
         left = deadline.remaining if deadline is not None else lambda: math.inf
         if left() < retry.min_post_seconds:
