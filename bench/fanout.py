@@ -1,7 +1,7 @@
 """Fan-out: one channel of N connections behind a Management API taking 20 ms per post.
 
 Ours is ``chalicelib.gateway.ConnectionGateway.post_many`` built as
-``chalicelib.clients`` builds it (``ManagementApi`` over ``Transport``,
+``chalicelib.clients`` builds it (over a ``Transport``,
 ``FANOUT_WORKERS`` posts in flight on the pool's event loop). The baseline is what the replaced
 proxy did: a plain boto3 ``apigatewaymanagementapi`` client posting
 sequentially. A second reference is that boto3 client in a thread pool of the
@@ -30,7 +30,7 @@ from botocore.config import Config
 from bench.part import Target, part_main
 from bench.servers import Server, standin, use_dummy_aws_env
 from chalicelib import wire
-from chalicelib.gateway import ConnectionGateway, ManagementApi
+from chalicelib.gateway import ConnectionGateway
 from chalicelib.transport import Transport
 
 DELAY = 0.02
@@ -75,13 +75,14 @@ def ours(endpoint: str, workers: int = WORKERS) -> tuple[ConnectionGateway, Thre
     """The gateway exactly as ``chalicelib.clients.build_clients`` builds it."""
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fanout")
     credentials = botocore.session.get_session().get_credentials()
-    api = ManagementApi(
+    gateway = ConnectionGateway(
         endpoint,
         transport=Transport(workers),
         credentials=credentials.get_frozen_credentials,
         region="us-east-1",
+        executor=executor,
     )
-    return ConnectionGateway(api, executor, workers), executor
+    return gateway, executor
 
 
 def boto3_client(endpoint: str, pool_size: int | None = None) -> Any:
@@ -163,13 +164,12 @@ def cpu_breakdown(server: Server, posts: int = 2000) -> dict[str, Any]:
     endpoint = f"{server.base}/instant"
     gateway, executor = ours(endpoint)
     single, _ = ours(endpoint, workers=1)
-    api = gateway.api
-    signer = api.signer(PAYLOAD)
+    signer = gateway.signer(PAYLOAD)
     credentials = botocore.session.get_session().get_credentials().get_frozen_credentials()
     botocore_signer = SigV4Auth(credentials, "execute-api", "us-east-1")
     ids = connection_ids(posts, "p")
-    urls = [api.url(i) for i in ids]
-    paths = [api.path(i) for i in ids]
+    paths = [gateway.path(i) for i in ids]
+    urls = [server.base + path for path in paths]
     pool = urllib3.PoolManager(maxsize=4, retries=False)
     host_pool = pool.connection_from_url(endpoint)
     client = boto3_client(endpoint)
@@ -232,13 +232,12 @@ def tls_cost(posts: int) -> dict[str, float]:
         with standin(0.0, tls=(certfile, keyfile)) as server:
             transport = Transport(WORKERS, ssl_context=ssl.create_default_context(cafile=certfile))
             credentials = botocore.session.get_session().get_credentials()
-            api = ManagementApi(
+            gateway = ConnectionGateway(
                 f"{server.base}/instant",
                 transport=transport,
                 credentials=credentials.get_frozen_credentials,
                 region="us-east-1",
             )
-            gateway = ConnectionGateway(api, None, WORKERS)
             gateway.post_many(connection_ids(8, "w"), PAYLOAD)  # the loop thread, not a TLS connection yet
             opened = server.stats()["connections"]
             cold_ids = connection_ids(WORKERS * 4, "cold")
@@ -421,7 +420,7 @@ def plot(res: dict[str, Any], path: Any) -> None:
 
 NOTE = (
     "- **Fan-out**: ours is `ConnectionGateway.post_many` built as `chalicelib/clients.py` builds it "
-    "(`ManagementApi` over `Transport`, dummy credentials), FANOUT_WORKERS posts in flight. "
+    "(over `Transport`, dummy credentials), FANOUT_WORKERS posts in flight. "
     "The baseline is a plain boto3 `apigatewaymanagementapi` client calling `post_to_connection` "
     "sequentially (the replaced proxy), measured whole at 100 and on its first 200 posts above, "
     "extrapolated linearly; the second reference is that client (pool of 32) in a 32-thread pool. "

@@ -135,20 +135,20 @@ def sweep(spec: dict[str, Any]) -> dict[str, Any]:
     from botocore.credentials import ReadOnlyCredentials
 
     from bench.fanout import PAYLOAD, connection_ids
-    from chalicelib.gateway import ConnectionGateway, ManagementApi
+    from chalicelib.gateway import ConnectionGateway
     from chalicelib.transport import Transport
 
     use_dummy_aws_env()
     posts = int(spec["posts"])
     out = {}
     for workers in spec["sweep"]:
-        api = ManagementApi(
+        gateway = ConnectionGateway(
             spec["endpoint"],
             transport=Transport(workers),
             region="us-east-1",
             credentials=lambda: ReadOnlyCredentials("AKIDEXAMPLE", "secret", "token"),
+            executor=ThreadPoolExecutor(2),
         )
-        gateway = ConnectionGateway(api, ThreadPoolExecutor(2), workers)
         gateway.post_many(connection_ids(workers, "warm"), PAYLOAD)
         runs = []
         for _ in range(int(spec.get("repeats", 3))):
@@ -163,7 +163,7 @@ def sweep(spec: dict[str, Any]) -> dict[str, Any]:
             "cpu_s": runs[len(runs) // 2][1] * posts / 1000,
             "cpu_ms_per_post": runs[len(runs) // 2][1],
         }
-        api.transport.close()
+        gateway.transport.close()
     return out
 
 

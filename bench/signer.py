@@ -1,9 +1,9 @@
 """The signer decision: our hand-written SigV4 against botocore's ``SigV4Auth``, same transport.
 
 Both sign every post of a fan-out and send it through the same
-``ManagementApi``/``Transport`` (post by path on keep-alive connections, one
+``ConnectionGateway``/``Transport`` (post by path on keep-alive connections, one
 event loop, ``WORKERS`` in flight) to the same stand-in (20 ms per post); only
-``ManagementApi.signer`` differs: ours (``chalicelib.signing.Signer``, the key
+``ConnectionGateway.signer`` differs: ours (``chalicelib.signing.Signer``, the key
 derived once per day, the payload hashed once per fan-out) or botocore's
 (``AWSRequest`` + ``SigV4Auth.add_auth`` per post, as boto3 signs). Runs
 alternate between the two, ``REPEATS`` of each per size; medians. The rule:
@@ -25,7 +25,7 @@ from botocore.credentials import ReadOnlyCredentials
 
 from bench.part import Target, part_main
 from bench.servers import standin, use_dummy_aws_env
-from chalicelib.gateway import ConnectionGateway, ManagementApi
+from chalicelib.gateway import ConnectionGateway
 from chalicelib.signing import Signer
 from chalicelib.transport import Transport
 
@@ -57,28 +57,37 @@ class BotocoreSigner(Signer):
         }
 
 
-class BotocoreSignedApi(ManagementApi):
-    """The same Management API, each post signed by botocore."""
+class BotocoreSignedGateway(ConnectionGateway):
+    """The same gateway, each post signed by botocore."""
+
+    def __init__(self, endpoint: str, **options: Any) -> None:
+        super().__init__(endpoint, **options)
+        parts = urlsplit(endpoint)
+        self.origin = f"{parts.scheme}://{parts.netloc}"
 
     def signer(self, data: bytes) -> Signer:
-        origin = self.url("x").split("/@connections/", 1)[0].removesuffix(urlsplit(self.endpoint).path)
-        return BotocoreSigner(origin, CREDENTIALS, "us-east-1", data)
+        return BotocoreSigner(self.origin, CREDENTIALS, "us-east-1", data)
 
 
 def gateways(endpoint: str) -> dict[str, ConnectionGateway]:
     transport = Transport(WORKERS)
     executor = ThreadPoolExecutor(2)
     made = {}
-    for name, kind in (("hand-written", ManagementApi), ("botocore SigV4Auth", BotocoreSignedApi)):
-        api = kind(endpoint, transport=transport, credentials=lambda: CREDENTIALS, region="us-east-1")
-        made[name] = ConnectionGateway(api, executor, WORKERS)
+    for name, kind in (("hand-written", ConnectionGateway), ("botocore SigV4Auth", BotocoreSignedGateway)):
+        made[name] = kind(
+            endpoint,
+            transport=transport,
+            credentials=lambda: CREDENTIALS,
+            region="us-east-1",
+            executor=executor,
+        )
     return made
 
 
 def sign_cost(gateway: ConnectionGateway, posts: int = 3000) -> float:
     """CPU ms per signature alone, one thread."""
-    signer = gateway.api.signer(PAYLOAD)
-    paths = [gateway.api.path(f"s{i:011d}Q=") for i in range(posts)]
+    signer = gateway.signer(PAYLOAD)
+    paths = [gateway.path(f"s{i:011d}Q=") for i in range(posts)]
     cpu = time.process_time()
     for path in paths:
         signer.headers(path)

@@ -17,7 +17,9 @@ the same parsed answers from moto.
   400 ms...), at most ``max_attempts`` attempts; any other error answer raises
   ``AwsError`` with DynamoDB's code (``ConditionalCheckFailedException``...).
 - ``LambdaClient``: ``invoke`` (``POST /2015-03-31/functions/{name}/invocations``),
-  retried like botocore's ``standard`` mode (throttling and 5xx, jittered backoff).
+  retried like botocore's ``standard`` mode (throttling and 5xx, jittered backoff);
+  ``invoke_async``, the asynchronous invocations (``InvocationType=Event``) of the app's
+  own functions.
 
 **Deadlines.** Every call takes ``deadline``: no attempt starts with less than
 ``MIN_ATTEMPT_SECONDS`` left, each attempt's whole time (connect, send, answer) is
@@ -41,12 +43,12 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from chalicelib.deadline import Deadline
 from chalicelib.response_parser import HttpError, Response
-from chalicelib.signing import DEFAULT_PORTS, Credentials, amz_now, sign_request, signing_host
-from chalicelib.transport import Transport
+from chalicelib.signing import Credentials, amz_now, sign_request
+from chalicelib.transport import Transport, address
 
 #: An attempt starts only with this much time left before the caller's deadline.
 MIN_ATTEMPT_SECONDS = 0.05
@@ -131,16 +133,6 @@ def credentials_source(env: Mapping[str, str] = os.environ) -> Callable[[], Cred
     return refreshed
 
 
-def dynamodb_backoff(attempt: int) -> float:
-    """botocore's ``legacy`` delay for DynamoDB before retry ``attempt`` (1-based): 50 ms doubling."""
-    return 0.05 * 2.0 ** (attempt - 1)
-
-
-def standard_backoff(attempt: int) -> float:
-    """botocore's ``standard`` mode delay before retry ``attempt``: full jitter, capped at 20 s."""
-    return random.uniform(0, min(20.0, 2.0 ** (attempt - 1)))  # noqa: S311 - jitter
-
-
 class _Service:
     """One AWS service endpoint: signed requests over the transport, retried within a deadline."""
 
@@ -148,8 +140,6 @@ class _Service:
     name = ""
     #: Attempts per call unless ``max_attempts`` says otherwise.
     attempts = 1
-    #: The pause before retry ``attempt`` (1-based).
-    backoff: Callable[[int], float] = staticmethod(standard_backoff)
 
     def __init__(
         self,
@@ -163,12 +153,7 @@ class _Service:
         sleep: Callable[[float], None] = time.sleep,
         amz_date: Callable[[], str] = amz_now,
     ) -> None:
-        parts = urlsplit(url.rstrip("/"))
-        if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
-            raise ValueError(f"not an http(s) endpoint: {url!r}")
-        self._origin = (parts.scheme, parts.hostname, parts.port or DEFAULT_PORTS[parts.scheme])
-        self._base_path = parts.path
-        self._host = signing_host(url)
+        self._origin, self._base_path, self._host = address(url)
         self._region = region_name
         self._credentials = credentials
         self._transport = transport
@@ -176,6 +161,10 @@ class _Service:
         self._attempt_seconds = attempt_seconds
         self._sleep = sleep
         self._amz_date = amz_date
+
+    def backoff(self, attempt: int) -> float:
+        """botocore's ``standard`` pause before retry ``attempt`` (1-based): full jitter, at most 20 s."""
+        return random.uniform(0, min(20.0, 2.0 ** (attempt - 1)))  # noqa: S311 - jitter
 
     def request(self, path: str, headers: dict[str, str], body: bytes, amz_date: str) -> bytes:
         """The whole request as sent: head (signed) and body."""
@@ -233,7 +222,10 @@ class DynamoDB(_Service):
 
     name = "dynamodb"
     attempts = 10
-    backoff = staticmethod(dynamodb_backoff)
+
+    def backoff(self, attempt: int) -> float:
+        """botocore's ``legacy`` pause for DynamoDB: 50 ms doubling."""
+        return 0.05 * 2.0 ** (attempt - 1)
 
     def call(
         self, operation: str, params: dict[str, Any], deadline: Deadline | None = None
@@ -285,3 +277,10 @@ class LambdaClient(_Service):
         headers = {"X-Amz-Invocation-Type": InvocationType}
         response = self.send(path, headers, Payload, deadline)
         return {"StatusCode": response.status}
+
+    def invoke_async(self, function_name: str, payload: Mapping[str, Any]) -> None:
+        """Start ``function_name`` with ``payload`` (``InvocationType=Event``); it must answer 202."""
+        data = json.dumps(payload, separators=(",", ":")).encode("utf-8")
+        status = self.invoke(FunctionName=function_name, InvocationType="Event", Payload=data)["StatusCode"]
+        if status != 202:
+            raise RuntimeError(f"asynchronous invoke answered {status}")

@@ -27,25 +27,18 @@ from __future__ import annotations
 import json
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 from chalicelib import protocol, wire
 from chalicelib.deadline import Deadline
 from chalicelib.errors import BackendError, BackendUnavailable, Forbidden, Unauthorized
 from chalicelib.response_parser import HttpError, HttpTimeout, Response, ResponseTooLarge
-from chalicelib.signing import DEFAULT_PORTS, signing_host
 from chalicelib.summary import elapsed_ms, note
-from chalicelib.transport import Transport
+from chalicelib.transport import Transport, address
 
 
 class BackendClient:
     def __init__(self, base_url: str, timeout: float, transport: Transport) -> None:
-        parts = urlsplit(base_url.rstrip("/"))
-        if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {base_url!r}")
-        self._origin = (parts.scheme, parts.hostname, parts.port or DEFAULT_PORTS[parts.scheme])
-        self._base_path = parts.path
-        self._host = signing_host(base_url)
+        self._origin, self._base_path, self._host = address(base_url)
         self._transport = transport
         self._timeout = timeout
 

@@ -15,10 +15,9 @@ a handler's answer (``bench/RESULTS.md``, Cold start).
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 from chalicelib import aws
 from chalicelib.backend import BackendClient
 from chalicelib.config import Settings
-from chalicelib.gateway import ConnectionGateway, ManagementApi, RetryPolicy
+from chalicelib.gateway import ConnectionGateway, RetryPolicy
 from chalicelib.model import Backend, Gateway, GatewayFor, Invoker, Metric, Registry
 from chalicelib.redaction import redact_library_logs
 from chalicelib.registry import ConnectionRegistry
@@ -62,23 +61,6 @@ class Clients:
     close: Callable[[], None] = lambda: None
 
 
-class LambdaInvoker:
-    """Asynchronous invocations (``InvocationType=Event``) of this app's functions."""
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-
-    def invoke_async(self, function_name: str, payload: Mapping[str, Any]) -> None:
-        response = self._client.invoke(
-            FunctionName=function_name,
-            InvocationType="Event",
-            Payload=json.dumps(payload, separators=(",", ":")).encode("utf-8"),
-        )
-        status = response.get("StatusCode")
-        if status != 202:
-            raise RuntimeError(f"asynchronous invoke answered {status}")
-
-
 def build_clients(metric: Metric = no_metric, settings: Settings | None = None) -> Clients:
     """The real clients: DynamoDB, Lambda, the backend and the Management API over one transport."""
     redact_library_logs()  # before any AWS client exists: no token in any log, at any level
@@ -95,19 +77,17 @@ def build_clients(metric: Metric = no_metric, settings: Settings | None = None) 
     registry = ConnectionRegistry(
         dynamodb, settings.connections_table, lookup_retry_delays=settings.lookup_retry_delays
     )
-    lambda_client = aws.LambdaClient(
+    invoker = aws.LambdaClient(
         aws.endpoint("lambda", region), region, credentials, transport, max_attempts=attempts
     )
-    invoker = LambdaInvoker(lambda_client)
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fanout")
     retry = RetryPolicy(base_delay=settings.post_retry_base_seconds)
 
     @functools.lru_cache(maxsize=GATEWAY_CACHE_SIZE)
     def gateway_for(endpoint: str) -> Gateway:
-        api = ManagementApi(
-            endpoint, transport=transport, credentials=credentials, region=region_for(endpoint), retry=retry
+        return ConnectionGateway(
+            endpoint, region_for(endpoint), credentials, transport, executor=executor, retry=retry
         )
-        return ConnectionGateway(api, executor, workers)
 
     backend = BackendClient(settings.backend_url, settings.backend_timeout_seconds, transport)
 

@@ -8,8 +8,9 @@ choice):
   day (``tests/unit/test_signing.py`` holds it to botocore's own ``SigV4Auth``,
   byte for byte), the payload serialized and hashed once per fan-out;
 - the posts go out over the keep-alive connections of the proxy's one HTTP
-  client (``chalicelib.transport``), many in flight on one event loop instead of
-  threads contending for the GIL, each request written in one piece; SigV4 is
+  client (``chalicelib.transport``), each request written in one piece: a lone
+  post blocks on a kept socket (no event loop), a fan-out's posts are many in
+  flight on one event loop instead of threads contending for the GIL; SigV4 is
   ``chalicelib.signing``.
 
 Outcomes of one post (docs/protocol.md):
@@ -37,17 +38,17 @@ import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from chalicelib.deadline import Deadline
 from chalicelib.model import FanOutResult, PostOutcome
 from chalicelib.response_parser import HttpError
-from chalicelib.signing import DEFAULT_PORTS, METHOD, Credentials, Signer, signing_host
-from chalicelib.transport import Transport
+from chalicelib.signing import METHOD, Credentials, Signer
+from chalicelib.transport import Transport, address
 
 if TYPE_CHECKING:
     from botocore.credentials import ReadOnlyCredentials
@@ -55,9 +56,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _OUTCOMES = {200: PostOutcome.DELIVERED, 410: PostOutcome.GONE, 413: PostOutcome.TOO_LARGE}
-
-#: How a post pauses between retries (``asyncio.sleep``; a recording coroutine in tests).
-Sleep = Callable[[float], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -78,30 +76,28 @@ class RetryPolicy:
         return random.uniform(0, min(self.max_delay, self.base_delay * (2 ** (attempt - 1))))  # noqa: S311 - jitter
 
 
-class ManagementApi:
-    """The ``@connections`` API of one WebSocket API stage, over the shared transport."""
+class ConnectionGateway:
+    """The ``@connections`` API of one WebSocket API stage: posts to one connection, or fans
+    out to many, as many posts in flight as ``transport`` keeps connections per origin
+    (``on_gone`` cleanups on ``executor``'s threads). ``sleep``: a lone post's pause between
+    retries (a fan-out's is ``asyncio.sleep``)."""
 
     def __init__(
         self,
         endpoint: str,
-        *,
-        transport: Transport,
-        credentials: Callable[[], Credentials | ReadOnlyCredentials],
         region: str,
+        credentials: Callable[[], Credentials | ReadOnlyCredentials],
+        transport: Transport,
+        *,
+        executor: Executor | None = None,
         retry: RetryPolicy = RetryPolicy(),
-        sleep: Sleep = asyncio.sleep,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.endpoint = endpoint.rstrip("/")
-        parts = urlsplit(self.endpoint)
-        if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
-            raise ValueError(f"not an http(s) endpoint: {endpoint!r}")
-        self._origin = f"{parts.scheme}://{parts.netloc}"
-        self._address = (parts.scheme, parts.hostname, parts.port or DEFAULT_PORTS[parts.scheme])
-        self._base_path = parts.path
-        self._host = signing_host(self.endpoint)
+        self._origin, self._base_path, self._host = address(endpoint)
         self.transport = transport
         self._credentials = credentials
         self._region = region
+        self._executor = executor
         self._retry = retry
         self._sleep = sleep
 
@@ -111,34 +107,46 @@ class ManagementApi:
             quoted = quoted.replace(".", "%2E")
         return f"{self._base_path}/@connections/{quoted}"
 
-    def url(self, connection_id: str) -> str:
-        return f"{self._origin}{self.path(connection_id)}"
-
     def signer(self, data: bytes) -> Signer:
         return Signer(self._credentials(), self._region, self._host, hashlib.sha256(data).hexdigest())
 
-    def _head(self, signer: Signer, path: str, length: int) -> bytes:
-        lines = "".join(f"{name}: {value}\r\n" for name, value in signer.headers(path).items())
-        head = f"{METHOD} {path} HTTP/1.1\r\nHost: {self._host}\r\n{lines}Content-Length: {length}\r\n\r\n"
-        return head.encode()
+    def post(self, connection_id: str, data: bytes, *, deadline: Deadline | None = None) -> PostOutcome:
+        """One post, blocking on a kept socket: no event loop for a lone frame."""
+        attempts = self._post(connection_id, data, self.signer(data), deadline, blocking=True)
+        try:
+            attempts.send(None)  # runs to its end: its socket calls and pauses block, nothing suspends
+        except StopIteration as done:
+            outcome: PostOutcome = done.value
+            return outcome
+        raise RuntimeError("a blocking post suspended")
 
-    async def post_async(
-        self, connection_id: str, data: bytes, signer: Signer, deadline: Deadline | None = None
+    async def _post(
+        self,
+        connection_id: str,
+        data: bytes,
+        signer: Signer,
+        deadline: Deadline | None,
+        blocking: bool = False,
     ) -> PostOutcome:
-        """Post one frame to one connection on the transport's loop, retrying throttles and faults."""
+        """Post one frame to one connection, retrying throttles and faults: ``blocking``, with
+        ``transport.post`` and ``sleep`` (``post``), else on the running loop (``post_many``)."""
         retry = self._retry
         left = deadline.remaining if deadline is not None else lambda: math.inf
         if left() < retry.min_post_seconds:
             return PostOutcome.UNSENT
         path = self.path(connection_id)
+        start = f"{METHOD} {path} HTTP/1.1\r\nHost: {self._host}\r\n"
         tries = {True: 0, False: 0}  # throttled (429); transient faults (5xx, network)
         last = False
         while True:
-            request = self._head(signer, path, len(data)) + data
+            lines = "".join(f"{name}: {value}\r\n" for name, value in signer.headers(path).items())
+            request = f"{start}{lines}Content-Length: {len(data)}\r\n\r\n".encode() + data
+            timeout = min(retry.attempt_seconds, left())
             try:
-                response = await self.transport.send(
-                    self._address, request, min(retry.attempt_seconds, left())
-                )
+                if blocking:
+                    response = self.transport.post(self._origin, request, timeout)
+                else:
+                    response = await self.transport.send(self._origin, request, timeout)
                 status, reason = response.status, str(response.status)
             except HttpError as exc:
                 status, reason = 0, str(exc)
@@ -151,39 +159,21 @@ class ManagementApi:
                 return _OUTCOMES[status]
             throttled = status == 429
             if not (throttled or status == 0 or status >= 500):  # 400, 403: a retry would not help
-                return self._failed(connection_id, reason)
+                return _failed(connection_id, reason)
             tries[throttled] += 1
             if tries[throttled] >= (retry.throttle_attempts if throttled else retry.transient_attempts):
-                return self._failed(connection_id, reason)
+                return _failed(connection_id, reason)
             delay, room = retry.delay(tries[throttled]), left() - retry.min_post_seconds
             if room <= 0 or last:
-                return self._failed(connection_id, f"{reason}; no time left to retry")
+                return _failed(connection_id, f"{reason}; no time left to retry")
             if delay >= room:  # the backoff is cut to the time left: this is the last try
                 delay, last = room, True
-            await self._sleep(delay)
+            if blocking:
+                self._sleep(delay)
+            else:
+                await asyncio.sleep(delay)
             if left() < retry.min_post_seconds:
-                return self._failed(connection_id, f"{reason}; no time left to retry")
-
-    @staticmethod
-    def _failed(connection_id: str, reason: str) -> PostOutcome:
-        logger.warning("post failed", extra={"connection_id": connection_id, "reason": reason})
-        return PostOutcome.FAILED
-
-
-class ConnectionGateway:
-    """Posts frames to one connection or fans them out to many, ``workers`` posts in flight."""
-
-    def __init__(self, api: ManagementApi, executor: Executor | None, workers: int) -> None:
-        self.api = api
-        self._executor = executor
-        self._workers = max(workers, 1)
-
-    def post(self, connection_id: str, data: bytes, *, deadline: Deadline | None = None) -> PostOutcome:
-        """One post, from a thread outside the transport's loop."""
-        outcome: PostOutcome = self.api.transport.run(
-            self.api.post_async(connection_id, data, self.api.signer(data), deadline)
-        )
-        return outcome
+                return _failed(connection_id, f"{reason}; no time left to retry")
 
     def post_many(
         self,
@@ -193,7 +183,7 @@ class ConnectionGateway:
         on_gone: Callable[[str], None] | None = None,
         deadline: Deadline | None = None,
     ) -> FanOutResult:
-        """Post ``data`` to every id, at most ``workers`` at once.
+        """Post ``data`` to every id, ``transport.idle_per_origin`` at once, on this thread's event loop.
 
         ``on_gone`` runs (on the executor's threads) for each connection that
         answered 410, so stale items are removed while delivery goes on; the
@@ -205,28 +195,33 @@ class ConnectionGateway:
         result = FanOutResult()
         if not ids:
             return result
-        post, signer = self.api.post_async, self.api.signer(data)
+        signer = self.signer(data)
         outcomes = [PostOutcome.UNSENT] * len(ids)
         queue = iter(range(len(ids)))
 
-        async def posts() -> None:  # on the transport's loop
+        async def posts() -> None:
             loop = asyncio.get_running_loop()
             cleanups: list[asyncio.Future[None]] = []
 
             async def worker() -> None:
                 for index in queue:
-                    outcomes[index] = outcome = await post(ids[index], data, signer, deadline)
+                    outcomes[index] = outcome = await self._post(ids[index], data, signer, deadline)
                     if outcome is PostOutcome.GONE and on_gone is not None:
                         cleanups.append(loop.run_in_executor(self._executor, _cleanup, on_gone, ids[index]))
 
-            await asyncio.gather(*(worker() for _ in range(min(self._workers, len(ids)))))
+            await asyncio.gather(*(worker() for _ in range(min(self.transport.idle_per_origin, len(ids)))))
             await asyncio.gather(*cleanups)
 
-        self.api.transport.run(posts())
+        self.transport.run(posts())
         for connection_id, outcome in zip(ids, outcomes, strict=True):
             result.add(connection_id, outcome)
         result.duration_ms = round((time.perf_counter() - started) * 1000, 1)
         return result
+
+
+def _failed(connection_id: str, reason: str) -> PostOutcome:
+    logger.warning("post failed", extra={"connection_id": connection_id, "reason": reason})
+    return PostOutcome.FAILED
 
 
 def _cleanup(on_gone: Callable[[str], None], connection_id: str) -> None:

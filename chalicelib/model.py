@@ -4,7 +4,7 @@ Value types: a live ``Connection`` (its item's attributes), a post's ``PostOutco
 and the ``FanOutResult`` of many posts. Interfaces (``typing.Protocol``, so tests hand
 fakes in without subclassing): ``Registry`` (implemented by
 ``registry.ConnectionRegistry``), ``Backend`` (``backend.BackendClient``), ``Gateway``
-(``gateway.ConnectionGateway``) and ``Invoker`` (``clients.LambdaInvoker``), gathered
+(``gateway.ConnectionGateway``) and ``Invoker`` (``aws.LambdaClient``), gathered
 in ``clients.Clients``; ``tests/fakes.py`` holds in-memory ones.
 """
 

@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 #: The one Management API call made here: ``POST @connections/{id}`` (execute-api:ManageConnections).
 METHOD = "POST"
 _REGION_IN_HOST = re.compile(r"\.execute-api\.([a-z0-9-]+)\.amazonaws\.com")
-DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class Credentials(NamedTuple):
@@ -42,17 +41,6 @@ def region_for(endpoint: str, env: Any = os.environ) -> str:
             return str(env[name])
     match = _REGION_IN_HOST.search(urlsplit(endpoint).netloc)
     return match.group(1) if match else "us-east-1"
-
-
-def signing_host(endpoint: str) -> str:
-    """The ``host`` header as sent (and signed): the port only when it is not the default."""
-    parts = urlsplit(endpoint)
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    if parts.port is not None and parts.port != DEFAULT_PORTS.get(parts.scheme):
-        return f"{host}:{parts.port}"
-    return host
 
 
 def amz_now() -> str:

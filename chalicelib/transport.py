@@ -18,7 +18,7 @@ same rules:
 
 ``post`` sends one request and blocks for its answer on a kept socket: no event
 loop, the least CPU for the calls a handler makes one at a time (DynamoDB, the
-backend, Lambda). Many requests at once (a fan-out) are coroutines awaiting
+backend, Lambda, a lone Management API post). Many requests at once (a fan-out) are coroutines awaiting
 ``send``, run by ``run`` on the calling thread's own asyncio loop: many posts in
 flight on one loop instead of threads contending for the GIL, and no thread ever
 waits on another's loop (a fan-out's cleanups, on other threads while it awaits
@@ -36,7 +36,8 @@ import ssl
 import threading
 import time
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, cast
+from urllib.parse import urlsplit
 
 from chalicelib.response_parser import HttpError, HttpTimeout, Response, ResponseParser
 
@@ -44,22 +45,35 @@ from chalicelib.response_parser import HttpError, HttpTimeout, Response, Respons
 DEFAULT_MAX_BODY = 4 * 1024 * 1024
 #: An origin: scheme, host, port.
 Origin = tuple[str, str, int]
+_PORTS = {"http": 80, "https": 443}
+
+
+def address(url: str) -> tuple[Origin, str, str]:
+    """A URL's origin, its path (no trailing slash) and its ``Host`` header as sent (and
+    signed): the port only when it is not the scheme's."""
+    parts = urlsplit(url.rstrip("/"))
+    scheme, name, port = parts.scheme, parts.hostname, parts.port
+    if scheme not in _PORTS or not name:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    host = f"[{name}]" if ":" in name else name  # an IPv6 literal
+    if port is not None and port != _PORTS[scheme]:
+        host = f"{host}:{port}"
+    return (scheme, name, port or _PORTS[scheme]), parts.path, host
 
 
 class _Connection(asyncio.Protocol):
     """One keep-alive connection: one request at a time, its answer parsed as it arrives."""
 
+    transport: asyncio.Transport  # set before ``create_connection`` answers the connection
+
     def __init__(self, max_body: int) -> None:
-        self.transport: asyncio.Transport | None = None
         self.closed = False
         self._max_body = max_body
         self._parser: ResponseParser | None = None
         self._waiter: asyncio.Future[Response] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if not isinstance(transport, asyncio.Transport):
-            raise TypeError("a stream transport is needed")
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -83,8 +97,6 @@ class _Connection(asyncio.Protocol):
             self._settle(response)
 
     def request(self, data: bytes) -> asyncio.Future[Response]:
-        if self.transport is None:
-            raise HttpError("not connected")
         self._waiter = asyncio.get_running_loop().create_future()
         self._parser = ResponseParser(self._max_body)
         self.transport.write(data)
@@ -101,15 +113,13 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
-        if self.transport is not None:
-            self.transport.abort()
+        self.transport.abort()
 
     def reusable(self) -> bool:
         """Open, and nothing arrived while idle (a close from the server not yet seen by the loop)."""
-        transport = self.transport
-        if self.closed or transport is None or transport.is_closing():
+        if self.closed or self.transport.is_closing():
             return False
-        sock = transport.get_extra_info("socket")
+        sock = self.transport.get_extra_info("socket")
         return sock is not None and _quiet(sock)
 
 

@@ -10,7 +10,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ import pytest
 from botocore.credentials import ReadOnlyCredentials
 
 from chalicelib.deadline import Deadline
-from chalicelib.gateway import ConnectionGateway, ManagementApi, RetryPolicy
+from chalicelib.gateway import ConnectionGateway, RetryPolicy
 from chalicelib.model import PostOutcome
 from chalicelib.response_parser import HttpError, ResponseTooLarge
 from chalicelib.signing import region_for
@@ -54,8 +54,8 @@ def executor(workers: int) -> ThreadPoolExecutor:
     return opened
 
 
-def recording(sleeps: list[float] | None) -> Callable[[float], Awaitable[None]]:
-    async def sleep(seconds: float) -> None:
+def recording(sleeps: list[float] | None) -> Callable[[float], None]:
+    def sleep(seconds: float) -> None:
         if sleeps is not None:
             sleeps.append(seconds)
 
@@ -70,17 +70,17 @@ def mgmt() -> Iterator[ManagementApiStandIn]:
 
 
 def make_gateway(endpoint: str, *, sleeps: list[float] | None = None, workers: int = 4) -> ConnectionGateway:
-    api = ManagementApi(
+    return ConnectionGateway(
         endpoint,
         transport=transport(workers, connect_timeout=0.5),
         credentials=lambda: ReadOnlyCredentials("AKIDEXAMPLE", "secret", "session-token"),
         region="eu-west-1",
+        executor=executor(workers),
         retry=RetryPolicy(
             throttle_attempts=4, transient_attempts=3, base_delay=0.001, max_delay=0.002, attempt_seconds=1.5
         ),
         sleep=recording(sleeps),
     )
-    return ConnectionGateway(api, executor(workers), workers)
 
 
 def test_posts_are_sigv4_signed_for_execute_api(mgmt: ManagementApiStandIn) -> None:
@@ -177,7 +177,7 @@ def test_threads_calling_at_once_each_get_their_own_answers(mgmt: ManagementApiS
     assert outcomes == [[PostOutcome.DELIVERED] * 5] * len(ids)
     for cid in ids:
         assert mgmt.frames(cid) == [{"n": n} for n in range(5)]
-    gateway.api.transport.close()  # every thread's loop and connections; a later call opens anew
+    gateway.transport.close()  # every thread's loop and connections; a later call opens anew
     assert gateway.post("T0=", b'{"n":5}') is PostOutcome.DELIVERED
 
 
@@ -265,14 +265,14 @@ def silent() -> Iterator[SilentServer]:
 
 def silent_gateway(endpoint: str, workers: int) -> ConnectionGateway:
     # Timeouts far beyond the test's deadline: only the deadline can end these posts in time.
-    api = ManagementApi(
+    return ConnectionGateway(
         endpoint,
         transport=transport(workers, connect_timeout=30.0),
         credentials=lambda: ReadOnlyCredentials("AKIDEXAMPLE", "secret", None),
         region="eu-west-1",
+        executor=executor(2),
         retry=RetryPolicy(min_post_seconds=0.05, attempt_seconds=90.0),
     )
-    return ConnectionGateway(api, executor(2), workers)
 
 
 def test_deadline_caps_posts_that_never_answer_and_returns_the_rest_unsent(silent: SilentServer) -> None:
@@ -315,13 +315,13 @@ def test_retry_sleeps_are_capped_to_the_time_left(mgmt: ManagementApiStandIn) ->
     clock = FakeClock()
     sleeps: list[float] = []
 
-    async def sleep(seconds: float) -> None:
+    def sleep(seconds: float) -> None:
         sleeps.append(seconds)
         clock.sleep(seconds)
 
     mgmt.open.add("T=")
     mgmt.throttle["T="] = 100
-    api = ManagementApi(
+    gateway = ConnectionGateway(
         mgmt.endpoint,
         transport=transport(1, connect_timeout=0.5),
         credentials=lambda: ReadOnlyCredentials("AKIDEXAMPLE", "secret", None),
@@ -329,7 +329,6 @@ def test_retry_sleeps_are_capped_to_the_time_left(mgmt: ManagementApiStandIn) ->
         retry=FixedBackoff(throttle_attempts=50, min_post_seconds=0.1, attempt_seconds=1.5),
         sleep=sleep,
     )
-    gateway = ConnectionGateway(api, None, 1)
     deadline = Deadline(clock.now + 0.5, clock)
     assert gateway.post("T=", b"{}", deadline=deadline) is PostOutcome.FAILED
     # However long the backoff wanted, no sleep runs past the deadline minus one post's minimum.
@@ -496,17 +495,27 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
 
 
 def test_an_idle_connection_the_server_dropped_is_not_used_for_the_next_post() -> None:
-    """As after a Lambda container thaws: the close is on the socket, unread by the loop
-    (it runs only while a call does)."""
+    """As after a Lambda container thaws: the close is on the socket, unread (a lone post's
+    kept socket, or a connection of a loop that runs only while a fan-out does)."""
     server = ScriptedServer(OK, close_delay=0.001)
-    sleeps: list[float] = []
-    gateway = make_gateway(server.endpoint, sleeps=sleeps, workers=1)
+    gateway = ConnectionGateway(  # no retry: a post on a dropped connection would fail
+        server.endpoint,
+        transport=transport(1),
+        credentials=lambda: ReadOnlyCredentials("AKIDEXAMPLE", "secret", None),
+        region="eu-west-1",
+        retry=RetryPolicy(transient_attempts=1),
+    )
     try:
         assert gateway.post("A=", b"{}") is PostOutcome.DELIVERED
         assert server.closed.wait(10)
+        server.closed.clear()
         assert gateway.post("A=", b"{}") is PostOutcome.DELIVERED
-        assert sleeps == []  # no failed attempt, no retry: a new connection at once
-        assert server.connections == 2
+        assert server.closed.wait(10)
+        server.closed.clear()
+        assert gateway.post_many(["A="], b"{}").delivered == 1  # a new connection: none on the loop yet
+        assert server.closed.wait(10)
+        assert gateway.post_many(["A="], b"{}").delivered == 1
+        assert server.connections == 4
     finally:
         server.sock.close()
 
@@ -610,23 +619,20 @@ def test_posts_over_tls_verify_the_server_certificate(tmp_path: Path) -> None:
     server = ScriptedServer(OK, tls=(certfile, keyfile))
     try:
         trusting = ConnectionGateway(
-            ManagementApi(
-                server.endpoint,
-                transport=transport(2, ssl_context=ssl.create_default_context(cafile=certfile)),
-                credentials=lambda: ReadOnlyCredentials("AKIDEXAMPLE", "secret", None),
-                region="eu-west-1",
-            ),
-            None,
-            2,
+            server.endpoint,
+            transport=transport(2, ssl_context=ssl.create_default_context(cafile=certfile)),
+            credentials=lambda: ReadOnlyCredentials("AKIDEXAMPLE", "secret", None),
+            region="eu-west-1",
         )
         assert trusting.post_many(["A=", "B="], b"{}").delivered == 2
         assert trusting.post("C=", b"{}") is PostOutcome.DELIVERED
-        assert server.connections <= 2  # keep-alive over TLS too
+        assert trusting.post("D=", b"{}") is PostOutcome.DELIVERED
+        assert server.connections <= 3  # keep-alive over TLS too: the fan-out's two, the lone posts' one
         # The default context (the system's trust store) does not trust a self-signed certificate.
         refusing = make_gateway(server.endpoint, workers=1)
         assert refusing.post("A=", b"{}") is PostOutcome.FAILED
         origin = ("https", "127.0.0.1", server.sock.getsockname()[1])
         with pytest.raises(HttpError, match="CERTIFICATE_VERIFY_FAILED"):
-            refusing.api.transport.post(origin, b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 5.0)
+            refusing.transport.post(origin, b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 5.0)
     finally:
         server.sock.close()
