@@ -234,7 +234,12 @@ class DynamoDB(_Service):
         headers = {"X-Amz-Target": f"{DYNAMODB_TARGET}.{operation}", "Content-Type": DYNAMODB_CONTENT_TYPE}
         body = json.dumps(params).encode()
         response = self.send("/", headers, body, deadline)
-        answer: dict[str, Any] = json.loads(response.body) if response.body else {}
+        try:
+            answer = json.loads(response.body) if response.body else {}
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):  # not DynamoDB's JSON object: a failed call, not a crash
+            raise AwsError("MalformedAnswer", "the answer is not a JSON object", response.status)
         return answer
 
     def put_item(self, *, deadline: Deadline | None = None, **params: Any) -> dict[str, Any]:

@@ -484,3 +484,28 @@ def test_no_attempt_starts_without_time_left(recording: Recording) -> None:
         transport.close()
     assert info.value.code == "DeadlineExceeded"
     assert recording.requests == []
+
+
+class Garbled(StandIn):
+    """Answers 200 with a body that is not DynamoDB's JSON object."""
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__()
+        self.body = body
+
+    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
+        return (200, self.body, {"Content-Type": "application/x-amz-json-1.0"})
+
+
+@pytest.mark.parametrize("body", [b"<html>oops</html>", b"[]", b'"item"', b"{"])
+def test_an_answer_that_is_not_a_json_object_is_a_failed_call(recording: Recording, body: bytes) -> None:
+    server = Garbled(body).start()
+    transport = Transport(1)
+    client = aws.DynamoDB(server.url, "eu-west-1", aws.credentials_source(), transport)
+    try:
+        with pytest.raises(aws.AwsError) as info:
+            client.get_item(TableName=TABLE, Key=KEY, deadline=Deadline.after(5))
+    finally:
+        transport.close()
+        server.stop()
+    assert (info.value.code, info.value.status) == ("MalformedAnswer", 200)
