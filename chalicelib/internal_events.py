@@ -42,7 +42,10 @@ def unpack_frames(packed: str) -> list[bytes]:
         raise InvalidEvent("frames are not packed frames") from exc
     if not isinstance(frames, list) or not all(isinstance(f, str) for f in frames):
         raise InvalidEvent("frames must be a list of strings")
-    return [f.encode("utf-8") for f in frames]
+    try:
+        return [f.encode("utf-8") for f in frames]
+    except UnicodeEncodeError as exc:  # a lone surrogate: no frame of ours holds one
+        raise InvalidEvent("frames must be UTF-8 text") from exc
 
 
 def _field(payload: Mapping[str, Any], name: str, kind: type) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import zlib
 from typing import Any
 
 from chalicelib import wire
@@ -95,6 +97,12 @@ def test_malformed_delivery_events_answer_an_error(stack: Stack) -> None:
         {},
         {"connection_id": "x"},
         {"connection_id": "x", "channel": "1", "endpoint": "e", "frames": "not-base64!"},
+        # a frame holding a lone surrogate (no frame of ours does): forged
+        {
+            "connection_id": "x",
+            "channel": "booking#1",
+            "frames": base64.b64encode(zlib.compress(b'["\\ud800"]')).decode(),
+        },
         [],
     ]
     for event in bad:
