@@ -170,7 +170,7 @@ class Transport:
             try:
                 sock = idle.pop()
             except IndexError:  # none idle (another thread may have taken the last): a new one
-                sock = self._connect(origin, min(self.connect_timeout, timeout))
+                sock = self._connect(origin, min(self.connect_timeout, timeout), expires)
                 break
             if _quiet(sock):
                 break
@@ -186,13 +186,23 @@ class Transport:
             sock.close()
         return response
 
-    def _connect(self, origin: Origin, timeout: float) -> socket.socket:
+    def _connect(self, origin: Origin, timeout: float, expires: float) -> socket.socket:
+        """A socket to ``origin``: connecting and the TLS handshake together within ``timeout``
+        (as on the loop), and never past ``expires``."""
         scheme, host, port = origin
         sock: socket.socket | None = None
+        until = min(time.monotonic() + timeout, expires)
         try:
-            sock = socket.create_connection((host, port), timeout=max(timeout, 0.001))
+            sock = socket.create_connection((host, port), timeout=_left(until))
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return self._tls().wrap_socket(sock, server_hostname=host) if scheme == "https" else sock
+            if scheme != "https":
+                return sock
+            sock.settimeout(_left(until))
+            return self._tls().wrap_socket(sock, server_hostname=host)
+        except HttpTimeout:
+            if sock is not None:
+                sock.close()
+            raise HttpTimeout("connect: timed out") from None
         except OSError as exc:  # ssl.SSLError and TimeoutError among them
             if sock is not None:
                 sock.close()
