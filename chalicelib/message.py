@@ -23,7 +23,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
 
 from chalicelib import protocol, wire
-from chalicelib.channel_sender import ChannelSender
+from chalicelib.channel_sender import RESERVE_FOR_NOTES, ChannelSender
 from chalicelib.clients import Clients
 from chalicelib.deadline import Deadline
 from chalicelib.errors import (
@@ -247,7 +247,10 @@ class _Turn:
         """One of the proxy's own frames (pong, authenticated, error) to the sender, best effort."""
         if self.gateway is None:
             return
-        outcome = self.gateway.post(self.connection_id, wire.encode(frame))
+        # within the handler's time and its reserve for notes: a slow Management API cannot hold it
+        outcome = self.gateway.post(
+            self.connection_id, wire.encode(frame), deadline=self.deadline.later(RESERVE_FOR_NOTES)
+        )
         if outcome in (PostOutcome.FAILED, PostOutcome.TOO_LARGE):
             logger.warning(
                 "proxy frame refused", extra={"connection_id": self.connection_id, "error": outcome.value}

@@ -7,8 +7,11 @@ from typing import Any
 
 import pytest
 
+from chalicelib.deadline import Deadline
+from chalicelib.gateway import ConnectionGateway
 from tests.harness import FAST_LOOKUP_RETRIES, Stack, chat_backend, refused_port
 from tests.standins import Reply
+from ws_proxy_testing import events
 from ws_proxy_testing.isolation import reset_clients
 
 CHAT = {"type": "chat", "booking_id": "1", "token": "tok-a"}
@@ -44,6 +47,28 @@ def test_ping_is_answered_by_the_proxy_without_lookup_or_backend(
     assert stack.mgmt.frames("P2=") == [{"type": "pong"}]
     assert stack.backend.requests == []
     assert dynamodb_ops == []
+
+
+def test_the_proxys_own_frames_are_posted_within_the_handlers_time(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deadlines: list[Deadline | None] = []
+    post = ConnectionGateway.post
+
+    def recording(
+        self: ConnectionGateway, connection_id: str, data: bytes, *, deadline: Deadline | None = None
+    ) -> Any:
+        deadlines.append(deadline)
+        return post(self, connection_id, data, deadline=deadline)
+
+    monkeypatch.setattr(ConnectionGateway, "post", recording)
+    stack.mgmt.open.add("P3=")
+    stack.invoke("message", events.message_event("P3=", {"type": "ping"}), time_left_ms=4_000)
+    assert stack.mgmt.frames("P3=") == [{"type": "pong"}]
+    (deadline,) = deadlines
+    assert deadline is not None
+    # the handler's time (4 s less Lambda's 1.5 s reserve) and one second for its notes
+    assert deadline.remaining() <= 4.0 - 1.5 + 1.0
 
 
 @pytest.mark.parametrize(
