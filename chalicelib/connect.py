@@ -40,7 +40,7 @@ def presence_channels(items: list[Connection]) -> tuple[tuple[str, str], ...]:
         (item.booking_id, connection_type)
         for item in items
         if item.booking_id is not None and item.channel == channel_key("booking", item.booking_id)
-        for connection_type in sorted(item.types or {item.connection_type})
+        for connection_type in sorted(item.in_types)
     )
 
 

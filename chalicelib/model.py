@@ -47,9 +47,15 @@ class Connection:
         """An item a ``subscribe`` wrote: the socket's own item (with its token) is elsewhere."""
         return self.home is not None
 
+    @property
+    def in_types(self) -> frozenset[str]:
+        """The connection types this item is in its channel as: its ``types``, else (an own item)
+        its ``connection_type``; a subscription item without types (its last one just left) none."""
+        return self.types if self.types or self.subscription else frozenset({self.connection_type})
+
     def is_type(self, connection_type: str) -> bool:
         """Whether this item is in its channel as ``connection_type``."""
-        return connection_type in self.types if self.types else connection_type == self.connection_type
+        return connection_type in self.in_types
 
     @property
     def legacy(self) -> bool:

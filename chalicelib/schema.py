@@ -57,8 +57,12 @@ def from_item(item: dict[str, Any]) -> Connection:
 
 
 #: A channel Query's filter for one connection type: an item is in its channel as its
-#: ``types``, else (an item without them) as its ``connection_type``.
-TYPE_FILTER = "(contains(#types, :type) OR (attribute_not_exists(#types) AND #connection_type = :type))"
+#: ``types``, else (an own item without them) as its ``connection_type``. A subscription item
+#: without types (its last one just unsubscribed, its delete not done) is in it as nothing.
+TYPE_FILTER = (
+    "(contains(#types, :type)"
+    " OR (attribute_not_exists(#types) AND attribute_not_exists(#home) AND #connection_type = :type))"
+)
 
 
 def key(channel: str, connection_id: str) -> dict[str, Any]:

@@ -294,6 +294,16 @@ def test_a_subscription_item_is_in_its_channel_as_each_of_its_types(registry: An
     assert registry.unsubscribe("booking#1", "OLD=", "chat") is False  # a socket's own item stays
 
 
+def test_a_subscription_item_left_without_types_is_in_its_channel_as_nothing(registry: Any) -> None:
+    # What unsubscribe's first write leaves until its delete is done (or if that delete fails):
+    # the last type gone, the item still there, its connection_type still the first type.
+    registry.put(conn("OLD=", channel="booking#1", endpoint=ENDPOINT))
+    registry.put(conn("A=", channel="booking#1", user_id="u", home="user#u"))
+    assert sorted(registry.channel_ids("booking#1", "chat")) == ["OLD="]
+    assert registry.channel_members("booking#1", "chat") == [("OLD=", None, ENDPOINT)]
+    assert sorted(registry.channel_ids("booking#1", None)) == ["A=", "OLD="]  # still removed with the socket
+
+
 def test_a_sockets_own_item_gains_a_type_and_never_becomes_a_subscription(registry: Any) -> None:
     registry.put(conn("C=", channel="booking#1", token="t"))
     registry.subscribe(Connection("C=", "booking#1", "chat", types=frozenset({"chat", "booking"})))
