@@ -99,12 +99,8 @@ class FanOutResult:
         """Count one post's outcome."""
         if outcome is PostOutcome.DELIVERED:
             self.delivered += 1
-        else:
-            {
-                PostOutcome.GONE: self.gone,
-                PostOutcome.TOO_LARGE: self.too_large,
-                PostOutcome.UNSENT: self.unsent,
-            }.get(outcome, self.failed).append(connection_id)
+        else:  # each other outcome's value names its list
+            getattr(self, outcome.value).append(connection_id)
 
     def merge(self, other: FanOutResult) -> None:
         self.delivered += other.delivered

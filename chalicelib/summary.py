@@ -70,7 +70,6 @@ class HandlerRun:
         on_failure: Callable[[str], Answer] | None = None,
         last_resort: Answer | None = None,
     ) -> None:
-        self.route = route
         self.message = _MESSAGES.get(route, route)
         self.log: dict[str, Any] = {"route": route}
         self._on_failure = on_failure or (lambda outcome: function_failure(route, outcome))
