@@ -43,6 +43,7 @@ from chalicelib.summary import HandlerRun
 
 logger = logging.getLogger(__name__)
 
+#: What the sender is told when the work raised (``HandlerRun`` passes one of these outcomes).
 _FALLBACK_MESSAGES = {
     "misconfigured": ("the proxy is misconfigured", False),
     "internal_error": ("the message could not be processed; try again", True),
@@ -95,12 +96,8 @@ class _Turn:
                 subscriptions = Subscriptions(
                     self.clients, self.sender, self.reply, gateway, conn, self.deadline, self.log
                 )
-                if route.connect is not None and kind == "subscribe":
-                    subscriptions.subscribe(frame, request)
-                elif route.connect is not None and kind == "unsubscribe":
-                    subscriptions.unsubscribe(frame, request)
-                elif route.connect is not None and kind == "presence":
-                    subscriptions.presence(frame, request)
+                if route.connect is not None and kind in ("subscribe", "unsubscribe", "presence"):
+                    getattr(subscriptions, kind)(frame, request)
                 else:
                     self._forward(gateway, subscriptions, conn, route, frame, request)
             self.clients.metric("Messages", 1)
@@ -113,9 +110,9 @@ class _Turn:
 
     def fail(self, outcome: str) -> dict[str, Any]:
         """When the work raised (``misconfigured``, ``internal_error``): the sender is told, if it can be."""
-        message, retryable = _FALLBACK_MESSAGES.get(outcome, _FALLBACK_MESSAGES["internal_error"])
         if self.gateway is None:
             return {"statusCode": 500}
+        message, retryable = _FALLBACK_MESSAGES[outcome]
         self.reply(protocol.error_frame("backend_unavailable", message, retryable=retryable, ref=self.ref))
         return {"statusCode": 200}
 
@@ -206,12 +203,10 @@ class _Turn:
         own = wire.frames_with_ref(payload, request)
         try:
             if broadcast:
-                members: list[str] = []
                 others: list[str] = []
                 others_frames = own if request is None else wire.frames_for(payload)
                 try:
                     for member in self.registry.channel_ids(channel, connection_type, deadline=deadline):
-                        members.append(member)
                         if member != connection_id:
                             others.append(member)
                 except BackendUnavailable:
@@ -224,8 +219,7 @@ class _Turn:
                     gateway, channel, connection_id, own, others, others_frames, deadline
                 )
                 if users:  # each socket once: the channel's and the sender are already served
-                    seen = {connection_id, *members}
-                    result.merge(subscriptions.send_to_users(users, seen, others_frames))
+                    result.merge(subscriptions.send_to_users(users, {connection_id, *others}, others_frames))
             else:
                 result = sender.send_here(gateway, channel, [connection_id], own, deadline)
         except BackendUnavailable as exc:
