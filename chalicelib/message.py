@@ -99,7 +99,7 @@ class _Turn:
                 if route.connect is not None and kind in ("subscribe", "unsubscribe", "presence"):
                     getattr(subscriptions, kind)(frame, request)
                 else:
-                    self._forward(gateway, subscriptions, conn, route, frame, request)
+                    self._forward(subscriptions, route, frame, request)
             self.clients.metric("Messages", 1)
         except ProxyError as exc:
             self.log["outcome"] = exc.code
@@ -153,8 +153,8 @@ class _Turn:
 
     def _destination(
         self, conn: Connection, route: Route, frame: dict[str, Any]
-    ) -> tuple[str, str, str, str | None, Route]:
-        """Where a frame goes: (message path, channel, connection type, booking, route).
+    ) -> tuple[str, str, str, str | None]:
+        """Where a frame goes: (message path, channel, connection type, booking).
 
         A frame naming ``booking_id`` (on a socket with a token) goes to that booking's message
         route for its ``connection_type`` (else the socket's booking type, else chat); any other
@@ -163,30 +163,20 @@ class _Turn:
         if "booking_id" in frame and route.connect is not None:
             default = conn.connection_type if route.needs_booking else DEFAULT_SUBSCRIPTION_TYPE
             target = protocol.parse_booking_target(frame, self.settings.routes, default)
-            return (
-                target.route.message_path(target.booking_id),
-                target.channel,
-                target.connection_type,
-                target.booking_id,
-                target.route,
-            )
+            path = target.route.message_path(target.booking_id)
+            return path, target.channel, target.connection_type, target.booking_id
         if is_user_level(conn, route):
             raise InvalidMessage(
                 "booking_id required: this socket is the user's, name the booking in each frame"
             )
-        return route.message_path(conn.booking_id), conn.channel, conn.connection_type, conn.booking_id, route
+        return route.message_path(conn.booking_id), conn.channel, conn.connection_type, conn.booking_id
 
     def _forward(
-        self,
-        gateway: Gateway,
-        subscriptions: Subscriptions,
-        conn: Connection,
-        route: Route,
-        frame: dict[str, Any],
-        request: Any,
+        self, subscriptions: Subscriptions, route: Route, frame: dict[str, Any], request: Any
     ) -> None:
+        conn, gateway = subscriptions.conn, subscriptions.gateway
         connection_id, deadline, log, sender = conn.connection_id, self.deadline, self.log, self.sender
-        path, channel, connection_type, booking, target_route = self._destination(conn, route, frame)
+        path, channel, connection_type, booking = self._destination(conn, route, frame)
         if channel != conn.channel:
             log.update(booking=booking, subscription_type=connection_type)
         body: dict[str, Any] = {"connection_id": connection_id, "message": frame}
@@ -196,7 +186,7 @@ class _Turn:
         broadcast = answer.get("broadcast") is True
         users: list[str] = []
         if broadcast and booking is not None:
-            users = subscriptions.recipients(answer, booking, target_route)
+            users = subscriptions.recipients(answer, booking, connection_type)
         payload = {key: value for key, value in answer.items() if key != "recipients"}
         if booking is not None:
             payload = protocol.tagged(payload, booking, connection_type)

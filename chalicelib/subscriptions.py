@@ -203,12 +203,12 @@ class Subscriptions:
             event = PresenceEvent(conn.connection_id, conn.user_id, online, channels)
             announce(self.clients, self.sender, event, self.deadline, self.gateway)
 
-    def recipients(self, answer: Json, booking_id: str, route: Route) -> list[str]:
+    def recipients(self, answer: Json, booking_id: str, connection_type: str) -> list[str]:
         """The users whose user-level sockets a broadcast also reaches: the answer's ``recipients``,
         else the type's ``participants`` route (when configured), else none."""
         named = answer.get("recipients")
         if named is None:
-            path = route.participants_path(booking_id)
+            path = self.clients.settings.routes[connection_type].participants_path(booking_id)
             if path is None:
                 return []
             try:
