@@ -53,10 +53,6 @@ class Connection:
         its ``connection_type``; a subscription item without types (its last one just left) none."""
         return self.types if self.types or self.subscription else frozenset({self.connection_type})
 
-    def is_type(self, connection_type: str) -> bool:
-        """Whether this item is in its channel as ``connection_type``."""
-        return connection_type in self.in_types
-
     @property
     def legacy(self) -> bool:
         """Written before channel keys had a kind: such a connection must reconnect."""

@@ -164,7 +164,7 @@ class Subscriptions:
         frames = protocol.initial_frames(answer, target.booking_id, target.connection_type)
         if frames:
             self.sender.send_here(self.gateway, target.channel, [conn.connection_id], frames, deadline)
-        if there is None or not there.is_type(target.connection_type):
+        if there is None or target.connection_type not in there.in_types:
             self._announce(target, online=True)
 
     def unsubscribe(self, frame: Json, ref: Any) -> None:
