@@ -25,7 +25,7 @@ class Connection:
     channel: str
     connection_type: str
     user_id: str | None = None
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)  # never shown, even in a traceback or log
     created_at: int = 0
     ttl: int = 0
     booking_id: str | None = None
@@ -35,12 +35,6 @@ class Connection:
     #: The connection types this item is in its channel as (subscriptions, and a home item
     #: subscribed as a second type); empty: ``connection_type`` alone.
     types: frozenset[str] = frozenset()
-
-    def __repr__(self) -> str:  # never show the token, even in a traceback or log
-        return (
-            f"Connection(connection_id={self.connection_id!r}, channel={self.channel!r}, "
-            f"connection_type={self.connection_type!r}, user_id={self.user_id!r})"
-        )
 
     @property
     def subscription(self) -> bool:

@@ -75,7 +75,6 @@ class HandlerRun:
         self._on_failure = on_failure or (lambda outcome: function_failure(route, outcome))
         self._last_resort = last_resort or {"error": {"code": "internal_error"}}
         self.result: Answer | None = None
-        self._started = 0.0
 
     def __enter__(self) -> HandlerRun:
         self._started = time.perf_counter()
