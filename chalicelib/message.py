@@ -184,15 +184,13 @@ class _Turn:
             body["token"] = conn.token
         answer = self.clients.backend.post(path, body, deadline=deadline)
         broadcast = answer.get("broadcast") is True
-        users: list[str] = []
-        if broadcast and booking is not None:
-            users = subscriptions.recipients(answer, booking, connection_type)
         payload = {key: value for key, value in answer.items() if key != "recipients"}
         if booking is not None:
             payload = protocol.tagged(payload, booking, connection_type)
         own = wire.frames_with_ref(payload, request)
         try:
             if broadcast:
+                users = [] if booking is None else subscriptions.recipients(answer, booking, connection_type)
                 others: list[str] = []
                 others_frames = own if request is None else wire.frames_for(payload)
                 try:

@@ -41,8 +41,6 @@ USER_SOCKET_TYPE = "chat"
 
 #: A frame, a backend's answer, a log record.
 Json = dict[str, Any]
-#: Posts one of the proxy's own frames to the socket that sent the frame being handled.
-Reply = Callable[[Json], None]
 
 
 def with_ref(payload: dict[str, Any], ref: Any) -> dict[str, Any]:
@@ -101,7 +99,8 @@ class Subscriptions:
 
     clients: Clients
     sender: ChannelSender
-    reply: Reply
+    #: Posts one of the proxy's own frames to ``conn``.
+    reply: Callable[[Json], None]
     gateway: Gateway
     conn: Connection
     deadline: Deadline
