@@ -21,10 +21,9 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEven
 
 from chalicelib import errors, protocol, wire
 from chalicelib.clients import Clients
-from chalicelib.config import Settings
 from chalicelib.deadline import Deadline
 from chalicelib.internal_events import ASYNC_PAYLOAD_LIMIT, DeliveryEvent, PresenceEvent, pack_frames
-from chalicelib.model import Connection, Invoker
+from chalicelib.model import Connection
 from chalicelib.routes import channel_key
 from chalicelib.summary import HandlerRun
 
@@ -34,23 +33,18 @@ logger = logging.getLogger(__name__)
 ENDPOINT_MAX = 512
 
 
-def presence_channels(items: list[Connection]) -> tuple[tuple[str, str], ...]:
-    """(booking id, connection type) of each booking channel and type these items are in."""
-    return tuple(
+def hand_presence(clients: Clients, items: list[Connection], log: dict[str, Any], *, online: bool) -> None:
+    """With ``PRESENCE_EVENTS``: the socket's arrival in (or departure from) the booking channels
+    and types its items are in, to ``deliver``, which announces it; ``log["presence"]`` says how
+    that went, if there was any."""
+    settings = clients.settings
+    user = next((item.user_id for item in items if item.user_id is not None), None)
+    channels = tuple(
         (item.booking_id, connection_type)
         for item in items
         if item.booking_id is not None and item.channel == channel_key("booking", item.booking_id)
         for connection_type in sorted(item.in_types)
     )
-
-
-def hand_presence(
-    settings: Settings, invoker: Invoker, items: list[Connection], log: dict[str, Any], *, online: bool
-) -> None:
-    """With ``PRESENCE_EVENTS``: the socket's arrival in (or departure from) its booking channels
-    to ``deliver``, which announces it; ``log["presence"]`` says how that went, if there was any."""
-    user = next((item.user_id for item in items if item.user_id is not None), None)
-    channels = presence_channels(items)
     if not settings.presence_events or user is None or not channels:
         return
     connection_id, name = items[0].connection_id, settings.deliver_function_name
@@ -59,7 +53,7 @@ def hand_presence(
         logger.error("DELIVER_FUNCTION_NAME is required for PRESENCE_EVENTS")
         return
     try:
-        invoker.invoke_async(name, PresenceEvent(connection_id, user, online, channels).to_payload())
+        clients.invoker.invoke_async(name, PresenceEvent(connection_id, user, online, channels).to_payload())
         log["presence"] = "handed"
     except Exception as exc:  # noqa: BLE001 - best effort: the socket's own work is done
         logger.error(
@@ -147,7 +141,7 @@ class ConnectCase:
                 # the rollback may use the time kept back from the deadline
                 registry.delete(channel, connection_id, deadline=deadline.later(1.0))
                 raise
-        hand_presence(settings, self._clients.invoker, [conn], log, online=True)
+        hand_presence(self._clients, [conn], log, online=True)
         if request.bearer_subprotocol:
             return {"statusCode": 200, "headers": {"Sec-WebSocket-Protocol": protocol.BEARER_SUBPROTOCOL}}
         return {"statusCode": 200}
@@ -195,9 +189,7 @@ class DisconnectCase:
                     run.log["channel"] = home.channel if home else None
                     run.log["subscriptions"] = sum(1 for conn in removed if conn.subscription)
                     self._clients.metric("ConnectionsClosed", 1)
-                    hand_presence(
-                        self._clients.settings, self._clients.invoker, removed, run.log, online=False
-                    )
+                    hand_presence(self._clients, removed, run.log, online=False)
             except errors.ProxyError as exc:  # best effort: TTL removes what we could not
                 run.log["outcome"] = "error"
                 logger.error("disconnect cleanup failed", extra={**run.log, "error": exc.code})

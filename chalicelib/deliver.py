@@ -26,8 +26,7 @@ from chalicelib.deadline import Deadline
 from chalicelib.errors import ProxyError
 from chalicelib.internal_events import DeliveryEvent, PresenceEvent
 from chalicelib.model import PostOutcome
-from chalicelib.routes import channel_key
-from chalicelib.subscriptions import presence_change
+from chalicelib.subscriptions import announce
 from chalicelib.summary import HandlerRun
 
 logger = logging.getLogger(__name__)
@@ -105,24 +104,6 @@ class DeliverCase:
             log["outcome"] = "off"
             return {"announced": 0, "outcome": "off"}
         sender = ChannelSender(self._clients, None, contained=True)
-        announced = delivered = 0
-        for booking_id, connection_type in event.channels:
-            change = presence_change(
-                self._registry,
-                event.connection_id,
-                event.user_id,
-                booking_id,
-                connection_type,
-                online=event.online,
-                deadline=deadline,
-            )
-            if change is None:
-                continue
-            others, frame = change
-            announced += 1
-            members = [(member.connection_id, member.endpoint) for member in others]
-            delivered += sender.send_to(
-                channel_key("booking", booking_id), members, [frame], deadline
-            ).delivered
+        announced, delivered = announce(self._clients, sender, event, deadline)
         log.update(outcome="presence", announced=announced, delivered=delivered)
         return {"announced": announced, "delivered": delivered, "outcome": "presence"}

@@ -43,6 +43,7 @@ from chalicelib.summary import HandlerRun
 
 logger = logging.getLogger(__name__)
 
+#: What the sender is told when the work raised (``HandlerRun`` passes one of these outcomes).
 _FALLBACK_MESSAGES = {
     "misconfigured": ("the proxy is misconfigured", False),
     "internal_error": ("the message could not be processed; try again", True),
@@ -95,14 +96,10 @@ class _Turn:
                 subscriptions = Subscriptions(
                     self.clients, self.sender, self.reply, gateway, conn, self.deadline, self.log
                 )
-                if route.connect is not None and kind == "subscribe":
-                    subscriptions.subscribe(frame, request)
-                elif route.connect is not None and kind == "unsubscribe":
-                    subscriptions.unsubscribe(frame, request)
-                elif route.connect is not None and kind == "presence":
-                    subscriptions.presence(frame, request)
+                if route.connect is not None and kind in ("subscribe", "unsubscribe", "presence"):
+                    getattr(subscriptions, kind)(frame, request)
                 else:
-                    self._forward(gateway, subscriptions, conn, route, frame, request)
+                    self._forward(subscriptions, route, frame, request)
             self.clients.metric("Messages", 1)
         except ProxyError as exc:
             self.log["outcome"] = exc.code
@@ -113,9 +110,9 @@ class _Turn:
 
     def fail(self, outcome: str) -> dict[str, Any]:
         """When the work raised (``misconfigured``, ``internal_error``): the sender is told, if it can be."""
-        message, retryable = _FALLBACK_MESSAGES.get(outcome, _FALLBACK_MESSAGES["internal_error"])
         if self.gateway is None:
             return {"statusCode": 500}
+        message, retryable = _FALLBACK_MESSAGES[outcome]
         self.reply(protocol.error_frame("backend_unavailable", message, retryable=retryable, ref=self.ref))
         return {"statusCode": 200}
 
@@ -156,8 +153,8 @@ class _Turn:
 
     def _destination(
         self, conn: Connection, route: Route, frame: dict[str, Any]
-    ) -> tuple[str, str, str, str | None, Route]:
-        """Where a frame goes: (message path, channel, connection type, booking, route).
+    ) -> tuple[str, str, str, str | None]:
+        """Where a frame goes: (message path, channel, connection type, booking).
 
         A frame naming ``booking_id`` (on a socket with a token) goes to that booking's message
         route for its ``connection_type`` (else the socket's booking type, else chat); any other
@@ -166,30 +163,20 @@ class _Turn:
         if "booking_id" in frame and route.connect is not None:
             default = conn.connection_type if route.needs_booking else DEFAULT_SUBSCRIPTION_TYPE
             target = protocol.parse_booking_target(frame, self.settings.routes, default)
-            return (
-                target.route.message_path(target.booking_id),
-                target.channel,
-                target.connection_type,
-                target.booking_id,
-                target.route,
-            )
+            path = target.route.message_path(target.booking_id)
+            return path, target.channel, target.connection_type, target.booking_id
         if is_user_level(conn, route):
             raise InvalidMessage(
                 "booking_id required: this socket is the user's, name the booking in each frame"
             )
-        return route.message_path(conn.booking_id), conn.channel, conn.connection_type, conn.booking_id, route
+        return route.message_path(conn.booking_id), conn.channel, conn.connection_type, conn.booking_id
 
     def _forward(
-        self,
-        gateway: Gateway,
-        subscriptions: Subscriptions,
-        conn: Connection,
-        route: Route,
-        frame: dict[str, Any],
-        request: Any,
+        self, subscriptions: Subscriptions, route: Route, frame: dict[str, Any], request: Any
     ) -> None:
+        conn, gateway = subscriptions.conn, subscriptions.gateway
         connection_id, deadline, log, sender = conn.connection_id, self.deadline, self.log, self.sender
-        path, channel, connection_type, booking, target_route = self._destination(conn, route, frame)
+        path, channel, connection_type, booking = self._destination(conn, route, frame)
         if channel != conn.channel:
             log.update(booking=booking, subscription_type=connection_type)
         body: dict[str, Any] = {"connection_id": connection_id, "message": frame}
@@ -197,21 +184,17 @@ class _Turn:
             body["token"] = conn.token
         answer = self.clients.backend.post(path, body, deadline=deadline)
         broadcast = answer.get("broadcast") is True
-        users: list[str] = []
-        if broadcast and booking is not None:
-            users = subscriptions.recipients(answer, booking, target_route)
         payload = {key: value for key, value in answer.items() if key != "recipients"}
         if booking is not None:
             payload = protocol.tagged(payload, booking, connection_type)
         own = wire.frames_with_ref(payload, request)
         try:
             if broadcast:
-                members: list[str] = []
+                users = [] if booking is None else subscriptions.recipients(answer, booking, connection_type)
                 others: list[str] = []
                 others_frames = own if request is None else wire.frames_for(payload)
                 try:
                     for member in self.registry.channel_ids(channel, connection_type, deadline=deadline):
-                        members.append(member)
                         if member != connection_id:
                             others.append(member)
                 except BackendUnavailable:
@@ -224,8 +207,7 @@ class _Turn:
                     gateway, channel, connection_id, own, others, others_frames, deadline
                 )
                 if users:  # each socket once: the channel's and the sender are already served
-                    seen = {connection_id, *members}
-                    result.merge(subscriptions.send_to_users(users, seen, others_frames))
+                    result.merge(subscriptions.send_to_users(users, {connection_id, *others}, others_frames))
             else:
                 result = sender.send_here(gateway, channel, [connection_id], own, deadline)
         except BackendUnavailable as exc:

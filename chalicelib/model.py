@@ -25,7 +25,7 @@ class Connection:
     channel: str
     connection_type: str
     user_id: str | None = None
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)  # never shown, even in a traceback or log
     created_at: int = 0
     ttl: int = 0
     booking_id: str | None = None
@@ -35,12 +35,6 @@ class Connection:
     #: The connection types this item is in its channel as (subscriptions, and a home item
     #: subscribed as a second type); empty: ``connection_type`` alone.
     types: frozenset[str] = frozenset()
-
-    def __repr__(self) -> str:  # never show the token, even in a traceback or log
-        return (
-            f"Connection(connection_id={self.connection_id!r}, channel={self.channel!r}, "
-            f"connection_type={self.connection_type!r}, user_id={self.user_id!r})"
-        )
 
     @property
     def subscription(self) -> bool:
@@ -52,10 +46,6 @@ class Connection:
         """The connection types this item is in its channel as: its ``types``, else (an own item)
         its ``connection_type``; a subscription item without types (its last one just left) none."""
         return self.types if self.types or self.subscription else frozenset({self.connection_type})
-
-    def is_type(self, connection_type: str) -> bool:
-        """Whether this item is in its channel as ``connection_type``."""
-        return connection_type in self.in_types
 
     @property
     def legacy(self) -> bool:
@@ -99,12 +89,8 @@ class FanOutResult:
         """Count one post's outcome."""
         if outcome is PostOutcome.DELIVERED:
             self.delivered += 1
-        else:
-            {
-                PostOutcome.GONE: self.gone,
-                PostOutcome.TOO_LARGE: self.too_large,
-                PostOutcome.UNSENT: self.unsent,
-            }.get(outcome, self.failed).append(connection_id)
+        else:  # each other outcome's value names its list
+            getattr(self, outcome.value).append(connection_id)
 
     def merge(self, other: FanOutResult) -> None:
         self.delivered += other.delivered

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from chalicelib import protocol, wire
@@ -25,7 +25,8 @@ from chalicelib.channel_sender import ChannelSender
 from chalicelib.clients import Clients
 from chalicelib.deadline import Deadline
 from chalicelib.errors import Forbidden, InvalidMessage, ProxyError, TooManySubscriptions
-from chalicelib.model import Connection, FanOutResult, Gateway, Member, Registry
+from chalicelib.internal_events import PresenceEvent
+from chalicelib.model import Connection, FanOutResult, Gateway
 from chalicelib.protocol import BookingTarget
 from chalicelib.routes import Route, channel_key
 
@@ -40,8 +41,6 @@ USER_SOCKET_TYPE = "chat"
 
 #: A frame, a backend's answer, a log record.
 Json = dict[str, Any]
-#: Posts one of the proxy's own frames to the socket that sent the frame being handled.
-Reply = Callable[[Json], None]
 
 
 def with_ref(payload: dict[str, Any], ref: Any) -> dict[str, Any]:
@@ -53,41 +52,42 @@ def is_user_level(conn: Connection, route: Route) -> bool:
     return route.needs_booking and conn.booking_id is None and conn.channel.startswith("user#")
 
 
-def presence_change(
-    registry: Registry,
-    connection_id: str,
-    user_id: str | None,
-    booking_id: str,
-    connection_type: str,
-    *,
-    online: bool,
-    deadline: Deadline | None = None,
-) -> tuple[list[Member], bytes] | None:
-    """Who to tell, and the ``presence_changed`` frame, when the user's socket ``connection_id``
-    joined (``online``) or left a booking's channel as ``connection_type``: one consistent Query.
+def announce(
+    clients: Clients,
+    sender: ChannelSender,
+    event: PresenceEvent,
+    deadline: Deadline,
+    gateway: Gateway | None = None,
+) -> tuple[int, int]:
+    """``presence_changed`` to each booking channel of ``event`` where the user's socket was the
+    first to arrive (``online``) or the last to leave, one consistent Query each: the channels told
+    and the posts delivered. Posted through ``gateway``, else each member's own endpoint.
 
-    None when the user has another socket there, when nobody else is there, or, for a
-    join, when the socket is no longer there itself (it left before this ran).
+    A channel is not told when the user has another socket there, when nobody else is there, or,
+    for a join, when the socket is no longer there itself (it left before this ran).
     """
-    if user_id is None:
-        return None
-    channel = channel_key("booking", booking_id)
-    members = registry.channel_members(channel, connection_type, deadline=deadline)
-    others = [member for member in members if member.connection_id != connection_id]
-    if online and len(others) == len(members):
-        return None
-    if not others or any(member.user_id == user_id for member in others):
-        return None
-    event = {
-        "type": "presence_changed",
-        "booking_id": booking_id,
-        "connection_type": connection_type,
-        "user_id": user_id,
-        "online": online,
-    }
-    return others, wire.encode(event)
+    announced = delivered = 0
+    for booking_id, connection_type in event.channels:
+        channel = channel_key("booking", booking_id)
+        members = clients.registry.channel_members(channel, connection_type, deadline=deadline)
+        others = [member for member in members if member.connection_id != event.connection_id]
+        if event.online and len(others) == len(members):
+            continue
+        if not others or any(member.user_id == event.user_id for member in others):
+            continue
+        changed = {"booking_id": booking_id, "connection_type": connection_type, "user_id": event.user_id}
+        frames = [wire.encode({"type": "presence_changed", **changed, "online": event.online})]
+        if gateway is None:  # each member through its own endpoint (deliver's case)
+            result = sender.send_to(
+                channel, [(m.connection_id, m.endpoint) for m in others], frames, deadline
+            )
+        else:
+            result = sender.send(gateway, channel, [m.connection_id for m in others], frames, deadline)
+        announced, delivered = announced + 1, delivered + result.delivered
+    return announced, delivered
 
 
+@dataclass
 class Subscriptions:
     """The subscription frames of one ``$default`` invocation from socket ``conn``, and a
     broadcast's recipients.
@@ -97,35 +97,30 @@ class Subscriptions:
     the booking, the type and the outcome in ``log``.
     """
 
-    def __init__(
-        self,
-        clients: Clients,
-        sender: ChannelSender,
-        reply: Reply,
-        gateway: Gateway,
-        conn: Connection,
-        deadline: Deadline,
-        log: Json,
-    ) -> None:
-        self._clients, self._settings, self._registry = clients, clients.settings, clients.registry
-        self._sender, self._reply, self._gateway = sender, reply, gateway
-        self._conn, self._deadline, self._log = conn, deadline, log
+    clients: Clients
+    sender: ChannelSender
+    #: Posts one of the proxy's own frames to ``conn``.
+    reply: Callable[[Json], None]
+    gateway: Gateway
+    conn: Connection
+    deadline: Deadline
+    log: Json
 
     def _target(self, frame: Json, *, with_since: bool = False) -> BookingTarget:
-        routes = self._settings.routes
+        routes = self.clients.settings.routes
         target = protocol.parse_booking_target(
             frame, routes, DEFAULT_SUBSCRIPTION_TYPE, with_since=with_since
         )
-        self._log.update(booking=target.booking_id, subscription_type=target.connection_type)
+        self.log.update(booking=target.booking_id, subscription_type=target.connection_type)
         return target
 
     def _answer(self, target: BookingTarget, ref: Any, kind: str, **extra: Any) -> None:
-        self._log["outcome"] = kind
+        self.log["outcome"] = kind
         answer = {"type": kind, "booking_id": target.booking_id, "connection_type": target.connection_type}
-        self._reply(with_ref(answer | extra, ref))
+        self.reply(with_ref(answer | extra, ref))
 
     def subscribe(self, frame: Json, ref: Any) -> None:
-        conn, deadline = self._conn, self._deadline
+        conn, deadline = self.conn, self.deadline
         target = self._target(frame, with_since=True)
         if conn.user_id is None or conn.token is None:
             raise InvalidMessage("this socket has no user: subscribe on a socket opened with a token")
@@ -134,16 +129,16 @@ class Subscriptions:
             raise InvalidMessage(f"{target.connection_type} has no connect route to subscribe through")
         # the index is eventually consistent: what it says decides the limit and the
         # announcement, never whether to write (the write adds a type, so it may repeat)
-        items = self._registry.connection_items(conn.connection_id, deadline=deadline)
+        items = self.clients.registry.connection_items(conn.connection_id, deadline=deadline)
         there = next((item for item in items if item.channel == target.channel), None)
-        limit = self._settings.max_subscriptions
+        limit = self.clients.settings.max_subscriptions
         if there is None and sum(1 for item in items if item.subscription) >= limit:
             raise TooManySubscriptions(
                 f"a socket may subscribe to at most {limit} bookings; unsubscribe from one first"
             )
         since = {} if target.since is None else {"since": target.since}
         body = {"connection_id": conn.connection_id, "token": conn.token, **since}
-        answer = self._clients.backend.post(path, body, deadline=deadline)
+        answer = self.clients.backend.post(path, body, deadline=deadline)
         user = protocol.answered_user(answer)
         if user is not None and user != conn.user_id:
             raise Forbidden("the token belongs to another user than this socket's")
@@ -154,32 +149,32 @@ class Subscriptions:
                 connection_type=target.connection_type,
                 # no token (only the socket's own item holds it); the socket's ttl: it never outlives it
                 token=None,
-                created_at=int(self._clients.clock()),
+                created_at=int(self.clients.clock()),
                 booking_id=target.booking_id,
                 home=conn.channel,
                 types=frozenset({target.connection_type}),
             )
-            self._registry.subscribe(item, deadline=deadline)
+            self.clients.registry.subscribe(item, deadline=deadline)
         elif target.connection_type != conn.connection_type:  # its own item gains the type
             types = frozenset({conn.connection_type, target.connection_type})
             own = Connection(conn.connection_id, conn.channel, conn.connection_type, types=types)
-            self._registry.subscribe(own, deadline=deadline)
+            self.clients.registry.subscribe(own, deadline=deadline)
         self._answer(target, ref, "subscribed")
         frames = protocol.initial_frames(answer, target.booking_id, target.connection_type)
         if frames:
-            self._sender.send_here(self._gateway, target.channel, [conn.connection_id], frames, deadline)
-        if there is None or not there.is_type(target.connection_type):
+            self.sender.send_here(self.gateway, target.channel, [conn.connection_id], frames, deadline)
+        if there is None or target.connection_type not in there.in_types:
             self._announce(target, online=True)
 
     def unsubscribe(self, frame: Json, ref: Any) -> None:
-        conn, target = self._conn, self._target(frame)
+        conn, target = self.conn, self._target(frame)
         if target.channel == conn.channel and target.connection_type == conn.connection_type:
             raise InvalidMessage(
                 "a socket cannot unsubscribe from the booking it connected to; close the socket instead"
             )
         channel, connection_type = target.channel, target.connection_type
-        left = self._registry.unsubscribe(
-            channel, conn.connection_id, connection_type, deadline=self._deadline
+        left = self.clients.registry.unsubscribe(
+            channel, conn.connection_id, connection_type, deadline=self.deadline
         )
         self._answer(target, ref, "unsubscribed")
         if left:
@@ -187,10 +182,10 @@ class Subscriptions:
 
     def presence(self, frame: Json, ref: Any) -> None:
         target = self._target(frame)
-        members = self._registry.channel_members(
-            target.channel, target.connection_type, deadline=self._deadline
+        members = self.clients.registry.channel_members(
+            target.channel, target.connection_type, deadline=self.deadline
         )
-        if all(member.connection_id != self._conn.connection_id for member in members):
+        if all(member.connection_id != self.conn.connection_id for member in members):
             raise Forbidden(
                 f"this socket is not in booking {target.booking_id}'s channel as {target.connection_type}; "
                 "subscribe first"
@@ -201,37 +196,26 @@ class Subscriptions:
     def _announce(self, target: BookingTarget, *, online: bool) -> None:
         """With ``PRESENCE_EVENTS``: ``presence_changed`` to the channel when the user's first
         socket arrived or last socket left (one Query)."""
-        if not self._settings.presence_events:
-            return
-        conn, deadline = self._conn, self._deadline
-        change = presence_change(
-            self._registry,
-            conn.connection_id,
-            conn.user_id,
-            target.booking_id,
-            target.connection_type,
-            online=online,
-            deadline=deadline,
-        )
-        if change is not None:
-            others, frame = change
-            ids = [m.connection_id for m in others]
-            self._sender.send(self._gateway, target.channel, ids, [frame], deadline)
+        conn = self.conn
+        if self.clients.settings.presence_events and conn.user_id is not None:
+            channels = ((target.booking_id, target.connection_type),)
+            event = PresenceEvent(conn.connection_id, conn.user_id, online, channels)
+            announce(self.clients, self.sender, event, self.deadline, self.gateway)
 
-    def recipients(self, answer: Json, booking_id: str, route: Route) -> list[str]:
+    def recipients(self, answer: Json, booking_id: str, connection_type: str) -> list[str]:
         """The users whose user-level sockets a broadcast also reaches: the answer's ``recipients``,
         else the type's ``participants`` route (when configured), else none."""
         named = answer.get("recipients")
         if named is None:
-            path = route.participants_path(booking_id)
+            path = self.clients.settings.routes[connection_type].participants_path(booking_id)
             if path is None:
                 return []
             try:
                 body = {"booking_id": booking_id}
-                named = self._clients.backend.post(path, body, deadline=self._deadline).get("user_ids")
+                named = self.clients.backend.post(path, body, deadline=self.deadline).get("user_ids")
             except ProxyError as exc:  # the message is stored: deliver it to the channel regardless
                 logger.error("participants lookup failed", extra={"booking": booking_id, "error": exc.code})
-                self._clients.metric("BackendErrors", 1)
+                self.clients.metric("BackendErrors", 1)
                 return []
         if not isinstance(named, list):
             logger.error("recipients is not a list; ignored", extra={"booking": booking_id})
@@ -249,9 +233,9 @@ class Subscriptions:
         total = FanOutResult()
         for user in users:
             channel = channel_key("user", user)
-            members = self._registry.channel_ids(channel, USER_SOCKET_TYPE, deadline=self._deadline)
+            members = self.clients.registry.channel_ids(channel, USER_SOCKET_TYPE, deadline=self.deadline)
             ids = [cid for cid in members if cid not in seen]
             seen.update(ids)
             if ids:
-                total.merge(self._sender.send(self._gateway, channel, ids, frames, self._deadline))
+                total.merge(self.sender.send(self.gateway, channel, ids, frames, self.deadline))
         return total

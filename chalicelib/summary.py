@@ -70,13 +70,11 @@ class HandlerRun:
         on_failure: Callable[[str], Answer] | None = None,
         last_resort: Answer | None = None,
     ) -> None:
-        self.route = route
         self.message = _MESSAGES.get(route, route)
         self.log: dict[str, Any] = {"route": route}
         self._on_failure = on_failure or (lambda outcome: function_failure(route, outcome))
         self._last_resort = last_resort or {"error": {"code": "internal_error"}}
         self.result: Answer | None = None
-        self._started = 0.0
 
     def __enter__(self) -> HandlerRun:
         self._started = time.perf_counter()

@@ -68,7 +68,9 @@ class FakeRegistry:
         return [
             Member(cid, conn.user_id, conn.endpoint)
             for (ch, cid), conn in sorted(self.items.items())
-            if ch == channel and conn.ttl > now and (connection_type is None or conn.is_type(connection_type))
+            if ch == channel
+            and conn.ttl > now
+            and (connection_type is None or connection_type in conn.in_types)
         ]
 
     def connection_items(
