@@ -175,10 +175,18 @@ class Transport:
             if _quiet(sock):
                 break
             sock.close()
+        parser, response = ResponseParser(self.max_body), None
         try:
-            response = _exchange(sock, data, ResponseParser(self.max_body), expires)
-        except BaseException:
+            sock.settimeout(_left(expires))
+            sock.sendall(data)
+            while response is None:
+                sock.settimeout(_left(expires))
+                chunk = sock.recv(65536)
+                response = parser.feed(chunk) if chunk else parser.eof()
+        except BaseException as exc:
             sock.close()
+            if isinstance(exc, OSError):
+                raise _failure(exc) from None
             raise
         if response.keep_alive and len(idle) < self.idle_per_origin:
             idle.append(sock)
@@ -199,16 +207,10 @@ class Transport:
                 return sock
             sock.settimeout(_left(until))
             return self._tls().wrap_socket(sock, server_hostname=host)
-        except HttpTimeout:
+        except (HttpTimeout, OSError) as exc:  # ssl.SSLError and TimeoutError among them
             if sock is not None:
                 sock.close()
-            raise HttpTimeout("connect: timed out") from None
-        except OSError as exc:  # ssl.SSLError and TimeoutError among them
-            if sock is not None:
-                sock.close()
-            if isinstance(exc, TimeoutError):
-                raise HttpTimeout("connect: timed out") from None
-            raise HttpError(f"connect: {type(exc).__name__}: {exc}") from None
+            raise _failure(exc, "connect: ") from None
 
     def _tls(self) -> ssl.SSLContext:
         if self._ssl is None:
@@ -222,15 +224,15 @@ class Transport:
         loop = asyncio.get_running_loop()
         expires = loop.time() + timeout
         idle = self._idle.setdefault((loop, origin), [])
-        connection: _Connection | None = None
-        while idle and connection is None:
-            candidate = idle.pop()
-            if candidate.reusable():
-                connection = candidate
-            else:
-                candidate.close()
-        if connection is None:
-            connection = await self._open(origin, min(self.connect_timeout, timeout))
+        while True:
+            try:
+                connection = idle.pop()
+            except IndexError:
+                connection = await self._open(origin, min(self.connect_timeout, timeout))
+                break
+            if connection.reusable():
+                break
+            connection.close()
         waiter = connection.request(data)
         timer = loop.call_at(expires, _expire, waiter)
         try:
@@ -260,44 +262,30 @@ class Transport:
                 ),
                 max(timeout, 0.0),
             )
-        except TimeoutError:
-            raise HttpTimeout("connect: timed out") from None
-        except (OSError, ssl.SSLError) as exc:
-            raise HttpError(f"connect: {type(exc).__name__}: {exc}") from None
+        except OSError as exc:  # ssl.SSLError and TimeoutError among them
+            raise _failure(exc, "connect: ") from None
         return connection
 
     def close(self) -> None:
         """Close every idle connection and every thread's loop (tests and scripts, nothing in flight)."""
         with self._lock:
             loops, self._loops = self._loops, []
+        for pool in (self._idle, self._sockets):
+            for idle in pool.values():
+                for each in idle:
+                    each.close()
+            pool.clear()
         for loop in loops:
-            for key in [key for key in self._idle if key[0] is loop]:
-                for connection in self._idle.pop(key):
-                    connection.close()
             if not loop.is_running():
                 loop.run_until_complete(asyncio.sleep(0))  # the aborted sockets are closed
                 loop.close()
-        for socks in self._sockets.values():
-            for sock in socks:
-                sock.close()
-        self._sockets.clear()
 
 
-def _exchange(sock: socket.socket, data: bytes, parser: ResponseParser, expires: float) -> Response:
-    """Write ``data``, read its answer, all before ``expires`` (``time.monotonic``)."""
-    try:
-        sock.settimeout(_left(expires))
-        sock.sendall(data)
-        while True:
-            sock.settimeout(_left(expires))
-            chunk = sock.recv(65536)
-            response = parser.feed(chunk) if chunk else parser.eof()
-            if response is not None:
-                return response
-    except TimeoutError:
-        raise HttpTimeout("timed out") from None
-    except OSError as exc:
-        raise HttpError(f"{type(exc).__name__}: {exc}") from None
+def _failure(exc: Exception, doing: str = "") -> HttpError:
+    """The ``HttpError`` for a socket call that failed or ran out of time."""
+    if isinstance(exc, TimeoutError | HttpTimeout):
+        return HttpTimeout(f"{doing}timed out")
+    return HttpError(f"{doing}{type(exc).__name__}: {exc}")
 
 
 def _left(expires: float) -> float:
