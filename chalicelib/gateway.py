@@ -172,7 +172,7 @@ class ConnectionGateway:
                 self._sleep(delay)
             else:
                 await asyncio.sleep(delay)
-            if left() < retry.min_post_seconds:
+            if left() < retry.min_post_seconds and not last:  # the last try goes whatever a sleep overshot
                 return _failed(connection_id, f"{reason}; no time left to retry")
 
     def post_many(

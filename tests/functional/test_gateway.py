@@ -338,6 +338,24 @@ def test_retry_sleeps_are_capped_to_the_time_left(mgmt: ManagementApiStandIn) ->
     assert mgmt.posts_to("T=") == 2
 
 
+def test_the_last_retry_goes_even_when_its_sleep_overshoots(mgmt: ManagementApiStandIn) -> None:
+    clock = FakeClock()
+    mgmt.open.add("T=")
+    mgmt.throttle["T="] = 100
+    gateway = ConnectionGateway(
+        mgmt.endpoint,
+        transport=transport(1, connect_timeout=0.5),
+        credentials=lambda: ReadOnlyCredentials("AKIDEXAMPLE", "secret", None),
+        region="eu-west-1",
+        retry=FixedBackoff(throttle_attempts=50, min_post_seconds=0.1, attempt_seconds=1.5),
+        sleep=lambda seconds: clock.sleep(seconds + 0.002),  # a real sleep ends a little late
+    )
+    deadline = Deadline(clock.now + 0.5, clock)
+    assert gateway.post("T=", b"{}", deadline=deadline) is PostOutcome.FAILED
+    # the backoff cut to the time left is followed by its retry, not by giving up
+    assert mgmt.posts_to("T=") == 2
+
+
 def test_without_a_deadline_nothing_is_unsent(mgmt: ManagementApiStandIn) -> None:
     mgmt.open.update({"A=", "B="})
     result = make_gateway(mgmt.endpoint).post_many(["A=", "B=", "G="], b"{}")
