@@ -93,14 +93,15 @@ def scan_for(client: Any, connection_id: str, max_pages: int = 10_000) -> dict[s
 
 
 class InProcess:
-    """The registry's client interface (botocore's operations, a ``deadline``) over a boto3 client."""
+    """The registry's client interface (``call``: an operation, its parameters, a deadline) on boto3."""
 
     def __init__(self, client: Any) -> None:
         self._client = client
 
-    def __getattr__(self, operation: str) -> Any:
-        call = getattr(self._client, operation)
-        return lambda deadline=None, **params: call(**params)
+    def call(self, operation: str, params: dict[str, Any], deadline: Any = None) -> Any:
+        from botocore import xform_name
+
+        return getattr(self._client, xform_name(operation))(**params)
 
 
 def run(others: Sequence[int] = OTHERS, time_budget_s: float = 150.0) -> dict[str, Any]:

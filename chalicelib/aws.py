@@ -8,9 +8,8 @@ holds them to botocore: the same request bytes and signature for each operation,
 the same parsed answers from moto.
 
 - ``DynamoDB``: the JSON 1.0 protocol (``POST /``, ``X-Amz-Target:
-  DynamoDB_20120810.<Operation>``), the operations ``ConnectionRegistry`` uses
-  (``put_item``, ``delete_item``, ``get_item``, ``query``, ``batch_get_item``,
-  ``batch_write_item``, ``update_item``), each taking botocore's parameters and answering its dict (without
+  DynamoDB_20120810.<Operation>``): ``call`` makes one operation (``PutItem``,
+  ``Query``...) with botocore's parameters and answers its dict (without
   ``ResponseMetadata``). Throttling (``ProvisionedThroughputExceededException``,
   ``ThrottlingException``, ``RequestLimitExceeded``...), 5xx and broken connections
   are retried with DynamoDB's own backoff (botocore's ``legacy`` mode: 50, 100, 200,
@@ -241,27 +240,6 @@ class DynamoDB(_Service):
         if not isinstance(answer, dict):  # not DynamoDB's JSON object: a failed call, not a crash
             raise AwsError("MalformedAnswer", "the answer is not a JSON object", response.status)
         return answer
-
-    def put_item(self, *, deadline: Deadline | None = None, **params: Any) -> dict[str, Any]:
-        return self.call("PutItem", params, deadline)
-
-    def delete_item(self, *, deadline: Deadline | None = None, **params: Any) -> dict[str, Any]:
-        return self.call("DeleteItem", params, deadline)
-
-    def get_item(self, *, deadline: Deadline | None = None, **params: Any) -> dict[str, Any]:
-        return self.call("GetItem", params, deadline)
-
-    def update_item(self, *, deadline: Deadline | None = None, **params: Any) -> dict[str, Any]:
-        return self.call("UpdateItem", params, deadline)
-
-    def query(self, *, deadline: Deadline | None = None, **params: Any) -> dict[str, Any]:
-        return self.call("Query", params, deadline)
-
-    def batch_get_item(self, *, deadline: Deadline | None = None, **params: Any) -> dict[str, Any]:
-        return self.call("BatchGetItem", params, deadline)
-
-    def batch_write_item(self, *, deadline: Deadline | None = None, **params: Any) -> dict[str, Any]:
-        return self.call("BatchWriteItem", params, deadline)
 
 
 class LambdaClient(_Service):

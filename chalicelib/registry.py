@@ -126,7 +126,7 @@ class ConnectionRegistry:
         if names := attribute_names(*(v for k, v in kwargs.items() if k.endswith("Expression"))):
             kwargs["ExpressionAttributeNames"] = names
         try:
-            return getattr(self._client, operation)(deadline=deadline, **kwargs)
+            return self._client.call(operation, kwargs, deadline)
         except AwsError as exc:
             if exc.code == "ConditionalCheckFailedException" and "ConditionExpression" in kwargs:
                 return None
@@ -148,7 +148,7 @@ class ConnectionRegistry:
         Reads ``query`` again for each page: a caller holding it may change it between pages.
         """
         while True:
-            page = self._call("query", deadline=deadline, **query)
+            page = self._call("Query", deadline=deadline, **query)
             yield page
             if not page.get("LastEvaluatedKey"):
                 return
@@ -161,10 +161,10 @@ class ConnectionRegistry:
     def _batches(
         self, operation: str, requests: list[Any], deadline: Deadline | None, **shape: Any
     ) -> Iterator[Any]:
-        """Every answer to ``operation`` (``batch_get_item`` of keys with ``shape``, or
-        ``batch_write_item``) over ``requests`` in DynamoDB's batches. What an answer leaves
+        """Every answer to ``operation`` (``BatchGetItem`` of keys with ``shape``, or
+        ``BatchWriteItem``) over ``requests`` in DynamoDB's batches. What an answer leaves
         unprocessed is asked again after the lookup's pauses; still left: ``BackendUnavailable``."""
-        get = operation == "batch_get_item"
+        get = operation == "BatchGetItem"
         size = BATCH_GET_KEYS if get else BATCH_WRITE_ITEMS
         for start in range(0, len(requests), size):
             batch = requests[start : start + size]
@@ -179,7 +179,7 @@ class ConnectionRegistry:
                     raise BackendUnavailable("the connection registry is throttling; try again")
 
     def put(self, conn: Connection, *, deadline: Deadline | None = None) -> None:
-        self._call("put_item", Item=to_item(conn), deadline=deadline)
+        self._call("PutItem", Item=to_item(conn), deadline=deadline)
 
     def delete(
         self,
@@ -202,7 +202,7 @@ class ConnectionRegistry:
                 "ExpressionAttributeValues": {":before": {"N": str(created_before)}},
             }
         return (
-            self._call("delete_item", Key=key(channel, connection_id), deadline=deadline, **condition)
+            self._call("DeleteItem", Key=key(channel, connection_id), deadline=deadline, **condition)
             is not None
         )
 
@@ -214,7 +214,7 @@ class ConnectionRegistry:
         With ``projection``, only those attributes are read.
         """
         read = {"Key": key(channel, connection_id), "ConsistentRead": True} | projection_of(*projection)
-        conn = from_item(self._call("get_item", deadline=deadline, **read).get("Item") or {})
+        conn = from_item(self._call("GetItem", deadline=deadline, **read).get("Item") or {})
         return conn if conn.ttl > int(self._clock()) else None
 
     def endpoints(
@@ -229,7 +229,7 @@ class ConnectionRegistry:
         shape: dict[str, Any] = projection_of(SORT_KEY, "endpoint", TTL_ATTRIBUTE)
         shape["ExpressionAttributeNames"] = attribute_names(shape["ProjectionExpression"])
         found: dict[str, str | None] = {}
-        for response in self._batches("batch_get_item", keys, deadline, **shape):
+        for response in self._batches("BatchGetItem", keys, deadline, **shape):
             for conn in map(from_item, response.get("Responses", {}).get(self._table, [])):
                 if conn.ttl > now:
                     found[conn.connection_id] = conn.endpoint
@@ -380,9 +380,9 @@ class ConnectionRegistry:
     def _update(
         self, channel: str, connection_id: str, refused: str, *, deadline: Deadline | None, **request: Any
     ) -> None:
-        """A conditional ``update_item`` of the item; ``UnknownConnection(refused)`` (and the
+        """A conditional ``UpdateItem`` of the item; ``UnknownConnection(refused)`` (and the
         connection forgotten) when the condition does not hold."""
-        if self._call("update_item", Key=key(channel, connection_id), deadline=deadline, **request) is None:
+        if self._call("UpdateItem", Key=key(channel, connection_id), deadline=deadline, **request) is None:
             self._keep(connection_id, None)
             raise UnknownConnection(refused)
 
@@ -392,7 +392,7 @@ class ConnectionRegistry:
         """Take the connection out of ``channel`` as ``connection_type``; a subscription item left
         with no type goes. False when it was not in the channel as that type (nothing changes)."""
         answer = self._call(
-            "update_item",
+            "UpdateItem",
             Key=key(channel, connection_id),
             UpdateExpression="DELETE #types :types",
             ConditionExpression=f"attribute_exists(#{SORT_KEY}) AND contains(#types, :type)",
@@ -406,7 +406,7 @@ class ConnectionRegistry:
         if old.subscription and not old.types - {connection_type}:  # unless a subscribe added a type since
             gone = "attribute_not_exists(#types)"
             self._call(
-                "delete_item", Key=key(channel, connection_id), ConditionExpression=gone, deadline=deadline
+                "DeleteItem", Key=key(channel, connection_id), ConditionExpression=gone, deadline=deadline
             )
         return True
 
@@ -418,6 +418,6 @@ class ConnectionRegistry:
         self._keep(connection_id, None)
         items = self.connection_items(connection_id, live=False, deadline=deadline)
         deletes = [{"DeleteRequest": {"Key": key(c.channel, c.connection_id)}} for c in items]
-        for _ in self._batches("batch_write_item", deletes, deadline):
+        for _ in self._batches("BatchWriteItem", deletes, deadline):
             pass
         return items

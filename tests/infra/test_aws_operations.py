@@ -5,11 +5,11 @@ A static scan of ``app.py`` and ``chalicelib/``:
 - AWS clients: every ``boto3.client("<service>")``, and every thin client of
   ``chalicelib/aws.py`` built (``aws.DynamoDB(...)``, ``aws.LambdaClient(...)``, which
   take botocore's operation names), names a service the list knows; every attribute
-  call or string literal that is the snake_case name of
-  one of those services' API operations (botocore's model: ``put_item``,
-  ``query``, ``invoke``...) must be in the list, or listed as not made at
-  runtime. String literals count because the registry dispatches by name
-  (``self._call("put_item", ...)``).
+  call or string literal that names one of those services' API operations,
+  botocore's method name or the API's own (``put_item`` or ``PutItem``,
+  ``query``, ``invoke``...), must be in the list (by method name), or listed as
+  not made at runtime. String literals count because the registry dispatches by
+  name (``self._call("PutItem", ...)``).
 - signed HTTP: in a module that signs requests with SigV4 (it imports
   ``botocore.auth``, or its code, not its comments, holds the algorithm's name
   ``AWS4-HMAC-SHA256`` in a string), every HTTP method literal (``"POST"``,
@@ -107,9 +107,10 @@ def names_used(tree: ast.Module) -> set[str]:
     return found
 
 
-def operations(service: str) -> set[str]:
+def operations(service: str) -> dict[str, str]:
+    """The service's operations as code may name them (``put_item``, ``PutItem``): their method names."""
     model = botocore.session.get_session().get_service_model(service)
-    return {xform_name(name) for name in model.operation_names}
+    return {spelt: xform_name(name) for name in model.operation_names for spelt in (name, xform_name(name))}
 
 
 def scan() -> set[str]:
@@ -119,7 +120,7 @@ def scan() -> set[str]:
     for service in services:
         ops = operations(service)
         for tree in sources.values():
-            calls |= {f"{service}.{name}" for name in names_used(tree) & ops}
+            calls |= {f"{service}.{ops[name]}" for name in names_used(tree) & ops.keys()}
     addressed = [text for tree in sources.values() for text in code_strings(tree) if "@connections" in text]
     for path, tree in sources.items():
         if not signs_requests(tree):
@@ -162,10 +163,16 @@ def test_the_scan_sees_dispatch_by_name_and_signed_methods() -> None:
         "import boto3\n"
         "c = boto3.client('dynamodb')\n"
         "def f(self):\n"
-        "    self._call('batch_write_item')\n"
+        "    self._call('BatchWriteItem')\n"
+        "    self._call('delete_item')\n"
         "    c.scan(TableName='t')\n"
     )
-    assert {"batch_write_item", "scan"} <= names_used(tree) & operations("dynamodb")
+    ops = operations("dynamodb")
+    assert {ops[name] for name in names_used(tree) & ops.keys()} >= {
+        "batch_write_item",
+        "delete_item",
+        "scan",
+    }
     assert boto3_services(tree) == {"dynamodb"}
 
 

@@ -222,7 +222,7 @@ def test_dynamodb_retries_pause_as_botocore_legacy_mode_does_for_dynamodb(
     )
     try:
         throttling_dynamodb.throttle = 4
-        assert client.query(TableName="t")["Items"] == []
+        assert client.call("Query", {"TableName": "t"})["Items"] == []
         assert pauses == [0.05, 0.1, 0.2, 0.4]
     finally:
         transport.close()

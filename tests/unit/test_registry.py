@@ -78,10 +78,10 @@ class CountingClient:
         self._client = client
         self.queries = 0
 
-    def __getattr__(self, name: str) -> Any:
-        if name == "query":
+    def call(self, operation: str, params: dict[str, Any], deadline: Deadline | None = None) -> Any:
+        if operation == "Query":
             self.queries += 1
-        return getattr(self._client, name)
+        return self._client.call(operation, params, deadline)
 
 
 def test_channel_pages_cover_every_connection_exactly_once(moto_endpoint: str) -> None:
@@ -393,10 +393,9 @@ class Unprocessed:
         self.now = 0.0  # the deadline's clock
         self.write_takes = 0.0  # how far each BatchWriteItem moves it
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
-
-    def batch_write_item(self, *, deadline: Deadline | None = None, **params: Any) -> dict[str, Any]:
+    def call(self, operation: str, params: dict[str, Any], deadline: Deadline | None = None) -> Any:
+        if operation != "BatchWriteItem":
+            return self._client.call(operation, params, deadline)
         self.writes += 1
         self.now += self.write_takes
         return {"UnprocessedItems": params["RequestItems"]}
