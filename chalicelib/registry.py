@@ -253,25 +253,19 @@ class ConnectionRegistry:
         return replace(conn, token=token)
 
     def find(
-        self,
-        connection_id: str,
-        *,
-        retry: bool = True,
-        cached: bool = True,
-        token: bool = True,
-        deadline: Deadline | None = None,
+        self, connection_id: str, *, token: bool = True, deadline: Deadline | None = None
     ) -> Connection | None:
         """The live connection with this id: one GSI Query, retried briefly on a miss (time allowing).
 
         The answer is the socket's own item (a subscription item has no token). A connection
-        found before in this container is answered from the cache (``cached=False`` always
-        asks DynamoDB). A connection with a token gets the one stored now (a consistent
-        GetItem: the cache and the eventually consistent index may hold one an ``auth`` has
-        replaced since); ``token=False`` skips that read and answers no token.
+        found before in this container is answered from the cache. A connection with a token
+        gets the one stored now (a consistent GetItem: the cache and the eventually consistent
+        index may hold one an ``auth`` has replaced since); ``token=False`` skips that read
+        and answers no token.
         """
-        conn = self._cached(connection_id) if cached else None
+        conn = self._cached(connection_id)
         if conn is None:
-            pauses = self._pauses(deadline) if retry else iter(())
+            pauses = self._pauses(deadline)
             while (conn := self._own_item(connection_id, deadline)) is None:
                 if next(pauses, False) is False:
                     return None

@@ -112,9 +112,6 @@ def test_moto_registry_retries_a_miss_then_gives_up(moto_endpoint: str) -> None:
     )
     assert registry.find("missing=") is None
     assert sleeps == [0.01, 0.02]
-    sleeps.clear()
-    assert registry.find("missing=", retry=False) is None
-    assert sleeps == []
     client.delete_table(TableName=table)
 
 
@@ -160,22 +157,20 @@ def test_found_connections_are_cached_until_deleted_expired_or_aged(moto_endpoin
         registry.put(conn(cid, ttl=NOW + 3600))
     assert registry.find("A=") == registry.find("A=")
     assert counting.queries == 1
-    assert registry.find("A=", cached=False) is not None
-    assert counting.queries == 2
     registry.delete("1", "A=")
     assert registry.find("A=") is None
-    assert counting.queries == 3
+    assert counting.queries == 2
     registry.find("B=")
     registry.find("C=")
     registry.find("B=")
-    assert counting.queries == 5  # B cached
+    assert counting.queries == 4  # B cached
     registry.put(conn("D=", ttl=NOW + 3600))
     registry.find("D=")  # evicts C, the least recently used (size 2)
     registry.find("C=")
-    assert counting.queries == 7
+    assert counting.queries == 6
     now[0] += 61  # older than cache_seconds: asked again
     registry.find("C=")
-    assert counting.queries == 8
+    assert counting.queries == 7
     client.delete_table(TableName=table)
 
 
@@ -269,7 +264,7 @@ def test_find_answers_the_sockets_own_item_not_a_subscription(registry: Any) -> 
     registry.subscribe(sub("A=", "booking#2", "chat"))
     assert registry.find("A=") is None  # subscriptions alone are no socket
     registry.put(conn("A=", channel="user#u", user_id="u", token="secret"))
-    found = registry.find("A=", cached=False)
+    found = registry.find("A=")
     assert found is not None
     assert (found.channel, found.token, found.subscription) == ("user#u", "secret", False)
     assert sorted(c.channel for c in registry.connection_items("A=")) == ["booking#1", "booking#2", "user#u"]
