@@ -15,10 +15,9 @@ the same parsed answers from moto.
   are retried with DynamoDB's own backoff (botocore's ``legacy`` mode: 50, 100, 200,
   400 ms...), at most ``max_attempts`` attempts; any other error answer raises
   ``AwsError`` with DynamoDB's code (``ConditionalCheckFailedException``...).
-- ``LambdaClient``: ``invoke`` (``POST /2015-03-31/functions/{name}/invocations``),
-  retried like botocore's ``standard`` mode (throttling and 5xx, jittered backoff);
-  ``invoke_async``, the asynchronous invocations (``InvocationType=Event``) of the app's
-  own functions.
+- ``LambdaClient``: ``invoke_async``, the asynchronous invocations (``POST
+  /2015-03-31/functions/{name}/invocations``, ``InvocationType=Event``) of the app's own
+  functions, retried like botocore's ``standard`` mode (throttling and 5xx, jittered backoff).
 
 **Deadlines.** Every call takes ``deadline``: no attempt starts with less than
 ``MIN_ATTEMPT_SECONDS`` left, each attempt's whole time (connect, send, answer) is
@@ -73,7 +72,7 @@ THROTTLING = frozenset(
 )
 DYNAMODB_TARGET = "DynamoDB_20120810"
 DYNAMODB_CONTENT_TYPE = "application/x-amz-json-1.0"
-LAMBDA_INVOKE_PATH = "/2015-03-31/functions/{}/invocations"
+LAMBDA_INVOKE_PATH = "/2015-03-31/functions/{FunctionName}/invocations"
 
 
 class AwsError(Exception):
@@ -243,27 +242,15 @@ class DynamoDB(_Service):
 
 
 class LambdaClient(_Service):
-    """Lambda's ``invoke``, botocore's parameters (a bytes ``Payload``) and answer's ``StatusCode``."""
+    """Lambda's asynchronous ``Invoke`` of the app's own functions, as botocore sends it."""
 
     name = "lambda"
     attempts = 3
 
-    def invoke(
-        self,
-        *,
-        FunctionName: str,  # botocore's parameter names
-        InvocationType: str,
-        Payload: bytes,
-        deadline: Deadline | None = None,
-    ) -> dict[str, Any]:
-        path = LAMBDA_INVOKE_PATH.format(quote(FunctionName, safe="-_.~"))
-        headers = {"X-Amz-Invocation-Type": InvocationType}
-        response = self.send(path, headers, Payload, deadline)
-        return {"StatusCode": response.status}
-
     def invoke_async(self, function_name: str, payload: Mapping[str, Any]) -> None:
         """Start ``function_name`` with ``payload`` (``InvocationType=Event``); it must answer 202."""
+        path = LAMBDA_INVOKE_PATH.format(FunctionName=quote(function_name, safe="-_.~"))
         data = json.dumps(payload, separators=(",", ":")).encode("utf-8")
-        status = self.invoke(FunctionName=function_name, InvocationType="Event", Payload=data)["StatusCode"]
+        status = self.send(path, {"X-Amz-Invocation-Type": "Event"}, data, None).status
         if status != 202:
             raise RuntimeError(f"asynchronous invoke answered {status}")

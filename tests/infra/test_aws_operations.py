@@ -6,10 +6,12 @@ A static scan of ``app.py`` and ``chalicelib/``:
   ``chalicelib/aws.py`` built (``aws.DynamoDB(...)``, ``aws.LambdaClient(...)``, which
   take botocore's operation names), names a service the list knows; every attribute
   call or string literal that names one of those services' API operations,
-  botocore's method name or the API's own (``put_item`` or ``PutItem``,
-  ``query``, ``invoke``...), must be in the list (by method name), or listed as
-  not made at runtime. String literals count because the registry dispatches by
-  name (``self._call("PutItem", ...)``).
+  by botocore's method name, the API's own or the operation's own REST path
+  (``put_item`` or ``PutItem``, ``query``,
+  ``/2015-03-31/functions/{FunctionName}/invocations``...), must be in the list
+  (by method name), or listed as not made at runtime. String literals count because
+  the registry dispatches by name (``self._call("PutItem", ...)``) and the Lambda
+  client addresses ``Invoke`` by its path.
 - signed HTTP: in a module that signs requests with SigV4 (it imports
   ``botocore.auth``, or its code, not its comments, holds the algorithm's name
   ``AWS4-HMAC-SHA256`` in a string), every HTTP method literal (``"POST"``,
@@ -107,10 +109,22 @@ def names_used(tree: ast.Module) -> set[str]:
     return found
 
 
-def operations(service: str) -> dict[str, str]:
-    """The service's operations as code may name them (``put_item``, ``PutItem``): their method names."""
+def operations(service: str) -> dict[str, set[str]]:
+    """The service's operations (botocore's method names) by each way code may name them:
+    ``put_item``, ``PutItem``, or a REST path (botocore's ``requestUri``) other than ``/``."""
     model = botocore.session.get_session().get_service_model(service)
-    return {spelt: xform_name(name) for name in model.operation_names for spelt in (name, xform_name(name))}
+    named: dict[str, set[str]] = {}
+    for name in model.operation_names:
+        path = model.operation_model(name).http["requestUri"]
+        for spelt in {name, xform_name(name), path} - {"/"}:
+            named.setdefault(spelt, set()).add(xform_name(name))
+    return named
+
+
+def operations_named(tree: ast.Module, service: str) -> set[str]:
+    """The operations of ``service`` that ``tree`` names (botocore's method names)."""
+    ops = operations(service)
+    return {op for name in names_used(tree) & ops.keys() for op in ops[name]}
 
 
 def scan() -> set[str]:
@@ -118,9 +132,8 @@ def scan() -> set[str]:
     services = set().union(*(boto3_services(tree) for tree in sources.values()))
     calls: set[str] = set()
     for service in services:
-        ops = operations(service)
         for tree in sources.values():
-            calls |= {f"{service}.{ops[name]}" for name in names_used(tree) & ops.keys()}
+            calls |= {f"{service}.{op}" for op in operations_named(tree, service)}
     addressed = [text for tree in sources.values() for text in code_strings(tree) if "@connections" in text]
     for path, tree in sources.items():
         if not signs_requests(tree):
@@ -166,13 +179,10 @@ def test_the_scan_sees_dispatch_by_name_and_signed_methods() -> None:
         "    self._call('BatchWriteItem')\n"
         "    self._call('delete_item')\n"
         "    c.scan(TableName='t')\n"
+        "PATH = '/2015-03-31/functions/{FunctionName}/invocations'\n"
     )
-    ops = operations("dynamodb")
-    assert {ops[name] for name in names_used(tree) & ops.keys()} >= {
-        "batch_write_item",
-        "delete_item",
-        "scan",
-    }
+    assert operations_named(tree, "dynamodb") == {"batch_write_item", "delete_item", "scan"}
+    assert operations_named(tree, "lambda") == {"invoke"}
     assert boto3_services(tree) == {"dynamodb"}
 
 
