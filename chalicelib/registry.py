@@ -304,20 +304,16 @@ class ConnectionRegistry:
         return counted
 
     def channel_ids(
-        self,
-        channel: str,
-        connection_type: str | None,
-        *,
-        page_size: int | None = None,
-        deadline: Deadline | None = None,
+        self, channel: str, connection_type: str | None, *, deadline: Deadline | None = None
     ) -> Iterator[str]:
         """Every live connection id in ``channel`` (optionally one type), following DynamoDB's pages.
 
         A page that cannot be read before ``deadline`` raises ``BackendUnavailable``
         (after the ids of the pages already read).
         """
-        query = channel_query(channel, connection_type, int(self._clock()), SORT_KEY)
-        for item in self._items(deadline, query | ({"Limit": page_size} if page_size else {})):
+        for item in self._items(
+            deadline, channel_query(channel, connection_type, int(self._clock()), SORT_KEY)
+        ):
             yield item[SORT_KEY]["S"]
 
     def channel_members(

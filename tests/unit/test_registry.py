@@ -74,13 +74,17 @@ def test_channel_ids_filter_by_channel_type_and_ttl(registry: Any) -> None:
 
 
 class CountingClient:
-    def __init__(self, client: Any) -> None:
+    """The thin client, counting Queries; with ``page_size``, each Query reads at most that many items."""
+
+    def __init__(self, client: Any, page_size: int | None = None) -> None:
         self._client = client
         self.queries = 0
+        self.page_size = page_size
 
     def call(self, operation: str, params: dict[str, Any], deadline: Deadline | None = None) -> Any:
         if operation == "Query":
             self.queries += 1
+            params = params | ({"Limit": self.page_size} if self.page_size else {})
         return self._client.call(operation, params, deadline)
 
 
@@ -88,13 +92,13 @@ def test_channel_pages_cover_every_connection_exactly_once(moto_endpoint: str) -
     client = moto_client(moto_endpoint)
     table = f"registry-{uuid.uuid4().hex[:8]}"
     ensure_table(client, table)
-    counting = CountingClient(moto_registry_client(moto_endpoint))
+    counting = CountingClient(moto_registry_client(moto_endpoint), page_size=5)
     registry = ConnectionRegistry(counting, table, clock=lambda: NOW)
     try:
         ids = [f"P{i:02d}=" for i in range(23)]
         for cid in ids:
             registry.put(conn(cid, ctype="chat" if int(cid[1:3]) % 3 else "feed"))
-        seen = list(registry.channel_ids("1", "chat", page_size=5))
+        seen = list(registry.channel_ids("1", "chat"))
         assert sorted(seen) == sorted(c for c in ids if int(c[1:3]) % 3)
         assert len(seen) == len(set(seen))
         assert counting.queries >= 5  # one Query per page of 5 items
@@ -362,7 +366,7 @@ def test_a_channel_query_reads_no_page_past_the_deadline(moto_endpoint: str) -> 
     client = moto_client(moto_endpoint)
     table = f"pages-{uuid.uuid4().hex[:8]}"
     ensure_table(client, table)
-    counting = CountingClient(moto_registry_client(moto_endpoint))
+    counting = CountingClient(moto_registry_client(moto_endpoint), page_size=5)
     registry = ConnectionRegistry(counting, table, clock=clock)
     try:
         for i in range(12):
@@ -372,7 +376,7 @@ def test_a_channel_query_reads_no_page_past_the_deadline(moto_endpoint: str) -> 
         deadline = Deadline(10.0, lambda: next(readings, 100.0))
         seen: list[str] = []
         with pytest.raises(BackendUnavailable):
-            seen.extend(registry.channel_ids("1", "chat", page_size=5, deadline=deadline))
+            seen.extend(registry.channel_ids("1", "chat", deadline=deadline))
         assert len(seen) == 5  # the first page
         assert counting.queries == 2  # the second was asked for, and not sent
     finally:
