@@ -21,9 +21,9 @@ the same parsed answers from moto.
 
 **Deadlines.** Every call takes ``deadline``: no attempt starts with less than
 ``MIN_ATTEMPT_SECONDS`` left, each attempt's whole time (connect, send, answer) is
-the smaller of ``attempt_seconds`` and the time left, and a backoff that would
+the smaller of ``ATTEMPT_SECONDS`` and the time left, and a backoff that would
 outlast the deadline is not waited for: the call fails with the last error. Without
-a deadline an attempt takes at most ``attempt_seconds`` (botocore's 5 s read timeout).
+a deadline an attempt takes at most ``ATTEMPT_SECONDS`` (botocore's 5 s read timeout).
 
 **Credentials** come from the environment Lambda sets (``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``); elsewhere (a profile, instance
@@ -147,7 +147,6 @@ class _Service:
         transport: Transport,
         *,
         max_attempts: int | None = None,
-        attempt_seconds: float = ATTEMPT_SECONDS,
         sleep: Callable[[float], None] = time.sleep,
         amz_date: Callable[[], str] = amz_now,
     ) -> None:
@@ -156,7 +155,6 @@ class _Service:
         self._credentials = credentials
         self._transport = transport
         self._max_attempts = max(1, self.attempts if max_attempts is None else max_attempts)
-        self._attempt_seconds = attempt_seconds
         self._sleep = sleep
         self._amz_date = amz_date
 
@@ -168,7 +166,7 @@ class _Service:
         """The whole request as sent: head (signed) and body."""
         full = self._base_path + path
         signed = sign_request(
-            self._credentials(), self.name, self._region, "POST", self._host, full, headers, body, amz_date
+            self._credentials(), self.name, self._region, self._host, full, headers, body, amz_date
         )
         lines = "".join(f"{name}: {value}\r\n" for name, value in signed.items())
         head = (
@@ -182,12 +180,12 @@ class _Service:
         attempt = 0
         while True:
             attempt += 1
-            left = self._attempt_seconds if deadline is None else deadline.remaining()
+            left = ATTEMPT_SECONDS if deadline is None else deadline.remaining()
             if left < MIN_ATTEMPT_SECONDS:
                 raise AwsError("DeadlineExceeded", "no time left for the call")
             request = self.request(path, headers, body, self._amz_date())
             try:
-                response = self._transport.post(self._origin, request, min(self._attempt_seconds, left))
+                response = self._transport.post(self._origin, request, min(ATTEMPT_SECONDS, left))
             except HttpError as exc:
                 failure = AwsError(type(exc).__name__, str(exc))
             else:
