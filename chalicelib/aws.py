@@ -13,8 +13,9 @@ the same parsed answers from moto.
   ``ResponseMetadata``). Throttling (``ProvisionedThroughputExceededException``,
   ``ThrottlingException``, ``RequestLimitExceeded``...), 5xx and broken connections
   are retried with DynamoDB's own backoff (botocore's ``legacy`` mode: 50, 100, 200,
-  400 ms...), at most ``max_attempts`` attempts; any other error answer raises
-  ``AwsError`` with DynamoDB's code (``ConditionalCheckFailedException``...).
+  400 ms...), at most ``max_attempts`` attempts (``AWS_MAX_ATTEMPTS``; one unless
+  given); any other error answer raises ``AwsError`` with DynamoDB's code
+  (``ConditionalCheckFailedException``...).
 - ``LambdaClient``: ``invoke_async``, the asynchronous invocations (``POST
   /2015-03-31/functions/{name}/invocations``, ``InvocationType=Event``) of the app's own
   functions, retried like botocore's ``standard`` mode (throttling and 5xx, jittered backoff).
@@ -136,8 +137,6 @@ class _Service:
 
     #: The service's signing name.
     name = ""
-    #: Attempts per call unless ``max_attempts`` says otherwise.
-    attempts = 1
 
     def __init__(
         self,
@@ -146,7 +145,7 @@ class _Service:
         credentials: Callable[[], Credentials],
         transport: Transport,
         *,
-        max_attempts: int | None = None,
+        max_attempts: int = 1,
         sleep: Callable[[float], None] = time.sleep,
         amz_date: Callable[[], str] = amz_now,
     ) -> None:
@@ -154,7 +153,7 @@ class _Service:
         self._region = region_name
         self._credentials = credentials
         self._transport = transport
-        self._max_attempts = max(1, self.attempts if max_attempts is None else max_attempts)
+        self._max_attempts = max_attempts
         self._sleep = sleep
         self._amz_date = amz_date
 
@@ -217,7 +216,6 @@ class DynamoDB(_Service):
     """DynamoDB's low-level operations the registry uses, botocore's names and shapes."""
 
     name = "dynamodb"
-    attempts = 10
 
     def backoff(self, attempt: int) -> float:
         """botocore's ``legacy`` pause for DynamoDB: 50 ms doubling."""
@@ -243,7 +241,6 @@ class LambdaClient(_Service):
     """Lambda's asynchronous ``Invoke`` of the app's own functions, as botocore sends it."""
 
     name = "lambda"
-    attempts = 3
 
     def invoke_async(self, function_name: str, payload: Mapping[str, Any]) -> None:
         """Start ``function_name`` with ``payload`` (``InvocationType=Event``); it must answer 202."""
