@@ -201,10 +201,8 @@ class ConnectionRegistry:
                 "ConditionExpression": "attribute_not_exists(#created_at) OR #created_at < :before",
                 "ExpressionAttributeValues": {":before": {"N": str(created_before)}},
             }
-        return (
-            self._call("DeleteItem", Key=key(channel, connection_id), deadline=deadline, **condition)
-            is not None
-        )
+        answer = self._call("DeleteItem", Key=key(channel, connection_id), deadline=deadline, **condition)
+        return answer is not None
 
     def get(
         self, channel: str, connection_id: str, *projection: str, deadline: Deadline | None = None
@@ -228,12 +226,9 @@ class ConnectionRegistry:
         keys = [key(channel, cid) for cid in dict.fromkeys(connection_ids)]
         shape: dict[str, Any] = projection_of(SORT_KEY, "endpoint", TTL_ATTRIBUTE)
         shape["ExpressionAttributeNames"] = attribute_names(shape["ProjectionExpression"])
-        found: dict[str, str | None] = {}
-        for response in self._batches("BatchGetItem", keys, deadline, **shape):
-            for conn in map(from_item, response.get("Responses", {}).get(self._table, [])):
-                if conn.ttl > now:
-                    found[conn.connection_id] = conn.endpoint
-        return found
+        responses = self._batches("BatchGetItem", keys, deadline, **shape)
+        items = (item for answer in responses for item in answer.get("Responses", {}).get(self._table, []))
+        return {conn.connection_id: conn.endpoint for conn in map(from_item, items) if conn.ttl > now}
 
     def update_token(self, conn: Connection, token: str, *, deadline: Deadline | None = None) -> Connection:
         """Replace the stored token of a live connection; the updated connection.
@@ -408,6 +403,5 @@ class ConnectionRegistry:
         self._keep(connection_id, None)
         items = self.connection_items(connection_id, live=False, deadline=deadline)
         deletes = [{"DeleteRequest": {"Key": key(c.channel, c.connection_id)}} for c in items]
-        for _ in self._batches("BatchWriteItem", deletes, deadline):
-            pass
+        list(self._batches("BatchWriteItem", deletes, deadline))  # every batch, each answer unread
         return items
