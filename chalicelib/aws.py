@@ -8,24 +8,23 @@ holds them to botocore: the same request bytes and signature for each operation,
 the same parsed answers from moto.
 
 - ``DynamoDB``: the JSON 1.0 protocol (``POST /``, ``X-Amz-Target:
-  DynamoDB_20120810.<Operation>``), the operations ``ConnectionRegistry`` uses
-  (``put_item``, ``delete_item``, ``get_item``, ``query``, ``batch_get_item``,
-  ``batch_write_item``, ``update_item``), each taking botocore's parameters and answering its dict (without
+  DynamoDB_20120810.<Operation>``): ``call`` makes one operation (``PutItem``,
+  ``Query``...) with botocore's parameters and answers its dict (without
   ``ResponseMetadata``). Throttling (``ProvisionedThroughputExceededException``,
   ``ThrottlingException``, ``RequestLimitExceeded``...), 5xx and broken connections
   are retried with DynamoDB's own backoff (botocore's ``legacy`` mode: 50, 100, 200,
-  400 ms...), at most ``max_attempts`` attempts; any other error answer raises
-  ``AwsError`` with DynamoDB's code (``ConditionalCheckFailedException``...).
-- ``LambdaClient``: ``invoke`` (``POST /2015-03-31/functions/{name}/invocations``),
-  retried like botocore's ``standard`` mode (throttling and 5xx, jittered backoff);
-  ``invoke_async``, the asynchronous invocations (``InvocationType=Event``) of the app's
-  own functions.
+  400 ms...), at most ``max_attempts`` attempts (``AWS_MAX_ATTEMPTS``; one unless
+  given); any other error answer raises ``AwsError`` with DynamoDB's code
+  (``ConditionalCheckFailedException``...).
+- ``LambdaClient``: ``invoke_async``, the asynchronous invocations (``POST
+  /2015-03-31/functions/{name}/invocations``, ``InvocationType=Event``) of the app's own
+  functions, retried like botocore's ``standard`` mode (throttling and 5xx, jittered backoff).
 
 **Deadlines.** Every call takes ``deadline``: no attempt starts with less than
 ``MIN_ATTEMPT_SECONDS`` left, each attempt's whole time (connect, send, answer) is
-the smaller of ``attempt_seconds`` and the time left, and a backoff that would
+the smaller of ``ATTEMPT_SECONDS`` and the time left, and a backoff that would
 outlast the deadline is not waited for: the call fails with the last error. Without
-a deadline an attempt takes at most ``attempt_seconds`` (botocore's 5 s read timeout).
+a deadline an attempt takes at most ``ATTEMPT_SECONDS`` (botocore's 5 s read timeout).
 
 **Credentials** come from the environment Lambda sets (``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``); elsewhere (a profile, instance
@@ -74,7 +73,7 @@ THROTTLING = frozenset(
 )
 DYNAMODB_TARGET = "DynamoDB_20120810"
 DYNAMODB_CONTENT_TYPE = "application/x-amz-json-1.0"
-LAMBDA_INVOKE_PATH = "/2015-03-31/functions/{}/invocations"
+LAMBDA_INVOKE_PATH = "/2015-03-31/functions/{FunctionName}/invocations"
 
 
 class AwsError(Exception):
@@ -138,8 +137,6 @@ class _Service:
 
     #: The service's signing name.
     name = ""
-    #: Attempts per call unless ``max_attempts`` says otherwise.
-    attempts = 1
 
     def __init__(
         self,
@@ -148,8 +145,7 @@ class _Service:
         credentials: Callable[[], Credentials],
         transport: Transport,
         *,
-        max_attempts: int | None = None,
-        attempt_seconds: float = ATTEMPT_SECONDS,
+        max_attempts: int = 1,
         sleep: Callable[[float], None] = time.sleep,
         amz_date: Callable[[], str] = amz_now,
     ) -> None:
@@ -157,8 +153,7 @@ class _Service:
         self._region = region_name
         self._credentials = credentials
         self._transport = transport
-        self._max_attempts = max(1, self.attempts if max_attempts is None else max_attempts)
-        self._attempt_seconds = attempt_seconds
+        self._max_attempts = max_attempts
         self._sleep = sleep
         self._amz_date = amz_date
 
@@ -170,7 +165,7 @@ class _Service:
         """The whole request as sent: head (signed) and body."""
         full = self._base_path + path
         signed = sign_request(
-            self._credentials(), self.name, self._region, "POST", self._host, full, headers, body, amz_date
+            self._credentials(), self.name, self._region, self._host, full, headers, body, amz_date
         )
         lines = "".join(f"{name}: {value}\r\n" for name, value in signed.items())
         head = (
@@ -184,12 +179,12 @@ class _Service:
         attempt = 0
         while True:
             attempt += 1
-            left = self._attempt_seconds if deadline is None else deadline.remaining()
+            left = ATTEMPT_SECONDS if deadline is None else deadline.remaining()
             if left < MIN_ATTEMPT_SECONDS:
                 raise AwsError("DeadlineExceeded", "no time left for the call")
             request = self.request(path, headers, body, self._amz_date())
             try:
-                response = self._transport.post(self._origin, request, min(self._attempt_seconds, left))
+                response = self._transport.post(self._origin, request, min(ATTEMPT_SECONDS, left))
             except HttpError as exc:
                 failure = AwsError(type(exc).__name__, str(exc))
             else:
@@ -221,7 +216,6 @@ class DynamoDB(_Service):
     """DynamoDB's low-level operations the registry uses, botocore's names and shapes."""
 
     name = "dynamodb"
-    attempts = 10
 
     def backoff(self, attempt: int) -> float:
         """botocore's ``legacy`` pause for DynamoDB: 50 ms doubling."""
@@ -242,50 +236,16 @@ class DynamoDB(_Service):
             raise AwsError("MalformedAnswer", "the answer is not a JSON object", response.status)
         return answer
 
-    def put_item(self, *, deadline: Deadline | None = None, **params: Any) -> dict[str, Any]:
-        return self.call("PutItem", params, deadline)
-
-    def delete_item(self, *, deadline: Deadline | None = None, **params: Any) -> dict[str, Any]:
-        return self.call("DeleteItem", params, deadline)
-
-    def get_item(self, *, deadline: Deadline | None = None, **params: Any) -> dict[str, Any]:
-        return self.call("GetItem", params, deadline)
-
-    def update_item(self, *, deadline: Deadline | None = None, **params: Any) -> dict[str, Any]:
-        return self.call("UpdateItem", params, deadline)
-
-    def query(self, *, deadline: Deadline | None = None, **params: Any) -> dict[str, Any]:
-        return self.call("Query", params, deadline)
-
-    def batch_get_item(self, *, deadline: Deadline | None = None, **params: Any) -> dict[str, Any]:
-        return self.call("BatchGetItem", params, deadline)
-
-    def batch_write_item(self, *, deadline: Deadline | None = None, **params: Any) -> dict[str, Any]:
-        return self.call("BatchWriteItem", params, deadline)
-
 
 class LambdaClient(_Service):
-    """Lambda's ``invoke``, botocore's parameters (a bytes ``Payload``) and answer's ``StatusCode``."""
+    """Lambda's asynchronous ``Invoke`` of the app's own functions, as botocore sends it."""
 
     name = "lambda"
-    attempts = 3
-
-    def invoke(
-        self,
-        *,
-        FunctionName: str,  # botocore's parameter names
-        InvocationType: str,
-        Payload: bytes,
-        deadline: Deadline | None = None,
-    ) -> dict[str, Any]:
-        path = LAMBDA_INVOKE_PATH.format(quote(FunctionName, safe="-_.~"))
-        headers = {"X-Amz-Invocation-Type": InvocationType}
-        response = self.send(path, headers, Payload, deadline)
-        return {"StatusCode": response.status}
 
     def invoke_async(self, function_name: str, payload: Mapping[str, Any]) -> None:
         """Start ``function_name`` with ``payload`` (``InvocationType=Event``); it must answer 202."""
+        path = LAMBDA_INVOKE_PATH.format(FunctionName=quote(function_name, safe="-_.~"))
         data = json.dumps(payload, separators=(",", ":")).encode("utf-8")
-        status = self.invoke(FunctionName=function_name, InvocationType="Event", Payload=data)["StatusCode"]
+        status = self.send(path, {"X-Amz-Invocation-Type": "Event"}, data, None).status
         if status != 202:
             raise RuntimeError(f"asynchronous invoke answered {status}")

@@ -126,7 +126,7 @@ class ConnectionRegistry:
         if names := attribute_names(*(v for k, v in kwargs.items() if k.endswith("Expression"))):
             kwargs["ExpressionAttributeNames"] = names
         try:
-            return getattr(self._client, operation)(deadline=deadline, **kwargs)
+            return self._client.call(operation, kwargs, deadline)
         except AwsError as exc:
             if exc.code == "ConditionalCheckFailedException" and "ConditionExpression" in kwargs:
                 return None
@@ -148,7 +148,7 @@ class ConnectionRegistry:
         Reads ``query`` again for each page: a caller holding it may change it between pages.
         """
         while True:
-            page = self._call("query", deadline=deadline, **query)
+            page = self._call("Query", deadline=deadline, **query)
             yield page
             if not page.get("LastEvaluatedKey"):
                 return
@@ -161,10 +161,10 @@ class ConnectionRegistry:
     def _batches(
         self, operation: str, requests: list[Any], deadline: Deadline | None, **shape: Any
     ) -> Iterator[Any]:
-        """Every answer to ``operation`` (``batch_get_item`` of keys with ``shape``, or
-        ``batch_write_item``) over ``requests`` in DynamoDB's batches. What an answer leaves
+        """Every answer to ``operation`` (``BatchGetItem`` of keys with ``shape``, or
+        ``BatchWriteItem``) over ``requests`` in DynamoDB's batches. What an answer leaves
         unprocessed is asked again after the lookup's pauses; still left: ``BackendUnavailable``."""
-        get = operation == "batch_get_item"
+        get = operation == "BatchGetItem"
         size = BATCH_GET_KEYS if get else BATCH_WRITE_ITEMS
         for start in range(0, len(requests), size):
             batch = requests[start : start + size]
@@ -179,7 +179,7 @@ class ConnectionRegistry:
                     raise BackendUnavailable("the connection registry is throttling; try again")
 
     def put(self, conn: Connection, *, deadline: Deadline | None = None) -> None:
-        self._call("put_item", Item=to_item(conn), deadline=deadline)
+        self._call("PutItem", Item=to_item(conn), deadline=deadline)
 
     def delete(
         self,
@@ -201,10 +201,8 @@ class ConnectionRegistry:
                 "ConditionExpression": "attribute_not_exists(#created_at) OR #created_at < :before",
                 "ExpressionAttributeValues": {":before": {"N": str(created_before)}},
             }
-        return (
-            self._call("delete_item", Key=key(channel, connection_id), deadline=deadline, **condition)
-            is not None
-        )
+        answer = self._call("DeleteItem", Key=key(channel, connection_id), deadline=deadline, **condition)
+        return answer is not None
 
     def get(
         self, channel: str, connection_id: str, *projection: str, deadline: Deadline | None = None
@@ -214,7 +212,7 @@ class ConnectionRegistry:
         With ``projection``, only those attributes are read.
         """
         read = {"Key": key(channel, connection_id), "ConsistentRead": True} | projection_of(*projection)
-        conn = from_item(self._call("get_item", deadline=deadline, **read).get("Item") or {})
+        conn = from_item(self._call("GetItem", deadline=deadline, **read).get("Item") or {})
         return conn if conn.ttl > int(self._clock()) else None
 
     def endpoints(
@@ -228,12 +226,9 @@ class ConnectionRegistry:
         keys = [key(channel, cid) for cid in dict.fromkeys(connection_ids)]
         shape: dict[str, Any] = projection_of(SORT_KEY, "endpoint", TTL_ATTRIBUTE)
         shape["ExpressionAttributeNames"] = attribute_names(shape["ProjectionExpression"])
-        found: dict[str, str | None] = {}
-        for response in self._batches("batch_get_item", keys, deadline, **shape):
-            for conn in map(from_item, response.get("Responses", {}).get(self._table, [])):
-                if conn.ttl > now:
-                    found[conn.connection_id] = conn.endpoint
-        return found
+        responses = self._batches("BatchGetItem", keys, deadline, **shape)
+        items = (item for answer in responses for item in answer.get("Responses", {}).get(self._table, []))
+        return {conn.connection_id: conn.endpoint for conn in map(from_item, items) if conn.ttl > now}
 
     def update_token(self, conn: Connection, token: str, *, deadline: Deadline | None = None) -> Connection:
         """Replace the stored token of a live connection; the updated connection.
@@ -253,25 +248,19 @@ class ConnectionRegistry:
         return replace(conn, token=token)
 
     def find(
-        self,
-        connection_id: str,
-        *,
-        retry: bool = True,
-        cached: bool = True,
-        token: bool = True,
-        deadline: Deadline | None = None,
+        self, connection_id: str, *, token: bool = True, deadline: Deadline | None = None
     ) -> Connection | None:
         """The live connection with this id: one GSI Query, retried briefly on a miss (time allowing).
 
         The answer is the socket's own item (a subscription item has no token). A connection
-        found before in this container is answered from the cache (``cached=False`` always
-        asks DynamoDB). A connection with a token gets the one stored now (a consistent
-        GetItem: the cache and the eventually consistent index may hold one an ``auth`` has
-        replaced since); ``token=False`` skips that read and answers no token.
+        found before in this container is answered from the cache. A connection with a token
+        gets the one stored now (a consistent GetItem: the cache and the eventually consistent
+        index may hold one an ``auth`` has replaced since); ``token=False`` skips that read
+        and answers no token.
         """
-        conn = self._cached(connection_id) if cached else None
+        conn = self._cached(connection_id)
         if conn is None:
-            pauses = self._pauses(deadline) if retry else iter(())
+            pauses = self._pauses(deadline)
             while (conn := self._own_item(connection_id, deadline)) is None:
                 if next(pauses, False) is False:
                     return None
@@ -310,20 +299,16 @@ class ConnectionRegistry:
         return counted
 
     def channel_ids(
-        self,
-        channel: str,
-        connection_type: str | None,
-        *,
-        page_size: int | None = None,
-        deadline: Deadline | None = None,
+        self, channel: str, connection_type: str | None, *, deadline: Deadline | None = None
     ) -> Iterator[str]:
         """Every live connection id in ``channel`` (optionally one type), following DynamoDB's pages.
 
         A page that cannot be read before ``deadline`` raises ``BackendUnavailable``
         (after the ids of the pages already read).
         """
-        query = channel_query(channel, connection_type, int(self._clock()), SORT_KEY)
-        for item in self._items(deadline, query | ({"Limit": page_size} if page_size else {})):
+        for item in self._items(
+            deadline, channel_query(channel, connection_type, int(self._clock()), SORT_KEY)
+        ):
             yield item[SORT_KEY]["S"]
 
     def channel_members(
@@ -380,9 +365,9 @@ class ConnectionRegistry:
     def _update(
         self, channel: str, connection_id: str, refused: str, *, deadline: Deadline | None, **request: Any
     ) -> None:
-        """A conditional ``update_item`` of the item; ``UnknownConnection(refused)`` (and the
+        """A conditional ``UpdateItem`` of the item; ``UnknownConnection(refused)`` (and the
         connection forgotten) when the condition does not hold."""
-        if self._call("update_item", Key=key(channel, connection_id), deadline=deadline, **request) is None:
+        if self._call("UpdateItem", Key=key(channel, connection_id), deadline=deadline, **request) is None:
             self._keep(connection_id, None)
             raise UnknownConnection(refused)
 
@@ -392,7 +377,7 @@ class ConnectionRegistry:
         """Take the connection out of ``channel`` as ``connection_type``; a subscription item left
         with no type goes. False when it was not in the channel as that type (nothing changes)."""
         answer = self._call(
-            "update_item",
+            "UpdateItem",
             Key=key(channel, connection_id),
             UpdateExpression="DELETE #types :types",
             ConditionExpression=f"attribute_exists(#{SORT_KEY}) AND contains(#types, :type)",
@@ -406,7 +391,7 @@ class ConnectionRegistry:
         if old.subscription and not old.types - {connection_type}:  # unless a subscribe added a type since
             gone = "attribute_not_exists(#types)"
             self._call(
-                "delete_item", Key=key(channel, connection_id), ConditionExpression=gone, deadline=deadline
+                "DeleteItem", Key=key(channel, connection_id), ConditionExpression=gone, deadline=deadline
             )
         return True
 
@@ -418,6 +403,5 @@ class ConnectionRegistry:
         self._keep(connection_id, None)
         items = self.connection_items(connection_id, live=False, deadline=deadline)
         deletes = [{"DeleteRequest": {"Key": key(c.channel, c.connection_id)}} for c in items]
-        for _ in self._batches("batch_write_item", deletes, deadline):
-            pass
+        list(self._batches("BatchWriteItem", deletes, deadline))  # every batch, each answer unread
         return items

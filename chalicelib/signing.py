@@ -118,14 +118,13 @@ def sign_request(
     credentials: Credentials | ReadOnlyCredentials,
     service: str,
     region: str,
-    method: str,
     host: str,
     path: str,
     headers: dict[str, str],
     payload: bytes,
     amz_date: str,
 ) -> dict[str, str]:
-    """SigV4 for a request with no query string: ``headers`` and the signing headers, all signed.
+    """SigV4 for a POST with no query string: ``headers`` and the signing headers, all signed.
 
     The same computation as botocore's ``SigV4Auth.add_auth`` for such a request
     (``tests/unit/test_aws.py`` holds it to botocore byte for byte): every
@@ -142,6 +141,6 @@ def sign_request(
     names = ";".join(name for name, _ in lines)
     header_lines = "".join(f"{name}:{value}\n" for name, value in lines)
     payload_hash = hashlib.sha256(payload).hexdigest()
-    canonical = f"{method}\n{quote(path, safe='/~')}\n\n{header_lines}\n{names}\n{payload_hash}"
+    canonical = f"{METHOD}\n{quote(path, safe='/~')}\n\n{header_lines}\n{names}\n{payload_hash}"
     signed["Authorization"] = _authorization(credentials, region, service, amz_date, canonical, names)
     return signed

@@ -115,7 +115,9 @@ def moto_client(endpoint: str) -> Any:
 @functools.cache
 def moto_registry_client(endpoint: str) -> aws.DynamoDB:
     """The proxy's own DynamoDB client for a moto endpoint, with dummy credentials (shared)."""
-    return aws.DynamoDB(endpoint, "us-east-1", lambda: Credentials("testing", "testing", None), Transport(4))
+    return aws.DynamoDB(
+        endpoint, "us-east-1", lambda: Credentials("testing", "testing", None), Transport(4), max_attempts=10
+    )
 
 
 # -- the app on loopback stand-ins ------------------------------------------------------

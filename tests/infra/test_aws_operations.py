@@ -5,11 +5,13 @@ A static scan of ``app.py`` and ``chalicelib/``:
 - AWS clients: every ``boto3.client("<service>")``, and every thin client of
   ``chalicelib/aws.py`` built (``aws.DynamoDB(...)``, ``aws.LambdaClient(...)``, which
   take botocore's operation names), names a service the list knows; every attribute
-  call or string literal that is the snake_case name of
-  one of those services' API operations (botocore's model: ``put_item``,
-  ``query``, ``invoke``...) must be in the list, or listed as not made at
-  runtime. String literals count because the registry dispatches by name
-  (``self._call("put_item", ...)``).
+  call or string literal that names one of those services' API operations,
+  by botocore's method name, the API's own or the operation's own REST path
+  (``put_item`` or ``PutItem``, ``query``,
+  ``/2015-03-31/functions/{FunctionName}/invocations``...), must be in the list
+  (by method name), or listed as not made at runtime. String literals count because
+  the registry dispatches by name (``self._call("PutItem", ...)``) and the Lambda
+  client addresses ``Invoke`` by its path.
 - signed HTTP: in a module that signs requests with SigV4 (it imports
   ``botocore.auth``, or its code, not its comments, holds the algorithm's name
   ``AWS4-HMAC-SHA256`` in a string), every HTTP method literal (``"POST"``,
@@ -107,9 +109,22 @@ def names_used(tree: ast.Module) -> set[str]:
     return found
 
 
-def operations(service: str) -> set[str]:
+def operations(service: str) -> dict[str, set[str]]:
+    """The service's operations (botocore's method names) by each way code may name them:
+    ``put_item``, ``PutItem``, or a REST path (botocore's ``requestUri``) other than ``/``."""
     model = botocore.session.get_session().get_service_model(service)
-    return {xform_name(name) for name in model.operation_names}
+    named: dict[str, set[str]] = {}
+    for name in model.operation_names:
+        path = model.operation_model(name).http["requestUri"]
+        for spelt in {name, xform_name(name), path} - {"/"}:
+            named.setdefault(spelt, set()).add(xform_name(name))
+    return named
+
+
+def operations_named(tree: ast.Module, service: str) -> set[str]:
+    """The operations of ``service`` that ``tree`` names (botocore's method names)."""
+    ops = operations(service)
+    return {op for name in names_used(tree) & ops.keys() for op in ops[name]}
 
 
 def scan() -> set[str]:
@@ -117,9 +132,8 @@ def scan() -> set[str]:
     services = set().union(*(boto3_services(tree) for tree in sources.values()))
     calls: set[str] = set()
     for service in services:
-        ops = operations(service)
         for tree in sources.values():
-            calls |= {f"{service}.{name}" for name in names_used(tree) & ops}
+            calls |= {f"{service}.{op}" for op in operations_named(tree, service)}
     addressed = [text for tree in sources.values() for text in code_strings(tree) if "@connections" in text]
     for path, tree in sources.items():
         if not signs_requests(tree):
@@ -162,10 +176,13 @@ def test_the_scan_sees_dispatch_by_name_and_signed_methods() -> None:
         "import boto3\n"
         "c = boto3.client('dynamodb')\n"
         "def f(self):\n"
-        "    self._call('batch_write_item')\n"
+        "    self._call('BatchWriteItem')\n"
+        "    self._call('delete_item')\n"
         "    c.scan(TableName='t')\n"
+        "PATH = '/2015-03-31/functions/{FunctionName}/invocations'\n"
     )
-    assert {"batch_write_item", "scan"} <= names_used(tree) & operations("dynamodb")
+    assert operations_named(tree, "dynamodb") == {"batch_write_item", "delete_item", "scan"}
+    assert operations_named(tree, "lambda") == {"invoke"}
     assert boto3_services(tree) == {"dynamodb"}
 
 

@@ -193,13 +193,13 @@ def test_the_registry_client_retries_with_dynamodbs_own_short_backoff_then_gives
     clients = build_clients()  # AWS_MAX_ATTEMPTS: 5 by default
     try:
         registry = clients.registry
-        assert isinstance(registry, ConnectionRegistry)  # the real one, whose lookups skip the cache here
+        assert isinstance(registry, ConnectionRegistry)  # the real one: one Query per connection_items
         throttling_dynamodb.throttle = 4  # absorbed: the fifth attempt is answered
-        assert registry.find("A=", retry=False, cached=False) is None
+        assert registry.connection_items("A=") == []
         assert throttling_dynamodb.operations == ["Query"] * 5
         throttling_dynamodb.throttle = 6  # five attempts, all throttled: the caller is told
         with pytest.raises(BackendUnavailable):
-            registry.find("A=", retry=False, cached=False)
+            registry.connection_items("A=")
         assert throttling_dynamodb.operations == ["Query"] * 10
         assert throttling_dynamodb.throttle == 1
     finally:
@@ -222,7 +222,7 @@ def test_dynamodb_retries_pause_as_botocore_legacy_mode_does_for_dynamodb(
     )
     try:
         throttling_dynamodb.throttle = 4
-        assert client.query(TableName="t")["Items"] == []
+        assert client.call("Query", {"TableName": "t"})["Items"] == []
         assert pauses == [0.05, 0.1, 0.2, 0.4]
     finally:
         transport.close()
