@@ -144,16 +144,18 @@ message_strategy = st.fixed_dictionaries(
     messages=st.lists(message_strategy, min_size=1, max_size=200),
     limit=st.integers(min_value=4_000, max_value=LIMIT),
     thread=st.dictionaries(st.text(max_size=10), st.text(max_size=50), max_size=3),
+    ref=st.one_of(st.none(), st.text(max_size=128), st.integers(-(2**53), 2**53)),
 )
-def test_history_frames_fit_the_limit_and_rejoin_in_order(
-    messages: list[dict[str, Any]], limit: int, thread: dict[str, str]
+def test_history_frames_fit_the_limit_and_rejoin_in_order_with_ref_on_the_last(
+    messages: list[dict[str, Any]], limit: int, thread: dict[str, str], ref: str | int | None
 ) -> None:
     payload = {"type": "history", "thread": thread, "messages": messages}
-    frames = wire.frames_for(payload, limit)
+    frames = wire.frames_for(payload, limit, ref=ref)
     assert all(len(frame) <= limit for frame in frames)
     decoded = [json.loads(frame) for frame in frames]
+    assert [d.get("ref") for d in decoded] == [None] * (len(frames) - 1) + [ref]
     if len(frames) == 1:
-        assert decoded[0] == payload
+        assert decoded[0] == (payload if ref is None else {**payload, "ref": ref})
         return
     assert [d["part"] for d in decoded] == list(range(1, len(frames) + 1))
     assert all(d["parts"] == len(frames) for d in decoded)
