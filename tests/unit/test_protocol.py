@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chalicelib import protocol, wire
-from chalicelib.errors import Forbidden, InvalidMessage, TooLarge, Unauthorized
+from chalicelib.errors import BackendError, Forbidden, InvalidMessage, TooLarge, Unauthorized
 from chalicelib.routes import DEFAULT_ROUTES
 
 LIMIT = wire.MAX_MESSAGE_BYTES
@@ -380,3 +380,23 @@ def test_a_push_channel_takes_the_ids_a_frame_takes(channel: dict[str, object], 
 def test_a_bad_push_channel_is_explained(channel: dict[str, object], words: str) -> None:
     with pytest.raises(InvalidMessage, match=words):
         protocol.parse_push({"channel": channel, "payload": {}}, DEFAULT_ROUTES)
+
+
+@pytest.mark.parametrize(
+    ("answer", "user"),
+    [
+        ({}, None),
+        ({"user_id": None}, None),
+        ({"user_id": ""}, None),
+        ({"user_id": 7}, "7"),
+        ({"user_id": "u"}, "u"),
+    ],
+)
+def test_a_connect_answer_names_its_user_or_no_one(answer: dict[str, object], user: str | None) -> None:
+    assert protocol.answered_user(answer) == user
+
+
+@pytest.mark.parametrize("value", [False, 0.5, [1], "u" * 129, "u\ud800"])
+def test_a_connect_answer_with_an_invalid_user_id_is_a_backend_error(value: object) -> None:
+    with pytest.raises(BackendError, match="invalid user_id"):
+        protocol.answered_user({"user_id": value})
