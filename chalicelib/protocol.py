@@ -92,7 +92,7 @@ class ConnectRequest:
     #: True when the token came as the ``bearer`` subprotocol, which must be echoed.
     bearer_subprotocol: bool
     #: A resuming client's cursor (``since``), passed to a booking's connect route.
-    since: int | None = None
+    since: int | None
 
     @property
     def user_level(self) -> bool:
@@ -163,7 +163,7 @@ class BookingTarget:
     booking_id: str
     connection_type: str
     route: Route
-    since: int | None = None
+    since: int | None
 
     @property
     def channel(self) -> str:
