@@ -15,7 +15,6 @@ connection, so no event can make the app post anywhere else. Frames travel compr
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import zlib
 from collections.abc import Collection, Mapping
@@ -38,7 +37,7 @@ def pack_frames(frames: list[bytes]) -> str:
 def unpack_frames(packed: str) -> list[bytes]:
     try:
         frames = json.loads(zlib.decompress(base64.b64decode(packed, validate=True)))
-    except (binascii.Error, zlib.error, ValueError) as exc:
+    except (zlib.error, ValueError) as exc:  # binascii.Error and JSON's errors are ValueErrors
         raise InvalidEvent("frames are not packed frames") from exc
     if not isinstance(frames, list) or not all(isinstance(f, str) for f in frames):
         raise InvalidEvent("frames must be a list of strings")
@@ -72,11 +71,7 @@ class DeliveryEvent:
     frames: list[bytes]
 
     def to_payload(self) -> dict[str, Any]:
-        return {
-            "connection_id": self.connection_id,
-            "channel": self.channel,
-            "frames": pack_frames(self.frames),
-        }
+        return {**vars(self), "frames": pack_frames(self.frames)}
 
     @classmethod
     def from_payload(cls, payload: Any) -> DeliveryEvent:
@@ -100,9 +95,7 @@ class FanOutChunk:
     attempt: int = 0
 
     def to_payload(self) -> dict[str, Any]:
-        body = {"channel": self.channel, "connection_ids": list(self.connection_ids)}
-        attempt = {"attempt": self.attempt} if self.attempt else {}
-        return {"chunk": {**body, "frames": pack_frames(self.frames), **attempt}}
+        return {"chunk": {**vars(self), "frames": pack_frames(self.frames)}}
 
     @classmethod
     def from_payload(cls, payload: Any, *, max_attempt: int) -> FanOutChunk:
@@ -129,8 +122,7 @@ class PresenceEvent:
 
     def to_payload(self) -> dict[str, Any]:
         channels = [{"booking_id": b, "connection_type": t} for b, t in self.channels]
-        body = {"connection_id": self.connection_id, "user_id": self.user_id, "online": self.online}
-        return {"presence": {**body, "channels": channels}}
+        return {"presence": {**vars(self), "channels": channels}}
 
     @classmethod
     def from_payload(cls, payload: Any, *, booking_types: Collection[str]) -> PresenceEvent:

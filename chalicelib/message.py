@@ -187,7 +187,7 @@ class _Turn:
         payload = {key: value for key, value in answer.items() if key != "recipients"}
         if booking is not None:
             payload = protocol.tagged(payload, booking, connection_type)
-        own = wire.frames_with_ref(payload, request)
+        own = wire.frames_for(payload, ref=request)
         try:
             if broadcast:
                 users = [] if booking is None else subscriptions.recipients(answer, booking, connection_type)

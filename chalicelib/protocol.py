@@ -92,7 +92,7 @@ class ConnectRequest:
     #: True when the token came as the ``bearer`` subprotocol, which must be echoed.
     bearer_subprotocol: bool
     #: A resuming client's cursor (``since``), passed to a booking's connect route.
-    since: int | None = None
+    since: int | None
 
     @property
     def user_level(self) -> bool:
@@ -104,11 +104,9 @@ class ConnectRequest:
 
     def channel(self, user_id: str | None) -> str:
         """The connection's channel: a user-level socket is in its user's."""
-        return (
-            channel_key("user", user_id)
-            if self.user_level
-            else self.route.channel_for(self.booking_id, user_id)
-        )
+        if self.user_level:
+            return channel_key("user", user_id)
+        return self.route.channel_for(self.booking_id, user_id)
 
 
 def header(headers: Mapping[str, str] | None, name: str) -> str | None:
@@ -165,7 +163,7 @@ class BookingTarget:
     booking_id: str
     connection_type: str
     route: Route
-    since: int | None = None
+    since: int | None
 
     @property
     def channel(self) -> str:
@@ -251,10 +249,7 @@ def parse_frame(body: str | None, *, is_base64: bool = False) -> dict[str, Any]:
         raise InvalidMessage("binary frames are not supported; send JSON text")
     if body is None or not body.strip():
         raise InvalidMessage("the frame is empty; send a JSON object")
-    if (
-        len(body) > wire.MAX_MESSAGE_BYTES
-        or len(body.encode("utf-8", "surrogatepass")) > wire.MAX_MESSAGE_BYTES
-    ):
+    if len(body.encode("utf-8", "surrogatepass")) > wire.MAX_MESSAGE_BYTES:
         raise TooLarge(f"the frame is over {wire.MAX_MESSAGE_BYTES // 1024} KB")
     try:
         frame = wire.loads(body)
@@ -289,10 +284,8 @@ def error_frame_for(exc: ProxyError, ref: Any = None) -> dict[str, Any]:
 def answered_user(answer: Mapping[str, Any]) -> str | None:
     """The ``user_id`` of a backend's connect answer (None: not named), or ``BackendError``."""
     value = answer.get("user_id")
-    if value is None or value == "":
-        return None
     user = user_id_of(value)
-    if user is None:
+    if user is None and value not in (None, ""):
         raise BackendError("the chat service answered an invalid user_id")
     return user
 

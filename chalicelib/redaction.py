@@ -70,9 +70,9 @@ class RedactArguments(logging.Filter):
         return True
 
 
-def redact_library_logs(names: tuple[str, ...] = CONTENT_LOGGERS) -> None:
-    """Install ``RedactArguments`` on each logger in ``names`` (once; safe to call again)."""
-    for name in names:
+def redact_library_logs() -> None:
+    """Install ``RedactArguments`` on each of ``CONTENT_LOGGERS`` (once; safe to call again)."""
+    for name in CONTENT_LOGGERS:
         target = logging.getLogger(name)
         if not any(isinstance(f, RedactArguments) for f in target.filters):
             target.addFilter(RedactArguments())

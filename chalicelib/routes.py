@@ -96,7 +96,7 @@ _ALLOWED_FIELDS = {"connect", "message", "user_connect", "participants"}
 _BOOKING_FIELDS = {"user_connect", "participants"}
 
 
-def check_path_template(type_name: str, field: str, value: object, *, has_booking: bool) -> str:
+def check_path_template(type_name: str, field: str, value: object, *, has_booking: bool) -> None:
     """A backend path template, or ``ConfigurationError`` naming what is wrong with it."""
     where = f"BACKEND_ROUTES: {type_name}.{field}"
     if not isinstance(value, str) or not value:
@@ -104,22 +104,20 @@ def check_path_template(type_name: str, field: str, value: object, *, has_bookin
     if not value.startswith("/") or any(c in value for c in "?# \t\r\n"):
         raise ConfigurationError(f"{where} must be a path starting with '/' (no query, fragment or spaces)")
     try:
-        parsed = [
-            (name, spec, conv) for _, name, spec, conv in string.Formatter().parse(value) if name is not None
-        ]
+        parsed = list(string.Formatter().parse(value))  # (literal, name, spec, conversion)
     except ValueError as exc:  # a stray '{' or '}'
         raise ConfigurationError(
             f"{where} is not a valid template ({exc}); write a literal brace twice"
         ) from exc
-    unknown = {name for name, _, _ in parsed} - ({"booking_id"} if has_booking else set())
+    names = {name for _, name, _, _ in parsed if name is not None}
+    unknown = names - {"booking_id"} if has_booking else names
     if unknown:
         raise ConfigurationError(
             f"{where} uses unknown placeholder(s) {sorted(unknown)}"
             + ("" if has_booking else f"; type {type_name} has no booking_id")
         )
-    if any(spec or conv for _, spec, conv in parsed):
+    if any(spec or conv for _, _, spec, conv in parsed):
         raise ConfigurationError(f"{where}: placeholders take no format spec or conversion")
-    return value
 
 
 def routes_with_overrides(raw: str | None) -> Mapping[str, Route]:
@@ -137,11 +135,9 @@ def routes_with_overrides(raw: str | None) -> Mapping[str, Route]:
             raise ConfigurationError(
                 f"BACKEND_ROUTES: unknown connection type {type_name!r} (known: {', '.join(sorted(table))})"
             )
-        if not isinstance(fields, dict):
-            raise ConfigurationError(f"{where} must be an object")
-        if "channel" in fields:
+        if isinstance(fields, dict) and "channel" in fields:
             raise ConfigurationError(f"{where}.channel cannot be set: channels are fixed by connection type")
-        if not set(fields) <= _ALLOWED_FIELDS:
+        if not isinstance(fields, dict) or not set(fields) <= _ALLOWED_FIELDS:
             raise ConfigurationError(f"{where} must be an object with keys among {sorted(_ALLOWED_FIELDS)}")
         route = table[type_name]
         if not route.needs_booking and set(fields) & _BOOKING_FIELDS:

@@ -9,6 +9,7 @@ into ordered parts.
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -41,20 +42,17 @@ def has_lone_surrogate(value: Any) -> bool:
     return not is_text(json.dumps(value, ensure_ascii=False))
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _finite(text: str) -> float:
+    """A JSON number, or ``NaN`` / ``Infinity`` (refused), or one that overflows (refused)."""
     value = float(text)
-    if value in (float("inf"), float("-inf")):
-        raise ValueError(f"{text} is out of range")
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is not a finite number")
     return value
 
 
 def loads(text: str | bytes) -> Any:
     """Strict JSON: no NaN or Infinity, no number that overflows (browsers reject them)."""
-    return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    return json.loads(text, parse_constant=_finite, parse_float=_finite)
 
 
 def depth_exceeds(value: Any, limit: int) -> bool:
@@ -86,50 +84,41 @@ def encode(payload: Any) -> bytes:
         return as_text(text).encode("utf-8")
 
 
-def frames_for(payload: Any, limit: int = MAX_MESSAGE_BYTES) -> list[bytes]:
-    """The frames that carry ``payload`` to a client, each at most ``limit`` bytes.
+def frames_for(payload: Any, limit: int = MAX_MESSAGE_BYTES, *, ref: Any = None) -> list[bytes]:
+    """The frames that carry ``payload`` (with ``ref``, if any) to a client, each at most ``limit`` bytes.
 
     A payload that fits is one frame. A ``history`` payload over the limit is
     split into ordered frames carrying ``part`` (1-based), ``parts`` and a
-    slice of ``messages``. Anything else over the limit raises ``TooLarge``.
+    slice of ``messages``; only the last carries ``ref`` (a split reply answers
+    once). Anything else over the limit raises ``TooLarge``.
     """
-    data = encode(payload)
+    data = encode(payload if ref is None else {**payload, "ref": ref})
     if len(data) <= limit:
         return [data]
     kind = payload.get("type") if isinstance(payload, dict) else None
     if kind == "history" and isinstance(payload.get("messages"), list) and payload["messages"]:
-        return _split_history(payload, limit)
+        return _split_history(payload, limit, {} if ref is None else {"ref": ref})
     raise TooLarge(f"a {kind or 'payload'} of {len(data)} bytes is over the {limit // 1024} KB message limit")
 
 
-def frames_with_ref(payload: dict[str, Any], ref: Any) -> list[bytes]:
-    """``frames_for(payload)`` with ``ref`` on the last frame only (a split reply answers once)."""
-    if ref is None:
-        return frames_for(payload)
-    data = encode({**payload, "ref": ref})  # the usual answer: one frame, encoded once
-    if len(data) <= MAX_MESSAGE_BYTES:
-        return [data]
-    frames = frames_for(payload, MAX_MESSAGE_BYTES - len(encode({"ref": ref})))
-    return [*frames[:-1], encode({**loads(frames[-1]), "ref": ref})]
-
-
-def _split_history(payload: dict[str, Any], limit: int) -> list[bytes]:
+def _split_history(payload: dict[str, Any], limit: int, last: dict[str, Any]) -> list[bytes]:
     messages: list[Any] = payload["messages"]
     widest = 10 ** len(str(len(messages))) - 1
-    # An upper bound of everything in a part but its messages: the widest part numbers.
-    overhead = len(encode({**payload, "messages": [], "part": widest, "parts": widest}))
+    # An upper bound of everything in a part but its messages: the widest part numbers, the ref.
+    overhead = len(encode({**payload, "messages": [], "part": widest, "parts": widest, **last}))
     groups: list[list[Any]] = [[]]
-    used = overhead
+    used = overhead - 1  # each message adds its size and the comma before it, but the first
     for message in messages:
         size = len(encode(message))
         if overhead + size > limit:
             raise TooLarge(f"a history message of {size} bytes cannot fit in one {limit // 1024} KB frame")
-        if groups[-1] and used + 1 + size > limit:
+        if used + 1 + size > limit:
             groups.append([])
-            used = overhead
-        used += size + (1 if groups[-1] else 0)  # the comma before all but the first
+            used = overhead - 1
+        used += 1 + size
         groups[-1].append(message)
+    count = len(groups)
     return [
-        encode({**payload, "messages": group, "part": index, "parts": len(groups)})
-        for index, group in enumerate(groups, start=1)
+        encode({**payload, "messages": group, "part": n, "parts": count, **(last if n == count else {})})
+        for n, group in enumerate(groups, start=1)
     ]

@@ -87,6 +87,8 @@ def test_values_are_read_and_normalised() -> None:
         ({**BASE, "BACKEND_ROUTES": "[]"}, "JSON object"),
         ({**BASE, "BACKEND_ROUTES": '{"video": {}}'}, "unknown connection type"),
         ({**BASE, "BACKEND_ROUTES": '{"chat": {"verb": "x"}}'}, "keys among"),
+        ({**BASE, "BACKEND_ROUTES": '{"chat": "/x"}'}, "chat must be an object with keys among"),
+        ({**BASE, "BACKEND_ROUTES": '{"chat": "channel"}'}, "chat must be an object with keys among"),
         ({**BASE, "BACKEND_ROUTES": '{"chat": {"message": "/x/{room}"}}'}, "unknown placeholder"),
         ({**BASE, "BACKEND_ROUTES": '{"chat": {"message": ""}}'}, "non-empty"),
         # a stray brace passed validation once, then failed every request

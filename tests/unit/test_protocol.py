@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chalicelib import protocol, wire
-from chalicelib.errors import Forbidden, InvalidMessage, TooLarge, Unauthorized
+from chalicelib.errors import BackendError, Forbidden, InvalidMessage, TooLarge, Unauthorized
 from chalicelib.routes import DEFAULT_ROUTES
 
 LIMIT = wire.MAX_MESSAGE_BYTES
@@ -144,16 +144,18 @@ message_strategy = st.fixed_dictionaries(
     messages=st.lists(message_strategy, min_size=1, max_size=200),
     limit=st.integers(min_value=4_000, max_value=LIMIT),
     thread=st.dictionaries(st.text(max_size=10), st.text(max_size=50), max_size=3),
+    ref=st.one_of(st.none(), st.text(max_size=128), st.integers(-(2**53), 2**53)),
 )
-def test_history_frames_fit_the_limit_and_rejoin_in_order(
-    messages: list[dict[str, Any]], limit: int, thread: dict[str, str]
+def test_history_frames_fit_the_limit_and_rejoin_in_order_with_ref_on_the_last(
+    messages: list[dict[str, Any]], limit: int, thread: dict[str, str], ref: str | int | None
 ) -> None:
     payload = {"type": "history", "thread": thread, "messages": messages}
-    frames = wire.frames_for(payload, limit)
+    frames = wire.frames_for(payload, limit, ref=ref)
     assert all(len(frame) <= limit for frame in frames)
     decoded = [json.loads(frame) for frame in frames]
+    assert [d.get("ref") for d in decoded] == [None] * (len(frames) - 1) + [ref]
     if len(frames) == 1:
-        assert decoded[0] == payload
+        assert decoded[0] == (payload if ref is None else {**payload, "ref": ref})
         return
     assert [d["part"] for d in decoded] == list(range(1, len(frames) + 1))
     assert all(d["parts"] == len(frames) for d in decoded)
@@ -378,3 +380,23 @@ def test_a_push_channel_takes_the_ids_a_frame_takes(channel: dict[str, object], 
 def test_a_bad_push_channel_is_explained(channel: dict[str, object], words: str) -> None:
     with pytest.raises(InvalidMessage, match=words):
         protocol.parse_push({"channel": channel, "payload": {}}, DEFAULT_ROUTES)
+
+
+@pytest.mark.parametrize(
+    ("answer", "user"),
+    [
+        ({}, None),
+        ({"user_id": None}, None),
+        ({"user_id": ""}, None),
+        ({"user_id": 7}, "7"),
+        ({"user_id": "u"}, "u"),
+    ],
+)
+def test_a_connect_answer_names_its_user_or_no_one(answer: dict[str, object], user: str | None) -> None:
+    assert protocol.answered_user(answer) == user
+
+
+@pytest.mark.parametrize("value", [False, 0.5, [1], "u" * 129, "u\ud800"])
+def test_a_connect_answer_with_an_invalid_user_id_is_a_backend_error(value: object) -> None:
+    with pytest.raises(BackendError, match="invalid user_id"):
+        protocol.answered_user({"user_id": value})
