@@ -17,9 +17,9 @@ inside the child (its first line to the answer) and from the parent (process
 start to exit).
 
 The baseline is the same files (``app.py``, ``chalicelib/``) at another commit,
-extracted with ``git archive`` into a temporary directory: by default the point
-where this branch left ``main`` (``git merge-base HEAD main``), else
-``BENCH_BASELINE_REF``. Samples alternate between the two after a warm-up of
+extracted with ``git archive`` into a temporary directory (``bench.baseline``:
+``BENCH_BASELINE_REF``, else where this branch left ``main``, else, on ``main``, the code
+this round began from). Samples alternate between the two after a warm-up of
 each; medians. Judged with byte-code cached for everything (a temporary
 ``PYTHONPYCACHEPREFIX``); also shown with ``PYTHONDONTWRITEBYTECODE=1``, where
 ``app.py`` and ``chalicelib`` compile at every start, as they do on Lambda

@@ -2,7 +2,8 @@
 
 With ``sweep`` in the argument instead: the gateway alone, ``posts`` posts to
 ``endpoint`` with each number of posts in flight (``bench.projection``); with
-``overhead``: ``bench.overhead.measure`` (run from a baseline tree too).
+``overhead``: ``bench.overhead.serve`` (run from a baseline tree too: a warm handler serving one
+``$default`` per stdin line, a JSON row back for each, as ``bench.overhead.alternate`` asks).
 
 Used by ``bench.handler``, ``bench.projection`` and ``bench.overhead`` (not a part): it runs in
 a process of its own, so that this process holds only the handler (and can be
@@ -179,19 +180,18 @@ def main() -> None:
     os.dup2(devnull, 1)  # the handler's logs and metrics, as Lambda writes them
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115
     if "overhead" in spec:
-        from bench.overhead import measure
+        from bench.overhead import serve as serve_overhead
 
-        result = measure(
-            int(spec["overhead"]),
-            spec["standin"],
-            spec["moto"],
-            int(spec.get("channel", 4)),
-            user_level=bool(spec.get("user_level", False)),
-        )
-    elif "sweep" in spec:
-        result = sweep(spec)
-    else:
-        result = invoke_all(spec)
+        with os.fdopen(real, "w") as out:
+            serve_overhead(
+                spec["standin"],
+                spec["moto"],
+                int(spec.get("channel", 4)),
+                out,
+                user_level=bool(spec.get("user_level", False)),
+            )
+        return
+    result = sweep(spec) if "sweep" in spec else invoke_all(spec)
     with os.fdopen(real, "w") as out:
         out.write(json.dumps(result) + "\n")
 

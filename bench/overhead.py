@@ -15,7 +15,8 @@ the channel. Time spent inside ``BackendClient.post`` and the gateway's
 ``post``/``post_many`` is measured by wrapping them and subtracted; the time
 inside DynamoDB calls (the client + moto over loopback) is reported beside it.
 
-Run in its own interpreter (``python -m bench.overhead``); the handler's logs
+Each handler runs in a process of its own (``bench.invoke``, ``serve``), warm, and
+``alternate`` runs two such processes' messages one by one; the handler's logs
 (stdout, as in Lambda) go to /dev/null.
 """
 
@@ -24,11 +25,13 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from bench.part import Target, part_main
 from bench.servers import moto_server, standin, standin_stats, use_dummy_aws_env
@@ -109,13 +112,13 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def measure(
-    messages: int, standin_base: str, moto_base: str, channel: int = CHANNEL, *, user_level: bool = False
-) -> dict[str, Any]:
-    """The handler in this process (``bench.invoke`` runs it, in this tree or the baseline's).
+def prepare(
+    standin_base: str, moto_base: str, channel: int = CHANNEL, *, user_level: bool = False
+) -> Callable[[int], dict[str, float]]:
+    """The handler in this process (``bench.invoke`` runs it, in this tree or the baseline's), its
+    channel seeded: answers a function that runs message ``i`` and answers its times (seconds).
 
-    Answers each message's times (seconds), after ``WARMUP`` messages not kept. With
-    ``user_level`` (this code only), every socket is its user's own, subscribed to the
+    With ``user_level`` (this code only), every socket is its user's own, subscribed to the
     booking, and each frame names the booking.
     """
     use_dummy_aws_env()
@@ -129,24 +132,18 @@ def measure(
             "POWERTOOLS_METRICS_NAMESPACE": "WebSocketProxy",
         }
     )
-    import boto3
-
-    from chalicelib.model import Connection
-    from infra.table import ensure_table
-
-    ensure_table(boto3.client("dynamodb"), TABLE)
-
     import app as app_module
 
     application: Any = app_module  # ours, or the baseline's (another shape)
     now = int(time.time())
     # a booking of its own for user-level sockets: both variants share the table
     booking = f"b-{1000 + channel}" + ("-u" if user_level else "")
-    if hasattr(application, "get_clients"):  # one module per use case, channel keys with kinds
-        # ids of their own: the baseline's items (no channel kind) share the table
-        ids = [f"kind{channel}-{i:06d}Q=" for i in range(channel)]
+    if hasattr(application, "get_clients"):  # clients in one dataclass (decae83 and later)
+        from chalicelib.model import Connection
         from chalicelib.routes import channel_key
 
+        # ids of their own: the baseline's items share the table
+        ids = [f"kind{channel}-{i:06d}Q=" for i in range(channel)]
         clients = application.get_clients()
         registry, backend = clients.registry, clients.backend
         gateway = clients.gateway_for(clients.settings.endpoint_for("", ""))
@@ -184,27 +181,31 @@ def measure(
                         types=frozenset({"chat"}),
                     )
                 )
-    else:  # the code before that (the baseline of the comparison)
-        ids = [f"conn{channel}-{i:06d}Q=" for i in range(channel)]
-        proxy = application.container.proxy()
-        registry, backend = proxy.registry, proxy.backend
-        gateway = proxy.gateway_for(proxy.endpoint_for({}))
+    else:  # the container of use cases (100751e, where this round began)
+        from chalicelib.connection import Connection as Item  # type: ignore[import-not-found]
+        from chalicelib.routes import channel_key
+
+        ids = [f"case{channel}-{i:06d}Q=" for i in range(channel)]
+        booking += "-c"  # a channel of its own: both trees share the table
+        cases = application.container.use_cases()
+        registry, backend = cases.registry, cases.backend
+        gateway = cases.gateway_for(cases.settings.endpoint_for({}))
+        endpoint = cases.settings.api_gateway_endpoint
         for i, connection_id in enumerate(ids):
+            channel_of = channel_key("booking", booking)
             registry.put(
-                Connection(connection_id, f"b-{1000 + channel}", "chat", f"u{i}", TOKEN, now, now + 86400)
+                Item(connection_id, channel_of, "chat", f"u{i}", TOKEN, now, now + 86400, booking, endpoint)
             )
 
     timer = Timer()
     backend.post = timer.wrap("backend", backend.post)
     gateway.post = timer.wrap("management_api", gateway.post)
-    gateway.post_many = timer.wrap("management_api", gateway.post_many)
+    many = "post_many" if hasattr(gateway, "post_many") else "fan_out"  # 100751e's name
+    setattr(gateway, many, timer.wrap("management_api", getattr(gateway, many)))
     registry._call = timer.wrap("dynamodb", registry._call)  # noqa: SLF001 - times DynamoDB at its one dispatcher
     extra = {"booking_id": booking} if user_level else {}
 
-    rows: list[dict[str, float]] = []
-    backend_calls = standin_stats(standin_base)["backend"]
-    posts = standin_stats(standin_base)["posts"]
-    for i in range(WARMUP + messages):
+    def one(i: int) -> dict[str, float]:
         body = json.dumps({"body": f"Hello #{i}", "client_id": f"k{i}", **extra})
         timer.reset()
         cpu = time.process_time()
@@ -214,26 +215,101 @@ def measure(
         cpu = time.process_time() - cpu
         if answer.get("statusCode") != 200:
             raise RuntimeError(f"handler answered {answer}")
-        if i >= WARMUP:
-            spent = timer.spent
-            rows.append(
-                {
-                    "total": total,
-                    "backend": spent.get("backend", 0.0),
-                    "management_api": spent.get("management_api", 0.0),
-                    "dynamodb": spent.get("dynamodb", 0.0),
-                    "dynamodb_client_cpu": spent.get("dynamodb_cpu", 0.0),
-                    "dynamodb_calls": spent.get("dynamodb_calls", 0.0),
-                    "cpu": cpu,
-                }
-            )
-    backend_calls = standin_stats(standin_base)["backend"] - backend_calls
-    posts = standin_stats(standin_base)["posts"] - posts
-    expected = WARMUP + messages
-    if backend_calls != expected or posts != expected * channel:
-        raise RuntimeError(f"{backend_calls} backend calls and {posts} posts for {expected} messages")
+        spent = timer.spent
+        return {
+            "total": total,
+            "backend": spent.get("backend", 0.0),
+            "management_api": spent.get("management_api", 0.0),
+            "dynamodb": spent.get("dynamodb", 0.0),
+            "dynamodb_client_cpu": spent.get("dynamodb_cpu", 0.0),
+            "dynamodb_calls": spent.get("dynamodb_calls", 0.0),
+            "cpu": cpu,
+        }
 
-    return {"rows": rows}
+    return one
+
+
+def serve(standin_base: str, moto_base: str, channel: int, out: TextIO, *, user_level: bool = False) -> None:
+    """``prepare``, ``WARMUP`` messages, then ``{"ready": true}`` on ``out`` and one message per line
+    read from stdin, its row written back on ``out`` (``alternate`` drives two such processes)."""
+    one = prepare(standin_base, moto_base, channel, user_level=user_level)
+    for i in range(WARMUP):
+        one(i)
+    out.write(json.dumps({"ready": True}) + "\n")
+    out.flush()
+    for i, line in enumerate(sys.stdin, start=WARMUP):
+        if line.strip():
+            out.write(json.dumps(one(i)) + "\n")
+            out.flush()
+
+
+#: A handler process to start: its working directory (the tree whose ``app`` it imports), its
+#: environment (None: this one's) and the ``bench.invoke`` spec it serves.
+Launch = tuple[str, dict[str, str] | None, dict[str, Any]]
+
+
+def alternate(
+    launches: dict[str, Launch], messages: int, rounds: int, standin_base: str, moto_base: str
+) -> dict[str, list[dict[str, float]]]:
+    """Each launch's handler in a process of its own, ``rounds`` times a fresh pair (a new
+    container), each warm after ``WARMUP`` messages: their messages alternate one by one (which
+    goes first alternating too), so a change in the machine's load falls on both alike. Answers
+    each launch's rows; checks that every message reached the backend and every post the stand-in.
+    """
+    import boto3
+
+    from bench.servers import PY
+    from infra.table import ensure_table
+
+    ensure_table(boto3.client("dynamodb", endpoint_url=moto_base), TABLE)  # before either starts
+    rows: dict[str, list[dict[str, float]]] = {name: [] for name in launches}
+    before = standin_stats(standin_base)
+    per_round = -(-messages // rounds)
+    for r in range(rounds):
+        processes: dict[str, subprocess.Popen[str]] = {}
+        try:
+            for name, (cwd, env, spec) in launches.items():
+                processes[name] = subprocess.Popen(
+                    [PY, "-m", "bench.invoke", json.dumps({**spec, "serve": True})],
+                    cwd=cwd,
+                    env=env,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            for name, process in processes.items():
+                _read_row(name, process)  # ready
+            order = list(processes)
+            for k in range(per_round):
+                for name in order if (r + k) % 2 == 0 else order[::-1]:
+                    rows[name].append(_read_row(name, processes[name], "go\n"))
+        finally:
+            for process in processes.values():
+                if process.stdin is not None:
+                    process.stdin.close()
+                process.wait(timeout=60)
+    after = standin_stats(standin_base)
+    expected = rounds * (WARMUP + per_round)
+    posts_expected = expected * sum(spec["channel"] for _, _, spec in launches.values())
+    expected *= len(launches)
+    backend_calls, posts = after["backend"] - before["backend"], after["posts"] - before["posts"]
+    if backend_calls != expected or posts != posts_expected:
+        raise RuntimeError(f"{backend_calls} backend calls and {posts} posts for {expected} messages")
+    return rows
+
+
+def _read_row(name: str, process: subprocess.Popen[str], ask: str = "") -> dict[str, float]:
+    """``ask`` written to the process, then its next line (a row, or ready)."""
+    if process.stdin is None or process.stdout is None:
+        raise RuntimeError("the handler process has no pipes")
+    if ask:
+        process.stdin.write(ask)
+        process.stdin.flush()
+    line = process.stdout.readline()
+    if not line:
+        raise RuntimeError(f"the {name} handler process stopped (exit {process.wait(timeout=60)})")
+    row: dict[str, float] = json.loads(line)
+    return row
 
 
 def summarize(rows: list[dict[str, float]], channel: int = CHANNEL) -> dict[str, Any]:
@@ -279,21 +355,16 @@ def run(messages: int = MESSAGES, rounds: int = ROUNDS) -> dict[str, Any]:
 def run_user_level(messages: int, rounds: int) -> dict[str, Any]:
     """A booking of two on user-level sockets (each subscribed to the booking, each frame naming
     it) against the same booking on per-booking sockets: this code both times, alternating."""
-    from bench.servers import run_json
+    from bench.servers import ROOT
 
     use_dummy_aws_env()
-    rows: dict[str, list[dict[str, float]]] = {"user_level": [], "per_booking": []}
     with standin(delay=0.0) as stand, moto_server() as moto:
-        for i in range(rounds):
-            for name in list(rows) if i % 2 == 0 else list(rows)[::-1]:
-                spec = {
-                    "overhead": -(-messages // rounds),
-                    "standin": stand.base,
-                    "moto": moto.base,
-                    "channel": PAIR,
-                    "user_level": name == "user_level",
-                }
-                rows[name] += run_json(["-m", "bench.invoke", json.dumps(spec)], timeout=600)["rows"]
+        spec = {"overhead": True, "standin": stand.base, "moto": moto.base, "channel": PAIR}
+        launches: dict[str, Launch] = {
+            "user_level": (str(ROOT), None, {**spec, "user_level": True}),
+            "per_booking": (str(ROOT), None, spec),
+        }
+        rows = alternate(launches, messages, rounds, stand.base, moto.base)
     return {name: summarize(found, PAIR) for name, found in rows.items()} | {"rounds": rounds}
 
 
@@ -340,26 +411,23 @@ def user_level_targets(res: dict[str, Any]) -> list[Target]:
 
 
 def run_channel(messages: int, rounds: int, channel: int) -> dict[str, Any]:
-    """``run`` for one channel size."""
+    """``run`` for one channel size: this code and the baseline's, alternating (``alternate``)."""
     from bench.baseline import baseline_ref, extract
-    from bench.servers import ROOT, run_json
+    from bench.servers import ROOT
 
     use_dummy_aws_env()
-    rows: dict[str, list[dict[str, float]]] = {"this": [], "baseline": []}
     with (
         standin(delay=0.0) as stand,
         moto_server() as moto,
         tempfile.TemporaryDirectory(prefix="bench-base-") as base,
     ):
         commit = extract(baseline_ref(), Path(base))
-        spec = json.dumps(
-            {"overhead": -(-messages // rounds), "standin": stand.base, "moto": moto.base, "channel": channel}
-        )
-        trees = {"this": (str(ROOT), None), "baseline": (base, {**os.environ, "PYTHONPATH": str(ROOT)})}
-        for i in range(rounds):
-            for name in list(trees) if i % 2 == 0 else list(trees)[::-1]:
-                cwd, env = trees[name]
-                rows[name] += run_json(["-m", "bench.invoke", spec], timeout=600, env=env, cwd=cwd)["rows"]
+        spec = {"overhead": True, "standin": stand.base, "moto": moto.base, "channel": channel}
+        launches: dict[str, Launch] = {
+            "this": (str(ROOT), None, spec),
+            "baseline": (base, {**os.environ, "PYTHONPATH": str(ROOT)}, spec),
+        }
+        rows = alternate(launches, messages, rounds, stand.base, moto.base)
     return {
         **summarize(rows["this"], channel),
         "rounds": rounds,
@@ -391,7 +459,7 @@ def lines(res: dict[str, Any]) -> list[str]:
         out += [
             (
                 f"the same against {base['commit']} (the baseline code; {res['rounds']} rounds of a fresh "
-                "process of each, alternating, same servers):"
+                "warm process of each, messages alternating, same servers):"
             ),
             row("overhead", "overhead", base),
             row("overhead without moto's server time", "overhead_without_dynamodb_server", base),
@@ -491,23 +559,27 @@ def targets(res: dict[str, Any]) -> list[Target]:
 NOTE = (
     "- **Per-message overhead**: measured for this code and, the same way, for the baseline's "
     "`app.py` and `chalicelib` (see Cold start) run from a `git archive` of it: 4 rounds, each a "
-    "fresh process of each (alternating which goes first) against the same stand-in and moto "
-    "server, 300 messages per round after 20 of warm-up; once for a channel of 4 and once for a "
+    "fresh warm process of each (20 messages of warm-up) against the same stand-in and moto server, "
+    "their 300 messages alternating one by one (which goes first alternating too), so that a change "
+    "in the shared machine's load falls on both alike; once for a channel of 4 and once for a "
     "booking of two (the sender and one other, each on a per-booking socket); then the same "
     "booking of two on user-level sockets (each its user's own, subscribed to the booking, every "
     "frame naming it) against per-booking sockets, this code both times, in the same way. "
     "`app.message(event, context)` (Chalice's handler with the Powertools "
-    "middleware), dependencies built by `get_clients()` from the environment: `BACKEND_URL` and "
+    "middleware), dependencies built by `get_clients()` from the environment (the baseline's: its "
+    "container of use cases): `BACKEND_URL` and "
     "`API_GATEWAY_ENDPOINT` point at the stand-in (answering at once), `AWS_ENDPOINT_URL_DYNAMODB` "
     "at a moto server in its own process. Handler logs go to /dev/null. Time inside "
     "`BackendClient.post`, the gateway's `post`/`post_many` and the registry's DynamoDB calls is "
     "measured by wrapping them; overhead = handler - backend - Management API, "
-    "so it still holds the DynamoDB round trips to moto's server: the channel Query, plus the "
+    "so it still holds the DynamoDB round trips to moto's server: the token's GetItem and the "
+    "channel Query (the baseline: the channel Query), plus the "
     "GSI Query for a connection's first message in a container (the 20 warm-up messages cover the "
-    "4 senders' first ones, so the measured messages are a warm container's: one Query each); the "
+    "senders' first ones, so the measured messages are a warm container's); the "
     "line below it also takes out moto's server time (DynamoDB wall time minus the client's CPU in "
     "this process, every thread)."
 )
+
 
 if __name__ == "__main__":
     part_main(__name__)
