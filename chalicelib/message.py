@@ -43,6 +43,8 @@ from chalicelib.summary import HandlerRun
 
 logger = logging.getLogger(__name__)
 
+_UNDELIVERED = "the message was accepted but could not be delivered to everyone; do not resend it"
+
 #: What the sender is told when the work raised (``HandlerRun`` passes one of these outcomes).
 _FALLBACK_MESSAGES = {
     "misconfigured": ("the proxy is misconfigured", False),
@@ -75,6 +77,8 @@ class _Turn:
         self.connection_id = ""
         #: What error frames echo: ``id`` or (older clients) ``client_id``; answers echo ``id`` only.
         self.ref: Any = None
+        #: The backend has accepted the frame: a resend would store it twice.
+        self.accepted = False
 
     def run(self, event: APIGatewayWebSocketEvent) -> dict[str, Any]:
         context = event.request_context
@@ -109,9 +113,13 @@ class _Turn:
         return {"statusCode": 200}
 
     def fail(self, outcome: str) -> dict[str, Any]:
-        """When the work raised (``misconfigured``, ``internal_error``): the sender is told, if it can be."""
+        """When the work raised (``misconfigured``, ``internal_error``): the sender is told, if it can be
+        (after the backend accepted the frame: not to resend it)."""
         if self.gateway is None:
             return {"statusCode": 500}
+        if self.accepted:
+            self.reply(protocol.error_frame_for(DeliveryFailed(_UNDELIVERED), self.ref))
+            return {"statusCode": 200}
         message, retryable = _FALLBACK_MESSAGES[outcome]
         self.reply(protocol.error_frame("backend_unavailable", message, retryable=retryable, ref=self.ref))
         return {"statusCode": 200}
@@ -183,6 +191,7 @@ class _Turn:
         if conn.token is not None:
             body["token"] = conn.token
         answer = self.clients.backend.post(path, body, deadline=deadline)
+        self.accepted = True
         broadcast = answer.get("broadcast") is True
         payload = {key: value for key, value in answer.items() if key != "recipients"}
         if booking is not None:
@@ -212,9 +221,7 @@ class _Turn:
                 result = sender.send_here(gateway, channel, [connection_id], own, deadline)
         except BackendUnavailable as exc:
             # The backend has accepted the message: resending it would store it twice.
-            raise DeliveryFailed(
-                "the message was accepted but could not be delivered to everyone; do not resend it"
-            ) from exc
+            raise DeliveryFailed(_UNDELIVERED) from exc
         log.update(
             outcome="broadcast" if broadcast else "replied",
             delivered=result.delivered,

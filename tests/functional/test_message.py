@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from chalicelib.backend import BackendClient
+from chalicelib.channel_sender import ChannelSender
 from chalicelib.deadline import Deadline
 from chalicelib.gateway import ConnectionGateway
 from tests.harness import FAST_LOOKUP_RETRIES, Stack, chat_backend, refused_port
@@ -286,6 +288,37 @@ def test_backend_failure_becomes_an_error_frame_for_the_sender(
     assert frame["ref"] == 17
     assert stack.mgmt.frames("B1=") == []
     assert stack.live_ids() == {"A1=", "B1="}
+
+
+def _broken(*args: Any, **kwargs: Any) -> Any:
+    raise RuntimeError("a bug in the proxy")
+
+
+def test_an_unexpected_failure_after_the_backend_accepted_the_frame_says_do_not_resend(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chat_backend(stack.backend)
+    join(stack, "A1=")
+    stack.backend.routes["/api/chat/ws/1/message"] = Reply(200, {"type": "message", "broadcast": True})
+    monkeypatch.setattr(ChannelSender, "broadcast", _broken)
+    assert stack.send("A1=", {"body": "hi", "id": "m-1"}) == {"statusCode": 200}
+    frame = last(stack, "A1=")
+    assert_error(frame, "delivery_failed", False)  # the backend has it: a resend would store it twice
+    assert frame["ref"] == "m-1"
+    assert "do not resend" in frame["message"]
+    assert [path for path, _ in stack.backend.requests].count("/api/chat/ws/1/message") == 1
+
+
+def test_an_unexpected_failure_before_the_backend_has_the_frame_may_be_resent(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chat_backend(stack.backend)
+    join(stack, "A1=")
+    monkeypatch.setattr(BackendClient, "post", _broken)
+    assert stack.send("A1=", {"body": "hi", "id": "m-1"}) == {"statusCode": 200}
+    frame = last(stack, "A1=")
+    assert_error(frame, "backend_unavailable", True)
+    assert frame["ref"] == "m-1"
 
 
 def test_backend_timeout_is_retryable(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
