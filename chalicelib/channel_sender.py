@@ -174,15 +174,20 @@ class ChannelSender:
         gateway: Gateway,
         channel: str,
         sender: str,
+        home: str,
         own: list[bytes],
         others: list[str],
         frames: list[bytes],
         deadline: Deadline,
     ) -> FanOutResult:
-        """The sender's copy (``own``, with its ``ref``) first, then ``frames`` to ``others``: one result."""
-        if own == frames:  # every copy the same: the sender is first in the first chunk
+        """The sender's copy (``own``, with its ``ref``) first, then ``frames`` to ``others``: one result.
+
+        The sender's copy is its socket's, in the socket's own channel ``home`` (where a later
+        attempt finds it: a user-level socket need not be in the booking's channel).
+        """
+        if own == frames and home == channel:  # every copy the same: the sender first in the first chunk
             return self.send(gateway, channel, [sender, *others], frames, deadline)
-        result = self.send_here(gateway, channel, [sender], own, deadline)
+        result = self.send_here(gateway, home, [sender], own, deadline)
         result.merge(self.send(gateway, channel, others, frames, deadline))
         return result
 

@@ -213,12 +213,12 @@ class _Turn:
                         sender.send(gateway, channel, others, others_frames, deadline)
                     raise
                 result = sender.broadcast(
-                    gateway, channel, connection_id, own, others, others_frames, deadline
+                    gateway, channel, connection_id, conn.channel, own, others, others_frames, deadline
                 )
                 if users:  # each socket once: the channel's and the sender are already served
                     result.merge(subscriptions.send_to_users(users, {connection_id, *others}, others_frames))
             else:
-                result = sender.send_here(gateway, channel, [connection_id], own, deadline)
+                result = sender.send_here(gateway, conn.channel, [connection_id], own, deadline)
         except BackendUnavailable as exc:
             # The backend has accepted the message: resending it would store it twice.
             raise DeliveryFailed(_UNDELIVERED) from exc

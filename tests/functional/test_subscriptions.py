@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Stack
+from tests.harness import THROTTLE_ATTEMPTS, Stack
 from tests.standins import Reply
 from ws_proxy_testing.isolation import reset_clients
 
@@ -414,6 +414,23 @@ def test_a_frame_naming_a_booking_not_subscribed_still_goes_to_the_backend_which
     stack.backend.routes["/api/chat/ws/7/message"] = Reply(403, {"detail": "not a participant"})
     (answer,) = sent(stack, "U1=", {"booking_id": "7", "body": "x", "id": 2})
     assert_error(answer, "forbidden", 2)
+
+
+def test_the_senders_copy_handed_to_a_later_attempt_reaches_a_socket_not_in_that_booking(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sender's copy is the sender's socket's: a later attempt looks it up in the socket's own
+    channel, not in the booking's, where an unsubscribed socket has no item."""
+    script(stack, "7")
+    open_(stack, "U1=", USER)  # stored with the stand-in's endpoint
+    stack.mgmt.throttle["U1="] = THROTTLE_ATTEMPTS  # the sender's copy fails past the retries
+    assert stack.send("U1=", {"booking_id": "7", "body": "x", "id": 1}) == {"statusCode": 200}
+    (later,) = stack.lambdas.take("-fanout")
+    monkeypatch.delenv("API_GATEWAY_ENDPOINT")  # stored endpoints, checked per channel
+    reset_clients()
+    assert stack.invoke("fanout", later)["delivered"] == 1
+    (own,) = stack.mgmt.frames("U1=")[-1:]
+    assert (own["ref"], own["booking_id"]) == (1, "7")
 
 
 def test_a_frame_names_its_connection_type_else_the_sockets_booking_type(stack: Stack) -> None:
