@@ -20,7 +20,7 @@ from botocore.credentials import ReadOnlyCredentials
 
 from chalicelib.deadline import Deadline
 from chalicelib.gateway import ConnectionGateway, RetryPolicy
-from chalicelib.model import PostOutcome
+from chalicelib.model import FanOutResult, PostOutcome
 from chalicelib.response_parser import HttpError, ResponseTooLarge
 from chalicelib.signing import region_for
 from chalicelib.transport import Transport
@@ -451,14 +451,33 @@ class ScriptedServer:
                     return
 
 
-def scripted_post(answer: bytes, *, close: bool = False, posts: int = 2) -> tuple[list[PostOutcome], int]:
+def _one(result: FanOutResult) -> PostOutcome:
+    """The outcome of a fan-out to one connection."""
+    if result.delivered:
+        return PostOutcome.DELIVERED
+    kinds = {"gone": PostOutcome.GONE, "too_large": PostOutcome.TOO_LARGE, "failed": PostOutcome.FAILED}
+    return next(outcome for name, outcome in kinds.items() if getattr(result, name))
+
+
+def scripted_post(
+    answer: bytes, *, close: bool = False, posts: int = 2, via: str = "post"
+) -> tuple[list[PostOutcome], int]:
+    """``posts`` posts to a server that always answers ``answer``: lone posts (``via="post"``, a kept
+    socket) or fan-outs to one connection (``"post_many"``, the event loop's connections)."""
     server = ScriptedServer(answer, close=close)
     try:
         gateway = make_gateway(server.endpoint, workers=1)
-        outcomes = [gateway.post("A=", b"{}") for _ in range(posts)]
+        if via == "post":
+            outcomes = [gateway.post("A=", b"{}") for _ in range(posts)]
+        else:
+            outcomes = [_one(gateway.post_many(["A="], b"{}")) for _ in range(posts)]
         return outcomes, server.connections
     finally:
         server.sock.close()
+
+
+#: The two ways a post goes out: alone on a kept socket, or in a fan-out on the event loop.
+VIA = pytest.mark.parametrize("via", ["post", "post_many"])
 
 
 @pytest.mark.parametrize(
@@ -475,8 +494,9 @@ def scripted_post(answer: bytes, *, close: bool = False, posts: int = 2) -> tupl
         (b"HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\n{}", PostOutcome.FAILED),
     ],
 )
-def test_answers_are_framed_and_the_connection_reused(answer: bytes, outcome: PostOutcome) -> None:
-    outcomes, connections = scripted_post(answer)
+@VIA
+def test_answers_are_framed_and_the_connection_reused(answer: bytes, outcome: PostOutcome, via: str) -> None:
+    outcomes, connections = scripted_post(answer, via=via)
     assert outcomes == [outcome, outcome]
     assert connections == 1  # keep-alive: the second post reused the first one's connection
 
@@ -494,17 +514,21 @@ def test_answers_are_framed_and_the_connection_reused(answer: bytes, outcome: Po
         b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70_000,
     ],
 )
-def test_malformed_or_oversized_answers_fail_without_raising(answer: bytes) -> None:
-    outcomes, connections = scripted_post(answer, posts=1)
+@VIA
+def test_malformed_or_oversized_answers_fail_without_raising(answer: bytes, via: str) -> None:
+    outcomes, connections = scripted_post(answer, posts=1, via=via)
     assert outcomes == [PostOutcome.FAILED]
     assert connections == 3  # transient: retried on a fresh connection each time
 
 
-def test_an_answer_that_ends_at_close_is_read_to_the_end_and_not_reused() -> None:
-    outcomes, connections = scripted_post(b"HTTP/1.1 410 Gone\r\n\r\n{}", close=True)
+@VIA
+def test_an_answer_that_ends_at_close_is_read_to_the_end_and_not_reused(via: str) -> None:
+    outcomes, connections = scripted_post(b"HTTP/1.1 410 Gone\r\n\r\n{}", close=True, via=via)
     assert outcomes == [PostOutcome.GONE, PostOutcome.GONE]
     assert connections == 2
-    outcomes, connections = scripted_post(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", close=True)
+    outcomes, connections = scripted_post(
+        b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", close=True, via=via
+    )
     assert outcomes == [PostOutcome.DELIVERED, PostOutcome.DELIVERED]
     assert connections == 2
 
