@@ -182,8 +182,8 @@ class ChannelSender:
     ) -> FanOutResult:
         """The sender's copy (``own``, with its ``ref``) first, then ``frames`` to ``others``: one result.
 
-        The sender's copy is its socket's, in the socket's own channel ``home`` (where a later
-        attempt finds it: a user-level socket need not be in the booking's channel).
+        The sender's copy goes under ``home``, a channel the sender's socket has an item in (where a
+        later attempt finds it: a user-level socket need not be in the booking's channel).
         """
         if own == frames and home == channel:  # every copy the same: the sender first in the first chunk
             return self.send(gateway, channel, [sender, *others], frames, deadline)

@@ -202,10 +202,13 @@ class _Turn:
                 users = [] if booking is None else subscriptions.recipients(answer, booking, connection_type)
                 others: list[str] = []
                 others_frames = own if request is None else wire.frames_for(payload)
+                home = conn.channel  # the sender's copy goes where its socket has an item
                 try:
                     for member in self.registry.channel_ids(channel, connection_type, deadline=deadline):
                         if member != connection_id:
                             others.append(member)
+                        else:  # in this channel too: one fan-out carries every copy
+                            home = channel
                 except BackendUnavailable:
                     # The channel could not be read in time: the members found so far get the
                     # message (handed off if no time is left), the sender is told (below).
@@ -213,7 +216,7 @@ class _Turn:
                         sender.send(gateway, channel, others, others_frames, deadline)
                     raise
                 result = sender.broadcast(
-                    gateway, channel, connection_id, conn.channel, own, others, others_frames, deadline
+                    gateway, channel, connection_id, home, own, others, others_frames, deadline
                 )
                 if users:  # each socket once: the channel's and the sender are already served
                     result.merge(subscriptions.send_to_users(users, {connection_id, *others}, others_frames))
