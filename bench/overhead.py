@@ -37,7 +37,7 @@ from bench.part import Target, part_main
 from bench.servers import moto_server, standin, standin_stats, use_dummy_aws_env
 
 MESSAGES = 1200
-ROUNDS = 4
+ROUNDS = 8
 WARMUP = 20
 CHANNEL = 4  # a booking's chat: the sender and three others
 #: The common case: a booking of two, the sender and one other (each on a per-booking socket).
@@ -558,9 +558,9 @@ def targets(res: dict[str, Any]) -> list[Target]:
 
 NOTE = (
     "- **Per-message overhead**: measured for this code and, the same way, for the baseline's "
-    "`app.py` and `chalicelib` (see Cold start) run from a `git archive` of it: 4 rounds, each a "
+    "`app.py` and `chalicelib` (see Cold start) run from a `git archive` of it: 8 rounds, each a "
     "fresh warm process of each (20 messages of warm-up) against the same stand-in and moto server, "
-    "their 300 messages alternating one by one (which goes first alternating too), so that a change "
+    "their 150 messages alternating one by one (which goes first alternating too), so that a change "
     "in the shared machine's load falls on both alike; once for a channel of 4 and once for a "
     "booking of two (the sender and one other, each on a per-booking socket); then the same "
     "booking of two on user-level sockets (each its user's own, subscribed to the booking, every "
