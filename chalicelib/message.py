@@ -37,7 +37,7 @@ from chalicelib.errors import (
     UnknownConnection,
 )
 from chalicelib.model import Connection, Gateway, PostOutcome
-from chalicelib.routes import Route
+from chalicelib.routes import Route, is_channel_key
 from chalicelib.subscriptions import DEFAULT_SUBSCRIPTION_TYPE, Subscriptions, is_user_level, with_ref
 from chalicelib.summary import HandlerRun
 
@@ -132,7 +132,8 @@ class _Turn:
         route = self.settings.routes.get(conn.connection_type)
         if route is None:
             raise UnknownConnection("this connection's type is no longer served; reconnect")
-        if conn.legacy or (route.needs_booking and not conn.booking_id and not is_user_level(conn, route)):
+        legacy = not is_channel_key(conn.channel)
+        if legacy or (route.needs_booking and not conn.booking_id and not is_user_level(conn, route)):
             # Written by an earlier version (channel without a kind): its channel cannot be trusted.
             self.registry.delete(conn.channel, conn.connection_id, deadline=self.deadline)
             raise UnknownConnection("this connection was opened by an earlier version; reconnect")

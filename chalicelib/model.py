@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 from chalicelib.deadline import Deadline
-from chalicelib.routes import is_channel_key
 
 
 @dataclass(frozen=True)
@@ -46,11 +45,6 @@ class Connection:
         """The connection types this item is in its channel as: its ``types``, else (an own item)
         its ``connection_type``; a subscription item without types (its last one just left) none."""
         return self.types if self.types or self.subscription else frozenset({self.connection_type})
-
-    @property
-    def legacy(self) -> bool:
-        """Written before channel keys had a kind: such a connection must reconnect."""
-        return not is_channel_key(self.channel)
 
 
 class Member(NamedTuple):
