@@ -21,7 +21,9 @@ price; per million messages of that channel size.
 The CPU-stretching part of the model is checked against a real cap where the
 kernel allows one: the gateway alone posting to N=1,000 in a process that a cgroup
 (v2 ``cpu.max``, else v1 ``cpu.cfs_quota_us``) holds to ``CHECK_MEMORY / 1769``
-of a CPU, while the stand-in runs outside it; projected from the same run
+of a CPU in 10 ms periods (in the default 100 ms ones a 0.2 s fan-out gets two bursts
+and a stall, and its time moved by a third from run to run with where they fell),
+while the stand-in runs outside it; projected from the same run
 uncapped as ``max(wall - cpu, cpu / share)``. The same sweep over 32 to 256 posts
 in flight, uncapped and capped, chooses ``FANOUT_WORKERS``.
 """
@@ -105,7 +107,7 @@ def cpu_cap(fraction: float) -> Iterator[tuple[Callable[[], None], str]]:
     base, kind = found
     group = base / f"ws-proxy-bench-{os.getpid()}"
     group.mkdir()
-    period = 100_000
+    period = 10_000
     quota = int(period * fraction)
     try:
         if kind == "v2":
