@@ -174,7 +174,7 @@ table: venv ## Create the connections table for chalice deploy --stage STAGE (id
 
 # Benchmarks against the replaced proxy's way (on demand, never part of `make test`);
 # writes bench/RESULTS.md, bench/results.json and bench/fanout.png.
-bench: venv ## Benchmarks (about 5 minutes; writes bench/RESULTS.md)
+bench: venv ## Benchmarks (about 4 minutes; writes bench/RESULTS.md)
 	$(PY) -m bench
 
 clean: ## Remove build/ and tool caches
