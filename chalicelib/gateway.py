@@ -209,7 +209,11 @@ class ConnectionGateway:
                     if outcome is PostOutcome.GONE and on_gone is not None:
                         cleanups.append(loop.run_in_executor(self._executor, _cleanup, on_gone, ids[index]))
 
-            await asyncio.gather(*(worker() for _ in range(min(self.transport.idle_per_origin, len(ids)))))
+            async with (
+                asyncio.TaskGroup() as workers
+            ):  # one failing cancels the others: none left on the loop
+                for _ in range(min(self.transport.idle_per_origin, len(ids))):
+                    workers.create_task(worker())
             await asyncio.gather(*cleanups)
 
         self.transport.run(posts())

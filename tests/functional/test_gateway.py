@@ -356,6 +356,29 @@ def test_the_last_retry_goes_even_when_its_sleep_overshoots(mgmt: ManagementApiS
     assert mgmt.posts_to("T=") == 2
 
 
+def test_a_fan_out_that_fails_unexpectedly_leaves_no_post_running(
+    mgmt: ManagementApiStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in one post stops the whole fan-out: its other posts are cancelled, not left on
+    the thread's loop to resume (posting the old frame) when the next fan-out runs it."""
+    ids = ["C0=", "BAD=", *(f"C{i}=" for i in range(1, 40))]  # the first worker is mid-post when BAD= fails
+    mgmt.open.update({*ids, "NEXT="})
+    path = ConnectionGateway.path
+
+    def failing(self: ConnectionGateway, connection_id: str) -> str:
+        if connection_id == "BAD=":
+            raise RuntimeError("a bug in the proxy")
+        return path(self, connection_id)
+
+    monkeypatch.setattr(ConnectionGateway, "path", failing)
+    gateway = make_gateway(mgmt.endpoint, workers=2)
+    with pytest.raises(ExceptionGroup):
+        gateway.post_many(ids, b"{}")
+    posted = len(mgmt.calls)
+    assert gateway.post_many(["NEXT="], b"{}").delivered == 1
+    assert len(mgmt.calls) == posted + 1  # the next fan-out posts its own frame, nothing of the last
+
+
 def test_without_a_deadline_nothing_is_unsent(mgmt: ManagementApiStandIn) -> None:
     mgmt.open.update({"A=", "B="})
     result = make_gateway(mgmt.endpoint).post_many(["A=", "B=", "G="], b"{}")
