@@ -295,12 +295,13 @@ def answered_user(answer: Mapping[str, Any]) -> str | None:
 
 @dataclass(frozen=True)
 class PushTarget:
-    """A validated push: which channel, which connection type, the frames, who not to send to."""
+    """A validated push: which channel, which connection type, the frame, who not to send to."""
 
     channel_kind: str
     channel_value: str | None
     connection_type: str | None
-    frames: list[bytes]
+    #: The payload as sent: to a booking, tagged with its ``booking_id`` (and ``connection_type``).
+    frame: bytes
     exclude: frozenset[str]
 
 
@@ -337,10 +338,13 @@ def parse_push(event: Any, connection_types: Mapping[str, Route]) -> PushTarget:
         raise InvalidMessage("exclude must be a list of connection ids")
     if "payload" not in event:
         raise InvalidMessage("payload is required")
-    if not isinstance(event["payload"], dict):
+    payload = event["payload"]
+    if not isinstance(payload, dict):
         raise InvalidMessage("payload must be a JSON object")
+    # a frame from a booking's channel says which (and for which type, when the push does)
+    sent = tagged(payload, value, connection_type) if kind == "booking_id" else payload
     try:
-        data = wire.dumps(event["payload"]).encode("utf-8")
+        data = wire.dumps(sent).encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidMessage(
             "payload holds a lone surrogate (\\ud800-\\udfff), which is not text; send valid Unicode"
@@ -348,7 +352,8 @@ def parse_push(event: Any, connection_types: Mapping[str, Route]) -> PushTarget:
     except ValueError:
         raise InvalidMessage("payload must be valid JSON (no NaN or Infinity)") from None
     if len(data) > wire.MAX_MESSAGE_BYTES:
-        raise TooLarge(
-            f"the payload is {len(data)} bytes, over the {wire.MAX_MESSAGE_BYTES // 1024} KB limit"
-        )
-    return PushTarget(kind, value, connection_type, [data], frozenset(exclude))
+        size = len(wire.dumps(payload).encode("utf-8")) if sent is not payload else len(data)
+        if size <= wire.MAX_MESSAGE_BYTES:
+            raise TooLarge("the payload with its booking_id is over the message limit")
+        raise TooLarge(f"the payload is {size} bytes, over the {wire.MAX_MESSAGE_BYTES // 1024} KB limit")
+    return PushTarget(kind, value, connection_type, data, frozenset(exclude))

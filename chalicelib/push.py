@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib import protocol, wire
+from chalicelib import protocol
 from chalicelib.channel_sender import ChannelSender, counts
 from chalicelib.clients import Clients
 from chalicelib.deadline import Deadline
-from chalicelib.errors import ConfigurationError, InvalidMessage, ProxyError, TooLarge
+from chalicelib.errors import ConfigurationError, InvalidMessage, ProxyError
 from chalicelib.summary import HandlerRun
 
 _ROUTE_OF_KIND = {"booking_id": "booking", "user_id": "notification", "feed": "feed"}
@@ -48,14 +48,9 @@ class PushCase:
         channel = settings.routes[_ROUTE_OF_KIND[target.channel_kind]].channel_for(value, value)
         members = self._clients.registry.channel_ids(channel, connection_type, deadline=deadline)
         ids = [i for i in members if i not in target.exclude]
-        frames = target.frames
-        if target.channel_kind == "booking_id" and value is not None:
-            # a frame from a booking's channel says which (and for which type, when the push does)
-            frames = [wire.encode(protocol.tagged(wire.loads(frames[0]), value, connection_type))]
-            if len(frames[0]) > wire.MAX_MESSAGE_BYTES:
-                raise TooLarge("the payload with its booking_id is over the message limit")
         gateway = self._clients.gateway_for(settings.api_gateway_endpoint)
-        result = ChannelSender(self._clients, own_function_name).send(gateway, channel, ids, frames, deadline)
+        sender = ChannelSender(self._clients, own_function_name)
+        result = sender.send(gateway, channel, ids, [target.frame], deadline)
         answer = counts(result, queued=len(ids) - result.attempted)  # queued: handed to the fanout function
         log.update(answer, outcome="pushed", channel=channel, connections=len(ids))
         return answer

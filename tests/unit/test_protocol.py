@@ -284,6 +284,29 @@ def test_push_holding_a_lone_surrogate_is_invalid(event: dict[str, object]) -> N
         protocol.parse_push(event, DEFAULT_ROUTES)
 
 
+def test_a_push_to_a_booking_carries_its_tags_in_the_one_frame_it_checks() -> None:
+    event = {"channel": {"booking_id": "7"}, "connection_type": "chat", "payload": {"type": "status"}}
+    target = protocol.parse_push(event, DEFAULT_ROUTES)
+    assert wire.loads(target.frame) == {"type": "status", "booking_id": "7", "connection_type": "chat"}
+    own = {"type": "status", "booking_id": "elsewhere"}  # the backend's own fields are never changed
+    target = protocol.parse_push({"channel": {"booking_id": "7"}, "payload": own}, DEFAULT_ROUTES)
+    assert wire.loads(target.frame) == own
+    target = protocol.parse_push({"channel": {"user_id": "u1"}, "payload": {"type": "n"}}, DEFAULT_ROUTES)
+    assert wire.loads(target.frame) == {"type": "n"}  # no booking: no tags
+
+
+def test_a_push_over_the_limit_says_whether_its_tags_put_it_there() -> None:
+    fits = wire.MAX_MESSAGE_BYTES - len('{"blob":""}')  # exactly the limit untagged
+    event: dict[str, Any] = {"channel": {"booking_id": "7"}, "payload": {"blob": "x" * fits}}
+    with pytest.raises(TooLarge, match="with its booking_id is over the message limit"):
+        protocol.parse_push(event, DEFAULT_ROUTES)
+    event = {"channel": {"feed": True}, "payload": {"blob": "x" * fits}}
+    assert len(protocol.parse_push(event, DEFAULT_ROUTES).frame) == wire.MAX_MESSAGE_BYTES
+    event = {"channel": {"booking_id": "7"}, "payload": {"blob": "x" * (fits + 1)}}
+    with pytest.raises(TooLarge, match=f"the payload is {wire.MAX_MESSAGE_BYTES + 1} bytes, over the 128 KB"):
+        protocol.parse_push(event, DEFAULT_ROUTES)
+
+
 def test_text_helpers() -> None:
     assert wire.is_text("ok 😀")
     assert not wire.is_text("a\ud800")
