@@ -121,6 +121,23 @@ def test_invalid_events_are_rejected_and_nothing_is_sent(stack: Stack, event: An
     assert stack.lambdas.invocations == []
 
 
+@pytest.mark.parametrize(
+    ("blob", "message"),
+    [
+        # 128 KB untagged, one byte over once its booking_id is added
+        (128 * 1024 - len('{"blob":""}'), "the payload with its booking_id is over the message limit"),
+        (128 * 1024 + 1 - len('{"blob":""}'), "the payload is 131073 bytes, over the 128 KB limit"),
+    ],
+)
+def test_a_push_over_the_limit_says_whether_its_booking_id_did_it(
+    stack: Stack, blob: int, message: str
+) -> None:
+    add(stack, "1", "B1=", "booking")
+    result = push(stack, {"channel": {"booking_id": "1"}, "payload": {"blob": "x" * blob}})
+    assert result == {"error": {"code": "too_large", "message": message}}
+    assert stack.mgmt.calls == []
+
+
 def test_push_without_a_management_endpoint_is_a_configuration_error(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
