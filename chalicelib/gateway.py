@@ -209,9 +209,8 @@ class ConnectionGateway:
                     if outcome is PostOutcome.GONE and on_gone is not None:
                         cleanups.append(loop.run_in_executor(self._executor, _cleanup, on_gone, ids[index]))
 
-            async with (
-                asyncio.TaskGroup() as workers
-            ):  # one failing cancels the others: none left on the loop
+            # one worker failing cancels the others: none is left on the loop to resume later
+            async with asyncio.TaskGroup() as workers:
                 for _ in range(min(self.transport.idle_per_origin, len(ids))):
                     workers.create_task(worker())
             await asyncio.gather(*cleanups)

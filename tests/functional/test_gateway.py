@@ -311,6 +311,20 @@ class FixedBackoff(RetryPolicy):
         return 1.0
 
 
+def throttled_gateway(mgmt: ManagementApiStandIn, sleep: Callable[[float], None]) -> ConnectionGateway:
+    """A gateway whose posts to ``T=`` are always throttled, backing off 1 s each time."""
+    mgmt.open.add("T=")
+    mgmt.throttle["T="] = 100
+    return ConnectionGateway(
+        mgmt.endpoint,
+        transport=transport(1, connect_timeout=0.5),
+        credentials=lambda: ReadOnlyCredentials("AKIDEXAMPLE", "secret", None),
+        region="eu-west-1",
+        retry=FixedBackoff(throttle_attempts=50, min_post_seconds=0.1, attempt_seconds=1.5),
+        sleep=sleep,
+    )
+
+
 def test_retry_sleeps_are_capped_to_the_time_left(mgmt: ManagementApiStandIn) -> None:
     clock = FakeClock()
     sleeps: list[float] = []
@@ -319,16 +333,7 @@ def test_retry_sleeps_are_capped_to_the_time_left(mgmt: ManagementApiStandIn) ->
         sleeps.append(seconds)
         clock.sleep(seconds)
 
-    mgmt.open.add("T=")
-    mgmt.throttle["T="] = 100
-    gateway = ConnectionGateway(
-        mgmt.endpoint,
-        transport=transport(1, connect_timeout=0.5),
-        credentials=lambda: ReadOnlyCredentials("AKIDEXAMPLE", "secret", None),
-        region="eu-west-1",
-        retry=FixedBackoff(throttle_attempts=50, min_post_seconds=0.1, attempt_seconds=1.5),
-        sleep=sleep,
-    )
+    gateway = throttled_gateway(mgmt, sleep)
     deadline = Deadline(clock.now + 0.5, clock)
     assert gateway.post("T=", b"{}", deadline=deadline) is PostOutcome.FAILED
     # However long the backoff wanted, no sleep runs past the deadline minus one post's minimum.
@@ -340,16 +345,7 @@ def test_retry_sleeps_are_capped_to_the_time_left(mgmt: ManagementApiStandIn) ->
 
 def test_the_last_retry_goes_even_when_its_sleep_overshoots(mgmt: ManagementApiStandIn) -> None:
     clock = FakeClock()
-    mgmt.open.add("T=")
-    mgmt.throttle["T="] = 100
-    gateway = ConnectionGateway(
-        mgmt.endpoint,
-        transport=transport(1, connect_timeout=0.5),
-        credentials=lambda: ReadOnlyCredentials("AKIDEXAMPLE", "secret", None),
-        region="eu-west-1",
-        retry=FixedBackoff(throttle_attempts=50, min_post_seconds=0.1, attempt_seconds=1.5),
-        sleep=lambda seconds: clock.sleep(seconds + 0.002),  # a real sleep ends a little late
-    )
+    gateway = throttled_gateway(mgmt, lambda seconds: clock.sleep(seconds + 0.002))  # a real sleep ends late
     deadline = Deadline(clock.now + 0.5, clock)
     assert gateway.post("T=", b"{}", deadline=deadline) is PostOutcome.FAILED
     # the backoff cut to the time left is followed by its retry, not by giving up
