@@ -31,6 +31,10 @@ logger = logging.getLogger(__name__)
 
 #: Longest Management API endpoint stored with a connection.
 ENDPOINT_MAX = 512
+#: How long after its handshake a socket's items may still be missing from the connection_id
+#: index (DynamoDB updates it eventually): a ``$disconnect`` that finds none asks again only
+#: within this time.
+INDEX_LAG_SECONDS = 60
 
 
 def hand_presence(clients: Clients, items: list[Connection], log: dict[str, Any], *, online: bool) -> None:
@@ -177,11 +181,17 @@ class DisconnectCase:
         with HandlerRun("$disconnect", on_failure=lambda _: {"statusCode": 200}) as run:
             run.result = {"statusCode": 200}
             connection_id = run.log["connection_id"] = event.request_context.connection_id
+            connected_at = event["requestContext"].get("connectedAt")  # epoch milliseconds
+            age = self._clients.clock() - connected_at / 1000 if isinstance(connected_at, int) else 0
             try:
                 # every item of the connection: its own and its subscriptions, in batches
                 removed = registry.remove_connection(connection_id, deadline=deadline)
-                if not removed and registry.find(connection_id, token=False, deadline=deadline):
-                    # the index caught up
+                if (
+                    not removed
+                    and age < INDEX_LAG_SECONDS
+                    and registry.find(connection_id, token=False, deadline=deadline)
+                ):
+                    # a socket that has just connected: the index caught up
                     removed = registry.remove_connection(connection_id, deadline=deadline)
                 run.log["outcome"] = "removed" if removed else "unknown"
                 if removed:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from tests.harness import Stack, chat_backend
+from tests.harness import FAST_LOOKUP_RETRIES, Stack, chat_backend
+from ws_proxy_testing import events
 from ws_proxy_testing.isolation import reset_clients
 
 
@@ -22,6 +25,18 @@ def test_unknown_connection_disconnects_quietly(stack: Stack, dynamodb_ops: list
     assert stack.disconnect("Z9=") == {"statusCode": 200}
     assert "DeleteItem" not in dynamodb_ops
     assert stack.backend.requests == []
+    # just connected: the index may not show it yet, so it is asked again after each pause
+    assert dynamodb_ops == ["Query"] * (2 + len(FAST_LOOKUP_RETRIES))
+
+
+def test_an_unknown_connection_of_an_hour_ago_is_looked_up_once(
+    stack: Stack, dynamodb_ops: list[str]
+) -> None:
+    """Its items are gone (a post answered 410, or TTL): no index lag to wait for."""
+    event = events.disconnect_event("Z9=")
+    event["requestContext"]["connectedAt"] = int((time.time() - 3600) * 1000)
+    assert stack.invoke("disconnect", event) == {"statusCode": 200}
+    assert dynamodb_ops == ["Query"]
 
 
 def test_disconnect_with_dynamodb_down_still_answers_200(

@@ -126,6 +126,47 @@ def test_deliver_waits_out_410_with_growing_pauses_and_keeps_order() -> None:
     assert sleeps == [0.05, 0.1, 0.2, 0.4]
 
 
+class IndexBehind(FakeRegistry):
+    """The connection_id index before it shows a new socket: its first read finds no item."""
+
+    def __init__(self) -> None:
+        super().__init__(clock=lambda: NOW)
+        self.reads = 0
+
+    def remove_connection(self, connection_id: str, *, deadline: Deadline | None = None) -> list[Connection]:
+        self.reads += 1
+        return [] if self.reads == 1 else super().remove_connection(connection_id, deadline=deadline)
+
+
+def disconnect_connected(registry: FakeRegistry, seconds_ago: float | None) -> dict[str, Any]:
+    """``$disconnect`` of A= connected ``seconds_ago`` (None: an event without ``connectedAt``)."""
+    settings = Settings(backend_url="https://api.example.com", connections_table="t")
+    clients = Clients(
+        settings, registry, FakeBackend(), FakeInvoker(), lambda _: FakeGateway(), clock=lambda: NOW
+    )
+    event = events.disconnect_event("A=")
+    if seconds_ago is None:
+        del event["requestContext"]["connectedAt"]
+    else:
+        event["requestContext"]["connectedAt"] = int((NOW - seconds_ago) * 1000)
+    return DisconnectCase(clients).handle(typed(event), long())
+
+
+@pytest.mark.parametrize("seconds_ago", [0.5, 59, None])
+def test_a_disconnect_just_after_connect_asks_the_index_again(seconds_ago: float | None) -> None:
+    registry = IndexBehind()
+    add(registry, "A=")
+    assert disconnect_connected(registry, seconds_ago) == {"statusCode": 200}
+    assert registry.items == {}  # found on the second read
+    assert registry.lookups == 1
+
+
+def test_a_disconnect_of_a_socket_connected_long_ago_that_finds_nothing_does_not_wait() -> None:
+    registry = FakeRegistry(clock=lambda: NOW)
+    assert disconnect_connected(registry, 3600) == {"statusCode": 200}
+    assert registry.lookups == 0  # no lookup with pauses: its items are gone, not lagging
+
+
 def test_deliver_stops_waiting_once_the_connection_has_disconnected() -> None:
     proxy, registry, _, gateways, _, sleeps = make()
     add(registry, "A=")
