@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import time
 from typing import Any
 
 import pytest
@@ -11,6 +13,8 @@ from chalicelib.backend import BackendClient
 from chalicelib.channel_sender import ChannelSender
 from chalicelib.deadline import Deadline
 from chalicelib.gateway import ConnectionGateway
+from chalicelib.model import Connection
+from chalicelib.schema import to_item
 from tests.harness import FAST_LOOKUP_RETRIES, Stack, chat_backend, refused_port
 from tests.standins import Reply
 from ws_proxy_testing import events
@@ -127,6 +131,29 @@ def test_unknown_connection_answers_unknown_connection(stack: Stack, dynamodb_op
     assert stack.backend.requests == []
     # the index is eventually consistent in AWS: a miss is asked again after each pause
     assert dynamodb_ops.count("Query") == 1 + len(FAST_LOOKUP_RETRIES)
+
+
+def test_a_connection_of_a_type_this_version_does_not_serve_is_told_to_reconnect(stack: Stack) -> None:
+    """An item another version wrote, with a connection type missing from this version's table."""
+    now = int(time.time())
+    item = Connection(
+        "V1=",
+        "booking#1",
+        "video",
+        user_id="alice",
+        token="tok",
+        created_at=now,
+        ttl=now + 3600,
+        booking_id="1",
+    )
+    stack.dynamodb.put_item(TableName=stack.table, Item=to_item(item))
+    stack.mgmt.open.add("V1=")
+    assert stack.send("V1=", {"body": "hi", "id": "v-1"}) == {"statusCode": 200}
+    (frame,) = stack.mgmt.frames("V1=")
+    assert_error(frame, "unknown_connection", False)
+    assert frame["message"] == "this connection's type is no longer served; reconnect"
+    assert frame["ref"] == "v-1"
+    assert stack.backend.requests == []
 
 
 def test_expired_item_counts_as_unknown(stack: Stack) -> None:
@@ -443,6 +470,37 @@ def test_unhandled_failure_still_answers_with_an_error_frame(
     frame = last(stack, "A1=")
     assert_error(frame, "backend_unavailable", True)
     assert frame["ref"] == "r1"
+
+
+def test_an_event_whose_domain_names_no_management_api_is_answered_500_and_logged(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without API_GATEWAY_ENDPOINT the answers go to the event's domain: an event not from
+    API Gateway, naming none, leaves nowhere to post the error, so the failure is the status."""
+    caplog.set_level(logging.INFO, logger="chalicelib")
+    monkeypatch.delenv("API_GATEWAY_ENDPOINT")
+    reset_clients()
+    event = events.message_event("D1=", {"body": "hi", "id": "d-1"})
+    event["requestContext"]["domainName"] = ""
+    assert stack.invoke("message", event) == {"statusCode": 500}
+    assert stack.mgmt.calls == []
+    assert stack.backend.requests == []
+    (summary,) = [r for r in caplog.records if getattr(r, "summary", False) is True]
+    assert (vars(summary)["route"], vars(summary)["outcome"]) == ("$default", "internal_error")
+
+
+def test_when_even_the_error_frame_cannot_be_posted_the_failure_is_logged_and_answered_200(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="chalicelib")
+    monkeypatch.setattr(ConnectionGateway, "post", _broken)  # the pong, then the error frame
+    stack.mgmt.open.add("P1=")
+    assert stack.send("P1=", {"type": "ping", "id": "p"}) == {"statusCode": 200}
+    assert stack.mgmt.calls == []
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert messages == ["message failed", "the fallback answer failed too"]
+    (summary,) = [r for r in caplog.records if getattr(r, "summary", False) is True]
+    assert vars(summary)["outcome"] == "internal_error"
 
 
 def test_auth_never_gives_a_token_to_a_connection_opened_without_one(

@@ -287,6 +287,47 @@ def test_beyond_max_subscriptions_answers_too_many_subscriptions_without_asking_
     assert sent(stack, "U1=", {"type": "subscribe", "booking_id": "3"})[0]["type"] == "subscribed"
 
 
+def test_subscribing_through_a_type_whose_connect_route_was_removed_is_refused_and_asks_nobody(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BACKEND_ROUTES", json.dumps({"booking": {"connect": None}}))
+    reset_clients()
+    script(stack, "1")
+    open_(stack, "U1=", USER)
+    frame = {"type": "subscribe", "booking_id": "1", "connection_type": "booking", "id": "s"}
+    (answer,) = sent(stack, "U1=", frame)
+    assert_error(answer, "invalid_message", "s")
+    assert answer["message"] == "booking has no connect route to subscribe through"
+    assert stack.backend.paths() == ["/api/chat/ws/connect"]
+    assert set(items_of(stack, "U1=")) == {"user#alice"}
+
+
+def test_a_per_booking_socket_subscribing_its_own_booking_as_its_own_type_resumes_and_stores_nothing(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As a subscribe again: the connect route is asked (with ``since``), ``subscribed`` and the
+    initial frames answer, the socket's own item stays as it is, and nobody is told it arrived."""
+    monkeypatch.setenv("PRESENCE_EVENTS", "true")
+    reset_clients()
+    script(stack, "1")
+    open_(stack, "B1=", {"booking_id": "1", "token": "tok-bob"})
+    open_(stack, "C1=", {"booking_id": "1", "token": "tok-alice"})
+    before, told = items_of(stack, "C1="), len(stack.mgmt.frames("B1="))
+    frames = sent(stack, "C1=", {"type": "subscribe", "booking_id": "1", "since": 3, "id": "s"})
+    assert [f["type"] for f in frames] == ["subscribed", "history", "receipt"]
+    assert frames[0] == {"type": "subscribed", "booking_id": "1", "connection_type": "chat", "ref": "s"}
+    assert frames[1]["since"] == 3
+    assert all((f["booking_id"], f["connection_type"]) == ("1", "chat") for f in frames)
+    assert stack.backend.requests[-1] == (
+        "/api/chat/ws/1/connect",
+        {"connection_id": "C1=", "token": "tok-alice", "since": 3},
+    )
+    assert items_of(stack, "C1=") == before  # one item, its token, no home, no types
+    assert len(stack.mgmt.frames("B1=")) == told
+    (own,) = sent(stack, "C1=", {"body": "still here", "id": "m"})
+    assert (own["message"], own["ref"]) == ({"body": "still here"}, "m")
+
+
 def test_a_socket_without_a_user_cannot_subscribe(stack: Stack) -> None:
     stack.backend.routes["/api/chat/ws/1/connect"] = Reply(200, {})  # accepted, no user named
     open_(stack, "C1=", {"booking_id": "1", "token": "t"})

@@ -43,3 +43,44 @@ def test_a_note_outside_a_handler_or_on_another_thread_is_a_line_of_its_own(
     assert "fanouts" not in vars(record)
     note("backend_calls", "backend call", {"path": "/c"})  # the run is over: a line again
     assert caplog.records[-1].getMessage() == "backend call"
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, SystemExit])
+def test_an_interrupt_or_exit_is_not_swallowed_and_leaves_no_summary_running(
+    caplog: pytest.LogCaptureFixture, interrupt: type[BaseException]
+) -> None:
+    caplog.set_level(logging.INFO, logger="chalicelib")
+    answers: list[str] = []
+
+    def fallback(outcome: str) -> dict[str, str]:
+        answers.append(outcome)
+        return {}
+
+    with pytest.raises(interrupt), HandlerRun("push", on_failure=fallback):
+        raise interrupt()
+    assert answers == []
+    note("fanouts", "fan-out", {"channel": "feed#"})  # no run is left running: a line of its own
+    assert [r.getMessage() for r in caplog.records] == ["fan-out"]
+
+
+def test_when_the_fallback_answer_fails_too_both_are_logged_and_the_last_resort_answers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="chalicelib")
+
+    def fallback(outcome: str) -> dict[str, str]:
+        raise RuntimeError(f"no {outcome} answer either")
+
+    with HandlerRun("$default", on_failure=fallback, last_resort={"statusCode": 200}) as run:
+        raise RuntimeError("the work failed")
+    assert run.answer() == {"statusCode": 200}
+    failed, fallback_failed, summary = caplog.records
+    assert (failed.getMessage(), failed.levelno) == ("message failed", logging.ERROR)
+    assert (fallback_failed.getMessage(), fallback_failed.levelno) == (
+        "the fallback answer failed too",
+        logging.ERROR,
+    )
+    assert fallback_failed.exc_info is not None
+    assert str(fallback_failed.exc_info[1]) == "no internal_error answer either"
+    assert vars(summary)["summary"] is True
+    assert vars(summary)["outcome"] == "internal_error"
