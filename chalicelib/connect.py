@@ -101,6 +101,9 @@ class ConnectCase:
         # the query as sent: its names are case-sensitive, unlike the headers'
         request = protocol.parse_connect(event.get("queryStringParameters"), event.headers, settings.routes)
         log["type"] = request.connection_type
+        endpoint = settings.endpoint_for(context.domain_name, context.stage)
+        if len(endpoint) > ENDPOINT_MAX:
+            raise errors.InvalidMessage("the request's domain name is too long", status=400)
         cap = settings.max_feed_connections
         # with MAX_FEED_CONNECTIONS, a feed that has that many connections takes no more
         if (
@@ -119,9 +122,6 @@ class ConnectCase:
         if (request.route.channel_kind == "user" or request.user_level) and user is None:
             raise errors.BackendError("the chat service did not say which user connected")
         channel = request.channel(user)
-        endpoint = settings.endpoint_for(context.domain_name, context.stage)
-        if len(endpoint) > ENDPOINT_MAX:
-            raise errors.InvalidMessage("the request's domain name is too long", status=400)
         log["channel"] = channel
         frames = protocol.initial_frames(answer, request.booking_id, request.connection_type)
         now = int(self._clients.clock())

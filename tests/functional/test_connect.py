@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
+from chalicelib.connect import ENDPOINT_MAX
 from tests.harness import Stack, chat_backend, refused_port
 from tests.standins import Reply
+from ws_proxy_testing import events
 
 CHAT = {"type": "chat", "booking_id": "1", "token": "tok-abc"}
 
@@ -181,8 +184,6 @@ def test_origin_allow_list(
     monkeypatch.setenv("ALLOWED_ORIGINS", "https://app.example.com, https://admin.example.com")
     chat_backend(stack.backend)
     event_headers = {"Origin": origin} if origin else {}
-    from ws_proxy_testing import events
-
     event = events.connect_event("C1=", CHAT, event_headers)
     if origin is None:
         del event["headers"]["Origin"]
@@ -248,3 +249,57 @@ def test_dynamodb_unavailable_rejects_502(stack: Stack, monkeypatch: pytest.Monk
     response = stack.connect("C1=", CHAT)
     assert response["statusCode"] == 502
     assert stack.lambdas.invocations == []
+
+
+def test_initial_frames_without_a_deliver_function_refuse_the_handshake_as_misconfigured(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("DELIVER_FUNCTION_NAME")
+    chat_backend(stack.backend)  # history and receipt to deliver, and nothing to deliver them
+    assert stack.connect("C1=", CHAT) == {"statusCode": 500, "body": "the proxy is misconfigured"}
+    assert stack.items() == []  # the item written before the hand-off is removed again
+    assert stack.lambdas.invocations == []
+    (error,) = [r for r in caplog.records if r.getMessage() == "configuration error"]
+    assert "DELIVER_FUNCTION_NAME" in getattr(error, "error", "")
+    (summary,) = [r for r in caplog.records if getattr(r, "summary", False)]
+    assert getattr(summary, "outcome", None) == "misconfigured"
+
+
+def test_connect_work_failing_unexpectedly_is_refused_500_internal_error(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """No AWS credentials anywhere: the clients are built, and signing the first DynamoDB
+    call raises a plain RuntimeError, not a ProxyError."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance role asked for, off loopback
+    chat_backend(stack.backend)
+    assert stack.connect("C1=", CHAT) == {"statusCode": 500, "body": "internal error"}
+    assert stack.items() == []
+    assert stack.lambdas.invocations == []
+    (failed,) = [r for r in caplog.records if r.getMessage() == "connect failed"]
+    assert failed.exc_info is not None  # the operator gets the traceback
+    assert "no AWS credentials" in str(failed.exc_info[1])
+    (summary,) = [r for r in caplog.records if getattr(r, "summary", False)]
+    assert getattr(summary, "outcome", None) == "internal_error"
+
+
+def test_a_domain_name_making_the_endpoint_too_long_is_refused_400_before_the_backend_is_asked(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("API_GATEWAY_ENDPOINT")  # the endpoint comes from the event's domain name
+    chat_backend(stack.backend)
+    longest = ENDPOINT_MAX - len(f"https:///{events.STAGE}")  # the longest domain name stored
+    event = events.connect_event("C1=", CHAT)
+    event["requestContext"]["domainName"] = "a" * (longest + 1)
+    response = stack.invoke("connect", event)
+    assert response == {"statusCode": 400, "body": "the request's domain name is too long"}
+    assert stack.backend.requests == []
+    assert stack.items() == []
+    assert stack.lambdas.invocations == []
+    event["requestContext"]["domainName"] = "a" * longest
+    assert stack.invoke("connect", event)["statusCode"] == 200
+    (item,) = stack.items()
+    assert len(item["endpoint"]["S"]) == ENDPOINT_MAX

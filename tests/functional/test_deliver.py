@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import base64
+import logging
+import random
 import zlib
 from typing import Any
+
+import pytest
 
 from chalicelib import wire
 from chalicelib.internal_events import pack_frames
@@ -69,6 +73,26 @@ def test_oversize_payload_that_cannot_be_split_becomes_an_error_frame(stack: Sta
     assert second == {"type": "receipt", **TAG}
 
 
+def test_an_initial_payload_too_large_even_compressed_is_told_too_large(stack: Stack) -> None:
+    # 300 KB of random text: split into frames of 128 KB it still does not compress below
+    # Lambda's asynchronous payload limit
+    rng = random.Random(7)
+    messages = [{"id": i, "body": base64.b64encode(rng.randbytes(750)).decode()} for i in range(300)]
+    history = {"type": "history", "messages": messages}
+    chat_backend(stack.backend, initial=history, receipt={"type": "receipt"})
+    assert stack.connect("D1=", CHAT)["statusCode"] == 200
+    (result,) = stack.run_deliveries()
+    assert result == {"delivered": 1, "frames": 1, "outcome": "delivered"}
+    assert stack.mgmt.frames("D1=") == [
+        {
+            "type": "error",
+            "code": "too_large",
+            "message": "the initial payload is too large to deliver; reload in smaller pages",
+            "retryable": False,
+        }
+    ]
+
+
 def test_connection_that_never_opens_is_given_up_and_its_item_removed(stack: Stack) -> None:
 
     chat_backend(stack.backend)
@@ -117,3 +141,22 @@ def test_delivery_event_round_trips_unicode_frames(stack: Stack) -> None:
     event = {"connection_id": "D9=", "channel": "booking#1", "frames": pack_frames(frames)}
     assert stack.invoke("deliver", event)["delivered"] == 1
     assert stack.mgmt.frames("D9=") == [{"type": "history", "messages": [{"body": "❤️ 😀"}]}]
+
+
+def test_a_connection_with_no_endpoint_configured_or_stored_is_logged_no_endpoint(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An item written before the proxy stored endpoints, and no API_GATEWAY_ENDPOINT."""
+    monkeypatch.delenv("API_GATEWAY_ENDPOINT")
+    stack.seed("D9=")
+    key = {"booking_id": {"S": "booking#1"}, "connection_id": {"S": "D9="}}
+    stack.dynamodb.update_item(TableName=stack.table, Key=key, UpdateExpression="REMOVE endpoint")
+    event = {"connection_id": "D9=", "channel": "booking#1", "frames": pack_frames([b'{"type":"history"}'])}
+    assert stack.invoke("deliver", event) == {"delivered": 0, "frames": 1, "outcome": "no_endpoint"}
+    assert stack.mgmt.calls == []
+    assert stack.live_ids() == {"D9="}  # nothing removed either: its $disconnect (or TTL) does that
+    missing = "no Management API endpoint for this connection"
+    (logged,) = [r for r in caplog.records if r.getMessage() == missing]
+    assert (logged.levelno, getattr(logged, "channel", None)) == (logging.ERROR, "booking#1")
+    (summary,) = [r for r in caplog.records if getattr(r, "summary", False)]
+    assert getattr(summary, "outcome", None) == "no_endpoint"

@@ -5,6 +5,7 @@ socket there, or last; with the setting off nothing more is invoked or read."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -245,3 +246,47 @@ def test_a_bad_presence_event_is_answered_invalid_event_and_touches_nothing(
     assert answer["error"]["code"] == "invalid_event", answer
     assert dynamodb_ops == []
     assert stack.mgmt.calls == []
+
+
+def outcomes(caplog: pytest.LogCaptureFixture, route: str) -> list[tuple[Any, Any]]:
+    """``outcome`` and ``presence`` of each of ``route``'s summary records."""
+    return [
+        (getattr(r, "outcome", None), getattr(r, "presence", None))
+        for r in caplog.records
+        if getattr(r, "summary", False) and getattr(r, "route", None) == route
+    ]
+
+
+def test_presence_events_without_a_deliver_function_are_logged_failed_and_the_socket_still_opens(
+    presence: Stack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    stack = presence
+    monkeypatch.delenv("DELIVER_FUNCTION_NAME")
+    reset_clients()
+    stack.backend.routes["/api/chat/ws/1/connect"] = Reply(200, {"user_id": "alice"})  # nothing to deliver
+    assert stack.connect("A1=", {"booking_id": "1", "token": "tok-alice"}) == {"statusCode": 200}
+    assert stack.live_ids() == {"A1="}
+    assert stack.disconnect("A1=") == {"statusCode": 200}
+    assert stack.live_ids() == set()
+    assert stack.lambdas.invocations == []
+    required = "DELIVER_FUNCTION_NAME is required for PRESENCE_EVENTS"
+    errors = [r.levelno for r in caplog.records if r.getMessage() == required]
+    assert errors == [logging.ERROR, logging.ERROR]  # on connect and on disconnect
+    assert outcomes(caplog, "$connect") == [("accepted", "failed")]
+    assert outcomes(caplog, "$disconnect") == [("removed", "failed")]
+
+
+def test_a_presence_hand_off_that_fails_is_logged_and_the_socket_still_opens(
+    presence: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    stack = presence
+    stack.backend.routes["/api/chat/ws/1/connect"] = Reply(200, {"user_id": "alice"})  # nothing to deliver
+    stack.lambdas.fail = True  # Lambda's Invoke API answers 500
+    assert stack.connect("A1=", {"booking_id": "1", "token": "tok-alice"}) == {"statusCode": 200}
+    assert stack.live_ids() == {"A1="}
+    (failed,) = [r for r in caplog.records if r.getMessage() == "presence could not be handed to deliver"]
+    assert failed.levelno == logging.ERROR
+    assert (getattr(failed, "connection_id", None), getattr(failed, "error", None)) == ("A1=", "AwsError")
+    stack.lambdas.fail = False
+    stack.connect("A2=", {"booking_id": "1", "token": "tok-alice"})
+    assert outcomes(caplog, "$connect") == [("accepted", "failed"), ("accepted", "handed")]
