@@ -3,7 +3,7 @@
 The app runs with a Lambda context of ``TIME_LEFT_MS`` and DynamoDB behind a hop in
 front of moto that holds chosen requests unanswered. Each test checks that the handler
 answered before the context's time ran out (the deadline itself, not a speed) and that
-what could not be done was said.
+what could not be done was said. The last tests: where a handler's deadline comes from.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
+from chalicelib.deadline import RESERVE_SECONDS, UNBOUNDED_SECONDS, Deadline
 from tests.harness import Stack, chat_backend
 from tests.standins import DynamoDbRecorder, Reply
 from ws_proxy_testing import events
@@ -91,3 +94,30 @@ def test_a_hung_removal_of_a_sockets_items_ends_before_the_deadline(
     assert time.monotonic() - started < TIME_LEFT_MS / 1000, "the handler ran past its Lambda deadline"
     assert answer == {"statusCode": 200}
     assert set(dynamodb_recorder.hung) == {"BatchWriteItem"}
+
+
+class _Answers:
+    """A context whose ``get_remaining_time_in_millis`` answers ``millis`` (a number, or not)."""
+
+    def __init__(self, millis: object) -> None:
+        self.millis = millis
+
+    def get_remaining_time_in_millis(self) -> object:
+        return self.millis
+
+
+@pytest.mark.parametrize(
+    "context",
+    [None, object(), _Answers(None), _Answers("soon")],
+    ids=["none", "object", "none-left", "text-left"],
+)
+def test_with_no_lambda_context_the_deadline_is_the_longest_a_function_may_run(context: object) -> None:
+    """A script or benchmark that runs a use case outside Lambda: bounded, but not cut short."""
+    remaining = Deadline.from_context(context).remaining()
+    assert UNBOUNDED_SECONDS - 60 < remaining <= UNBOUNDED_SECONDS
+
+
+def test_a_lambda_contexts_deadline_keeps_the_reserve_back() -> None:
+    remaining = Deadline.from_context(_Answers(TIME_LEFT_MS)).remaining()
+    assert 0 < remaining <= TIME_LEFT_MS / 1000 - RESERVE_SECONDS
+    assert Deadline.from_context(_Answers(1_000)).remaining() == 0.0  # less than the reserve left: none

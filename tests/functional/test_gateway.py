@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import logging
 import os
 import socket
 import ssl
@@ -12,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from botocore.credentials import ReadOnlyCredentials
 from chalicelib.deadline import Deadline
 from chalicelib.gateway import ConnectionGateway, RetryPolicy
 from chalicelib.model import FanOutResult, PostOutcome
-from chalicelib.response_parser import HttpError, ResponseTooLarge
+from chalicelib.response_parser import HttpError, HttpTimeout, ResponseTooLarge
 from chalicelib.signing import region_for
 from chalicelib.transport import Transport
 from tests.harness import refused_port
@@ -306,13 +308,18 @@ def test_single_post_with_a_deadline_is_cut_and_failed(silent: SilentServer) -> 
     assert silent.requests == 1
 
 
+@dataclass(frozen=True)
 class FixedBackoff(RetryPolicy):
+    pause: float = 1.0
+
     def delay(self, attempt: int) -> float:
-        return 1.0
+        return self.pause
 
 
-def throttled_gateway(mgmt: ManagementApiStandIn, sleep: Callable[[float], None]) -> ConnectionGateway:
-    """A gateway whose posts to ``T=`` are always throttled, backing off 1 s each time."""
+def throttled_gateway(
+    mgmt: ManagementApiStandIn, sleep: Callable[[float], None], pause: float = 1.0
+) -> ConnectionGateway:
+    """A gateway whose posts to ``T=`` are always throttled, backing off ``pause`` each time."""
     mgmt.open.add("T=")
     mgmt.throttle["T="] = 100
     return ConnectionGateway(
@@ -320,7 +327,7 @@ def throttled_gateway(mgmt: ManagementApiStandIn, sleep: Callable[[float], None]
         transport=transport(1, connect_timeout=0.5),
         credentials=lambda: ReadOnlyCredentials("AKIDEXAMPLE", "secret", None),
         region="eu-west-1",
-        retry=FixedBackoff(throttle_attempts=50, min_post_seconds=0.1, attempt_seconds=1.5),
+        retry=FixedBackoff(throttle_attempts=50, min_post_seconds=0.1, attempt_seconds=1.5, pause=pause),
         sleep=sleep,
     )
 
@@ -350,6 +357,46 @@ def test_the_last_retry_goes_even_when_its_sleep_overshoots(mgmt: ManagementApiS
     assert gateway.post("T=", b"{}", deadline=deadline) is PostOutcome.FAILED
     # the backoff cut to the time left is followed by its retry, not by giving up
     assert mgmt.posts_to("T=") == 2
+
+
+@pytest.mark.parametrize(
+    ("pause", "overshoot", "reason"),
+    [
+        # the backoff fit, its sleep ended with less than one post's minimum left
+        (0.1, 0.35, "429; no time left to retry"),
+        # the backoff was cut to the time left (the last try), its sleep ended past the deadline
+        (1.0, 1.0, "no time left to send; no time left to retry"),
+    ],
+    ids=["into-the-minimum", "past-the-deadline"],
+)
+def test_a_retry_whose_sleep_overshot_is_not_sent(
+    mgmt: ManagementApiStandIn, caplog: pytest.LogCaptureFixture, pause: float, overshoot: float, reason: str
+) -> None:
+    """A sleep that ends late (a loaded machine): what can no longer be answered in time is
+    not sent, and the post fails saying why."""
+    clock = FakeClock()
+    gateway = throttled_gateway(mgmt, lambda seconds: clock.sleep(seconds + overshoot), pause=pause)
+    with caplog.at_level(logging.WARNING, logger="chalicelib.gateway"):
+        assert gateway.post("T=", b"{}", deadline=Deadline(clock.now + 0.5, clock)) is PostOutcome.FAILED
+    assert mgmt.posts_to("T=") == 1
+    (failed,) = [r for r in caplog.records if r.getMessage() == "post failed"]
+    assert getattr(failed, "reason", None) == reason
+
+
+def test_a_fan_out_to_no_one_answers_an_empty_result_and_signs_nothing() -> None:
+    reads: list[int] = []
+
+    def credentials() -> ReadOnlyCredentials:
+        reads.append(1)
+        return ReadOnlyCredentials("AKIDEXAMPLE", "secret", None)
+
+    with refused_port() as port:
+        gateway = ConnectionGateway(
+            f"http://127.0.0.1:{port}/development", "eu-west-1", credentials, transport(2)
+        )
+        result = gateway.post_many([], b"{}")
+    assert result == FanOutResult()  # nothing delivered, gone, failed or unsent
+    assert reads == []  # no signing key derived for nothing
 
 
 def test_a_fan_out_that_fails_unexpectedly_leaves_no_post_running(
@@ -419,6 +466,8 @@ class ScriptedServer:
         scheme = "https" if tls else "http"
         self.endpoint = f"{scheme}://127.0.0.1:{self.sock.getsockname()[1]}/development"
         self.connections = 0
+        #: Requests answered, on every connection.
+        self.requests = 0
         #: Set each time the server has closed a connection after answering.
         self.closed = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
@@ -462,6 +511,7 @@ class ScriptedServer:
                 if len(rest) < length:
                     continue
                 buffer = rest[length:]
+                self.requests += 1
                 conn.sendall(self.answer)
                 if self.close_after:
                     time.sleep(self.close_delay)
@@ -577,6 +627,121 @@ def test_an_idle_connection_the_server_dropped_is_not_used_for_the_next_post() -
         assert server.closed.wait(10)
         assert gateway.post_many(["A="], b"{}").delivered == 1
         assert server.connections == 4
+    finally:
+        server.sock.close()
+
+
+REQUEST = b"POST /development/@connections/A%3D HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+
+
+def test_a_lone_post_with_no_time_left_sends_nothing_and_keeps_its_socket() -> None:
+    server = ScriptedServer(OK)
+    kept = transport(1)
+    origin = ("http", "127.0.0.1", server.sock.getsockname()[1])
+    try:
+        assert kept.post(origin, REQUEST, 5.0).status == 200
+        for no_time in (0.0, -1.0):
+            with pytest.raises(HttpTimeout, match="no time left to send"):
+                kept.post(origin, REQUEST, no_time)
+        assert kept.post(origin, REQUEST, 5.0).status == 200
+        assert (server.requests, server.connections) == (2, 1)  # the kept socket was left as it was
+    finally:
+        server.sock.close()
+
+
+def test_a_post_on_the_loop_with_no_time_left_writes_nothing_on_its_kept_connection() -> None:
+    server = ScriptedServer(OK)
+    kept = transport(1)
+    origin = ("http", "127.0.0.1", server.sock.getsockname()[1])
+
+    async def posts() -> list[int]:
+        statuses = [(await kept.send(origin, REQUEST, 5.0)).status]
+        with pytest.raises(HttpTimeout, match="no time left to send"):
+            await kept.send(origin, REQUEST, 0.0)
+        statuses.append((await kept.send(origin, REQUEST, 5.0)).status)
+        return statuses
+
+    try:
+        assert kept.run(posts()) == [200, 200]
+        assert (server.requests, server.connections) == (2, 1)
+    finally:
+        server.sock.close()
+
+
+class OutOfTurnServer:
+    """Answers its first connection's request 410, then, on ``speak``, sends bytes nobody asked for
+    on that idle connection (as a server timing it out with a 408) and records when the client
+    hangs up on it; later connections are answered 200."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.endpoint = f"http://127.0.0.1:{self.sock.getsockname()[1]}/development"
+        self.connections = 0
+        self.speak = threading.Event()
+        self.hung_up = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            first = self.connections == 1
+            threading.Thread(target=self._serve, args=(conn, first), daemon=True).start()
+
+    @staticmethod
+    def _request(conn: socket.socket) -> bool:
+        data = b""
+        while b"\r\n\r\n{}" not in data:  # the gateway's posts here all carry "{}"
+            chunk = conn.recv(65536)
+            if not chunk:
+                return False
+            data += chunk
+        return True
+
+    def _serve(self, conn: socket.socket, first: bool) -> None:
+        with conn:
+            try:
+                if not first:
+                    while self._request(conn):
+                        conn.sendall(OK)
+                    return
+                self._request(conn)
+                conn.sendall(b"HTTP/1.1 410 Gone\r\nContent-Length: 2\r\n\r\n{}")
+                self.speak.wait(10)
+                conn.sendall(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n")
+                while conn.recv(65536):
+                    pass
+            except OSError:
+                pass
+            if first:
+                self.hung_up.set()
+
+
+def test_a_connection_the_server_speaks_on_out_of_turn_is_closed_quietly_and_not_reused(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """While a fan-out waits for its cleanups (its loop running), the server sends bytes on an
+    idle connection: nothing asked for them, so the connection is closed and never reused."""
+    server = OutOfTurnServer()
+    gateway = make_gateway(server.endpoint, workers=1)
+    heard: list[bool] = []
+
+    def on_gone(connection_id: str) -> None:
+        server.speak.set()
+        heard.append(server.hung_up.wait(10))
+
+    try:
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            assert gateway.post_many(["G="], b"{}", on_gone=on_gone).gone == ["G="]
+            assert heard == [True]  # the client hung up on the bytes nobody asked for
+            assert gateway.post_many(["A="], b"{}").delivered == 1
+        assert server.connections == 2
+        assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
     finally:
         server.sock.close()
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import random
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -16,7 +19,7 @@ from chalicelib.deadline import Deadline
 from chalicelib.signing import Credentials
 from chalicelib.transport import Transport
 from tests.harness import moto_client, moto_registry_client
-from tests.standins import Answer, StandIn
+from tests.standins import Answer, DynamoDbStandIn, LambdaStandIn, StandIn
 
 KEYS = (
     "AKIDEXAMPLE",
@@ -492,14 +495,16 @@ def test_no_attempt_starts_without_time_left(recording: Recording) -> None:
 
 
 class Garbled(StandIn):
-    """Answers 200 with a body that is not DynamoDB's JSON object."""
+    """Answers every request ``status`` with ``body`` as it is (not necessarily AWS's JSON object)."""
 
-    def __init__(self, body: bytes) -> None:
+    def __init__(self, body: bytes, status: int = 200) -> None:
         super().__init__()
-        self.body = body
+        self.body, self.status = body, status
+        self.requests = 0
 
     def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
-        return (200, self.body, {"Content-Type": "application/x-amz-json-1.0"})
+        self.requests += 1
+        return (self.status, self.body, {"Content-Type": "application/x-amz-json-1.0"})
 
 
 @pytest.mark.parametrize("body", [b"<html>oops</html>", b"[]", b'"item"', b"{"])
@@ -514,3 +519,160 @@ def test_an_answer_that_is_not_a_json_object_is_a_failed_call(recording: Recordi
         transport.close()
         server.stop()
     assert (info.value.code, info.value.status) == ("MalformedAnswer", 200)
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [(503, b"<html>Service Unavailable</html>"), (502, b"{"), (400, b"[]"), (400, b'"busy"')],
+    ids=["html", "cut-json", "json-list", "json-string"],
+)
+def test_an_error_answer_that_is_not_a_json_object_is_named_by_its_status(
+    recording: Recording, status: int, body: bytes
+) -> None:
+    """As a load balancer's error page in front of the endpoint: a failed call, retried or not by
+    its status, never a crash on its body."""
+    server = Garbled(body, status).start()
+    transport = Transport(1)
+    client = aws.DynamoDB(server.url, "eu-west-1", aws.credentials_source(), transport)
+    try:
+        with pytest.raises(aws.AwsError) as info:
+            client.call("GetItem", {"TableName": TABLE, "Key": KEY}, Deadline.after(5))
+    finally:
+        transport.close()
+        server.stop()
+    assert (info.value.code, info.value.status, info.value.message) == (f"HTTP{status}", status, "")
+    assert info.value.retryable is (status >= 500)
+
+
+@pytest.mark.parametrize("status", [200, 204])
+def test_an_invoke_answered_other_than_202_is_a_failed_invoke(recording: Recording, status: int) -> None:
+    """Only 202 says Lambda queued the event; any other 2xx is not taken for it, and not retried."""
+    server = Garbled(b"", status).start()
+    transport = Transport(1)
+    client = aws.LambdaClient(server.url, "eu-west-1", aws.credentials_source(), transport, max_attempts=3)
+    try:
+        with pytest.raises(RuntimeError, match=f"asynchronous invoke answered {status}"):
+            client.invoke_async("ws-proxy-dev-fanout", {"chunk": {}})
+    finally:
+        transport.close()
+        server.stop()
+    assert server.requests == 1
+
+
+class FakeClock:
+    """A monotonic clock that moves only by the pauses it is asked to sleep."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.pauses: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        self.now += seconds
+
+
+def test_a_retry_whose_pause_would_outlast_the_deadline_fails_at_once_with_the_last_error() -> None:
+    server = DynamoDbStandIn().start()
+    server.throttle = 100
+    clock = FakeClock()
+    transport = Transport(1)
+    client = aws.DynamoDB(
+        server.url,
+        "us-east-1",
+        lambda: Credentials("AKID", "secret", None),
+        transport,
+        max_attempts=10,
+        sleep=clock.sleep,
+    )
+    try:
+        with pytest.raises(aws.AwsError) as info:
+            client.call("Query", {"TableName": "t"}, Deadline(clock.now + 3.0, clock))
+    finally:
+        transport.close()
+        server.stop()
+    # 1.55 s of pauses leave 1.45 s: the next pause (1.6 s) would leave no attempt time, so
+    # the throttling is the answer now, neither slept through nor turned into DeadlineExceeded
+    assert clock.pauses == [0.05, 0.1, 0.2, 0.4, 0.8]
+    assert info.value.code == "ProvisionedThroughputExceededException"
+    assert server.operations == ["Query"] * 6
+
+
+@pytest.fixture
+def seeded() -> Iterator[None]:
+    """The jitter drawn from a fixed seed (the generator's state restored afterwards)."""
+    state = random.getstate()
+    random.seed(20_000)
+    yield
+    random.setstate(state)
+
+
+def test_a_failing_invoke_is_retried_after_standard_modes_pauses_then_fails(
+    recording: Recording, seeded: None
+) -> None:
+    lambdas = LambdaStandIn().start()
+    lambdas.fail = True  # 500 ServiceException
+    pauses: list[float] = []
+    transport = Transport(1)
+    client = aws.LambdaClient(
+        lambdas.url, "eu-west-1", aws.credentials_source(), transport, max_attempts=4, sleep=pauses.append
+    )
+    try:
+        with pytest.raises(aws.AwsError) as info:
+            client.invoke_async("ws-proxy-dev-deliver", {"connection_id": "A="})
+    finally:
+        transport.close()
+        lambdas.stop()
+    assert info.value.status == 500
+    assert len(pauses) == 3
+    assert all(0 <= pause <= cap for pause, cap in zip(pauses, (1, 2, 4), strict=True)), pauses
+    assert lambdas.invocations == []
+
+
+def test_standard_mode_pauses_are_full_jitter_up_to_20_seconds(seeded: None) -> None:
+    """botocore's ``standard`` mode: retry n pauses anywhere from 0 to 2^(n-1) s, never above 20 s."""
+    unused = Transport(1)  # no call is made
+    client = aws.LambdaClient("http://127.0.0.1:9", "eu-west-1", lambda: Credentials("A", "S", None), unused)
+    for attempt, cap in [(1, 1.0), (3, 4.0), (5, 16.0), (6, 20.0), (12, 20.0)]:
+        pauses = [client.backoff(attempt) for _ in range(500)]
+        assert all(0 <= pause <= cap for pause in pauses), attempt
+        assert min(pauses) < 0.05 * cap, attempt  # from nothing...
+        assert max(pauses) > 0.95 * cap, attempt  # ...to the cap: the whole range is drawn
+
+
+@pytest.fixture
+def botocore_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An environment that names no region and no keys; botocore's files in ``tmp_path``
+    (written by the test, or absent) and no instance metadata (no network)."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("BOTO_CONFIG", str(tmp_path / "boto"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    return tmp_path
+
+
+def test_without_the_environments_region_and_keys_the_profiles_are_used(
+    botocore_files: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outside Lambda (a developer's profile): botocore's configuration and credential chain."""
+    (botocore_files / "config").write_text("[profile ops]\nregion = ap-southeast-2\n")
+    (botocore_files / "credentials").write_text(
+        "[ops]\naws_access_key_id = AKIDFILE\naws_secret_access_key = secretfile\naws_session_token = tok\n"
+    )
+    monkeypatch.setenv("AWS_PROFILE", "ops")
+    assert aws.region() == "ap-southeast-2"
+    assert aws.credentials_source()() == Credentials("AKIDFILE", "secretfile", "tok")
+
+
+def test_with_no_region_or_credentials_anywhere_the_error_says_so(botocore_files: Path) -> None:
+    with pytest.raises(ValueError, match="no AWS region: set AWS_DEFAULT_REGION"):
+        aws.region()
+    sign = aws.credentials_source()  # nothing found: said when a call is to be signed
+    with pytest.raises(RuntimeError, match="no AWS credentials"):
+        sign()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from chalicelib.clients import build_clients
 from chalicelib.config import Settings
 from chalicelib.errors import BackendUnavailable, ConfigurationError
 from chalicelib.registry import ConnectionRegistry
-from chalicelib.routes import DEFAULT_ROUTES, is_channel_key, routes_with_overrides
+from chalicelib.routes import DEFAULT_ROUTES, ChannelKind, channel_key, is_channel_key, routes_with_overrides
 from chalicelib.signing import Credentials
 from chalicelib.transport import Transport
 from tests.standins import DynamoDbStandIn
@@ -160,6 +161,15 @@ def test_no_id_names_another_kinds_channel() -> None:
     assert not is_channel_key("feed")
 
 
+@pytest.mark.parametrize("kind", ["booking", "user"])
+@pytest.mark.parametrize("value", [None, ""])
+def test_a_booking_or_user_channel_without_an_id_is_refused(kind: ChannelKind, value: str | None) -> None:
+    """``booking#`` or ``user#`` would be one channel shared by every id-less connection."""
+    with pytest.raises(ValueError, match=f"a {kind} channel needs an id"):
+        channel_key(kind, value)
+    assert channel_key("feed") == channel_key("feed", "ignored") == "feed#"
+
+
 def test_routes_can_be_overridden_by_configuration() -> None:
     table = routes_with_overrides(
         json.dumps(
@@ -242,3 +252,21 @@ def test_one_socket_per_user_settings_and_routes() -> None:
     assert (settings.max_subscriptions, settings.presence_events) == (3, True)
     assert settings.routes["chat"].participants_path("9") == "/p/9"
     assert settings.routes["chat"].user_connect is None
+
+
+@pytest.mark.parametrize(
+    ("name", "url"),
+    [
+        ("AWS_ENDPOINT_URL_DYNAMODB", "localhost:8000"),
+        ("AWS_ENDPOINT_URL_LAMBDA", "ftp://127.0.0.1:3001"),
+        ("AWS_ENDPOINT_URL", "http://"),
+    ],
+)
+def test_an_aws_endpoint_that_is_not_an_http_url_is_refused_naming_it(
+    monkeypatch: pytest.MonkeyPatch, name: str, url: str
+) -> None:
+    """Found when the clients are built (``$connect`` then answers "misconfigured"), not on a call."""
+    env = {**BASE, "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"}
+    use_environment(monkeypatch, {**env, name: url})
+    with pytest.raises(ValueError, match=re.escape(f"not an http(s) URL: {url!r}")):
+        build_clients()
