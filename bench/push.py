@@ -52,7 +52,7 @@ class RecordingInvoker:
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
 
-    def invoke_async(self, function_name: str, payload: Mapping[str, Any]) -> None:
+    def invoke_async(self, function_name: str, payload: Mapping[str, Any], deadline: Any = None) -> None:
         self.events.append(dict(payload))
 
 

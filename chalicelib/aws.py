@@ -242,10 +242,12 @@ class LambdaClient(_Service):
 
     name = "lambda"
 
-    def invoke_async(self, function_name: str, payload: Mapping[str, Any]) -> None:
+    def invoke_async(
+        self, function_name: str, payload: Mapping[str, Any], deadline: Deadline | None = None
+    ) -> None:
         """Start ``function_name`` with ``payload`` (``InvocationType=Event``); it must answer 202."""
         path = LAMBDA_INVOKE_PATH.format(FunctionName=quote(function_name, safe="-_.~"))
         data = json.dumps(payload, separators=(",", ":")).encode("utf-8")
-        status = self.send(path, {"X-Amz-Invocation-Type": "Event"}, data, None).status
+        status = self.send(path, {"X-Amz-Invocation-Type": "Event"}, data, deadline).status
         if status != 202:
             raise RuntimeError(f"asynchronous invoke answered {status}")

@@ -156,7 +156,7 @@ class ChannelSender:
         chunks = [ids[i : i + size] for i in range(0, len(ids), size)] or [[]]
         here, queued = chunks[0], 0
         for chunk in chunks[1:]:
-            if self._hand_off(FanOutChunk(channel, chunk, frames)):
+            if self._hand_off(FanOutChunk(channel, chunk, frames), deadline):
                 queued += len(chunk)
             else:  # cannot hand it off: send it here rather than lose it
                 here = here + chunk
@@ -215,8 +215,10 @@ class ChannelSender:
                 more, more_stopped_at, _ = self._post_all(gateway, channel, again, frames, deadline, index)
                 result.merge(more)
                 stopped_at.update(more_stopped_at)
-        lost = self._hand_on(channel, result.failed, stopped_at, frames, attempt + 1)
-        out_of_time = self._hand_on(channel, result.unsent, stopped_at, frames, attempt)
+        # handing on what is left is what the reserve past the deadline is for
+        reserve = deadline.later(RESERVE_FOR_NOTES)
+        lost = self._hand_on(channel, result.failed, stopped_at, frames, attempt + 1, reserve)
+        out_of_time = self._hand_on(channel, result.unsent, stopped_at, frames, attempt, reserve)
         if result.unsent:
             logger.warning(
                 "fan-out out of time",
@@ -266,23 +268,29 @@ class ChannelSender:
         return total, stopped_at, young_ones
 
     def _hand_on(
-        self, channel: str, ids: list[str], stopped_at: dict[str, int], frames: list[bytes], attempt: int
+        self,
+        channel: str,
+        ids: list[str],
+        stopped_at: dict[str, int],
+        frames: list[bytes],
+        attempt: int,
+        deadline: Deadline,
     ) -> list[str]:
         """A chunk of the frames they lack to a later invocation, per frame they stopped at:
         answers the ids no chunk could be handed off for."""
         lost: list[str] = []
         for index, group in _by_frame(ids, stopped_at).items():
-            if not self._hand_off(FanOutChunk(channel, group, frames[index:], attempt)):
+            if not self._hand_off(FanOutChunk(channel, group, frames[index:], attempt), deadline):
                 lost += group
         return lost
 
-    def _hand_off(self, chunk: FanOutChunk) -> bool:
-        """``chunk`` to the ``fanout`` function; False if there is none, the chunk is past the last
-        attempt, or the invoke fails."""
+    def _hand_off(self, chunk: FanOutChunk, deadline: Deadline) -> bool:
+        """``chunk`` to the ``fanout`` function within ``deadline``; False if there is none, the
+        chunk is past the last attempt, or the invoke fails."""
         if not self._chunk_function or chunk.attempt > LATER_ATTEMPTS:
             return False
         try:
-            self._clients.invoker.invoke_async(self._chunk_function, chunk.to_payload())
+            self._clients.invoker.invoke_async(self._chunk_function, chunk.to_payload(), deadline)
         except Exception as exc:  # noqa: BLE001 - any failure to hand off: deliver here or tell the client
             logger.warning(
                 "chunk hand-off failed",

@@ -37,7 +37,9 @@ ENDPOINT_MAX = 512
 INDEX_LAG_SECONDS = 60
 
 
-def hand_presence(clients: Clients, items: list[Connection], log: dict[str, Any], *, online: bool) -> None:
+def hand_presence(
+    clients: Clients, items: list[Connection], log: dict[str, Any], deadline: Deadline | None, *, online: bool
+) -> None:
     """With ``PRESENCE_EVENTS``: the socket's arrival in (or departure from) the booking channels
     and types its items are in, to ``deliver``, which announces it; ``log["presence"]`` says how
     that went, if there was any."""
@@ -57,7 +59,8 @@ def hand_presence(clients: Clients, items: list[Connection], log: dict[str, Any]
         logger.error("DELIVER_FUNCTION_NAME is required for PRESENCE_EVENTS")
         return
     try:
-        clients.invoker.invoke_async(name, PresenceEvent(connection_id, user, online, channels).to_payload())
+        event = PresenceEvent(connection_id, user, online, channels)
+        clients.invoker.invoke_async(name, event.to_payload(), deadline)
         log["presence"] = "handed"
     except Exception as exc:  # noqa: BLE001 - best effort: the socket's own work is done
         logger.error(
@@ -140,17 +143,17 @@ class ConnectCase:
         registry.put(conn, deadline=deadline)
         if frames:
             try:
-                self._schedule_delivery(conn, frames)
+                self._schedule_delivery(conn, frames, deadline)
             except Exception:
                 # the rollback may use the time kept back from the deadline
                 registry.delete(channel, connection_id, deadline=deadline.later(1.0))
                 raise
-        hand_presence(self._clients, [conn], log, online=True)
+        hand_presence(self._clients, [conn], log, deadline, online=True)
         if request.bearer_subprotocol:
             return {"statusCode": 200, "headers": {"Sec-WebSocket-Protocol": protocol.BEARER_SUBPROTOCOL}}
         return {"statusCode": 200}
 
-    def _schedule_delivery(self, conn: Connection, frames: list[bytes]) -> None:
+    def _schedule_delivery(self, conn: Connection, frames: list[bytes], deadline: Deadline) -> None:
         name = self._settings.deliver_function_name
         if not name:
             raise errors.ConfigurationError("DELIVER_FUNCTION_NAME is required to deliver initial payloads")
@@ -162,7 +165,7 @@ class ConnectCase:
             frames = [wire.encode(note)]
         try:
             self._clients.invoker.invoke_async(
-                name, DeliveryEvent(conn.connection_id, conn.channel, frames).to_payload()
+                name, DeliveryEvent(conn.connection_id, conn.channel, frames).to_payload(), deadline
             )
         except Exception as exc:
             logger.error(
@@ -199,7 +202,7 @@ class DisconnectCase:
                     run.log["channel"] = home.channel if home else None
                     run.log["subscriptions"] = sum(1 for conn in removed if conn.subscription)
                     self._clients.metric("ConnectionsClosed", 1)
-                    hand_presence(self._clients, removed, run.log, online=False)
+                    hand_presence(self._clients, removed, run.log, deadline, online=False)
             except errors.ProxyError as exc:  # best effort: TTL removes what we could not
                 run.log["outcome"] = "error"
                 logger.error("disconnect cleanup failed", extra={**run.log, "error": exc.code})

@@ -178,8 +178,10 @@ class Gateway(Protocol):
 class Invoker(Protocol):
     """Asynchronous invocations of this app's own functions."""
 
-    def invoke_async(self, function_name: str, payload: Mapping[str, Any]) -> None:
-        """Start ``function_name`` with ``payload`` (InvocationType=Event)."""
+    def invoke_async(
+        self, function_name: str, payload: Mapping[str, Any], deadline: Deadline | None = None
+    ) -> None:
+        """Start ``function_name`` with ``payload`` (InvocationType=Event), within ``deadline``."""
 
 
 #: The gateway for a Management API endpoint (cached per container).

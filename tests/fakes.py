@@ -199,8 +199,13 @@ class FakeGateway:
 class FakeInvoker:
     calls: list[tuple[str, Mapping[str, Any]]] = field(default_factory=list)
     fail: bool = False
+    #: The deadline each invocation was given.
+    deadlines: list[Deadline | None] = field(default_factory=list)
 
-    def invoke_async(self, function_name: str, payload: Mapping[str, Any]) -> None:
+    def invoke_async(
+        self, function_name: str, payload: Mapping[str, Any], deadline: Deadline | None = None
+    ) -> None:
+        self.deadlines.append(deadline)
         if self.fail:
             raise RuntimeError("TooManyRequestsException")
         self.calls.append((function_name, payload))

@@ -260,12 +260,22 @@ class LambdaStandIn(StandIn):
         super().__init__()
         self.invocations: list[tuple[str, str, Any]] = []
         self.fail = False
+        #: Invocations get no answer until the stand-in stops (a Lambda API that hangs).
+        self.hang = False
+        #: How many invocations got no answer.
+        self.hung = 0
+        self._released = threading.Event()
         self._lock = threading.Lock()
 
     def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
         parts = path.split("/")
         if method != "POST" or len(parts) < 5 or parts[2] != "functions":
             return 404, {"Message": "not found"}, {}
+        if self.hang:
+            with self._lock:
+                self.hung += 1
+            self._released.wait(60)  # bounded: the client gave up long before
+            return 503, {"Message": "ServiceException"}, {"x-amzn-ErrorType": "ServiceException"}
         if self.fail:
             return 500, {"Message": "ServiceException"}, {"x-amzn-ErrorType": "ServiceException"}
         name = unquote(parts[3])
@@ -280,6 +290,10 @@ class LambdaStandIn(StandIn):
             taken = [p for n, _, p in self.invocations if n.endswith(name_suffix)]
             self.invocations = [i for i in self.invocations if not i[0].endswith(name_suffix)]
         return taken
+
+    def stop(self) -> None:
+        self._released.set()
+        super().stop()
 
 
 class DynamoDbStandIn(StandIn):
