@@ -2,7 +2,7 @@
 
 A socket that has a user may join other bookings' channels (docs/protocol.md, "One
 socket per user"): ``subscribe`` asks the type's connect route for that booking with the
-socket's token (the backend decides, as for a per-booking connect) and on 2xx writes a
+socket's token (the backend decides, as for a per-booking connect) and on 200 writes a
 subscription item for the connection in the booking's channel, answers ``subscribed``
 and then posts the answer's ``initial`` and ``receipt``, tagged with the booking.
 ``unsubscribe`` removes the connection from the channel (never from its own), and

@@ -47,7 +47,6 @@ _SHOWN = (
     "gone",
     "failed",
     "queued",
-    "retried_later",
     "attempt",
     "connections",
 )
