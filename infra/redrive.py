@@ -86,6 +86,8 @@ def classify(event: Any) -> list[str]:
         return ["push"]
     if isinstance(event.get("connection_id"), str) and "frames" in event:
         return ["deliver"]
+    if isinstance(event.get("presence"), dict):  # a presence event, which deliver announces
+        return ["deliver"]
     return []
 
 

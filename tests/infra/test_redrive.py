@@ -244,6 +244,8 @@ def test_main_derives_the_prefix_from_the_queue_and_exits_non_zero_on_leftovers(
 
 def test_the_shape_rules() -> None:
     assert redrive.classify(DELIVER) == ["deliver"]
+    presence = {"connection_id": "A=", "user_id": "u", "online": True, "channels": []}
+    assert redrive.classify({"presence": presence}) == ["deliver"]
     assert redrive.classify(PUSH) == ["push"]
     assert redrive.classify({"channel": {"feed": True}, "payload": {}}) == ["push"]
     assert redrive.classify(CHUNK) == ["fanout", "push"]
