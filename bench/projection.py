@@ -158,14 +158,19 @@ def sweep_workers(endpoint: str, preexec_fn: Any = None, repeats: int = 1) -> An
 
 def alternated(endpoint: str, join: Callable[[], None]) -> dict[str, Any]:
     """``SWEEP_REPEATS`` pairs of sweeps, uncapped then capped (``join``), each a process of one run
-    per posts in flight; per kind and posts in flight, the run of median wall time."""
+    per posts in flight; per kind and posts in flight, the median wall time and, apart, the median
+    CPU (an uncapped run's wall is the posts' latency, whatever its CPU: the run of median wall
+    may hold any CPU, and the projection stretches that CPU)."""
     runs: dict[str, list[Any]] = {"uncapped": [], "capped": []}
     for _ in range(SWEEP_REPEATS):
         runs["uncapped"].append(sweep_workers(endpoint))
         runs["capped"].append(sweep_workers(endpoint, preexec_fn=join))
     return {
         kind: {
-            workers: sorted((one[workers] for one in sweeps), key=lambda run: run["wall_s"])[len(sweeps) // 2]
+            workers: {
+                key: statistics.median(one[workers][key] for one in sweeps)
+                for key in ("wall_s", "cpu_s", "cpu_ms_per_post")
+            }
             for workers in sweeps[0]
         }
         for kind, sweeps in runs.items()
