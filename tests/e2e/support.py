@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +36,38 @@ ARTIFACTS = ROOT / "test-artifacts"
 
 #: Every token the tests obtained: none may ever appear in the stack's output.
 ISSUED_TOKENS: list[str] = []
+#: The local stack's flags for its three ports.
+PORT_FLAGS = ("--port", "--backend-port", "--dynamodb-port")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def quiet_ports() -> list[str]:
+    """``PORT_FLAGS`` and three free ports below the kernel's ephemeral range, as arguments.
+
+    For a stack restarted on the ports it had: a port the kernel hands out (``--port 0``)
+    may be handed to another test's socket while the stack is down, and the restart then
+    fails with "address in use"; one below that range is never handed out.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):  # not Linux: the common default
+        low = 32768
+    ports: list[int] = []
+    for _ in range(1000):
+        port = random.randrange(10_000, low)
+        if port not in ports and _port_free(port):
+            ports.append(port)
+        if len(ports) == len(PORT_FLAGS):
+            return [arg for flag, port in zip(PORT_FLAGS, ports, strict=True) for arg in (flag, str(port))]
+    raise RuntimeError("no three free ports below the ephemeral range")
 
 
 class StackProcess:

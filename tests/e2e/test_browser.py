@@ -14,11 +14,10 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
-from tests.e2e.support import ARTIFACTS, ROOT, StackProcess, gateway_only, new_booking, post_json
+from tests.e2e.support import ARTIFACTS, ROOT, StackProcess, gateway_only, new_booking, post_json, quiet_ports
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -36,7 +35,6 @@ CHROMIUM_ARGS = [
 ]
 TIMEOUT_MS = 10_000
 #: The flags that put a restarted stack on the ports of the first, and the endpoints that tell them.
-PORT_FLAGS = {"--port": "gateway", "--backend-port": "backend", "--dynamodb-port": "dynamodb"}
 
 
 @pytest.fixture(scope="module")
@@ -310,8 +308,8 @@ def test_the_favicon_is_served(local_stack: StackProcess) -> None:
 
 
 def test_the_page_reconnects_by_itself_after_the_stack_restarts(browser: Any) -> None:
-    stack = StackProcess("browser-restart")
-    ports = {flag: str(urlsplit(stack.endpoints[key]).port) for flag, key in PORT_FLAGS.items()}
+    ports = quiet_ports()  # the restart below finds them free
+    stack = StackProcess("browser-restart", *ports)
     booking = new_booking()
     context = browser.new_context()
     try:
@@ -335,7 +333,7 @@ def test_the_page_reconnects_by_itself_after_the_stack_restarts(browser: Any) ->
         assert page.evaluate("demo.chat.queued") == 1
         assert page.locator("#error").is_hidden(), page.inner_text("#error")
 
-        stack = StackProcess("browser-restart-2", *[a for pair in ports.items() for a in pair])
+        stack = StackProcess("browser-restart-2", *ports)
         page.wait_for_selector("#state.open", timeout=30_000)
         assert page.inner_text("#state") == "connected as alice"
         outage = page.locator("#messages .message", has_text="typed during the outage")
@@ -439,8 +437,8 @@ def test_one_socket_carries_three_bookings_and_survives_a_restart(
     browser: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PRESENCE_EVENTS", "true")  # read by the proxy in the stack's process
-    stack = StackProcess("browser-inbox")
-    ports = {flag: str(urlsplit(stack.endpoints[key]).port) for flag, key in PORT_FLAGS.items()}
+    ports = quiet_ports()  # the restart below finds them free
+    stack = StackProcess("browser-inbox", *ports)
     a, b, c = new_booking(), new_booking(), new_booking()
     context = browser.new_context(viewport={"width": 1100, "height": 700})
     try:
@@ -516,7 +514,7 @@ def test_one_socket_carries_three_bookings_and_survives_a_restart(
         alice.fill("#message", "typed during the outage")
         alice.click("#send")
         assert alice.evaluate("demo.inbox.socket.queued") >= 1
-        stack = StackProcess("browser-inbox-2", *[arg for pair in ports.items() for arg in pair])
+        stack = StackProcess("browser-inbox-2", *ports)
         for page in (alice, bob):
             page.wait_for_selector("#state.open", timeout=30_000)
             wait_subscribed(page, [a, b, c], histories=2, timeout=30_000)

@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 
 from local_gateway.__main__ import parse_args
-from tests.e2e.support import ROOT, StackProcess, open_socket, run, token
+from tests.e2e.support import ROOT, StackProcess, open_socket, quiet_ports, run, token
 
 pytestmark = pytest.mark.e2e
 
@@ -95,8 +95,8 @@ def test_the_raw_session_s_defaults_are_make_run_s() -> None:
 
 def test_a_restart_closes_every_socket_and_starts_the_backend_over(tmp_path: Path) -> None:
     """README, "Restarting make run": sockets closed (1001), the backend's state gone, tokens still good."""
-    first = StackProcess("readme-restart")
-    ports = [str(urlsplit(first.endpoints[name]).port) for name in ("gateway", "backend", "dynamodb")]
+    ports = quiet_ports()  # the restart below finds them free
+    first = StackProcess("readme-restart", *ports)
     second: StackProcess | None = None
     try:
         alice = token(first, "alice")
@@ -116,9 +116,7 @@ def test_a_restart_closes_every_socket_and_starts_the_backend_over(tmp_path: Pat
 
         assert run(before) == 1001
         assert first.stop() == 0
-        second = StackProcess(
-            "readme-restart-2", "--port", ports[0], "--backend-port", ports[1], "--dynamodb-port", ports[2]
-        )
+        second = StackProcess("readme-restart-2", *ports)
 
         async def after() -> list[str]:
             async with aiohttp.ClientSession() as session:

@@ -2,6 +2,7 @@
 // integration tests; development tokens; bounded waits.
 import { spawn } from "node:child_process";
 import { request as httpRequest } from "node:http";
+import { createServer } from "node:net";
 import { createHmac, randomUUID } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -15,6 +16,37 @@ const PYTHON = process.env.WS_PROXY_PYTHON || join(ROOT, ".venv/bin/python");
 
 export function pythonAvailable() {
   return existsSync(PYTHON);
+}
+
+/** Whether `port` can be listened on at 127.0.0.1 now. */
+function portFree(port) {
+  return new Promise((resolvePort) => {
+    const server = createServer();
+    server.once("error", () => resolvePort(false));
+    server.listen(port, "127.0.0.1", () => server.close(() => resolvePort(true)));
+  });
+}
+
+/**
+ * Three free ports below the kernel's ephemeral range, for a stack that is restarted on the
+ * ports it had ({gateway, backend, dynamodb}). A port the kernel hands out (port 0) may be
+ * handed to another test's socket while the stack is down; one below that range is not.
+ */
+export async function quietPorts() {
+  let low = 32768;
+  try {
+    low = Number(readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/)[0]) || low;
+  } catch {
+    // not Linux: the common default
+  }
+  const ports = [];
+  for (let tries = 0; ports.length < 3 && tries < 1000; tries++) {
+    const port = 10_000 + Math.floor(Math.random() * (low - 10_000));
+    if (!ports.includes(port) && (await portFree(port))) ports.push(port);
+  }
+  if (ports.length < 3) throw new Error("no three free ports below the ephemeral range");
+  const [gateway, backend, dynamodb] = ports;
+  return { gateway, backend, dynamodb };
 }
 
 export class Stack {

@@ -6,7 +6,7 @@ import { after, afterEach, before, describe, it } from "node:test";
 import { WebSocket } from "ws";
 
 import { ChatSocket } from "../../src/index.js";
-import { Stack, countingWebSocket, forgedToken, newBooking, pythonAvailable, sleep, until } from "./stack.js";
+import { Stack, countingWebSocket, forgedToken, newBooking, pythonAvailable, quietPorts, sleep, until } from "./stack.js";
 
 const skip = pythonAvailable() ? false : "the project's .venv is missing (make venv)";
 
@@ -186,8 +186,8 @@ describe("against the local stack", { skip }, () => {
   });
 
   it("the stack stops and starts again on the same ports: both clients come back on their own, outage frames arrive once", async () => {
-    let stack = await Stack.start();
-    const ports = stack.ports;
+    const ports = await quietPorts(); // the restart below finds them free
+    let stack = await Stack.start({ ports });
     const booking = newBooking();
     // Bob retries at once, Alice only every ~2 s: Bob is back well before Alice sends her outage frames.
     const alice = client(stack, "alice", booking, { random: () => 0.99, reconnectMaxDelayMs: 2000 });

@@ -9,7 +9,7 @@ import { after, afterEach, before, describe, it } from "node:test";
 import { WebSocket } from "ws";
 
 import { ChatSocket } from "../../src/index.js";
-import { Stack, countingWebSocket, newBooking, pythonAvailable, sleep, until } from "./stack.js";
+import { Stack, countingWebSocket, newBooking, pythonAvailable, quietPorts, sleep, until } from "./stack.js";
 
 const noPython = pythonAvailable() ? false : "the project's .venv is missing (make venv)";
 
@@ -106,7 +106,7 @@ describe("one socket per user, against the local stack", { skip: noPython }, () 
   let unsupported = null;
 
   before(async () => {
-    stack = await Stack.start();
+    stack = await Stack.start({ ports: await quietPorts() }); // the last test restarts it on them
     unsupported = await subscriptionsUnsupported(stack);
   });
 
