@@ -11,6 +11,7 @@ import pytest
 from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
 
 from chalicelib import wire
+from chalicelib.channel_sender import RESERVE_FOR_NOTES
 from chalicelib.clients import Clients
 from chalicelib.config import Settings
 from chalicelib.connect import ConnectCase, DisconnectCase
@@ -305,6 +306,23 @@ def test_a_broadcasts_unsent_copy_for_the_sender_is_handed_on_and_reported(
     assert json.loads(unpack_frames(payload["chunk"]["frames"])[0])["ref"] == "r1"
     (summary,) = [r for r in caplog.records if getattr(r, "summary", False)]
     assert (summary.delivered, summary.unsent) == (1, 1)  # type: ignore[attr-defined]
+
+
+def test_hand_offs_keep_the_deadline_and_handing_on_what_had_no_time_may_use_the_reserve() -> None:
+    """A large channel's later chunks go within the handler's deadline; posts the deadline left
+    no time for are handed on within the reserve past it (as the delivery_failed notes are)."""
+    proxy, registry, backend, gateways, invoker, _ = make(push_chunk_size=1)
+    for cid in ("A=", "B=", "C="):
+        add(registry, cid)
+    gateway = FakeGateway(endpoint=ENDPOINT, open={"A=", "B=", "C="})
+    gateway.scripted["A="] = [PostOutcome.UNSENT]
+    gateways[gateway.endpoint] = gateway
+    backend.answers["/api/chat/ws/1/message"] = {"type": "message", "broadcast": True}
+    deadline = long()
+    proxy.message.handle(typed(events.message_event("A=", {"body": "x"})), deadline)
+    chunks = [payload["chunk"]["connection_ids"] for _, payload in invoker.calls]
+    assert chunks == [["B="], ["C="], ["A="]]  # two later chunks, then the unsent copy handed on
+    assert invoker.deadlines == [deadline, deadline, deadline.later(RESERVE_FOR_NOTES)]
 
 
 class LaggingIndex(FakeRegistry):
